@@ -1,0 +1,36 @@
+# Tandem: `make demo` runs the system on loopback, `make test` runs every test.
+# Both start with `make setup`, which brings a fresh machine to a working state.
+
+CARGO ?= cargo
+
+.PHONY: setup build release test lint demo models bench-local clean
+
+setup:
+	./scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+release: setup
+	$(CARGO) build --workspace --release --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: setup lint
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+demo: release
+	./scripts/demo.sh
+
+# Rebuild every model from its sources (needs torch: a large Python venv; ~1 h on 2 cores).
+models:
+	./models/build_all.sh
+
+bench-local: release
+	./scripts/bench-local.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,62 @@
+//! `POST /v1/classify/{model}`: the convenience endpoint. The body is the raw image file
+//! (JPEG/PNG) or the UTF-8 text; the answer is the label, score, top-k and how it was made.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::inference::Input;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tandem_shared::manifest::Preprocess;
+
+/// Classifies one image or text.
+pub async fn classify(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| ApiError::from_body(e, s.max_body_bytes))?;
+    let h = s
+        .engine
+        .model(&model)
+        .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
+    let input = match &h.files.variant.preprocess {
+        Preprocess::Image(_) => Input::Images(vec![body]),
+        Preprocess::Text(_) => {
+            Input::Texts(vec![String::from_utf8(body.to_vec()).map_err(|_| {
+                ApiError::BadRequest("text body is not valid UTF-8".into())
+            })?])
+        }
+    };
+    let inf = tokio::time::timeout(s.request_timeout, s.engine.infer(&model, input))
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "no answer within {} ms",
+                s.request_timeout.as_millis()
+            ))
+        })??;
+    let p = inf
+        .predictions
+        .first()
+        .ok_or_else(|| ApiError::Internal("the model returned no prediction".into()))?;
+    Ok(Json(json!({
+        "request_id": s.request_id(),
+        "model": inf.model,
+        "version": inf.version,
+        "variant": inf.variant.as_str(),
+        "label": p.label,
+        "index": p.index,
+        "score": p.score,
+        "top_k": p.top_k,
+        "signals": p.signals,
+        "route": "local",
+        "degraded": false,
+        "ep": inf.ep.as_str(),
+        "latency_ms": inf.timing.total_us as f64 / 1000.0,
+        "timing_us": inf.timing,
+    })))
+}

@@ -1,0 +1,101 @@
+//! API errors: one JSON shape (`{"error": "..."}`, as OIP v2 specifies) and a precise status.
+
+use crate::inference::InferenceError;
+use crate::inference::preprocess::PreprocessError;
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tandem_shared::oip::OipError;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The caller sent something unusable.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such model, version or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// Body or image over a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The model's queue is full: try again shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// Not ready or stopping.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The answer did not come in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// Our fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Maps a body extraction failure, naming the limit when it was the size.
+    pub fn from_body(e: BytesRejection, limit: usize) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge(format!(
+                "request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
+            ))
+        } else {
+            Self::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        let msg = e.to_string();
+        match e {
+            InferenceError::UnknownModel(_) => Self::NotFound(msg),
+            InferenceError::Preprocess(PreprocessError::TooLarge { .. }) => Self::TooLarge(msg),
+            InferenceError::Preprocess(_) | InferenceError::BadInput(_) => Self::BadRequest(msg),
+            InferenceError::QueueFull { .. } => Self::Busy(msg),
+            InferenceError::ShuttingDown => Self::Unavailable(msg),
+            InferenceError::Runtime(_) => Self::Internal(msg),
+        }
+    }
+}
+
+impl From<OipError> for ApiError {
+    fn from(e: OipError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() && !matches!(self, Self::Busy(_) | Self::Unavailable(_)) {
+            tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        if matches!(self, Self::Busy(_)) {
+            (status, [("retry-after", "1")], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,317 @@
+//! Open Inference Protocol v2 REST endpoints, with the binary tensor data extension and the
+//! classification extension, so Triton and KServe clients work unchanged.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::inference::{Inference, Input, ModelHandle};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use tandem_shared::manifest::{DType, Preprocess};
+use tandem_shared::oip::{self, DecodedRequest, OutputTensor, TensorData};
+
+/// `GET /v2`.
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "tandem-agent",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "classification"],
+    }))
+}
+
+/// `GET /v2/health/live`: the process answers.
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// `GET /v2/health/ready`: every loaded model accepts requests.
+pub async fn ready(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    if s.engine.models().all(|m| m.ready()) {
+        Ok(Json(json!({ "ready": true })))
+    } else {
+        Err(ApiError::Unavailable("not every model is ready".into()))
+    }
+}
+
+fn find<'a>(
+    s: &'a AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<&'a Arc<ModelHandle>, ApiError> {
+    let h = s
+        .engine
+        .model(model)
+        .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
+    match version {
+        Some(v) if v != h.files.manifest.version => Err(ApiError::NotFound(format!(
+            "model `{model}` has no version `{v}` (serving `{}`)",
+            h.files.manifest.version
+        ))),
+        _ => Ok(h),
+    }
+}
+
+fn metadata(h: &ModelHandle) -> Value {
+    let v = &h.files.variant;
+    let tensor = |name: &str, dtype: DType, shape: &[i64]| json!({"name": name, "datatype": dtype.oip_name(), "shape": shape});
+    let raw_input = match &v.preprocess {
+        Preprocess::Image(_) => {
+            json!({"name": "image", "datatype": "BYTES", "shape": [-1], "parameters": {"content": "JPEG or PNG file bytes; an alternative to the tensor input"}})
+        }
+        Preprocess::Text(_) => {
+            json!({"name": "text", "datatype": "BYTES", "shape": [-1], "parameters": {"content": "UTF-8 text; an alternative to the token inputs"}})
+        }
+    };
+    let mut inputs: Vec<Value> = v
+        .inputs
+        .iter()
+        .map(|i| tensor(&i.name, i.dtype, &i.shape))
+        .collect();
+    inputs.push(raw_input);
+    json!({
+        "name": h.name(),
+        "versions": [h.files.manifest.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": inputs,
+        "outputs": v.outputs.iter().map(|o| tensor(&o.name, o.dtype, &o.shape)).collect::<Vec<_>>(),
+        "parameters": {
+            "task": h.files.manifest.task,
+            "variant": h.files.role.as_str(),
+            "execution_provider": h.ep.as_str(),
+            "quantization": v.quantization,
+            "labels": h.files.labels.len(),
+        },
+    })
+}
+
+/// `GET /v2/models/{m}`.
+pub async fn model_metadata(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(metadata(find(&s, &model, None)?)))
+}
+
+/// `GET /v2/models/{m}/versions/{v}`.
+pub async fn model_metadata_version(
+    State(s): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(metadata(find(&s, &model, Some(&version))?)))
+}
+
+fn ready_of(h: &ModelHandle) -> Result<Json<Value>, ApiError> {
+    if h.ready() {
+        Ok(Json(json!({ "name": h.name(), "ready": true })))
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "model `{}` is not ready",
+            h.name()
+        )))
+    }
+}
+
+/// `GET /v2/models/{m}/ready`.
+pub async fn model_ready(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    ready_of(find(&s, &model, None)?)
+}
+
+/// `GET /v2/models/{m}/versions/{v}/ready`.
+pub async fn model_ready_version(
+    State(s): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    ready_of(find(&s, &model, Some(&version))?)
+}
+
+/// `POST /v2/models/{m}/infer`.
+pub async fn infer(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    infer_inner(s, model, None, headers, body).await
+}
+
+/// `POST /v2/models/{m}/versions/{v}/infer`.
+pub async fn infer_version(
+    State(s): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    infer_inner(s, model, Some(version), headers, body).await
+}
+
+fn to_input(h: &ModelHandle, req: DecodedRequest) -> Result<Input, ApiError> {
+    if !req
+        .inputs
+        .iter()
+        .any(|i| matches!(i.data, TensorData::Bytes(_)))
+    {
+        return Ok(Input::Tensors(req.inputs));
+    }
+    let [only] = <[_; 1]>::try_from(req.inputs).map_err(|_| {
+        ApiError::BadRequest("a BYTES input (image or text) must be the only input".into())
+    })?;
+    let TensorData::Bytes(items) = only.data else {
+        return Err(ApiError::Internal("BYTES input lost its type".into()));
+    };
+    if items.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "input `{}` has no elements",
+            only.name
+        )));
+    }
+    match &h.files.variant.preprocess {
+        Preprocess::Image(_) => Ok(Input::Images(items.into_iter().map(Bytes::from).collect())),
+        Preprocess::Text(_) => items
+            .into_iter()
+            .map(|b| {
+                String::from_utf8(b).map_err(|_| {
+                    ApiError::BadRequest(format!("input `{}` is not valid UTF-8", only.name))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Input::Texts),
+    }
+}
+
+/// Which outputs to return, binary or not, or as classification strings.
+fn select_outputs(
+    req_outputs: Option<&[oip::RequestOutput]>,
+    binary_default: bool,
+    inf: &Inference,
+) -> Result<Vec<OutputTensor>, ApiError> {
+    let as_bool = |p: &Map<String, Value>, k: &str| p.get(k).and_then(Value::as_bool);
+    let Some(wanted) = req_outputs else {
+        return Ok(inf
+            .outputs
+            .iter()
+            .map(|o| OutputTensor {
+                name: o.name.clone(),
+                shape: o.shape.clone(),
+                data: o.data.clone(),
+                binary: binary_default,
+            })
+            .collect());
+    };
+    wanted
+        .iter()
+        .map(|w| {
+            let o = inf
+                .outputs
+                .iter()
+                .find(|o| o.name == w.name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = inf.outputs.iter().map(|o| o.name.as_str()).collect();
+                    ApiError::BadRequest(format!(
+                        "unknown output `{}` (outputs: {})",
+                        w.name,
+                        known.join(", ")
+                    ))
+                })?;
+            let binary = as_bool(&w.parameters, "binary_data").unwrap_or(binary_default);
+            if let Some(k) = w.parameters.get("classification").and_then(Value::as_u64) {
+                let k = k as usize;
+                let rows: Vec<Vec<u8>> =
+                    inf.predictions
+                        .iter()
+                        .flat_map(|p| {
+                            p.top_k.iter().take(k).map(|c| {
+                                format!("{}:{}:{}", c.score, c.index, c.label).into_bytes()
+                            })
+                        })
+                        .collect();
+                let per = k.min(inf.predictions.first().map_or(0, |p| p.top_k.len()));
+                return Ok(OutputTensor {
+                    name: o.name.clone(),
+                    shape: vec![inf.predictions.len() as i64, per as i64],
+                    data: TensorData::Bytes(rows),
+                    binary,
+                });
+            }
+            Ok(OutputTensor {
+                name: o.name.clone(),
+                shape: o.shape.clone(),
+                data: o.data.clone(),
+                binary,
+            })
+        })
+        .collect()
+}
+
+async fn infer_inner(
+    s: Arc<AppState>,
+    model: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::from_body(e, s.max_body_bytes))?;
+    let h = find(&s, &model, version.as_deref())?.clone();
+    let header_len = match headers.get(oip::HEADER_CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest("Inference-Header-Content-Length is not a number".into())
+                })?,
+        ),
+    };
+    let req = oip::decode_request(&body, header_len)?;
+    let binary_default = req
+        .parameters
+        .get("binary_data_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let id = req.id.clone();
+    let req_outputs = req.outputs.clone();
+    let input = to_input(&h, req)?;
+    let inf = tokio::time::timeout(s.request_timeout, s.engine.infer(&model, input))
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "no answer within {} ms (server.request_timeout_ms)",
+                s.request_timeout.as_millis()
+            ))
+        })??;
+    let outputs = select_outputs(req_outputs.as_deref(), binary_default, &inf)?;
+    let mut params = Map::new();
+    params.insert("route".into(), json!("local"));
+    params.insert("degraded".into(), json!(false));
+    params.insert("ep".into(), json!(inf.ep.as_str()));
+    params.insert("variant".into(), json!(inf.variant.as_str()));
+    params.insert(
+        "latency_ms".into(),
+        json!(inf.timing.total_us as f64 / 1000.0),
+    );
+    if let [p] = inf.predictions.as_slice() {
+        params.insert("label".into(), json!(p.label));
+        params.insert("score".into(), json!(p.score));
+    }
+    let (bytes, json_len) =
+        oip::encode_response(&inf.model, &inf.version, id.as_deref(), params, &outputs);
+    Ok(match json_len {
+        Some(n) => (
+            [
+                ("content-type", "application/octet-stream".to_string()),
+                ("inference-header-content-length", n.to_string()),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => ([("content-type", "application/json".to_string())], bytes).into_response(),
+    })
+}

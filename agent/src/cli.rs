@@ -1,0 +1,339 @@
+//! The command line: `run`, `infer`, `models`, `validate`, `print-default-config`.
+//!
+//! Exit codes (sysexits): 0 ok, 64 usage, 65 bad input data, 66 input file missing,
+//! 69 runtime or model unavailable, 70 internal error, 78 bad configuration.
+
+use crate::app;
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::inference::model;
+use crate::inference::{Inference, InferenceError, Input};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tandem_shared::manifest::{Preprocess, VariantRole};
+
+/// Exit code: usage error.
+pub const EX_USAGE: u8 = 64;
+/// Exit code: bad input data.
+pub const EX_DATAERR: u8 = 65;
+/// Exit code: input file missing.
+pub const EX_NOINPUT: u8 = 66;
+/// Exit code: runtime or model unavailable.
+pub const EX_UNAVAILABLE: u8 = 69;
+/// Exit code: internal error.
+pub const EX_SOFTWARE: u8 = 70;
+/// Exit code: bad configuration.
+pub const EX_CONFIG: u8 = 78;
+
+/// Tandem edge agent.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-agent", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (local API on loopback).
+    Run {
+        /// Config file (TOML); defaults apply when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Classify images (paths) or texts with one model and print the answers.
+    Infer {
+        /// Model name.
+        #[arg(long, short)]
+        model: String,
+        /// One JSON object per input, per line.
+        #[arg(long)]
+        json: bool,
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override the variant (edge or cloud).
+        #[arg(long)]
+        variant: Option<String>,
+        /// Override the execution providers, comma-separated, in order (e.g. `cuda,cpu`).
+        #[arg(long)]
+        ep: Option<String>,
+        /// Image paths (image models) or texts (text models).
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// List the models in the models folder, their variants and files.
+    Models {
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config file and report every problem.
+    Validate {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the default config, with a comment on every key.
+    PrintDefaultConfig,
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tandem-agent: {msg}");
+    ExitCode::from(code)
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(path.map(PathBuf::as_path)).map_err(|e| fail(EX_CONFIG, e))
+}
+
+/// Runs a parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => match Config::load(Some(&config)) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EX_CONFIG, e),
+        },
+        Command::Models { config, json } => {
+            load(config.as_ref()).map_or_else(|c| c, |cfg| models(&cfg, json))
+        }
+        Command::Run { config } => match load(config.as_ref()) {
+            Err(c) => c,
+            Ok(cfg) => run(cfg),
+        },
+        Command::Infer {
+            model,
+            json,
+            config,
+            variant,
+            ep,
+            inputs,
+        } => {
+            let mut cfg = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(c) => return c,
+            };
+            cfg.models.enabled = vec![model.clone()];
+            cfg.engine.workers = 1;
+            if let Some(v) = variant {
+                cfg.models.variant = v;
+            }
+            if let Some(ep) = ep {
+                cfg.runtime.execution_providers =
+                    ep.split(',').map(|s| s.trim().to_string()).collect();
+            }
+            let problems = cfg.problems();
+            if !problems.is_empty() {
+                return fail(EX_USAGE, problems.join("; "));
+            }
+            infer(&cfg, &model, json, &inputs)
+        }
+    }
+}
+
+/// Initialises logging from the config (RUST_LOG wins).
+pub fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn run(cfg: Config) -> ExitCode {
+    init_tracing(&cfg.log.filter);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EX_SOFTWARE, format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(app::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ app::AppError::Bind { .. }) => fail(EX_CONFIG, e),
+        Err(e @ app::AppError::Serve(_)) => fail(EX_SOFTWARE, e),
+        Err(e) => fail(EX_UNAVAILABLE, e),
+    }
+}
+
+fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitCode {
+    init_tracing(if json {
+        "warn,ort=error"
+    } else {
+        &cfg.log.filter
+    });
+    let engine = match app::start_engine(cfg) {
+        Ok(e) => e,
+        Err(e) => return fail(EX_UNAVAILABLE, e),
+    };
+    let Some(h) = engine.model(model_name) else {
+        return fail(EX_UNAVAILABLE, format!("model `{model_name}` did not load"));
+    };
+    for (ep, why) in &h.skipped_eps {
+        eprintln!(
+            "tandem-agent: execution provider {ep} unavailable ({why}); using {}",
+            h.ep
+        );
+    }
+    let is_image = matches!(h.files.variant.preprocess, Preprocess::Image(_));
+    let mut worst = 0u8;
+    for arg in inputs {
+        let input = if is_image {
+            match std::fs::read(arg) {
+                Ok(b) => Input::Images(vec![Bytes::from(b)]),
+                Err(e) => {
+                    eprintln!("tandem-agent: {arg}: cannot read: {e}");
+                    worst = worst.max(EX_NOINPUT);
+                    continue;
+                }
+            }
+        } else {
+            Input::Texts(vec![arg.clone()])
+        };
+        match engine.infer_blocking(model_name, input) {
+            Ok(inf) => print_answer(arg, &inf, json, &h.skipped_eps),
+            Err(e) => {
+                eprintln!("tandem-agent: {arg}: {e}");
+                let code = match e {
+                    InferenceError::Preprocess(_) | InferenceError::BadInput(_) => EX_DATAERR,
+                    _ => EX_SOFTWARE,
+                };
+                worst = worst.max(code);
+            }
+        }
+    }
+    ExitCode::from(worst)
+}
+
+fn print_answer(
+    input: &str,
+    inf: &Inference,
+    json: bool,
+    skipped: &[(tandem_shared::provider::ExecutionProvider, String)],
+) {
+    let Some(p) = inf.predictions.first() else {
+        return;
+    };
+    let latency_ms = inf.timing.total_us as f64 / 1000.0;
+    if json {
+        let line = json!({
+            "input": input,
+            "model": inf.model,
+            "version": inf.version,
+            "variant": inf.variant.as_str(),
+            "label": p.label,
+            "index": p.index,
+            "score": p.score,
+            "top_k": p.top_k,
+            "signals": p.signals,
+            "route": "local",
+            "degraded": false,
+            "ep": inf.ep.as_str(),
+            "ep_skipped": skipped.iter().map(|(e, r)| json!({"ep": e.as_str(), "reason": r})).collect::<Vec<_>>(),
+            "latency_ms": latency_ms,
+            "timing_us": inf.timing,
+        });
+        println!("{line}");
+    } else {
+        let top: Vec<String> = p
+            .top_k
+            .iter()
+            .map(|s| format!("{} {:.3}", s.label, s.score))
+            .collect();
+        println!(
+            "{input}\n  {} ({:.3})  top-{}: {}\n  ep={} variant={} latency={latency_ms:.2} ms",
+            p.label,
+            p.score,
+            top.len(),
+            top.join(", "),
+            inf.ep,
+            inf.variant.as_str()
+        );
+    }
+}
+
+fn models(cfg: &Config, json: bool) -> ExitCode {
+    let dir = cfg.resolve(&cfg.models.dir);
+    let names = match model::discover(&dir) {
+        Ok(n) => n,
+        Err(e) => return fail(EX_CONFIG, e),
+    };
+    let mut rows = Vec::new();
+    for name in &names {
+        let mdir = dir.join(name);
+        match model::read_manifest(&mdir) {
+            Err(e) => rows.push(json!({"name": name, "error": e.to_string()})),
+            Ok(m) => {
+                let variants: Vec<_> = m
+                    .variants
+                    .iter()
+                    .map(|(role, v)| {
+                        let status = match model::open(&dir, name, *role, cfg.models.verify_sha256)
+                        {
+                            Ok(_) => "ok".to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        json!({
+                            "variant": role.as_str(),
+                            "file": v.file,
+                            "quantization": v.quantization,
+                            "accuracy": v.accuracy,
+                            "threshold": v.threshold,
+                            "status": status,
+                        })
+                    })
+                    .collect();
+                rows.push(json!({"name": m.name, "version": m.version, "task": m.task, "variants": variants}));
+            }
+        }
+    }
+    if json {
+        for r in &rows {
+            println!("{r}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("models in {}", dir.display());
+    for r in &rows {
+        println!(
+            "{} {} ({})",
+            r["name"].as_str().unwrap_or("?"),
+            r["version"].as_str().unwrap_or(""),
+            r["task"].as_str().unwrap_or("")
+        );
+        if let Some(e) = r.get("error") {
+            println!("  error: {e}");
+        }
+        for v in r["variants"].as_array().into_iter().flatten() {
+            let acc = v["accuracy"]["top1"]
+                .as_f64()
+                .map_or(String::new(), |a| format!(" top1={:.2}%", a * 100.0));
+            println!(
+                "  {:5} {:28} {:30}{acc}  [{}]",
+                v["variant"].as_str().unwrap_or(""),
+                v["file"].as_str().unwrap_or(""),
+                v["quantization"].as_str().unwrap_or(""),
+                v["status"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let _ = VariantRole::Edge;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,352 @@
+//! Agent configuration: TOML with every key optional, `deny_unknown_fields`, and a
+//! `validate` that lists every problem rather than the first.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tandem_shared::manifest::VariantRole;
+use tandem_shared::provider::ExecutionProvider;
+
+/// The embedded default configuration, with a comment on every key.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type, or an unknown key.
+    #[error("config {origin} is invalid: {message}")]
+    Parse {
+        /// File name or `<default>`.
+        origin: String,
+        /// What toml said, with the key and line.
+        message: String,
+    },
+    /// Values that parse but cannot work, all of them.
+    #[error("config {origin} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+    Invalid {
+        /// File name.
+        origin: String,
+        /// Every problem, naming its key.
+        problems: Vec<String>,
+    },
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Local API.
+    pub server: ServerConfig,
+    /// ONNX Runtime.
+    pub runtime: RuntimeConfig,
+    /// Inference engine.
+    pub engine: EngineConfig,
+    /// Model store.
+    pub models: ModelsConfig,
+    /// Image decoding limits.
+    pub image: ImageConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Directory relative paths are resolved against (not a key).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the local API.
+    pub listen: String,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Request timeout, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Shutdown grace period, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// ONNX Runtime library path; empty means search.
+    pub onnxruntime_lib: String,
+    /// Execution providers in order of preference.
+    pub execution_providers: Vec<String>,
+    /// Intra-op threads per session.
+    pub intra_op_threads: usize,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Worker threads (sessions) per model.
+    pub workers: usize,
+    /// Waiting requests per model.
+    pub queue_capacity: usize,
+    /// Top-k list length.
+    pub top_k: usize,
+}
+
+/// `[models]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder of model folders.
+    pub dir: PathBuf,
+    /// Models to load; empty = all.
+    pub enabled: Vec<String>,
+    /// Variant to run.
+    pub variant: String,
+    /// Verify file hashes before loading.
+    pub verify_sha256: bool,
+}
+
+/// `[image]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Max width, pixels.
+    pub max_width: u32,
+    /// Max height, pixels.
+    pub max_height: u32,
+    /// Max decoder allocation, bytes.
+    pub max_alloc_bytes: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter.
+    pub filter: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8470".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            onnxruntime_lib: String::new(),
+            execution_providers: vec!["cpu".into()],
+            intra_op_threads: 1,
+        }
+    }
+}
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            queue_capacity: 64,
+            top_k: 5,
+        }
+    }
+}
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models"),
+            enabled: Vec::new(),
+            variant: "edge".into(),
+            verify_sha256: true,
+        }
+    }
+}
+impl Default for ImageConfig {
+    fn default() -> Self {
+        Self {
+            max_width: 8192,
+            max_height: 8192,
+            max_alloc_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info,ort=warn".into(),
+        }
+    }
+}
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            runtime: RuntimeConfig::default(),
+            engine: EngineConfig::default(),
+            models: ModelsConfig::default(),
+            image: ImageConfig::default(),
+            log: LogConfig::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors; relative paths resolve against `base_dir`.
+    pub fn from_toml(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.base_dir = base_dir.to_path_buf();
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Loads a file, or the defaults (relative to the working directory) when `path` is None.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::from_toml(DEFAULT_CONFIG, "<default>", Path::new(".")),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let base = p
+                    .parent()
+                    .filter(|b| !b.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                Self::from_toml(&text, &p.display().to_string(), base)
+            }
+        }
+    }
+
+    /// Every problem with the values, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "server.listen: `{}` is not an IP:port address",
+                self.server.listen
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            p.push("server.max_body_bytes must be at least 1024".into());
+        }
+        if self.server.request_timeout_ms == 0 {
+            p.push("server.request_timeout_ms must be > 0".into());
+        }
+        if self.runtime.execution_providers.is_empty() {
+            p.push("runtime.execution_providers is empty (use [\"cpu\"])".into());
+        }
+        for ep in &self.runtime.execution_providers {
+            if let Err(e) = ep.parse::<ExecutionProvider>() {
+                p.push(format!("runtime.execution_providers: {e}"));
+            }
+        }
+        if !(1..=256).contains(&self.runtime.intra_op_threads) {
+            p.push("runtime.intra_op_threads must be between 1 and 256".into());
+        }
+        if !(1..=64).contains(&self.engine.workers) {
+            p.push("engine.workers must be between 1 and 64".into());
+        }
+        if !(1..=65_536).contains(&self.engine.queue_capacity) {
+            p.push("engine.queue_capacity must be between 1 and 65536".into());
+        }
+        if self.engine.top_k == 0 {
+            p.push("engine.top_k must be > 0".into());
+        }
+        if let Err(e) = self.models.variant.parse::<VariantRole>() {
+            p.push(format!("models.variant: {e}"));
+        }
+        if self.image.max_width == 0 || self.image.max_height == 0 {
+            p.push("image.max_width and image.max_height must be > 0".into());
+        }
+        if self.image.max_alloc_bytes < 1024 * 1024 {
+            p.push("image.max_alloc_bytes must be at least 1048576".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            p.push(format!("log.filter: {e}"));
+        }
+        p
+    }
+
+    /// A path from the config, resolved against the config's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The listen address (validated).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470)))
+    }
+
+    /// Execution providers (validated).
+    pub fn providers(&self) -> Vec<ExecutionProvider> {
+        self.runtime
+            .execution_providers
+            .iter()
+            .filter_map(|e| e.parse().ok())
+            .collect()
+    }
+
+    /// The variant to run (validated).
+    pub fn variant(&self) -> VariantRole {
+        self.models.variant.parse().unwrap_or(VariantRole::Edge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_code_default() {
+        let parsed = Config::from_toml(DEFAULT_CONFIG, "<default>", Path::new(".")).expect("valid");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[server]\nlisten_addr = \"x\"\n", "t.toml", Path::new("."))
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let text = "[server]\nlisten = \"nope\"\n[runtime]\nexecution_providers = [\"gpu\"]\n[engine]\nworkers = 0\n";
+        match Config::from_toml(text, "t.toml", Path::new(".")) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                assert_eq!(problems.len(), 3, "{problems:?}");
+                assert!(problems[0].starts_with("server.listen"));
+                assert!(problems[1].contains("gpu"));
+                assert!(problems[2].starts_with("engine.workers"));
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+}

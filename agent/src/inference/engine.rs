@@ -1,0 +1,632 @@
+//! The engine: for each model a bounded queue and worker threads that each own an ONNX Runtime
+//! session. Pre-processing, the run and post-processing happen on those threads, never on the
+//! async reactor.
+//!
+//! Queue policy when full: the new request is refused at once with
+//! [`InferenceError::QueueFull`] (HTTP 503 + Retry-After) and counted; accepted work is never
+//! dropped. A request whose caller has gone (timed out) is skipped when a worker reaches it.
+
+use super::model::{self, ModelError, ModelFiles};
+use super::postprocess::{self, Prediction};
+use super::preprocess::PreprocessError;
+use super::preprocess::image::{self as img, Limits};
+use super::preprocess::text::TextEncoder;
+use super::provider::{self, NoProvider};
+use crate::config::Config;
+use crate::telemetry::Metrics;
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ort::session::{Session, SessionInputValue};
+use ort::value::TensorRef;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tandem_shared::manifest::{DType, OutputKind, Preprocess, VariantRole};
+use tandem_shared::oip::{InputTensor, TensorData};
+use tandem_shared::provider::ExecutionProvider;
+use tokio::sync::oneshot;
+
+/// What a caller asks a model to classify: a batch of one kind.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Encoded image files (JPEG/PNG).
+    Images(Vec<Bytes>),
+    /// Texts.
+    Texts(Vec<String>),
+    /// Prepared tensors, named as the model's inputs.
+    Tensors(Vec<InputTensor>),
+}
+
+impl Input {
+    fn from_tensors(&self) -> bool {
+        matches!(self, Self::Tensors(_))
+    }
+}
+
+/// A raw model output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    /// Output name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<i64>,
+    /// Elements.
+    pub data: TensorData,
+}
+
+/// Where the time went, in microseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timing {
+    /// Waiting in the queue.
+    pub queue_us: u64,
+    /// Decoding / tokenising.
+    pub preprocess_us: u64,
+    /// `Session::run`.
+    pub run_us: u64,
+    /// Post-processing.
+    pub postprocess_us: u64,
+    /// Submission to answer.
+    pub total_us: u64,
+}
+
+/// The answer for one batch.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// Variant that ran.
+    pub variant: VariantRole,
+    /// Execution provider that ran it.
+    pub ep: ExecutionProvider,
+    /// Raw outputs.
+    pub outputs: Vec<OutputTensor>,
+    /// One prediction per batch row.
+    pub predictions: Vec<Prediction>,
+    /// Timings.
+    pub timing: Timing,
+}
+
+/// Why an inference did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InferenceError {
+    /// No such model loaded.
+    #[error("model `{0}` is not loaded")]
+    UnknownModel(String),
+    /// Input could not be pre-processed.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// Input does not fit the model.
+    #[error("{0}")]
+    BadInput(String),
+    /// The model's queue is full.
+    #[error("model `{model}` is busy: {capacity} requests already waiting")]
+    QueueFull {
+        /// Model name.
+        model: String,
+        /// Queue capacity.
+        capacity: usize,
+    },
+    /// The engine is stopping.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// ONNX Runtime failed.
+    #[error("inference failed: {0}")]
+    Runtime(String),
+}
+
+impl InferenceError {
+    /// A short kind for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownModel(_) => "unknown_model",
+            Self::Preprocess(_) | Self::BadInput(_) => "bad_input",
+            Self::QueueFull { .. } => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+            Self::Runtime(_) => "runtime",
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Model folder problem.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// No provider could load a model.
+    #[error(transparent)]
+    Session(#[from] NoProvider),
+    /// A tokenizer failed to load.
+    #[error("tokenizer for `{model}`: {message}")]
+    Tokenizer {
+        /// Model name.
+        model: String,
+        /// What failed.
+        message: String,
+    },
+    /// Nothing to serve.
+    #[error("no models to load from {0}")]
+    NoModels(String),
+    /// A thread could not start.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+enum Prep {
+    Image(tandem_shared::manifest::ImagePreprocess, Limits),
+    Text(TextEncoder),
+}
+
+struct Job {
+    input: Input,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Inference, InferenceError>>,
+}
+
+/// A loaded model: its files, provider, queue and workers.
+pub struct ModelHandle {
+    /// Manifest, variant, labels.
+    pub files: ModelFiles,
+    /// Provider in use.
+    pub ep: ExecutionProvider,
+    /// Providers passed over, with reasons.
+    pub skipped_eps: Vec<(ExecutionProvider, String)>,
+    capacity: usize,
+    tx: Mutex<Option<Sender<Job>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ModelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelHandle")
+            .field("model", &self.files.manifest.name)
+            .field("ep", &self.ep)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelHandle {
+    /// Model name.
+    pub fn name(&self) -> &str {
+        &self.files.manifest.name
+    }
+    /// Requests waiting.
+    pub fn queue_depth(&self) -> usize {
+        self.tx
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(Sender::len))
+            .unwrap_or(0)
+    }
+    /// Whether the model accepts requests.
+    pub fn ready(&self) -> bool {
+        self.tx.lock().map(|g| g.is_some()).unwrap_or(false)
+    }
+}
+
+struct Ctx {
+    model: String,
+    version: String,
+    files: ModelFiles,
+    prep: Prep,
+    ep: ExecutionProvider,
+    top_k: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// The engine: every loaded model by name.
+#[derive(Debug)]
+pub struct Engine {
+    models: BTreeMap<String, Arc<ModelHandle>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// Loads the models the config names (all found when `models.enabled` is empty) on the
+    /// config's variant. An auto-discovered model whose variant is optional and absent is skipped
+    /// with a warning; anything else that fails stops start-up.
+    pub fn start(
+        cfg: &Config,
+        env: &ort::environment::Environment,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, EngineError> {
+        let dir = cfg.resolve(&cfg.models.dir);
+        let (names, explicit) = if cfg.models.enabled.is_empty() {
+            (model::discover(&dir)?, false)
+        } else {
+            (cfg.models.enabled.clone(), true)
+        };
+        let mut models = BTreeMap::new();
+        for name in names {
+            match model::open(&dir, &name, cfg.variant(), cfg.models.verify_sha256) {
+                Ok(files) => {
+                    let h = Self::load_model(cfg, env, files, metrics.clone())?;
+                    tracing::info!(model = %name, ep = %h.ep, variant = cfg.variant().as_str(), "model loaded");
+                    models.insert(name, Arc::new(h));
+                }
+                Err(e @ (ModelError::MissingFile { .. } | ModelError::NoVariant { .. }))
+                    if !explicit =>
+                {
+                    tracing::warn!(model = %name, error = %e, "model skipped");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if models.is_empty() {
+            return Err(EngineError::NoModels(dir.display().to_string()));
+        }
+        Ok(Self { models, metrics })
+    }
+
+    fn load_model(
+        cfg: &Config,
+        env: &ort::environment::Environment,
+        files: ModelFiles,
+        metrics: Arc<Metrics>,
+    ) -> Result<ModelHandle, EngineError> {
+        let name = files.manifest.name.clone();
+        let prep = match &files.variant.preprocess {
+            Preprocess::Image(p) => Prep::Image(p.clone(), Limits::from(&cfg.image)),
+            Preprocess::Text(t) => {
+                Prep::Text(TextEncoder::load(&files.dir.join(&t.tokenizer), t).map_err(
+                    |message| EngineError::Tokenizer {
+                        model: name.clone(),
+                        message,
+                    },
+                )?)
+            }
+        };
+        let order = cfg.providers();
+        let mut sessions = Vec::with_capacity(cfg.engine.workers);
+        let first = provider::build_session(
+            env,
+            &files.onnx_path(),
+            &order,
+            cfg.runtime.intra_op_threads,
+        )?;
+        let (ep, skipped_eps) = (first.ep, first.skipped);
+        sessions.push(first.session);
+        for _ in 1..cfg.engine.workers {
+            sessions.push(
+                provider::build_session(
+                    env,
+                    &files.onnx_path(),
+                    &[ep],
+                    cfg.runtime.intra_op_threads,
+                )?
+                .session,
+            );
+        }
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(cfg.engine.queue_capacity);
+        let ctx = Arc::new(Ctx {
+            model: name.clone(),
+            version: files.manifest.version.clone(),
+            files: files.clone(),
+            prep,
+            ep,
+            top_k: cfg.engine.top_k,
+            metrics,
+        });
+        let mut workers = Vec::new();
+        for (i, session) in sessions.into_iter().enumerate() {
+            let (ctx, rx) = (ctx.clone(), rx.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("infer-{name}-{i}"))
+                .spawn(move || worker(session, &ctx, &rx))
+                .map_err(EngineError::Thread)?;
+            workers.push(h);
+        }
+        Ok(ModelHandle {
+            files,
+            ep,
+            skipped_eps,
+            capacity: cfg.engine.queue_capacity,
+            tx: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
+        })
+    }
+
+    /// Loaded models by name.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ModelHandle>> {
+        self.models.values()
+    }
+
+    /// One loaded model.
+    pub fn model(&self, name: &str) -> Option<&Arc<ModelHandle>> {
+        self.models.get(name)
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Queues a request; the answer arrives on the returned channel.
+    pub fn submit(
+        &self,
+        model: &str,
+        input: Input,
+    ) -> Result<oneshot::Receiver<Result<Inference, InferenceError>>, InferenceError> {
+        let h = self
+            .models
+            .get(model)
+            .ok_or_else(|| InferenceError::UnknownModel(model.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            input,
+            enqueued: Instant::now(),
+            reply,
+        };
+        let guard = h.tx.lock().map_err(|_| InferenceError::ShuttingDown)?;
+        let tx = guard.as_ref().ok_or(InferenceError::ShuttingDown)?;
+        match tx.try_send(job) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.rejected(model);
+                Err(InferenceError::QueueFull {
+                    model: model.to_string(),
+                    capacity: h.capacity,
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => Err(InferenceError::ShuttingDown),
+        }
+    }
+
+    /// Runs a request and waits for it (async callers).
+    pub async fn infer(&self, model: &str, input: Input) -> Result<Inference, InferenceError> {
+        self.submit(model, input)?
+            .await
+            .map_err(|_| InferenceError::ShuttingDown)?
+    }
+
+    /// Runs a request and waits for it (threads outside the async runtime).
+    pub fn infer_blocking(&self, model: &str, input: Input) -> Result<Inference, InferenceError> {
+        self.submit(model, input)?
+            .blocking_recv()
+            .map_err(|_| InferenceError::ShuttingDown)?
+    }
+
+    /// Stops accepting, lets the workers finish what is queued, and joins them.
+    pub fn shutdown(&self) {
+        for h in self.models.values() {
+            if let Ok(mut g) = h.tx.lock() {
+                g.take();
+            }
+            let workers = h
+                .workers
+                .lock()
+                .map(|mut w| std::mem::take(&mut *w))
+                .unwrap_or_default();
+            for w in workers {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn worker(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        if job.reply.is_closed() {
+            continue;
+        }
+        let from_tensors = job.input.from_tensors();
+        let result = run_job(&mut session, ctx, job.input, job.enqueued).map_err(|e| match e {
+            InferenceError::Runtime(m) if from_tensors => {
+                InferenceError::BadInput(format!("the model refused the tensors: {m}"))
+            }
+            other => other,
+        });
+        let took = job.enqueued.elapsed();
+        match &result {
+            Ok(_) => ctx.metrics.inference(&ctx.model, "ok", took),
+            Err(e) => ctx.metrics.inference(&ctx.model, e.kind(), took),
+        }
+        let _ = job.reply.send(result);
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn prepare(ctx: &Ctx, input: Input) -> Result<Vec<InputTensor>, InferenceError> {
+    let name = &ctx.model;
+    match (input, &ctx.prep) {
+        (Input::Images(images), Prep::Image(p, limits)) => {
+            let refs: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
+            let (shape, data) = img::prepare_batch(&refs, p, limits)?;
+            let input_name = ctx
+                .files
+                .variant
+                .inputs
+                .first()
+                .map(|i| i.name.clone())
+                .unwrap_or_default();
+            Ok(vec![InputTensor {
+                name: input_name,
+                shape,
+                data: TensorData::F32(data),
+            }])
+        }
+        (Input::Texts(texts), Prep::Text(enc)) => {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(enc
+                .encode_batch(&refs)?
+                .into_iter()
+                .map(|(name, shape, data)| InputTensor {
+                    name,
+                    shape,
+                    data: TensorData::I64(data),
+                })
+                .collect())
+        }
+        (Input::Tensors(t), _) => {
+            check_tensors(ctx, &t)?;
+            Ok(t)
+        }
+        (Input::Images(_), Prep::Text(_)) => Err(InferenceError::BadInput(format!(
+            "model `{name}` classifies text, not images"
+        ))),
+        (Input::Texts(_), Prep::Image(..)) => Err(InferenceError::BadInput(format!(
+            "model `{name}` classifies images, not text"
+        ))),
+    }
+}
+
+fn check_tensors(ctx: &Ctx, tensors: &[InputTensor]) -> Result<(), InferenceError> {
+    let specs = &ctx.files.variant.inputs;
+    for t in tensors {
+        let Some(spec) = specs.iter().find(|s| s.name == t.name) else {
+            let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(InferenceError::BadInput(format!(
+                "model `{}` has no input `{}` (inputs: {})",
+                ctx.model,
+                t.name,
+                known.join(", ")
+            )));
+        };
+        let ok_type = matches!(
+            (&t.data, spec.dtype),
+            (TensorData::F32(_), DType::Float32) | (TensorData::I64(_), DType::Int64)
+        );
+        if !ok_type {
+            return Err(InferenceError::BadInput(format!(
+                "input `{}` must be {}, got {}",
+                t.name,
+                spec.dtype.oip_name(),
+                t.data.datatype()
+            )));
+        }
+        if !spec.accepts_shape(&t.shape) {
+            return Err(InferenceError::BadInput(format!(
+                "input `{}` has shape {:?}; the model takes {:?} (-1 = any)",
+                t.name, t.shape, spec.shape
+            )));
+        }
+    }
+    for spec in specs {
+        if !tensors.iter().any(|t| t.name == spec.name) {
+            return Err(InferenceError::BadInput(format!(
+                "input `{}` is missing",
+                spec.name
+            )));
+        }
+    }
+    let batch: Vec<i64> = tensors
+        .iter()
+        .filter_map(|t| t.shape.first().copied())
+        .collect();
+    if batch.windows(2).any(|w| w[0] != w[1]) {
+        return Err(InferenceError::BadInput(format!(
+            "inputs disagree on the batch size: {batch:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn run_job(
+    session: &mut Session,
+    ctx: &Ctx,
+    input: Input,
+    enqueued: Instant,
+) -> Result<Inference, InferenceError> {
+    let queue_us = micros(enqueued);
+    let t = Instant::now();
+    let tensors = prepare(ctx, input)?;
+    let preprocess_us = micros(t);
+    let rt = |e: ort::Error| InferenceError::Runtime(e.to_string());
+
+    let t = Instant::now();
+    let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(tensors.len());
+    for tensor in &tensors {
+        let v: SessionInputValue<'_> = match &tensor.data {
+            TensorData::F32(d) => TensorRef::from_array_view((tensor.shape.clone(), d.as_slice()))
+                .map_err(rt)?
+                .into(),
+            TensorData::I64(d) => TensorRef::from_array_view((tensor.shape.clone(), d.as_slice()))
+                .map_err(rt)?
+                .into(),
+            TensorData::Bytes(_) => {
+                return Err(InferenceError::BadInput(
+                    "BYTES tensors are not model inputs".into(),
+                ));
+            }
+        };
+        values.push((Cow::Borrowed(tensor.name.as_str()), v));
+    }
+    let outputs = session.run(values).map_err(rt)?;
+    let mut raw = Vec::with_capacity(ctx.files.variant.outputs.len());
+    for spec in &ctx.files.variant.outputs {
+        let v = outputs.get(&spec.name).ok_or_else(|| {
+            InferenceError::Runtime(format!("model produced no output `{}`", spec.name))
+        })?;
+        let (shape, data) = match spec.dtype {
+            DType::Float32 => {
+                let (s, d) = v.try_extract_tensor::<f32>().map_err(rt)?;
+                (s.to_vec(), TensorData::F32(d.to_vec()))
+            }
+            DType::Int64 => {
+                let (s, d) = v.try_extract_tensor::<i64>().map_err(rt)?;
+                (s.to_vec(), TensorData::I64(d.to_vec()))
+            }
+        };
+        raw.push(OutputTensor {
+            name: spec.name.clone(),
+            shape,
+            data,
+        });
+    }
+    drop(outputs);
+    let run_us = micros(t);
+
+    let t = Instant::now();
+    let predictions = match (raw.first(), ctx.files.variant.outputs.first()) {
+        (
+            Some(OutputTensor {
+                shape,
+                data: TensorData::F32(d),
+                ..
+            }),
+            Some(spec),
+        ) => {
+            let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
+            let per = d.len() / rows;
+            d.chunks_exact(per.max(1))
+                .map(|row| {
+                    let mut probs = row.to_vec();
+                    if spec.kind == OutputKind::Logits {
+                        postprocess::softmax(&mut probs);
+                    }
+                    postprocess::classify(&probs, &ctx.files.labels, ctx.top_k)
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let postprocess_us = micros(t);
+    Ok(Inference {
+        model: ctx.model.clone(),
+        version: ctx.version.clone(),
+        variant: ctx.files.role,
+        ep: ctx.ep,
+        outputs: raw,
+        predictions,
+        timing: Timing {
+            queue_us,
+            preprocess_us,
+            run_us,
+            postprocess_us,
+            total_us: micros(enqueued),
+        },
+    })
+}

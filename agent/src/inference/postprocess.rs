@@ -1,0 +1,139 @@
+//! Post-processing for classification: softmax, top-k, and the routing signals
+//! (max probability, margin, entropy).
+
+use serde::Serialize;
+
+/// Confidence signals the routing policy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Signals {
+    /// Highest probability.
+    pub max_prob: f32,
+    /// Highest minus second-highest probability.
+    pub margin: f32,
+    /// Shannon entropy in nats (0 = certain).
+    pub entropy: f32,
+}
+
+/// One class and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    /// Class index.
+    pub index: usize,
+    /// Class label.
+    pub label: String,
+    /// Probability.
+    pub score: f32,
+}
+
+/// The classification of one input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Best class index.
+    pub index: usize,
+    /// Best class label.
+    pub label: String,
+    /// Its probability.
+    pub score: f32,
+    /// The `k` best, best first.
+    pub top_k: Vec<Scored>,
+    /// Routing signals.
+    pub signals: Signals,
+}
+
+/// In-place numerically stable softmax.
+pub fn softmax(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    if sum > 0.0 {
+        v.iter_mut().for_each(|x| *x /= sum);
+    }
+}
+
+/// Signals of a probability distribution.
+pub fn signals(probs: &[f32]) -> Signals {
+    let (mut first, mut second) = (0.0f32, 0.0f32);
+    let mut entropy = 0.0f32;
+    for &p in probs {
+        if p > first {
+            second = first;
+            first = p;
+        } else if p > second {
+            second = p;
+        }
+        if p > 0.0 {
+            entropy -= p * p.ln();
+        }
+    }
+    Signals {
+        max_prob: first,
+        margin: first - second,
+        entropy,
+    }
+}
+
+/// Classifies one row of probabilities.
+pub fn classify(probs: &[f32], labels: &[String], k: usize) -> Prediction {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b)));
+    let label = |i: usize| {
+        labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class_{i}"))
+    };
+    let top_k: Vec<Scored> = order
+        .iter()
+        .take(k.max(1))
+        .map(|&i| Scored {
+            index: i,
+            label: label(i),
+            score: probs[i],
+        })
+        .collect();
+    let best = order.first().copied().unwrap_or(0);
+    Prediction {
+        index: best,
+        label: label(best),
+        score: probs.get(best).copied().unwrap_or(0.0),
+        top_k,
+        signals: signals(probs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut v = [1.0, 3.0, 2.0, 1000.0];
+        softmax(&mut v);
+        assert!((v.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(v[3] > 0.999);
+    }
+
+    #[test]
+    fn signals_of_certain_and_uniform() {
+        let s = signals(&[1.0, 0.0, 0.0]);
+        assert_eq!((s.max_prob, s.margin, s.entropy), (1.0, 1.0, 0.0));
+        let u = signals(&[0.25; 4]);
+        assert_eq!(u.margin, 0.0);
+        assert!((u.entropy - 4f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_is_sorted_and_labelled() {
+        let labels = vec!["a".to_string(), "b".into(), "c".into()];
+        let p = classify(&[0.2, 0.5, 0.3], &labels, 2);
+        assert_eq!(p.label, "b");
+        assert_eq!(
+            p.top_k.iter().map(|s| s.index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!((p.signals.margin - 0.2).abs() < 1e-6);
+    }
+}

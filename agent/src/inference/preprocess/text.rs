@@ -1,0 +1,84 @@
+//! Text pre-processing: a Hugging Face `tokenizer.json` with fixed padding turned off,
+//! truncation at the model's limit, and padding only to the longest text of a batch.
+
+use super::PreprocessError;
+use std::path::Path;
+use tandem_shared::manifest::TextPreprocess;
+use tokenizers::{Tokenizer, TruncationParams};
+
+/// A loaded tokenizer configured for one model variant.
+#[derive(Debug, Clone)]
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    pad_id: i64,
+    spec: TextPreprocess,
+}
+
+/// The input tensors for a batch of texts: `(name, shape, data)`.
+pub type TextTensors = Vec<(String, Vec<i64>, Vec<i64>)>;
+
+impl TextEncoder {
+    /// Loads the tokenizer file and reconfigures it: no fixed padding, truncation at
+    /// `max_tokens`.
+    pub fn load(path: &Path, spec: &TextPreprocess) -> Result<Self, String> {
+        let mut tokenizer =
+            Tokenizer::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pad_id = tokenizer.get_padding().map_or(0, |p| i64::from(p.pad_id));
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: spec.max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| format!("{}: truncation: {e}", path.display()))?;
+        Ok(Self {
+            tokenizer,
+            pad_id,
+            spec: spec.clone(),
+        })
+    }
+
+    /// Tokenises a batch, padding to its longest member; empty texts are refused.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<TextTensors, PreprocessError> {
+        if texts.iter().any(|t| t.trim().is_empty()) {
+            return Err(PreprocessError::EmptyText);
+        }
+        let encodings = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(*t, true))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PreprocessError::Tokenize(e.to_string()))?;
+        let len = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0);
+        let n = texts.len();
+        let mut ids = vec![self.pad_id; n * len];
+        let mut mask = vec![0i64; n * len];
+        let mut types = vec![0i64; n * len];
+        for (row, e) in encodings.iter().enumerate() {
+            let base = row * len;
+            for (j, ((id, m), t)) in e
+                .get_ids()
+                .iter()
+                .zip(e.get_attention_mask())
+                .zip(e.get_type_ids())
+                .enumerate()
+            {
+                ids[base + j] = i64::from(*id);
+                mask[base + j] = i64::from(*m);
+                types[base + j] = i64::from(*t);
+            }
+        }
+        let shape = vec![n as i64, len as i64];
+        let mut out = vec![
+            (self.spec.input_ids.clone(), shape.clone(), ids),
+            (self.spec.attention_mask.clone(), shape.clone(), mask),
+        ];
+        if let Some(name) = &self.spec.token_type_ids {
+            out.push((name.clone(), shape, types));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,10 @@
+//! The Tandem cloud hub (skeleton: configuration and health endpoints).
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration.
+//! - [`app`]: `tandem-hub run`: serve until a signal.
+//!
+//! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
+
+pub mod app;
+pub mod config;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Brings a fresh machine to a working state for Tandem; idempotent (a second run does nothing).
+#  - ONNX Runtime 1.31.1 C library from the PyPI `onnxruntime` wheel, checked by sha256, into .ort/
+#  - Debian packages the project uses (installed only when missing)
+#  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient, FastAPI peer)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORT_VERSION=1.31.1
+ORT_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+ORT_DIR=.ort
+ORT_LIB="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
+PY=${PYTHON:-python3}
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------
+need_apt=()
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v unzip >/dev/null || need_apt+=(unzip)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# --- ONNX Runtime ----------------------------------------------------------
+have_sha() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+if ! have_sha "$ORT_LIB" "$ORT_SHA256"; then
+  log "fetching ONNX Runtime $ORT_VERSION from the PyPI onnxruntime wheel"
+  wheels=$(mktemp -d)
+  trap 'rm -rf "$wheels"' EXIT
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+      --python-version 3.11 "onnxruntime==$ORT_VERSION" -d "$wheels"
+  mkdir -p "$ORT_DIR"
+  unzip -q -o -j "$wheels"/onnxruntime-"$ORT_VERSION"-*.whl \
+      "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" \
+      'onnxruntime/capi/libonnxruntime_providers_shared.so' -d "$ORT_DIR"
+  if ! have_sha "$ORT_LIB" "$ORT_SHA256"; then
+    log "ERROR: sha256 of $ORT_LIB does not match $ORT_SHA256; refusing to use it"
+    rm -f "$ORT_LIB"
+    exit 1
+  fi
+fi
+ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so.1"
+ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+
+# --- Python venv for tests and peers ----------------------------------------
+req=scripts/requirements-test.txt
+stamp=.venv/.tandem-req-sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "creating .venv with $req"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+log "ready: ONNX Runtime $ORT_VERSION in $ORT_DIR, Python tools in .venv"

@@ -1,0 +1,14 @@
+//! Sans-IO types both Tandem binaries share.
+//!
+//! # Layout
+//! - [`manifest`]: the model manifest (`models/<name>/manifest.json`): variants, I/O specs,
+//!   pre-processing, labels, file hashes.
+//! - [`provider`]: execution-provider names as they appear in configs and reports.
+//! - [`oip`]: Open Inference Protocol v2 (KServe/Triton) REST messages and the binary tensor
+//!   data extension codec.
+//!
+//! Nothing here opens a file or a socket: callers hand in bytes and strings.
+
+pub mod manifest;
+pub mod oip;
+pub mod provider;

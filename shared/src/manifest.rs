@@ -1,0 +1,489 @@
+//! The model manifest: what a model folder holds and how to feed it (docs/manifest.md).
+//!
+//! Parsing and validation only; reading files and checking hashes is the caller's job.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The manifest format version this code reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// A logical model: one name, one version, an edge and/or a cloud variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version; must equal [`MANIFEST_VERSION`].
+    pub manifest_version: u32,
+    /// Model name, as clients address it (`vision-fashion`).
+    pub name: String,
+    /// Model version (semver-like, compared as dotted numbers).
+    pub version: String,
+    /// What the model does; decides pre- and post-processing.
+    pub task: Task,
+    /// Free text for people.
+    #[serde(default)]
+    pub description: String,
+    /// Labels file (one label per line, line index = class index).
+    pub labels: String,
+    /// The variants by role.
+    pub variants: BTreeMap<VariantRole, Variant>,
+    /// sha256 (lowercase hex) of every file the model needs, by relative path.
+    pub files: BTreeMap<String, String>,
+}
+
+/// The kind of problem a model solves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// One label per image.
+    ImageClassification,
+    /// One label per text.
+    TextClassification,
+}
+
+/// Where a variant is meant to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VariantRole {
+    /// Small, quantized, on the device.
+    Edge,
+    /// Large, full precision, on the hub.
+    Cloud,
+}
+
+impl VariantRole {
+    /// `edge` or `cloud`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Edge => "edge",
+            Self::Cloud => "cloud",
+        }
+    }
+}
+
+impl std::str::FromStr for VariantRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "edge" => Ok(Self::Edge),
+            "cloud" => Ok(Self::Cloud),
+            other => Err(format!(
+                "unknown variant `{other}` (expected edge or cloud)"
+            )),
+        }
+    }
+}
+
+/// One ONNX file of a model and how to feed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    /// The ONNX file.
+    pub file: String,
+    /// True when the file may be absent (large variants built by `make models`).
+    #[serde(default)]
+    pub optional: bool,
+    /// How the weights are stored (`int8-static-qdq-per-channel`, `none`, ...).
+    #[serde(default)]
+    pub quantization: String,
+    /// Parameter count, when known.
+    #[serde(default)]
+    pub params: Option<u64>,
+    /// Suggested confidence threshold for the routing signal.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Which signal the threshold applies to.
+    #[serde(default)]
+    pub threshold_signal: Option<Signal>,
+    /// Model inputs.
+    pub inputs: Vec<TensorSpec>,
+    /// Model outputs; the first is the classification output.
+    pub outputs: Vec<OutputSpec>,
+    /// How raw inputs become tensors.
+    pub preprocess: Preprocess,
+    /// Measured accuracy, when recorded.
+    #[serde(default)]
+    pub accuracy: Option<Accuracy>,
+}
+
+/// A routing signal computed from the output probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The highest probability.
+    MaxProb,
+    /// Highest minus second-highest probability.
+    Margin,
+    /// Shannon entropy of the distribution (lower is surer).
+    Entropy,
+}
+
+/// Element types the engine feeds and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// 32-bit float.
+    Float32,
+    /// 64-bit signed integer.
+    Int64,
+}
+
+impl DType {
+    /// The OIP v2 datatype name.
+    pub fn oip_name(self) -> &'static str {
+        match self {
+            Self::Float32 => "FP32",
+            Self::Int64 => "INT64",
+        }
+    }
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        8 - 4 * usize::from(self == Self::Float32)
+    }
+}
+
+/// A named tensor with a shape; `-1` marks a dynamic dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Tensor name in the ONNX graph.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape; `-1` is dynamic.
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Whether a concrete shape fits this spec.
+    pub fn accepts_shape(&self, shape: &[i64]) -> bool {
+        shape.len() == self.shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(want, got)| *got >= 0 && (*want < 0 || want == got))
+    }
+}
+
+/// What an output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Unnormalised scores: the engine applies softmax.
+    Logits,
+    /// Already a probability distribution.
+    Probabilities,
+}
+
+/// An output tensor and how to read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    /// Tensor name in the ONNX graph.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape; `-1` is dynamic.
+    pub shape: Vec<i64>,
+    /// Logits or probabilities.
+    pub kind: OutputKind,
+}
+
+/// Pre-processing, per input modality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Preprocess {
+    /// Decode, resize, normalise an image.
+    Image(ImagePreprocess),
+    /// Tokenise a text.
+    Text(TextPreprocess),
+}
+
+/// Image pre-processing: `value = (pixel * scale - mean[c]) / std[c]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePreprocess {
+    /// Tensor layout.
+    pub layout: Layout,
+    /// Channels.
+    pub color: Color,
+    /// Target width in pixels.
+    pub width: u32,
+    /// Target height in pixels.
+    pub height: u32,
+    /// How to reach width x height.
+    pub resize: Resize,
+    /// For [`Resize::ShorterSideCenterCrop`]: the shorter side before cropping.
+    #[serde(default)]
+    pub shorter_side: Option<u32>,
+    /// Multiplier applied to the 0..255 pixel first.
+    pub scale: f32,
+    /// Per-channel mean (one value per channel, or one for all).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation.
+    pub std: Vec<f32>,
+}
+
+/// Tensor layout of an image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// Batch, channels, height, width.
+    NCHW,
+    /// Batch, height, width, channels.
+    NHWC,
+}
+
+/// Colour channels of an image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    /// One luminance channel.
+    Gray,
+    /// Red, green, blue.
+    Rgb,
+}
+
+impl Color {
+    /// Number of channels.
+    pub fn channels(self) -> usize {
+        match self {
+            Self::Gray => 1,
+            Self::Rgb => 3,
+        }
+    }
+}
+
+/// Resize policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resize {
+    /// Straight to width x height (bilinear), aspect ratio not kept.
+    Stretch,
+    /// Shorter side to `shorter_side`, then the centre width x height.
+    ShorterSideCenterCrop,
+}
+
+/// Text pre-processing through a Hugging Face `tokenizer.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextPreprocess {
+    /// The tokenizer file.
+    pub tokenizer: String,
+    /// Truncate to this many tokens (special tokens included).
+    pub max_tokens: usize,
+    /// Name of the token-id input.
+    pub input_ids: String,
+    /// Name of the attention-mask input.
+    pub attention_mask: String,
+    /// Name of the token-type input, when the model has one.
+    #[serde(default)]
+    pub token_type_ids: Option<String>,
+}
+
+/// A measured accuracy figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    /// What it was measured on (path or name).
+    pub dataset: String,
+    /// How many samples.
+    pub samples: u64,
+    /// Top-1 accuracy in 0..1.
+    pub top1: f64,
+}
+
+/// Why a manifest is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not valid JSON or not the expected shape.
+    #[error("manifest is not valid: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// A format version this code does not read.
+    #[error("manifest_version {found} is not supported (expected {MANIFEST_VERSION})")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// Semantic problems, all of them.
+    #[error("manifest has {} problem(s): {}", .0.len(), .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Manifest {
+    /// Parses and validates a manifest.
+    pub fn from_json(text: &str) -> Result<Self, ManifestError> {
+        let m: Manifest = serde_json::from_str(text)?;
+        if m.manifest_version != MANIFEST_VERSION {
+            return Err(ManifestError::Version {
+                found: m.manifest_version,
+            });
+        }
+        let problems = m.problems();
+        if problems.is_empty() {
+            Ok(m)
+        } else {
+            Err(ManifestError::Invalid(problems))
+        }
+    }
+
+    /// Every semantic problem, for a report that lists them all.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            p.push(format!(
+                "name `{}` must be lowercase letters, digits and `-`",
+                self.name
+            ));
+        }
+        if self.variants.is_empty() {
+            p.push("no variants".into());
+        }
+        if !self.files.contains_key(&self.labels) {
+            p.push(format!(
+                "labels file `{}` has no sha256 in `files`",
+                self.labels
+            ));
+        }
+        for (role, v) in &self.variants {
+            let r = role.as_str();
+            if !self.files.contains_key(&v.file) {
+                p.push(format!(
+                    "variants.{r}.file `{}` has no sha256 in `files`",
+                    v.file
+                ));
+            }
+            if v.outputs.is_empty() {
+                p.push(format!("variants.{r}.outputs is empty"));
+            }
+            match (&v.preprocess, self.task) {
+                (Preprocess::Image(img), Task::ImageClassification) => {
+                    let c = img.color.channels();
+                    for (key, vals) in [("mean", &img.mean), ("std", &img.std)] {
+                        if vals.len() != 1 && vals.len() != c {
+                            p.push(format!(
+                                "variants.{r}.preprocess.{key} has {} values for {c} channel(s)",
+                                vals.len()
+                            ));
+                        }
+                    }
+                    if img.std.iter().any(|s| *s == 0.0) {
+                        p.push(format!("variants.{r}.preprocess.std has a zero"));
+                    }
+                    if img.width == 0 || img.height == 0 {
+                        p.push(format!("variants.{r}.preprocess width/height must be > 0"));
+                    }
+                    if img.resize == Resize::ShorterSideCenterCrop
+                        && img.shorter_side.unwrap_or(0) < img.width.min(img.height)
+                    {
+                        p.push(format!(
+                            "variants.{r}.preprocess.shorter_side must be >= the crop size"
+                        ));
+                    }
+                    if v.inputs.len() != 1 {
+                        p.push(format!(
+                            "variants.{r}: an image model takes exactly one input"
+                        ));
+                    }
+                }
+                (Preprocess::Text(t), Task::TextClassification) => {
+                    if !self.files.contains_key(&t.tokenizer) {
+                        p.push(format!(
+                            "variants.{r}.preprocess.tokenizer `{}` has no sha256 in `files`",
+                            t.tokenizer
+                        ));
+                    }
+                    for name in [
+                        Some(&t.input_ids),
+                        Some(&t.attention_mask),
+                        t.token_type_ids.as_ref(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if !v.inputs.iter().any(|i| &i.name == name) {
+                            p.push(format!(
+                                "variants.{r}: input `{name}` is not among the inputs"
+                            ));
+                        }
+                    }
+                    if t.max_tokens == 0 {
+                        p.push(format!("variants.{r}.preprocess.max_tokens must be > 0"));
+                    }
+                }
+                _ => p.push(format!(
+                    "variants.{r}.preprocess does not fit task {:?}",
+                    self.task
+                )),
+            }
+        }
+        for (path, sha) in &self.files {
+            if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                p.push(format!(
+                    "files.`{path}`: `{sha}` is not a sha256 hex digest"
+                ));
+            }
+            if path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                p.push(format!(
+                    "files.`{path}` must be a relative path inside the model folder"
+                ));
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn sample() -> String {
+        format!(
+            r#"{{"manifest_version":1,"name":"vision-fashion","version":"1.0.0","task":"image-classification",
+            "labels":"labels.txt","variants":{{"edge":{{"file":"edge.onnx","quantization":"int8",
+            "threshold":0.7,"threshold_signal":"max_prob",
+            "inputs":[{{"name":"input","dtype":"float32","shape":[-1,1,28,28]}}],
+            "outputs":[{{"name":"logits","dtype":"float32","shape":[-1,10],"kind":"logits"}}],
+            "preprocess":{{"type":"image","layout":"NCHW","color":"gray","width":28,"height":28,
+            "resize":"stretch","scale":0.0039215686,"mean":[0.286],"std":[0.353]}}}}}},
+            "files":{{"edge.onnx":"{SHA}","labels.txt":"{SHA}"}}}}"#
+        )
+    }
+
+    #[test]
+    fn parses_a_valid_manifest() {
+        let m = Manifest::from_json(&sample()).expect("valid");
+        assert_eq!(m.name, "vision-fashion");
+        let edge = &m.variants[&VariantRole::Edge];
+        assert!(edge.inputs[0].accepts_shape(&[4, 1, 28, 28]));
+        assert!(!edge.inputs[0].accepts_shape(&[4, 3, 28, 28]));
+        assert!(!edge.inputs[0].accepts_shape(&[1, 28, 28]));
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let bad = sample()
+            .replace("\"std\":[0.353]", "\"std\":[0.0, 1.0]")
+            .replace(
+                &format!("\"labels.txt\":\"{SHA}\""),
+                "\"labels.txt\":\"zz\"",
+            );
+        match Manifest::from_json(&bad) {
+            Err(ManifestError::Invalid(p)) => {
+                assert!(p.iter().any(|s| s.contains("std has 2 values")), "{p:?}");
+                assert!(p.iter().any(|s| s.contains("std has a zero")), "{p:?}");
+                assert!(p.iter().any(|s| s.contains("not a sha256")), "{p:?}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_other_versions() {
+        let bad = sample().replace("\"manifest_version\":1", "\"manifest_version\":9");
+        assert!(matches!(
+            Manifest::from_json(&bad),
+            Err(ManifestError::Version { found: 9 })
+        ));
+    }
+}
