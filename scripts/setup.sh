@@ -28,24 +28,30 @@ fi
 
 # --- ONNX Runtime ----------------------------------------------------------
 have_sha() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
-if ! have_sha "$ORT_LIB" "$ORT_SHA256"; then
-  log "fetching ONNX Runtime $ORT_VERSION from the PyPI onnxruntime wheel"
+# fetch_ort VERSION SHA256 DIR: libonnxruntime.so.VERSION from the PyPI wheel into DIR, verified.
+fetch_ort() {
+  local version=$1 sha=$2 dir=$3 lib="$3/libonnxruntime.so.$1" wheels
+  have_sha "$lib" "$sha" && return 0
+  log "fetching ONNX Runtime $version from the PyPI onnxruntime wheel"
   wheels=$(mktemp -d)
-  trap 'rm -rf "$wheels"' EXIT
   "$PY" -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
-      --python-version 3.11 "onnxruntime==$ORT_VERSION" -d "$wheels"
-  mkdir -p "$ORT_DIR"
-  unzip -q -o -j "$wheels"/onnxruntime-"$ORT_VERSION"-*.whl \
-      "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" \
-      'onnxruntime/capi/libonnxruntime_providers_shared.so' -d "$ORT_DIR"
-  if ! have_sha "$ORT_LIB" "$ORT_SHA256"; then
-    log "ERROR: sha256 of $ORT_LIB does not match $ORT_SHA256; refusing to use it"
-    rm -f "$ORT_LIB"
+      --python-version 3.11 "onnxruntime==$version" -d "$wheels"
+  mkdir -p "$dir"
+  unzip -q -o -j "$wheels"/onnxruntime-"$version"-*.whl \
+      "onnxruntime/capi/libonnxruntime.so.$version" \
+      'onnxruntime/capi/libonnxruntime_providers_shared.so' -d "$dir"
+  rm -rf "$wheels"
+  if ! have_sha "$lib" "$sha"; then
+    log "ERROR: sha256 of $lib does not match $sha; refusing to use it"
+    rm -f "$lib"
     exit 1
   fi
-fi
+}
+fetch_ort "$ORT_VERSION" "$ORT_SHA256" "$ORT_DIR"
 ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so.1"
 ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+# Test fixture: an older release, which the agent must refuse with a clear message.
+fetch_ort 1.30.0 c902c70b3003c0e99fada202f37478c515ae9bba7944c2b2abd0017bae0c82ed "$ORT_DIR/old"
 
 # --- Python venv for tests and peers ----------------------------------------
 req=scripts/requirements-test.txt

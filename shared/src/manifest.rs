@@ -365,7 +365,7 @@ impl Manifest {
                             ));
                         }
                     }
-                    if img.std.iter().any(|s| *s == 0.0) {
+                    if img.std.contains(&0.0) {
                         p.push(format!("variants.{r}.preprocess.std has a zero"));
                     }
                     if img.width == 0 || img.height == 0 {

@@ -261,7 +261,7 @@ fn decode_binary(input: &RequestInput, raw: &[u8]) -> Result<TensorData, OipErro
         why,
     };
     let fixed = |size: usize| -> Result<std::slice::ChunksExact<'_, u8>, OipError> {
-        if raw.len() % size != 0 {
+        if !raw.len().is_multiple_of(size) {
             return Err(bin_err(format!(
                 "{} bytes is not a multiple of the element size {size}",
                 raw.len()

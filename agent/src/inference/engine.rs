@@ -40,7 +40,7 @@ pub enum Input {
 }
 
 impl Input {
-    fn from_tensors(&self) -> bool {
+    fn is_tensors(&self) -> bool {
         matches!(self, Self::Tensors(_))
     }
 }
@@ -158,7 +158,7 @@ pub enum EngineError {
 
 enum Prep {
     Image(tandem_shared::manifest::ImagePreprocess, Limits),
-    Text(TextEncoder),
+    Text(Box<TextEncoder>),
 }
 
 struct Job {
@@ -271,14 +271,14 @@ impl Engine {
         let name = files.manifest.name.clone();
         let prep = match &files.variant.preprocess {
             Preprocess::Image(p) => Prep::Image(p.clone(), Limits::from(&cfg.image)),
-            Preprocess::Text(t) => {
-                Prep::Text(TextEncoder::load(&files.dir.join(&t.tokenizer), t).map_err(
-                    |message| EngineError::Tokenizer {
+            Preprocess::Text(t) => Prep::Text(Box::new(
+                TextEncoder::load(&files.dir.join(&t.tokenizer), t).map_err(|message| {
+                    EngineError::Tokenizer {
                         model: name.clone(),
                         message,
-                    },
-                )?)
-            }
+                    }
+                })?,
+            )),
         };
         let order = cfg.providers();
         let mut sessions = Vec::with_capacity(cfg.engine.workers);
@@ -419,7 +419,7 @@ fn worker(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>) {
         if job.reply.is_closed() {
             continue;
         }
-        let from_tensors = job.input.from_tensors();
+        let from_tensors = job.input.is_tensors();
         let result = run_job(&mut session, ctx, job.input, job.enqueued).map_err(|e| match e {
             InferenceError::Runtime(m) if from_tensors => {
                 InferenceError::BadInput(format!("the model refused the tensors: {m}"))

@@ -1,0 +1,161 @@
+//! Shared helpers for the agent's integration tests: paths, configs, engines, a daemon process.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use tandem_agent::config::Config;
+use tandem_agent::inference::Engine;
+use tandem_agent::runtime;
+use tandem_agent::telemetry::Metrics;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("agent/ has a parent")
+        .to_path_buf()
+}
+
+pub fn models_dir() -> PathBuf {
+    repo().join("models")
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A config over the repository's models.
+pub fn config(models: &[&str], variant: &str, eps: &[&str]) -> Config {
+    let mut cfg = Config {
+        base_dir: repo(),
+        ..Default::default()
+    };
+    cfg.models.dir = PathBuf::from("models");
+    cfg.models.enabled = models.iter().map(|s| s.to_string()).collect();
+    cfg.models.variant = variant.to_string();
+    cfg.runtime.execution_providers = eps.iter().map(|s| s.to_string()).collect();
+    cfg.runtime.intra_op_threads = 2;
+    cfg
+}
+
+pub fn engine(models: &[&str], variant: &str) -> Engine {
+    engine_with(&config(models, variant, &["cpu"]))
+}
+
+pub fn engine_with(cfg: &Config) -> Engine {
+    let (_, env) = runtime::init(cfg).expect("ONNX Runtime loads (run `make setup`)");
+    Engine::start(cfg, &env, Arc::new(Metrics::default())).expect("engine starts")
+}
+
+/// Whether a model variant's file is present (optional variants may be absent).
+pub fn variant_present(model: &str, variant: &str) -> bool {
+    let m = read_json(&models_dir().join(model).join("manifest.json"));
+    match m["variants"][variant]["file"].as_str() {
+        Some(f) => {
+            let present = models_dir().join(model).join(f).is_file();
+            let optional = m["variants"][variant]["optional"]
+                .as_bool()
+                .unwrap_or(false);
+            assert!(
+                present || optional,
+                "{model}/{f} is missing and not optional"
+            );
+            if !present {
+                eprintln!(
+                    "note: {model} {variant} variant absent (optional; `make models` builds it)"
+                );
+            }
+            present
+        }
+        None => false,
+    }
+}
+
+/// Model names with a manifest in the repository.
+pub fn model_names() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(models_dir())
+        .expect("models/ exists")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A running `tandem-agent run` process and the address it serves.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts the binary with a config written to `dir/agent.toml`; waits for its listen line.
+    pub fn start(dir: &Path, config_text: &str) -> Daemon {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, config_text).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-agent"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info,ort=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tandem-agent");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listen=") {
+                    let addr: String = line[i + 7..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+                log2.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "agent did not start; log: {:?}",
+                    log.lock().expect("log").clone()
+                )
+            });
+        Daemon { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config file for a daemon on a free loopback port.
+pub fn daemon_config(models: &[&str], variant: &str, extra: &str) -> String {
+    let list: Vec<String> = models.iter().map(|m| format!("\"{m}\"")).collect();
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[models]\ndir = \"{}\"\nenabled = [{}]\nvariant = \"{variant}\"\n{extra}\n",
+        models_dir().display(),
+        list.join(", ")
+    )
+}
