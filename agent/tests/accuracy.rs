@@ -61,7 +61,7 @@ fn fashion_accuracy_matches_recorded_figures() {
                 data: TensorData::F32(data),
             };
             let inf = e
-                .infer_blocking("vision-fashion", Input::Tensors(vec![t]))
+                .infer_blocking("vision-fashion", Input::tensors(vec![t]))
                 .expect("batch runs");
             correct += inf
                 .predictions

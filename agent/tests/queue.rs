@@ -15,7 +15,7 @@ fn a_full_queue_refuses_new_requests_and_finishes_accepted_ones() {
     let e = common::engine_with(&cfg);
     let batch = 2000;
     let big = || {
-        Input::Tensors(vec![InputTensor {
+        Input::tensors(vec![InputTensor {
             name: "input".into(),
             shape: vec![batch, 1, 28, 28],
             data: TensorData::F32(vec![0.5; batch as usize * 784]),

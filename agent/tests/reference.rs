@@ -77,7 +77,7 @@ fn engine_outputs_match_python_onnxruntime() {
                     .map(|s| read_tensor(&model, s))
                     .collect();
                 let inf = e
-                    .infer_blocking(&model, Input::Tensors(inputs))
+                    .infer_blocking(&model, Input::tensors(inputs))
                     .expect("inference runs");
                 for want in case["outputs"].as_array().expect("outputs") {
                     let name = want["name"].as_str().expect("name");

@@ -158,7 +158,7 @@ fn to_input(h: &ModelHandle, req: DecodedRequest) -> Result<Input, ApiError> {
         .iter()
         .any(|i| matches!(i.data, TensorData::Bytes(_)))
     {
-        return Ok(Input::Tensors(req.inputs));
+        return Ok(Input::tensors(req.inputs));
     }
     let [only] = <[_; 1]>::try_from(req.inputs).map_err(|_| {
         ApiError::BadRequest("a BYTES input (image or text) must be the only input".into())

@@ -35,11 +35,17 @@ pub enum Input {
     Images(Vec<Bytes>),
     /// Texts.
     Texts(Vec<String>),
-    /// Prepared tensors, named as the model's inputs.
-    Tensors(Vec<InputTensor>),
+    /// Prepared tensors, named as the model's inputs. Shared, so a caller can submit the same
+    /// buffer many times without copying it; the worker reads it in place.
+    Tensors(Arc<Vec<InputTensor>>),
 }
 
 impl Input {
+    /// Prepared tensors.
+    pub fn tensors(t: Vec<InputTensor>) -> Self {
+        Self::Tensors(Arc::new(t))
+    }
+
     fn is_tensors(&self) -> bool {
         matches!(self, Self::Tensors(_))
     }
@@ -439,7 +445,7 @@ fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-fn prepare(ctx: &Ctx, input: Input) -> Result<Vec<InputTensor>, InferenceError> {
+fn prepare(ctx: &Ctx, input: Input) -> Result<Arc<Vec<InputTensor>>, InferenceError> {
     let name = &ctx.model;
     match (input, &ctx.prep) {
         (Input::Images(images), Prep::Image(p, limits)) => {
@@ -452,23 +458,24 @@ fn prepare(ctx: &Ctx, input: Input) -> Result<Vec<InputTensor>, InferenceError> 
                 .first()
                 .map(|i| i.name.clone())
                 .unwrap_or_default();
-            Ok(vec![InputTensor {
+            Ok(Arc::new(vec![InputTensor {
                 name: input_name,
                 shape,
                 data: TensorData::F32(data),
-            }])
+            }]))
         }
         (Input::Texts(texts), Prep::Text(enc)) => {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(enc
-                .encode_batch(&refs)?
-                .into_iter()
-                .map(|(name, shape, data)| InputTensor {
-                    name,
-                    shape,
-                    data: TensorData::I64(data),
-                })
-                .collect())
+            Ok(Arc::new(
+                enc.encode_batch(&refs)?
+                    .into_iter()
+                    .map(|(name, shape, data)| InputTensor {
+                        name,
+                        shape,
+                        data: TensorData::I64(data),
+                    })
+                    .collect(),
+            ))
         }
         (Input::Tensors(t), _) => {
             check_tensors(ctx, &t)?;
@@ -548,7 +555,7 @@ fn run_job(
 
     let t = Instant::now();
     let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(tensors.len());
-    for tensor in &tensors {
+    for tensor in tensors.iter() {
         let v: SessionInputValue<'_> = match &tensor.data {
             TensorData::F32(d) => TensorRef::from_array_view((tensor.shape.clone(), d.as_slice()))
                 .map_err(rt)?

@@ -1,0 +1,137 @@
+//! Child processes for benchmarks: the agent daemon (release build beside this binary) and the
+//! FastAPI peer (from the repository's .venv). Killed on drop.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process serving HTTP on `addr`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `host:port`.
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Resident set size of the process, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+}
+
+/// The repository root (this binary lives in `<repo>/target/<profile>/`).
+pub fn repo() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .find(|p| p.join("Cargo.toml").is_file() && p.join("models").is_dir())
+        .map(Path::to_path_buf)
+        .context("cannot find the repository above the tandem-bench binary")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_ready(addr: &str, child: &mut Child) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Some(st) = child.try_wait()? {
+            bail!("server exited early: {st}");
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            use std::io::{Read, Write};
+            let _ = write!(
+                s,
+                "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("server at {addr} not ready within 60 s")
+}
+
+/// Starts `tandem-agent run` for one model with the given worker and thread counts.
+pub fn agent(repo: &Path, model: &str, workers: usize, threads: usize) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe()?.with_file_name("tandem-agent");
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join(format!("{model}-{threads}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[runtime]\nintra_op_threads = {threads}\n[engine]\nworkers = {workers}\nqueue_capacity = 256\n[models]\ndir = \"{}\"\nenabled = [\"{model}\"]\n[log]\nfilter = \"warn\"\n",
+            repo.join("models").display()
+        ),
+    )?;
+    let mut child = Command::new(&exe)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {}", exe.display()))?;
+    if let Some(err) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("  agent: {line}");
+            }
+        });
+    }
+    let addr = format!("127.0.0.1:{port}");
+    wait_ready(&addr, &mut child)?;
+    Ok(Server { child, addr })
+}
+
+/// Starts the FastAPI + onnxruntime peer for one model.
+pub fn fastapi_peer(repo: &Path, model: &str, threads: usize) -> anyhow::Result<Server> {
+    let python = repo.join(".venv/bin/python");
+    if !python.is_file() {
+        bail!("{} missing: run `make setup`", python.display());
+    }
+    let port = free_port()?;
+    let mut child = Command::new(&python)
+        .args(["-m", "uvicorn", "fastapi_oip:app", "--app-dir"])
+        .arg(repo.join("scripts/peers"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--log-level",
+            "warning",
+        ])
+        .env("PEER_MODEL_DIR", repo.join("models").join(model))
+        .env("PEER_THREADS", threads.to_string())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawn the FastAPI peer")?;
+    let addr = format!("127.0.0.1:{port}");
+    wait_ready(&addr, &mut child)?;
+    Ok(Server { child, addr })
+}

@@ -1,0 +1,37 @@
+//! Latency samples to p50 / p99 / throughput.
+
+use std::time::Duration;
+
+/// One measured cell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Calls completed.
+    pub n: usize,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+    /// Calls per second over the window.
+    pub rps: f64,
+    /// Failed calls.
+    pub errors: usize,
+}
+
+/// Summarises latencies (any order) collected over `window`.
+pub fn summarise(mut lat: Vec<Duration>, window: Duration, errors: usize) -> Stats {
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat[i].as_secs_f64() * 1e6
+    };
+    Stats {
+        n: lat.len(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        rps: lat.len() as f64 / window.as_secs_f64(),
+        errors,
+    }
+}
