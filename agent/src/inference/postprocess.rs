@@ -75,30 +75,40 @@ pub fn signals(probs: &[f32]) -> Signals {
     }
 }
 
-/// Classifies one row of probabilities.
+/// Classifies one row of probabilities. Top-k by a single pass (O(n·k)), no full sort.
 pub fn classify(probs: &[f32], labels: &[String], k: usize) -> Prediction {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b)));
+    let k = k.clamp(1, probs.len().max(1));
+    let mut best: Vec<usize> = Vec::with_capacity(k + 1);
+    for (i, p) in probs.iter().enumerate() {
+        if best.len() == k && probs[best[k - 1]] >= *p {
+            continue;
+        }
+        let at = best
+            .iter()
+            .position(|&j| probs[j] < *p)
+            .unwrap_or(best.len());
+        best.insert(at, i);
+        best.truncate(k);
+    }
     let label = |i: usize| {
         labels
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("class_{i}"))
     };
-    let top_k: Vec<Scored> = order
+    let top_k: Vec<Scored> = best
         .iter()
-        .take(k.max(1))
         .map(|&i| Scored {
             index: i,
             label: label(i),
             score: probs[i],
         })
         .collect();
-    let best = order.first().copied().unwrap_or(0);
+    let first = best.first().copied().unwrap_or(0);
     Prediction {
-        index: best,
-        label: label(best),
-        score: probs.get(best).copied().unwrap_or(0.0),
+        index: first,
+        label: label(first),
+        score: probs.get(first).copied().unwrap_or(0.0),
         top_k,
         signals: signals(probs),
     }
@@ -135,5 +145,20 @@ mod tests {
             vec![1, 2]
         );
         assert!((p.signals.margin - 0.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_agrees_with_a_full_sort() {
+        let probs: Vec<f32> = (0..1000u32)
+            .map(|i| ((i * 7919) % 1009) as f32 / 1009.0)
+            .collect();
+        let p = classify(&probs, &[], 5);
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b)));
+        assert_eq!(
+            p.top_k.iter().map(|s| s.index).collect::<Vec<_>>(),
+            order[..5].to_vec()
+        );
+        assert_eq!(p.label, format!("class_{}", order[0]));
     }
 }
