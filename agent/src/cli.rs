@@ -233,24 +233,18 @@ fn print_answer(
     };
     let latency_ms = inf.timing.total_us as f64 / 1000.0;
     if json {
-        let line = json!({
-            "input": input,
-            "model": inf.model,
-            "version": inf.version,
-            "variant": inf.variant.as_str(),
-            "label": p.label,
-            "index": p.index,
-            "score": p.score,
-            "top_k": p.top_k,
-            "signals": p.signals,
-            "route": "local",
-            "degraded": false,
-            "ep": inf.ep.as_str(),
-            "ep_skipped": skipped.iter().map(|(e, r)| json!({"ep": e.as_str(), "reason": r})).collect::<Vec<_>>(),
-            "latency_ms": latency_ms,
-            "timing_us": inf.timing,
-        });
-        println!("{line}");
+        let Some(mut line) = inf.answer(0) else {
+            return;
+        };
+        line.insert("input".into(), json!(input));
+        line.insert(
+            "ep_skipped".into(),
+            skipped
+                .iter()
+                .map(|(e, r)| json!({"ep": e.as_str(), "reason": r}))
+                .collect(),
+        );
+        println!("{}", serde_json::Value::Object(line));
     } else {
         let top: Vec<String> = p
             .top_k

@@ -39,24 +39,9 @@ pub async fn classify(
                 s.request_timeout.as_millis()
             ))
         })??;
-    let p = inf
-        .predictions
-        .first()
+    let mut answer = inf
+        .answer(0)
         .ok_or_else(|| ApiError::Internal("the model returned no prediction".into()))?;
-    Ok(Json(json!({
-        "request_id": s.request_id(),
-        "model": inf.model,
-        "version": inf.version,
-        "variant": inf.variant.as_str(),
-        "label": p.label,
-        "index": p.index,
-        "score": p.score,
-        "top_k": p.top_k,
-        "signals": p.signals,
-        "route": "local",
-        "degraded": false,
-        "ep": inf.ep.as_str(),
-        "latency_ms": inf.timing.total_us as f64 / 1000.0,
-        "timing_us": inf.timing,
-    })))
+    answer.insert("request_id".into(), json!(s.request_id()));
+    Ok(Json(Value::Object(answer)))
 }

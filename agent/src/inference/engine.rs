@@ -96,6 +96,33 @@ pub struct Inference {
     pub timing: Timing,
 }
 
+impl Inference {
+    /// The answer for batch row `row` as a JSON object: what `/v1/classify` returns and
+    /// `infer --json` prints (callers add their own fields). `None` when the row is absent.
+    pub fn answer(&self, row: usize) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let p = self.predictions.get(row)?;
+        let v = serde_json::json!({
+            "model": self.model,
+            "version": self.version,
+            "variant": self.variant.as_str(),
+            "label": p.label,
+            "index": p.index,
+            "score": p.score,
+            "top_k": p.top_k,
+            "signals": p.signals,
+            "route": "local",
+            "degraded": false,
+            "ep": self.ep.as_str(),
+            "latency_ms": self.timing.total_us as f64 / 1000.0,
+            "timing_us": self.timing,
+        });
+        match v {
+            serde_json::Value::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// Why an inference did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InferenceError {
