@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`config`]: the TOML configuration.
 //! - [`app`]: `tandem-hub run`: serve until a signal.
+//! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
 //! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
 
 pub mod app;
 pub mod config;
+pub mod pki;

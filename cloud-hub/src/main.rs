@@ -28,11 +28,112 @@ enum Command {
     },
     /// Print the default config.
     PrintDefaultConfig,
+    /// Create a development PKI: CA, hub certificate, model-signing key, empty CRL.
+    Init {
+        /// Folder to create it in.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+    },
+    /// Manage device certificates.
+    Device {
+        #[command(subcommand)]
+        action: DeviceCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCmd {
+    /// Issue a certificate for a device (name: lowercase letters, digits and `-`).
+    Add {
+        /// Device name; becomes its identity (certificate CN).
+        name: String,
+        /// PKI folder.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Revoke a device's certificate (the hub refuses it at the handshake).
+    Revoke {
+        /// Device name.
+        name: String,
+        /// PKI folder.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+    },
+    /// List issued device certificates.
+    List {
+        /// PKI folder.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+    },
+}
+
+fn pki_command(cmd: Command) -> Result<(), tandem_hub::pki::PkiError> {
+    use tandem_hub::pki::Pki;
+    match cmd {
+        Command::Init { dir } => {
+            Pki::init(&dir)?;
+            println!(
+                "created a PKI in {}: ca.pem, hub.pem/.key, signing.key/.pub, crl.pem",
+                dir.display()
+            );
+        }
+        Command::Device {
+            action: DeviceCmd::Add { name, dir, days },
+        } => {
+            let pki = Pki::open(&dir)?;
+            let rec = pki.add_device(&name, days)?;
+            let (cert, key) = pki.device_files(&name);
+            println!(
+                "device {name}: serial {}, valid until {}
+  {}
+  {}",
+                rec.serial,
+                rec.not_after,
+                cert.display(),
+                key.display()
+            );
+        }
+        Command::Device {
+            action: DeviceCmd::Revoke { name, dir },
+        } => {
+            let serials = Pki::open(&dir)?.revoke_device(&name)?;
+            println!("device {name}: revoked serial(s) {serials:?}; crl.pem rewritten");
+        }
+        Command::Device {
+            action: DeviceCmd::List { dir },
+        } => {
+            for d in Pki::open(&dir)?.ledger()?.devices {
+                let state = d
+                    .revoked_at
+                    .map_or_else(|| "valid".to_string(), |t| format!("revoked {t}"));
+                println!(
+                    "{:24} serial {:6} until {}  {state}",
+                    d.name, d.serial, d.not_after
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        cmd @ (Command::Init { .. } | Command::Device { .. }) => match pki_command(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tandem-hub: {e}");
+                ExitCode::from(match e {
+                    tandem_hub::pki::PkiError::BadName(_) => 64,
+                    tandem_hub::pki::PkiError::Io { .. } => 74,
+                    _ => 65,
+                })
+            }
+        },
         Command::PrintDefaultConfig => {
             print!("{}", tandem_hub::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS

@@ -1,0 +1,344 @@
+//! The development PKI: a CA, the hub's server certificate, a model-signing key, device
+//! certificates and a certificate revocation list, all under one folder.
+//!
+//! Layout of the folder (keys are written 0600):
+//! - `ca.pem`, `ca.key`: the CA (ECDSA P-256) that signs the hub and every device.
+//! - `hub.pem`, `hub.key`: the hub's certificate, SAN `localhost` and `127.0.0.1`.
+//! - `signing.key`, `signing.pub`: the ed25519 model-signing key (bundles, issue 5).
+//! - `devices/<name>.pem`, `devices/<name>.key`: a device certificate, CN = the device name,
+//!   client authentication only. The name in the certificate is the device's identity.
+//! - `crl.pem`: the revocation list the hub loads into its TLS verifier.
+//! - `pki.json`: the ledger (next serial, devices with serial, expiry, revocation).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// Why a PKI operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// IO error.
+        source: std::io::Error,
+    },
+    /// `init` over an existing PKI.
+    #[error("{0} already holds a PKI (ca.key exists); refusing to overwrite it")]
+    Exists(PathBuf),
+    /// No PKI in the folder.
+    #[error("{0} holds no PKI: run `tandem-hub init --dir {0}` first")]
+    Missing(PathBuf),
+    /// Device names are lowercase letters, digits and `-`.
+    #[error(
+        "device name `{0}` is invalid: use 1-63 lowercase letters, digits and `-`, not starting or ending with `-`"
+    )]
+    BadName(String),
+    /// The device already has a valid certificate.
+    #[error("device `{0}` already has a certificate; revoke it first")]
+    Duplicate(String),
+    /// No such device.
+    #[error("device `{0}` is not known to this PKI")]
+    UnknownDevice(String),
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// The ledger is corrupt.
+    #[error("{path} is corrupt: {message}")]
+    Ledger {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One issued device certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Device name (the certificate CN).
+    pub name: String,
+    /// Certificate serial number.
+    pub serial: u64,
+    /// Expiry, RFC 3339.
+    pub not_after: String,
+    /// Revocation time, RFC 3339, when revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// The ledger kept in `pki.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Next serial number to issue.
+    pub next_serial: u64,
+    /// Next CRL number.
+    pub crl_number: u64,
+    /// Every device certificate ever issued.
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// Checks a device name.
+pub fn valid_device_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::write(path, text).map_err(io(path))?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The CA's parameters; rebuilt identically from the stored key to sign. The name carries a
+/// fingerprint of the key, so two CAs never share a subject.
+fn ca_params(key: &KeyPair) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    let id: String = key
+        .public_key_raw()
+        .iter()
+        .skip(1)
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dn.push(DnType::CommonName, format!("Tandem development CA {id}"));
+    dn.push(DnType::OrganizationName, "Tandem");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+    p.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
+    p
+}
+
+/// A PKI folder.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// Opens an existing PKI folder.
+    pub fn open(dir: &Path) -> Result<Self, PkiError> {
+        if !dir.join("ca.key").is_file() {
+            return Err(PkiError::Missing(dir.to_path_buf()));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates a new PKI: CA, hub certificate, model-signing key, empty CRL.
+    pub fn init(dir: &Path) -> Result<Self, PkiError> {
+        if dir.join("ca.key").exists() {
+            return Err(PkiError::Exists(dir.to_path_buf()));
+        }
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let ca = ca_params(&ca_key).self_signed(&ca_key)?;
+        write(&dir.join("ca.key"), &ca_key.serialize_pem(), true)?;
+        write(&dir.join("ca.pem"), &ca.pem(), false)?;
+        let pki = Self {
+            dir: dir.to_path_buf(),
+        };
+        let mut ledger = Ledger {
+            next_serial: 2,
+            crl_number: 1,
+            devices: Vec::new(),
+        };
+        let hub_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut hp =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        hp.distinguished_name.push(DnType::CommonName, "tandem-hub");
+        hp.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        hp.serial_number = Some(SerialNumber::from(1u64));
+        hp.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        hp.not_after = OffsetDateTime::now_utc() + Duration::days(825);
+        let hub = hp.signed_by(&hub_key, &pki.issuer()?)?;
+        write(&dir.join("hub.key"), &hub_key.serialize_pem(), true)?;
+        write(&dir.join("hub.pem"), &hub.pem(), false)?;
+        let signing = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        write(&dir.join("signing.key"), &signing.serialize_pem(), true)?;
+        write(&dir.join("signing.pub"), &signing.public_key_pem(), false)?;
+        pki.write_crl(&mut ledger)?;
+        pki.save(&ledger)?;
+        Ok(pki)
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let key = KeyPair::from_pem(&read(&self.dir.join("ca.key"))?)?;
+        Ok(Issuer::new(ca_params(&key), key))
+    }
+
+    /// Reads the ledger.
+    pub fn ledger(&self) -> Result<Ledger, PkiError> {
+        let path = self.dir.join("pki.json");
+        serde_json::from_str(&read(&path)?).map_err(|e| PkiError::Ledger {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    fn save(&self, ledger: &Ledger) -> Result<(), PkiError> {
+        let text = serde_json::to_string_pretty(ledger).map_err(|e| PkiError::Ledger {
+            path: self.dir.join("pki.json"),
+            message: e.to_string(),
+        })?;
+        let tmp = self.dir.join("pki.json.tmp");
+        write(&tmp, &text, false)?;
+        std::fs::rename(&tmp, self.dir.join("pki.json")).map_err(io(&tmp))
+    }
+
+    /// Issues a device certificate valid from `not_before` for `days` days.
+    pub fn add_device_at(
+        &self,
+        name: &str,
+        not_before: OffsetDateTime,
+        days: i64,
+    ) -> Result<DeviceRecord, PkiError> {
+        if !valid_device_name(name) {
+            return Err(PkiError::BadName(name.to_string()));
+        }
+        let mut ledger = self.ledger()?;
+        if ledger
+            .devices
+            .iter()
+            .any(|d| d.name == name && d.revoked_at.is_none())
+        {
+            return Err(PkiError::Duplicate(name.to_string()));
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut p = CertificateParams::new(vec![name.to_string()])?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let serial = ledger.next_serial;
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.not_before = not_before;
+        p.not_after = not_before + Duration::days(days);
+        let cert = p.signed_by(&key, &self.issuer()?)?;
+        write(
+            &self.dir.join("devices").join(format!("{name}.key")),
+            &key.serialize_pem(),
+            true,
+        )?;
+        write(
+            &self.dir.join("devices").join(format!("{name}.pem")),
+            &cert.pem(),
+            false,
+        )?;
+        let rec = DeviceRecord {
+            name: name.to_string(),
+            serial,
+            not_after: rfc3339(p.not_after),
+            revoked_at: None,
+        };
+        ledger.next_serial += 1;
+        ledger.devices.push(rec.clone());
+        self.save(&ledger)?;
+        Ok(rec)
+    }
+
+    /// Issues a device certificate valid from now for `days` days.
+    pub fn add_device(&self, name: &str, days: i64) -> Result<DeviceRecord, PkiError> {
+        self.add_device_at(name, OffsetDateTime::now_utc() - Duration::minutes(5), days)
+    }
+
+    /// Revokes every valid certificate of a device and rewrites the CRL.
+    pub fn revoke_device(&self, name: &str) -> Result<Vec<u64>, PkiError> {
+        let mut ledger = self.ledger()?;
+        let now = rfc3339(OffsetDateTime::now_utc());
+        let mut serials = Vec::new();
+        for d in ledger
+            .devices
+            .iter_mut()
+            .filter(|d| d.name == name && d.revoked_at.is_none())
+        {
+            d.revoked_at = Some(now.clone());
+            serials.push(d.serial);
+        }
+        if serials.is_empty() {
+            return Err(PkiError::UnknownDevice(name.to_string()));
+        }
+        self.write_crl(&mut ledger)?;
+        self.save(&ledger)?;
+        Ok(serials)
+    }
+
+    fn write_crl(&self, ledger: &mut Ledger) -> Result<(), PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let revoked = ledger
+            .devices
+            .iter()
+            .filter(|d| d.revoked_at.is_some())
+            .map(|d| RevokedCertParams {
+                serial_number: SerialNumber::from(d.serial),
+                revocation_time: now,
+                reason_code: Some(RevocationReason::CessationOfOperation),
+                invalidity_date: None,
+            })
+            .collect();
+        let crl = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(30),
+            crl_number: SerialNumber::from(ledger.crl_number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer()?)?;
+        ledger.crl_number += 1;
+        write(&self.dir.join("crl.pem"), &crl.pem()?, false)
+    }
+
+    /// Paths of a device's certificate and key.
+    pub fn device_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self.dir.join("devices");
+        (d.join(format!("{name}.pem")), d.join(format!("{name}.key")))
+    }
+}
