@@ -6,9 +6,12 @@
 //! - [`provider`]: execution-provider names as they appear in configs and reports.
 //! - [`oip`]: Open Inference Protocol v2 (KServe/Triton) REST messages and the binary tensor
 //!   data extension codec.
+//! - [`wire`]: the agent↔hub protocol over QUIC (ALPN `tandem/1`): frames, messages, the
+//!   streaming frame decoder.
 //!
 //! Nothing here opens a file or a socket: callers hand in bytes and strings.
 
 pub mod manifest;
 pub mod oip;
 pub mod provider;
+pub mod wire;

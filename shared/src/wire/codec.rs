@@ -1,0 +1,250 @@
+//! Payload layouts: each [`Message`] to and from the bytes after the frame header
+//! (docs/wire.md, "Messages", is the byte-by-byte reference). Encoding and decoding check the
+//! same limits, so whatever encodes also decodes, to an equal value.
+
+use super::buf::{Reader, Writer};
+use super::message::{DType, ErrorCode, Input, Kind, Message, Tensor, Timing};
+use super::{MAX_ERROR_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS, WireError};
+
+const INPUT_IMAGE: u8 = 1;
+const INPUT_TEXT: u8 = 2;
+const INPUT_TENSORS: u8 = 3;
+
+/// Appends `msg`'s payload (no header) to `out`. On error `out` may hold a partial payload;
+/// [`crate::wire::encode_frame`] truncates it away.
+pub(crate) fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let mut w = Writer { out };
+    match msg {
+        Message::InferRequest {
+            request_id,
+            model,
+            model_version,
+            deadline_ms,
+            input,
+        } => {
+            w.u64(*request_id);
+            w.str16("model", model, MAX_NAME_BYTES)?;
+            w.opt_str16("model_version", model_version.as_deref(), MAX_NAME_BYTES)?;
+            w.u32(*deadline_ms);
+            match input {
+                Input::ImageBytes(b) => {
+                    w.u8(INPUT_IMAGE);
+                    w.bytes32(b)?;
+                }
+                Input::Text(t) => {
+                    w.u8(INPUT_TEXT);
+                    w.bytes32(t.as_bytes())?;
+                }
+                Input::Tensors(ts) => {
+                    w.u8(INPUT_TENSORS);
+                    write_tensors(&mut w, ts)?;
+                }
+            }
+        }
+        Message::InferResponse {
+            request_id,
+            model,
+            model_version,
+            outputs,
+            timing,
+        } => {
+            w.u64(*request_id);
+            w.str16("model", model, MAX_NAME_BYTES)?;
+            w.str16("model_version", model_version, MAX_NAME_BYTES)?;
+            w.u32(timing.queue_us);
+            w.u32(timing.service_us);
+            w.u32(timing.batch_size);
+            write_tensors(&mut w, outputs)?;
+        }
+        Message::Busy {
+            request_id,
+            retry_after_ms,
+        } => {
+            w.u64(*request_id);
+            w.u32(*retry_after_ms);
+        }
+        Message::Error {
+            request_id,
+            code,
+            message,
+        } => {
+            w.u64(*request_id);
+            w.u16(code.to_u16());
+            w.str16("message", message, MAX_ERROR_MESSAGE_BYTES)?;
+        }
+        Message::Ping { nonce } | Message::Pong { nonce } => w.u64(*nonce),
+        Message::Deliver {
+            epoch,
+            seq,
+            payload,
+        } => {
+            w.u64(*epoch);
+            w.u64(*seq);
+            w.bytes32(payload)?;
+        }
+        Message::Ack { epoch, seq } => {
+            w.u64(*epoch);
+            w.u64(*seq);
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one payload of frame kind `kind`. Never panics; allocates only what the payload
+/// holds (every declared length is checked against the bytes remaining first).
+pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
+    let kind = Kind::from_u8(kind).ok_or(WireError::UnknownKind(kind))?;
+    let mut r = Reader::new(payload);
+    let msg = match kind {
+        Kind::InferRequest => Message::InferRequest {
+            request_id: r.u64("request_id")?,
+            model: r.str16("model", MAX_NAME_BYTES)?,
+            model_version: r.opt_str16("model_version", MAX_NAME_BYTES)?,
+            deadline_ms: r.u32("deadline_ms")?,
+            input: match r.u8("input")? {
+                INPUT_IMAGE => Input::ImageBytes(r.bytes32("input.image")?),
+                INPUT_TEXT => Input::Text(r.str32("input.text")?),
+                INPUT_TENSORS => Input::Tensors(read_tensors(&mut r)?),
+                got => {
+                    return Err(WireError::InvalidTag {
+                        field: "input",
+                        got,
+                    });
+                }
+            },
+        },
+        Kind::InferResponse => Message::InferResponse {
+            request_id: r.u64("request_id")?,
+            model: r.str16("model", MAX_NAME_BYTES)?,
+            model_version: r.str16("model_version", MAX_NAME_BYTES)?,
+            timing: Timing {
+                queue_us: r.u32("timing.queue_us")?,
+                service_us: r.u32("timing.service_us")?,
+                batch_size: r.u32("timing.batch_size")?,
+            },
+            outputs: read_tensors(&mut r)?,
+        },
+        Kind::Busy => Message::Busy {
+            request_id: r.u64("request_id")?,
+            retry_after_ms: r.u32("retry_after_ms")?,
+        },
+        Kind::Error => Message::Error {
+            request_id: r.u64("request_id")?,
+            code: ErrorCode::from_u16(r.u16("code")?),
+            message: r.str16("message", MAX_ERROR_MESSAGE_BYTES)?,
+        },
+        Kind::Ping => Message::Ping {
+            nonce: r.u64("nonce")?,
+        },
+        Kind::Pong => Message::Pong {
+            nonce: r.u64("nonce")?,
+        },
+        Kind::Deliver => Message::Deliver {
+            epoch: r.u64("epoch")?,
+            seq: r.u64("seq")?,
+            payload: r.bytes32("payload")?,
+        },
+        Kind::Ack => Message::Ack {
+            epoch: r.u64("epoch")?,
+            seq: r.u64("seq")?,
+        },
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+/// Data bytes a tensor of `dtype` and `shape` must carry, or `InvalidShape`.
+fn data_len(name: &str, dtype: DType, shape: &[i64]) -> Result<u64, WireError> {
+    let invalid = || WireError::InvalidShape {
+        tensor: name.to_owned(),
+        shape: shape.to_vec(),
+    };
+    shape.iter().try_fold(dtype.size(), |acc, d| {
+        let d = u64::try_from(*d).map_err(|_| invalid())?;
+        acc.checked_mul(d).ok_or_else(invalid)
+    })
+}
+
+fn check_count(count: usize) -> Result<(), WireError> {
+    if count > MAX_TENSORS {
+        return Err(WireError::TooManyTensors {
+            count,
+            max: MAX_TENSORS,
+        });
+    }
+    Ok(())
+}
+
+fn check_rank(name: &str, rank: usize) -> Result<(), WireError> {
+    if rank > MAX_RANK {
+        return Err(WireError::RankTooLarge {
+            tensor: name.to_owned(),
+            rank,
+            max: MAX_RANK,
+        });
+    }
+    Ok(())
+}
+
+fn write_tensors(w: &mut Writer<'_>, ts: &[Tensor]) -> Result<(), WireError> {
+    check_count(ts.len())?;
+    w.u16(ts.len() as u16); // MAX_TENSORS < u16::MAX, checked above
+    for t in ts {
+        w.str16("tensor.name", &t.name, MAX_NAME_BYTES)?;
+        w.u8(t.dtype as u8);
+        check_rank(&t.name, t.shape.len())?;
+        w.u8(t.shape.len() as u8); // MAX_RANK < u8::MAX, checked above
+        for d in &t.shape {
+            w.i64(*d);
+        }
+        let expected = data_len(&t.name, t.dtype, &t.shape)?;
+        if expected != t.data.len() as u64 {
+            return Err(WireError::ShapeMismatch {
+                tensor: t.name.clone(),
+                shape: t.shape.clone(),
+                expected,
+                got: t.data.len() as u64,
+            });
+        }
+        w.bytes32(&t.data)?;
+    }
+    Ok(())
+}
+
+fn read_tensors(r: &mut Reader<'_>) -> Result<Vec<Tensor>, WireError> {
+    let count = usize::from(r.u16("tensor.count")?);
+    check_count(count)?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = r.str16("tensor.name", MAX_NAME_BYTES)?;
+        let tag = r.u8("tensor.dtype")?;
+        let dtype = DType::from_u8(tag).ok_or(WireError::InvalidTag {
+            field: "tensor.dtype",
+            got: tag,
+        })?;
+        let rank = usize::from(r.u8("tensor.rank")?);
+        check_rank(&name, rank)?;
+        let mut shape = Vec::with_capacity(rank);
+        for _ in 0..rank {
+            shape.push(r.i64("tensor.shape")?);
+        }
+        let expected = data_len(&name, dtype, &shape)?;
+        let got = u64::from(r.u32("tensor.data")?);
+        if got != expected {
+            return Err(WireError::ShapeMismatch {
+                tensor: name,
+                shape,
+                expected,
+                got,
+            });
+        }
+        let data = r.take("tensor.data", got)?.to_vec();
+        out.push(Tensor {
+            name,
+            dtype,
+            shape,
+            data,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,256 @@
+//! The messages agent and hub exchange, as Rust values: [`Message`], its [`Kind`] numbers and
+//! the field types (inputs, tensors, timings, error codes). Byte layouts live in `codec.rs`.
+
+/// Frame kind byte: which message a frame's payload holds.
+///
+/// Numbers are grouped by flow: `0x01..=0x0f` offload and liveness, `0x10..=0x1f`
+/// store-and-forward delivery, `0x20..=0x2f` reserved for model download chunks (issue 5; not
+/// defined yet, decoded as [`crate::wire::WireError::UnknownKind`]). A number, once given, is
+/// never reused for another layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// [`Message::InferRequest`] (agent → hub).
+    InferRequest = 0x01,
+    /// [`Message::InferResponse`] (hub → agent).
+    InferResponse = 0x02,
+    /// [`Message::Busy`] (hub → agent).
+    Busy = 0x03,
+    /// [`Message::Error`] (either way).
+    Error = 0x04,
+    /// [`Message::Ping`] (either way).
+    Ping = 0x05,
+    /// [`Message::Pong`] (either way).
+    Pong = 0x06,
+    /// [`Message::Deliver`] (agent → hub).
+    Deliver = 0x10,
+    /// [`Message::Ack`] (hub → agent).
+    Ack = 0x11,
+}
+
+impl Kind {
+    /// The kind for a header byte, or `None` when this build does not know it.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0x01 => Self::InferRequest,
+            0x02 => Self::InferResponse,
+            0x03 => Self::Busy,
+            0x04 => Self::Error,
+            0x05 => Self::Ping,
+            0x06 => Self::Pong,
+            0x10 => Self::Deliver,
+            0x11 => Self::Ack,
+            _ => return None,
+        })
+    }
+}
+
+/// Element type of a [`Tensor`]; the byte is its tag on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DType {
+    /// 32-bit IEEE float, little-endian.
+    F32 = 1,
+    /// 64-bit signed integer, little-endian.
+    I64 = 2,
+    /// Unsigned byte.
+    U8 = 3,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            Self::F32 => 4,
+            Self::I64 => 8,
+            Self::U8 => 1,
+        }
+    }
+    /// The dtype for a tag byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::F32,
+            2 => Self::I64,
+            3 => Self::U8,
+            _ => return None,
+        })
+    }
+}
+
+/// A dense tensor: `data` is the row-major elements in little-endian, exactly
+/// `product(shape) * dtype.size()` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    /// Input or output name, as in the model manifest.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions, each `>= 0`; empty for a scalar.
+    pub shape: Vec<i64>,
+    /// Raw little-endian element bytes.
+    pub data: Vec<u8>,
+}
+
+/// The input of an offloaded request, in its most compact form (docs/wire.md, "Input forms").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// An encoded image (JPEG, PNG) as the device has it; the hub decodes and pre-processes.
+    ImageBytes(Vec<u8>),
+    /// UTF-8 text; the hub tokenises.
+    Text(String),
+    /// Pre-processed tensors, named as the model's inputs.
+    Tensors(Vec<Tensor>),
+}
+
+/// Where the hub spent a request's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// Microseconds from arrival to the start of its batch.
+    pub queue_us: u32,
+    /// Microseconds the batch took (pre-process, run, post-process).
+    pub service_us: u32,
+    /// Requests in the batch that served this one.
+    pub batch_size: u32,
+}
+
+/// Why the hub refused or failed a request; `u16` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed or does not fit the model (1).
+    BadRequest,
+    /// No such model on the hub (2).
+    UnknownModel,
+    /// The model exists but not the requested version (3).
+    UnknownModelVersion,
+    /// The deadline passed before the hub could answer (4).
+    DeadlineExceeded,
+    /// The hub failed; retrying elsewhere or later may work (5).
+    Internal,
+    /// The frame's kind is unknown to the receiver (6).
+    UnsupportedKind,
+    /// The peer is shutting down; do not retry on this connection (7).
+    ShuttingDown,
+    /// A code this build does not know. Decoding never yields a known code's number here.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The wire number.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            Self::BadRequest => 1,
+            Self::UnknownModel => 2,
+            Self::UnknownModelVersion => 3,
+            Self::DeadlineExceeded => 4,
+            Self::Internal => 5,
+            Self::UnsupportedKind => 6,
+            Self::ShuttingDown => 7,
+            Self::Unknown(n) => n,
+        }
+    }
+    /// The code for a wire number; unassigned numbers become [`ErrorCode::Unknown`].
+    pub fn from_u16(n: u16) -> Self {
+        match n {
+            1 => Self::BadRequest,
+            2 => Self::UnknownModel,
+            3 => Self::UnknownModelVersion,
+            4 => Self::DeadlineExceeded,
+            5 => Self::Internal,
+            6 => Self::UnsupportedKind,
+            7 => Self::ShuttingDown,
+            other => Self::Unknown(other),
+        }
+    }
+}
+
+/// One protocol message: the payload of one frame.
+///
+/// There is no device id field: the hub takes the device's identity from its TLS client
+/// certificate and keys idempotency by `(certificate identity, request_id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Run `model` on `input` (agent → hub).
+    InferRequest {
+        /// Chosen by the agent, unique per device; a retry reuses it. 0 is reserved.
+        request_id: u64,
+        /// Model name, as in the manifest.
+        model: String,
+        /// Wanted version; `None` lets the hub pick its current one.
+        model_version: Option<String>,
+        /// Budget in milliseconds from the hub's receipt; 0 means none.
+        deadline_ms: u32,
+        /// The input.
+        input: Input,
+    },
+    /// The outputs for a request (hub → agent).
+    InferResponse {
+        /// The request's id.
+        request_id: u64,
+        /// Model name.
+        model: String,
+        /// The version that actually ran on the hub.
+        model_version: String,
+        /// Output tensors, named as the model's outputs.
+        outputs: Vec<Tensor>,
+        /// Where the time went.
+        timing: Timing,
+    },
+    /// The hub cannot take the request now (hub → agent).
+    Busy {
+        /// The request's id.
+        request_id: u64,
+        /// Earliest sensible retry, in milliseconds.
+        retry_after_ms: u32,
+    },
+    /// The request failed (hub → agent), or a frame was rejected (either way).
+    Error {
+        /// The request's id; 0 when the failing frame named none (or could not be decoded).
+        request_id: u64,
+        /// What went wrong.
+        code: ErrorCode,
+        /// For people and logs; not for matching.
+        message: String,
+    },
+    /// Liveness probe; the peer answers [`Message::Pong`] with the same nonce.
+    Ping {
+        /// Echoed in the pong.
+        nonce: u64,
+    },
+    /// Answer to [`Message::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// One queued record (agent → hub, store-and-forward, issue 4).
+    Deliver {
+        /// The agent queue's epoch (changes when the queue is recreated).
+        epoch: u64,
+        /// Sequence number within the epoch.
+        seq: u64,
+        /// The record, opaque to the wire layer.
+        payload: Vec<u8>,
+    },
+    /// The hub stored the record `(epoch, seq)`; the agent may delete it (hub → agent).
+    Ack {
+        /// The record's epoch.
+        epoch: u64,
+        /// The record's sequence number.
+        seq: u64,
+    },
+}
+
+impl Message {
+    /// The frame kind that carries this message.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::InferRequest { .. } => Kind::InferRequest,
+            Self::InferResponse { .. } => Kind::InferResponse,
+            Self::Busy { .. } => Kind::Busy,
+            Self::Error { .. } => Kind::Error,
+            Self::Ping { .. } => Kind::Ping,
+            Self::Pong { .. } => Kind::Pong,
+            Self::Deliver { .. } => Kind::Deliver,
+            Self::Ack { .. } => Kind::Ack,
+        }
+    }
+}
