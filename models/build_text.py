@@ -306,7 +306,6 @@ def write_outputs(test):
                            "padding": "none", "truncation": MAX_TOKENS,
                            "input_ids": "input_ids", "attention_mask": "attention_mask", "token_type_ids": None},
             "accuracy": {"dataset": "data/sentences-test.jsonl", "samples": len(test), "top1": round(res["final"]["top1"], 4)},
-            "latency_ms_per_sentence_python_2threads": res["final"]["ms_per_sentence"],
         }
         if v == "edge":
             variants[v]["accuracy"]["top1_fp32_before_quantization"] = round(res["fp32"]["top1"], 4)
