@@ -96,6 +96,8 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Top-k list length.
     pub top_k: usize,
+    /// Microseconds a worker polls for the next request before sleeping.
+    pub spin_us: u64,
 }
 
 /// `[models]`.
@@ -157,6 +159,7 @@ impl Default for EngineConfig {
             workers: 1,
             queue_capacity: 64,
             top_k: 5,
+            spin_us: 100,
         }
     }
 }
@@ -268,6 +271,9 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.engine.queue_capacity) {
             p.push("engine.queue_capacity must be between 1 and 65536".into());
+        }
+        if self.engine.spin_us > 10_000 {
+            p.push("engine.spin_us must be at most 10000".into());
         }
         if self.engine.top_k == 0 {
             p.push("engine.top_k must be > 0".into());

@@ -9,7 +9,8 @@
 //! - `http-e2e`: the daemon's `/v1/classify` with the raw file / text;
 //! - `fastapi`, `fastapi-e2e`: the FastAPI + Python onnxruntime peer, same encodings.
 //!
-//! W (sessions / workers) is 2 for every row, so the thread budget is the same everywhere.
+//! W (sessions / workers) = cores / intra-op threads (at least 1) in every row of a thread count,
+//! so floor, engine, daemon and peer get the same thread budget and no row oversubscribes.
 
 use crate::procs::{self, Server};
 use crate::stats::{Stats, summarise};
@@ -48,8 +49,14 @@ pub struct Args {
     concurrency: Vec<usize>,
 }
 
-const WORKERS: usize = 2;
+/// Sessions (floor) and workers (engine, daemon) for an intra-op thread count.
+fn workers(threads: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / threads.max(1)).max(1)
+}
 const WARMUP: Duration = Duration::from_millis(300);
+/// Interleaved rounds per window.
+const ROUNDS: u32 = 10;
 
 /// What one model is fed in every row.
 struct Workload {
@@ -160,103 +167,109 @@ fn workload(repo: &Path, model: &str) -> anyhow::Result<Workload> {
     })
 }
 
-/// Runs `f` from `c` threads for a window after a warm-up; `f` returns whether the call worked.
-fn measure_threads(c: usize, window: Duration, f: &(dyn Fn(usize) -> bool + Sync)) -> Stats {
-    let run = |window: Duration| {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..c)
-                .map(|i| {
-                    s.spawn(move || {
-                        let mut lat = Vec::new();
-                        let mut errors = 0;
-                        let end = Instant::now() + window;
-                        while Instant::now() < end {
-                            let t = Instant::now();
-                            if f(i) {
-                                lat.push(t.elapsed());
-                            } else {
-                                errors += 1;
-                            }
+/// Latencies of successful calls and the count of failed ones, for one window.
+type Window = (Vec<Duration>, usize);
+
+/// Calls `f` from `c` threads for `window`; `f` returns whether the call worked.
+fn threads_window(c: usize, window: Duration, f: &(dyn Fn(usize) -> bool + Sync)) -> Window {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..c)
+            .map(|i| {
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut errors = 0;
+                    let end = Instant::now() + window;
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        if f(i) {
+                            lat.push(t.elapsed());
+                        } else {
+                            errors += 1;
                         }
-                        (lat, errors)
-                    })
+                    }
+                    (lat, errors)
                 })
-                .collect();
-            let mut all = Vec::new();
-            let mut errors = 0;
-            for h in handles {
-                let (l, e) = h.join().unwrap_or_default();
-                all.extend(l);
-                errors += e;
-            }
-            (all, errors)
-        })
-    };
-    run(WARMUP);
-    let (lat, errors) = run(window);
-    summarise(lat, window, errors)
+            })
+            .collect();
+        let mut all = (Vec::new(), 0);
+        for h in handles {
+            let (l, e) = h.join().unwrap_or_default();
+            all.0.extend(l);
+            all.1 += e;
+        }
+        all
+    })
 }
 
-/// Runs HTTP POSTs from `c` tasks on a single-threaded client runtime.
-fn measure_http(
+/// POSTs `body` to `url` from `c` tasks on a single-threaded client runtime for `window`.
+fn http_window(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
     c: usize,
     window: Duration,
     url: &str,
     body: &Bytes,
     header_len: Option<usize>,
-) -> Stats {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(_) => return Stats::default(),
-    };
-    let client = reqwest::Client::new();
-    let one = |window: Duration| {
-        let client = client.clone();
-        async move {
-            let tasks: Vec<_> = (0..c)
-                .map(|_| {
-                    let (client, body, url) = (client.clone(), body.clone(), url.to_string());
-                    tokio::spawn(async move {
-                        let mut lat = Vec::new();
-                        let mut errors = 0;
-                        let end = Instant::now() + window;
-                        while Instant::now() < end {
-                            let t = Instant::now();
-                            let mut req = client.post(&url).body(body.clone());
-                            if let Some(n) = header_len {
-                                req = req.header("Inference-Header-Content-Length", n);
-                            }
-                            let ok = match req.send().await {
-                                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                                Err(_) => false,
-                            };
-                            if ok {
-                                lat.push(t.elapsed());
-                            } else {
-                                errors += 1;
-                            }
+) -> Window {
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..c)
+            .map(|_| {
+                let (client, body, url) = (client.clone(), body.clone(), url.to_string());
+                tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut errors = 0;
+                    let end = Instant::now() + window;
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        let mut req = client.post(&url).body(body.clone());
+                        if let Some(n) = header_len {
+                            req = req.header("Inference-Header-Content-Length", n);
                         }
-                        (lat, errors)
-                    })
+                        let ok = match req.send().await {
+                            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if ok {
+                            lat.push(t.elapsed());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (lat, errors)
                 })
-                .collect();
-            let mut all = Vec::new();
-            let mut errors = 0;
-            for t in tasks {
-                if let Ok((l, e)) = t.await {
-                    all.extend(l);
-                    errors += e;
-                }
+            })
+            .collect();
+        let mut all = (Vec::new(), 0);
+        for t in tasks {
+            if let Ok((l, e)) = t.await {
+                all.0.extend(l);
+                all.1 += e;
             }
-            (all, errors)
         }
-    };
-    rt.block_on(one(WARMUP));
-    let (lat, errors) = rt.block_on(one(window));
-    summarise(lat, window, errors)
+        all
+    })
+}
+
+/// A named system under test: runs one window.
+type System<'a> = (&'static str, Box<dyn Fn(Duration) -> Window + 'a>);
+
+/// Measures every system in interleaved rounds (so drift in machine speed hits all alike):
+/// a warm-up each, then `rounds` x (each system for window / rounds).
+fn interleaved(systems: &[System<'_>], window: Duration, rounds: u32) -> Vec<Stats> {
+    for (_, f) in systems {
+        f(WARMUP);
+    }
+    let mut acc: Vec<Window> = systems.iter().map(|_| (Vec::new(), 0)).collect();
+    for _ in 0..rounds {
+        for ((_, f), a) in systems.iter().zip(acc.iter_mut()) {
+            let (l, e) = f(window / rounds);
+            a.0.extend(l);
+            a.1 += e;
+        }
+    }
+    acc.into_iter()
+        .map(|(l, e)| summarise(l, window, e))
+        .collect()
 }
 
 struct Floor {
@@ -266,7 +279,7 @@ struct Floor {
 impl Floor {
     fn new(cfg: &Config, path: &Path, threads: usize) -> anyhow::Result<Self> {
         let (_, env) = runtime::init(cfg)?;
-        let sessions = (0..WORKERS)
+        let sessions = (0..workers(threads))
             .map(|_| {
                 Session::builder(&env)
                     .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
@@ -329,70 +342,114 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     for model in &a.models {
         let w = workload(&repo, model)?;
         for &threads in &a.threads {
-            eprintln!("== {model}, {threads} intra-op thread(s)");
+            eprintln!(
+                "== {model}, {threads} intra-op thread(s), {} session(s)/worker(s)",
+                workers(threads)
+            );
             let mut cfg = Config {
                 base_dir: repo.clone(),
                 ..Default::default()
             };
             cfg.models.enabled = vec![model.clone()];
             cfg.runtime.intra_op_threads = threads;
-            cfg.engine.workers = WORKERS;
+            cfg.engine.workers = workers(threads);
             cfg.engine.queue_capacity = 256;
             let onnx = repo.join("models").join(model).join("edge.onnx");
             let floor = Floor::new(&cfg, &onnx, threads)?;
             let (_, env) = runtime::init(&cfg)?;
             let engine = Engine::start(&cfg, &env, Arc::new(Metrics::default()))?;
-            let agent = procs::agent(&repo, model, WORKERS, threads)?;
+            let agent = procs::agent(&repo, model, workers(threads), threads)?;
             let peer = procs::fastapi_peer(&repo, model, threads)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = reqwest::Client::new();
+            let infer_url = |s: &Server| format!("http://{}/v2/models/{model}/infer", s.addr);
+            let classify_url = |s: &Server| format!("http://{}/v1/classify/{model}", s.addr);
+            let (agent_infer, agent_classify) = (infer_url(&agent), classify_url(&agent));
+            let (peer_infer, peer_classify) = (infer_url(&peer), classify_url(&peer));
             for &c in &a.concurrency {
-                let mut push = |system, stats: Stats, floor_p50| {
+                let (w, engine, floor, rt, client) = (&w, &engine, &floor, &rt, &client);
+                let systems: Vec<System<'_>> = vec![
+                    (
+                        "floor",
+                        Box::new(move |win| threads_window(c, win, &|i| floor.call(i, w))),
+                    ),
+                    (
+                        "engine",
+                        Box::new(move |win| {
+                            threads_window(c, win, &|_| {
+                                engine
+                                    .infer_blocking(&w.model, Input::Tensors(w.tensors.clone()))
+                                    .is_ok()
+                            })
+                        }),
+                    ),
+                    (
+                        "engine-e2e",
+                        Box::new(move |win| {
+                            threads_window(c, win, &|_| {
+                                engine.infer_blocking(&w.model, w.raw_input.clone()).is_ok()
+                            })
+                        }),
+                    ),
+                    (
+                        "http",
+                        Box::new(|win| {
+                            http_window(
+                                rt,
+                                client,
+                                c,
+                                win,
+                                &agent_infer,
+                                &w.oip_body,
+                                w.oip_header_len,
+                            )
+                        }),
+                    ),
+                    (
+                        "http-e2e",
+                        Box::new(|win| {
+                            http_window(rt, client, c, win, &agent_classify, &w.raw, None)
+                        }),
+                    ),
+                    (
+                        "fastapi",
+                        Box::new(|win| {
+                            http_window(
+                                rt,
+                                client,
+                                c,
+                                win,
+                                &peer_infer,
+                                &w.oip_body,
+                                w.oip_header_len,
+                            )
+                        }),
+                    ),
+                    (
+                        "fastapi-e2e",
+                        Box::new(|win| {
+                            http_window(rt, client, c, win, &peer_classify, &w.raw, None)
+                        }),
+                    ),
+                ];
+                let stats = interleaved(&systems, window, ROUNDS);
+                let floor_p50 = stats[0].p50_us;
+                for ((system, _), st) in systems.iter().zip(stats) {
                     eprintln!(
                         "  {system:12} c={c}: p50 {:.0} us, p99 {:.0} us, {:.0} req/s, errors {}",
-                        stats.p50_us, stats.p99_us, stats.rps, stats.errors
+                        st.p50_us, st.p99_us, st.rps, st.errors
                     );
                     rows.push(Row {
                         model: model.clone(),
                         threads,
                         system,
                         c,
-                        stats,
+                        stats: st,
                         floor_p50,
                     });
-                };
-                let f = measure_threads(c, window, &|i| floor.call(i, &w));
-                push("floor", f, f.p50_us);
-                let e = measure_threads(c, window, &|_| {
-                    engine
-                        .infer_blocking(&w.model, Input::Tensors(w.tensors.clone()))
-                        .is_ok()
-                });
-                push("engine", e, f.p50_us);
-                let e2 = measure_threads(c, window, &|_| {
-                    engine.infer_blocking(&w.model, w.raw_input.clone()).is_ok()
-                });
-                push("engine-e2e", e2, f.p50_us);
-                let infer_url = |s: &Server| format!("http://{}/v2/models/{model}/infer", s.addr);
-                let classify_url = |s: &Server| format!("http://{}/v1/classify/{model}", s.addr);
-                push(
-                    "http",
-                    measure_http(c, window, &infer_url(&agent), &w.oip_body, w.oip_header_len),
-                    f.p50_us,
-                );
-                push(
-                    "http-e2e",
-                    measure_http(c, window, &classify_url(&agent), &w.raw, None),
-                    f.p50_us,
-                );
-                push(
-                    "fastapi",
-                    measure_http(c, window, &infer_url(&peer), &w.oip_body, w.oip_header_len),
-                    f.p50_us,
-                );
-                push(
-                    "fastapi-e2e",
-                    measure_http(c, window, &classify_url(&peer), &w.raw, None),
-                    f.p50_us,
-                );
+                }
             }
             rss.push((model.clone(), threads, agent.rss_mib(), peer.rss_mib()));
         }

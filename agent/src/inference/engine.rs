@@ -2,6 +2,11 @@
 //! session. Pre-processing, the run and post-processing happen on those threads, never on the
 //! async reactor.
 //!
+//! Each worker has its own bounded queue (a lane; `engine.queue_capacity` is split evenly
+//! across them). A request goes to the least-loaded lane, the first one on a tie, so a lightly
+//! loaded model keeps using the same warm session (its caches and thread pool) instead of
+//! alternating between sessions.
+//!
 //! Queue policy when full: the new request is refused at once with
 //! [`InferenceError::QueueFull`] (HTTP 503 + Retry-After) and counted; accepted work is never
 //! dropped. A request whose caller has gone (timed out) is skipped when a worker reaches it.
@@ -20,9 +25,10 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tandem_shared::manifest::{DType, OutputKind, Preprocess, VariantRole};
 use tandem_shared::oip::{InputTensor, TensorData};
 use tandem_shared::provider::ExecutionProvider;
@@ -209,8 +215,14 @@ pub struct ModelHandle {
     /// Providers passed over, with reasons.
     pub skipped_eps: Vec<(ExecutionProvider, String)>,
     capacity: usize,
-    tx: Mutex<Option<Sender<Job>>>,
+    lanes: Mutex<Option<Vec<Lane>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One worker's queue and its load (queued + running).
+struct Lane {
+    tx: Sender<Job>,
+    load: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for ModelHandle {
@@ -229,15 +241,15 @@ impl ModelHandle {
     }
     /// Requests waiting.
     pub fn queue_depth(&self) -> usize {
-        self.tx
+        self.lanes
             .lock()
             .ok()
-            .and_then(|g| g.as_ref().map(Sender::len))
+            .and_then(|g| g.as_ref().map(|l| l.iter().map(|l| l.tx.len()).sum()))
             .unwrap_or(0)
     }
     /// Whether the model accepts requests.
     pub fn ready(&self) -> bool {
-        self.tx.lock().map(|g| g.is_some()).unwrap_or(false)
+        self.lanes.lock().map(|g| g.is_some()).unwrap_or(false)
     }
 }
 
@@ -248,6 +260,7 @@ struct Ctx {
     prep: Prep,
     ep: ExecutionProvider,
     top_k: usize,
+    spin: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -334,7 +347,7 @@ impl Engine {
                 .session,
             );
         }
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(cfg.engine.queue_capacity);
+        let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
         let ctx = Arc::new(Ctx {
             model: name.clone(),
             version: files.manifest.version.clone(),
@@ -342,23 +355,28 @@ impl Engine {
             prep,
             ep,
             top_k: cfg.engine.top_k,
+            spin: Duration::from_micros(cfg.engine.spin_us),
             metrics,
         });
         let mut workers = Vec::new();
+        let mut lanes = Vec::new();
         for (i, session) in sessions.into_iter().enumerate() {
-            let (ctx, rx) = (ctx.clone(), rx.clone());
+            let (tx, rx) = crossbeam_channel::bounded::<Job>(per_lane);
+            let load = Arc::new(AtomicUsize::new(0));
+            let (ctx, l) = (ctx.clone(), load.clone());
             let h = std::thread::Builder::new()
                 .name(format!("infer-{name}-{i}"))
-                .spawn(move || worker(session, &ctx, &rx))
+                .spawn(move || worker(session, &ctx, &rx, &l))
                 .map_err(EngineError::Thread)?;
             workers.push(h);
+            lanes.push(Lane { tx, load });
         }
         Ok(ModelHandle {
             files,
             ep,
             skipped_eps,
             capacity: cfg.engine.queue_capacity,
-            tx: Mutex::new(Some(tx)),
+            lanes: Mutex::new(Some(lanes)),
             workers: Mutex::new(workers),
         })
     }
@@ -394,18 +412,28 @@ impl Engine {
             enqueued: Instant::now(),
             reply,
         };
-        let guard = h.tx.lock().map_err(|_| InferenceError::ShuttingDown)?;
-        let tx = guard.as_ref().ok_or(InferenceError::ShuttingDown)?;
-        match tx.try_send(job) {
+        let guard = h.lanes.lock().map_err(|_| InferenceError::ShuttingDown)?;
+        // The first least-loaded lane: if it is full, every lane is.
+        let lane = guard
+            .as_ref()
+            .and_then(|lanes| lanes.iter().min_by_key(|l| l.load.load(Ordering::Acquire)))
+            .ok_or(InferenceError::ShuttingDown)?;
+        lane.load.fetch_add(1, Ordering::AcqRel);
+        match lane.tx.try_send(job) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => {
-                self.metrics.rejected(model);
-                Err(InferenceError::QueueFull {
-                    model: model.to_string(),
-                    capacity: h.capacity,
-                })
+            Err(e) => {
+                lane.load.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => {
+                        self.metrics.rejected(model);
+                        Err(InferenceError::QueueFull {
+                            model: model.to_string(),
+                            capacity: h.capacity,
+                        })
+                    }
+                    TrySendError::Disconnected(_) => Err(InferenceError::ShuttingDown),
+                }
             }
-            Err(TrySendError::Disconnected(_)) => Err(InferenceError::ShuttingDown),
         }
     }
 
@@ -426,7 +454,7 @@ impl Engine {
     /// Stops accepting, lets the workers finish what is queued, and joins them.
     pub fn shutdown(&self) {
         for h in self.models.values() {
-            if let Ok(mut g) = h.tx.lock() {
+            if let Ok(mut g) = h.lanes.lock() {
                 g.take();
             }
             let workers = h
@@ -447,9 +475,26 @@ impl Drop for Engine {
     }
 }
 
-fn worker(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>) {
-    while let Ok(job) = rx.recv() {
+/// Waits for the next job: polls for up to `spin` first (a job that follows closely then skips
+/// the thread wake-up, tens of microseconds on a VM), then blocks.
+fn next_job(rx: &Receiver<Job>, spin: Duration) -> Option<Job> {
+    if !spin.is_zero() {
+        let until = Instant::now() + spin;
+        while Instant::now() < until {
+            match rx.try_recv() {
+                Ok(job) => return Some(job),
+                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+    rx.recv().ok()
+}
+
+fn worker(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>, load: &AtomicUsize) {
+    while let Some(job) = next_job(rx, ctx.spin) {
         if job.reply.is_closed() {
+            load.fetch_sub(1, Ordering::AcqRel);
             continue;
         }
         let from_tensors = job.input.is_tensors();
@@ -464,6 +509,7 @@ fn worker(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>) {
             Ok(_) => ctx.metrics.inference(&ctx.model, "ok", took),
             Err(e) => ctx.metrics.inference(&ctx.model, e.kind(), took),
         }
+        load.fetch_sub(1, Ordering::AcqRel);
         let _ = job.reply.send(result);
     }
 }
