@@ -3,10 +3,12 @@
 //! # Layout
 //! - [`config`]: the TOML configuration.
 //! - [`app`]: `tandem-hub run`: serve until a signal.
+//! - [`ingress`]: the QUIC endpoint devices connect to (mutual TLS, identity from the certificate).
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
 //! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
 
 pub mod app;
 pub mod config;
+pub mod ingress;
 pub mod pki;
