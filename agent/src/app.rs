@@ -37,10 +37,11 @@ pub enum AppError {
 
 /// Loads the runtime and the engine for a config.
 pub fn start_engine(cfg: &Config) -> Result<Arc<Engine>, AppError> {
-    let (lib, env) = runtime::init(cfg)?;
+    let settings = cfg.engine_settings();
+    let (lib, env) = runtime::init(&settings)?;
     tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
     Ok(Arc::new(Engine::start(
-        cfg,
+        &settings,
         &env,
         Arc::new(Metrics::default()),
     )?))

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tandem_shared::manifest::VariantRole;
-use tandem_shared::provider::ExecutionProvider;
+use tandem_engine::settings::{
+    EngineConfig, EngineSettings, ImageConfig, ModelsConfig, RuntimeConfig,
+};
 
 /// The embedded default configuration, with a comment on every key.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
@@ -74,58 +75,6 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
 }
 
-/// `[runtime]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// ONNX Runtime library path; empty means search.
-    pub onnxruntime_lib: String,
-    /// Execution providers in order of preference.
-    pub execution_providers: Vec<String>,
-    /// Intra-op threads per session.
-    pub intra_op_threads: usize,
-}
-
-/// `[engine]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineConfig {
-    /// Worker threads (sessions) per model.
-    pub workers: usize,
-    /// Waiting requests per model.
-    pub queue_capacity: usize,
-    /// Top-k list length.
-    pub top_k: usize,
-    /// Microseconds a worker polls for the next request before sleeping.
-    pub spin_us: u64,
-}
-
-/// `[models]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelsConfig {
-    /// Folder of model folders.
-    pub dir: PathBuf,
-    /// Models to load; empty = all.
-    pub enabled: Vec<String>,
-    /// Variant to run.
-    pub variant: String,
-    /// Verify file hashes before loading.
-    pub verify_sha256: bool,
-}
-
-/// `[image]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImageConfig {
-    /// Max width, pixels.
-    pub max_width: u32,
-    /// Max height, pixels.
-    pub max_height: u32,
-    /// Max decoder allocation, bytes.
-    pub max_alloc_bytes: u64,
-}
-
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,44 +90,6 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
-        }
-    }
-}
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            onnxruntime_lib: String::new(),
-            execution_providers: vec!["cpu".into()],
-            intra_op_threads: 1,
-        }
-    }
-}
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            workers: 1,
-            queue_capacity: 64,
-            top_k: 5,
-            spin_us: 100,
-        }
-    }
-}
-impl Default for ModelsConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("models"),
-            enabled: Vec::new(),
-            variant: "edge".into(),
-            verify_sha256: true,
-        }
-    }
-}
-impl Default for ImageConfig {
-    fn default() -> Self {
-        Self {
-            max_width: 8192,
-            max_height: 8192,
-            max_alloc_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -255,42 +166,22 @@ impl Config {
         if self.server.request_timeout_ms == 0 {
             p.push("server.request_timeout_ms must be > 0".into());
         }
-        if self.runtime.execution_providers.is_empty() {
-            p.push("runtime.execution_providers is empty (use [\"cpu\"])".into());
-        }
-        for ep in &self.runtime.execution_providers {
-            if let Err(e) = ep.parse::<ExecutionProvider>() {
-                p.push(format!("runtime.execution_providers: {e}"));
-            }
-        }
-        if !(1..=256).contains(&self.runtime.intra_op_threads) {
-            p.push("runtime.intra_op_threads must be between 1 and 256".into());
-        }
-        if !(1..=64).contains(&self.engine.workers) {
-            p.push("engine.workers must be between 1 and 64".into());
-        }
-        if !(1..=65_536).contains(&self.engine.queue_capacity) {
-            p.push("engine.queue_capacity must be between 1 and 65536".into());
-        }
-        if self.engine.spin_us > 10_000 {
-            p.push("engine.spin_us must be at most 10000".into());
-        }
-        if self.engine.top_k == 0 {
-            p.push("engine.top_k must be > 0".into());
-        }
-        if let Err(e) = self.models.variant.parse::<VariantRole>() {
-            p.push(format!("models.variant: {e}"));
-        }
-        if self.image.max_width == 0 || self.image.max_height == 0 {
-            p.push("image.max_width and image.max_height must be > 0".into());
-        }
-        if self.image.max_alloc_bytes < 1024 * 1024 {
-            p.push("image.max_alloc_bytes must be at least 1048576".into());
-        }
+        p.extend(self.engine_settings().problems());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             p.push(format!("log.filter: {e}"));
         }
         p
+    }
+
+    /// The engine's part of the config.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            runtime: self.runtime.clone(),
+            engine: self.engine.clone(),
+            models: self.models.clone(),
+            image: self.image.clone(),
+            base_dir: self.base_dir.clone(),
+        }
     }
 
     /// A path from the config, resolved against the config's directory.
@@ -308,20 +199,6 @@ impl Config {
             .listen
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470)))
-    }
-
-    /// Execution providers (validated).
-    pub fn providers(&self) -> Vec<ExecutionProvider> {
-        self.runtime
-            .execution_providers
-            .iter()
-            .filter_map(|e| e.parse().ok())
-            .collect()
-    }
-
-    /// The variant to run (validated).
-    pub fn variant(&self) -> VariantRole {
-        self.models.variant.parse().unwrap_or(VariantRole::Edge)
     }
 }
 

@@ -200,8 +200,9 @@ fn cuda_then_cpu_falls_back_to_cpu_and_says_why() {
 #[test]
 fn only_an_unavailable_provider_is_a_clear_error() {
     let cfg = common::config(&["vision-fashion"], "edge", &["cuda"]);
-    let (_, env) = tandem_agent::runtime::init(&cfg).expect("runtime");
-    let err = tandem_agent::inference::Engine::start(&cfg, &env, Default::default())
+    let settings = cfg.engine_settings();
+    let (_, env) = tandem_agent::runtime::init(&settings).expect("runtime");
+    let err = tandem_agent::inference::Engine::start(&settings, &env, Default::default())
         .expect_err("cuda alone cannot load here");
     let msg = err.to_string();
     assert!(

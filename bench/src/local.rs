@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_agent::config::Config;
+use tandem_agent::inference::settings::EngineSettings;
 use tandem_agent::inference::{Engine, Input};
 use tandem_agent::runtime;
 use tandem_agent::telemetry::Metrics;
@@ -277,7 +278,7 @@ struct Floor {
 }
 
 impl Floor {
-    fn new(cfg: &Config, path: &Path, threads: usize) -> anyhow::Result<Self> {
+    fn new(cfg: &EngineSettings, path: &Path, threads: usize) -> anyhow::Result<Self> {
         let (_, env) = runtime::init(cfg)?;
         let sessions = (0..workers(threads))
             .map(|_| {
@@ -355,9 +356,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             cfg.engine.workers = workers(threads);
             cfg.engine.queue_capacity = 256;
             let onnx = repo.join("models").join(model).join("edge.onnx");
-            let floor = Floor::new(&cfg, &onnx, threads)?;
-            let (_, env) = runtime::init(&cfg)?;
-            let engine = Engine::start(&cfg, &env, Arc::new(Metrics::default()))?;
+            let settings = cfg.engine_settings();
+            let floor = Floor::new(&settings, &onnx, threads)?;
+            let (_, env) = runtime::init(&settings)?;
+            let engine = Engine::start(&settings, &env, Arc::new(Metrics::default()))?;
             let agent = procs::agent(&repo, model, workers(threads), threads)?;
             let peer = procs::fastapi_peer(&repo, model, threads)?;
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -46,8 +46,9 @@ pub fn engine(models: &[&str], variant: &str) -> Engine {
 }
 
 pub fn engine_with(cfg: &Config) -> Engine {
-    let (_, env) = runtime::init(cfg).expect("ONNX Runtime loads (run `make setup`)");
-    Engine::start(cfg, &env, Arc::new(Metrics::default())).expect("engine starts")
+    let settings = cfg.engine_settings();
+    let (_, env) = runtime::init(&settings).expect("ONNX Runtime loads (run `make setup`)");
+    Engine::start(&settings, &env, Arc::new(Metrics::default())).expect("engine starts")
 }
 
 /// Whether a model variant's file is present (optional variants may be absent).

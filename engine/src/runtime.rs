@@ -1,6 +1,6 @@
 //! Finding and loading the ONNX Runtime shared library (`load-dynamic`), once per process.
 
-use crate::config::Config;
+use crate::settings::EngineSettings;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -35,7 +35,7 @@ pub enum RuntimeError {
 }
 
 /// Candidate library paths in search order.
-pub fn candidates(cfg: &Config) -> Vec<PathBuf> {
+pub fn candidates(cfg: &EngineSettings) -> Vec<PathBuf> {
     if !cfg.runtime.onnxruntime_lib.is_empty() {
         return vec![cfg.resolve(Path::new(&cfg.runtime.onnxruntime_lib))];
     }
@@ -62,7 +62,9 @@ static LOADED: OnceLock<(PathBuf, ort::environment::Environment)> = OnceLock::ne
 
 /// Loads the library named by the config (or found by search) and returns the environment.
 /// Idempotent within a process: later calls return the first environment.
-pub fn init(cfg: &Config) -> Result<(&'static Path, ort::environment::Environment), RuntimeError> {
+pub fn init(
+    cfg: &EngineSettings,
+) -> Result<(&'static Path, ort::environment::Environment), RuntimeError> {
     if let Some((p, env)) = LOADED.get() {
         return Ok((p.as_path(), env.clone()));
     }
@@ -79,7 +81,7 @@ pub fn init(cfg: &Config) -> Result<(&'static Path, ort::environment::Environmen
         message: e.to_string(),
     })?;
     let env = builder
-        .with_name("tandem-agent")
+        .with_name("tandem")
         .build()
         .map_err(|e| RuntimeError::Environment(e.to_string()))?;
     let (p, env) = LOADED.get_or_init(|| (path, env));

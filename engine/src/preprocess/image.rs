@@ -5,7 +5,7 @@
 //! checked from the header before any pixel is decoded.
 
 use super::PreprocessError;
-use crate::config::ImageConfig;
+use crate::settings::ImageConfig;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageBuffer, Luma, Rgb};
 use tandem_shared::manifest::{Color, ImagePreprocess, Layout, Resize};

@@ -11,14 +11,14 @@
 //! [`InferenceError::QueueFull`] (HTTP 503 + Retry-After) and counted; accepted work is never
 //! dropped. A request whose caller has gone (timed out) is skipped when a worker reaches it.
 
-use super::model::{self, ModelError, ModelFiles};
-use super::postprocess::{self, Prediction};
-use super::preprocess::PreprocessError;
-use super::preprocess::image::{self as img, Limits};
-use super::preprocess::text::TextEncoder;
-use super::provider::{self, NoProvider};
-use crate::config::Config;
-use crate::telemetry::Metrics;
+use crate::metrics::Metrics;
+use crate::model::{self, ModelError, ModelFiles};
+use crate::postprocess::{self, Prediction};
+use crate::preprocess::PreprocessError;
+use crate::preprocess::image::{self as img, Limits};
+use crate::preprocess::text::TextEncoder;
+use crate::provider::{self, NoProvider};
+use crate::settings::EngineSettings;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ort::session::{Session, SessionInputValue};
@@ -276,7 +276,7 @@ impl Engine {
     /// config's variant. An auto-discovered model whose variant is optional and absent is skipped
     /// with a warning; anything else that fails stops start-up.
     pub fn start(
-        cfg: &Config,
+        cfg: &EngineSettings,
         env: &ort::environment::Environment,
         metrics: Arc<Metrics>,
     ) -> Result<Self, EngineError> {
@@ -309,7 +309,7 @@ impl Engine {
     }
 
     fn load_model(
-        cfg: &Config,
+        cfg: &EngineSettings,
         env: &ort::environment::Environment,
         files: ModelFiles,
         metrics: Arc<Metrics>,

@@ -1,0 +1,24 @@
+//! The Tandem inference engine, shared by the agent (edge variants) and the hub (cloud
+//! variants).
+//!
+//! # Layout
+//! - [`engine`]: per-model lanes (bounded queues) and worker threads owning ONNX Runtime
+//!   sessions; dynamic batching.
+//! - [`model`]: model folders, manifests, file checks.
+//! - [`provider`]: execution-provider selection with fallback.
+//! - [`preprocess`]: images and texts to tensors.
+//! - [`postprocess`]: softmax, top-k, routing signals.
+//! - [`runtime`]: finding and loading the ONNX Runtime library.
+//! - [`metrics`]: counters and latency histograms (Prometheus text).
+//! - [`settings`]: the config sections the engine reads.
+
+pub mod engine;
+pub mod metrics;
+pub mod model;
+pub mod postprocess;
+pub mod preprocess;
+pub mod provider;
+pub mod runtime;
+pub mod settings;
+
+pub use engine::{Engine, Inference, InferenceError, Input, ModelHandle, OutputTensor};
