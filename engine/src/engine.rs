@@ -11,6 +11,7 @@
 //! [`InferenceError::QueueFull`] (HTTP 503 + Retry-After) and counted; accepted work is never
 //! dropped. A request whose caller has gone (timed out) is skipped when a worker reaches it.
 
+use crate::batch;
 use crate::metrics::Metrics;
 use crate::model::{self, ModelError, ModelFiles};
 use crate::postprocess::{self, Prediction};
@@ -81,6 +82,8 @@ pub struct Timing {
     pub postprocess_us: u64,
     /// Submission to answer.
     pub total_us: u64,
+    /// Requests that ran together in this batch (1 without batching).
+    pub batch_size: usize,
 }
 
 /// The answer for one batch.
@@ -261,6 +264,8 @@ struct Ctx {
     ep: ExecutionProvider,
     top_k: usize,
     spin: Duration,
+    max_batch: usize,
+    max_batch_delay: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -356,6 +361,8 @@ impl Engine {
             ep,
             top_k: cfg.engine.top_k,
             spin: Duration::from_micros(cfg.engine.spin_us),
+            max_batch: cfg.engine.max_batch,
+            max_batch_delay: Duration::from_micros(cfg.engine.max_batch_delay_us),
             metrics,
         });
         let mut workers = Vec::new();
@@ -492,25 +499,103 @@ fn next_job(rx: &Receiver<Job>, spin: Duration) -> Option<Job> {
 }
 
 fn worker(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>, load: &AtomicUsize) {
-    while let Some(job) = next_job(rx, ctx.spin) {
-        if job.reply.is_closed() {
+    let mut carry: Option<Job> = None;
+    loop {
+        let Some(first) = carry.take().or_else(|| next_job(rx, ctx.spin)) else {
+            return;
+        };
+        if first.reply.is_closed() {
             load.fetch_sub(1, Ordering::AcqRel);
             continue;
         }
-        let from_tensors = job.input.is_tensors();
-        let result = run_job(&mut session, ctx, job.input, job.enqueued).map_err(|e| match e {
-            InferenceError::Runtime(m) if from_tensors => {
-                InferenceError::BadInput(format!("the model refused the tensors: {m}"))
+        let mut jobs = vec![first];
+        if ctx.max_batch > 1 {
+            // Gather what is queued, waiting at most max_batch_delay for more.
+            let until = Instant::now() + ctx.max_batch_delay;
+            while jobs.len() < ctx.max_batch {
+                let left = until.saturating_duration_since(Instant::now());
+                let next = if left.is_zero() {
+                    rx.try_recv().ok()
+                } else {
+                    rx.recv_timeout(left).ok()
+                };
+                match next {
+                    None => break,
+                    Some(j) if j.reply.is_closed() => {
+                        load.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    Some(j) if batch::compatible(&jobs[0].input, &j.input) => jobs.push(j),
+                    Some(j) => {
+                        carry = Some(j);
+                        break;
+                    }
+                }
             }
-            other => other,
-        });
+        }
+        run_jobs(&mut session, ctx, jobs, load);
+    }
+}
+
+/// Runs one request, or several as one batch; a batch that fails on its input is retried one
+/// request at a time, so only the bad request gets the error.
+fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize) {
+    let finish = |job: Job, result: Result<Inference, InferenceError>| {
         let took = job.enqueued.elapsed();
+        let result = result.map(|mut inf| {
+            inf.timing.total_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            inf
+        });
         match &result {
             Ok(_) => ctx.metrics.inference(&ctx.model, "ok", took),
             Err(e) => ctx.metrics.inference(&ctx.model, e.kind(), took),
         }
         load.fetch_sub(1, Ordering::AcqRel);
         let _ = job.reply.send(result);
+    };
+    let run_one = |session: &mut Session, input: Input, enqueued: Instant| {
+        let from_tensors = input.is_tensors();
+        run_job(session, ctx, input, enqueued).map_err(|e| match e {
+            InferenceError::Runtime(m) if from_tensors => {
+                InferenceError::BadInput(format!("the model refused the tensors: {m}"))
+            }
+            other => other,
+        })
+    };
+    if jobs.len() == 1 {
+        for mut job in jobs {
+            let input = std::mem::replace(&mut job.input, Input::Texts(Vec::new()));
+            let r = run_one(session, input, job.enqueued);
+            finish(job, r);
+        }
+        return;
+    }
+    let start = Instant::now();
+    let inputs: Vec<Input> = jobs.iter().map(|j| j.input.clone()).collect();
+    let rows: Vec<usize> = inputs.iter().map(batch::rows).collect();
+    let earliest = jobs.iter().map(|j| j.enqueued).min().unwrap_or(start);
+    let merged = batch::merge(&inputs)
+        .ok_or_else(|| InferenceError::BadInput("inputs cannot be batched".into()));
+    match merged.and_then(|m| run_one(session, m, earliest)) {
+        Ok(inf) => {
+            let n = jobs.len();
+            for (job, mut part) in jobs.into_iter().zip(batch::split(&inf, &rows)) {
+                part.timing.queue_us =
+                    u64::try_from(start.duration_since(job.enqueued).as_micros()).unwrap_or(0);
+                part.timing.batch_size = n;
+                finish(job, Ok(part));
+            }
+        }
+        Err(InferenceError::Runtime(m)) => {
+            for job in jobs {
+                finish(job, Err(InferenceError::Runtime(m.clone())));
+            }
+        }
+        Err(_) => {
+            for (job, input) in jobs.into_iter().zip(inputs) {
+                let r = run_one(session, input, job.enqueued);
+                finish(job, r);
+            }
+        }
     }
 }
 
@@ -707,6 +792,7 @@ fn run_job(
             run_us,
             postprocess_us,
             total_us: micros(enqueued),
+            batch_size: 1,
         },
     })
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`engine`]: per-model lanes (bounded queues) and worker threads owning ONNX Runtime
 //!   sessions; dynamic batching.
+//! - [`batch`]: merging compatible requests into one run and splitting the answer.
 //! - [`model`]: model folders, manifests, file checks.
 //! - [`provider`]: execution-provider selection with fallback.
 //! - [`preprocess`]: images and texts to tensors.
@@ -12,6 +13,7 @@
 //! - [`metrics`]: counters and latency histograms (Prometheus text).
 //! - [`settings`]: the config sections the engine reads.
 
+pub mod batch;
 pub mod engine;
 pub mod metrics;
 pub mod model;

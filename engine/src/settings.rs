@@ -30,6 +30,10 @@ pub struct EngineConfig {
     pub top_k: usize,
     /// Microseconds a worker polls for the next request before sleeping.
     pub spin_us: u64,
+    /// Most requests a worker runs as one batch (1 = no batching).
+    pub max_batch: usize,
+    /// Longest a worker waits for more requests to fill a batch, in microseconds.
+    pub max_batch_delay_us: u64,
 }
 
 /// `[models]`.
@@ -74,6 +78,8 @@ impl Default for EngineConfig {
             queue_capacity: 64,
             top_k: 5,
             spin_us: 100,
+            max_batch: 1,
+            max_batch_delay_us: 0,
         }
     }
 }
@@ -158,6 +164,12 @@ impl EngineSettings {
         }
         if self.engine.top_k == 0 {
             p.push("engine.top_k must be > 0".into());
+        }
+        if !(1..=1024).contains(&self.engine.max_batch) {
+            p.push("engine.max_batch must be between 1 and 1024".into());
+        }
+        if self.engine.max_batch_delay_us > 1_000_000 {
+            p.push("engine.max_batch_delay_us must be at most 1000000".into());
         }
         if self.engine.spin_us > 10_000 {
             p.push("engine.spin_us must be at most 10000".into());

@@ -1,0 +1,179 @@
+//! Dynamic batching: which queued requests can run as one, merging their inputs along the batch
+//! dimension, and splitting the answer back per request.
+
+use crate::engine::{Inference, Input, OutputTensor};
+use std::sync::Arc;
+use tandem_shared::oip::{InputTensor, TensorData};
+
+/// Rows (batch entries) a request contributes.
+pub fn rows(input: &Input) -> usize {
+    match input {
+        Input::Images(v) => v.len(),
+        Input::Texts(v) => v.len(),
+        Input::Tensors(t) => t
+            .first()
+            .and_then(|t| t.shape.first())
+            .map_or(0, |d| *d as usize),
+    }
+}
+
+/// Whether two requests can share one run: same kind of input and, for tensors, the same
+/// names, types and every dimension but the first.
+pub fn compatible(a: &Input, b: &Input) -> bool {
+    match (a, b) {
+        (Input::Images(_), Input::Images(_)) | (Input::Texts(_), Input::Texts(_)) => true,
+        (Input::Tensors(x), Input::Tensors(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(p, q)| {
+                    p.name == q.name
+                        && p.data.datatype() == q.data.datatype()
+                        && p.shape.len() == q.shape.len()
+                        && !p.shape.is_empty()
+                        && p.shape[1..] == q.shape[1..]
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Merges compatible inputs into one; `None` when there is nothing to merge.
+pub fn merge(inputs: &[Input]) -> Option<Input> {
+    let first = inputs.first()?;
+    Some(match first {
+        Input::Images(_) => Input::Images(
+            inputs
+                .iter()
+                .flat_map(|i| match i {
+                    Input::Images(v) => v.clone(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        ),
+        Input::Texts(_) => Input::Texts(
+            inputs
+                .iter()
+                .flat_map(|i| match i {
+                    Input::Texts(v) => v.clone(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        ),
+        Input::Tensors(t0) => {
+            let mut merged = Vec::with_capacity(t0.len());
+            for (k, proto) in t0.iter().enumerate() {
+                let parts = inputs.iter().filter_map(|i| match i {
+                    Input::Tensors(t) => t.get(k),
+                    _ => None,
+                });
+                let mut shape = proto.shape.clone();
+                shape[0] = 0;
+                let data = match &proto.data {
+                    TensorData::F32(_) => {
+                        let mut all = Vec::new();
+                        for p in parts {
+                            shape[0] += p.shape[0];
+                            if let TensorData::F32(d) = &p.data {
+                                all.extend_from_slice(d);
+                            }
+                        }
+                        TensorData::F32(all)
+                    }
+                    TensorData::I64(_) => {
+                        let mut all = Vec::new();
+                        for p in parts {
+                            shape[0] += p.shape[0];
+                            if let TensorData::I64(d) = &p.data {
+                                all.extend_from_slice(d);
+                            }
+                        }
+                        TensorData::I64(all)
+                    }
+                    TensorData::Bytes(_) => return None,
+                };
+                merged.push(InputTensor {
+                    name: proto.name.clone(),
+                    shape,
+                    data,
+                });
+            }
+            Input::Tensors(Arc::new(merged))
+        }
+    })
+}
+
+fn slice_rows(t: &OutputTensor, from: usize, n: usize) -> OutputTensor {
+    let total = t.shape.first().copied().unwrap_or(1).max(1) as usize;
+    let per = t.data.len() / total;
+    let mut shape = t.shape.clone();
+    if let Some(d) = shape.first_mut() {
+        *d = n as i64;
+    }
+    let r = from * per..(from + n) * per;
+    let data = match &t.data {
+        TensorData::F32(d) => TensorData::F32(d.get(r).map(<[f32]>::to_vec).unwrap_or_default()),
+        TensorData::I64(d) => TensorData::I64(d.get(r).map(<[i64]>::to_vec).unwrap_or_default()),
+        TensorData::Bytes(d) => {
+            TensorData::Bytes(d.get(r).map(<[Vec<u8>]>::to_vec).unwrap_or_default())
+        }
+    };
+    OutputTensor {
+        name: t.name.clone(),
+        shape,
+        data,
+    }
+}
+
+/// Splits a batched answer into one answer per request, `rows[i]` rows each, in order.
+pub fn split(inf: &Inference, rows: &[usize]) -> Vec<Inference> {
+    let mut from = 0;
+    rows.iter()
+        .map(|&n| {
+            let part = Inference {
+                outputs: inf.outputs.iter().map(|o| slice_rows(o, from, n)).collect(),
+                predictions: inf
+                    .predictions
+                    .get(from..from + n)
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default(),
+                ..inf.clone()
+            };
+            from += n;
+            part
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(rows: i64, v: f32) -> Input {
+        Input::Tensors(Arc::new(vec![InputTensor {
+            name: "x".into(),
+            shape: vec![rows, 2],
+            data: TensorData::F32(vec![v; rows as usize * 2]),
+        }]))
+    }
+
+    #[test]
+    fn tensors_merge_along_the_first_dimension() {
+        let (a, b) = (t(1, 1.0), t(2, 2.0));
+        assert!(compatible(&a, &b));
+        let m = merge(&[a, b]).expect("merged");
+        let Input::Tensors(m) = m else {
+            panic!("tensors")
+        };
+        assert_eq!(m[0].shape, vec![3, 2]);
+        assert_eq!(
+            m[0].data,
+            TensorData::F32(vec![1.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+        );
+        let other = Input::Tensors(Arc::new(vec![InputTensor {
+            name: "x".into(),
+            shape: vec![1, 3],
+            data: TensorData::F32(vec![0.0; 3]),
+        }]));
+        assert!(!compatible(&t(1, 0.0), &other));
+        assert!(!compatible(&t(1, 0.0), &Input::Texts(vec!["a".into()])));
+    }
+}
