@@ -1,36 +1,114 @@
-//! `tandem-hub run`: serve the health and metrics endpoints until SIGTERM/SIGINT.
+//! `tandem-hub run`: the engine on the cloud variants, the QUIC ingress for devices, the HTTP
+//! health and metrics endpoints; until SIGTERM/SIGINT, then a drain.
 
 use crate::config::Config;
+use crate::ingress::quic::QuicIngress;
 use axum::Router;
 use axum::routing::get;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use tandem_engine::{Engine, metrics::Metrics, runtime};
+
+/// Why the hub stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// ONNX Runtime.
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    /// Models.
+    #[error(transparent)]
+    Engine(#[from] tandem_engine::engine::EngineError),
+    /// QUIC ingress.
+    #[error(transparent)]
+    Ingress(#[from] crate::ingress::quic::IngressError),
+    /// HTTP.
+    #[error("HTTP on {addr}: {source}")]
+    Http {
+        /// Address.
+        addr: String,
+        /// IO error.
+        source: std::io::Error,
+    },
+}
+
+async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut t) => {
+                t.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
 
 /// Serves until a signal.
-pub async fn run(cfg: Config) -> std::io::Result<()> {
-    let addr: SocketAddr = cfg
-        .http
-        .listen
-        .parse()
-        .map_err(|e| std::io::Error::other(format!("http.listen: {e}")))?;
+pub async fn run(cfg: Config) -> Result<(), AppError> {
+    let settings = cfg.engine_settings();
+    let engine = tokio::task::block_in_place(|| -> Result<Arc<Engine>, AppError> {
+        let (lib, env) = runtime::init(&settings)?;
+        tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+        Ok(Arc::new(Engine::start(
+            &settings,
+            &env,
+            Arc::new(Metrics::default()),
+        )?))
+    })?;
+    let quic_addr: SocketAddr = cfg.quic.listen.parse().map_err(|_| AppError::Http {
+        addr: cfg.quic.listen.clone(),
+        source: std::io::Error::other("quic.listen is not an address"),
+    })?;
+    let ingress = QuicIngress::bind(quic_addr, &cfg.pki_dir())?.with_engine(engine.clone());
+    let quic_local = ingress.local_addr().map_err(|source| AppError::Http {
+        addr: cfg.quic.listen.clone(),
+        source,
+    })?;
+    let e2 = engine.clone();
     let app = Router::new()
         .route("/v2/health/live", get(|| async { "{\"live\":true}" }))
         .route(
             "/metrics",
-            get(|| async { "# tandem-hub: no metrics yet\n" }),
+            get(move || {
+                let e = e2.clone();
+                async move { e.metrics().render(&[]) }
+            }),
         );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(listen = %listener.local_addr()?, "tandem-hub serving (skeleton)");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-        })
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
+        .map_err(|source| AppError::Http {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
+    let http_local = listener.local_addr().map_err(|source| AppError::Http {
+        addr: cfg.http.listen.clone(),
+        source,
+    })?;
+    let models: Vec<String> = engine
+        .models()
+        .map(|m| format!("{}@{}({})", m.name(), m.files.manifest.version, m.ep))
+        .collect();
+    tracing::info!(quic = %quic_local, http = %http_local, models = %models.join(", "), "tandem-hub serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let quic = tokio::spawn(ingress.run(stopped(stop_rx.clone())));
+    let http = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+    );
+    signal().await;
+    tracing::info!("signal received: stopping");
+    let _ = stop_tx.send(true);
+    let _ = quic.await;
+    let _ = http.await;
+    let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+    tracing::info!("tandem-hub stopped");
+    Ok(())
 }

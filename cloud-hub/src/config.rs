@@ -1,8 +1,11 @@
-//! Hub configuration: TOML, every key optional, unknown keys refused.
+//! Hub configuration: TOML, every key optional, unknown keys refused, every problem listed.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use tandem_engine::settings::{
+    EngineConfig, EngineSettings, ImageConfig, ModelsConfig, RuntimeConfig,
+};
 
 /// The embedded default configuration.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
@@ -11,10 +14,25 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// HTTP API (health, metrics).
-    pub http: HttpConfig,
     /// Logging filter.
     pub log_filter: String,
+    /// PKI folder (`tandem-hub init`): CA, hub certificate, CRL.
+    pub pki_dir: PathBuf,
+    /// HTTP API (health, metrics).
+    pub http: HttpConfig,
+    /// QUIC ingress for devices.
+    pub quic: QuicConfig,
+    /// ONNX Runtime.
+    pub runtime: RuntimeConfig,
+    /// Workers, queues, batching.
+    pub engine: EngineConfig,
+    /// Model store (the cloud variants).
+    pub models: ModelsConfig,
+    /// Image decoding limits.
+    pub image: ImageConfig,
+    /// Directory relative paths resolve against (not a key).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// `[http]`.
@@ -22,6 +40,14 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Listen address; loopback by default.
+    pub listen: String,
+}
+
+/// `[quic]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// UDP listen address for devices.
     pub listen: String,
 }
 
@@ -33,52 +59,131 @@ impl Default for HttpConfig {
     }
 }
 
-impl Default for Config {
+impl Default for QuicConfig {
     fn default() -> Self {
         Self {
+            listen: "127.0.0.1:8471".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let engine = EngineConfig {
+            max_batch: 16,
+            max_batch_delay_us: 2000,
+            queue_capacity: 256,
+            ..Default::default()
+        };
+        let models = ModelsConfig {
+            variant: "cloud".into(),
+            ..Default::default()
+        };
+        let runtime = RuntimeConfig {
+            intra_op_threads: 2,
+            ..Default::default()
+        };
+        Self {
+            log_filter: "info,ort=warn".into(),
+            pki_dir: PathBuf::from("pki"),
             http: HttpConfig::default(),
-            log_filter: "info".into(),
+            quic: QuicConfig::default(),
+            runtime,
+            engine,
+            models,
+            image: ImageConfig::default(),
+            base_dir: PathBuf::from("."),
         }
     }
 }
 
 /// A config that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("config {origin}: {message}")]
+#[error("config {origin}: {}", .problems.join("; "))]
 pub struct ConfigError {
     /// File or `<default>`.
     pub origin: String,
-    /// What is wrong.
-    pub message: String,
+    /// Every problem, naming its key.
+    pub problems: Vec<String>,
 }
 
 impl Config {
     /// Loads a file, or the defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let (origin, text) = match path {
-            None => ("<default>".to_string(), DEFAULT_CONFIG.to_string()),
+        let (origin, text, base) = match path {
+            None => (
+                "<default>".to_string(),
+                DEFAULT_CONFIG.to_string(),
+                PathBuf::from("."),
+            ),
             Some(p) => (
                 p.display().to_string(),
                 std::fs::read_to_string(p).map_err(|e| ConfigError {
                     origin: p.display().to_string(),
-                    message: format!("cannot read: {e}"),
+                    problems: vec![format!("cannot read: {e}")],
                 })?,
+                p.parent()
+                    .filter(|b| !b.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
             ),
         };
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError {
+        let parse_err = |e: toml::de::Error| ConfigError {
             origin: origin.clone(),
-            message: e.to_string(),
-        })?;
-        if cfg.http.listen.parse::<SocketAddr>().is_err() {
-            return Err(ConfigError {
-                origin,
-                message: format!(
-                    "http.listen: `{}` is not an IP:port address",
-                    cfg.http.listen
-                ),
-            });
+            problems: vec![e.to_string()],
+        };
+        // The file overlays the hub's own defaults key by key (a `[models]` table that sets
+        // only `dir` keeps the hub's `variant = "cloud"`, not the engine's edge default).
+        let mut merged: toml::Table = toml::from_str(DEFAULT_CONFIG).map_err(parse_err)?;
+        overlay(&mut merged, toml::from_str(&text).map_err(parse_err)?);
+        let mut cfg: Config = toml::Value::Table(merged).try_into().map_err(parse_err)?;
+        cfg.base_dir = base;
+        let mut problems = Vec::new();
+        for (key, addr) in [
+            ("http.listen", &cfg.http.listen),
+            ("quic.listen", &cfg.quic.listen),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                problems.push(format!("{key}: `{addr}` is not an IP:port address"));
+            }
         }
-        Ok(cfg)
+        problems.extend(cfg.engine_settings().problems());
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError { origin, problems })
+        }
+    }
+
+    /// The engine's part of the config (hub defaults applied).
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            runtime: self.runtime.clone(),
+            engine: self.engine.clone(),
+            models: self.models.clone(),
+            image: self.image.clone(),
+            base_dir: self.base_dir.clone(),
+        }
+    }
+
+    /// The PKI folder, resolved.
+    pub fn pki_dir(&self) -> PathBuf {
+        if self.pki_dir.is_absolute() {
+            self.pki_dir.clone()
+        } else {
+            self.base_dir.join(&self.pki_dir)
+        }
+    }
+}
+
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -91,6 +196,31 @@ mod tests {
         assert_eq!(
             Config::load(None).expect("default parses"),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn a_partial_table_keeps_the_hub_defaults() {
+        let dir = std::env::temp_dir().join(format!("tandem-hub-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let f = dir.join("hub.toml");
+        std::fs::write(&f, "[models]\ndir = \"/m\"\n[engine]\nworkers = 2\n").expect("write");
+        let cfg = Config::load(Some(&f)).expect("loads");
+        assert_eq!(cfg.models.variant, "cloud");
+        assert_eq!(cfg.engine.max_batch, 16);
+        assert_eq!(cfg.engine.workers, 2);
+        std::fs::write(&f, "[models]\nvariantt = \"cloud\"\n").expect("write");
+        let err = Config::load(Some(&f)).expect_err("unknown key");
+        assert!(err.to_string().contains("variantt"), "{err}");
+        std::fs::write(
+            &f,
+            "[quic]\nlisten = \"nowhere\"\n[engine]\nmax_batch = 0\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&f)).expect_err("bad values");
+        assert!(
+            err.to_string().contains("quic.listen") && err.to_string().contains("engine.max_batch"),
+            "{err}"
         );
     }
 }

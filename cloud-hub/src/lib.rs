@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML configuration.
 //! - [`app`]: `tandem-hub run`: serve until a signal.
 //! - [`ingress`]: the QUIC endpoint devices connect to (mutual TLS, identity from the certificate).
+//! - [`serving`]: offloaded requests through the engine (cloud variants, dynamic batching).
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
 //! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
@@ -12,3 +13,4 @@ pub mod app;
 pub mod config;
 pub mod ingress;
 pub mod pki;
+pub mod serving;

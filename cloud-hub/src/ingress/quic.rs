@@ -3,12 +3,13 @@
 //! A client without a certificate from the hub's CA, or with an expired or revoked one, is
 //! refused during the handshake; the refusal is logged with its cause and counted. An accepted
 //! connection's device identity comes from its certificate. Each bidirectional stream carries
-//! one request frame and gets one answer frame. A peer that is not speaking the protocol (bad
+//! one request frame and gets one answer frame (inference through [`crate::serving`]). A peer that is not speaking the protocol (bad
 //! magic, unknown version) has its connection closed with application error 0x1; a frame over
 //! the size limit gets its stream stopped with 0x2; a payload that does not decode gets an
 //! `Error` answer and the connection lives on.
 
 use super::tls::{self, TlsError};
+use crate::serving;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls_pki_types::CertificateDer;
 use std::collections::VecDeque;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tandem_engine::Engine;
 use tandem_shared::wire::{
     DEFAULT_MAX_FRAME_BYTES, ErrorCode, FrameDecoder, Message, WireError, encode_to_vec,
 };
@@ -75,6 +77,7 @@ fn push_bounded(q: &Mutex<VecDeque<String>>, s: String) {
 pub struct QuicIngress {
     endpoint: quinn::Endpoint,
     stats: Arc<IngressStats>,
+    engine: Option<Arc<Engine>>,
 }
 
 impl QuicIngress {
@@ -95,7 +98,15 @@ impl QuicIngress {
         Ok(Self {
             endpoint,
             stats: Arc::new(IngressStats::default()),
+            engine: None,
         })
+    }
+
+    /// Serves inference requests with this engine (without one, every request gets
+    /// `UnknownModel`).
+    pub fn with_engine(mut self, engine: Arc<Engine>) -> Self {
+        self.engine = Some(engine);
+        self
     }
 
     /// The bound address.
@@ -116,8 +127,8 @@ impl QuicIngress {
                 () = &mut stop => break,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    let stats = self.stats.clone();
-                    tokio::spawn(async move { handle_connection(incoming, stats).await });
+                    let (stats, engine) = (self.stats.clone(), self.engine.clone());
+                    tokio::spawn(async move { handle_connection(incoming, stats, engine).await });
                 }
             }
         }
@@ -129,7 +140,11 @@ impl QuicIngress {
     }
 }
 
-async fn handle_connection(incoming: quinn::Incoming, stats: Arc<IngressStats>) {
+async fn handle_connection(
+    incoming: quinn::Incoming,
+    stats: Arc<IngressStats>,
+    engine: Option<Arc<Engine>>,
+) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(c) => c,
@@ -160,10 +175,11 @@ async fn handle_connection(incoming: quinn::Incoming, stats: Arc<IngressStats>) 
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let (conn, stats, device) = (conn.clone(), stats.clone(), device.clone());
-                tokio::spawn(
-                    async move { handle_stream(&conn, &device, send, recv, &stats).await },
-                );
+                let (conn, stats, device, engine) =
+                    (conn.clone(), stats.clone(), device.clone(), engine.clone());
+                tokio::spawn(async move {
+                    handle_stream(&conn, &device, send, recv, &stats, engine.as_deref()).await
+                });
             }
             Err(e) => {
                 tracing::info!(device = %device, reason = %e, "device disconnected");
@@ -186,6 +202,7 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     stats: &IngressStats,
+    engine: Option<&Engine>,
 ) {
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
     let mut buf = vec![0u8; 64 * 1024];
@@ -211,18 +228,23 @@ async fn handle_stream(
     match msg {
         Ok(Message::Ping { nonce }) => answer(&mut send, &Message::Pong { nonce }).await,
         Ok(Message::InferRequest {
-            request_id, model, ..
+            request_id,
+            model,
+            model_version,
+            deadline_ms,
+            input,
         }) => {
-            let message = format!("model `{model}`: this hub does not serve models yet");
-            answer(
-                &mut send,
-                &Message::Error {
+            let reply = match engine {
+                Some(e) => {
+                    serving::infer(e, request_id, model, model_version, deadline_ms, input).await
+                }
+                None => Message::Error {
                     request_id,
                     code: ErrorCode::UnknownModel,
-                    message,
+                    message: format!("model `{model}`: this hub serves no models"),
                 },
-            )
-            .await;
+            };
+            answer(&mut send, &reply).await;
         }
         Ok(other) => {
             let message = format!("unexpected {:?} frame from a device", other.kind());

@@ -1,0 +1,158 @@
+//! Serving offloaded requests: a wire `InferRequest` through the engine (the cloud variants,
+//! dynamically batched) to an `InferResponse`, `Busy` or `Error`.
+
+use bytes::Bytes;
+use std::time::Duration;
+use tandem_engine::{Engine, InferenceError, Input};
+use tandem_shared::oip::{InputTensor, TensorData};
+use tandem_shared::wire::{self, DType, ErrorCode, Message, Timing};
+
+/// Suggested retry delay when a model's queue is full.
+pub const BUSY_RETRY_AFTER_MS: u32 = 50;
+
+fn error(request_id: u64, code: ErrorCode, message: String) -> Message {
+    Message::Error {
+        request_id,
+        code,
+        message,
+    }
+}
+
+fn tensor_in(t: wire::Tensor) -> Result<InputTensor, String> {
+    let data = match t.dtype {
+        DType::F32 => TensorData::F32(
+            t.data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64(
+            t.data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        ),
+        DType::U8 => {
+            return Err(format!(
+                "tensor `{}`: U8 inputs are not supported by this hub",
+                t.name
+            ));
+        }
+    };
+    Ok(InputTensor {
+        name: t.name,
+        shape: t.shape,
+        data,
+    })
+}
+
+fn tensor_out(t: &tandem_engine::OutputTensor) -> wire::Tensor {
+    let (dtype, data) = match &t.data {
+        TensorData::F32(v) => (DType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        TensorData::I64(v) => (DType::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        TensorData::Bytes(v) => (DType::U8, v.concat()),
+    };
+    wire::Tensor {
+        name: t.name.clone(),
+        dtype,
+        shape: t.shape.clone(),
+        data,
+    }
+}
+
+fn clamp_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Answers one request.
+pub async fn infer(
+    engine: &Engine,
+    request_id: u64,
+    model: String,
+    model_version: Option<String>,
+    deadline_ms: u32,
+    input: wire::Input,
+) -> Message {
+    let Some(handle) = engine.model(&model) else {
+        return error(
+            request_id,
+            ErrorCode::UnknownModel,
+            format!("model `{model}` is not served by this hub"),
+        );
+    };
+    let served = handle.files.manifest.version.clone();
+    if let Some(v) = model_version.filter(|v| *v != served) {
+        return error(
+            request_id,
+            ErrorCode::UnknownModelVersion,
+            format!("model `{model}` version `{v}` is not served (serving `{served}`)"),
+        );
+    }
+    let input = match input {
+        wire::Input::ImageBytes(b) => Input::Images(vec![Bytes::from(b)]),
+        wire::Input::Text(s) => Input::Texts(vec![s]),
+        wire::Input::Tensors(ts) => {
+            match ts.into_iter().map(tensor_in).collect::<Result<Vec<_>, _>>() {
+                Ok(t) => Input::tensors(t),
+                Err(m) => return error(request_id, ErrorCode::BadRequest, m),
+            }
+        }
+    };
+    let rx = match engine.submit(&model, input) {
+        Ok(rx) => rx,
+        Err(InferenceError::QueueFull { .. }) => {
+            return Message::Busy {
+                request_id,
+                retry_after_ms: BUSY_RETRY_AFTER_MS,
+            };
+        }
+        Err(e) => return error(request_id, ErrorCode::Internal, e.to_string()),
+    };
+    let answer = if deadline_ms > 0 {
+        match tokio::time::timeout(Duration::from_millis(u64::from(deadline_ms)), rx).await {
+            Ok(r) => r,
+            Err(_) => {
+                return error(
+                    request_id,
+                    ErrorCode::DeadlineExceeded,
+                    format!("no answer within the {deadline_ms} ms deadline"),
+                );
+            }
+        }
+    } else {
+        rx.await
+    };
+    match answer {
+        Ok(Ok(inf)) => Message::InferResponse {
+            request_id,
+            model,
+            model_version: inf.version.clone(),
+            outputs: inf.outputs.iter().map(tensor_out).collect(),
+            timing: Timing {
+                queue_us: clamp_u32(inf.timing.queue_us),
+                service_us: clamp_u32(
+                    inf.timing.preprocess_us + inf.timing.run_us + inf.timing.postprocess_us,
+                ),
+                batch_size: clamp_u32(inf.timing.batch_size as u64),
+            },
+        },
+        Ok(Err(e)) => {
+            let code = match e {
+                InferenceError::Preprocess(_) | InferenceError::BadInput(_) => {
+                    ErrorCode::BadRequest
+                }
+                InferenceError::UnknownModel(_) => ErrorCode::UnknownModel,
+                InferenceError::ShuttingDown => ErrorCode::ShuttingDown,
+                InferenceError::QueueFull { .. } | InferenceError::Runtime(_) => {
+                    ErrorCode::Internal
+                }
+            };
+            error(request_id, code, e.to_string())
+        }
+        Err(_) => error(
+            request_id,
+            ErrorCode::ShuttingDown,
+            "the hub is shutting down".into(),
+        ),
+    }
+}

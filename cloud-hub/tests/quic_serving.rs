@@ -1,0 +1,284 @@
+//! Offloaded inference over real QUIC + mTLS: the hub runs the cloud variant (dynamically
+//! batched) and answers with its outputs, version and timings; an unknown model or version, a
+//! bad input and a full queue each get their precise answer.
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tandem_engine::settings::EngineSettings;
+use tandem_engine::{Engine, metrics::Metrics, runtime};
+use tandem_hub::ingress::quic::QuicIngress;
+use tandem_hub::pki::Pki;
+use tandem_shared::wire::{
+    ALPN, DEFAULT_MAX_FRAME_BYTES, DType, ErrorCode, FrameDecoder, Input, Message, Tensor,
+    encode_to_vec,
+};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+fn engine(queue: usize, max_batch: usize) -> Arc<Engine> {
+    let mut s = EngineSettings {
+        base_dir: repo(),
+        ..Default::default()
+    };
+    s.models.enabled = vec!["vision-fashion".into(), "vision-imagenet".into()];
+    s.models.variant = "cloud".into();
+    s.engine.queue_capacity = queue;
+    s.engine.max_batch = max_batch;
+    s.engine.max_batch_delay_us = 2000;
+    let (_, env) = runtime::init(&s).expect("runtime");
+    Arc::new(Engine::start(&s, &env, Arc::new(Metrics::default())).expect("engine"))
+}
+
+async fn hub(
+    name: &str,
+    engine: Arc<Engine>,
+) -> (Pki, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let dir = std::env::temp_dir().join(format!("tandem-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::init(&dir).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
+        .expect("bind")
+        .with_engine(engine);
+    let addr = ingress.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingress.run(async {
+        let _ = rx.await;
+    }));
+    (pki, addr, tx)
+}
+
+async fn connect(pki: &Pki, addr: SocketAddr) -> quinn::Connection {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.dir().join("ca.pem")).expect("ca"))
+        .expect("root");
+    let (cert, key) = pki.device_files("cam-01");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(cert).expect("cert")],
+        PrivateKeyDer::from_pem_file(key).expect("key"),
+    )
+    .expect("client auth");
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(cfg).expect("quic"),
+    )));
+    ep.connect(addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+async fn call(conn: &quinn::Connection, msg: &Message) -> Message {
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    send.write_all(&encode_to_vec(msg, DEFAULT_MAX_FRAME_BYTES).expect("encode"))
+        .await
+        .expect("write");
+    send.finish().expect("finish");
+    let bytes = recv
+        .read_to_end(DEFAULT_MAX_FRAME_BYTES + 16)
+        .await
+        .expect("read");
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+    d.feed(&bytes);
+    d.next_message().expect("decodes").expect("a message")
+}
+
+fn argmax(t: &Tensor) -> usize {
+    let v: Vec<f32> = t
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+fn request(id: u64, model: &str, input: Input) -> Message {
+    Message::InferRequest {
+        request_id: id,
+        model: model.into(),
+        model_version: None,
+        deadline_ms: 0,
+        input,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_answers_match_the_python_pipeline() {
+    let (pki, addr, _stop) = hub("answers", engine(64, 16)).await;
+    let conn = connect(&pki, addr).await;
+    let mut checked = 0;
+    for model in ["vision-fashion", "vision-imagenet"] {
+        let dir = repo().join("models").join(model);
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("testdata/expected.json")).expect("expected"),
+        )
+        .expect("json");
+        let cases: Vec<_> = expected["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .filter(|c| c["variant"] == "cloud")
+            .cloned()
+            .collect();
+        // All at once, so the hub can batch them.
+        let calls = cases.iter().enumerate().map(|(i, c)| {
+            let bytes =
+                std::fs::read(dir.join(c["input"].as_str().expect("input"))).expect("sample");
+            let conn = conn.clone();
+            async move {
+                call(
+                    &conn,
+                    &request(i as u64 + 1, model, Input::ImageBytes(bytes)),
+                )
+                .await
+            }
+        });
+        let answers = futures_join_all(calls).await;
+        for (c, a) in cases.iter().zip(answers) {
+            match a {
+                Message::InferResponse {
+                    model_version,
+                    outputs,
+                    timing,
+                    ..
+                } => {
+                    assert_eq!(model_version, "1.0.0");
+                    assert_eq!(
+                        argmax(&outputs[0]) as u64,
+                        c["top1_index"].as_u64().expect("index"),
+                        "{model} {}",
+                        c["input"]
+                    );
+                    assert!(timing.batch_size >= 1 && timing.service_us > 0);
+                    checked += 1;
+                }
+                other => panic!("{model}: unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(checked >= 30, "{checked}");
+
+    // Tensors work too (the fashion FP32 input as raw bytes).
+    let t = Tensor {
+        name: "input".into(),
+        dtype: DType::F32,
+        shape: vec![1, 1, 28, 28],
+        data: vec![0; 784 * 4],
+    };
+    assert!(matches!(
+        call(
+            &conn,
+            &request(100, "vision-fashion", Input::Tensors(vec![t]))
+        )
+        .await,
+        Message::InferResponse {
+            request_id: 100,
+            ..
+        }
+    ));
+
+    let precise = [
+        (
+            request(1, "no-such-model", Input::Text("x".into())),
+            ErrorCode::UnknownModel,
+        ),
+        (
+            request(
+                2,
+                "vision-fashion",
+                Input::ImageBytes(b"not an image".to_vec()),
+            ),
+            ErrorCode::BadRequest,
+        ),
+        (
+            request(
+                3,
+                "vision-fashion",
+                Input::Text("a text for an image model".into()),
+            ),
+            ErrorCode::BadRequest,
+        ),
+        (
+            Message::InferRequest {
+                request_id: 4,
+                model: "vision-fashion".into(),
+                model_version: Some("9.9.9".into()),
+                deadline_ms: 0,
+                input: Input::Text("x".into()),
+            },
+            ErrorCode::UnknownModelVersion,
+        ),
+    ];
+    for (req, want) in precise {
+        match call(&conn, &req).await {
+            Message::Error { code, message, .. } => assert_eq!(code, want, "{message}"),
+            other => panic!("expected {want:?}, got {other:?}"),
+        }
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = Message> + Send + 'static>(
+    fs: impl Iterator<Item = F>,
+) -> Vec<Message> {
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_busy() {
+    let (pki, addr, _stop) = hub("busy", engine(1, 1)).await;
+    let conn = connect(&pki, addr).await;
+    let big = || {
+        let t = Tensor {
+            name: "input".into(),
+            dtype: DType::F32,
+            shape: vec![3000, 1, 28, 28],
+            data: vec![0; 3000 * 784 * 4],
+        };
+        request(7, "vision-fashion", Input::Tensors(vec![t]))
+    };
+    let calls = (0..8).map(|_| {
+        let (conn, msg) = (conn.clone(), big());
+        async move { call(&conn, &msg).await }
+    });
+    let answers = futures_join_all(calls).await;
+    let busy = answers
+        .iter()
+        .filter(|m| matches!(m, Message::Busy { retry_after_ms, .. } if *retry_after_ms > 0))
+        .count();
+    let served = answers
+        .iter()
+        .filter(|m| matches!(m, Message::InferResponse { .. }))
+        .count();
+    assert!(busy >= 1, "no Busy among {answers:?}");
+    assert_eq!(
+        busy + served,
+        8,
+        "every request is either served or told busy"
+    );
+}
