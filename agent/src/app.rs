@@ -30,6 +30,9 @@ pub enum AppError {
         /// IO error.
         source: std::io::Error,
     },
+    /// The hub link cannot be set up (certificates, address).
+    #[error("[hub]: {0}")]
+    Hub(crate::uplink::UplinkError),
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(std::io::Error),
@@ -45,6 +48,25 @@ pub fn start_engine(cfg: &Config) -> Result<Arc<Engine>, AppError> {
         &env,
         Arc::new(Metrics::default()),
     )?))
+}
+
+/// The router: the engine plus, when `[hub]` names an address, the link to the hub.
+pub fn start_router(
+    cfg: &Config,
+    engine: Arc<Engine>,
+) -> Result<Arc<crate::hybrid::Router>, AppError> {
+    let uplink = if cfg.hub.address.is_empty() {
+        None
+    } else {
+        let u = crate::uplink::Uplink::new(&cfg.hub, |p| cfg.resolve(p)).map_err(AppError::Hub)?;
+        tracing::info!(hub = %cfg.hub.address, mode = ?cfg.policy.mode, "offloading to the hub per policy");
+        Some(Arc::new(u))
+    };
+    Ok(Arc::new(crate::hybrid::Router::new(
+        engine,
+        uplink,
+        cfg.policy.clone(),
+    )))
 }
 
 async fn shutdown_signal() {
@@ -76,7 +98,8 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         .await
         .map_err(|source| AppError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(AppError::Serve)?;
-    let state = Arc::new(AppState::new(&cfg, engine.clone()));
+    let router = start_router(&cfg, engine.clone())?;
+    let state = Arc::new(AppState::new(&cfg, router));
     let app = api::router(state);
     let models: Vec<String> = engine
         .models()

@@ -167,7 +167,7 @@ fn run(cfg: Config) -> ExitCode {
     };
     match rt.block_on(app::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ app::AppError::Bind { .. }) => fail(EX_CONFIG, e),
+        Err(e @ (app::AppError::Bind { .. } | app::AppError::Hub(_))) => fail(EX_CONFIG, e),
         Err(e @ app::AppError::Serve(_)) => fail(EX_SOFTWARE, e),
         Err(e) => fail(EX_UNAVAILABLE, e),
     }

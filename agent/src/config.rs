@@ -56,6 +56,10 @@ pub struct Config {
     pub image: ImageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The hub link (offloading); empty address disables it.
+    pub hub: crate::uplink::HubConfig,
+    /// Routing policy.
+    pub policy: crate::hybrid::PolicyConfig,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -109,6 +113,8 @@ impl Default for Config {
             models: ModelsConfig::default(),
             image: ImageConfig::default(),
             log: LogConfig::default(),
+            hub: crate::uplink::HubConfig::default(),
+            policy: crate::hybrid::PolicyConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -167,6 +173,22 @@ impl Config {
             p.push("server.request_timeout_ms must be > 0".into());
         }
         p.extend(self.engine_settings().problems());
+        if !self.hub.address.is_empty() && self.hub.address.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "hub.address: `{}` is not an IP:port address",
+                self.hub.address
+            ));
+        }
+        if self.hub.timeout_ms == 0 {
+            p.push("hub.timeout_ms must be > 0".into());
+        }
+        for (name, m) in &self.policy.models {
+            if m.threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
+                p.push(format!(
+                    "policy.models.{name}.threshold must be a non-negative number"
+                ));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             p.push(format!("log.filter: {e}"));
         }

@@ -3,6 +3,9 @@
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
 //! - [`inference`], [`runtime`]: the engine crate (`tandem-engine`), re-exported.
+//! - [`policy`]: the routing decision (pure).
+//! - [`hybrid`]: local inference, then the hub when the policy says so; degraded answers.
+//! - [`uplink`]: the QUIC link to the hub (mTLS, backoff, RTT).
 //! - [`api`]: the local HTTP API (OIP v2, `/v1/classify`, `/metrics`).
 //! - [`telemetry`]: counters and histograms.
 //! - [`app`]: wiring for `tandem-agent run`: start-up, serving, graceful shutdown.
@@ -12,7 +15,10 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hybrid;
+pub mod policy;
 pub mod telemetry;
+pub mod uplink;
 
 pub use tandem_engine as inference;
 pub use tandem_engine::runtime;

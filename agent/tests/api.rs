@@ -16,7 +16,8 @@ async fn serve() -> String {
     let mut cfg = config(&["vision-fashion", "text-sentiment"], "edge", &["cpu"]);
     cfg.server.max_body_bytes = LIMIT;
     let engine = app::start_engine(&cfg).expect("engine");
-    let state = Arc::new(AppState::new(&cfg, engine));
+    let router = app::start_router(&cfg, engine).expect("router");
+    let state = Arc::new(AppState::new(&cfg, router));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

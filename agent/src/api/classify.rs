@@ -1,5 +1,6 @@
 //! `POST /v1/classify/{model}`: the convenience endpoint. The body is the raw image file
-//! (JPEG/PNG) or the UTF-8 text; the answer is the label, score, top-k and how it was made.
+//! (JPEG/PNG) or the UTF-8 text; the answer is the label, score, top-k and how it was made
+//! (`route`, `degraded`, `reason`, both models' results when both ran).
 
 use super::AppState;
 use super::error::ApiError;
@@ -31,7 +32,7 @@ pub async fn classify(
             })?])
         }
     };
-    let inf = tokio::time::timeout(s.request_timeout, s.engine.infer(&model, input))
+    let answer = tokio::time::timeout(s.request_timeout, s.router.classify(&model, input, None))
         .await
         .map_err(|_| {
             ApiError::Timeout(format!(
@@ -39,9 +40,12 @@ pub async fn classify(
                 s.request_timeout.as_millis()
             ))
         })??;
-    let mut answer = inf
-        .answer(0)
-        .ok_or_else(|| ApiError::Internal("the model returned no prediction".into()))?;
+    if answer.local.predictions.is_empty() {
+        return Err(ApiError::Internal(
+            "the model returned no prediction".into(),
+        ));
+    }
+    let mut answer = answer.to_json();
     answer.insert("request_id".into(), json!(s.request_id()));
     Ok(Json(Value::Object(answer)))
 }

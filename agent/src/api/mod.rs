@@ -26,6 +26,8 @@ use std::time::Duration;
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
+    /// Local inference plus offloading per policy.
+    pub router: Arc<crate::hybrid::Router>,
     /// Largest body, bytes.
     pub max_body_bytes: usize,
     /// Per-request time limit.
@@ -36,13 +38,15 @@ pub struct AppState {
 
 impl AppState {
     /// State for a config and a started engine.
-    pub fn new(cfg: &Config, engine: Arc<Engine>) -> Self {
+    pub fn new(cfg: &Config, router: Arc<crate::hybrid::Router>) -> Self {
+        let engine = router.engine().clone();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         Self {
             engine,
+            router,
             max_body_bytes: cfg.server.max_body_bytes,
             request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
             next_id: AtomicU64::new(1),

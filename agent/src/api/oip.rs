@@ -278,28 +278,38 @@ async fn infer_inner(
         .unwrap_or(false);
     let id = req.id.clone();
     let req_outputs = req.outputs.clone();
+    let deadline = req.parameters.get("deadline_ms").and_then(Value::as_u64);
     let input = to_input(&h, req)?;
-    let inf = tokio::time::timeout(s.request_timeout, s.engine.infer(&model, input))
-        .await
-        .map_err(|_| {
-            ApiError::Timeout(format!(
-                "no answer within {} ms (server.request_timeout_ms)",
-                s.request_timeout.as_millis()
-            ))
-        })??;
+    let deadline_ms = deadline.and_then(|d| u32::try_from(d).ok());
+    let answer = tokio::time::timeout(
+        s.request_timeout,
+        s.router.classify(&model, input, deadline_ms),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::Timeout(format!(
+            "no answer within {} ms (server.request_timeout_ms)",
+            s.request_timeout.as_millis()
+        ))
+    })??;
+    // The answer's outputs: the hub's when it answered, else the local ones.
+    let inf = match &answer.cloud {
+        Some(c) => Inference {
+            outputs: c.outputs.clone(),
+            predictions: vec![c.prediction.clone()],
+            version: c.version.clone(),
+            ..answer.local.clone()
+        },
+        None => answer.local.clone(),
+    };
     let outputs = select_outputs(req_outputs.as_deref(), binary_default, &inf)?;
-    let mut params = Map::new();
-    params.insert("route".into(), json!("local"));
-    params.insert("degraded".into(), json!(false));
-    params.insert("ep".into(), json!(inf.ep.as_str()));
-    params.insert("variant".into(), json!(inf.variant.as_str()));
-    params.insert(
-        "latency_ms".into(),
-        json!(inf.timing.total_us as f64 / 1000.0),
-    );
-    if let [p] = inf.predictions.as_slice() {
-        params.insert("label".into(), json!(p.label));
-        params.insert("score".into(), json!(p.score));
+    let mut params = answer.to_json();
+    params.retain(|k, _| !matches!(k.as_str(), "top_k" | "timing_us" | "model" | "version"));
+    params.insert("variant".into(), json!(answer.local.variant.as_str()));
+    if answer.local.predictions.len() != 1 {
+        params.remove("label");
+        params.remove("score");
+        params.remove("index");
     }
     let (bytes, json_len) =
         oip::encode_response(&inf.model, &inf.version, id.as_deref(), params, &outputs);

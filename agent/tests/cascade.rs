@@ -1,0 +1,156 @@
+//! The hybrid cascade end to end on loopback, with the real hub (QUIC + mTLS, cloud variant):
+//! exactly the low-confidence inputs go to the hub and come back with the hub's label; with the
+//! hub gone every request still succeeds with the local answer marked degraded; when the hub
+//! returns, offloading resumes.
+
+mod common;
+
+use common::{models_dir, read_json};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tandem_agent::api::{self, AppState};
+use tandem_agent::app;
+use tandem_hub::ingress::quic::QuicIngress;
+use tandem_hub::pki::Pki;
+
+fn hub_engine() -> Arc<tandem_engine::Engine> {
+    let mut s = tandem_engine::settings::EngineSettings {
+        base_dir: common::repo(),
+        ..Default::default()
+    };
+    s.models.enabled = vec!["vision-fashion".into()];
+    s.models.variant = "cloud".into();
+    s.engine.max_batch = 8;
+    s.engine.max_batch_delay_us = 1000;
+    let (_, env) = tandem_engine::runtime::init(&s).expect("runtime");
+    Arc::new(tandem_engine::Engine::start(&s, &env, Default::default()).expect("hub engine"))
+}
+
+fn start_hub(
+    pki: &Pki,
+    addr: SocketAddr,
+    engine: Arc<tandem_engine::Engine>,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let ingress = QuicIngress::bind(addr, pki.dir())
+        .expect("bind hub")
+        .with_engine(engine);
+    let bound = ingress.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(ingress.run(async {
+        let _ = rx.await;
+    }));
+    (bound, tx, task)
+}
+
+async fn classify(c: &reqwest::Client, base: &str, file: &str) -> Value {
+    let body = std::fs::read(models_dir().join("vision-fashion").join(file)).expect("sample");
+    let r = c
+        .post(format!("{base}/v1/classify/vision-fashion"))
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{file}: the caller never sees the cloud fail"
+    );
+    r.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
+    let dir = std::env::temp_dir().join(format!("tandem-cascade-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::init(&dir).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let engine = hub_engine();
+    let (hub_addr, stop, task) =
+        start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), engine.clone());
+
+    let mut cfg = common::config(&["vision-fashion"], "edge", &["cpu"]);
+    cfg.hub.address = hub_addr.to_string();
+    cfg.hub.ca = dir.join("ca.pem");
+    let (cert, key) = pki.device_files("cam-01");
+    (cfg.hub.cert, cfg.hub.key) = (cert, key);
+    let agent_engine = app::start_engine(&cfg).expect("agent engine");
+    let router = app::start_router(&cfg, agent_engine).expect("router");
+    let state = Arc::new(AppState::new(&cfg, router));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+    let c = reqwest::Client::new();
+
+    let manifest = read_json(&models_dir().join("vision-fashion/manifest.json"));
+    let threshold = manifest["variants"]["edge"]["threshold"]
+        .as_f64()
+        .expect("threshold");
+    let expected = read_json(&models_dir().join("vision-fashion/testdata/expected.json"));
+    let cases = expected["cases"].as_array().expect("cases");
+    let cloud_top1 = |file: &str| {
+        cases
+            .iter()
+            .find(|k| k["variant"] == "cloud" && k["input"] == file)
+            .expect("cloud case")["top1"]
+            .clone()
+    };
+    let edge: Vec<&Value> = cases.iter().filter(|k| k["variant"] == "edge").collect();
+    let mut offloaded = Vec::new();
+    for case in &edge {
+        let file = case["input"].as_str().expect("input");
+        let v = classify(&c, &base, file).await;
+        let unsure = case["score"].as_f64().expect("score") < threshold;
+        if unsure {
+            assert_eq!(v["route"], "cloud", "{file}: {v}");
+            assert_eq!(v["reason"], "low_confidence");
+            assert_eq!(
+                v["label"],
+                cloud_top1(file),
+                "{file}: the hub's label is returned"
+            );
+            assert_eq!(
+                v["local"]["label"], case["top1"],
+                "{file}: both answers are reported"
+            );
+            assert_eq!(v["cloud"]["version"], "1.0.0");
+            offloaded.push(file.to_string());
+        } else {
+            assert_eq!(v["route"], "local", "{file}: {v}");
+            assert_eq!(v["reason"], "confident");
+            assert_eq!(v["label"], case["top1"]);
+        }
+        assert_eq!(v["degraded"], false);
+    }
+    assert!(!offloaded.is_empty(), "no sample was under the threshold");
+
+    // The hub goes away: every request still succeeds, locally, marked degraded.
+    let _ = stop.send(());
+    let _ = task.await;
+    for file in &offloaded {
+        let v = classify(&c, &base, file).await;
+        assert_eq!(v["route"], "local", "{v}");
+        assert_eq!(v["degraded"], true);
+        assert_eq!(v["reason"], "hub_unreachable");
+    }
+
+    // It comes back on the same address: offloading resumes once the backoff has passed.
+    let (_addr, _stop2, _task2) = start_hub(&pki, hub_addr, engine);
+    let mut resumed = false;
+    for _ in 0..100 {
+        let v = classify(&c, &base, &offloaded[0]).await;
+        if v["route"] == "cloud" {
+            resumed = true;
+            break;
+        }
+        assert_eq!(v["degraded"], true);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "offloading did not resume after the hub returned");
+}
