@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# `make demo`: start the agent daemon on loopback with the shipped models, send the shipped
-# samples through its API (/v1/classify and OIP v2), print the answers, stop it with SIGTERM.
+# `make demo`: on loopback, a development PKI, the hub (cloud variants, QUIC + mTLS) and the
+# agent daemon (edge variants, cascade policy); the shipped samples go through the agent's API
+# (/v1/classify and OIP v2): confident answers stay local, unsure ones are answered by the hub.
+# Then the hub stops and the agent keeps answering (degraded); both stop on SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tandem-agent}
+HUB=${HUB:-target/release/tandem-hub}
 CONF=demo/agent.toml
 URL=http://127.0.0.1:8470
 LOG=$(mktemp)
+HUBLOG=$(mktemp)
+
+mkdir -p demo-out
+[ -f demo-out/pki/ca.key ] || "$HUB" init --dir demo-out/pki
+[ -f demo-out/pki/devices/demo-cam.pem ] || "$HUB" device add demo-cam --dir demo-out/pki
+"$HUB" validate --config demo/hub.toml
+"$HUB" run --config demo/hub.toml 2>"$HUBLOG" &
+HUBPID=$!
+for _ in $(seq 1 200); do
+  grep -q "tandem-hub serving" "$HUBLOG" && break
+  kill -0 $HUBPID 2>/dev/null || { cat "$HUBLOG"; echo "demo: the hub exited" >&2; exit 1; }
+  sleep 0.1
+done
+echo "== hub ready"; grep -E "serving" "$HUBLOG" | sed 's/^/   log: /'
 
 "$BIN" validate --config "$CONF"
 "$BIN" models --config "$CONF"
 echo
 "$BIN" run --config "$CONF" 2>"$LOG" &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
+trap 'kill $PID $HUBPID 2>/dev/null || true; rm -f "$LOG" "$HUBLOG"' EXIT
 for _ in $(seq 1 100); do
   curl -sf "$URL/v2/health/ready" >/dev/null 2>&1 && break
   kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "demo: the agent exited" >&2; exit 1; }
@@ -24,7 +41,10 @@ echo "== agent ready at $URL"; grep -E "serving|unavailable" "$LOG" | sed 's/^/ 
 summarise() { python3 -c 'import json,sys
 r=json.load(sys.stdin)
 top=", ".join("%s %.2f"%(t["label"],t["score"]) for t in r["top_k"][:3])
-print("  %-34s -> %-22s %.3f  [%s] route=%s ep=%s %.1f ms" % (sys.argv[1], r["label"], r["score"], top, r["route"], r["ep"], r["latency_ms"]))' "$1"; }
+extra = ""
+if r["route"] == "cloud": extra = " (local said %s %.2f)" % (r["local"]["label"], r["local"]["score"])
+if r["degraded"]: extra = " DEGRADED"
+print("  %-30s -> %-20s %.3f  route=%-5s reason=%-15s%s" % (sys.argv[1][:30], r["label"], r["score"], r["route"], r["reason"], extra))' "$1"; }
 
 for model in vision-imagenet vision-fashion; do
   [ -d "models/$model/samples" ] || continue
@@ -47,5 +67,10 @@ echo "== a bad request gets a precise error:"
 printf 'not an image' | curl -s --data-binary @- "$URL/v1/classify/vision-fashion"; echo
 echo "== /metrics (excerpt)"
 curl -sf "$URL/metrics" | grep -E '^tandem_(inferences_total|model_info)' | head -8
+echo "== the hub stops: the agent keeps answering, locally, marked degraded"
+kill -TERM $HUBPID; wait $HUBPID || true
+for f in models/vision-fashion/samples/*.png; do
+  curl -sf --data-binary @"$f" "$URL/v1/classify/vision-fashion" | summarise "$(basename "$f")"
+done
 kill -TERM $PID; wait $PID || true
 echo "== agent stopped on SIGTERM"; tail -n 2 "$LOG" | sed 's/^/   log: /'
