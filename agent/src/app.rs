@@ -5,8 +5,7 @@
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::inference::Engine;
-use crate::inference::engine::EngineError;
-use crate::runtime::{self, RuntimeError};
+use crate::inference::engine::StartError;
 use crate::telemetry::Metrics;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -16,12 +15,9 @@ use tokio::net::TcpListener;
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// ONNX Runtime missing or unusable.
+    /// ONNX Runtime missing or unusable, or models could not be loaded.
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// Models could not be loaded.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+    Start(#[from] StartError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr} (server.listen): {source}")]
     Bind {
@@ -40,14 +36,9 @@ pub enum AppError {
 
 /// Loads the runtime and the engine for a config.
 pub fn start_engine(cfg: &Config) -> Result<Arc<Engine>, AppError> {
-    let settings = cfg.engine_settings();
-    let (lib, env) = runtime::init(&settings)?;
-    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
-    Ok(Arc::new(Engine::start(
-        &settings,
-        &env,
-        Arc::new(Metrics::default()),
-    )?))
+    let (_, engine) =
+        tandem_engine::engine::start(&cfg.engine_settings(), Arc::new(Metrics::default()))?;
+    Ok(Arc::new(engine))
 }
 
 /// The router: the engine plus, when `[hub]` names an address, the link to the hub.

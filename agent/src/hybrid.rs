@@ -301,25 +301,9 @@ impl Router {
 }
 
 fn output_tensor(t: &wire::Tensor) -> tandem_engine::OutputTensor {
-    use tandem_shared::oip::TensorData;
-    let data = match t.dtype {
-        wire::DType::F32 => TensorData::F32(
-            t.data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        wire::DType::I64 => TensorData::I64(
-            t.data
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
-        wire::DType::U8 => TensorData::Bytes(vec![t.data.clone()]),
-    };
     tandem_engine::OutputTensor {
         name: t.name.clone(),
         shape: t.shape.clone(),
-        data,
+        data: tandem_shared::convert::tensor_data(t),
     }
 }

@@ -8,17 +8,14 @@ use axum::routing::get;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tandem_engine::{Engine, metrics::Metrics, runtime};
+use tandem_engine::{Engine, metrics::Metrics};
 
 /// Why the hub stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// ONNX Runtime.
+    /// ONNX Runtime or the models.
     #[error(transparent)]
-    Runtime(#[from] runtime::RuntimeError),
-    /// Models.
-    #[error(transparent)]
-    Engine(#[from] tandem_engine::engine::EngineError),
+    Start(#[from] tandem_engine::engine::StartError),
     /// QUIC ingress.
     #[error(transparent)]
     Ingress(#[from] crate::ingress::quic::IngressError),
@@ -51,13 +48,8 @@ async fn signal() {
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     let settings = cfg.engine_settings();
     let engine = tokio::task::block_in_place(|| -> Result<Arc<Engine>, AppError> {
-        let (lib, env) = runtime::init(&settings)?;
-        tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
-        Ok(Arc::new(Engine::start(
-            &settings,
-            &env,
-            Arc::new(Metrics::default()),
-        )?))
+        let (_, engine) = tandem_engine::engine::start(&settings, Arc::new(Metrics::default()))?;
+        Ok(Arc::new(engine))
     })?;
     let quic_addr: SocketAddr = cfg.quic.listen.parse().map_err(|_| AppError::Http {
         addr: cfg.quic.listen.clone(),

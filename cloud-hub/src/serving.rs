@@ -4,8 +4,9 @@
 use bytes::Bytes;
 use std::time::Duration;
 use tandem_engine::{Engine, InferenceError, Input};
+use tandem_shared::convert;
 use tandem_shared::oip::{InputTensor, TensorData};
-use tandem_shared::wire::{self, DType, ErrorCode, Message, Timing};
+use tandem_shared::wire::{self, ErrorCode, Message, Timing};
 
 /// Suggested retry delay when a model's queue is full.
 pub const BUSY_RETRY_AFTER_MS: u32 = 50;
@@ -19,45 +20,20 @@ fn error(request_id: u64, code: ErrorCode, message: String) -> Message {
 }
 
 fn tensor_in(t: wire::Tensor) -> Result<InputTensor, String> {
-    let data = match t.dtype {
-        DType::F32 => TensorData::F32(
-            t.data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        DType::I64 => TensorData::I64(
-            t.data
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
-        DType::U8 => {
+    let data = match convert::tensor_data(&t) {
+        TensorData::Bytes(_) => {
             return Err(format!(
                 "tensor `{}`: U8 inputs are not supported by this hub",
                 t.name
             ));
         }
+        d => d,
     };
     Ok(InputTensor {
         name: t.name,
         shape: t.shape,
         data,
     })
-}
-
-fn tensor_out(t: &tandem_engine::OutputTensor) -> wire::Tensor {
-    let (dtype, data) = match &t.data {
-        TensorData::F32(v) => (DType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::I64(v) => (DType::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::Bytes(v) => (DType::U8, v.concat()),
-    };
-    wire::Tensor {
-        name: t.name.clone(),
-        dtype,
-        shape: t.shape.clone(),
-        data,
-    }
 }
 
 fn clamp_u32(v: u64) -> u32 {
@@ -127,7 +103,11 @@ pub async fn infer(
             request_id,
             model,
             model_version: inf.version.clone(),
-            outputs: inf.outputs.iter().map(tensor_out).collect(),
+            outputs: inf
+                .outputs
+                .iter()
+                .map(|o| convert::wire_tensor(&o.name, &o.shape, &o.data))
+                .collect(),
             timing: Timing {
                 queue_us: clamp_u32(inf.timing.queue_us),
                 service_us: clamp_u32(

@@ -269,6 +269,28 @@ struct Ctx {
     metrics: Arc<Metrics>,
 }
 
+/// Loads ONNX Runtime as the settings say and starts the engine: what a daemon does at
+/// start-up. Returns the library path with the engine.
+pub fn start(
+    settings: &EngineSettings,
+    metrics: Arc<Metrics>,
+) -> Result<(&'static std::path::Path, Engine), StartError> {
+    let (lib, env) = crate::runtime::init(settings)?;
+    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+    Ok((lib, Engine::start(settings, &env, metrics)?))
+}
+
+/// Why [`start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// ONNX Runtime missing or unusable.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// Models could not be loaded.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
 /// The engine: every loaded model by name.
 #[derive(Debug)]
 pub struct Engine {

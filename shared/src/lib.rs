@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`manifest`]: the model manifest (`models/<name>/manifest.json`): variants, I/O specs,
 //!   pre-processing, labels, file hashes.
+//! - [`convert`]: wire tensors to and from decoded element data.
 //! - [`provider`]: execution-provider names as they appear in configs and reports.
 //! - [`oip`]: Open Inference Protocol v2 (KServe/Triton) REST messages and the binary tensor
 //!   data extension codec.
@@ -11,6 +12,7 @@
 //!
 //! Nothing here opens a file or a socket: callers hand in bytes and strings.
 
+pub mod convert;
 pub mod manifest;
 pub mod oip;
 pub mod provider;
