@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint demo models bench-local clean
+.PHONY: setup build release test lint demo models bench-local bench-cascade clean
 
 setup:
 	./scripts/setup.sh
@@ -31,6 +31,9 @@ models:
 
 bench-local: release
 	./scripts/bench-local.sh
+
+bench-cascade: release
+	target/release/tandem-bench cascade
 
 clean:
 	$(CARGO) clean
