@@ -5,8 +5,9 @@
 
 use crate::app;
 use crate::config::{Config, DEFAULT_CONFIG};
+use crate::hybrid::Answer;
 use crate::inference::model;
-use crate::inference::{Inference, InferenceError, Input};
+use crate::inference::{InferenceError, Input};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -183,6 +184,19 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
         Ok(e) => e,
         Err(e) => return fail(EX_UNAVAILABLE, e),
     };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EX_SOFTWARE, format!("cannot start the async runtime: {e}")),
+    };
+    // The hub link's UDP socket belongs to this runtime.
+    let _rt_guard = rt.enter();
+    let router = match app::start_router(cfg, engine.clone()) {
+        Ok(r) => r,
+        Err(e) => return fail(EX_CONFIG, e),
+    };
     let Some(h) = engine.model(model_name) else {
         return fail(EX_UNAVAILABLE, format!("model `{model_name}` did not load"));
     };
@@ -207,8 +221,8 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
         } else {
             Input::Texts(vec![arg.clone()])
         };
-        match engine.infer_blocking(model_name, input) {
-            Ok(inf) => print_answer(arg, &inf, json, &h.skipped_eps),
+        match rt.block_on(router.classify(model_name, input, None)) {
+            Ok(answer) => print_answer(arg, &answer, json, &h.skipped_eps),
             Err(e) => {
                 eprintln!("tandem-agent: {arg}: {e}");
                 let code = match e {
@@ -224,18 +238,12 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
 
 fn print_answer(
     input: &str,
-    inf: &Inference,
+    answer: &Answer,
     json: bool,
     skipped: &[(tandem_shared::provider::ExecutionProvider, String)],
 ) {
-    let Some(p) = inf.predictions.first() else {
-        return;
-    };
-    let latency_ms = inf.timing.total_us as f64 / 1000.0;
+    let mut line = answer.to_json();
     if json {
-        let Some(mut line) = inf.answer(0) else {
-            return;
-        };
         line.insert("input".into(), json!(input));
         line.insert(
             "ep_skipped".into(),
@@ -245,22 +253,42 @@ fn print_answer(
                 .collect(),
         );
         println!("{}", serde_json::Value::Object(line));
-    } else {
-        let top: Vec<String> = p
-            .top_k
-            .iter()
-            .map(|s| format!("{} {:.3}", s.label, s.score))
-            .collect();
-        println!(
-            "{input}\n  {} ({:.3})  top-{}: {}\n  ep={} variant={} latency={latency_ms:.2} ms",
-            p.label,
-            p.score,
-            top.len(),
-            top.join(", "),
-            inf.ep,
-            inf.variant.as_str()
-        );
+        return;
     }
+    let (Some(p), Some(local)) = (
+        answer
+            .cloud
+            .as_ref()
+            .map(|c| &c.prediction)
+            .or(answer.local.predictions.first()),
+        answer.local.predictions.first(),
+    ) else {
+        return;
+    };
+    let top: Vec<String> = p
+        .top_k
+        .iter()
+        .map(|s| format!("{} {:.3}", s.label, s.score))
+        .collect();
+    let route = match &answer.cloud {
+        Some(c) => format!(
+            "cloud (hub {}; local said {} {:.3})",
+            c.version, local.label, local.score
+        ),
+        None if answer.degraded => "local, DEGRADED".to_string(),
+        None => "local".to_string(),
+    };
+    println!(
+        "{input}\n  {} ({:.3})  top-{}: {}\n  route={route} reason={} ep={} variant={} latency={:.2} ms",
+        p.label,
+        p.score,
+        top.len(),
+        top.join(", "),
+        line.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
+        answer.local.ep,
+        answer.local.variant.as_str(),
+        answer.local.timing.total_us as f64 / 1000.0
+    );
 }
 
 fn models(cfg: &Config, json: bool) -> ExitCode {

@@ -130,6 +130,40 @@ async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
     }
     assert!(!offloaded.is_empty(), "no sample was under the threshold");
 
+    // The CLI routes the same way.
+    let conf = dir.join("agent.toml");
+    let (cert, key) = pki.device_files("cam-01");
+    std::fs::write(
+        &conf,
+        format!(
+            "[models]\ndir = \"{}\"\n[hub]\naddress = \"{hub_addr}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            models_dir().display(),
+            dir.join("ca.pem").display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let sample = models_dir().join("vision-fashion").join(&offloaded[0]);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-agent"))
+            .args(["infer", "--json", "--model", "vision-fashion", "--config"])
+            .arg(&conf)
+            .arg(&sample)
+            .output()
+            .expect("run the CLI")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(line["route"], "cloud", "{line}");
+    assert_eq!(line["label"], cloud_top1(&offloaded[0]));
+
     // The hub goes away: every request still succeeds, locally, marked degraded.
     let _ = stop.send(());
     let _ = task.await;
