@@ -133,6 +133,11 @@ impl Router {
         &self.engine
     }
 
+    /// The hub link, when configured.
+    pub fn uplink(&self) -> Option<&Arc<Uplink>> {
+        self.uplink.as_ref()
+    }
+
     /// The effective policy of a model.
     pub fn policy(&self, model: &str) -> ModelPolicy {
         let o = self.config.models.get(model).cloned().unwrap_or_default();

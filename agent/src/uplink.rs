@@ -2,7 +2,8 @@
 //! bidirectional stream per request, reconnection with jittered exponential backoff, and the
 //! round-trip and service times the routing policy reads.
 //!
-//! A failure never blocks a caller: while the link backs off, [`Uplink::view`] says the hub is
+//! A reconnection to a hub that gave this process a session ticket sends its first request as
+//! 0-RTT data (inference requests are idempotent). A failure never blocks a caller: while the link backs off, [`Uplink::view`] says the hub is
 //! unavailable and the caller answers locally. When the hub closes the connection (for instance
 //! because the device certificate expired or was revoked) the close reason is logged at WARN.
 
@@ -13,6 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_shared::wire::{ALPN, DEFAULT_MAX_FRAME_BYTES, FrameDecoder, Message, encode_to_vec};
@@ -81,6 +83,8 @@ pub struct Uplink {
     server_name: String,
     timeout: Duration,
     state: Mutex<State>,
+    /// 0-RTT connections attempted and accepted by the hub.
+    zero_rtt: Arc<(AtomicU64, AtomicU64)>,
 }
 
 fn pem_err(p: &Path) -> impl FnOnce(rustls_pki_types::pem::Error) -> UplinkError + '_ {
@@ -138,7 +142,25 @@ impl Uplink {
                 retry_at: None,
                 service_ms: None,
             }),
+            zero_rtt: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
         })
+    }
+
+    /// Connections opened with 0-RTT data, and how many of those the hub accepted.
+    pub fn zero_rtt(&self) -> (u64, u64) {
+        (
+            self.zero_rtt.0.load(Ordering::Relaxed),
+            self.zero_rtt.1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Closes the current connection (the next request reconnects, with 0-RTT when it can).
+    pub fn disconnect(&self) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(c) = s.conn.take()
+        {
+            c.close(quinn::VarInt::from_u32(0), b"agent reconnecting");
+        }
     }
 
     /// Default answer timeout.
@@ -196,16 +218,31 @@ impl Uplink {
             .endpoint
             .connect(self.addr, &self.server_name)
             .map_err(|e| UplinkError::Unreachable(e.to_string()))?;
-        let conn = match tokio::time::timeout(self.timeout, connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                self.fail(&e.to_string());
-                return Err(UplinkError::Unreachable(e.to_string()));
+        // With a session ticket from an earlier connection, send at once (0-RTT): inference
+        // requests are idempotent (the hub keys them by identity and request id), so a replay
+        // is harmless. Without one, a full handshake.
+        let conn = match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                self.zero_rtt.0.fetch_add(1, Ordering::Relaxed);
+                let counter = self.zero_rtt.clone();
+                tokio::spawn(async move {
+                    if accepted.await {
+                        counter.1.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                conn
             }
-            Err(_) => {
-                self.fail("connect timeout");
-                return Err(UplinkError::Unreachable("connect timed out".into()));
-            }
+            Err(connecting) => match tokio::time::timeout(self.timeout, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    self.fail(&e.to_string());
+                    return Err(UplinkError::Unreachable(e.to_string()));
+                }
+                Err(_) => {
+                    self.fail("connect timeout");
+                    return Err(UplinkError::Unreachable("connect timed out".into()));
+                }
+            },
         };
         if let Ok(mut s) = self.state.lock() {
             s.conn = Some(conn.clone());
@@ -230,7 +267,22 @@ impl Uplink {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let bytes = match tokio::time::timeout(timeout, exchange).await {
+        let mut outcome = tokio::time::timeout(timeout, exchange).await;
+        if matches!(outcome, Ok(Err(_))) && conn.close_reason().is_none() {
+            // The stream failed but the connection lives (e.g. 0-RTT data the hub rejected):
+            // the request is idempotent, send it once more.
+            let left = timeout.saturating_sub(started.elapsed());
+            let again = async {
+                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                send.write_all(&frame).await.map_err(|e| e.to_string())?;
+                send.finish().map_err(|e| e.to_string())?;
+                recv.read_to_end(DEFAULT_MAX_FRAME_BYTES + 64)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            outcome = tokio::time::timeout(left, again).await;
+        }
+        let bytes = match outcome {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 let e = conn.close_reason().map_or(e, |r| r.to_string());

@@ -5,47 +5,12 @@
 
 mod common;
 
-use common::{models_dir, read_json};
+use common::{hub_engine, models_dir, read_json, start_hub};
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tandem_agent::api::{self, AppState};
 use tandem_agent::app;
-use tandem_hub::ingress::quic::QuicIngress;
 use tandem_hub::pki::Pki;
-
-fn hub_engine() -> Arc<tandem_engine::Engine> {
-    let mut s = tandem_engine::settings::EngineSettings {
-        base_dir: common::repo(),
-        ..Default::default()
-    };
-    s.models.enabled = vec!["vision-fashion".into()];
-    s.models.variant = "cloud".into();
-    s.engine.max_batch = 8;
-    s.engine.max_batch_delay_us = 1000;
-    let (_, env) = tandem_engine::runtime::init(&s).expect("runtime");
-    Arc::new(tandem_engine::Engine::start(&s, &env, Default::default()).expect("hub engine"))
-}
-
-fn start_hub(
-    pki: &Pki,
-    addr: SocketAddr,
-    engine: Arc<tandem_engine::Engine>,
-) -> (
-    SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let ingress = QuicIngress::bind(addr, pki.dir())
-        .expect("bind hub")
-        .with_engine(engine);
-    let bound = ingress.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ingress.run(async {
-        let _ = rx.await;
-    }));
-    (bound, tx, task)
-}
 
 async fn classify(c: &reqwest::Client, base: &str, file: &str) -> Value {
     let body = std::fs::read(models_dir().join("vision-fashion").join(file)).expect("sample");

@@ -160,3 +160,38 @@ pub fn daemon_config(models: &[&str], variant: &str, extra: &str) -> String {
         list.join(", ")
     )
 }
+
+/// The hub's engine on the cloud variant of vision-fashion.
+pub fn hub_engine() -> Arc<tandem_engine::Engine> {
+    let mut s = tandem_engine::settings::EngineSettings {
+        base_dir: repo(),
+        ..Default::default()
+    };
+    s.models.enabled = vec!["vision-fashion".into()];
+    s.models.variant = "cloud".into();
+    s.engine.max_batch = 8;
+    s.engine.max_batch_delay_us = 1000;
+    let (_, engine) = tandem_engine::engine::start(&s, Default::default()).expect("hub engine");
+    Arc::new(engine)
+}
+
+/// A real hub (QUIC + mTLS) on `addr`; stops when the sender is used or dropped.
+pub fn start_hub(
+    pki: &tandem_hub::pki::Pki,
+    addr: std::net::SocketAddr,
+    engine: Arc<tandem_engine::Engine>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let ingress = tandem_hub::ingress::quic::QuicIngress::bind(addr, pki.dir())
+        .expect("bind hub")
+        .with_engine(engine);
+    let bound = ingress.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(ingress.run(async {
+        let _ = rx.await;
+    }));
+    (bound, tx, task)
+}
