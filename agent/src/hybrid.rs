@@ -272,7 +272,10 @@ impl Router {
                 tracing::warn!(model, answer = ?other.kind(), "hub answered with an error");
                 Ok(degraded(Reason::HubError))
             }
-            Err(crate::uplink::UplinkError::Timeout(_)) => Ok(degraded(Reason::Deadline)),
+            Err(crate::uplink::UplinkError::Timeout(_)) if deadline.is_some() => {
+                Ok(degraded(Reason::Deadline))
+            }
+            Err(crate::uplink::UplinkError::Timeout(_)) => Ok(degraded(Reason::HubTimeout)),
             Err(e) => {
                 tracing::debug!(model, error = %e, "offload failed; answering locally");
                 Ok(degraded(Reason::HubUnreachable))

@@ -37,6 +37,8 @@ pub enum Reason {
     HubError,
     /// The hub could not answer within the request's deadline.
     Deadline,
+    /// The hub did not answer within `hub.timeout_ms` (no deadline was set).
+    HubTimeout,
     /// The input cannot be offloaded (prepared tensors are variant-specific).
     NotOffloadable,
 }

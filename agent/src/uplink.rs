@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_shared::wire::{ALPN, DEFAULT_MAX_FRAME_BYTES, FrameDecoder, Message, encode_to_vec};
@@ -70,6 +70,8 @@ pub enum UplinkError {
 #[derive(Debug)]
 struct State {
     conn: Option<quinn::Connection>,
+    /// Whether `conn` finished its handshake (a 0-RTT connection is usable before it has).
+    established: Arc<AtomicBool>,
     failures: u32,
     retry_at: Option<Instant>,
     service_ms: Option<f64>,
@@ -138,6 +140,7 @@ impl Uplink {
             timeout: Duration::from_millis(cfg.timeout_ms),
             state: Mutex::new(State {
                 conn: None,
+                established: Arc::new(AtomicBool::new(false)),
                 failures: 0,
                 retry_at: None,
                 service_ms: None,
@@ -221,19 +224,26 @@ impl Uplink {
         // With a session ticket from an earlier connection, send at once (0-RTT): inference
         // requests are idempotent (the hub keys them by identity and request id), so a replay
         // is harmless. Without one, a full handshake.
+        let established = Arc::new(AtomicBool::new(false));
         let conn = match connecting.into_0rtt() {
             Ok((conn, accepted)) => {
                 self.zero_rtt.0.fetch_add(1, Ordering::Relaxed);
-                let counter = self.zero_rtt.clone();
+                let (counter, done) = (self.zero_rtt.clone(), established.clone());
                 tokio::spawn(async move {
+                    // Resolves when the handshake completes (true: the 0-RTT data was accepted);
+                    // never, if the hub is gone.
                     if accepted.await {
                         counter.1.fetch_add(1, Ordering::Relaxed);
                     }
+                    done.store(true, Ordering::Release);
                 });
                 conn
             }
             Err(connecting) => match tokio::time::timeout(self.timeout, connecting).await {
-                Ok(Ok(c)) => c,
+                Ok(Ok(c)) => {
+                    established.store(true, Ordering::Release);
+                    c
+                }
                 Ok(Err(e)) => {
                     self.fail(&e.to_string());
                     return Err(UplinkError::Unreachable(e.to_string()));
@@ -246,6 +256,7 @@ impl Uplink {
         };
         if let Ok(mut s) = self.state.lock() {
             s.conn = Some(conn.clone());
+            s.established = established;
             s.failures = 0;
             s.retry_at = None;
         }
@@ -259,28 +270,12 @@ impl Uplink {
         let frame = encode_to_vec(msg, DEFAULT_MAX_FRAME_BYTES)
             .map_err(|e| UplinkError::Protocol(e.to_string()))?;
         let started = Instant::now();
-        let exchange = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            send.write_all(&frame).await.map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())?;
-            recv.read_to_end(DEFAULT_MAX_FRAME_BYTES + 64)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let mut outcome = tokio::time::timeout(timeout, exchange).await;
+        let mut outcome = tokio::time::timeout(timeout, exchange(&conn, &frame)).await;
         if matches!(outcome, Ok(Err(_))) && conn.close_reason().is_none() {
             // The stream failed but the connection lives (e.g. 0-RTT data the hub rejected):
             // the request is idempotent, send it once more.
             let left = timeout.saturating_sub(started.elapsed());
-            let again = async {
-                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-                send.write_all(&frame).await.map_err(|e| e.to_string())?;
-                send.finish().map_err(|e| e.to_string())?;
-                recv.read_to_end(DEFAULT_MAX_FRAME_BYTES + 64)
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            outcome = tokio::time::timeout(left, again).await;
+            outcome = tokio::time::timeout(left, exchange(&conn, &frame)).await;
         }
         let bytes = match outcome {
             Ok(Ok(b)) => b,
@@ -289,7 +284,21 @@ impl Uplink {
                 self.fail(&e);
                 return Err(UplinkError::Unreachable(e));
             }
-            Err(_) => return Err(UplinkError::Timeout(timeout.as_millis() as u64)),
+            Err(_) => {
+                let established = self
+                    .state
+                    .lock()
+                    .map(|s| s.established.load(Ordering::Acquire))
+                    .unwrap_or(false);
+                if !established {
+                    // A 0-RTT attempt to a hub that never completed the handshake: gone.
+                    self.fail("the hub did not complete the handshake");
+                    return Err(UplinkError::Unreachable(
+                        "the hub did not complete the handshake".into(),
+                    ));
+                }
+                return Err(UplinkError::Timeout(timeout.as_millis() as u64));
+            }
         };
         let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
         d.feed(&bytes);
@@ -309,4 +318,14 @@ impl Uplink {
         );
         Ok(answer)
     }
+}
+
+/// One request frame out on a new stream, the whole answer back.
+async fn exchange(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(frame).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    recv.read_to_end(DEFAULT_MAX_FRAME_BYTES + 64)
+        .await
+        .map_err(|e| e.to_string())
 }
