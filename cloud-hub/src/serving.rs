@@ -1,12 +1,92 @@
 //! Serving offloaded requests: a wire `InferRequest` through the engine (the cloud variants,
 //! dynamically batched) to an `InferResponse`, `Busy` or `Error`.
+//!
+//! Idempotency: the last answers are kept by (device identity from the certificate, request
+//! id, model), so a retried or replayed request (0-RTT data can be replayed) gets the same answer
+//! without running again. Two copies of a request in flight at the same moment both run.
 
 use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_engine::{Engine, InferenceError, Input};
 use tandem_shared::convert;
 use tandem_shared::oip::{InputTensor, TensorData};
 use tandem_shared::wire::{self, ErrorCode, Message, Timing};
+
+/// Answers kept for idempotency.
+pub const RECENT_ANSWERS: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Recent {
+    answers: HashMap<(String, u64, String), Message>,
+    order: VecDeque<(String, u64, String)>,
+}
+
+/// The engine plus the idempotency memory.
+#[derive(Debug)]
+pub struct Serving {
+    engine: Arc<Engine>,
+    recent: Mutex<Recent>,
+}
+
+impl Serving {
+    /// Serving over an engine.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self {
+            engine,
+            recent: Mutex::new(Recent::default()),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Answers a device's request, or repeats the answer it already got for that request id.
+    pub async fn handle(
+        &self,
+        device: &str,
+        request_id: u64,
+        model: String,
+        model_version: Option<String>,
+        deadline_ms: u32,
+        input: wire::Input,
+    ) -> Message {
+        let key = (device.to_string(), request_id, model.clone());
+        if let Some(m) = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|r| r.answers.get(&key).cloned())
+        {
+            tracing::debug!(device, request_id, "repeated request: answered from memory");
+            return m;
+        }
+        let answer = infer(
+            &self.engine,
+            request_id,
+            model,
+            model_version,
+            deadline_ms,
+            input,
+        )
+        .await;
+        if matches!(answer, Message::InferResponse { .. })
+            && let Ok(mut r) = self.recent.lock()
+        {
+            if r.order.len() >= RECENT_ANSWERS
+                && let Some(old) = r.order.pop_front()
+            {
+                r.answers.remove(&old);
+            }
+            r.order.push_back(key.clone());
+            r.answers.insert(key, answer.clone());
+        }
+        answer
+    }
+}
 
 /// Suggested retry delay when a model's queue is full.
 pub const BUSY_RETRY_AFTER_MS: u32 = 50;

@@ -46,6 +46,7 @@ async fn hub(
     let _ = std::fs::remove_dir_all(&dir);
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
+    pki.add_device("cam-02", 365).expect("device");
     let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
         .expect("bind")
         .with_engine(engine);
@@ -58,11 +59,15 @@ async fn hub(
 }
 
 async fn connect(pki: &Pki, addr: SocketAddr) -> quinn::Connection {
+    connect_as(pki, addr, "cam-01").await
+}
+
+async fn connect_as(pki: &Pki, addr: SocketAddr, device: &str) -> quinn::Connection {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(pki.dir().join("ca.pem")).expect("ca"))
         .expect("root");
-    let (cert, key) = pki.device_files("cam-01");
+    let (cert, key) = pki.device_files(device);
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -128,7 +133,11 @@ async fn cloud_answers_match_the_python_pipeline() {
     let (pki, addr, _stop) = hub("answers", engine(64, 16)).await;
     let conn = connect(&pki, addr).await;
     let mut checked = 0;
-    for model in ["vision-fashion", "vision-imagenet"] {
+    for (m, model) in ["vision-fashion", "vision-imagenet"]
+        .into_iter()
+        .enumerate()
+    {
+        let id_base = 1000 * (m as u64 + 1);
         let dir = repo().join("models").join(model);
         let expected: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join("testdata/expected.json")).expect("expected"),
@@ -149,7 +158,7 @@ async fn cloud_answers_match_the_python_pipeline() {
             async move {
                 call(
                     &conn,
-                    &request(i as u64 + 1, model, Input::ImageBytes(bytes)),
+                    &request(id_base + i as u64, model, Input::ImageBytes(bytes)),
                 )
                 .await
             }
@@ -281,4 +290,31 @@ async fn a_full_queue_answers_busy() {
         8,
         "every request is either served or told busy"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_request_id_is_answered_from_memory_per_device() {
+    let engine = engine(64, 1);
+    let (pki, addr, _stop) = hub("idem", engine.clone()).await;
+    let png = std::fs::read(repo().join("models/vision-fashion/samples/6_4.png")).expect("sample");
+    let req = request(42, "vision-fashion", Input::ImageBytes(png));
+    let cam1 = connect_as(&pki, addr, "cam-01").await;
+    let first = call(&cam1, &req).await;
+    assert!(
+        matches!(first, Message::InferResponse { request_id: 42, .. }),
+        "{first:?}"
+    );
+    let ran = || engine.metrics().inference_count("vision-fashion", "ok");
+    assert_eq!(ran(), 1);
+    // The same device repeats request 42 (a retry, or replayed 0-RTT data): same answer, no run.
+    let again = connect_as(&pki, addr, "cam-01").await;
+    assert_eq!(call(&again, &req).await, first);
+    assert_eq!(ran(), 1, "the repeat ran the model again");
+    // Another device's request 42 is a different request.
+    let cam2 = connect_as(&pki, addr, "cam-02").await;
+    assert!(matches!(
+        call(&cam2, &req).await,
+        Message::InferResponse { request_id: 42, .. }
+    ));
+    assert_eq!(ran(), 2);
 }

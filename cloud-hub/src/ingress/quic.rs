@@ -9,7 +9,7 @@
 //! `Error` answer and the connection lives on.
 
 use super::tls::{self, TlsError};
-use crate::serving;
+use crate::serving::Serving;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls_pki_types::CertificateDer;
 use std::collections::VecDeque;
@@ -77,7 +77,7 @@ fn push_bounded(q: &Mutex<VecDeque<String>>, s: String) {
 pub struct QuicIngress {
     endpoint: quinn::Endpoint,
     stats: Arc<IngressStats>,
-    engine: Option<Arc<Engine>>,
+    serving: Option<Arc<Serving>>,
 }
 
 impl QuicIngress {
@@ -98,14 +98,14 @@ impl QuicIngress {
         Ok(Self {
             endpoint,
             stats: Arc::new(IngressStats::default()),
-            engine: None,
+            serving: None,
         })
     }
 
     /// Serves inference requests with this engine (without one, every request gets
     /// `UnknownModel`).
     pub fn with_engine(mut self, engine: Arc<Engine>) -> Self {
-        self.engine = Some(engine);
+        self.serving = Some(Arc::new(Serving::new(engine)));
         self
     }
 
@@ -127,8 +127,8 @@ impl QuicIngress {
                 () = &mut stop => break,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    let (stats, engine) = (self.stats.clone(), self.engine.clone());
-                    tokio::spawn(async move { handle_connection(incoming, stats, engine).await });
+                    let (stats, serving) = (self.stats.clone(), self.serving.clone());
+                    tokio::spawn(async move { handle_connection(incoming, stats, serving).await });
                 }
             }
         }
@@ -143,7 +143,7 @@ impl QuicIngress {
 async fn handle_connection(
     incoming: quinn::Incoming,
     stats: Arc<IngressStats>,
-    engine: Option<Arc<Engine>>,
+    serving: Option<Arc<Serving>>,
 ) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
@@ -175,10 +175,10 @@ async fn handle_connection(
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let (conn, stats, device, engine) =
-                    (conn.clone(), stats.clone(), device.clone(), engine.clone());
+                let (conn, stats, device, serving) =
+                    (conn.clone(), stats.clone(), device.clone(), serving.clone());
                 tokio::spawn(async move {
-                    handle_stream(&conn, &device, send, recv, &stats, engine.as_deref()).await
+                    handle_stream(&conn, &device, send, recv, &stats, serving.as_deref()).await
                 });
             }
             Err(e) => {
@@ -202,7 +202,7 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     stats: &IngressStats,
-    engine: Option<&Engine>,
+    serving: Option<&Serving>,
 ) {
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
     let mut buf = vec![0u8; 64 * 1024];
@@ -234,9 +234,10 @@ async fn handle_stream(
             deadline_ms,
             input,
         }) => {
-            let reply = match engine {
-                Some(e) => {
-                    serving::infer(e, request_id, model, model_version, deadline_ms, input).await
+            let reply = match serving {
+                Some(sv) => {
+                    sv.handle(device, request_id, model, model_version, deadline_ms, input)
+                        .await
                 }
                 None => Message::Error {
                     request_id,
