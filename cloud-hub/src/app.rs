@@ -44,6 +44,48 @@ async fn signal() {
     }
 }
 
+/// Prometheus text: the engine's counters, queue depths, and the QUIC ingress counters.
+pub fn render_metrics(engine: &Engine, ingress: &crate::ingress::quic::IngressStats) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let gauges: Vec<_> = engine
+        .models()
+        .map(|m| {
+            (
+                "tandem_queue_depth",
+                "Requests waiting in a model's queue.",
+                vec![("model", m.name().to_string())],
+                m.queue_depth() as f64,
+            )
+        })
+        .collect();
+    let mut out = engine.metrics().render(&gauges);
+    for (name, help, v) in [
+        (
+            "tandem_hub_quic_connections_accepted_total",
+            "Device connections that completed the mTLS handshake.",
+            &ingress.accepted,
+        ),
+        (
+            "tandem_hub_quic_connections_refused_total",
+            "Connections refused during the handshake (no, expired, revoked or foreign certificate).",
+            &ingress.refused,
+        ),
+        (
+            "tandem_hub_quic_streams_total",
+            "Request streams answered.",
+            &ingress.streams,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+    out
+}
+
 /// Serves until a signal.
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     let settings = cfg.engine_settings();
@@ -60,14 +102,14 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         addr: cfg.quic.listen.clone(),
         source,
     })?;
-    let e2 = engine.clone();
+    let (e2, stats) = (engine.clone(), ingress.stats());
     let app = Router::new()
         .route("/v2/health/live", get(|| async { "{\"live\":true}" }))
         .route(
             "/metrics",
             get(move || {
-                let e = e2.clone();
-                async move { e.metrics().render(&[]) }
+                let (e, st) = (e2.clone(), stats.clone());
+                async move { render_metrics(&e, &st) }
             }),
         );
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)

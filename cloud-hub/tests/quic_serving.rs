@@ -41,7 +41,12 @@ fn engine(queue: usize, max_batch: usize) -> Arc<Engine> {
 async fn hub(
     name: &str,
     engine: Arc<Engine>,
-) -> (Pki, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+) -> (
+    Pki,
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    Arc<tandem_hub::ingress::quic::IngressStats>,
+) {
     let dir = std::env::temp_dir().join(format!("tandem-serve-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let pki = Pki::init(&dir).expect("pki");
@@ -51,11 +56,12 @@ async fn hub(
         .expect("bind")
         .with_engine(engine);
     let addr = ingress.local_addr().expect("addr");
+    let stats = ingress.stats();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(ingress.run(async {
         let _ = rx.await;
     }));
-    (pki, addr, tx)
+    (pki, addr, tx, stats)
 }
 
 async fn connect(pki: &Pki, addr: SocketAddr) -> quinn::Connection {
@@ -130,7 +136,7 @@ fn request(id: u64, model: &str, input: Input) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_answers_match_the_python_pipeline() {
-    let (pki, addr, _stop) = hub("answers", engine(64, 16)).await;
+    let (pki, addr, _stop, _) = hub("answers", engine(64, 16)).await;
     let conn = connect(&pki, addr).await;
     let mut checked = 0;
     for (m, model) in ["vision-fashion", "vision-imagenet"]
@@ -260,7 +266,7 @@ async fn futures_join_all<F: std::future::Future<Output = Message> + Send + 'sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_busy() {
-    let (pki, addr, _stop) = hub("busy", engine(1, 1)).await;
+    let (pki, addr, _stop, _) = hub("busy", engine(1, 1)).await;
     let conn = connect(&pki, addr).await;
     let big = || {
         let t = Tensor {
@@ -295,7 +301,7 @@ async fn a_full_queue_answers_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_request_id_is_answered_from_memory_per_device() {
     let engine = engine(64, 1);
-    let (pki, addr, _stop) = hub("idem", engine.clone()).await;
+    let (pki, addr, _stop, stats) = hub("idem", engine.clone()).await;
     let png = std::fs::read(repo().join("models/vision-fashion/samples/6_4.png")).expect("sample");
     let req = request(42, "vision-fashion", Input::ImageBytes(png));
     let cam1 = connect_as(&pki, addr, "cam-01").await;
@@ -317,4 +323,14 @@ async fn a_repeated_request_id_is_answered_from_memory_per_device() {
         Message::InferResponse { request_id: 42, .. }
     ));
     assert_eq!(ran(), 2);
+    let text = tandem_hub::app::render_metrics(&engine, &stats);
+    assert!(
+        text.contains("tandem_hub_quic_connections_accepted_total 3"),
+        "{text}"
+    );
+    assert!(text.contains("tandem_hub_quic_streams_total 3"), "{text}");
+    assert!(
+        text.contains("tandem_inferences_total{model=\"vision-fashion\",outcome=\"ok\"} 2"),
+        "{text}"
+    );
 }
