@@ -208,11 +208,7 @@ impl Config {
 
     /// A path from the config, resolved against the config's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        tandem_engine::settings::resolve(&self.base_dir, p)
     }
 
     /// The listen address (validated).

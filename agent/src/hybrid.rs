@@ -140,22 +140,22 @@ impl Router {
 
     /// The effective policy of a model.
     pub fn policy(&self, model: &str) -> ModelPolicy {
-        let o = self.config.models.get(model).cloned().unwrap_or_default();
-        let variant = self.engine.model(model).map(|h| h.files.variant.clone());
+        let o = self.config.models.get(model);
+        let variant = self.engine.model(model).map(|h| &h.files.variant);
         let mode = if self.uplink.is_none() {
             Mode::Local
         } else {
-            o.mode.unwrap_or(self.config.mode)
+            o.and_then(|o| o.mode).unwrap_or(self.config.mode)
         };
         ModelPolicy {
             mode,
             signal: o
-                .signal
-                .or(variant.as_ref().and_then(|v| v.threshold_signal))
+                .and_then(|o| o.signal)
+                .or(variant.and_then(|v| v.threshold_signal))
                 .unwrap_or(Signal::MaxProb),
             threshold: o
-                .threshold
-                .or(variant.as_ref().and_then(|v| v.threshold))
+                .and_then(|o| o.threshold)
+                .or(variant.and_then(|v| v.threshold))
                 .unwrap_or(0.5),
         }
     }

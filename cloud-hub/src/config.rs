@@ -168,11 +168,7 @@ impl Config {
 
     /// The PKI folder, resolved.
     pub fn pki_dir(&self) -> PathBuf {
-        if self.pki_dir.is_absolute() {
-            self.pki_dir.clone()
-        } else {
-            self.base_dir.join(&self.pki_dir)
-        }
+        tandem_engine::settings::resolve(&self.base_dir, &self.pki_dir)
     }
 }
 

@@ -120,8 +120,8 @@ fn clamp_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-/// Answers one request.
-pub async fn infer(
+/// Answers one request (no idempotency memory: see [`Serving::handle`]).
+async fn infer(
     engine: &Engine,
     request_id: u64,
     model: String,

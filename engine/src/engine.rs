@@ -564,7 +564,7 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
     let finish = |job: Job, result: Result<Inference, InferenceError>| {
         let took = job.enqueued.elapsed();
         let result = result.map(|mut inf| {
-            inf.timing.total_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            inf.timing.total_us = micros_of(took);
             inf
         });
         match &result {
@@ -601,8 +601,7 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
         Ok(inf) => {
             let n = jobs.len();
             for (job, mut part) in jobs.into_iter().zip(batch::split(&inf, &rows)) {
-                part.timing.queue_us =
-                    u64::try_from(start.duration_since(job.enqueued).as_micros()).unwrap_or(0);
+                part.timing.queue_us = micros_of(start.duration_since(job.enqueued));
                 part.timing.batch_size = n;
                 finish(job, Ok(part));
             }
@@ -621,8 +620,12 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
     }
 }
 
+fn micros_of(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn micros(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+    micros_of(since.elapsed())
 }
 
 fn prepare(ctx: &Ctx, input: Input) -> Result<Arc<Vec<InputTensor>>, InferenceError> {

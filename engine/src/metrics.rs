@@ -29,10 +29,19 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Inner {
-    inferences: BTreeMap<(String, &'static str), u64>,
+    inferences: BTreeMap<String, BTreeMap<&'static str, u64>>,
     latency: BTreeMap<String, Histogram>,
     rejected: BTreeMap<String, u64>,
-    http: BTreeMap<(String, u16), u64>,
+    http: BTreeMap<String, BTreeMap<u16, u64>>,
+}
+
+/// The entry for `key`, allocating the key only the first time it is seen (the hot path
+/// finds it without a `String`).
+fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// Process-wide counters. Cheap to update (one uncontended lock).
@@ -53,33 +62,29 @@ impl Metrics {
     /// One finished inference (`outcome` is `ok` or an error kind).
     pub fn inference(&self, model: &str, outcome: &'static str, took: Duration) {
         self.with(|i| {
-            *i.inferences
-                .entry((model.to_string(), outcome))
-                .or_default() += 1;
+            *slot(&mut i.inferences, model).entry(outcome).or_default() += 1;
             if outcome == "ok" {
-                i.latency
-                    .entry(model.to_string())
-                    .or_default()
-                    .observe(took.as_secs_f64());
+                slot(&mut i.latency, model).observe(took.as_secs_f64());
             }
         });
     }
 
     /// A request refused because the model's queue was full.
     pub fn rejected(&self, model: &str) {
-        self.with(|i| *i.rejected.entry(model.to_string()).or_default() += 1);
+        self.with(|i| *slot(&mut i.rejected, model) += 1);
     }
 
     /// One HTTP response.
     pub fn http(&self, route: &str, status: u16) {
-        self.with(|i| *i.http.entry((route.to_string(), status)).or_default() += 1);
+        self.with(|i| *slot(&mut i.http, route).entry(status).or_default() += 1);
     }
 
     /// Total inferences of a model with an outcome (for tests and telemetry).
     pub fn inference_count(&self, model: &str, outcome: &'static str) -> u64 {
         self.with(|i| {
             i.inferences
-                .get(&(model.to_string(), outcome))
+                .get(model)
+                .and_then(|m| m.get(outcome))
                 .copied()
                 .unwrap_or(0)
         })
@@ -90,8 +95,10 @@ impl Metrics {
         let mut out = String::new();
         self.with(|i| {
             out.push_str("# HELP tandem_inferences_total Inferences finished, by model and outcome.\n# TYPE tandem_inferences_total counter\n");
-            for ((m, o), n) in &i.inferences {
-                let _ = writeln!(out, "tandem_inferences_total{{model=\"{m}\",outcome=\"{o}\"}} {n}");
+            for (m, outcomes) in &i.inferences {
+                for (o, n) in outcomes {
+                    let _ = writeln!(out, "tandem_inferences_total{{model=\"{m}\",outcome=\"{o}\"}} {n}");
+                }
             }
             out.push_str("# HELP tandem_inference_duration_seconds Time from submission to answer of successful inferences.\n# TYPE tandem_inference_duration_seconds histogram\n");
             for (m, h) in &i.latency {
@@ -109,8 +116,10 @@ impl Metrics {
                 let _ = writeln!(out, "tandem_queue_rejected_total{{model=\"{m}\"}} {n}");
             }
             out.push_str("# HELP tandem_http_responses_total HTTP responses of the local API, by route and status.\n# TYPE tandem_http_responses_total counter\n");
-            for ((r, s), n) in &i.http {
-                let _ = writeln!(out, "tandem_http_responses_total{{route=\"{r}\",status=\"{s}\"}} {n}");
+            for (r, statuses) in &i.http {
+                for (s, n) in statuses {
+                    let _ = writeln!(out, "tandem_http_responses_total{{route=\"{r}\",status=\"{s}\"}} {n}");
+                }
             }
         });
         let mut last = "";

@@ -103,6 +103,16 @@ impl Default for ImageConfig {
     }
 }
 
+/// A path from a config file, resolved against the file's directory (absolute paths as they
+/// are).
+pub fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
 /// Everything the engine needs, with the directory relative paths resolve against.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EngineSettings {
@@ -121,11 +131,7 @@ pub struct EngineSettings {
 impl EngineSettings {
     /// A path from the config, resolved against the config's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        resolve(&self.base_dir, p)
     }
 
     /// Execution providers (validated).

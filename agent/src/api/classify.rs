@@ -21,7 +21,7 @@ pub async fn classify(
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(|e| ApiError::from_body(e, s.max_body_bytes))?;
     let h = s
-        .engine
+        .engine()
         .model(&model)
         .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
     let input = match &h.files.variant.preprocess {

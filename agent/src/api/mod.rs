@@ -24,8 +24,6 @@ use std::time::Duration;
 /// What every handler can reach.
 #[derive(Debug)]
 pub struct AppState {
-    /// The engine.
-    pub engine: Arc<Engine>,
     /// Local inference plus offloading per policy.
     pub router: Arc<crate::hybrid::Router>,
     /// Largest body, bytes.
@@ -39,19 +37,22 @@ pub struct AppState {
 impl AppState {
     /// State for a config and a started engine.
     pub fn new(cfg: &Config, router: Arc<crate::hybrid::Router>) -> Self {
-        let engine = router.engine().clone();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         Self {
-            engine,
             router,
             max_body_bytes: cfg.server.max_body_bytes,
             request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", nanos & 0xffff_ffff),
         }
+    }
+
+    /// The engine (the router's).
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.router.engine()
     }
 
     /// A fresh request id, unique within this process run.
@@ -103,13 +104,16 @@ async fn count_responses(State(state): State<Arc<AppState>>, req: Request, next:
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let resp = next.run(req).await;
-    state.engine.metrics().http(&route, resp.status().as_u16());
+    state
+        .engine()
+        .metrics()
+        .http(&route, resp.status().as_u16());
     resp
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut gauges = Vec::new();
-    for m in state.engine.models() {
+    for m in state.engine().models() {
         gauges.push((
             "tandem_queue_depth",
             "Requests waiting in a model's queue.",
@@ -117,7 +121,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             m.queue_depth() as f64,
         ));
     }
-    for m in state.engine.models() {
+    for m in state.engine().models() {
         gauges.push((
             "tandem_model_info",
             "Loaded model, version, variant and execution provider in use.",
@@ -132,6 +136,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.engine.metrics().render(&gauges),
+        state.engine().metrics().render(&gauges),
     )
 }

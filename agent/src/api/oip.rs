@@ -31,7 +31,7 @@ pub async fn live() -> Json<Value> {
 
 /// `GET /v2/health/ready`: every loaded model accepts requests.
 pub async fn ready(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    if s.engine.models().all(|m| m.ready()) {
+    if s.engine().models().all(|m| m.ready()) {
         Ok(Json(json!({ "ready": true })))
     } else {
         Err(ApiError::Unavailable("not every model is ready".into()))
@@ -44,7 +44,7 @@ fn find<'a>(
     version: Option<&str>,
 ) -> Result<&'a Arc<ModelHandle>, ApiError> {
     let h = s
-        .engine
+        .engine()
         .model(model)
         .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
     match version {
