@@ -90,6 +90,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         .map_err(|source| AppError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(AppError::Serve)?;
     let router = start_router(&cfg, engine.clone())?;
+    if let Some(u) = router.uplink() {
+        u.keep();
+    }
     let state = Arc::new(AppState::new(&cfg, router));
     let app = api::router(state);
     let models: Vec<String> = engine

@@ -182,6 +182,12 @@ impl Config {
         if self.hub.timeout_ms == 0 {
             p.push("hub.timeout_ms must be > 0".into());
         }
+        if self.hub.keep_alive_ms == 0 || self.hub.idle_timeout_ms <= self.hub.keep_alive_ms {
+            p.push(format!(
+                "hub.keep_alive_ms ({}) must be above 0 and below hub.idle_timeout_ms ({})",
+                self.hub.keep_alive_ms, self.hub.idle_timeout_ms
+            ));
+        }
         for (name, m) in &self.policy.models {
             if m.threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
                 p.push(format!(

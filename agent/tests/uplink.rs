@@ -1,11 +1,15 @@
 //! The agent's hub link: a reconnection to the same hub sends its first request as 0-RTT data,
-//! and the hub accepts it (the request is answered on the resumed connection).
+//! and the hub accepts it; a hub that refuses the device's certificate is reported with the
+//! cause; a hub that goes silent (packets lost, no close) is noticed after one timed-out
+//! request, and the keeper reconnects when it is back.
 
 mod common;
 
 use common::{hub_engine, models_dir, start_hub};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tandem_agent::uplink::{HubConfig, Uplink};
+use tandem_agent::uplink::{HubConfig, Uplink, UplinkError};
 use tandem_hub::pki::Pki;
 use tandem_shared::wire::{Input, Message};
 
@@ -64,5 +68,165 @@ async fn a_resumed_connection_uses_0rtt() {
     assert!(
         accepted >= 1,
         "the hub never accepted 0-RTT data ({sent} attempts)"
+    );
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tandem-uplink-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn link(pki: &Pki, device: &str, addr: std::net::SocketAddr) -> Arc<Uplink> {
+    let (cert, key) = pki.device_files(device);
+    let cfg = HubConfig {
+        address: addr.to_string(),
+        ca: pki.dir().join("ca.pem"),
+        cert,
+        key,
+        timeout_ms: 1000,
+        ..Default::default()
+    };
+    Arc::new(Uplink::new(&cfg, |p| p.to_path_buf()).expect("uplink"))
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_reported_with_its_cause() {
+    let dir = tmp("expired");
+    let pki = Pki::init(&dir).expect("pki");
+    pki.add_device_at(
+        "old-cam",
+        time::OffsetDateTime::now_utc() - time::Duration::days(10),
+        1,
+    )
+    .expect("expired device");
+    let (addr, _stop, _task) = start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), hub_engine());
+    let up = link(&pki, "old-cam", addr);
+    up.keep();
+    until("the keeper records why the hub refused", || {
+        up.status().last_error.is_some()
+    })
+    .await;
+    let status = up.status();
+    let why = status.last_error.clone().unwrap_or_default();
+    assert!(
+        why.to_lowercase().contains("expired"),
+        "the close reason names the cause: {why}"
+    );
+    assert!(!status.connected);
+    // A caller learns the same cause, not a silent retry.
+    match up
+        .call(&Message::Ping { nonce: 9 }, Duration::from_secs(2))
+        .await
+    {
+        Err(UplinkError::Unreachable(e)) => {
+            assert!(e.to_lowercase().contains("expired"), "{e}")
+        }
+        other => panic!("an expired certificate got {other:?}"),
+    }
+}
+
+/// A UDP relay between the agent and the hub that can drop every packet (a hub that vanished
+/// without closing: power cut, network gone).
+struct Blackhole {
+    addr: std::net::SocketAddr,
+    drop: Arc<AtomicBool>,
+}
+
+async fn blackhole(hub: std::net::SocketAddr) -> Blackhole {
+    let front = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let back = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    back.connect(hub).await.expect("connect");
+    let drop = Arc::new(AtomicBool::new(false));
+    let client = Arc::new(std::sync::Mutex::new(None));
+    let (f, b, d, c) = (front.clone(), back.clone(), drop.clone(), client.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            *c.lock().expect("lock") = Some(from);
+            if !d.load(Ordering::Relaxed) {
+                let _ = b.send(&buf[..n]).await;
+            }
+        }
+    });
+    let (f, d) = (front.clone(), drop.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *client.lock().expect("lock");
+            if let (Some(to), false) = (to, d.load(Ordering::Relaxed)) {
+                let _ = f.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    Blackhole {
+        addr: front.local_addr().expect("addr"),
+        drop,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_hub_is_noticed_and_the_keeper_reconnects() {
+    let dir = tmp("silent");
+    let pki = Pki::init(&dir).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let (hub, _stop, _task) = start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), hub_engine());
+    let relay = blackhole(hub).await;
+    let up = link(&pki, "cam-01", relay.addr);
+    up.keep();
+    until("the keeper connects on its own", || up.status().connected).await;
+    assert_eq!(up.status().connects, 1);
+    assert!(up.view().available);
+
+    relay.drop.store(true, Ordering::Relaxed);
+    let r = up
+        .call(&Message::Ping { nonce: 1 }, Duration::from_millis(300))
+        .await;
+    assert!(matches!(r, Err(UplinkError::Timeout(300))), "{r:?}");
+    assert!(
+        !up.view().available,
+        "after a timeout the hub is not offered to the next request"
+    );
+    until("the silent connection is given up", || {
+        !up.status().connected && up.status().disconnects == 1
+    })
+    .await;
+    let why = up.status().last_error.unwrap_or_default();
+    assert!(why.contains("did not answer a ping"), "{why}");
+
+    relay.drop.store(false, Ordering::Relaxed);
+    until("the keeper reconnects once the hub answers again", || {
+        up.status().connected
+    })
+    .await;
+    assert!(up.status().connects >= 2);
+    assert_eq!(
+        up.call(&Message::Ping { nonce: 2 }, Duration::from_secs(2))
+            .await
+            .expect("answered after the reconnection"),
+        Message::Pong { nonce: 2 }
+    );
+    assert_eq!(
+        up.status().last_error,
+        None,
+        "a working link clears the error"
     );
 }

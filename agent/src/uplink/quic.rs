@@ -1,0 +1,399 @@
+//! The agent's QUIC link to the hub: one long-lived mutual-TLS connection (ALPN `tandem/1`), a
+//! bidirectional stream per request, reconnection with jittered exponential backoff, and the
+//! round-trip and service times the routing policy reads.
+//!
+//! A reconnection to a hub that gave this process a session ticket sends its first request as
+//! 0-RTT data (inference requests are idempotent). A failure never blocks a caller: while the
+//! link backs off, or while a hub that let a request time out has not answered a probe,
+//! [`Uplink::view`] says the hub is unavailable and the caller answers locally. When the hub
+//! closes the connection (for instance because the device certificate expired or was revoked)
+//! the close reason is logged at WARN and kept in [`Uplink::status`].
+
+use super::config::{HubConfig, client_config};
+use crate::policy::HubView;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tandem_shared::wire::{DEFAULT_MAX_FRAME_BYTES, FrameDecoder, Message, encode_to_vec};
+
+/// Why the hub did not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UplinkError {
+    /// TLS material missing or unusable, or a bad `[hub]` setting.
+    #[error("hub TLS setup: {0}")]
+    Setup(String),
+    /// No connection (refused, closed, backing off).
+    #[error("hub unreachable: {0}")]
+    Unreachable(String),
+    /// No answer in time.
+    #[error("hub did not answer within {0} ms")]
+    Timeout(u64),
+    /// The answer was not a valid frame.
+    #[error("hub answered with an invalid frame: {0}")]
+    Protocol(String),
+}
+
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) conn: Option<quinn::Connection>,
+    /// Whether `conn` finished its handshake (a 0-RTT connection is usable before it has).
+    pub(super) established: Arc<AtomicBool>,
+    /// A request timed out on `conn`: unavailable until the hub answers a probe.
+    pub(super) suspect: bool,
+    failures: u32,
+    pub(super) retry_at: Option<Instant>,
+    service_ms: Option<f64>,
+    last_error: Option<String>,
+}
+
+/// The link as an operator sees it (`/metrics`, telemetry).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkStatus {
+    /// A connection is up and not suspected dead.
+    pub connected: bool,
+    /// Connections established since start.
+    pub connects: u64,
+    /// Connections lost (closed by either side, timed out, or given up after a silent probe).
+    pub disconnects: u64,
+    /// Why the last connection ended or the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The link to the hub.
+#[derive(Debug)]
+pub struct Uplink {
+    endpoint: quinn::Endpoint,
+    pub(super) addr: SocketAddr,
+    server_name: String,
+    timeout: Duration,
+    pub(super) state: Mutex<State>,
+    /// Wakes the keeper: a request timed out.
+    pub(super) wake: tokio::sync::Notify,
+    /// 0-RTT connections attempted and accepted by the hub.
+    zero_rtt: Arc<(AtomicU64, AtomicU64)>,
+    connects: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+impl Uplink {
+    /// Builds the client (no connection yet; [`Uplink::keep`] starts the keeper). Paths
+    /// resolve with `resolve`. Needs a tokio runtime context.
+    pub fn new(cfg: &HubConfig, resolve: impl Fn(&Path) -> PathBuf) -> Result<Self, UplinkError> {
+        let addr: SocketAddr = cfg.address.parse().map_err(|_| {
+            UplinkError::Setup(format!("hub.address `{}` is not IP:port", cfg.address))
+        })?;
+        let client = client_config(cfg, resolve)?;
+        let bind: SocketAddr = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|_| UplinkError::Setup("bind address".into()))?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| UplinkError::Setup(e.to_string()))?;
+        endpoint.set_default_client_config(client);
+        Ok(Self {
+            endpoint,
+            addr,
+            server_name: cfg.server_name.clone(),
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            state: Mutex::new(State {
+                conn: None,
+                established: Arc::new(AtomicBool::new(false)),
+                suspect: false,
+                failures: 0,
+                retry_at: None,
+                service_ms: None,
+                last_error: None,
+            }),
+            wake: tokio::sync::Notify::new(),
+            zero_rtt: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
+            connects: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts the keeper: connects now and keeps the connection up in the background for as
+    /// long as the link lives (see `keeper`).
+    pub fn keep(self: &Arc<Self>) {
+        tokio::spawn(super::keeper::run(Arc::downgrade(self)));
+    }
+
+    /// Connections opened with 0-RTT data, and how many of those the hub accepted.
+    pub fn zero_rtt(&self) -> (u64, u64) {
+        (
+            self.zero_rtt.0.load(Ordering::Relaxed),
+            self.zero_rtt.1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Closes the current connection (the next request reconnects, with 0-RTT when it can).
+    pub fn disconnect(&self) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(c) = s.conn.take()
+        {
+            c.close(quinn::VarInt::from_u32(0), b"agent reconnecting");
+        }
+    }
+
+    /// Default answer timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The link's state and counters.
+    pub fn status(&self) -> LinkStatus {
+        let (connected, last_error) = self.state.lock().map_or((false, None), |s| {
+            (
+                s.conn.as_ref().is_some_and(|c| c.close_reason().is_none()) && !s.suspect,
+                s.last_error.clone(),
+            )
+        });
+        LinkStatus {
+            connected,
+            connects: self.connects.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
+            last_error,
+        }
+    }
+
+    /// The hub as the policy sees it.
+    pub fn view(&self) -> HubView {
+        let Ok(s) = self.state.lock() else {
+            return HubView::default();
+        };
+        let live = s.conn.as_ref().filter(|c| c.close_reason().is_none());
+        HubView {
+            available: match live {
+                Some(_) => !s.suspect,
+                None => s.retry_at.is_none_or(|t| Instant::now() >= t),
+            },
+            rtt_ms: live.map(|c| c.rtt().as_secs_f64() * 1000.0),
+            service_ms: s.service_ms,
+        }
+    }
+
+    /// Forgets the connection `conn` (if it is still the current one), records why, and backs
+    /// off before the next attempt. The reason is logged at WARN when it differs from the last
+    /// one (a hub refusing this device's certificate is reported, not retried silently).
+    pub(super) fn fail(&self, conn: Option<&quinn::Connection>, why: &str) {
+        let Ok(mut s) = self.state.lock() else { return };
+        let current = match (conn, s.conn.as_ref()) {
+            (Some(c), Some(cur)) => c.stable_id() == cur.stable_id(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if !current {
+            return;
+        }
+        if let Some(c) = s.conn.take() {
+            self.disconnects.fetch_add(1, Ordering::Relaxed);
+            if c.close_reason().is_none() {
+                c.close(quinn::VarInt::from_u32(0), why.as_bytes());
+            }
+        }
+        s.suspect = false;
+        s.failures = s.failures.saturating_add(1);
+        let base = 100u64.saturating_mul(1 << s.failures.min(7)).min(10_000);
+        let jitter = (Instant::now().elapsed().subsec_nanos() as u64
+            ^ u64::from(std::process::id()))
+            % (base / 2 + 1);
+        s.retry_at = Some(Instant::now() + Duration::from_millis(base / 2 + jitter));
+        if s.last_error.as_deref() != Some(why) {
+            tracing::warn!(hub = %self.addr, reason = why, retry_in_ms = base / 2 + jitter, "hub link lost");
+            s.last_error = Some(why.to_string());
+        } else {
+            tracing::debug!(hub = %self.addr, reason = why, backoff_ms = base, "hub link failed again");
+        }
+    }
+
+    /// The hub answered: the connection is trusted, the backoff and the last error reset.
+    pub(super) fn confirmed(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            confirm(&mut s, self.addr);
+        }
+    }
+
+    fn install(&self, conn: quinn::Connection, established: Arc<AtomicBool>) -> quinn::Connection {
+        let Ok(mut s) = self.state.lock() else {
+            return conn;
+        };
+        if let Some(cur) = s.conn.as_ref().filter(|c| c.close_reason().is_none()) {
+            // Another task connected meanwhile: keep one connection.
+            conn.close(quinn::VarInt::from_u32(0), b"duplicate");
+            return cur.clone();
+        }
+        s.conn = Some(conn.clone());
+        s.established = established;
+        s.suspect = false;
+        s.retry_at = None;
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(hub = %self.addr, "connected to the hub");
+        conn
+    }
+
+    /// The live connection, if any (the keeper watches it).
+    pub(super) fn current(&self) -> Option<quinn::Connection> {
+        self.state
+            .lock()
+            .ok()?
+            .conn
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// A full handshake (no 0-RTT: nothing is waiting to be sent), for the keeper.
+    pub(super) async fn connect_full(&self) -> Result<quinn::Connection, UplinkError> {
+        let connecting = self
+            .endpoint
+            .connect(self.addr, &self.server_name)
+            .map_err(|e| UplinkError::Unreachable(e.to_string()))?;
+        match tokio::time::timeout(self.timeout, connecting).await {
+            Ok(Ok(c)) => Ok(self.install(c, Arc::new(AtomicBool::new(true)))),
+            Ok(Err(e)) => {
+                self.fail(None, &e.to_string());
+                Err(UplinkError::Unreachable(e.to_string()))
+            }
+            Err(_) => {
+                self.fail(None, "connect timed out");
+                Err(UplinkError::Unreachable("connect timed out".into()))
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<quinn::Connection, UplinkError> {
+        {
+            let s = self
+                .state
+                .lock()
+                .map_err(|_| UplinkError::Unreachable("state".into()))?;
+            if let Some(c) = s.conn.as_ref().filter(|c| c.close_reason().is_none()) {
+                return Ok(c.clone());
+            }
+            if let Some(t) = s.retry_at.filter(|t| Instant::now() < *t) {
+                let why = s.last_error.as_deref().unwrap_or("the last attempt failed");
+                return Err(UplinkError::Unreachable(format!(
+                    "{why} (next attempt in {} ms)",
+                    (t - Instant::now()).as_millis()
+                )));
+            }
+        }
+        let connecting = self
+            .endpoint
+            .connect(self.addr, &self.server_name)
+            .map_err(|e| UplinkError::Unreachable(e.to_string()))?;
+        // With a session ticket from an earlier connection, send at once (0-RTT): inference
+        // requests are idempotent (the hub keys them by identity and request id), so a replay
+        // is harmless. Without one, a full handshake.
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                self.zero_rtt.0.fetch_add(1, Ordering::Relaxed);
+                let established = Arc::new(AtomicBool::new(false));
+                let (counter, done) = (self.zero_rtt.clone(), established.clone());
+                tokio::spawn(async move {
+                    // Resolves when the handshake completes (true: the 0-RTT data was accepted);
+                    // never, if the hub is gone.
+                    if accepted.await {
+                        counter.1.fetch_add(1, Ordering::Relaxed);
+                    }
+                    done.store(true, Ordering::Release);
+                });
+                Ok(self.install(conn, established))
+            }
+            Err(connecting) => match tokio::time::timeout(self.timeout, connecting).await {
+                Ok(Ok(c)) => Ok(self.install(c, Arc::new(AtomicBool::new(true)))),
+                Ok(Err(e)) => {
+                    self.fail(None, &e.to_string());
+                    Err(UplinkError::Unreachable(e.to_string()))
+                }
+                Err(_) => {
+                    self.fail(None, "connect timed out");
+                    Err(UplinkError::Unreachable("connect timed out".into()))
+                }
+            },
+        }
+    }
+
+    /// Sends one request on a new stream and waits for the answer.
+    pub async fn call(&self, msg: &Message, timeout: Duration) -> Result<Message, UplinkError> {
+        let conn = self.connection().await?;
+        let frame = encode_to_vec(msg, DEFAULT_MAX_FRAME_BYTES)
+            .map_err(|e| UplinkError::Protocol(e.to_string()))?;
+        let started = Instant::now();
+        let mut outcome = tokio::time::timeout(timeout, exchange(&conn, &frame)).await;
+        if matches!(outcome, Ok(Err(_))) && conn.close_reason().is_none() {
+            // The stream failed but the connection lives (e.g. 0-RTT data the hub rejected):
+            // the request is idempotent, send it once more.
+            let left = timeout.saturating_sub(started.elapsed());
+            outcome = tokio::time::timeout(left, exchange(&conn, &frame)).await;
+        }
+        let bytes = match outcome {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let e = conn.close_reason().map_or(e, |r| r.to_string());
+                self.fail(Some(&conn), &e);
+                return Err(UplinkError::Unreachable(e));
+            }
+            Err(_) => {
+                let established = self
+                    .state
+                    .lock()
+                    .map(|s| s.established.load(Ordering::Acquire))
+                    .unwrap_or(false);
+                if !established {
+                    // A 0-RTT attempt to a hub that never completed the handshake: gone.
+                    let why = "the hub did not complete the handshake";
+                    self.fail(Some(&conn), why);
+                    return Err(UplinkError::Unreachable(why.into()));
+                }
+                // Slow or gone: until a probe says otherwise, answer locally at once.
+                if let Ok(mut s) = self.state.lock() {
+                    s.suspect = true;
+                }
+                self.wake.notify_one();
+                return Err(UplinkError::Timeout(timeout.as_millis() as u64));
+            }
+        };
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+        d.feed(&bytes);
+        let answer = d
+            .next_message()
+            .map_err(|e| UplinkError::Protocol(e.to_string()))?
+            .ok_or_else(|| UplinkError::Protocol("empty answer".into()))?;
+        if let Ok(mut s) = self.state.lock() {
+            confirm(&mut s, self.addr);
+            if let Message::InferResponse { timing, .. } = &answer {
+                let ms = f64::from(timing.service_us + timing.queue_us) / 1000.0;
+                s.service_ms = Some(s.service_ms.map_or(ms, |old| 0.8 * old + 0.2 * ms));
+            }
+        }
+        tracing::trace!(
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "hub answered"
+        );
+        Ok(answer)
+    }
+}
+
+/// Any answer shows the hub is alive and accepts this device.
+fn confirm(s: &mut State, addr: SocketAddr) {
+    s.suspect = false;
+    s.failures = 0;
+    if let Some(e) = s.last_error.take() {
+        tracing::info!(hub = %addr, after = %e, "hub link restored");
+    }
+}
+
+/// One request frame out on a new stream, the whole answer back.
+pub(super) async fn exchange(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(frame).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    recv.read_to_end(DEFAULT_MAX_FRAME_BYTES + 64)
+        .await
+        .map_err(|e| e.to_string())
+}
