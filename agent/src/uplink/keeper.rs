@@ -30,7 +30,7 @@ pub(super) async fn run(link: Weak<Uplink>) {
                     reason = conn.closed() => up.fail(Some(&conn), &reason.to_string()),
                     () = up.wake.notified() => {
                         nonce = nonce.wrapping_add(1);
-                        if up.state.lock().is_ok_and(|s| s.suspect) {
+                        if up.state.lock().is_ok_and(|s| s.suspect.is_some()) {
                             probe(&up, &conn, nonce).await;
                         }
                     }

@@ -40,8 +40,9 @@ pub(super) struct State {
     pub(super) conn: Option<quinn::Connection>,
     /// Whether `conn` finished its handshake (a 0-RTT connection is usable before it has).
     pub(super) established: Arc<AtomicBool>,
-    /// A request timed out on `conn`: unavailable until the hub answers a probe.
-    pub(super) suspect: bool,
+    /// A request timed out on `conn` at this instant: unavailable until the hub answers a
+    /// probe (the keeper's), or for one `timeout` at most when no keeper runs.
+    pub(super) suspect: Option<Instant>,
     failures: u32,
     pub(super) retry_at: Option<Instant>,
     service_ms: Option<f64>,
@@ -103,7 +104,7 @@ impl Uplink {
             state: Mutex::new(State {
                 conn: None,
                 established: Arc::new(AtomicBool::new(false)),
-                suspect: false,
+                suspect: None,
                 failures: 0,
                 retry_at: None,
                 service_ms: None,
@@ -148,7 +149,7 @@ impl Uplink {
     pub fn status(&self) -> LinkStatus {
         let (connected, last_error) = self.state.lock().map_or((false, None), |s| {
             (
-                s.conn.as_ref().is_some_and(|c| c.close_reason().is_none()) && !s.suspect,
+                s.conn.as_ref().is_some_and(|c| c.close_reason().is_none()) && s.suspect.is_none(),
                 s.last_error.clone(),
             )
         });
@@ -168,7 +169,7 @@ impl Uplink {
         let live = s.conn.as_ref().filter(|c| c.close_reason().is_none());
         HubView {
             available: match live {
-                Some(_) => !s.suspect,
+                Some(_) => s.suspect.is_none_or(|t| t.elapsed() >= self.timeout),
                 None => s.retry_at.is_none_or(|t| Instant::now() >= t),
             },
             rtt_ms: live.map(|c| c.rtt().as_secs_f64() * 1000.0),
@@ -195,7 +196,7 @@ impl Uplink {
                 c.close(quinn::VarInt::from_u32(0), why.as_bytes());
             }
         }
-        s.suspect = false;
+        s.suspect = None;
         s.failures = s.failures.saturating_add(1);
         let base = 100u64.saturating_mul(1 << s.failures.min(7)).min(10_000);
         let jitter = (Instant::now().elapsed().subsec_nanos() as u64
@@ -228,7 +229,7 @@ impl Uplink {
         }
         s.conn = Some(conn.clone());
         s.established = established;
-        s.suspect = false;
+        s.suspect = None;
         s.retry_at = None;
         self.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(hub = %self.addr, "connected to the hub");
@@ -352,7 +353,7 @@ impl Uplink {
                 }
                 // Slow or gone: until a probe says otherwise, answer locally at once.
                 if let Ok(mut s) = self.state.lock() {
-                    s.suspect = true;
+                    s.suspect = Some(Instant::now());
                 }
                 self.wake.notify_one();
                 return Err(UplinkError::Timeout(timeout.as_millis() as u64));
@@ -381,7 +382,7 @@ impl Uplink {
 
 /// Any answer shows the hub is alive and accepts this device.
 fn confirm(s: &mut State, addr: SocketAddr) {
-    s.suspect = false;
+    s.suspect = None;
     s.failures = 0;
     if let Some(e) = s.last_error.take() {
         tracing::info!(hub = %addr, after = %e, "hub link restored");
