@@ -1,11 +1,9 @@
 //! `tandem-hub run`: the engine on the cloud variants, the QUIC ingress for devices, the HTTP
-//! health and metrics endpoints; until SIGTERM/SIGINT, then a drain.
+//! API (OIP v2 REST, health, metrics); until SIGTERM/SIGINT, then a drain.
 
+use crate::api::{HttpError, HttpServer, HubApi};
 use crate::config::Config;
 use crate::ingress::quic::QuicIngress;
-use axum::Router;
-use axum::routing::get;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tandem_engine::{Engine, metrics::Metrics};
@@ -19,14 +17,17 @@ pub enum AppError {
     /// QUIC ingress.
     #[error(transparent)]
     Ingress(#[from] crate::ingress::quic::IngressError),
-    /// HTTP.
-    #[error("HTTP on {addr}: {source}")]
-    Http {
+    /// The QUIC address.
+    #[error("quic.listen `{addr}`: {source}")]
+    Quic {
         /// Address.
         addr: String,
         /// IO error.
         source: std::io::Error,
     },
+    /// The HTTP API.
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 async fn signal() {
@@ -44,22 +45,14 @@ async fn signal() {
     }
 }
 
-/// Prometheus text: the engine's counters, queue depths, and the QUIC ingress counters.
+/// Prometheus text: the engine's counters and histograms, model gauges (queue depth, model
+/// info), and the QUIC ingress counters.
 pub fn render_metrics(engine: &Engine, ingress: &crate::ingress::quic::IngressStats) -> String {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
-    let gauges: Vec<_> = engine
-        .models()
-        .map(|m| {
-            (
-                "tandem_queue_depth",
-                "Requests waiting in a model's queue.",
-                vec![("model", m.name().to_string())],
-                m.queue_depth() as f64,
-            )
-        })
-        .collect();
-    let mut out = engine.metrics().render(&gauges);
+    let mut out = engine
+        .metrics()
+        .render(&tandem_engine::metrics::model_gauges(engine));
     for (name, help, v) in [
         (
             "tandem_hub_quic_connections_accepted_total",
@@ -93,55 +86,36 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         let (_, engine) = tandem_engine::engine::start(&settings, Arc::new(Metrics::default()))?;
         Ok(Arc::new(engine))
     })?;
-    let quic_addr: SocketAddr = cfg.quic.listen.parse().map_err(|_| AppError::Http {
+    let quic_addr: SocketAddr = cfg.quic.listen.parse().map_err(|_| AppError::Quic {
         addr: cfg.quic.listen.clone(),
-        source: std::io::Error::other("quic.listen is not an address"),
+        source: std::io::Error::other("not an address"),
     })?;
     let ingress = QuicIngress::bind(quic_addr, &cfg.pki_dir())?.with_engine(engine.clone());
-    let quic_local = ingress.local_addr().map_err(|source| AppError::Http {
+    let quic_local = ingress.local_addr().map_err(|source| AppError::Quic {
         addr: cfg.quic.listen.clone(),
         source,
     })?;
-    let (e2, stats) = (engine.clone(), ingress.stats());
-    let app = Router::new()
-        .route("/v2/health/live", get(|| async { "{\"live\":true}" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let (e, st) = (e2.clone(), stats.clone());
-                async move { render_metrics(&e, &st) }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
-        .await
-        .map_err(|source| AppError::Http {
-            addr: cfg.http.listen.clone(),
-            source,
-        })?;
-    let http_local = listener.local_addr().map_err(|source| AppError::Http {
-        addr: cfg.http.listen.clone(),
-        source,
-    })?;
+    let api = Arc::new(HubApi::new(&cfg, engine.clone(), Some(ingress.stats())));
+    let server = HttpServer::bind(&cfg, api).await?;
+    let (http_local, https) = (server.local_addr(), server.is_tls());
     let models: Vec<String> = engine
         .models()
         .map(|m| format!("{}@{}({})", m.name(), m.files.manifest.version, m.ep))
         .collect();
-    tracing::info!(quic = %quic_local, http = %http_local, models = %models.join(", "), "tandem-hub serving");
+    tracing::info!(quic = %quic_local, http = %http_local, https, models = %models.join(", "), "tandem-hub serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let quic = tokio::spawn(ingress.run(stopped(stop_rx.clone())));
-    let http = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future(),
-    );
+    let http = tokio::spawn(server.run(stopped(stop_rx)));
     signal().await;
     tracing::info!("signal received: stopping");
     let _ = stop_tx.send(true);
     let _ = quic.await;
-    let _ = http.await;
+    if let Ok(Err(e)) = http.await {
+        tracing::error!(error = %e, "HTTP API stopped with an error");
+    }
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     tracing::info!("tandem-hub stopped");
     Ok(())

@@ -18,7 +18,7 @@ pub struct Config {
     pub log_filter: String,
     /// PKI folder (`tandem-hub init`): CA, hub certificate, CRL.
     pub pki_dir: PathBuf,
-    /// HTTP API (health, metrics).
+    /// HTTP API (OIP v2 REST, health, metrics).
     pub http: HttpConfig,
     /// QUIC ingress for devices.
     pub quic: QuicConfig,
@@ -35,12 +35,37 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
-/// `[http]`.
+/// `[http]`: the HTTP API (OIP v2 REST on the cloud variants, `/metrics`, health).
+///
+/// Authentication: on a loopback address none is required; anywhere else `bearer_token_file`
+/// or `tls` (or both) must be set, or the hub refuses to start. A configured token file is
+/// enforced on every address; `/v2/health/live` stays open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Listen address; loopback by default.
+    /// Listen address (IP:port); loopback by default.
     pub listen: String,
+    /// Largest request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Longest wait for an inference, in milliseconds (504 after).
+    pub request_timeout_ms: u64,
+    /// File of accepted bearer tokens, one per line (blank lines and `#` comments ignored,
+    /// each token at least 16 visible ASCII characters). Empty: no token. When set, every
+    /// request but `/v2/health/live` needs `Authorization: Bearer TOKEN`. A file keeps the
+    /// secret out of the config; make it readable by the hub only.
+    pub bearer_token_file: PathBuf,
+    /// Serve HTTPS with the hub certificate from `pki_dir` and require a client certificate
+    /// signed by the hub CA and not revoked in its `crl.pem` (`tandem-hub device add`).
+    pub tls: bool,
+}
+
+impl HttpConfig {
+    /// Whether the listen address is a loopback one (`false` when it does not parse).
+    pub fn is_loopback(&self) -> bool {
+        self.listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+    }
 }
 
 /// `[quic]`.
@@ -55,6 +80,10 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8480".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            bearer_token_file: PathBuf::new(),
+            tls: false,
         }
     }
 }
@@ -147,6 +176,7 @@ impl Config {
                 problems.push(format!("{key}: `{addr}` is not an IP:port address"));
             }
         }
+        problems.extend(cfg.http_problems());
         problems.extend(cfg.engine_settings().problems());
         if problems.is_empty() {
             Ok(cfg)
@@ -164,6 +194,40 @@ impl Config {
             image: self.image.clone(),
             base_dir: self.base_dir.clone(),
         }
+    }
+
+    /// What is wrong with `[http]` beyond its address: limits, the token file, and an
+    /// address off loopback without authentication.
+    fn http_problems(&self) -> Vec<String> {
+        let h = &self.http;
+        let mut p = Vec::new();
+        if h.max_body_bytes < 1024 {
+            p.push("http.max_body_bytes must be at least 1024".into());
+        }
+        if h.request_timeout_ms == 0 {
+            p.push("http.request_timeout_ms must be > 0".into());
+        }
+        if let Some(path) = self.bearer_token_file()
+            && let Err(e) = crate::api::auth::Tokens::load(&path)
+        {
+            p.push(format!("http.bearer_token_file: {e}"));
+        }
+        let open = self.bearer_token_file().is_none() && !h.tls;
+        if open && h.listen.parse::<SocketAddr>().is_ok() && !h.is_loopback() {
+            p.push(format!(
+                "http.listen: `{}` is not a loopback address, and the API there must be \
+                 authenticated: set http.bearer_token_file (a file of bearer tokens) or \
+                 http.tls = true (client certificates from the hub CA)",
+                h.listen
+            ));
+        }
+        p
+    }
+
+    /// The bearer token file, resolved; `None` when not set.
+    pub fn bearer_token_file(&self) -> Option<PathBuf> {
+        let f = &self.http.bearer_token_file;
+        (!f.as_os_str().is_empty()).then(|| tandem_engine::settings::resolve(&self.base_dir, f))
     }
 
     /// The PKI folder, resolved.

@@ -1,14 +1,17 @@
-//! The Tandem cloud hub (skeleton: configuration and health endpoints).
+//! The Tandem cloud hub: batched serving of the cloud variants over QUIC and OIP v2 REST.
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration.
 //! - [`app`]: `tandem-hub run`: serve until a signal.
+//! - [`api`]: the HTTP API (OIP v2 REST on the cloud variants, `/metrics`; bearer tokens, HTTPS
+//!   with client certificates).
 //! - [`ingress`]: the QUIC endpoint devices connect to (mutual TLS, identity from the certificate).
 //! - [`serving`]: offloaded requests through the engine (cloud variants, dynamic batching).
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
 //! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod ingress;

@@ -574,7 +574,9 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
         load.fetch_sub(1, Ordering::AcqRel);
         let _ = job.reply.send(result);
     };
-    let run_one = |session: &mut Session, input: Input, enqueued: Instant| {
+    // `requests`: how many requests this run answers (the batch-size histogram).
+    let run_one = |session: &mut Session, input: Input, enqueued: Instant, requests: usize| {
+        ctx.metrics.batch(&ctx.model, requests);
         let from_tensors = input.is_tensors();
         run_job(session, ctx, input, enqueued).map_err(|e| match e {
             InferenceError::Runtime(m) if from_tensors => {
@@ -586,7 +588,7 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
     if jobs.len() == 1 {
         for mut job in jobs {
             let input = std::mem::replace(&mut job.input, Input::Texts(Vec::new()));
-            let r = run_one(session, input, job.enqueued);
+            let r = run_one(session, input, job.enqueued, 1);
             finish(job, r);
         }
         return;
@@ -597,7 +599,7 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
     let earliest = jobs.iter().map(|j| j.enqueued).min().unwrap_or(start);
     let merged = batch::merge(&inputs)
         .ok_or_else(|| InferenceError::BadInput("inputs cannot be batched".into()));
-    match merged.and_then(|m| run_one(session, m, earliest)) {
+    match merged.and_then(|m| run_one(session, m, earliest, jobs.len())) {
         Ok(inf) => {
             let n = jobs.len();
             for (job, mut part) in jobs.into_iter().zip(batch::split(&inf, &rows)) {
@@ -613,7 +615,7 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
         }
         Err(_) => {
             for (job, input) in jobs.into_iter().zip(inputs) {
-                let r = run_one(session, input, job.enqueued);
+                let r = run_one(session, input, job.enqueued, 1);
                 finish(job, r);
             }
         }

@@ -12,9 +12,13 @@
 //! - [`runtime`]: finding and loading the ONNX Runtime library.
 //! - [`metrics`]: counters and latency histograms (Prometheus text).
 //! - [`settings`]: the config sections the engine reads.
+//! - `http` (feature `http`): the OIP v2 REST API and `/metrics` over an engine, for the
+//!   daemons.
 
 pub mod batch;
 pub mod engine;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod postprocess;

@@ -1,4 +1,5 @@
-//! One set of counters and latency histograms, rendered in the Prometheus text format.
+//! One set of counters and histograms (latency, batch size), rendered in the Prometheus text
+//! format.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,27 +11,57 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
+/// Batch-size histogram bucket bounds, in requests per run.
+const BATCH_BUCKETS: [f64; 6] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
+
+#[derive(Debug, Clone)]
+struct Histogram<const N: usize> {
+    counts: [u64; N],
     count: u64,
     sum: f64,
 }
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            counts: [0; N],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&mut self, bounds: &[f64; N], v: f64) {
+        if let Some(i) = bounds.iter().position(|b| v <= *b) {
             self.counts[i] += 1;
         }
         self.count += 1;
-        self.sum += secs;
+        self.sum += v;
+    }
+
+    /// Appends the series of one model: cumulative buckets, `+Inf`, sum and count.
+    fn render(&self, out: &mut String, name: &str, model: &str, bounds: &[f64; N]) {
+        let mut cum = 0;
+        for (b, c) in bounds.iter().zip(self.counts) {
+            cum += c;
+            let _ = writeln!(out, "{name}_bucket{{model=\"{model}\",le=\"{b}\"}} {cum}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{model=\"{model}\",le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{model=\"{model}\"}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{model=\"{model}\"}} {}", self.count);
     }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     inferences: BTreeMap<String, BTreeMap<&'static str, u64>>,
-    latency: BTreeMap<String, Histogram>,
+    latency: BTreeMap<String, Histogram<{ BUCKETS.len() }>>,
+    batch_size: BTreeMap<String, Histogram<{ BATCH_BUCKETS.len() }>>,
     rejected: BTreeMap<String, u64>,
     http: BTreeMap<String, BTreeMap<u16, u64>>,
 }
@@ -64,9 +95,14 @@ impl Metrics {
         self.with(|i| {
             *slot(&mut i.inferences, model).entry(outcome).or_default() += 1;
             if outcome == "ok" {
-                slot(&mut i.latency, model).observe(took.as_secs_f64());
+                slot(&mut i.latency, model).observe(&BUCKETS, took.as_secs_f64());
             }
         });
+    }
+
+    /// One run of a model's session over `requests` requests (1 without batching).
+    pub fn batch(&self, model: &str, requests: usize) {
+        self.with(|i| slot(&mut i.batch_size, model).observe(&BATCH_BUCKETS, requests as f64));
     }
 
     /// A request refused because the model's queue was full.
@@ -102,20 +138,17 @@ impl Metrics {
             }
             out.push_str("# HELP tandem_inference_duration_seconds Time from submission to answer of successful inferences.\n# TYPE tandem_inference_duration_seconds histogram\n");
             for (m, h) in &i.latency {
-                let mut cum = 0;
-                for (b, c) in BUCKETS.iter().zip(h.counts) {
-                    cum += c;
-                    let _ = writeln!(out, "tandem_inference_duration_seconds_bucket{{model=\"{m}\",le=\"{b}\"}} {cum}");
-                }
-                let _ = writeln!(out, "tandem_inference_duration_seconds_bucket{{model=\"{m}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "tandem_inference_duration_seconds_sum{{model=\"{m}\"}} {}", h.sum);
-                let _ = writeln!(out, "tandem_inference_duration_seconds_count{{model=\"{m}\"}} {}", h.count);
+                h.render(&mut out, "tandem_inference_duration_seconds", m, &BUCKETS);
+            }
+            out.push_str("# HELP tandem_batch_size Requests per run of a model's session (dynamic batching).\n# TYPE tandem_batch_size histogram\n");
+            for (m, h) in &i.batch_size {
+                h.render(&mut out, "tandem_batch_size", m, &BATCH_BUCKETS);
             }
             out.push_str("# HELP tandem_queue_rejected_total Requests refused because the model queue was full.\n# TYPE tandem_queue_rejected_total counter\n");
             for (m, n) in &i.rejected {
                 let _ = writeln!(out, "tandem_queue_rejected_total{{model=\"{m}\"}} {n}");
             }
-            out.push_str("# HELP tandem_http_responses_total HTTP responses of the local API, by route and status.\n# TYPE tandem_http_responses_total counter\n");
+            out.push_str("# HELP tandem_http_responses_total HTTP responses of the API, by route and status.\n# TYPE tandem_http_responses_total counter\n");
             for (r, statuses) in &i.http {
                 for (s, n) in statuses {
                     let _ = writeln!(out, "tandem_http_responses_total{{route=\"{r}\",status=\"{s}\"}} {n}");
@@ -135,6 +168,33 @@ impl Metrics {
     }
 }
 
+/// The per-model gauges both daemons show: queue depth, and the loaded model's version,
+/// variant and execution provider.
+pub fn model_gauges(engine: &crate::Engine) -> Vec<Gauge> {
+    let depths = engine.models().map(|m| {
+        (
+            "tandem_queue_depth",
+            "Requests waiting in a model's queue.",
+            vec![("model", m.name().to_string())],
+            m.queue_depth() as f64,
+        )
+    });
+    let info = engine.models().map(|m| {
+        (
+            "tandem_model_info",
+            "Loaded model, version, variant and execution provider in use.",
+            vec![
+                ("model", m.name().to_string()),
+                ("version", m.files.manifest.version.clone()),
+                ("variant", m.files.role.as_str().to_string()),
+                ("ep", m.ep.to_string()),
+            ],
+            1.0,
+        )
+    });
+    depths.chain(info).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +205,8 @@ mod tests {
         m.inference("a", "ok", Duration::from_micros(700));
         m.inference("a", "ok", Duration::from_millis(3));
         m.rejected("a");
+        m.batch("a", 1);
+        m.batch("a", 3);
         let text = m.render(&[(
             "tandem_queue_depth",
             "Waiting requests.",
@@ -156,5 +218,8 @@ mod tests {
         assert!(text.contains("le=\"0.005\"} 2"));
         assert!(text.contains("tandem_queue_rejected_total{model=\"a\"} 1"));
         assert!(text.contains("tandem_queue_depth{model=\"a\"} 2"));
+        assert!(text.contains("tandem_batch_size_bucket{model=\"a\",le=\"2\"} 1"));
+        assert!(text.contains("tandem_batch_size_bucket{model=\"a\",le=\"4\"} 2"));
+        assert!(text.contains("tandem_batch_size_sum{model=\"a\"} 4"));
     }
 }

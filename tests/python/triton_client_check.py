@@ -1,8 +1,12 @@
-"""Drive the agent's OIP v2 API with the real Triton client (tritonclient[http]).
+"""Drive a Tandem OIP v2 API (the agent's or the hub's) with the real Triton client
+(tritonclient[http]).
 
-Usage: triton_client_check.py HOST:PORT REPO_DIR. Exits non-zero (assertion) on any mismatch.
-tritonclient sends tensors with the binary data extension by default and uses
-/v2/models/{m}/versions/{v}/... paths when a version is given.
+Usage: triton_client_check.py HOST:PORT REPO_DIR [VARIANT [MODELS]]. VARIANT is the variant the
+server runs (`edge`, the default, or `cloud`): the reference outputs and labels are that
+variant's. MODELS is the comma-separated list of models the server was started with (default
+`vision-fashion,text-sentiment`); the text checks run when it has text-sentiment. Exits non-zero
+(assertion) on any mismatch. tritonclient sends tensors with the binary data extension by
+default and uses /v2/models/{m}/versions/{v}/... paths when a version is given.
 """
 import json
 import pathlib
@@ -13,6 +17,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 url, repo = sys.argv[1], pathlib.Path(sys.argv[2])
+variant = sys.argv[3] if len(sys.argv) > 3 else "edge"
+served = sys.argv[4].split(",") if len(sys.argv) > 4 else ["vision-fashion", "text-sentiment"]
 models = repo / "models"
 c = httpclient.InferenceServerClient(url=url)
 
@@ -25,7 +31,8 @@ meta = c.get_model_metadata("vision-fashion", "1.0.0")
 assert meta["inputs"][0]["name"] == "input" and meta["inputs"][0]["datatype"] == "FP32", meta
 
 ref = json.loads((models / "vision-fashion/testdata/reference.json").read_text())
-cases = [k for k in ref["cases"] if k["variant"] == "edge"]
+cases = [k for k in ref["cases"] if k["variant"] == variant]
+assert cases, f"no {variant} reference cases"
 for case in cases:
     spec = case["inputs"][0]
     x = np.fromfile(models / "vision-fashion" / spec["file"], dtype="<f4").reshape(spec["shape"])
@@ -53,7 +60,7 @@ assert first.split(":")[1] == str(int(np.argmax(want))), first
 
 # A BYTES input holding the image file itself.
 expected = json.loads((models / "vision-fashion/testdata/expected.json").read_text())
-for case in [k for k in expected["cases"] if k["variant"] == "edge"]:
+for case in [k for k in expected["cases"] if k["variant"] == variant]:
     png = (models / "vision-fashion" / case["input"]).read_bytes()
     b = httpclient.InferInput("image", [1], "BYTES")
     b.set_data_from_numpy(np.array([png], dtype=np.object_))
@@ -61,11 +68,12 @@ for case in [k for k in expected["cases"] if k["variant"] == "edge"]:
     assert int(np.argmax(res.as_numpy("logits")[0])) == case["top1_index"], case
 
 # Text as BYTES.
-t = httpclient.InferInput("text", [2], "BYTES")
-t.set_data_from_numpy(np.array(["What a wonderful, delightful film".encode(), "Awful. I hated every minute.".encode()], dtype=np.object_))
-res = c.infer("text-sentiment", [t])
-probs = res.as_numpy(c.get_model_metadata("text-sentiment")["outputs"][0]["name"])
-assert probs.shape == (2, 2) and probs[0][1] > 0.5 and probs[1][0] > 0.5, probs
+if "text-sentiment" in served:
+    t = httpclient.InferInput("text", [2], "BYTES")
+    t.set_data_from_numpy(np.array(["What a wonderful, delightful film".encode(), "Awful. I hated every minute.".encode()], dtype=np.object_))
+    res = c.infer("text-sentiment", [t])
+    probs = res.as_numpy(c.get_model_metadata("text-sentiment")["outputs"][0]["name"])
+    assert probs.shape == (2, 2) and probs[0][1] > 0.5 and probs[1][0] > 0.5, probs
 
 # Errors come back as InferenceServerException with the server's message.
 try:

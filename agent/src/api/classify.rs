@@ -19,7 +19,7 @@ pub async fn classify(
     Path(model): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| ApiError::from_body(e, s.max_body_bytes))?;
+    let body = body.map_err(|e| ApiError::from_body(e, s.limits()))?;
     let h = s
         .engine()
         .model(&model)
@@ -32,14 +32,12 @@ pub async fn classify(
             })?])
         }
     };
-    let answer = tokio::time::timeout(s.request_timeout, s.router.classify(&model, input, None))
-        .await
-        .map_err(|_| {
-            ApiError::Timeout(format!(
-                "no answer within {} ms",
-                s.request_timeout.as_millis()
-            ))
-        })??;
+    let answer = tokio::time::timeout(
+        s.limits().request_timeout,
+        s.router.classify(&model, input, None),
+    )
+    .await
+    .map_err(|_| ApiError::timeout(s.limits()))??;
     if answer.local.predictions.is_empty() {
         return Err(ApiError::Internal(
             "the model returned no prediction".into(),

@@ -1,6 +1,6 @@
-//! The hub's rustls server configuration: its certificate, client certificates required and
-//! verified against the PKI's CA and revocation list, ALPN `tandem/1`; and the device identity
-//! read back from a verified client certificate.
+//! The hub's rustls server configurations: its certificate, client certificates required and
+//! verified against the PKI's CA and revocation list; ALPN `tandem/1` for QUIC, `http/1.1` for
+//! the HTTPS API; and the device identity read back from a verified client certificate.
 
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -38,8 +38,25 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Server configuration from a PKI folder (`ca.pem`, `hub.pem`, `hub.key`, `crl.pem`).
+/// The QUIC ingress's server configuration from a PKI folder: [`mtls_config`], ALPN
+/// `tandem/1`, 0-RTT data accepted.
 pub fn server_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let mut cfg = mtls_config(pki)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.max_early_data_size = u32::MAX;
+    Ok(cfg)
+}
+
+/// The HTTPS API's server configuration: [`mtls_config`], ALPN `http/1.1`.
+pub fn https_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let mut cfg = mtls_config(pki)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// TLS 1.3 with the hub certificate from a PKI folder (`hub.pem`, `hub.key`), requiring a client
+/// certificate signed by its CA (`ca.pem`) and not revoked in `crl.pem`.
+pub fn mtls_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let ca_path = pki.join("ca.pem");
     let mut roots = RootCertStore::empty();
     roots
@@ -58,15 +75,12 @@ pub fn server_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
         .map_err(pem_err(&cert_path))?;
     let key_path = pki.join("hub.key");
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(pem_err(&key_path))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
-    cfg.max_early_data_size = u32::MAX;
-    Ok(cfg)
+        .map_err(|e| TlsError::Rustls(e.to_string()))
 }
 
 /// The device name a verified client certificate carries (its first DNS subject name, which

@@ -1,7 +1,8 @@
 //! API errors: one JSON shape (`{"error": "..."}`, as OIP v2 specifies) and a precise status.
 
-use crate::inference::InferenceError;
-use crate::inference::preprocess::PreprocessError;
+use super::Limits;
+use crate::InferenceError;
+use crate::preprocess::PreprocessError;
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, Uri};
@@ -46,15 +47,25 @@ impl ApiError {
         }
     }
 
-    /// Maps a body extraction failure, naming the limit when it was the size.
-    pub fn from_body(e: BytesRejection, limit: usize) -> Self {
+    /// Maps a body extraction failure, naming the limit and its key when it was the size.
+    pub fn from_body(e: BytesRejection, limits: &Limits) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self::TooLarge(format!(
-                "request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
+                "request body is larger than the limit of {} bytes ({}.max_body_bytes)",
+                limits.max_body_bytes, limits.section
             ))
         } else {
             Self::BadRequest(format!("cannot read the request body: {e}"))
         }
+    }
+
+    /// No answer within the request timeout, naming its key.
+    pub fn timeout(limits: &Limits) -> Self {
+        Self::Timeout(format!(
+            "no answer within {} ms ({}.request_timeout_ms)",
+            limits.request_timeout.as_millis(),
+            limits.section
+        ))
     }
 }
 

@@ -1,24 +1,36 @@
 //! Open Inference Protocol v2 REST endpoints, with the binary tensor data extension and the
-//! classification extension, so Triton and KServe clients work unchanged.
+//! classification extension, so Triton and KServe clients work unchanged. The handlers are
+//! generic over the daemon's [`OipService`]: the conversions (request → [`Input`], answer →
+//! response, metadata, errors) are the same for every daemon.
 
-use super::AppState;
 use super::error::ApiError;
-use crate::inference::{Inference, Input, ModelHandle};
+use super::{Answered, Call, OipService};
+use crate::{Engine, Inference, Input, ModelHandle};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use tandem_shared::manifest::{DType, Preprocess};
 use tandem_shared::oip::{self, DecodedRequest, OutputTensor, TensorData};
 
+/// `{model}` and, on the `/versions/{version}` routes, `{version}`.
+#[derive(Debug, Deserialize)]
+pub struct ModelPath {
+    /// Model name.
+    pub model: String,
+    /// Version asked for; `None` means the one served.
+    pub version: Option<String>,
+}
+
 /// `GET /v2`.
-pub async fn server_metadata() -> Json<Value> {
+pub async fn server_metadata<S: OipService>(State(s): State<Arc<S>>) -> Json<Value> {
     Json(json!({
-        "name": "tandem-agent",
+        "name": s.context().server_name,
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": ["binary_tensor_data", "classification"],
     }))
@@ -30,21 +42,21 @@ pub async fn live() -> Json<Value> {
 }
 
 /// `GET /v2/health/ready`: every loaded model accepts requests.
-pub async fn ready(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    if s.engine().models().all(|m| m.ready()) {
+pub async fn ready<S: OipService>(State(s): State<Arc<S>>) -> Result<Json<Value>, ApiError> {
+    if s.context().engine.models().all(|m| m.ready()) {
         Ok(Json(json!({ "ready": true })))
     } else {
         Err(ApiError::Unavailable("not every model is ready".into()))
     }
 }
 
-fn find<'a>(
-    s: &'a AppState,
+/// The loaded model `model`, checked against the version asked for.
+pub fn find<'a>(
+    engine: &'a Engine,
     model: &str,
     version: Option<&str>,
 ) -> Result<&'a Arc<ModelHandle>, ApiError> {
-    let h = s
-        .engine()
+    let h = engine
         .model(model)
         .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
     match version {
@@ -56,7 +68,8 @@ fn find<'a>(
     }
 }
 
-fn metadata(h: &ModelHandle) -> Value {
+/// A model's OIP metadata: its tensors plus the raw `image` or `text` BYTES input.
+pub fn metadata(h: &ModelHandle) -> Value {
     let v = &h.files.variant;
     let tensor = |name: &str, dtype: DType, shape: &[i64]| json!({"name": name, "datatype": dtype.oip_name(), "shape": shape});
     let raw_input = match &v.preprocess {
@@ -89,23 +102,21 @@ fn metadata(h: &ModelHandle) -> Value {
     })
 }
 
-/// `GET /v2/models/{m}`.
-pub async fn model_metadata(
-    State(s): State<Arc<AppState>>,
-    Path(model): Path<String>,
+/// `GET /v2/models/{m}[/versions/{v}]`.
+pub async fn model_metadata<S: OipService>(
+    State(s): State<Arc<S>>,
+    Path(p): Path<ModelPath>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(metadata(find(&s, &model, None)?)))
+    let h = find(&s.context().engine, &p.model, p.version.as_deref())?;
+    Ok(Json(metadata(h)))
 }
 
-/// `GET /v2/models/{m}/versions/{v}`.
-pub async fn model_metadata_version(
-    State(s): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
+/// `GET /v2/models/{m}[/versions/{v}]/ready`.
+pub async fn model_ready<S: OipService>(
+    State(s): State<Arc<S>>,
+    Path(p): Path<ModelPath>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(metadata(find(&s, &model, Some(&version))?)))
-}
-
-fn ready_of(h: &ModelHandle) -> Result<Json<Value>, ApiError> {
+    let h = find(&s.context().engine, &p.model, p.version.as_deref())?;
     if h.ready() {
         Ok(Json(json!({ "name": h.name(), "ready": true })))
     } else {
@@ -116,43 +127,9 @@ fn ready_of(h: &ModelHandle) -> Result<Json<Value>, ApiError> {
     }
 }
 
-/// `GET /v2/models/{m}/ready`.
-pub async fn model_ready(
-    State(s): State<Arc<AppState>>,
-    Path(model): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    ready_of(find(&s, &model, None)?)
-}
-
-/// `GET /v2/models/{m}/versions/{v}/ready`.
-pub async fn model_ready_version(
-    State(s): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    ready_of(find(&s, &model, Some(&version))?)
-}
-
-/// `POST /v2/models/{m}/infer`.
-pub async fn infer(
-    State(s): State<Arc<AppState>>,
-    Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    infer_inner(s, model, None, headers, body).await
-}
-
-/// `POST /v2/models/{m}/versions/{v}/infer`.
-pub async fn infer_version(
-    State(s): State<Arc<AppState>>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    infer_inner(s, model, Some(version), headers, body).await
-}
-
-fn to_input(h: &ModelHandle, req: DecodedRequest) -> Result<Input, ApiError> {
+/// The engine input for a decoded request: its tensors, or the images or texts of its one
+/// BYTES input.
+pub fn to_input(h: &ModelHandle, req: DecodedRequest) -> Result<Input, ApiError> {
     if !req
         .inputs
         .iter()
@@ -187,7 +164,7 @@ fn to_input(h: &ModelHandle, req: DecodedRequest) -> Result<Input, ApiError> {
 }
 
 /// Which outputs to return, binary or not, or as classification strings.
-fn select_outputs(
+pub fn select_outputs(
     req_outputs: Option<&[oip::RequestOutput]>,
     binary_default: bool,
     inf: &Inference,
@@ -250,15 +227,26 @@ fn select_outputs(
         .collect()
 }
 
-async fn infer_inner(
-    s: Arc<AppState>,
-    model: String,
-    version: Option<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| ApiError::from_body(e, s.max_body_bytes))?;
-    let h = find(&s, &model, version.as_deref())?.clone();
+/// The response `parameters` from an answer's JSON (see [`Inference::answer`]): the label,
+/// score and index only when one row was classified, the variant that ran, no top-k, timings
+/// or model name (the response says those elsewhere).
+pub fn response_parameters(
+    mut answer: Map<String, Value>,
+    rows: usize,
+    variant: &str,
+) -> Map<String, Value> {
+    answer.retain(|k, _| !matches!(k.as_str(), "top_k" | "timing_us" | "model" | "version"));
+    answer.insert("variant".into(), json!(variant));
+    if rows != 1 {
+        for k in ["label", "score", "index"] {
+            answer.remove(k);
+        }
+    }
+    answer
+}
+
+/// The decoded body, with the binary extension's JSON length from its header when present.
+fn decode(headers: &HeaderMap, body: &[u8]) -> Result<DecodedRequest, ApiError> {
     let header_len = match headers.get(oip::HEADER_CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -270,7 +258,20 @@ async fn infer_inner(
                 })?,
         ),
     };
-    let req = oip::decode_request(&body, header_len)?;
+    Ok(oip::decode_request(body, header_len)?)
+}
+
+/// `POST /v2/models/{m}[/versions/{v}]/infer`.
+pub async fn infer<S: OipService>(
+    State(s): State<Arc<S>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let limits = &s.context().limits;
+    let body = body.map_err(|e| ApiError::from_body(e, limits))?;
+    let h = find(&s.context().engine, &p.model, p.version.as_deref())?;
+    let req = decode(&headers, &body)?;
     let binary_default = req
         .parameters
         .get("binary_data_output")
@@ -278,41 +279,33 @@ async fn infer_inner(
         .unwrap_or(false);
     let id = req.id.clone();
     let req_outputs = req.outputs.clone();
-    let deadline = req.parameters.get("deadline_ms").and_then(Value::as_u64);
-    let input = to_input(&h, req)?;
-    let deadline_ms = deadline.and_then(|d| u32::try_from(d).ok());
-    let answer = tokio::time::timeout(
-        s.request_timeout,
-        s.router.classify(&model, input, deadline_ms),
+    let deadline_ms = req
+        .parameters
+        .get("deadline_ms")
+        .and_then(Value::as_u64)
+        .and_then(|d| u32::try_from(d).ok());
+    let input = to_input(h, req)?;
+    let Answered {
+        inference: inf,
+        parameters,
+    } = tokio::time::timeout(
+        limits.request_timeout,
+        s.answer(Call {
+            model: &p.model,
+            input,
+            deadline_ms,
+        }),
     )
     .await
-    .map_err(|_| {
-        ApiError::Timeout(format!(
-            "no answer within {} ms (server.request_timeout_ms)",
-            s.request_timeout.as_millis()
-        ))
-    })??;
-    // The answer's outputs: the hub's when it answered, else the local ones.
-    let inf = match &answer.cloud {
-        Some(c) => Inference {
-            outputs: c.outputs.clone(),
-            predictions: vec![c.prediction.clone()],
-            version: c.version.clone(),
-            ..answer.local.clone()
-        },
-        None => answer.local.clone(),
-    };
+    .map_err(|_| ApiError::timeout(limits))??;
     let outputs = select_outputs(req_outputs.as_deref(), binary_default, &inf)?;
-    let mut params = answer.to_json();
-    params.retain(|k, _| !matches!(k.as_str(), "top_k" | "timing_us" | "model" | "version"));
-    params.insert("variant".into(), json!(answer.local.variant.as_str()));
-    if answer.local.predictions.len() != 1 {
-        params.remove("label");
-        params.remove("score");
-        params.remove("index");
-    }
-    let (bytes, json_len) =
-        oip::encode_response(&inf.model, &inf.version, id.as_deref(), params, &outputs);
+    let (bytes, json_len) = oip::encode_response(
+        &inf.model,
+        &inf.version,
+        id.as_deref(),
+        parameters,
+        &outputs,
+    );
     Ok(match json_len {
         Some(n) => (
             [

@@ -1,0 +1,204 @@
+//! The hub's HTTP API: OIP v2 REST on the cloud variants (the engine's shared handlers, answered
+//! straight from the hub's engine, dynamically batched), `/metrics`, and health; over HTTP, or
+//! HTTPS with client certificates, with optional bearer tokens.
+//!
+//! # Layout
+//! - [`auth`]: bearer tokens (file, constant-time check, 401).
+//! - [`https`]: the TLS listener (mutual TLS, handshakes off the accept path).
+//! - this file: the [`OipService`] of the hub, and [`HttpServer`] (bind, serve until stopped).
+
+pub mod auth;
+pub mod https;
+
+use crate::config::Config;
+use crate::ingress::quic::IngressStats;
+use crate::ingress::tls::{self, TlsError};
+use axum::Router;
+use serde_json::json;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_engine::Engine;
+use tandem_engine::http::error::ApiError;
+use tandem_engine::http::{self, Answered, ApiContext, Call, Limits, OipService};
+
+/// Why the HTTP API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// IO error.
+        source: std::io::Error,
+    },
+    /// The token file (`http.bearer_token_file`).
+    #[error("http.bearer_token_file: {0}")]
+    Tokens(#[from] auth::AuthError),
+    /// TLS material for `http.tls`.
+    #[error("http.tls: {0}")]
+    Tls(#[from] TlsError),
+    /// Serving failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What the hub's handlers reach: the engine, the limits, and the QUIC counters for `/metrics`.
+#[derive(Debug)]
+pub struct HubApi {
+    context: ApiContext,
+    ingress: Option<Arc<IngressStats>>,
+}
+
+impl HubApi {
+    /// The API over an engine, with the `[http]` limits; `ingress` adds the QUIC counters to
+    /// `/metrics`.
+    pub fn new(cfg: &Config, engine: Arc<Engine>, ingress: Option<Arc<IngressStats>>) -> Self {
+        let limits = Limits {
+            max_body_bytes: cfg.http.max_body_bytes,
+            request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
+            section: "http",
+        };
+        Self {
+            context: ApiContext {
+                engine,
+                limits,
+                server_name: "tandem-hub",
+            },
+            ingress,
+        }
+    }
+}
+
+impl OipService for HubApi {
+    fn context(&self) -> &ApiContext {
+        &self.context
+    }
+
+    /// From the engine (the cloud variant, batched with whatever else is queued); a request's
+    /// `deadline_ms` bounds the wait (504 after). The parameters carry the batch size.
+    async fn answer(&self, call: Call<'_>) -> Result<Answered, ApiError> {
+        let run = self.context.engine.infer(call.model, call.input);
+        let inference = match call.deadline_ms.filter(|d| *d > 0) {
+            None => run.await?,
+            Some(d) => tokio::time::timeout(Duration::from_millis(u64::from(d)), run)
+                .await
+                .map_err(|_| {
+                    ApiError::Timeout(format!("no answer within the {d} ms deadline"))
+                })??,
+        };
+        let mut parameters = http::oip::response_parameters(
+            inference.answer(0).unwrap_or_default(),
+            inference.predictions.len(),
+            inference.variant.as_str(),
+        );
+        // Routing is the agent's business: the hub always answers with its own model.
+        parameters.remove("route");
+        parameters.remove("degraded");
+        parameters.insert("batch_size".into(), json!(inference.timing.batch_size));
+        Ok(Answered {
+            inference,
+            parameters,
+        })
+    }
+
+    fn metrics_text(&self) -> String {
+        let engine = &self.context.engine;
+        match &self.ingress {
+            Some(stats) => crate::app::render_metrics(engine, stats),
+            None => engine
+                .metrics()
+                .render(&tandem_engine::metrics::model_gauges(engine)),
+        }
+    }
+}
+
+/// The router: OIP v2 and `/metrics`, behind the bearer-token check when tokens are set.
+pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
+    let mut routes = http::routes::<HubApi>();
+    if let Some(t) = tokens {
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            Arc::new(t),
+            auth::require_token,
+        ));
+    }
+    http::finish(routes, api)
+}
+
+enum Listener {
+    Plain(tokio::net::TcpListener),
+    Tls(https::TlsListener),
+}
+
+/// The bound HTTP API, ready to serve.
+pub struct HttpServer {
+    listener: Listener,
+    local: SocketAddr,
+    app: Router,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = matches!(self.listener, Listener::Tls(_));
+        write!(f, "HttpServer({}, tls: {tls})", self.local)
+    }
+}
+
+impl HttpServer {
+    /// Binds `http.listen` with the `[http]` authentication (token file, TLS from `pki_dir`).
+    pub async fn bind(cfg: &Config, api: Arc<HubApi>) -> Result<Self, HttpError> {
+        let tokens = cfg
+            .bearer_token_file()
+            .map(|p| auth::Tokens::load(&p))
+            .transpose()?;
+        let bind_err = |source| HttpError::Bind {
+            addr: cfg.http.listen.clone(),
+            source,
+        };
+        let tls_config = if cfg.http.tls {
+            Some(tls::https_config(&cfg.pki_dir())?)
+        } else {
+            None
+        };
+        let tcp = tokio::net::TcpListener::bind(&cfg.http.listen)
+            .await
+            .map_err(bind_err)?;
+        let local = tcp.local_addr().map_err(bind_err)?;
+        let listener = match tls_config {
+            Some(c) => Listener::Tls(https::TlsListener::new(tcp, c).map_err(bind_err)?),
+            None => Listener::Plain(tcp),
+        };
+        if !cfg.http.is_loopback() {
+            tracing::info!(listen = %local, tokens = tokens.is_some(), tls = cfg.http.tls, "HTTP API off loopback: authenticated");
+        }
+        Ok(Self {
+            listener,
+            local,
+            app: router(api, tokens),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.listener, Listener::Tls(_))
+    }
+
+    /// Serves until `stop` completes, then lets in-flight requests finish.
+    pub async fn run(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HttpError> {
+        match self.listener {
+            Listener::Plain(l) => axum::serve(l, self.app).with_graceful_shutdown(stop).await,
+            Listener::Tls(l) => axum::serve(l, self.app).with_graceful_shutdown(stop).await,
+        }
+        .map_err(HttpError::Serve)
+    }
+}
