@@ -4,6 +4,8 @@
 //! - [`manifest`]: the model manifest (`models/<name>/manifest.json`): variants, I/O specs,
 //!   pre-processing, labels, file hashes.
 //! - [`convert`]: wire tensors to and from decoded element data.
+//! - [`mqtt`]: the MQTT contract (docs/mqtt.md): topics and versioned JSON payloads (status,
+//!   telemetry, events, commands and their results).
 //! - [`provider`]: execution-provider names as they appear in configs and reports.
 //! - [`oip`]: Open Inference Protocol v2 (KServe/Triton) REST messages and the binary tensor
 //!   data extension codec.
@@ -14,6 +16,7 @@
 
 pub mod convert;
 pub mod manifest;
+pub mod mqtt;
 pub mod oip;
 pub mod provider;
 pub mod wire;

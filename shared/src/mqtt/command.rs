@@ -1,0 +1,390 @@
+//! Commands on `tandem/{device}/cmd/{name}` and their results on `.../cmd/{name}/result`.
+//!
+//! A command payload is `{"v": 1, "id": "...", ...fields of the command}`; unknown fields are
+//! refused. Every command, well-formed or not, gets a [`CommandResult`] with the same `id` (or
+//! `null` when none could be read), `ok`, and `error` when it failed.
+
+use super::payload::{PayloadError, VERSION, versioned_object};
+use crate::manifest::Signal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Largest command payload decoded, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
+/// Longest command id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// A routing mode, as commands and results spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Always answer on the device.
+    Local,
+    /// Always ask the hub.
+    Cloud,
+    /// Ask the hub when the local answer is not confident enough.
+    Cascade,
+}
+
+/// The commands this build knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandName {
+    /// `set_threshold`.
+    SetThreshold,
+    /// `set_policy`.
+    SetPolicy,
+    /// `telemetry_now`.
+    TelemetryNow,
+}
+
+impl CommandName {
+    /// Every known command.
+    pub const ALL: [CommandName; 3] = [Self::SetThreshold, Self::SetPolicy, Self::TelemetryNow];
+
+    /// The topic level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SetThreshold => "set_threshold",
+            Self::SetPolicy => "set_policy",
+            Self::TelemetryNow => "telemetry_now",
+        }
+    }
+
+    /// The command a topic level names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+/// A decoded command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Set one model's confidence threshold (and optionally the signal it applies to).
+    SetThreshold {
+        /// Model.
+        model: String,
+        /// Threshold (non-negative).
+        threshold: f32,
+        /// Signal; unchanged when absent.
+        signal: Option<Signal>,
+    },
+    /// Set the routing mode of one model, or the default when `model` is absent.
+    SetPolicy {
+        /// Model; the default mode when absent.
+        model: Option<String>,
+        /// Mode.
+        mode: PolicyMode,
+    },
+    /// Publish telemetry at once.
+    TelemetryNow,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetThresholdBody {
+    #[allow(dead_code)]
+    v: u32,
+    #[allow(dead_code)]
+    id: String,
+    model: String,
+    threshold: f32,
+    #[serde(default)]
+    signal: Option<Signal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPolicyBody {
+    #[allow(dead_code)]
+    v: u32,
+    #[allow(dead_code)]
+    id: String,
+    #[serde(default)]
+    model: Option<String>,
+    mode: PolicyMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {
+    #[allow(dead_code)]
+    v: u32,
+    #[allow(dead_code)]
+    id: String,
+}
+
+/// A command that cannot be decoded, with the id when it could be read (for the result).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct CommandError {
+    /// The command's id, when the payload carried a readable one.
+    pub id: Option<String>,
+    /// What is wrong.
+    pub error: PayloadError,
+}
+
+fn invalid(e: serde_json::Error) -> PayloadError {
+    PayloadError::Invalid(e.to_string())
+}
+
+impl Command {
+    /// The command's name.
+    pub fn name(&self) -> CommandName {
+        match self {
+            Self::SetThreshold { .. } => CommandName::SetThreshold,
+            Self::SetPolicy { .. } => CommandName::SetPolicy,
+            Self::TelemetryNow => CommandName::TelemetryNow,
+        }
+    }
+
+    /// Decodes the payload of `tandem/{device}/cmd/{name}`: returns the id and the command.
+    pub fn decode(name: &str, bytes: &[u8]) -> Result<(String, Command), CommandError> {
+        let fail = |id: Option<String>, error| CommandError { id, error };
+        let map = versioned_object(bytes, MAX_COMMAND_BYTES).map_err(|e| {
+            // Still try to read the id of a versioned-but-wrong payload for the result.
+            let id = serde_json::from_slice::<Map<String, Value>>(bytes)
+                .ok()
+                .and_then(|m| readable_id(&m));
+            fail(id, e)
+        })?;
+        let id = readable_id(&map);
+        let Some(id) = id else {
+            return Err(fail(
+                None,
+                PayloadError::Invalid(format!("`id` must be a string of 1-{MAX_ID_BYTES} bytes")),
+            ));
+        };
+        let Some(known) = CommandName::parse(name) else {
+            return Err(fail(Some(id), PayloadError::UnknownCommand(name.into())));
+        };
+        let value = Value::Object(map);
+        let cmd = match known {
+            CommandName::SetThreshold => {
+                serde_json::from_value::<SetThresholdBody>(value).map(|b| Command::SetThreshold {
+                    model: b.model,
+                    threshold: b.threshold,
+                    signal: b.signal,
+                })
+            }
+            CommandName::SetPolicy => {
+                serde_json::from_value::<SetPolicyBody>(value).map(|b| Command::SetPolicy {
+                    model: b.model,
+                    mode: b.mode,
+                })
+            }
+            CommandName::TelemetryNow => {
+                serde_json::from_value::<EmptyBody>(value).map(|_| Command::TelemetryNow)
+            }
+        }
+        .map_err(|e| fail(Some(id.clone()), invalid(e)))?;
+        Ok((id, cmd))
+    }
+
+    /// The payload for this command with `id`.
+    pub fn encode(&self, id: &str) -> Vec<u8> {
+        let body = match self {
+            Self::SetThreshold {
+                model,
+                threshold,
+                signal,
+            } => Body::SetThreshold {
+                model,
+                threshold: *threshold,
+                signal: *signal,
+            },
+            Self::SetPolicy { model, mode } => Body::SetPolicy {
+                model: model.as_deref(),
+                mode: *mode,
+            },
+            Self::TelemetryNow => Body::Empty {},
+        };
+        let out = Out {
+            v: VERSION,
+            id,
+            body,
+        };
+        serde_json::to_vec(&out).unwrap_or_default()
+    }
+}
+
+/// A command payload as written (floats stay `f32`, so `0.8` is written `0.8`).
+#[derive(Serialize)]
+struct Out<'a> {
+    v: u32,
+    id: &'a str,
+    #[serde(flatten)]
+    body: Body<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Body<'a> {
+    SetThreshold {
+        model: &'a str,
+        threshold: f32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<Signal>,
+    },
+    SetPolicy {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<&'a str>,
+        mode: PolicyMode,
+    },
+    Empty {},
+}
+
+fn readable_id(m: &Map<String, Value>) -> Option<String> {
+    match m.get("id") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The routing of a model (or the default) after a command changed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// Model; absent for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Mode in force.
+    pub mode: PolicyMode,
+    /// Signal the threshold applies to (models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Signal>,
+    /// Threshold in force (models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+}
+
+/// `tandem/{device}/cmd/{name}/result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// Payload version.
+    pub v: u32,
+    /// The command's id; `null` when it could not be read.
+    pub id: Option<String>,
+    /// Whether the command was carried out.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The routing now in force (`set_threshold`, `set_policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyView>,
+    /// The sequence number of the telemetry published (`telemetry_now`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_seq: Option<u64>,
+}
+
+impl CommandResult {
+    /// Success.
+    pub fn ok(id: &str) -> Self {
+        Self {
+            v: VERSION,
+            id: Some(id.to_string()),
+            ok: true,
+            error: None,
+            policy: None,
+            telemetry_seq: None,
+        }
+    }
+
+    /// Failure.
+    pub fn error(id: Option<&str>, error: impl Into<String>) -> Self {
+        Self {
+            v: VERSION,
+            id: id.map(str::to_string),
+            ok: false,
+            error: Some(error.into()),
+            policy: None,
+            telemetry_seq: None,
+        }
+    }
+
+    /// Decodes a result (version checked first).
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        super::payload::decode(bytes)
+    }
+
+    /// The payload bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        super::payload::encode(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip() {
+        for cmd in [
+            Command::SetThreshold {
+                model: "m".into(),
+                threshold: 0.75,
+                signal: Some(Signal::Margin),
+            },
+            Command::SetThreshold {
+                model: "m".into(),
+                threshold: 0.5,
+                signal: None,
+            },
+            Command::SetPolicy {
+                model: None,
+                mode: PolicyMode::Cloud,
+            },
+            Command::SetPolicy {
+                model: Some("m".into()),
+                mode: PolicyMode::Local,
+            },
+            Command::TelemetryNow,
+        ] {
+            let bytes = cmd.encode("c-1");
+            let (id, back) = Command::decode(cmd.name().as_str(), &bytes).expect("decodes");
+            assert_eq!((id.as_str(), &back), ("c-1", &cmd));
+        }
+    }
+
+    #[test]
+    fn malformed_commands_keep_their_id_when_readable() {
+        let e = Command::decode("set_threshold", br#"{"v":1,"id":"c-2","model":"m"}"#)
+            .expect_err("no threshold");
+        assert_eq!(e.id.as_deref(), Some("c-2"));
+        assert!(e.to_string().contains("threshold"), "{e}");
+        let e = Command::decode(
+            "set_threshold",
+            br#"{"v":1,"id":"c-3","model":"m","treshold":1}"#,
+        )
+        .expect_err("misspelt key");
+        assert!(e.to_string().contains("treshold"), "{e}");
+        let e = Command::decode("reboot", br#"{"v":1,"id":"c-4"}"#).expect_err("unknown");
+        assert_eq!(e.id.as_deref(), Some("c-4"));
+        assert!(matches!(e.error, PayloadError::UnknownCommand(_)));
+        let e = Command::decode("set_policy", br#"{"v":9,"id":"c-5","mode":"local"}"#)
+            .expect_err("version");
+        assert_eq!(e.id.as_deref(), Some("c-5"));
+        assert!(matches!(e.error, PayloadError::Version { .. }));
+        let e = Command::decode("telemetry_now", b"{not json").expect_err("json");
+        assert_eq!(e.id, None);
+        let e = Command::decode("telemetry_now", br#"{"v":1}"#).expect_err("no id");
+        assert_eq!(e.id, None);
+        let e = Command::decode("set_policy", br#"{"v":1,"id":"c-6","mode":"sometimes"}"#)
+            .expect_err("bad mode");
+        assert_eq!(e.id.as_deref(), Some("c-6"));
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let mut r = CommandResult::ok("c-1");
+        r.policy = Some(PolicyView {
+            model: Some("m".into()),
+            mode: PolicyMode::Cascade,
+            signal: Some(Signal::MaxProb),
+            threshold: Some(0.8),
+        });
+        assert_eq!(CommandResult::decode(&r.encode()), Ok(r));
+        let e = CommandResult::error(None, "payload is not JSON");
+        assert_eq!(CommandResult::decode(&e.encode()), Ok(e));
+    }
+}
