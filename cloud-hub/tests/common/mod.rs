@@ -1,0 +1,103 @@
+//! Helpers for the hub's HTTP API tests: configs over the repository's models, an in-process
+//! hub API on a free loopback port, OIP requests.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tandem_engine::{Engine, metrics::Metrics};
+use tandem_hub::api::{HttpServer, HubApi};
+use tandem_hub::config::Config;
+
+pub const TOKEN: &str = "tok-0123456789abcdef-ops";
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tandem-hub-http-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// A hub config over the repository's models on a free loopback port.
+pub fn config(models: &[&str]) -> Config {
+    let mut cfg = Config {
+        base_dir: repo(),
+        ..Config::default()
+    };
+    cfg.http.listen = "127.0.0.1:0".into();
+    cfg.http.max_body_bytes = 16 * 1024 * 1024;
+    cfg.models.enabled = models.iter().map(|m| m.to_string()).collect();
+    cfg
+}
+
+/// Starts the engine and the HTTP API of `cfg`; serves until the returned sender is dropped.
+pub async fn serve(cfg: &Config) -> (SocketAddr, Arc<Engine>, tokio::sync::oneshot::Sender<()>) {
+    let settings = cfg.engine_settings();
+    let engine = tokio::task::block_in_place(|| {
+        tandem_engine::engine::start(&settings, Arc::new(Metrics::default())).map(|(_, e)| e)
+    })
+    .expect("hub engine (run `make setup`)");
+    let engine = Arc::new(engine);
+    let api = Arc::new(HubApi::new(cfg, engine.clone(), None));
+    let server = HttpServer::bind(cfg, api).await.expect("bind");
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    (addr, engine, tx)
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
+}
+
+/// `(model, sample file, expected top-1 label)` of the cloud variant.
+fn image_request(file: &[u8]) -> (Vec<u8>, usize) {
+    let header = serde_json::to_vec(&json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": file.len() + 4}}], "outputs": [{"name": "logits", "parameters": {"classification": 1}}]})).expect("json");
+    let header_len = header.len();
+    let mut body = header;
+    body.extend((file.len() as u32).to_le_bytes());
+    body.extend(file);
+    (body, header_len)
+}
+
+pub fn infer_request(
+    c: &reqwest::Client,
+    base: &str,
+    model: &str,
+    file: &[u8],
+) -> reqwest::RequestBuilder {
+    let (body, header_len) = image_request(file);
+    c.post(format!("{base}/v2/models/{model}/infer"))
+        .header("Inference-Header-Content-Length", header_len)
+        .body(body)
+}
+
+pub async fn classify(c: &reqwest::Client, base: &str, model: &str, file: &[u8]) -> (u16, Value) {
+    let r = infer_request(c, base, model, file)
+        .send()
+        .await
+        .expect("post");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `/metrics`, with a bearer token when given.
+pub async fn scrape(c: &reqwest::Client, base: &str, token: Option<&str>) -> String {
+    let mut req = c.get(format!("{base}/metrics"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("scrape");
+    assert_eq!(r.status().as_u16(), 200, "/metrics");
+    r.text().await.expect("text")
+}
