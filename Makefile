@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint demo models bench-local bench-cascade clean
+.PHONY: setup build release test lint demo models bench-local bench-cascade bench-hub clean
 
 setup:
 	./scripts/setup.sh
@@ -34,6 +34,11 @@ bench-local: release
 
 bench-cascade: release
 	target/release/tandem-bench cascade
+
+# QUIC vs TLS, hub batching on vs off (64 devices), hub REST vs Triton (the Triton peer
+# installs into ~/.cache/tandem/peers-venv on first use). Last line: hub-batching-speedup.
+bench-hub: release
+	target/release/tandem-bench hub
 
 clean:
 	$(CARGO) clean

@@ -28,7 +28,8 @@ pub struct Args {
     latency_samples: usize,
 }
 
-fn gunzip(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+/// A gzip file's contents.
+pub(crate) fn gunzip(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     GzDecoder::new(std::fs::File::open(path).with_context(|| path.display().to_string())?)
         .read_to_end(&mut out)?;
@@ -48,7 +49,8 @@ fn settings(repo: &std::path::Path, variant: &str) -> EngineSettings {
     s
 }
 
-fn png(pixels: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// A 28x28 grey image as PNG bytes.
+pub(crate) fn png(pixels: &[u8]) -> anyhow::Result<Vec<u8>> {
     let img = image::GrayImage::from_raw(28, 28, pixels.to_vec()).context("28x28")?;
     let mut out = std::io::Cursor::new(Vec::new());
     image::DynamicImage::ImageLuma8(img).write_to(&mut out, image::ImageFormat::Png)?;

@@ -5,10 +5,13 @@
 //!   FastAPI peer.
 //! - [`cascade`]: `tandem-bench cascade` (make bench-cascade): accuracy, offload share, bytes and
 //!   latency of the cascade.
+//! - [`hub`]: `tandem-bench hub` (make bench-hub): QUIC vs TLS transport, hub batching on vs
+//!   off under 64 devices, the hub's REST endpoint vs a Triton peer.
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
 mod cascade;
+mod hub;
 mod local;
 mod procs;
 mod stats;
@@ -29,11 +32,14 @@ enum Command {
     Local(local::Args),
     /// Edge-only vs cloud-only vs the cascade over a threshold sweep (vision-fashion, 10k).
     Cascade(cascade::Args),
+    /// The hub: QUIC vs TLS, batching on vs off (64 devices), REST vs Triton.
+    Hub(hub::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Local(a) => local::run(&a),
         Command::Cascade(a) => cascade::run(&a),
+        Command::Hub(a) => hub::run(&a),
     }
 }

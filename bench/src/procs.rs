@@ -13,10 +13,24 @@ pub struct Server {
     child: Child,
     /// `host:port`.
     pub addr: String,
+    /// Stopped with SIGTERM (then killed after 10 s) rather than killed at once.
+    graceful: bool,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.graceful {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -45,15 +59,21 @@ pub fn repo() -> anyhow::Result<PathBuf> {
         .context("cannot find the repository above the tandem-bench binary")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free TCP port on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 fn wait_ready(addr: &str, child: &mut Child) -> anyhow::Result<()> {
+    wait_http(addr, "/v2/health/ready", child, Duration::from_secs(60))
+}
+
+/// Waits until `GET path` on `addr` answers 200.
+fn wait_http(addr: &str, path: &str, child: &mut Child, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
+    while start.elapsed() < timeout {
         if let Some(st) = child.try_wait()? {
             bail!("server exited early: {st}");
         }
@@ -61,7 +81,7 @@ fn wait_ready(addr: &str, child: &mut Child) -> anyhow::Result<()> {
             use std::io::{Read, Write};
             let _ = write!(
                 s,
-                "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             );
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
@@ -71,7 +91,39 @@ fn wait_ready(addr: &str, child: &mut Child) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("server at {addr} not ready within 60 s")
+    bail!("server at {addr} not ready within {} s", timeout.as_secs())
+}
+
+/// Starts `cmd` (stderr to `log`, SIGTERM on drop) serving HTTP on `addr`, and waits until
+/// `GET ready_path` answers 200; on failure the error carries the log's last lines.
+pub fn spawn_http(
+    mut cmd: Command,
+    addr: String,
+    ready_path: &str,
+    timeout: Duration,
+    log: &Path,
+) -> anyhow::Result<Server> {
+    let file = std::fs::File::create(log).with_context(|| log.display().to_string())?;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+    match wait_http(&addr, ready_path, &mut child, timeout) {
+        Ok(()) => Ok(Server {
+            child,
+            addr,
+            graceful: true,
+        }),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(e.context(tail.join(" | ")))
+        }
+    }
 }
 
 /// Starts `tandem-agent run` for one model with the given worker and thread counts.
@@ -104,7 +156,11 @@ pub fn agent(repo: &Path, model: &str, workers: usize, threads: usize) -> anyhow
     }
     let addr = format!("127.0.0.1:{port}");
     wait_ready(&addr, &mut child)?;
-    Ok(Server { child, addr })
+    Ok(Server {
+        child,
+        addr,
+        graceful: false,
+    })
 }
 
 /// Starts the FastAPI + onnxruntime peer for one model.
@@ -133,5 +189,9 @@ pub fn fastapi_peer(repo: &Path, model: &str, threads: usize) -> anyhow::Result<
         .context("spawn the FastAPI peer")?;
     let addr = format!("127.0.0.1:{port}");
     wait_ready(&addr, &mut child)?;
-    Ok(Server { child, addr })
+    Ok(Server {
+        child,
+        addr,
+        graceful: false,
+    })
 }

@@ -11,6 +11,8 @@ pub struct Stats {
     pub p50_us: f64,
     /// 99th percentile latency, microseconds.
     pub p99_us: f64,
+    /// Mean latency, microseconds.
+    pub mean_us: f64,
     /// Calls per second over the window.
     pub rps: f64,
     /// Failed calls.
@@ -27,8 +29,14 @@ pub fn summarise(mut lat: Vec<Duration>, window: Duration, errors: usize) -> Sta
         let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
         lat[i].as_secs_f64() * 1e6
     };
+    let mean_us = if lat.is_empty() {
+        f64::NAN
+    } else {
+        lat.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e6 / lat.len() as f64
+    };
     Stats {
         n: lat.len(),
+        mean_us,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         rps: lat.len() as f64 / window.as_secs_f64(),
