@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings a fresh machine to a working state for Tandem; idempotent (a second run does nothing).
 #  - ONNX Runtime 1.31.1 C library from the PyPI `onnxruntime` wheel, checked by sha256, into .ort/
-#  - Debian packages the project uses (installed only when missing)
+#  - Debian packages the project uses (installed only when missing): systemd (unit checks),
+#    unzip, curl, mosquitto (the hub's MQTT broker)
 #  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient, FastAPI peer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ need_apt=()
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v curl >/dev/null || need_apt+=(curl)
+# The MQTT broker the hub runs and supervises (its own process; the system service is not used).
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -14,6 +14,9 @@ pub enum AppError {
     /// ONNX Runtime or the models.
     #[error(transparent)]
     Start(#[from] tandem_engine::engine::StartError),
+    /// The MQTT broker, the hub's MQTT client or the fleet database.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// QUIC ingress.
     #[error(transparent)]
     Ingress(#[from] crate::ingress::quic::IngressError),
@@ -95,7 +98,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         addr: cfg.quic.listen.clone(),
         source,
     })?;
-    let api = Arc::new(HubApi::new(&cfg, engine.clone(), Some(ingress.stats())));
+    let mqtt = crate::fleet::FleetService::start(&cfg).await?;
+    let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
+    if let Some(m) = &mqtt {
+        api = api.with_fleet(m.fleet());
+    }
+    let api = Arc::new(api);
     let server = HttpServer::bind(&cfg, api).await?;
     let (http_local, https) = (server.local_addr(), server.is_tls());
     let models: Vec<String> = engine
@@ -115,6 +123,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let _ = quic.await;
     if let Ok(Err(e)) = http.await {
         tracing::error!(error = %e, "HTTP API stopped with an error");
+    }
+    if let Some(m) = mqtt {
+        m.stop().await;
     }
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     tracing::info!("tandem-hub stopped");

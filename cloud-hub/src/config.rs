@@ -30,6 +30,10 @@ pub struct Config {
     pub models: ModelsConfig,
     /// Image decoding limits.
     pub image: ImageConfig,
+    /// MQTT: the broker (the hub's own mosquitto by default), fleet telemetry and commands.
+    pub mqtt: crate::broker::MqttConfig,
+    /// Fleet state.
+    pub fleet: crate::fleet::FleetConfig,
     /// Directory relative paths resolve against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -121,6 +125,8 @@ impl Default for Config {
             engine,
             models,
             image: ImageConfig::default(),
+            mqtt: crate::broker::MqttConfig::default(),
+            fleet: crate::fleet::FleetConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -177,6 +183,7 @@ impl Config {
             }
         }
         problems.extend(cfg.http_problems());
+        problems.extend(cfg.mqtt.problems());
         problems.extend(cfg.engine_settings().problems());
         if problems.is_empty() {
             Ok(cfg)

@@ -7,13 +7,18 @@
 //!   with client certificates).
 //! - [`ingress`]: the QUIC endpoint devices connect to (mutual TLS, identity from the certificate).
 //! - [`serving`]: offloaded requests through the engine (cloud variants, dynamic batching).
+//! - [`broker`]: the MQTT broker the hub runs and supervises (mosquitto) by default.
+//! - [`fleet`]: fleet state from MQTT status and telemetry (sled), commands to devices, the
+//!   `/v1/fleet` routes.
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
 //! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
 
 pub mod api;
 pub mod app;
+pub mod broker;
 pub mod config;
+pub mod fleet;
 pub mod ingress;
 pub mod pki;
 pub mod serving;

@@ -41,6 +41,10 @@ pub enum PkiError {
         "device name `{0}` is invalid: use 1-63 lowercase letters, digits and `-`, not starting or ending with `-`"
     )]
     BadName(String),
+    /// The name is the hub's own identity (`tandem-hub`): a device with it would get the hub's
+    /// rights on the MQTT broker.
+    #[error("device name `{0}` is reserved for the hub")]
+    Reserved(String),
     /// The device already has a valid certificate.
     #[error("device `{0}` already has a certificate; revoke it first")]
     Duplicate(String),
@@ -244,6 +248,9 @@ impl Pki {
     ) -> Result<DeviceRecord, PkiError> {
         if !valid_device_name(name) {
             return Err(PkiError::BadName(name.to_string()));
+        }
+        if name == crate::broker::HUB_IDENTITY {
+            return Err(PkiError::Reserved(name.to_string()));
         }
         let mut ledger = self.ledger()?;
         if ledger

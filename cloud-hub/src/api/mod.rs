@@ -50,6 +50,7 @@ pub enum HttpError {
 pub struct HubApi {
     context: ApiContext,
     ingress: Option<Arc<IngressStats>>,
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl HubApi {
@@ -68,7 +69,14 @@ impl HubApi {
                 server_name: "tandem-hub",
             },
             ingress,
+            fleet: None,
         }
+    }
+
+    /// Adds the fleet: its routes (`/v1/fleet...`) and its metrics (broker, MQTT, devices).
+    pub fn with_fleet(mut self, fleet: Arc<crate::fleet::Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
     }
 }
 
@@ -106,18 +114,25 @@ impl OipService for HubApi {
 
     fn metrics_text(&self) -> String {
         let engine = &self.context.engine;
-        match &self.ingress {
+        let mut text = match &self.ingress {
             Some(stats) => crate::app::render_metrics(engine, stats),
             None => engine
                 .metrics()
                 .render(&tandem_engine::metrics::model_gauges(engine)),
+        };
+        if let Some(f) = &self.fleet {
+            text.push_str(&f.render());
         }
+        text
     }
 }
 
 /// The router: OIP v2 and `/metrics`, behind the bearer-token check when tokens are set.
 pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
     let mut routes = http::routes::<HubApi>();
+    if let Some(f) = &api.fleet {
+        routes = routes.merge(crate::fleet::http::routes(f.clone()));
+    }
     if let Some(t) = tokens {
         routes = routes.layer(axum::middleware::from_fn_with_state(
             Arc::new(t),

@@ -8,6 +8,7 @@
 //! - [`payload`]: the version check every payload goes through, and the device-to-hub payloads
 //!   ([`Status`], [`Telemetry`], [`Event`]).
 //! - [`command`]: commands (`set_threshold`, `set_policy`, `telemetry_now`) and their results.
+//! - [`url`]: broker addresses (`mqtts://HOST[:PORT]`).
 //!
 //! # Invariants
 //! - Every payload is a JSON object with `"v": 1`; decoding anything else (not JSON, not an
@@ -20,6 +21,7 @@
 pub mod command;
 pub mod payload;
 pub mod topic;
+pub mod url;
 
 pub use command::{Command, CommandError, CommandName, CommandResult, PolicyMode, PolicyView};
 pub use payload::{
@@ -27,3 +29,4 @@ pub use payload::{
     QueueStats, RouteCount, State, Status, Telemetry, VERSION,
 };
 pub use topic::{Topic, TopicError, TopicKind, valid_device_name};
+pub use url::{BrokerUrl, UrlError};

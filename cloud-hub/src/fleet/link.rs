@@ -1,0 +1,367 @@
+//! The hub's own MQTT client: TLS with the hub certificate (identity `tandem-hub`), subscribed
+//! to every device's status, telemetry and command results; it feeds the [`FleetStore`] and
+//! publishes commands, matching each result to its waiting caller by (device, id).
+//!
+//! It reconnects on its own (jittered backoff 0.2 s to 5 s) and subscribes again on every
+//! connection, ahead of anything queued.
+
+use super::store::FleetStore;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Request, Subscribe, SubscribeFilter,
+    Transport,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tandem_shared::mqtt::{
+    BrokerUrl, CommandResult, State, Status, Telemetry, Topic, TopicKind, topic,
+};
+use tokio::sync::{oneshot, watch};
+
+/// Largest MQTT packet either way, in bytes.
+const MAX_PACKET_BYTES: usize = super::super::broker::mosquitto::MAX_PACKET_BYTES;
+
+/// Why a command got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The device or command name cannot be a topic level.
+    #[error("{0}")]
+    BadName(String),
+    /// The body is not a JSON object.
+    #[error("the command body must be a JSON object")]
+    NotObject,
+    /// Not connected to the broker.
+    #[error("the hub is not connected to the MQTT broker")]
+    NotConnected,
+    /// No result in time.
+    #[error("device `{device}` did not answer within {ms} ms (offline, or the command was lost)")]
+    Timeout {
+        /// Device.
+        device: String,
+        /// The wait.
+        ms: u64,
+    },
+}
+
+/// Why the link cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The hub certificate, key or CA.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// rustls refused the material.
+    #[error("MQTT TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// The link's counters.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Connected to the broker now.
+    pub connected: AtomicBool,
+    /// Connections made.
+    pub connects: AtomicU64,
+    /// Messages received, by kind (`status`, `telemetry`, `result`, `other`).
+    pub received: Mutex<BTreeMap<&'static str, u64>>,
+    /// Messages that could not be read.
+    pub unreadable: AtomicU64,
+    /// Commands published.
+    pub commands: AtomicU64,
+    /// The last connection error.
+    pub last_error: Mutex<Option<String>>,
+}
+
+type Waiters = Mutex<HashMap<(String, String), oneshot::Sender<CommandResult>>>;
+
+/// The hub's MQTT client.
+#[derive(Debug)]
+pub struct Link {
+    client: AsyncClient,
+    waiters: Arc<Waiters>,
+    stats: Arc<LinkStats>,
+    next_id: AtomicU64,
+    stop: watch::Sender<bool>,
+}
+
+/// rustls client configuration: the PKI's CA as the only root, the hub certificate as the
+/// client identity.
+pub fn tls_config(pki_dir: &Path) -> Result<rustls::ClientConfig, LinkError> {
+    let pem = |p: &Path| {
+        let path = p.display().to_string();
+        move |e: rustls_pki_types::pem::Error| LinkError::Pem {
+            path,
+            message: e.to_string(),
+        }
+    };
+    let (ca, cert, key) = (
+        pki_dir.join("ca.pem"),
+        pki_dir.join("hub.pem"),
+        pki_dir.join("hub.key"),
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&ca).map_err(pem(&ca))?)
+        .map_err(|e| LinkError::Tls(e.to_string()))?;
+    rustls::ClientConfig::builder_with_provider(crate::ingress::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| LinkError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(&cert).map_err(pem(&cert))?],
+            PrivateKeyDer::from_pem_file(&key).map_err(pem(&key))?,
+        )
+        .map_err(|e| LinkError::Tls(e.to_string()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Link {
+    /// Connects (in the background) to `url` as the hub; received state goes to `store`.
+    pub fn start(
+        url: &BrokerUrl,
+        pki_dir: &Path,
+        client_id: &str,
+        store: FleetStore,
+    ) -> Result<Self, LinkError> {
+        let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
+        opts.set_transport(Transport::tls_with_config(tls_config(pki_dir)?.into()))
+            .set_keep_alive(Duration::from_secs(10))
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        let (client, eventloop) = AsyncClient::new(opts, 256);
+        let waiters = Arc::new(Waiters::default());
+        let stats = Arc::new(LinkStats::default());
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(run(
+            eventloop,
+            store,
+            waiters.clone(),
+            stats.clone(),
+            stop_rx,
+        ));
+        Ok(Self {
+            client,
+            waiters,
+            stats,
+            next_id: AtomicU64::new(1),
+            stop,
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<LinkStats> {
+        &self.stats
+    }
+
+    /// Publishes command `name` with `body` (a JSON object; `v` and `id` are set by the hub)
+    /// to `device` and waits up to `timeout` for its result.
+    pub async fn command(
+        &self,
+        device: &str,
+        name: &str,
+        body: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<CommandResult, CommandError> {
+        if !topic::valid_device_name(device) {
+            return Err(CommandError::BadName(format!(
+                "`{device}` is not a valid device name"
+            )));
+        }
+        if !topic::valid_command_name(name) {
+            return Err(CommandError::BadName(format!(
+                "`{name}` is not a valid command name"
+            )));
+        }
+        let serde_json::Value::Object(mut body) = body else {
+            return Err(CommandError::NotObject);
+        };
+        if !self.stats.connected.load(Relaxed) {
+            return Err(CommandError::NotConnected);
+        }
+        let id = format!("h{}-{}", now_ms(), self.next_id.fetch_add(1, Relaxed));
+        body.insert("v".into(), tandem_shared::mqtt::VERSION.into());
+        body.insert("id".into(), id.clone().into());
+        let payload = serde_json::to_vec(&body).unwrap_or_default();
+        let key = (device.to_string(), id);
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), tx);
+        let sent = self
+            .client
+            .publish(
+                Topic::command(device, name),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await;
+        let result = match sent {
+            Err(_) => Err(CommandError::NotConnected),
+            Ok(()) => {
+                self.stats.commands.fetch_add(1, Relaxed);
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(r)) => Ok(r),
+                    _ => Err(CommandError::Timeout {
+                        device: device.to_string(),
+                        ms: timeout.as_millis() as u64,
+                    }),
+                }
+            }
+        };
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        result
+    }
+
+    /// Disconnects and stops the background task.
+    pub async fn stop(&self) {
+        let _ = self.client.disconnect().await;
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn run(
+    mut eventloop: EventLoop,
+    store: FleetStore,
+    waiters: Arc<Waiters>,
+    stats: Arc<LinkStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(200);
+                stats.connected.store(true, Relaxed);
+                stats.connects.fetch_add(1, Relaxed);
+                let filters = [topic::ALL_STATUS, topic::ALL_TELEMETRY, topic::ALL_RESULTS]
+                    .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
+                eventloop
+                    .pending
+                    .push_front(Request::Subscribe(Subscribe::new_many(filters)));
+                tracing::info!("hub connected to the MQTT broker");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                dispatch(&p.topic, &p.payload, &store, &waiters, &stats);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if stats.connected.swap(false, Relaxed) {
+                    tracing::warn!(error = %e, "hub lost the MQTT broker; reconnecting");
+                } else {
+                    tracing::debug!(error = %e, "hub cannot reach the MQTT broker");
+                }
+                *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                let jitter = Duration::from_millis(u64::from(now_ms() as u32 % 100));
+                tokio::select! {
+                    () = tokio::time::sleep(backoff + jitter) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn dispatch(topic: &str, payload: &[u8], store: &FleetStore, waiters: &Waiters, stats: &LinkStats) {
+    let Ok(t) = Topic::parse(topic) else {
+        count(stats, "other");
+        return;
+    };
+    let now = now_ms();
+    let device = t.device.as_str();
+    let unreadable = |e: String| {
+        stats.unreadable.fetch_add(1, Relaxed);
+        tracing::warn!(device, topic, error = %e, "unreadable MQTT message");
+        let _ = store.update(device, |d| {
+            d.unreadable += 1;
+            d.last_error = Some(format!("{topic}: {e}"));
+        });
+    };
+    let stored = match t.kind {
+        TopicKind::Status => {
+            count(stats, "status");
+            match Status::decode(payload) {
+                Ok(s) => store.update(device, |d| {
+                    d.online = s.state == State::Online;
+                    d.last_seen_ms = now;
+                    if s.state == State::Online {
+                        d.status = Some(s);
+                    } else if let Some(old) = &mut d.status {
+                        old.state = State::Offline;
+                        old.reason = s.reason;
+                    } else {
+                        d.status = Some(s);
+                    }
+                }),
+                Err(e) => return unreadable(e.to_string()),
+            }
+        }
+        TopicKind::Telemetry => {
+            count(stats, "telemetry");
+            match Telemetry::decode(payload) {
+                Ok(tm) => store.update(device, |d| {
+                    d.last_seen_ms = now;
+                    d.telemetry = Some(tm);
+                }),
+                Err(e) => return unreadable(e.to_string()),
+            }
+        }
+        TopicKind::CommandResult(_) => {
+            count(stats, "result");
+            match CommandResult::decode(payload) {
+                Ok(r) => {
+                    if let Some(id) = &r.id {
+                        let key = (device.to_string(), id.clone());
+                        let w = waiters
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                        if let Some(tx) = w {
+                            let _ = tx.send(r);
+                        }
+                    }
+                    store.update(device, |d| d.last_seen_ms = now)
+                }
+                Err(e) => return unreadable(e.to_string()),
+            }
+        }
+        TopicKind::Events | TopicKind::Command(_) => {
+            count(stats, "other");
+            return;
+        }
+    };
+    if let Err(e) = stored {
+        tracing::error!(device, error = %e, "fleet state not stored");
+    }
+}
+
+fn count(stats: &LinkStats, kind: &'static str) {
+    *stats
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(kind)
+        .or_default() += 1;
+}

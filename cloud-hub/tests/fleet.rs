@@ -1,0 +1,276 @@
+//! The hub's fleet over its supervised mosquitto: a simulated device (a real MQTT client with a
+//! device certificate) publishes status and telemetry and answers commands; the hub keeps the
+//! state in sled and serves it on `/v1/fleet`, and `POST /v1/fleet/{device}/cmd/{name}`
+//! returns the device's result.
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_hub::config::Config;
+use tandem_hub::fleet::FleetService;
+use tandem_hub::pki::Pki;
+use tandem_shared::mqtt::{Command, CommandResult, ModelStatus, Status, Topic};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn telemetry_fixture() -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/tests/fixtures/mqtt/telemetry.json");
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A device that answers `set_threshold` with ok and anything else with an error.
+fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl) -> AsyncClient {
+    let (cert, key) = pki.device_files("cam-01");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.dir().join("ca.pem")).expect("ca"))
+        .expect("root");
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(cert).expect("cert")],
+        PrivateKeyDer::from_pem_file(key).expect("key"),
+    )
+    .expect("client auth");
+    let mut o = MqttOptions::new("cam-01", url.host.clone(), url.port);
+    o.set_transport(Transport::tls_with_config(tls.into()))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (c, mut ev) = AsyncClient::new(o, 64);
+    let c2 = c.clone();
+    tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    c2.subscribe("tandem/cam-01/cmd/+", QoS::AtLeastOnce)
+                        .await
+                        .expect("subscribe");
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let name = p.topic.rsplit('/').next().unwrap_or("").to_string();
+                    let result = match Command::decode(&name, &p.payload) {
+                        Ok((id, Command::SetThreshold { .. })) => CommandResult::ok(&id),
+                        Ok((id, _)) => CommandResult::error(Some(&id), "not here"),
+                        Err(e) => CommandResult::error(e.id.as_deref(), e.to_string()),
+                    };
+                    c2.publish(
+                        Topic::command_result("cam-01", &name),
+                        QoS::AtLeastOnce,
+                        false,
+                        result.encode(),
+                    )
+                    .await
+                    .expect("result");
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    c
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_state_and_commands_over_mqtt() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
+    pki.add_device("cam-01", 30).expect("device");
+    let mut cfg = Config {
+        base_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    cfg.mqtt.listen = "127.0.0.1:0".into();
+    let svc = FleetService::start(&cfg)
+        .await
+        .expect("starts")
+        .expect("mqtt on");
+    let fleet = svc.fleet();
+    let url = svc.broker().expect("embedded").url();
+    wait_for("the hub's client", || {
+        fleet
+            .link()
+            .stats()
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+
+    let dev = device(&pki, &url);
+    let online = Status::online(
+        1,
+        "0.1.0",
+        vec![ModelStatus {
+            name: "vision-fashion".into(),
+            version: "1.0.0".into(),
+            variant: "edge".into(),
+            ep: "cpu".into(),
+        }],
+    );
+    dev.publish(
+        Topic::status("cam-01"),
+        QoS::AtLeastOnce,
+        true,
+        online.encode(),
+    )
+    .await
+    .expect("status");
+    dev.publish(
+        Topic::telemetry("cam-01"),
+        QoS::AtLeastOnce,
+        false,
+        telemetry_fixture(),
+    )
+    .await
+    .expect("telemetry");
+    dev.publish(
+        Topic::telemetry("cam-01"),
+        QoS::AtLeastOnce,
+        false,
+        &b"{\"v\":2}"[..],
+    )
+    .await
+    .expect("bad telemetry");
+    wait_for("the device's state", || {
+        fleet.store().get("cam-01").ok().flatten().is_some_and(|d| {
+            d.online && d.telemetry.as_ref().is_some_and(|t| t.seq == 7) && d.unreadable == 1
+        })
+    })
+    .await;
+
+    // The HTTP routes, served the way the hub serves them.
+    let app = tandem_hub::fleet::http::routes::<()>(fleet.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let list: Value = http
+        .get(format!("{base}/v1/fleet"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let d = &list["devices"][0];
+    assert_eq!(d["device"], "cam-01", "{list}");
+    assert_eq!(d["online"], true, "{list}");
+    assert_eq!(d["agent_version"], "0.1.0", "{list}");
+    assert_eq!(d["models"][0]["ep"], "cpu", "{list}");
+    let one: Value = http
+        .get(format!("{base}/v1/fleet/cam-01"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        one["telemetry"]["models"]["vision-fashion"]["inferences"]["ok"], 1200,
+        "{one}"
+    );
+    assert!(
+        one["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("version")),
+        "{one}"
+    );
+    assert_eq!(
+        http.get(format!("{base}/v1/fleet/cam-99"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        404
+    );
+
+    // A command and its result.
+    let r = http
+        .post(format!("{base}/v1/fleet/cam-01/cmd/set_threshold"))
+        .json(&json!({"model": "vision-fashion", "threshold": 0.8}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["ok"], true, "{body}");
+    assert!(body["id"].as_str().is_some_and(|i| !i.is_empty()), "{body}");
+    // A refused one: 422 with the device's error.
+    let r = http
+        .post(format!("{base}/v1/fleet/cam-01/cmd/set_threshold"))
+        .json(&json!({"model": "vision-fashion"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("threshold")),
+        "{body}"
+    );
+    // A device that never answers: 504.
+    let r = http
+        .post(format!(
+            "{base}/v1/fleet/cam-02/cmd/telemetry_now?timeout_ms=300"
+        ))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 504);
+    // A bad device name: 400.
+    let r = http
+        .post(format!("{base}/v1/fleet/Cam_02/cmd/telemetry_now"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 400);
+
+    // Offline, then the metrics.
+    dev.publish(
+        Topic::status("cam-01"),
+        QoS::AtLeastOnce,
+        true,
+        Status::offline(Some(2), "shutdown").encode(),
+    )
+    .await
+    .expect("offline");
+    wait_for("offline", || {
+        fleet
+            .store()
+            .get("cam-01")
+            .ok()
+            .flatten()
+            .is_some_and(|d| !d.online)
+    })
+    .await;
+    let text = fleet.render();
+    for line in [
+        "tandem_hub_broker_up 1",
+        "tandem_hub_mqtt_connected 1",
+        "tandem_hub_mqtt_unreadable_total 1",
+        "tandem_hub_fleet_device_online{device=\"cam-01\"} 0",
+        "tandem_hub_fleet_inferences_total{device=\"cam-01\",model=\"vision-fashion\",outcome=\"ok\"} 1200",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}`:\n{text}");
+    }
+    svc.stop().await;
+}
