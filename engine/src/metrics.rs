@@ -75,6 +75,24 @@ fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut 
     map.get_mut(key).expect("inserted above")
 }
 
+/// One model's counters, copied out of [`Metrics`] (MQTT telemetry reports the same numbers
+/// as `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelSnapshot {
+    /// Inferences finished, by outcome (`ok` or an error kind).
+    pub inferences: BTreeMap<&'static str, u64>,
+    /// Requests refused because the queue was full.
+    pub rejected: u64,
+    /// Latency bucket upper bounds, seconds.
+    pub latency_le: Vec<f64>,
+    /// Cumulative counts, one per bound.
+    pub latency_counts: Vec<u64>,
+    /// Successful inferences observed.
+    pub latency_count: u64,
+    /// Their total latency, seconds.
+    pub latency_sum: f64,
+}
+
 /// Process-wide counters. Cheap to update (one uncontended lock).
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -123,6 +141,34 @@ impl Metrics {
                 .and_then(|m| m.get(outcome))
                 .copied()
                 .unwrap_or(0)
+        })
+    }
+
+    /// Every model's counters and latency histogram, by model name.
+    pub fn snapshot(&self) -> BTreeMap<String, ModelSnapshot> {
+        self.with(|i| {
+            let mut out: BTreeMap<String, ModelSnapshot> = BTreeMap::new();
+            for (m, outcomes) in &i.inferences {
+                out.entry(m.clone()).or_default().inferences = outcomes.clone();
+            }
+            for (m, n) in &i.rejected {
+                out.entry(m.clone()).or_default().rejected = *n;
+            }
+            for (m, h) in &i.latency {
+                let s = out.entry(m.clone()).or_default();
+                s.latency_le = BUCKETS.to_vec();
+                s.latency_counts = h
+                    .counts
+                    .iter()
+                    .scan(0, |cum, c| {
+                        *cum += c;
+                        Some(*cum)
+                    })
+                    .collect();
+                s.latency_count = h.count;
+                s.latency_sum = h.sum;
+            }
+            out
         })
     }
 
@@ -221,5 +267,14 @@ mod tests {
         assert!(text.contains("tandem_batch_size_bucket{model=\"a\",le=\"2\"} 1"));
         assert!(text.contains("tandem_batch_size_bucket{model=\"a\",le=\"4\"} 2"));
         assert!(text.contains("tandem_batch_size_sum{model=\"a\"} 4"));
+        let snap = m.snapshot();
+        let a = &snap["a"];
+        assert_eq!(a.inferences["ok"], 2);
+        assert_eq!(a.rejected, 1);
+        assert_eq!(
+            (a.latency_count, a.latency_counts[1], a.latency_counts[3]),
+            (2, 1, 2)
+        );
+        assert_eq!(a.latency_counts.len(), a.latency_le.len());
     }
 }
