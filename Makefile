@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint demo models bench-local bench-cascade bench-hub clean
+.PHONY: setup build release test lint demo models bench-local bench-cascade bench-queue bench-hub clean
 
 setup:
 	./scripts/setup.sh
@@ -34,6 +34,9 @@ bench-local: release
 
 bench-cascade: release
 	target/release/tandem-bench cascade
+
+bench-queue: release
+	target/release/tandem-bench queue
 
 # QUIC vs TLS, hub batching on vs off (64 devices), hub REST vs Triton (the Triton peer
 # installs into ~/.cache/tandem/peers-venv on first use). Last line: hub-batching-speedup.

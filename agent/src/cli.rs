@@ -84,6 +84,9 @@ pub enum Command {
     },
     /// Print the default config, with a comment on every key.
     PrintDefaultConfig,
+    /// Append records to a queue until killed, printing each accepted seq (crash tests).
+    #[command(hide = true)]
+    QueueStress(crate::queue::stress::StressArgs),
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
@@ -102,6 +105,10 @@ pub fn main(cli: Cli) -> ExitCode {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
+        Command::QueueStress(args) => match crate::queue::stress::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EX_SOFTWARE, e),
+        },
         Command::Validate { config } => match Config::load(Some(&config)) {
             Ok(_) => {
                 println!("{}: ok", config.display());

@@ -60,6 +60,8 @@ pub struct Config {
     pub hub: crate::uplink::HubConfig,
     /// Routing policy.
     pub policy: crate::hybrid::PolicyConfig,
+    /// The durable store-and-forward queue.
+    pub queue: crate::queue::QueueConfig,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -115,6 +117,7 @@ impl Default for Config {
             log: LogConfig::default(),
             hub: crate::uplink::HubConfig::default(),
             policy: crate::hybrid::PolicyConfig::default(),
+            queue: crate::queue::QueueConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -195,6 +198,7 @@ impl Config {
                 ));
             }
         }
+        p.extend(self.queue.problems());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             p.push(format!("log.filter: {e}"));
         }

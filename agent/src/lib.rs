@@ -6,6 +6,7 @@
 //! - [`policy`]: the routing decision (pure).
 //! - [`hybrid`]: local inference, then the hub when the policy says so; degraded answers.
 //! - [`uplink`]: the QUIC link to the hub (mTLS, backoff, RTT).
+//! - [`queue`]: the durable store-and-forward queue (sled; accepted once flushed).
 //! - [`api`]: the local HTTP API (OIP v2, `/v1/classify`, `/metrics`).
 //! - [`telemetry`]: counters and histograms.
 //! - [`app`]: wiring for `tandem-agent run`: start-up, serving, graceful shutdown.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod hybrid;
 pub mod policy;
+pub mod queue;
 pub mod telemetry;
 pub mod uplink;
 

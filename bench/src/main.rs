@@ -7,6 +7,8 @@
 //!   latency of the cascade.
 //! - [`hub`]: `tandem-bench hub` (make bench-hub): QUIC vs TLS transport, hub batching on vs
 //!   off under 64 devices, the hub's REST endpoint vs a Triton peer.
+//! - [`queue`]: `tandem-bench queue` (make bench-queue): the agent's durable queue, append and
+//!   replay records/s and memory.
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
@@ -14,6 +16,7 @@ mod cascade;
 mod hub;
 mod local;
 mod procs;
+mod queue;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +35,8 @@ enum Command {
     Local(local::Args),
     /// Edge-only vs cloud-only vs the cascade over a threshold sweep (vision-fashion, 10k).
     Cascade(cascade::Args),
+    /// The agent's durable queue: append and replay records/s (512 B), RSS.
+    Queue(queue::Args),
     /// The hub: QUIC vs TLS, batching on vs off (64 devices), REST vs Triton.
     Hub(hub::Args),
 }
@@ -40,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Local(a) => local::run(&a),
         Command::Cascade(a) => cascade::run(&a),
+        Command::Queue(a) => queue::run(&a),
         Command::Hub(a) => hub::run(&a),
     }
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`manifest`]: the model manifest (`models/<name>/manifest.json`): variants, I/O specs,
 //!   pre-processing, labels, file hashes.
+//! - [`dedup`]: hub-side deduplication of queued records by (device, epoch, seq).
 //! - [`convert`]: wire tensors to and from decoded element data.
 //! - [`mqtt`]: the MQTT contract (docs/mqtt.md): topics and versioned JSON payloads (status,
 //!   telemetry, events, commands and their results).
@@ -15,6 +16,7 @@
 //! Nothing here opens a file or a socket: callers hand in bytes and strings.
 
 pub mod convert;
+pub mod dedup;
 pub mod manifest;
 pub mod mqtt;
 pub mod oip;

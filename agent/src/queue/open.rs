@@ -1,0 +1,270 @@
+//! Opening the queue's sled database: a small cache, the persisted [`State`] (or a new epoch),
+//! and recovery from a database that will not open.
+//!
+//! # Invariants
+//! - Corruption is never fatal. sled 0.34 panics on some corrupted files instead of returning
+//!   an error, so opening and reading the state run under `catch_unwind`. A panic, a sled
+//!   `Corruption`/`Unsupported`/`ReportableBug` error, or records without a readable state make
+//!   the directory be renamed `<dir>.corrupt-<unix seconds>`, reported at ERROR with what was
+//!   lost, and a fresh queue (new epoch) created in its place.
+//! - Errors that are not about the files' content (another process holds the lock, permission
+//!   denied, disk full) are returned and nothing is moved: a second agent on the same directory
+//!   must not destroy the first one's queue.
+//! - `next_seq` after opening is above every record present, even if the state lagged.
+
+use super::contract::Recovery;
+use super::error::QueueError;
+use super::meta::State;
+use super::record::{self, Class, STATE_KEY};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// An open database and its state.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub db: sled::Db,
+    pub state: State,
+    pub recovery: Option<Recovery>,
+}
+
+/// Why a first attempt did not give a usable queue.
+enum Failure {
+    /// The files are bad: move them aside.
+    Corrupt {
+        reason: String,
+        records: Option<u64>,
+    },
+    /// Not about the files' content: give up, move nothing.
+    Fatal(QueueError),
+}
+
+/// How long a lock held by someone else is waited for. sled 0.34 finishes some writes on its
+/// own background threads after the last `Db` handle is dropped, so reopening at once in the
+/// same process can find the lock still held for a few milliseconds.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens (or creates) the queue in `dir` with a sled cache of `cache_bytes`.
+pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Opened, QueueError> {
+    let (reason, lost_records) = match attempt_waiting(dir, cache_bytes) {
+        Ok((db, state)) => {
+            return Ok(Opened {
+                db,
+                state,
+                recovery: None,
+            });
+        }
+        Err(Failure::Fatal(e)) => return Err(e),
+        Err(Failure::Corrupt { reason, records }) => (reason, records),
+    };
+    let (lost_files, lost_bytes) = dir_size(dir);
+    let moved_to = move_aside(dir).map_err(|e| QueueError::MoveAside {
+        path: dir.to_path_buf(),
+        reason: reason.clone(),
+        message: e.to_string(),
+    })?;
+    tracing::error!(
+        dir = %dir.display(),
+        moved_to = %moved_to.display(),
+        reason = %reason,
+        lost_files,
+        lost_bytes,
+        lost_records = lost_records.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+        "queue database unusable: moved aside and a fresh queue started; its records will not be delivered"
+    );
+    let (db, state) = attempt(dir, cache_bytes).map_err(|f| match f {
+        Failure::Fatal(e) => e,
+        Failure::Corrupt { reason, .. } => QueueError::Open {
+            path: dir.to_path_buf(),
+            message: format!("a fresh database is unusable too: {reason}"),
+        },
+    })?;
+    Ok(Opened {
+        db,
+        state,
+        recovery: Some(Recovery {
+            moved_to,
+            reason,
+            lost_files,
+            lost_bytes,
+            lost_records,
+        }),
+    })
+}
+
+fn attempt_waiting(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, State), Failure> {
+    let start = Instant::now();
+    loop {
+        match attempt(dir, cache_bytes) {
+            Err(Failure::Fatal(QueueError::Locked { .. })) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn attempt(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, State), Failure> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Failure::Fatal(QueueError::Open {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })
+        })?;
+    }
+    // sled's default mode (LowSpace): HighThroughput measured no faster here (within the
+    // noise of `tandem-bench queue`) and lets the files grow more.
+    let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<_, Failure> {
+        let db = config.open().map_err(|e| classify(dir, e))?;
+        let state = load_state(&db)?;
+        Ok((db, state))
+    }));
+    match outcome {
+        Ok(r) => r,
+        Err(panic) => Err(Failure::Corrupt {
+            reason: format!("sled panicked while opening: {}", panic_message(&*panic)),
+            records: None,
+        }),
+    }
+}
+
+fn classify(dir: &Path, e: sled::Error) -> Failure {
+    match e {
+        sled::Error::Io(io) => {
+            let message = io.to_string();
+            if message.contains("could not acquire lock") {
+                Failure::Fatal(QueueError::Locked {
+                    path: dir.to_path_buf(),
+                    message,
+                })
+            } else if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) {
+                Failure::Corrupt {
+                    reason: format!("sled: {message}"),
+                    records: None,
+                }
+            } else {
+                Failure::Fatal(QueueError::Open {
+                    path: dir.to_path_buf(),
+                    message,
+                })
+            }
+        }
+        other => Failure::Corrupt {
+            reason: format!("sled: {other}"),
+            records: None,
+        },
+    }
+}
+
+/// Reads the state, or creates a new queue's in an empty database.
+fn load_state(db: &sled::Db) -> Result<State, Failure> {
+    let unusable = |reason: String| Failure::Corrupt {
+        records: Some(db.range(..STATE_KEY).count() as u64),
+        reason,
+    };
+    let stored = db
+        .get(STATE_KEY)
+        .map_err(|e| unusable(format!("reading the queue state: {e}")))?;
+    let mut state = match stored {
+        Some(v) => State::decode(&v).map_err(|e| unusable(e.to_string()))?,
+        None if db.range(..STATE_KEY).next().is_none() => {
+            let state = State::new(new_epoch());
+            db.insert(STATE_KEY, state.encode())
+                .and_then(|_| db.flush())
+                .map_err(|e| unusable(format!("writing a new queue state: {e}")))?;
+            tracing::info!(
+                epoch = format_args!("{:016x}", state.epoch),
+                "created a new queue"
+            );
+            return Ok(state);
+        }
+        None => return Err(unusable("records without a queue state".into())),
+    };
+    if state.epoch == 0 {
+        return Err(unusable("queue state has epoch 0".into()));
+    }
+    for class in Class::ALL {
+        let last = db
+            .range(record::key(class, 0)..=record::key(class, u64::MAX))
+            .next_back()
+            .transpose()
+            .map_err(|e| unusable(format!("reading the last record: {e}")))?;
+        if let Some((k, _)) = last
+            && let Ok((_, seq)) = record::parse_key(&k)
+            && seq >= state.next_seq
+        {
+            tracing::warn!(
+                class = class.as_str(),
+                seq,
+                next_seq = state.next_seq,
+                "queue state behind its records; moving next_seq past them"
+            );
+            state.next_seq = seq.saturating_add(1);
+        }
+    }
+    Ok(state)
+}
+
+/// A random non-zero epoch (from the OS's generator; the clock if that fails).
+fn new_epoch() -> u64 {
+    loop {
+        let e = getrandom::u64().unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+        });
+        if e != 0 {
+            return e;
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Files under `dir` and their total size (best effort).
+fn dir_size(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => {
+                    files += 1;
+                    bytes += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (files, bytes)
+}
+
+/// Renames `dir` to `<dir>.corrupt-<unix seconds>[-n]`.
+fn move_aside(dir: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let base = format!("{}.corrupt-{secs}", dir.display());
+    let mut target = PathBuf::from(&base);
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(dir, &target)?;
+    Ok(target)
+}
