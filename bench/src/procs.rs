@@ -37,6 +37,33 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// CPU seconds (user + system) used so far by the process and its descendants (Triton's
+    /// Python backend runs in child processes). Linux `/proc`, 100 ticks per second.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stats: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let (ppid, ticks) = stat(&format!("/proc/{pid}/stat"))?;
+                Some((pid, ppid, ticks))
+            })
+            .collect();
+        let mut tree = vec![self.child.id()];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            tree.extend(stats.iter().filter(|s| s.1 == parent).map(|s| s.0));
+            i += 1;
+        }
+        stats
+            .iter()
+            .filter(|s| tree.contains(&s.0))
+            .map(|s| s.2)
+            .sum::<u64>() as f64
+            / 100.0
+    }
+
     /// Resident set size of the process, in MiB.
     pub fn rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -48,6 +75,21 @@ impl Server {
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
+}
+
+/// Parent pid and CPU ticks (user + system) from a `/proc/.../stat` file.
+fn stat(path: &str) -> Option<(u32, u64)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command: state ppid ... utime(14) stime(15).
+    let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    let ppid = rest.get(1)?.parse().ok()?;
+    let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    Some((ppid, ticks))
+}
+
+/// CPU seconds used so far by this process (`self`) or by the calling thread (`thread-self`).
+pub fn own_cpu_seconds(which: &str) -> f64 {
+    stat(&format!("/proc/{which}/stat")).map_or(0.0, |(_, t)| t as f64 / 100.0)
 }
 
 /// The repository root (this binary lives in `<repo>/target/<profile>/`).

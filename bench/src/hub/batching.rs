@@ -10,6 +10,7 @@
 //! answer is in. Images are Fashion-MNIST test PNGs; text is the sentiment test sentences.
 //! Configurations alternate in rounds.
 
+use super::Layout;
 use super::certs::BenchPki;
 use super::framing;
 use crate::stats::{Stats, summarise};
@@ -37,6 +38,9 @@ pub struct Row {
     pub mean_batch: f64,
     /// `Busy` answers (queue full).
     pub busy: usize,
+    /// CPU the hub side used per answer (this process minus the devices' thread), in
+    /// microseconds: less sensitive to a busy machine than throughput.
+    pub hub_cpu_us_per_req: f64,
 }
 
 /// What part (b) measured.
@@ -95,22 +99,23 @@ fn variant_present(repo: &Path, model: &str, variant: &str) -> bool {
         .is_some_and(|f| f.is_file())
 }
 
-/// A hub configuration: batching on (`max_batch` > 1) or off.
+/// A hub configuration: a thread layout, batching on (`max_batch` > 1) or off.
 #[derive(Debug, Clone, Copy)]
 struct HubConfig {
+    layout: Layout,
     max_batch: usize,
     delay_us: u64,
 }
 
 impl HubConfig {
-    fn label(&self, workers: usize, threads: usize) -> String {
+    fn label(&self) -> String {
         if self.max_batch > 1 {
             format!(
-                "batched (max {}, {} us), {workers}w x {threads}t",
-                self.max_batch, self.delay_us
+                "batched (max {}, {} us), {}",
+                self.max_batch, self.delay_us, self.layout
             )
         } else {
-            format!("unbatched (max 1), {workers}w x {threads}t")
+            format!("unbatched (max 1), {}", self.layout)
         }
     }
 }
@@ -130,8 +135,8 @@ fn engine(
     s.runtime = defaults.runtime;
     s.models.enabled = vec![w.model.into()];
     s.models.variant = w.variant.into();
-    s.runtime.intra_op_threads = a.threads;
-    s.engine.workers = a.workers;
+    s.runtime.intra_op_threads = hub.layout.threads;
+    s.engine.workers = hub.layout.workers;
     s.engine.max_batch = hub.max_batch;
     s.engine.max_batch_delay_us = hub.delay_us;
     s.engine.queue_capacity = s.engine.queue_capacity.max(4 * a.devices);
@@ -157,7 +162,7 @@ impl Drop for Hubs {
     }
 }
 
-fn start_hubs(pki: &Path, engines: Vec<Arc<Engine>>) -> anyhow::Result<Hubs> {
+fn start_hubs(pki: &Path, engines: Vec<Arc<Engine>>, multi_thread: bool) -> anyhow::Result<Hubs> {
     let pki = pki.to_path_buf();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -184,10 +189,16 @@ fn start_hubs(pki: &Path, engines: Vec<Arc<Engine>>) -> anyhow::Result<Hubs> {
                 }
                 anyhow::Ok(())
             };
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = if multi_thread {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            };
+            match rt {
                 Ok(rt) => {
                     if let Err(e) = rt.block_on(run) {
                         eprintln!("  hubs: {e:#}");
@@ -211,6 +222,8 @@ struct Acc {
     busy: usize,
     errors: usize,
     elapsed: Duration,
+    /// CPU seconds of the process outside the devices' thread.
+    hub_cpu: f64,
 }
 
 impl Acc {
@@ -220,7 +233,13 @@ impl Acc {
         self.busy += o.busy;
         self.errors += o.errors;
         self.elapsed += o.elapsed;
+        self.hub_cpu += o.hub_cpu;
     }
+}
+
+/// CPU seconds of this process outside the calling (devices') thread.
+fn hub_cpu_now() -> f64 {
+    crate::procs::own_cpu_seconds("self") - crate::procs::own_cpu_seconds("thread-self")
 }
 
 /// One device in a closed loop until `end`.
@@ -271,6 +290,7 @@ async fn window(
     window: Duration,
 ) -> Acc {
     let start = Instant::now();
+    let cpu0 = hub_cpu_now();
     let end = start + window;
     let tasks: Vec<_> = conns
         .iter()
@@ -294,10 +314,12 @@ async fn window(
         }
     }
     acc.elapsed = start.elapsed();
+    acc.hub_cpu = hub_cpu_now() - cpu0;
     acc
 }
 
-/// Connects every device to every hub, warms each hub up, then alternates them in rounds.
+/// Connects every device to every hub, warms each hub up, then alternates them in rounds
+/// (on the calling thread: the devices' thread, whose CPU is not the hub's).
 fn drive(pki: &BenchPki, hubs: &[SocketAddr], w: &Workload) -> anyhow::Result<Vec<Acc>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -364,19 +386,32 @@ pub fn measure(repo: &Path, a: &super::Args) -> anyhow::Result<Outcome> {
             rounds: a.text_rounds,
         },
     ];
-    let configs = [
-        HubConfig {
-            max_batch: a.max_batch,
-            delay_us: a.batch_delay_us,
-        },
-        HubConfig {
-            max_batch: 1,
-            delay_us: 0,
-        },
-    ];
     let pki = BenchPki::new("batching", a.devices)?;
     let mut rows = Vec::new();
     for w in &workloads {
+        // Every layout for vision-fashion; the first (the hub's) for the slow text model.
+        let layouts = if w.model == "vision-fashion" {
+            &a.layouts[..]
+        } else {
+            &a.layouts[..1]
+        };
+        let configs: Vec<HubConfig> = layouts
+            .iter()
+            .flat_map(|&layout| {
+                [
+                    HubConfig {
+                        layout,
+                        max_batch: a.max_batch,
+                        delay_us: a.batch_delay_us,
+                    },
+                    HubConfig {
+                        layout,
+                        max_batch: 1,
+                        delay_us: 0,
+                    },
+                ]
+            })
+            .collect();
         eprintln!(
             "== (b) {} ({}), {} devices",
             w.model,
@@ -387,34 +422,63 @@ pub fn measure(repo: &Path, a: &super::Args) -> anyhow::Result<Outcome> {
             .iter()
             .map(|c| engine(repo, w, *c, a))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let hubs = start_hubs(pki.dir(), engines)?;
+        let hubs = start_hubs(pki.dir(), engines, a.hub_runtime == "multi")?;
         let acc = drive(&pki, &hubs.addrs, w)?;
         drop(hubs);
         for (c, acc) in configs.iter().zip(acc) {
             let n = acc.lat.len();
             rows.push(Row {
                 model: format!("{} ({})", w.model, w.variant),
-                system: c.label(a.workers, a.threads),
+                system: c.label(),
                 mean_batch: if acc.runs > 0.0 {
                     n as f64 / acc.runs
                 } else {
                     f64::NAN
                 },
                 busy: acc.busy,
+                hub_cpu_us_per_req: acc.hub_cpu * 1e6 / n.max(1) as f64,
                 stats: summarise(acc.lat, acc.elapsed, acc.errors),
             });
         }
     }
     notes.push(format!(
-        "knobs: engine.workers={} runtime.intra_op_threads={} engine.max_batch={} \
-         engine.max_batch_delay_us={} (batched) vs max_batch=1 (unbatched); \
-         engine.spin_us and queue_capacity from the hub defaults (queue >= 4 x devices)",
-        a.workers, a.threads, a.max_batch, a.batch_delay_us
+        "knobs: WwxTt = engine.workers x runtime.intra_op_threads (same thread budget batched and \
+         unbatched); batched: engine.max_batch={} engine.max_batch_delay_us={}; unbatched: \
+         max_batch=1; engine.spin_us and queue_capacity from the hub defaults (queue >= 4 x \
+         devices); hub runtime: {}; devices: one QUIC connection and certificate each, a stream \
+         per request",
+        a.max_batch, a.batch_delay_us, a.hub_runtime
     ));
     let (speedup, p99_ratio) = match (rows.first(), rows.get(1)) {
         (Some(b), Some(u)) => (b.stats.rps / u.stats.rps, b.stats.p99_us / u.stats.p99_us),
         _ => (f64::NAN, f64::NAN),
     };
+    // With more than one layout: the headline's batched row against the best unbatched one.
+    let fashion: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.model.starts_with("vision-fashion"))
+        .collect();
+    if a.layouts.len() > 1
+        && let (Some(head), Some(best_unbatched), Some(best)) = (
+            fashion.first(),
+            fashion
+                .iter()
+                .filter(|r| r.system.starts_with("unbatched"))
+                .max_by(|x, y| x.stats.rps.total_cmp(&y.stats.rps)),
+            fashion
+                .iter()
+                .max_by(|x, y| x.stats.rps.total_cmp(&y.stats.rps)),
+        )
+    {
+        notes.push(format!(
+            "vision-fashion across layouts: {} / best unbatched ({}) = {:.2}; fastest: {} at {:.0} req/s",
+            head.system,
+            best_unbatched.system,
+            head.stats.rps / best_unbatched.stats.rps,
+            best.system,
+            best.stats.rps
+        ));
+    }
     Ok(Outcome {
         rows,
         notes,

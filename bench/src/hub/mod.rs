@@ -10,12 +10,14 @@
 //! # Layout
 //! - [`certs`]: a temporary hub PKI and the client/server TLS configurations.
 //! - [`framing`]: the wire framing over any byte stream (transport benchmark).
+//! - [`http1`]: a minimal HTTP/1.1 keep-alive load client (REST benchmark).
 //! - [`transport`], [`batching`], [`rest`]: the three parts.
 //! - [`report`]: the tables and the targets.
 
 mod batching;
 mod certs;
 mod framing;
+mod http1;
 mod report;
 mod rest;
 mod transport;
@@ -42,11 +44,11 @@ pub struct Args {
     /// due); omitted: RFC 9000 behaviour.
     #[arg(long)]
     ack_threshold: Option<u32>,
-    /// (a) UDP generic segmentation offload for QUIC.
-    #[arg(long, default_value_t = false)]
+    /// (a) UDP generic segmentation offload for QUIC (quinn's default, as the hub runs it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     gso: bool,
-    /// (a) Path MTU discovery for QUIC.
-    #[arg(long, default_value_t = false)]
+    /// (a) Path MTU discovery for QUIC (quinn's default, as the hub runs it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     mtu_discovery: bool,
     /// (b) Measured seconds per configuration for vision-fashion (split over the rounds).
     #[arg(long, default_value_t = 10.0)]
@@ -61,15 +63,18 @@ pub struct Args {
     /// (b) Simulated devices (one QUIC connection and certificate each).
     #[arg(long, default_value_t = 64)]
     devices: usize,
-    /// (b, c) Engine workers (sessions) per model.
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
-    /// (b, c) ONNX Runtime intra-op threads per session.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// (b) Thread layouts, WxT = engine workers (sessions) x ONNX Runtime intra-op threads
+    /// each. The first (the hub's defaults) gives the headline and is the one the text model
+    /// uses; vision-fashion is measured in every layout.
+    #[arg(long, value_delimiter = ',', default_value = "1x2,2x1")]
+    layouts: Vec<Layout>,
     /// (b, c) Largest batch when batching is on.
     #[arg(long, default_value_t = 16)]
     max_batch: usize,
+    /// (b) The hubs' tokio runtime: `multi` (multi-thread, one worker per core, as
+    /// `tandem-hub run` builds it) or `current` (current-thread).
+    #[arg(long, default_value = "multi", value_parser = ["multi", "current"])]
+    hub_runtime: String,
     /// (b) Longest wait to fill a batch, microseconds.
     #[arg(long, default_value_t = 2000)]
     batch_delay_us: u64,
@@ -79,9 +84,43 @@ pub struct Args {
     /// (c) Concurrent HTTP clients.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// (c) Longest wait to fill a batch, microseconds, for both the hub and Triton.
-    #[arg(long, default_value_t = 2000)]
+    /// (c) Longest wait to fill a batch, microseconds, for both the hub and Triton. With 8
+    /// clients and a largest batch of 16 a batch never fills, so any delay is only waited
+    /// out; 0 batches what queued while the previous batch ran (both servers do best there).
+    #[arg(long, default_value_t = 0)]
     rest_batch_delay_us: u64,
+    /// (c) Thread layout for both the hub (workers x intra-op threads) and Triton (instances x
+    /// intra-op threads); 2x1 is the faster layout for both at concurrency 8.
+    #[arg(long, default_value = "2x1")]
+    rest_layout: Layout,
+}
+
+/// Engine workers (sessions) x intra-op threads per session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// `engine.workers`.
+    pub workers: usize,
+    /// `runtime.intra_op_threads`.
+    pub threads: usize,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}`: expected WORKERSxTHREADS, e.g. 1x2");
+        let (w, t) = s.split_once('x').ok_or_else(bad)?;
+        let (workers, threads) = (w.parse().map_err(|_| bad())?, t.parse().map_err(|_| bad())?);
+        if workers == 0 || threads == 0 {
+            return Err(bad());
+        }
+        Ok(Self { workers, threads })
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}w x {}t", self.workers, self.threads)
+    }
 }
 
 impl Args {
@@ -103,8 +142,8 @@ impl Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let repo = crate::procs::repo()?;
     let transport = a.part("transport").then(|| {
-        eprintln!("== (a) transport: {:?}", a.tuning());
-        transport::measure(a.transport_seconds, a.rounds, a.request_bytes, a.tuning())
+        eprintln!("== (a) transport, QUIC knobs: {:?}", a.tuning());
+        transport::measure_all(a.transport_seconds, a.rounds, a.request_bytes, a.tuning())
     });
     if let Some(t) = &transport {
         report::transport(t);

@@ -4,14 +4,16 @@
 //! threads, the same largest batch and the same batching delay; Triton through its Python
 //! backend running onnxruntime with dynamic batching (`scripts/peers/triton.sh`, which installs
 //! its own venv on first use). Both get the same OIP v2 JSON body (an FP32 1x1x28x28 tensor, a
-//! pre-processed Fashion-MNIST test image) from `concurrency` closed-loop HTTP/1.1 clients on a
-//! current-thread runtime; servers alternate in rounds.
+//! pre-processed Fashion-MNIST test image) from `concurrency` closed-loop HTTP/1.1 keep-alive
+//! connections driven by a minimal client ([`super::http1`]) on one current-thread runtime;
+//! servers alternate in rounds.
 //!
 //! The hub is the release `tandem-hub run` process with HTTP on loopback (no authentication
 //! there). A hub without the REST endpoint (404), or a Triton that does not install or start,
 //! gives a `skipped: reason` row instead of numbers.
 
 use super::certs::BenchPki;
+use super::http1::{self, Conn};
 use crate::procs::{self, Server};
 use crate::stats::{Stats, summarise};
 use anyhow::Context as _;
@@ -19,6 +21,7 @@ use bytes::Bytes;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "vision-fashion";
@@ -32,6 +35,9 @@ pub struct Row {
     pub result: Result<Stats, String>,
     /// Requests per model run over the measured windows, from the server's own counters.
     pub mean_batch: Option<f64>,
+    /// CPU time the server (with its child processes) used per answered request, in
+    /// microseconds: less sensitive to a busy machine than throughput.
+    pub cpu_us_per_req: Option<f64>,
 }
 
 /// What part (c) measured.
@@ -105,8 +111,8 @@ fn hub(repo: &Path, pki: &BenchPki, a: &super::Args) -> anyhow::Result<Server> {
              [engine]\nworkers = {}\nmax_batch = {}\nmax_batch_delay_us = {}\n\
              [models]\ndir = \"{}\"\nenabled = [\"{MODEL}\"]\n",
             pki.dir().display(),
-            a.threads,
-            a.workers,
+            a.rest_layout.threads,
+            a.rest_layout.workers,
             a.max_batch,
             a.rest_batch_delay_us,
             repo.join("models").display()
@@ -140,8 +146,8 @@ fn triton(repo: &Path, a: &super::Args) -> anyhow::Result<Server> {
         .arg(dir.join("triton-repo"))
         .env("TRITON_MAX_BATCH", a.max_batch.to_string())
         .env("TRITON_QUEUE_DELAY_US", a.rest_batch_delay_us.to_string())
-        .env("TRITON_INSTANCES", a.workers.to_string())
-        .env("TRITON_THREADS", a.threads.to_string());
+        .env("TRITON_INSTANCES", a.rest_layout.workers.to_string())
+        .env("TRITON_THREADS", a.rest_layout.threads.to_string());
     procs::spawn_http(
         cmd,
         format!("127.0.0.1:{port}"),
@@ -190,46 +196,56 @@ async fn batch_counters(client: &reqwest::Client, system: &str, addr: &str) -> O
     }
 }
 
-/// One POST; whether it answered 200 with outputs.
-async fn post(client: &reqwest::Client, url: &str, body: &Bytes) -> Result<(), String> {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status();
-    let text = r.bytes().await.map_err(|e| e.to_string())?;
-    if status.is_success() && text.windows(9).any(|w| w == b"\"outputs\"") {
+/// Whether an answer is a 200 with outputs.
+fn check((status, body): (u16, Vec<u8>)) -> Result<(), String> {
+    if status == 200 && body.windows(9).any(|w| w == b"\"outputs\"") {
         Ok(())
     } else {
         Err(format!(
             "{status}: {}",
-            String::from_utf8_lossy(&text[..text.len().min(200)])
+            String::from_utf8_lossy(&body[..body.len().min(200)])
         ))
     }
 }
 
-/// `c` closed-loop clients for `window`.
+/// One request on a fresh connection.
+async fn probe(addr: &str, request: &[u8]) -> Result<(), String> {
+    let mut c = Conn::connect(addr).await.map_err(|e| e.to_string())?;
+    check(c.call(request).await.map_err(|e| e.to_string())?)
+}
+
+/// `c` closed-loop clients, a keep-alive connection each, for `window`.
 async fn window(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Bytes,
+    addr: &str,
+    request: &Arc<Vec<u8>>,
     c: usize,
     window: Duration,
 ) -> (Vec<Duration>, usize) {
     let end = Instant::now() + window;
     let tasks: Vec<_> = (0..c)
         .map(|_| {
-            let (client, url, body) = (client.clone(), url.to_string(), body.clone());
+            let (addr, request) = (addr.to_string(), request.clone());
             tokio::spawn(async move {
                 let (mut lat, mut errors) = (Vec::new(), 0);
+                let Ok(mut conn) = Conn::connect(&addr).await else {
+                    return (lat, 1);
+                };
                 while Instant::now() < end {
                     let t = Instant::now();
-                    match post(&client, &url, &body).await {
+                    match conn
+                        .call(&request)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(check)
+                    {
                         Ok(()) => lat.push(t.elapsed()),
-                        Err(_) => errors += 1,
+                        Err(_) => {
+                            errors += 1;
+                            match Conn::connect(&addr).await {
+                                Ok(c) => conn = c,
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 (lat, errors)
@@ -250,8 +266,12 @@ async fn window(
 pub fn measure(repo: &Path, a: &super::Args) -> Outcome {
     let notes = vec![format!(
         "both: {} worker/instance x {} intra-op threads, max batch {}, batching delay {} us; \
-         OIP v2 JSON FP32 [1,1,28,28]; {} HTTP/1.1 clients (reqwest, one current-thread runtime)",
-        a.workers, a.threads, a.max_batch, a.rest_batch_delay_us, a.concurrency
+         OIP v2 JSON FP32 [1,1,28,28]; {} HTTP/1.1 keep-alive connections (minimal client, one current-thread runtime)",
+        a.rest_layout.workers,
+        a.rest_layout.threads,
+        a.max_batch,
+        a.rest_batch_delay_us,
+        a.concurrency
     )];
     let skipped = |reason: String| Outcome {
         rows: vec![
@@ -259,11 +279,13 @@ pub fn measure(repo: &Path, a: &super::Args) -> Outcome {
                 system: "tandem-hub",
                 result: Err(reason.clone()),
                 mean_batch: None,
+                cpu_us_per_req: None,
             },
             Row {
                 system: "triton",
                 result: Err(reason),
                 mean_batch: None,
+                cpu_us_per_req: None,
             },
         ],
         notes: notes.clone(),
@@ -281,7 +303,8 @@ pub fn measure(repo: &Path, a: &super::Args) -> Outcome {
         Err(e) => return skipped(format!("{e:#}")),
     };
     let client = reqwest::Client::new();
-    let url = |s: &Server| format!("http://{}/v2/models/{MODEL}/infer", s.addr);
+    let path = format!("/v2/models/{MODEL}/infer");
+    let request = |s: &Server| Arc::new(http1::post_request(&s.addr, &path, &body));
     eprintln!("== (c) REST: the hub and the Triton peer");
     // Each server: started, then probed with one request (a hub without REST answers 404).
     let mut servers: Vec<(&'static str, Result<Server, String>)> = vec![
@@ -293,7 +316,7 @@ pub fn measure(repo: &Path, a: &super::Args) -> Outcome {
     ];
     for (name, s) in &mut servers {
         if let Ok(srv) = s
-            && let Err(e) = rt.block_on(post(&client, &url(srv), &body))
+            && let Err(e) = rt.block_on(probe(&srv.addr, &request(srv)))
         {
             let reason = if e.starts_with("404") {
                 format!("{name} has no OIP v2 REST endpoint (POST /v2/models/{MODEL}/infer: 404)")
@@ -309,31 +332,37 @@ pub fn measure(repo: &Path, a: &super::Args) -> Outcome {
         }
     }
     let total = Duration::from_secs_f64(a.rest_seconds);
-    let live: Vec<(usize, &str, String)> = servers
+    let live: Vec<(usize, &str, String, Arc<Vec<u8>>)> = servers
         .iter()
         .enumerate()
-        .filter_map(|(i, (name, s))| s.as_ref().ok().map(|s| (i, *name, s.addr.clone())))
+        .filter_map(|(i, (name, s))| {
+            s.as_ref()
+                .ok()
+                .map(|s| (i, *name, s.addr.clone(), request(s)))
+        })
         .collect();
     let mut acc: Vec<(Vec<Duration>, usize)> = servers.iter().map(|_| (Vec::new(), 0)).collect();
     let mut batches: Vec<Option<f64>> = servers.iter().map(|_| None).collect();
+    let mut cpu: Vec<f64> = servers.iter().map(|_| 0.0).collect();
+    let cpu_now = |i: usize| servers[i].1.as_ref().map_or(0.0, Server::cpu_seconds);
     rt.block_on(async {
-        for (_, _, addr) in &live {
-            let u = format!("http://{addr}/v2/models/{MODEL}/infer");
-            window(&client, &u, &body, a.concurrency, Duration::from_secs(1)).await;
+        for (_, _, addr, req) in &live {
+            window(addr, req, a.concurrency, Duration::from_secs(1)).await;
         }
         let mut before = Vec::new();
-        for (_, name, addr) in &live {
+        for (_, name, addr, _) in &live {
             before.push(batch_counters(&client, name, addr).await);
         }
         for _ in 0..a.rounds {
-            for (i, _, addr) in &live {
-                let u = format!("http://{addr}/v2/models/{MODEL}/infer");
-                let (l, e) = window(&client, &u, &body, a.concurrency, total / a.rounds).await;
+            for (i, _, addr, req) in &live {
+                let c0 = cpu_now(*i);
+                let (l, e) = window(addr, req, a.concurrency, total / a.rounds).await;
+                cpu[*i] += cpu_now(*i) - c0;
                 acc[*i].0.extend(l);
                 acc[*i].1 += e;
             }
         }
-        for ((i, name, addr), b) in live.iter().zip(before) {
+        for ((i, name, addr, _), b) in live.iter().zip(before) {
             if let (Some((r0, n0)), Some((r1, n1))) = (b, batch_counters(&client, name, addr).await)
                 && n1 > n0
             {
@@ -344,9 +373,10 @@ pub fn measure(repo: &Path, a: &super::Args) -> Outcome {
     let rows = servers
         .into_iter()
         .zip(acc)
-        .zip(batches)
-        .map(|(((system, s), (lat, errors)), mean_batch)| Row {
+        .zip(batches.into_iter().zip(cpu))
+        .map(|(((system, s), (lat, errors)), (mean_batch, cpu))| Row {
             system,
+            cpu_us_per_req: (!lat.is_empty()).then(|| cpu * 1e6 / lat.len() as f64),
             result: s.map(|_| summarise(lat, total, errors)),
             mean_batch,
         })
