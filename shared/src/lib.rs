@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`manifest`]: the model manifest (`models/<name>/manifest.json`): variants, I/O specs,
 //!   pre-processing, labels, file hashes.
+//! - [`bundle`]: signed model bundles (docs/bundle.md): `bundle.json`, `bundle.sig`, the
+//!   checks before an agent installs one.
 //! - [`dedup`]: hub-side deduplication of queued records by (device, epoch, seq).
 //! - [`convert`]: wire tensors to and from decoded element data.
 //! - [`mqtt`]: the MQTT contract (docs/mqtt.md): topics and versioned JSON payloads (status,
@@ -15,6 +17,7 @@
 //!
 //! Nothing here opens a file or a socket: callers hand in bytes and strings.
 
+pub mod bundle;
 pub mod convert;
 pub mod dedup;
 pub mod manifest;
