@@ -100,6 +100,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     })?;
     let mqtt = crate::fleet::FleetService::start(&cfg).await?;
     let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
+    match crate::registry::Registry::open(&cfg.registry_dir()) {
+        Ok(r) => api = api.with_registry(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "model registry unavailable (registry_dir): /v1/models is off")
+        }
+    }
     if let Some(m) = &mqtt {
         api = api.with_fleet(m.fleet());
     }

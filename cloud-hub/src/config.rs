@@ -18,6 +18,8 @@ pub struct Config {
     pub log_filter: String,
     /// PKI folder (`tandem-hub init`): CA, hub certificate, CRL.
     pub pki_dir: PathBuf,
+    /// Model registry: signed bundles under `<model>/<version>/` (`tandem-hub models push`).
+    pub registry_dir: PathBuf,
     /// HTTP API (OIP v2 REST, health, metrics).
     pub http: HttpConfig,
     /// QUIC ingress for devices.
@@ -119,6 +121,7 @@ impl Default for Config {
         Self {
             log_filter: "info,ort=warn".into(),
             pki_dir: PathBuf::from("pki"),
+            registry_dir: PathBuf::from("registry"),
             http: HttpConfig::default(),
             quic: QuicConfig::default(),
             runtime,
@@ -235,6 +238,11 @@ impl Config {
     pub fn bearer_token_file(&self) -> Option<PathBuf> {
         let f = &self.http.bearer_token_file;
         (!f.as_os_str().is_empty()).then(|| tandem_engine::settings::resolve(&self.base_dir, f))
+    }
+
+    /// The model registry's folder, resolved.
+    pub fn registry_dir(&self) -> PathBuf {
+        tandem_engine::settings::resolve(&self.base_dir, &self.registry_dir)
     }
 
     /// The PKI folder, resolved.

@@ -10,6 +10,8 @@
 //! - [`broker`]: the MQTT broker the hub runs and supervises (mosquitto) by default.
 //! - [`fleet`]: fleet state from MQTT status and telemetry (sled), commands to devices, the
 //!   `/v1/fleet` routes.
+//! - [`registry`]: the model registry: signed bundles by model and version (`tandem-hub models`,
+//!   `GET /v1/models`).
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
 //! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
@@ -21,4 +23,5 @@ pub mod config;
 pub mod fleet;
 pub mod ingress;
 pub mod pki;
+pub mod registry;
 pub mod serving;

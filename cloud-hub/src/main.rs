@@ -34,6 +34,11 @@ enum Command {
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
     },
+    /// The model registry: pack, push (validate, sign, store) and list bundles.
+    Models {
+        #[command(subcommand)]
+        action: tandem_hub::registry::ModelsCmd,
+    },
     /// Manage device certificates.
     Device {
         #[command(subcommand)]
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
                 })
             }
         },
+        Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::PrintDefaultConfig => {
             print!("{}", tandem_hub::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`engine`]: per-model lanes (bounded queues) and worker threads owning ONNX Runtime
 //!   sessions; dynamic batching.
+//! - [`bundle`]: bundle folders on disk (read for verification, copy, sync).
 //! - [`batch`]: merging compatible requests into one run and splitting the answer.
 //! - [`model`]: model folders, manifests, file checks.
 //! - [`provider`]: execution-provider selection with fallback.
@@ -16,6 +17,7 @@
 //!   daemons.
 
 pub mod batch;
+pub mod bundle;
 pub mod engine;
 #[cfg(feature = "http")]
 pub mod http;

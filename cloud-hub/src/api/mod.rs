@@ -51,6 +51,7 @@ pub struct HubApi {
     context: ApiContext,
     ingress: Option<Arc<IngressStats>>,
     fleet: Option<Arc<crate::fleet::Fleet>>,
+    registry: Option<Arc<crate::registry::Registry>>,
 }
 
 impl HubApi {
@@ -70,12 +71,21 @@ impl HubApi {
             },
             ingress,
             fleet: None,
+            registry: None,
         }
     }
 
     /// Adds the fleet: its routes (`/v1/fleet...`) and its metrics (broker, MQTT, devices).
     pub fn with_fleet(mut self, fleet: Arc<crate::fleet::Fleet>) -> Self {
         self.fleet = Some(fleet);
+        self
+    }
+}
+
+impl HubApi {
+    /// Adds the model registry's routes (`/v1/models`).
+    pub fn with_registry(mut self, registry: Arc<crate::registry::Registry>) -> Self {
+        self.registry = Some(registry);
         self
     }
 }
@@ -132,6 +142,9 @@ pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
     let mut routes = http::routes::<HubApi>();
     if let Some(f) = &api.fleet {
         routes = routes.merge(crate::fleet::http::routes(f.clone()));
+    }
+    if let Some(r) = &api.registry {
+        routes = routes.merge(crate::registry::http::routes(r.clone()));
     }
     if let Some(t) = tokens {
         routes = routes.layer(axum::middleware::from_fn_with_state(

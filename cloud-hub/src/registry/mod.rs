@@ -1,0 +1,17 @@
+//! The model registry: signed bundles by model and version (docs/bundle.md).
+//!
+//! # Layout
+//! - [`store`]: push (validate, canonicalise, sign with the PKI's `signing.key`, store
+//!   atomically; a version is never overwritten with other content), get, list.
+//! - [`pack`]: a bundle from a model folder of the repository (device variant, self-tests).
+//! - [`cli`]: `tandem-hub models push|list|pack`.
+//! - [`http`]: `GET /v1/models`.
+
+pub mod cli;
+pub mod http;
+pub mod pack;
+pub mod store;
+
+pub use cli::ModelsCmd;
+pub use pack::{PackOptions, pack};
+pub use store::{Entry, Pushed, Registry, RegistryError, load_signer};
