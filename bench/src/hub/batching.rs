@@ -139,6 +139,7 @@ fn engine(
     s.engine.workers = hub.layout.workers;
     s.engine.max_batch = hub.max_batch;
     s.engine.max_batch_delay_us = hub.delay_us;
+    s.engine.spin_us = a.spin_us;
     s.engine.queue_capacity = s.engine.queue_capacity.max(4 * a.devices);
     let (_, e) = tandem_engine::engine::start(&s, Default::default())?;
     Ok(Arc::new(e))
@@ -444,10 +445,10 @@ pub fn measure(repo: &Path, a: &super::Args) -> anyhow::Result<Outcome> {
     notes.push(format!(
         "knobs: WwxTt = engine.workers x runtime.intra_op_threads (same thread budget batched and \
          unbatched); batched: engine.max_batch={} engine.max_batch_delay_us={}; unbatched: \
-         max_batch=1; engine.spin_us and queue_capacity from the hub defaults (queue >= 4 x \
+         max_batch=1; engine.spin_us={}; queue_capacity from the hub defaults (at least 4 x \
          devices); hub runtime: {}; devices: one QUIC connection and certificate each, a stream \
          per request",
-        a.max_batch, a.batch_delay_us, a.hub_runtime
+        a.max_batch, a.batch_delay_us, a.spin_us, a.hub_runtime
     ));
     let (speedup, p99_ratio) = match (rows.first(), rows.get(1)) {
         (Some(b), Some(u)) => (b.stats.rps / u.stats.rps, b.stats.p99_us / u.stats.p99_us),

@@ -78,6 +78,10 @@ pub struct Args {
     /// (b) Longest wait to fill a batch, microseconds.
     #[arg(long, default_value_t = 2000)]
     batch_delay_us: u64,
+    /// (b, c) Microseconds an engine worker polls for its next request before sleeping
+    /// (`engine.spin_us`; the hub default is 100).
+    #[arg(long, default_value_t = 100)]
+    spin_us: u64,
     /// (c) Measured seconds per server (split over the rounds).
     #[arg(long, default_value_t = 10.0)]
     rest_seconds: f64,

@@ -10,7 +10,7 @@ pub fn transport(conditions: &[transport::Condition]) {
         "(a) transport only: 1 KiB request, small reply, one call at a time, current-thread runtimes"
     );
     println!(
-        "| condition | mode | calls | p50 us | p99 us | mean us | p50 / TLS p50 | datagrams/call | errors |"
+        "| cores | mode | calls | p50 us | p99 us | mean us | p50 / TLS p50 | datagrams/call | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for c in conditions {
@@ -125,21 +125,21 @@ pub fn targets(
         for (i, target) in [(0usize, 1.7), (1, 1.5)] {
             let x = p50(i) / p50(transport::TLS);
             println!(
-                "  (a) {}, {}: p50 / TLS p50 = {x:.2} (target <= {target}): {}",
-                c.name,
+                "  (a) {}, cores {}: p50 / TLS p50 = {x:.3} (target <= {target}): {}",
                 transport::MODES[i],
+                c.name,
                 verdict(x <= target)
             );
         }
     }
     if let Some(b) = b {
         println!(
-            "  (b) vision-fashion throughput batched / unbatched = {:.2} (target >= 1.3): {}",
+            "  (b) vision-fashion throughput batched / unbatched = {:.3} (target >= 1.3): {}",
             b.speedup,
             verdict(b.speedup >= 1.3)
         );
         println!(
-            "  (b) vision-fashion p99 batched / unbatched = {:.2} (target <= 1.0): {}",
+            "  (b) vision-fashion p99 batched / unbatched = {:.3} (target <= 1.0): {}",
             b.p99_ratio,
             verdict(b.p99_ratio <= 1.0)
         );
@@ -155,7 +155,7 @@ pub fn targets(
         match r.ratio() {
             Some(x) => {
                 println!(
-                    "  (c) hub / Triton req/s = {x:.2} (target >= 1.5): {}",
+                    "  (c) hub / Triton req/s = {x:.3} (target >= 1.5): {}",
                     verdict(x >= 1.5)
                 );
                 if let (Some(Some(h)), Some(Some(t))) = (

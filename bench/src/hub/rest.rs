@@ -108,13 +108,14 @@ fn hub(repo: &Path, pki: &BenchPki, a: &super::Args) -> anyhow::Result<Server> {
         format!(
             "log_filter = \"warn\"\npki_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
              [quic]\nlisten = \"127.0.0.1:0\"\n[runtime]\nintra_op_threads = {}\n\
-             [engine]\nworkers = {}\nmax_batch = {}\nmax_batch_delay_us = {}\n\
+             [engine]\nworkers = {}\nmax_batch = {}\nmax_batch_delay_us = {}\nspin_us = {}\n\
              [models]\ndir = \"{}\"\nenabled = [\"{MODEL}\"]\n",
             pki.dir().display(),
             a.rest_layout.threads,
             a.rest_layout.workers,
             a.max_batch,
             a.rest_batch_delay_us,
+            a.spin_us,
             repo.join("models").display()
         ),
     )?;

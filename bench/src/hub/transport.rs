@@ -10,11 +10,11 @@
 //! Modes: QUIC with a new stream per request (the agent's uplink, the hub's ingress), QUIC with
 //! one long-lived stream, TLS over one persistent TCP connection, and plain TCP (reference).
 //!
-//! Each mode is measured twice: on an otherwise idle machine, and with every core kept awake by
-//! a `nice -n 19` busy loop. On a VM an idle vCPU halts, and waking it for each message (client
+//! Each set is measured twice: with the machine as it is, and with every core kept awake by a
+//! `nice -n 19` busy loop. On an idle VM a vCPU halts between messages, and waking it (client
 //! and server threads ping-pong across vCPUs) adds tens of microseconds per round trip to every
-//! mode alike; with the cores awake (as on a loaded hub) what remains is the protocols' own cost,
-//! so QUIC's overhead relative to TLS is larger there.
+//! mode alike. With the cores awake, as on a loaded hub, what remains is the protocols' own
+//! cost, so QUIC's overhead relative to TLS shows more there.
 
 use super::certs::BenchPki;
 use super::framing::{self, Framed, QuicDuplex};
@@ -93,7 +93,7 @@ impl Tuning {
 /// The machine state a set of rows was measured in.
 #[derive(Debug)]
 pub struct Condition {
-    /// `idle cores` or `cores kept awake`.
+    /// `as is` or `kept awake`.
     pub name: &'static str,
     /// The modes, or why they could not be measured.
     pub rows: anyhow::Result<Vec<Row>>,
@@ -127,23 +127,23 @@ impl Drop for KeepAwake {
     }
 }
 
-/// Both conditions: idle cores, then cores kept awake.
+/// Both conditions: the machine as it is, then with its cores kept awake.
 pub fn measure_all(
     seconds: f64,
     rounds: u32,
     request_bytes: usize,
     tuning: Tuning,
 ) -> Vec<Condition> {
-    let idle = measure(seconds, rounds, request_bytes, tuning);
+    let as_is = measure(seconds, rounds, request_bytes, tuning);
     let awake =
         KeepAwake::start().and_then(|_guard| measure(seconds, rounds, request_bytes, tuning));
     vec![
         Condition {
-            name: "idle cores",
-            rows: idle,
+            name: "as is",
+            rows: as_is,
         },
         Condition {
-            name: "cores kept awake",
+            name: "kept awake",
             rows: awake,
         },
     ]
