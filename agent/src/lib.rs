@@ -7,6 +7,8 @@
 //! - [`hybrid`]: local inference, then the hub when the policy says so; degraded answers.
 //! - [`uplink`]: the QUIC link to the hub (mTLS, backoff, RTT).
 //! - [`queue`]: the durable store-and-forward queue (sled; accepted once flushed).
+//! - [`models`]: the model manager: signed bundles verified, installed, self-tested and
+//!   swapped in without a failed request.
 //! - [`api`]: the local HTTP API (OIP v2, `/v1/classify`, `/metrics`).
 //! - [`telemetry`]: counters and histograms.
 //! - [`app`]: wiring for `tandem-agent run`: start-up, serving, graceful shutdown.
@@ -17,6 +19,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod hybrid;
+pub mod models;
 pub mod policy;
 pub mod queue;
 pub mod telemetry;

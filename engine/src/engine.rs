@@ -12,6 +12,7 @@
 //! dropped. A request whose caller has gone (timed out) is skipped when a worker reaches it.
 
 use crate::batch;
+use crate::generations::Generations;
 use crate::metrics::Metrics;
 use crate::model::{self, ModelError, ModelFiles};
 use crate::postprocess::{self, Prediction};
@@ -26,7 +27,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -203,10 +204,25 @@ enum Prep {
     Text(Box<TextEncoder>),
 }
 
-struct Job {
+pub(crate) struct Job {
     input: Input,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Inference, InferenceError>>,
+}
+
+/// Where a job's answer arrives.
+pub(crate) type Reply = oneshot::Receiver<Result<Inference, InferenceError>>;
+
+impl Job {
+    pub(crate) fn new(input: Input) -> (Self, Reply) {
+        let (reply, rx) = oneshot::channel();
+        let job = Self {
+            input,
+            enqueued: Instant::now(),
+            reply,
+        };
+        (job, rx)
+    }
 }
 
 /// A loaded model: its files, provider, queue and workers.
@@ -220,6 +236,20 @@ pub struct ModelHandle {
     capacity: usize,
     lanes: Mutex<Option<Vec<Lane>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Counted in the metrics (false while staged for a swap, before its self-tests pass).
+    live: Arc<AtomicBool>,
+    /// Replaced by a swap: a request that reaches it goes to the current handle instead.
+    retired: AtomicBool,
+}
+
+/// Why a job could not be queued on a handle.
+pub(crate) enum Enqueue {
+    /// Every lane is full.
+    Full,
+    /// The handle was replaced by a swap: the job comes back, to go to the current one.
+    Retired(Job),
+    /// The engine is stopping.
+    Closed,
 }
 
 /// One worker's queue and its load (queued + running).
@@ -254,6 +284,69 @@ impl ModelHandle {
     pub fn ready(&self) -> bool {
         self.lanes.lock().map(|g| g.is_some()).unwrap_or(false)
     }
+
+    /// Waiting requests it accepts.
+    pub fn queue_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Model version.
+    pub fn version(&self) -> &str {
+        &self.files.manifest.version
+    }
+
+    /// Queues a job on the least-loaded lane (the first one on a tie).
+    pub(crate) fn enqueue(&self, job: Job) -> Result<(), Enqueue> {
+        let Ok(guard) = self.lanes.lock() else {
+            return Err(Enqueue::Closed);
+        };
+        // The first least-loaded lane: if it is full, every lane is.
+        let Some(lane) = guard
+            .as_ref()
+            .and_then(|lanes| lanes.iter().min_by_key(|l| l.load.load(Ordering::Acquire)))
+        else {
+            return Err(if self.retired.load(Ordering::Acquire) {
+                Enqueue::Retired(job)
+            } else {
+                Enqueue::Closed
+            });
+        };
+        lane.load.fetch_add(1, Ordering::AcqRel);
+        match lane.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                lane.load.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => Err(Enqueue::Full),
+                    TrySendError::Disconnected(_) => Err(Enqueue::Closed),
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, lets the workers finish what is queued, and joins them. With
+    /// `retire`, requests that still reach this handle go to the current one instead.
+    pub(crate) fn stop(&self, retire: bool) {
+        if retire {
+            self.retired.store(true, Ordering::Release);
+        }
+        if let Ok(mut g) = self.lanes.lock() {
+            g.take();
+        }
+        let workers = self
+            .workers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+
+    /// Starts counting this handle's work in the metrics.
+    pub(crate) fn go_live(&self) {
+        self.live.store(true, Ordering::Release);
+    }
 }
 
 struct Ctx {
@@ -267,6 +360,13 @@ struct Ctx {
     max_batch: usize,
     max_batch_delay: Duration,
     metrics: Arc<Metrics>,
+    live: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    fn counted(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
 }
 
 /// Loads ONNX Runtime as the settings say and starts the engine: what a daemon does at
@@ -291,11 +391,17 @@ pub enum StartError {
     Engine(#[from] EngineError),
 }
 
-/// The engine: every loaded model by name.
+/// The engine: every loaded model by name, each a list of generations whose last entry
+/// serves (a hot swap appends one: `swap`).
 #[derive(Debug)]
 pub struct Engine {
-    models: BTreeMap<String, Arc<ModelHandle>>,
+    models: BTreeMap<String, Generations<Arc<ModelHandle>>>,
     metrics: Arc<Metrics>,
+    /// What a swap loads the new version with.
+    pub(crate) settings: EngineSettings,
+    pub(crate) env: ort::environment::Environment,
+    /// One swap at a time.
+    pub(crate) swapping: Mutex<()>,
 }
 
 impl Engine {
@@ -317,9 +423,9 @@ impl Engine {
         for name in names {
             match model::open(&dir, &name, cfg.variant(), cfg.models.verify_sha256) {
                 Ok(files) => {
-                    let h = Self::load_model(cfg, env, files, metrics.clone())?;
+                    let h = Self::load_model(cfg, env, files, metrics.clone(), true)?;
                     tracing::info!(model = %name, ep = %h.ep, variant = cfg.variant().as_str(), "model loaded");
-                    models.insert(name, Arc::new(h));
+                    models.insert(name, Generations::new(Arc::new(h)));
                 }
                 Err(e @ (ModelError::MissingFile { .. } | ModelError::NoVariant { .. }))
                     if !explicit =>
@@ -332,14 +438,22 @@ impl Engine {
         if models.is_empty() {
             return Err(EngineError::NoModels(dir.display().to_string()));
         }
-        Ok(Self { models, metrics })
+        Ok(Self {
+            models,
+            metrics,
+            settings: cfg.clone(),
+            env: env.clone(),
+            swapping: Mutex::new(()),
+        })
     }
 
-    fn load_model(
+    /// Loads a model's sessions and starts its workers; `live`: counted in the metrics.
+    pub(crate) fn load_model(
         cfg: &EngineSettings,
         env: &ort::environment::Environment,
         files: ModelFiles,
         metrics: Arc<Metrics>,
+        live: bool,
     ) -> Result<ModelHandle, EngineError> {
         let name = files.manifest.name.clone();
         let prep = match &files.variant.preprocess {
@@ -375,6 +489,7 @@ impl Engine {
             );
         }
         let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
+        let live = Arc::new(AtomicBool::new(live));
         let ctx = Arc::new(Ctx {
             model: name.clone(),
             version: files.manifest.version.clone(),
@@ -386,6 +501,7 @@ impl Engine {
             max_batch: cfg.engine.max_batch,
             max_batch_delay: Duration::from_micros(cfg.engine.max_batch_delay_us),
             metrics,
+            live: live.clone(),
         });
         let mut workers = Vec::new();
         let mut lanes = Vec::new();
@@ -407,17 +523,24 @@ impl Engine {
             capacity: cfg.engine.queue_capacity,
             lanes: Mutex::new(Some(lanes)),
             workers: Mutex::new(workers),
+            live,
+            retired: AtomicBool::new(false),
         })
     }
 
-    /// Loaded models by name.
-    pub fn models(&self) -> impl Iterator<Item = &Arc<ModelHandle>> {
-        self.models.values()
+    /// The generations of a model (swap).
+    pub(crate) fn generations(&self, name: &str) -> Option<&Generations<Arc<ModelHandle>>> {
+        self.models.get(name)
     }
 
-    /// One loaded model.
+    /// Loaded models by name (the version serving now).
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ModelHandle>> {
+        self.models.values().filter_map(Generations::current)
+    }
+
+    /// One loaded model (the version serving now).
     pub fn model(&self, name: &str) -> Option<&Arc<ModelHandle>> {
-        self.models.get(name)
+        self.models.get(name)?.current()
     }
 
     /// The shared metrics.
@@ -431,39 +554,27 @@ impl Engine {
         model: &str,
         input: Input,
     ) -> Result<oneshot::Receiver<Result<Inference, InferenceError>>, InferenceError> {
-        let h = self
-            .models
-            .get(model)
-            .ok_or_else(|| InferenceError::UnknownModel(model.to_string()))?;
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            input,
-            enqueued: Instant::now(),
-            reply,
-        };
-        let guard = h.lanes.lock().map_err(|_| InferenceError::ShuttingDown)?;
-        // The first least-loaded lane: if it is full, every lane is.
-        let lane = guard
-            .as_ref()
-            .and_then(|lanes| lanes.iter().min_by_key(|l| l.load.load(Ordering::Acquire)))
-            .ok_or(InferenceError::ShuttingDown)?;
-        lane.load.fetch_add(1, Ordering::AcqRel);
-        match lane.tx.try_send(job) {
-            Ok(()) => Ok(rx),
-            Err(e) => {
-                lane.load.fetch_sub(1, Ordering::AcqRel);
-                match e {
-                    TrySendError::Full(_) => {
-                        self.metrics.rejected(model);
-                        Err(InferenceError::QueueFull {
-                            model: model.to_string(),
-                            capacity: h.capacity,
-                        })
-                    }
-                    TrySendError::Disconnected(_) => Err(InferenceError::ShuttingDown),
+        let unknown = || InferenceError::UnknownModel(model.to_string());
+        let generations = self.models.get(model).ok_or_else(unknown)?;
+        let (mut job, rx) = Job::new(input);
+        // A handle replaced by a swap between the lookup and the queueing hands the job back:
+        // the current one takes it (a swap publishes the new handle before retiring the old).
+        for _ in 0..8 {
+            let h = generations.current().ok_or_else(unknown)?;
+            match h.enqueue(job) {
+                Ok(()) => return Ok(rx),
+                Err(Enqueue::Retired(back)) => job = back,
+                Err(Enqueue::Full) => {
+                    self.metrics.rejected(model);
+                    return Err(InferenceError::QueueFull {
+                        model: model.to_string(),
+                        capacity: h.capacity,
+                    });
                 }
+                Err(Enqueue::Closed) => return Err(InferenceError::ShuttingDown),
             }
         }
+        Err(InferenceError::ShuttingDown)
     }
 
     /// Runs a request and waits for it (async callers).
@@ -482,18 +593,8 @@ impl Engine {
 
     /// Stops accepting, lets the workers finish what is queued, and joins them.
     pub fn shutdown(&self) {
-        for h in self.models.values() {
-            if let Ok(mut g) = h.lanes.lock() {
-                g.take();
-            }
-            let workers = h
-                .workers
-                .lock()
-                .map(|mut w| std::mem::take(&mut *w))
-                .unwrap_or_default();
-            for w in workers {
-                let _ = w.join();
-            }
+        for h in self.models.values().flat_map(Generations::iter) {
+            h.stop(false);
         }
     }
 }
@@ -568,6 +669,7 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
             inf
         });
         match &result {
+            _ if !ctx.counted() => {}
             Ok(_) => ctx.metrics.inference(&ctx.model, "ok", took),
             Err(e) => ctx.metrics.inference(&ctx.model, e.kind(), took),
         }
@@ -576,7 +678,9 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
     };
     // `requests`: how many requests this run answers (the batch-size histogram).
     let run_one = |session: &mut Session, input: Input, enqueued: Instant, requests: usize| {
-        ctx.metrics.batch(&ctx.model, requests);
+        if ctx.counted() {
+            ctx.metrics.batch(&ctx.model, requests);
+        }
         let from_tensors = input.is_tensors();
         run_job(session, ctx, input, enqueued).map_err(|e| match e {
             InferenceError::Runtime(m) if from_tensors => {

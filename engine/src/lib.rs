@@ -6,6 +6,9 @@
 //!   sessions; dynamic batching.
 //! - [`bundle`]: bundle folders on disk (read for verification, copy, sync).
 //! - [`batch`]: merging compatible requests into one run and splitting the answer.
+//! - [`generations`]: a model's versions, the last one serving (lock-free reads, hot swap).
+//! - [`swap`]: hot swap: stage a new version (workers started, self-tests run on it), then
+//!   activate it atomically; in-flight requests finish on the old one.
 //! - [`model`]: model folders, manifests, file checks.
 //! - [`provider`]: execution-provider selection with fallback.
 //! - [`preprocess`]: images and texts to tensors.
@@ -19,6 +22,7 @@
 pub mod batch;
 pub mod bundle;
 pub mod engine;
+pub mod generations;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod metrics;
@@ -28,5 +32,6 @@ pub mod preprocess;
 pub mod provider;
 pub mod runtime;
 pub mod settings;
+pub mod swap;
 
 pub use engine::{Engine, Inference, InferenceError, Input, ModelHandle, OutputTensor};

@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use tandem_shared::bundle::BUNDLE_FILE;
 use tandem_shared::manifest::{Manifest, Preprocess, Variant, VariantRole};
 
 /// Why a model folder cannot be served.
@@ -91,9 +92,29 @@ impl ModelFiles {
     }
 }
 
-/// Reads and validates `dir/manifest.json`.
+/// Reads and validates `dir/manifest.json`, or, in an installed bundle (no manifest.json), the
+/// manifest inside `dir/bundle.json` (its signature was checked when it was installed).
 pub fn read_manifest(dir: &Path) -> Result<Manifest, ModelError> {
     let path = dir.join("manifest.json");
+    if !path.is_file() && dir.join(BUNDLE_FILE).is_file() {
+        let path = dir.join(BUNDLE_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| ModelError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let doc = tandem_shared::bundle::parse(&bytes).map_err(|e| ModelError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let problems = doc.manifest.problems();
+        if !problems.is_empty() {
+            return Err(ModelError::Manifest {
+                path,
+                message: problems.join("; "),
+            });
+        }
+        return Ok(doc.manifest);
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Manifest {
         path: path.clone(),
         message: e.to_string(),
@@ -138,15 +159,53 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Opens model `name` under `models_dir`, choosing `role`, checking every needed file.
+/// The file in a model folder naming the installed version that serves (the agent's model
+/// manager writes it after a swap): `versions/<that version>/` is then the model's folder.
+pub const CURRENT_FILE: &str = "current";
+
+/// The folder model `name` is served from: `models_dir/<name>/versions/<v>/` when
+/// `models_dir/<name>/current` names an installed version (`v`: digits and dots) with a
+/// bundle, else `models_dir/<name>/` (the shipped files).
+pub fn serving_dir(models_dir: &Path, name: &str) -> PathBuf {
+    let base = models_dir.join(name);
+    let Ok(text) = std::fs::read_to_string(base.join(CURRENT_FILE)) else {
+        return base;
+    };
+    let v = text.trim();
+    let plausible = !v.is_empty()
+        && v.len() <= 64
+        && v.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let dir = base.join("versions").join(v);
+    if plausible && dir.join(BUNDLE_FILE).is_file() {
+        dir
+    } else {
+        tracing::warn!(model = %name, current = %v, "the installed version named by `current` is unusable; serving the shipped files");
+        base
+    }
+}
+
+/// Opens model `name` under `models_dir` (from [`serving_dir`]), choosing `role`, checking
+/// every needed file.
 pub fn open(
     models_dir: &Path,
     name: &str,
     role: VariantRole,
     verify: bool,
 ) -> Result<ModelFiles, ModelError> {
-    let dir = models_dir.join(name);
-    if !dir.join("manifest.json").is_file() {
+    open_dir(&serving_dir(models_dir, name), name, role, verify)
+}
+
+/// Opens the model folder `dir` (its `manifest.json`), choosing `role`, checking every
+/// needed file.
+pub fn open_dir(
+    dir: &Path,
+    name: &str,
+    role: VariantRole,
+    verify: bool,
+) -> Result<ModelFiles, ModelError> {
+    let dir = dir.to_path_buf();
+    if !dir.join("manifest.json").is_file() && !dir.join(BUNDLE_FILE).is_file() {
         return Err(ModelError::NotFound {
             name: name.to_string(),
             path: dir.join("manifest.json"),

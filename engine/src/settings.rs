@@ -48,6 +48,21 @@ pub struct ModelsConfig {
     pub variant: String,
     /// Verify file hashes before loading.
     pub verify_sha256: bool,
+    /// Agent: the hub's model-signing public key (`signing.pub` from `tandem-hub init`, SPKI
+    /// PEM). A bundle is installed only when its signature verifies against it; empty: every
+    /// bundle is refused. The hub ignores it.
+    pub trusted_key: String,
+    /// Agent: disk budget of the installed versions of all models, in bytes (versions beyond
+    /// the active and previous ones are removed oldest first to make room).
+    pub store_max_bytes: u64,
+    /// Agent: installed versions kept per model, the active and the previous one included
+    /// (at least 2: the previous one is the rollback).
+    pub keep_versions: usize,
+    /// Agent: the slowest self-test answer (p99 over the runs) a new version may give on this
+    /// device's execution provider before it is refused, in milliseconds.
+    pub selftest_max_p99_ms: u64,
+    /// Agent: how many times each self-test input runs for the latency check.
+    pub selftest_runs: usize,
 }
 
 /// `[image]`.
@@ -90,6 +105,11 @@ impl Default for ModelsConfig {
             enabled: Vec::new(),
             variant: "edge".into(),
             verify_sha256: true,
+            trusted_key: String::new(),
+            store_max_bytes: 1 << 30,
+            keep_versions: 3,
+            selftest_max_p99_ms: 1000,
+            selftest_runs: 5,
         }
     }
 }
@@ -182,6 +202,21 @@ impl EngineSettings {
         }
         if let Err(e) = self.models.variant.parse::<VariantRole>() {
             p.push(format!("models.variant: {e}"));
+        }
+        if self.models.keep_versions < 2 {
+            p.push(
+                "models.keep_versions must be at least 2 (the active and the previous version)"
+                    .into(),
+            );
+        }
+        if self.models.store_max_bytes < 1 << 20 {
+            p.push("models.store_max_bytes must be at least 1048576".into());
+        }
+        if self.models.selftest_max_p99_ms == 0 {
+            p.push("models.selftest_max_p99_ms must be > 0".into());
+        }
+        if !(1..=1000).contains(&self.models.selftest_runs) {
+            p.push("models.selftest_runs must be between 1 and 1000".into());
         }
         if self.image.max_width == 0 || self.image.max_height == 0 {
             p.push("image.max_width and image.max_height must be > 0".into());

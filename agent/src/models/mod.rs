@@ -1,0 +1,23 @@
+//! The model manager (flow 5 on the device): a signed bundle → verified against
+//! `models.trusted_key` → installed in `<models.dir>/<model>/versions/<version>/` within the
+//! disk budget → staged in the engine beside the serving version → self-tests and a latency
+//! check on this device's execution provider → atomic swap (in-flight requests finish on the
+//! old version) → `current` / `previous` pointers. Any failure leaves the serving version as it
+//! was and is reported with its reason.
+//!
+//! # Layout
+//! - [`manager`]: the install flow, update states, the reporter hook.
+//! - [`store`]: the versions on disk, pointers, budget and pruning.
+//! - [`selftest`]: the bundle's self-tests and the latency check on the staged version.
+//! - [`error`]: every reason an update is refused.
+
+pub mod error;
+pub mod manager;
+pub mod selftest;
+pub mod store;
+
+pub use error::InstallError;
+pub use manager::{
+    Installed, Manager, Order, Reporter, UpdateState, UpdateStatus, load_trusted_key,
+};
+pub use store::Store;

@@ -1,0 +1,314 @@
+//! Model updates on a running engine, with real bundles packed from `models/vision-fashion`
+//! and signed by a PKI made here: every bad bundle is refused with its reason while the serving
+//! version keeps answering; a good one swaps in under load with no failed request; an older
+//! one needs an ordered rollback; a restart serves the installed version.
+
+mod common;
+
+use bytes::Bytes;
+use common::{config, engine_with, models_dir};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tandem_agent::config::Config;
+use tandem_agent::inference::{Engine, Input};
+use tandem_agent::models::{InstallError, Manager, Order, UpdateState};
+use tandem_hub::pki::Pki;
+use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
+use tandem_shared::bundle::{self, BUNDLE_FILE, BundleSigner, SIGNATURE_FILE};
+
+const MODEL: &str = "vision-fashion";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    registry: Registry,
+    signer: BundleSigner,
+    packs: AtomicUsize,
+}
+
+impl Fixture {
+    /// A models folder with the shipped vision-fashion 1.0.0, a PKI and a registry.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let models = dir.path().join("models");
+        let src = models_dir().join(MODEL);
+        for f in ["manifest.json", "edge.onnx", "labels.txt"] {
+            let to = models.join(MODEL).join(f);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(src.join(f), to).expect("copy");
+        }
+        let pki = dir.path().join("pki");
+        Pki::init(&pki).expect("pki");
+        let mut cfg = config(&[MODEL], "edge", &["cpu"]);
+        cfg.base_dir = dir.path().to_path_buf();
+        cfg.models.dir = PathBuf::from("models");
+        cfg.models.trusted_key = "pki/signing.pub".into();
+        cfg.models.selftest_runs = 2;
+        let registry = Registry::open(&dir.path().join("registry")).expect("registry");
+        let signer = load_signer(&pki).expect("signer");
+        Self {
+            dir,
+            cfg,
+            registry,
+            signer,
+            packs: AtomicUsize::new(0),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Packs vision-fashion as `version`, lets `tweak` edit bundle.json before the hub signs
+    /// it, pushes it, and returns a copy of the signed bundle to play with.
+    fn signed(&self, version: &str, tweak: impl FnOnce(&mut Value)) -> PathBuf {
+        let n = self.packs.fetch_add(1, Ordering::Relaxed);
+        let src = self.path(&format!("pack-{n}"));
+        let opts = PackOptions {
+            version: Some(version.into()),
+            tolerance: 0.05,
+            ..PackOptions::default()
+        };
+        pack(&models_dir().join(MODEL), &src, &opts).expect("pack");
+        let mut doc: Value =
+            serde_json::from_slice(&std::fs::read(src.join(BUNDLE_FILE)).expect("read"))
+                .expect("json");
+        tweak(&mut doc);
+        std::fs::write(
+            src.join(BUNDLE_FILE),
+            serde_json::to_vec(&doc).expect("json"),
+        )
+        .expect("write");
+        self.registry.push(&src, &self.signer).expect("push");
+        let out = self.path(&format!("signed-{n}"));
+        copy_tree(&self.registry.bundle_dir(MODEL, version), &out);
+        out
+    }
+
+    /// Signs a bundle folder's bundle.json with `signer` (what a hub would do, or a thief).
+    fn sign_with(dir: &Path, signer: &BundleSigner) {
+        let json = std::fs::read(dir.join(BUNDLE_FILE)).expect("read");
+        let sig = serde_json::to_vec(&signer.sign(&json)).expect("json");
+        std::fs::write(dir.join(SIGNATURE_FILE), sig).expect("write");
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("ls") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+fn sample() -> Input {
+    let png = std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample");
+    Input::Images(vec![Bytes::from(png)])
+}
+
+fn serving_version(engine: &Engine) -> String {
+    engine
+        .infer_blocking(MODEL, sample())
+        .expect("the serving version answers")
+        .version
+}
+
+fn edit_json(dir: &Path, f: impl FnOnce(&mut Value)) {
+    let mut doc: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(BUNDLE_FILE)).expect("read")).expect("json");
+    f(&mut doc);
+    std::fs::write(dir.join(BUNDLE_FILE), bundle::canonical_json(&doc)).expect("write");
+}
+
+#[test]
+fn bad_bundles_are_refused_with_their_reason_and_the_old_version_serves() {
+    let fx = Fixture::new();
+    let engine = Arc::new(engine_with(&fx.cfg));
+    let manager = Manager::new(engine.clone(), &fx.cfg.engine_settings());
+    assert_eq!(serving_version(&engine), "1.0.0");
+
+    let corrupt = fx.signed("1.0.1", |_| {});
+    let mut onnx = std::fs::read(corrupt.join("edge.onnx")).expect("read");
+    let mid = onnx.len() / 2;
+    onnx[mid] ^= 0x40;
+    std::fs::write(corrupt.join("edge.onnx"), onnx).expect("write");
+
+    // A manifest whose sha256 is wrong, signed by the real key (a hub bug, say).
+    let wrong_sha = fx.signed("1.0.1", |_| {});
+    edit_json(&wrong_sha, |d| {
+        d["manifest"]["files"]["labels.txt"] = json!(bundle::sha256_hex(b"other labels"));
+    });
+    Fixture::sign_with(&wrong_sha, &fx.signer);
+
+    let unsigned = fx.signed("1.0.1", |_| {});
+    std::fs::remove_file(unsigned.join(SIGNATURE_FILE)).expect("rm");
+
+    let other_key = fx.signed("1.0.1", |_| {});
+    let thief = fx.path("thief-pki");
+    Pki::init(&thief).expect("pki");
+    Fixture::sign_with(&other_key, &load_signer(&thief).expect("signer"));
+
+    let altered = fx.signed("1.0.1", |_| {});
+    edit_json(&altered, |d| d["selftests"][0]["tolerance"] = json!(1.0));
+
+    let io_schema = fx.signed("1.0.2", |d| {
+        d["manifest"]["variants"]["edge"]["inputs"][0]["shape"] = json!([-1, 1, 32, 32]);
+    });
+    let failing = fx.signed("1.0.3", |d| {
+        let i = d["selftests"][0]["top1_index"].as_u64().expect("index");
+        d["selftests"][0]["top1_index"] = json!((i + 1) % 10);
+    });
+    let older = fx.signed("0.9.0", |_| {});
+
+    for (dir, reason) in [
+        (&corrupt, "sha256_mismatch"),
+        (&wrong_sha, "sha256_mismatch"),
+        (&unsigned, "unsigned"),
+        (&other_key, "untrusted_key"),
+        (&altered, "bad_signature"),
+        (&io_schema, "io_schema"),
+        (&failing, "selftest_failed"),
+        (&older, "not_newer"),
+    ] {
+        let err = manager
+            .install(dir, Order::default())
+            .expect_err(&format!("{} must be refused", dir.display()));
+        assert_eq!(err.reason(), reason, "{err}");
+        assert_eq!(
+            serving_version(&engine),
+            "1.0.0",
+            "after a refused {reason}"
+        );
+        let status = manager.status();
+        assert!(
+            matches!(&status[0].state, UpdateState::Rejected { reason: r, .. } if r == reason),
+            "{status:?}"
+        );
+        assert!(!fx.path("models/vision-fashion/current").exists());
+    }
+    if let Err(InstallError::Bundle(bundle::BundleError::HashMismatch { path, .. })) =
+        manager.install(&corrupt, Order::default())
+    {
+        assert_eq!(path, "edge.onnx");
+    } else {
+        panic!("the corrupt file is named");
+    }
+    // Nothing refused stays on disk.
+    assert!(
+        manager.store().installed(MODEL).is_empty(),
+        "{:?}",
+        manager.store().installed(MODEL)
+    );
+
+    // A good one swaps in; the same one again is a replay; an older one needs a rollback.
+    let good = fx.signed("1.0.4", |_| {});
+    let done = manager.install(&good, Order::default()).expect("installs");
+    assert_eq!((done.from.as_str(), done.to.as_str()), ("1.0.0", "1.0.4"));
+    assert!(done.selftests.cases >= 5, "{done:?}");
+    assert_eq!(serving_version(&engine), "1.0.4");
+    assert_eq!(
+        manager
+            .install(&good, Order::default())
+            .map_err(|e| e.reason()),
+        Err("not_newer")
+    );
+    let back = fx.signed("1.0.1", |_| {});
+    assert_eq!(
+        manager
+            .install(&back, Order::default())
+            .map_err(|e| e.reason()),
+        Err("not_newer")
+    );
+    let rolled = manager
+        .install(&back, Order { rollback: true })
+        .expect("an ordered rollback installs an older version");
+    assert_eq!(
+        (rolled.from.as_str(), rolled.to.as_str()),
+        ("1.0.4", "1.0.1")
+    );
+    assert_eq!(serving_version(&engine), "1.0.1");
+    assert_eq!(manager.store().current(MODEL).as_deref(), Some("1.0.1"));
+    assert_eq!(manager.store().previous(MODEL).as_deref(), Some("1.0.4"));
+
+    // A restart serves the installed version.
+    drop(manager);
+    engine.shutdown();
+    let restarted = engine_with(&fx.cfg);
+    assert_eq!(serving_version(&restarted), "1.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_swap_under_load_fails_no_request() {
+    let fx = Fixture::new();
+    let engine = Arc::new(tokio::task::block_in_place(|| engine_with(&fx.cfg)));
+    let manager = Arc::new(Manager::new(engine.clone(), &fx.cfg.engine_settings()));
+    let good = fx.signed("1.0.1", |_| {});
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (engine, stop, ok, failed) = (engine.clone(), stop.clone(), ok.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match engine.infer(MODEL, sample()).await {
+                    Ok(answer) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if versions.last() != Some(&answer.version) {
+                            versions.push(answer.version);
+                        }
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed request: {e}");
+                    }
+                }
+            }
+            versions
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = ok.load(Ordering::Relaxed);
+    let m = manager.clone();
+    let done = tokio::task::spawn_blocking(move || m.install(&good, Order::default()))
+        .await
+        .expect("join")
+        .expect("installs under load");
+    let at_swap = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.push(c.await.expect("client"));
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "ok {ok} (before the swap {before}, during {}), failed {failed}, drained in {} ms",
+        at_swap - before,
+        done.drained_ms
+    );
+    assert_eq!(failed, 0, "no request fails during a swap");
+    assert!(
+        ok > at_swap && at_swap > before,
+        "requests ran before, during and after"
+    );
+    for versions in seen {
+        assert_eq!(
+            versions.last().map(String::as_str),
+            Some("1.0.1"),
+            "{versions:?}"
+        );
+        assert!(
+            versions.iter().all(|v| v == "1.0.0" || v == "1.0.1"),
+            "{versions:?}"
+        );
+    }
+}
