@@ -3,8 +3,8 @@
 //! change fails here.
 
 use tandem_shared::wire::{
-    DEFAULT_MAX_FRAME_BYTES, DType, ErrorCode, FrameDecoder, Input, Message, Tensor, Timing,
-    encode_to_vec,
+    BundleFile, DEFAULT_MAX_FRAME_BYTES, DType, ErrorCode, FrameDecoder, Input, Message, Tensor,
+    Timing, encode_to_vec,
 };
 
 /// Reads an annotated hex fixture: `#` starts a comment, whitespace is ignored.
@@ -172,6 +172,52 @@ fn golden_deliver_ack() {
         },
     );
     check("ack", Message::Ack { epoch: 3, seq: 17 });
+}
+
+#[test]
+fn golden_model_download() {
+    check(
+        "bundle_request",
+        Message::BundleRequest {
+            model: "vision-fashion".into(),
+            version: "1.0.1".into(),
+        },
+    );
+    check(
+        "bundle_offer",
+        Message::BundleOffer {
+            model: "vision-fashion".into(),
+            version: "1.0.1".into(),
+            digest: "3f".repeat(32),
+            files: vec![
+                BundleFile {
+                    path: "bundle.json".into(),
+                    size: 1234,
+                },
+                BundleFile {
+                    path: "edge.onnx".into(),
+                    size: 35891,
+                },
+            ],
+        },
+    );
+    check(
+        "chunk_request",
+        Message::ChunkRequest {
+            model: "vision-fashion".into(),
+            version: "1.0.1".into(),
+            path: "edge.onnx".into(),
+            offset: 65536,
+            len: 0,
+        },
+    );
+    check(
+        "chunk",
+        Message::Chunk {
+            offset: 65536,
+            data: b"abc".to_vec(),
+        },
+    );
 }
 
 #[test]

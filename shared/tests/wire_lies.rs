@@ -95,14 +95,14 @@ fn huge_declared_frame_is_refused_from_the_header_alone() {
 
 #[test]
 fn unknown_kind_skips_one_frame_and_keeps_the_stream_in_sync() {
-    let mut stream = header(1, 0x20, 3);
+    let mut stream = header(1, 0x7f, 3);
     stream.extend_from_slice(b"abc");
     stream
         .extend(encode_to_vec(&Message::Pong { nonce: 9 }, DEFAULT_MAX_FRAME_BYTES).expect("enc"));
     let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
     dec.feed(&stream);
     let err = dec.next_message().expect_err("unknown kind");
-    assert_eq!(err, WireError::UnknownKind(0x20));
+    assert_eq!(err, WireError::UnknownKind(0x7f));
     assert!(!err.is_framing());
     assert_eq!(dec.next_message(), Ok(Some(Message::Pong { nonce: 9 })));
 }

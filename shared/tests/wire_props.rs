@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use tandem_shared::wire::{
-    DEFAULT_MAX_FRAME_BYTES, DType, ErrorCode, FrameDecoder, Input, MAX_NAME_BYTES, Message,
-    Tensor, Timing, decode_payload, encode_to_vec,
+    BundleFile, DEFAULT_MAX_FRAME_BYTES, DType, ErrorCode, FrameDecoder, Input, MAX_NAME_BYTES,
+    Message, Tensor, Timing, decode_payload, encode_to_vec,
 };
 
 fn name() -> impl Strategy<Value = String> {
@@ -109,6 +109,33 @@ fn message() -> impl Strategy<Value = Message> {
                 payload
             }),
         (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| Message::Ack { epoch, seq }),
+        (name(), name()).prop_map(|(model, version)| Message::BundleRequest { model, version }),
+        (
+            name(),
+            name(),
+            name(),
+            prop::collection::vec((name(), any::<u64>()), 0..8)
+        )
+            .prop_map(|(model, version, digest, files)| Message::BundleOffer {
+                model,
+                version,
+                digest,
+                files: files
+                    .into_iter()
+                    .map(|(path, size)| BundleFile { path, size })
+                    .collect(),
+            }),
+        (name(), name(), name(), any::<u64>(), any::<u64>()).prop_map(
+            |(model, version, path, offset, len)| Message::ChunkRequest {
+                model,
+                version,
+                path,
+                offset,
+                len
+            }
+        ),
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..128))
+            .prop_map(|(offset, data)| Message::Chunk { offset, data }),
     ]
 }
 
@@ -168,7 +195,7 @@ proptest! {
 
     #[test]
     fn arbitrary_payloads_never_panic_and_reencode_exactly(
-        kind in prop_oneof![1u8..=6, 0x10u8..=0x11, any::<u8>()],
+        kind in prop_oneof![1u8..=6, 0x10u8..=0x11, 0x20u8..=0x23, any::<u8>()],
         payload in prop::collection::vec(any::<u8>(), 0..256),
     ) {
         if let Ok(msg) = decode_payload(kind, &payload) {

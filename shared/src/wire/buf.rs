@@ -13,6 +13,11 @@ impl<'a> Reader<'a> {
         Self { rest: payload }
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     /// Takes `n` bytes, or fails with `Truncated` before anything is copied.
     pub(crate) fn take(&mut self, field: &'static str, n: u64) -> Result<&'a [u8], WireError> {
         let remaining = self.rest.len();

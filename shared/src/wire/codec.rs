@@ -3,8 +3,11 @@
 //! same limits, so whatever encodes also decodes, to an equal value.
 
 use super::buf::{Reader, Writer};
-use super::message::{DType, ErrorCode, Input, Kind, Message, Tensor, Timing};
-use super::{MAX_ERROR_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS, WireError};
+use super::message::{BundleFile, DType, ErrorCode, Input, Kind, Message, Tensor, Timing};
+use super::{
+    MAX_BUNDLE_FILES, MAX_ERROR_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_RANK,
+    MAX_TENSORS, WireError,
+};
 
 const INPUT_IMAGE: u8 = 1;
 const INPUT_TEXT: u8 = 2;
@@ -86,6 +89,43 @@ pub(crate) fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), Wir
             w.u64(*epoch);
             w.u64(*seq);
         }
+        Message::BundleRequest { model, version } => {
+            w.str16("model", model, MAX_NAME_BYTES)?;
+            w.str16("version", version, MAX_NAME_BYTES)?;
+        }
+        Message::BundleOffer {
+            model,
+            version,
+            digest,
+            files,
+        } => {
+            w.str16("model", model, MAX_NAME_BYTES)?;
+            w.str16("version", version, MAX_NAME_BYTES)?;
+            w.str16("digest", digest, MAX_NAME_BYTES)?;
+            check_files(files.len())?;
+            w.u16(files.len() as u16); // MAX_BUNDLE_FILES < u16::MAX, checked above
+            for f in files {
+                w.str16("file.path", &f.path, MAX_PATH_BYTES)?;
+                w.u64(f.size);
+            }
+        }
+        Message::ChunkRequest {
+            model,
+            version,
+            path,
+            offset,
+            len,
+        } => {
+            w.str16("model", model, MAX_NAME_BYTES)?;
+            w.str16("version", version, MAX_NAME_BYTES)?;
+            w.str16("path", path, MAX_PATH_BYTES)?;
+            w.u64(*offset);
+            w.u64(*len);
+        }
+        Message::Chunk { offset, data } => {
+            w.u64(*offset);
+            w.bytes32(data)?;
+        }
     }
     Ok(())
 }
@@ -148,6 +188,39 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
             epoch: r.u64("epoch")?,
             seq: r.u64("seq")?,
         },
+        Kind::BundleRequest => Message::BundleRequest {
+            model: r.str16("model", MAX_NAME_BYTES)?,
+            version: r.str16("version", MAX_NAME_BYTES)?,
+        },
+        Kind::BundleOffer => Message::BundleOffer {
+            model: r.str16("model", MAX_NAME_BYTES)?,
+            version: r.str16("version", MAX_NAME_BYTES)?,
+            digest: r.str16("digest", MAX_NAME_BYTES)?,
+            files: {
+                let count = usize::from(r.u16("files.count")?);
+                check_files(count)?;
+                // Each entry takes at least 10 bytes: no more room is reserved than the payload holds.
+                let mut files = Vec::with_capacity(count.min(r.remaining() / 10));
+                for _ in 0..count {
+                    files.push(BundleFile {
+                        path: r.str16("file.path", MAX_PATH_BYTES)?,
+                        size: r.u64("file.size")?,
+                    });
+                }
+                files
+            },
+        },
+        Kind::ChunkRequest => Message::ChunkRequest {
+            model: r.str16("model", MAX_NAME_BYTES)?,
+            version: r.str16("version", MAX_NAME_BYTES)?,
+            path: r.str16("path", MAX_PATH_BYTES)?,
+            offset: r.u64("offset")?,
+            len: r.u64("len")?,
+        },
+        Kind::Chunk => Message::Chunk {
+            offset: r.u64("offset")?,
+            data: r.bytes32("data")?,
+        },
     };
     r.finish()?;
     Ok(msg)
@@ -163,6 +236,16 @@ fn data_len(name: &str, dtype: DType, shape: &[i64]) -> Result<u64, WireError> {
         let d = u64::try_from(*d).map_err(|_| invalid())?;
         acc.checked_mul(d).ok_or_else(invalid)
     })
+}
+
+fn check_files(count: usize) -> Result<(), WireError> {
+    if count > MAX_BUNDLE_FILES {
+        return Err(WireError::TooManyFiles {
+            count,
+            max: MAX_BUNDLE_FILES,
+        });
+    }
+    Ok(())
 }
 
 fn check_count(count: usize) -> Result<(), WireError> {

@@ -88,6 +88,14 @@ pub enum WireError {
         /// The limit.
         max: usize,
     },
+    /// A bundle offer with more than [`crate::wire::MAX_BUNDLE_FILES`] files.
+    #[error("{count} files in a bundle offer, more than {max}")]
+    TooManyFiles {
+        /// Declared count.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A tensor of rank over [`crate::wire::MAX_RANK`].
     #[error("tensor `{tensor}` has rank {rank}, over the limit of {max}")]
     RankTooLarge {

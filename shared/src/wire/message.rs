@@ -4,9 +4,9 @@
 /// Frame kind byte: which message a frame's payload holds.
 ///
 /// Numbers are grouped by flow: `0x01..=0x0f` offload and liveness, `0x10..=0x1f`
-/// store-and-forward delivery, `0x20..=0x2f` reserved for model download chunks (issue 5; not
-/// defined yet, decoded as [`crate::wire::WireError::UnknownKind`]). A number, once given, is
-/// never reused for another layout.
+/// store-and-forward delivery, `0x20..=0x2f` model download (`0x24..=0x2f` still free, decoded
+/// as [`crate::wire::WireError::UnknownKind`]). A number, once given, is never reused for
+/// another layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
@@ -26,6 +26,14 @@ pub enum Kind {
     Deliver = 0x10,
     /// [`Message::Ack`] (hub → agent).
     Ack = 0x11,
+    /// [`Message::BundleRequest`] (agent → hub).
+    BundleRequest = 0x20,
+    /// [`Message::BundleOffer`] (hub → agent).
+    BundleOffer = 0x21,
+    /// [`Message::ChunkRequest`] (agent → hub).
+    ChunkRequest = 0x22,
+    /// [`Message::Chunk`] (hub → agent).
+    Chunk = 0x23,
 }
 
 impl Kind {
@@ -40,6 +48,10 @@ impl Kind {
             0x06 => Self::Pong,
             0x10 => Self::Deliver,
             0x11 => Self::Ack,
+            0x20 => Self::BundleRequest,
+            0x21 => Self::BundleOffer,
+            0x22 => Self::ChunkRequest,
+            0x23 => Self::Chunk,
             _ => return None,
         })
     }
@@ -237,6 +249,55 @@ pub enum Message {
         /// The record's sequence number.
         seq: u64,
     },
+    /// Describe a stored model bundle (agent → hub; flow 5, docs/bundle.md).
+    BundleRequest {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+    },
+    /// The files of a bundle (hub → agent), `bundle.json` and `bundle.sig` included.
+    BundleOffer {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+        /// sha256 of `bundle.json`, lowercase hex: identifies the content.
+        digest: String,
+        /// Every file: relative path and size in bytes.
+        files: Vec<BundleFile>,
+    },
+    /// Send bytes `offset..offset + len` of one file of a bundle (agent → hub); `len` 0: to
+    /// the end. A download cut short resumes with the offset it reached.
+    ChunkRequest {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: String,
+        /// The file, as in the offer.
+        path: String,
+        /// First byte.
+        offset: u64,
+        /// Bytes wanted; 0 for all the rest.
+        len: u64,
+    },
+    /// A piece of the file a `ChunkRequest` asked for (hub → agent); the pieces follow each
+    /// other on the stream in order.
+    Chunk {
+        /// Where `data` starts in the file.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// One file of a [`Message::BundleOffer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleFile {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 impl Message {
@@ -251,6 +312,10 @@ impl Message {
             Self::Pong { .. } => Kind::Pong,
             Self::Deliver { .. } => Kind::Deliver,
             Self::Ack { .. } => Kind::Ack,
+            Self::BundleRequest { .. } => Kind::BundleRequest,
+            Self::BundleOffer { .. } => Kind::BundleOffer,
+            Self::ChunkRequest { .. } => Kind::ChunkRequest,
+            Self::Chunk { .. } => Kind::Chunk,
         }
     }
 }

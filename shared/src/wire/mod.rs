@@ -20,7 +20,7 @@ mod message;
 pub use codec::decode_payload;
 pub use error::WireError;
 pub use frame::{Frame, FrameDecoder, encode_frame, encode_to_vec};
-pub use message::{DType, ErrorCode, Input, Kind, Message, Tensor, Timing};
+pub use message::{BundleFile, DType, ErrorCode, Input, Kind, Message, Tensor, Timing};
 
 /// QUIC ALPN protocol id; a new id (`tandem/2`) comes with a new [`PROTOCOL_VERSION`].
 pub const ALPN: &[u8] = b"tandem/1";
@@ -48,3 +48,12 @@ pub const MAX_TENSORS: usize = 64;
 
 /// Highest tensor rank.
 pub const MAX_RANK: usize = 8;
+
+/// Longest file path in a bundle offer or chunk request, in UTF-8 bytes.
+pub const MAX_PATH_BYTES: usize = 1024;
+
+/// Most files in a bundle offer.
+pub const MAX_BUNDLE_FILES: usize = 4096;
+
+/// Largest `Chunk` a hub sends (a download streams a file in pieces of this size).
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
