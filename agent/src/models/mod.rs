@@ -6,16 +6,20 @@
 //! was and is reported with its reason.
 //!
 //! # Layout
+//! - [`download`]: the bundle over QUIC from the hub, in ranges, resumable after a cut;
+//!   signature checked before the large files are fetched.
 //! - [`manager`]: the install flow, update states, the reporter hook.
 //! - [`store`]: the versions on disk, pointers, budget and pruning.
 //! - [`selftest`]: the bundle's self-tests and the latency check on the staged version.
 //! - [`error`]: every reason an update is refused.
 
+pub mod download;
 pub mod error;
 pub mod manager;
 pub mod selftest;
 pub mod store;
 
+pub use download::{DownloadError, DownloadOptions, Fetched, fetch};
 pub use error::InstallError;
 pub use manager::{
     Installed, Manager, Order, Reporter, UpdateState, UpdateStatus, load_trusted_key,

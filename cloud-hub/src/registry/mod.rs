@@ -6,11 +6,13 @@
 //! - [`pack`]: a bundle from a model folder of the repository (device variant, self-tests).
 //! - [`cli`]: `tandem-hub models push|list|pack`.
 //! - [`http`]: `GET /v1/models`.
+//! - [`transfer`]: model download over QUIC (bundle offers, file chunks by offset).
 
 pub mod cli;
 pub mod http;
 pub mod pack;
 pub mod store;
+pub mod transfer;
 
 pub use cli::ModelsCmd;
 pub use pack::{PackOptions, pack};

@@ -32,7 +32,7 @@ pub use doc::{
 pub use key::{BundleSigner, KeyError, TrustedKey, key_id};
 pub use verify::{
     Active, BundleError, BundleInput, Expect, VerifiedBundle, inspect, io_differences, parse,
-    sha256_hex, verify,
+    sha256_hex, verify, verify_signature,
 };
 pub use version::ModelVersion;
 

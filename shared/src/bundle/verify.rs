@@ -288,6 +288,29 @@ pub fn inspect(
     Ok((doc, files))
 }
 
+/// Checks only the signature of `bundle.json` (a downloader runs it before it fetches the
+/// large files; [`verify`] runs it again with everything else).
+pub fn verify_signature(
+    bundle_json: &[u8],
+    signature: Option<&[u8]>,
+    key: &TrustedKey,
+) -> Result<(), BundleError> {
+    if bundle_json.len() > MAX_BUNDLE_JSON_BYTES {
+        return Err(BundleError::Malformed(format!(
+            "{} bytes, more than {MAX_BUNDLE_JSON_BYTES}",
+            bundle_json.len()
+        )));
+    }
+    check_signature(
+        BundleInput {
+            bundle_json,
+            signature,
+            files: &BTreeMap::new(),
+        },
+        key,
+    )
+}
+
 fn check_signature(input: BundleInput<'_>, key: &TrustedKey) -> Result<(), BundleError> {
     let raw = input.signature.ok_or(BundleError::Unsigned)?;
     let bad = |m: &str| BundleError::MalformedSignature(m.to_string());

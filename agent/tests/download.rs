@@ -1,0 +1,237 @@
+//! Model download over QUIC with mutual TLS on loopback: a bundle pushed to the hub's registry
+//! arrives in ranges; a connection cut mid-transfer resumes from the bytes on disk; a bundle
+//! signed by another key is refused before its model file is fetched; an unknown version is
+//! refused by the hub.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tandem_agent::models::{DownloadError, DownloadOptions, fetch};
+use tandem_engine::bundle::read_folder;
+use tandem_hub::pki::Pki;
+use tandem_hub::registry::{PackOptions, Registry, load_signer, pack, transfer};
+use tandem_shared::bundle::{self, BundleError, Expect, TrustedKey};
+use tandem_shared::manifest::VariantRole;
+use tandem_shared::wire::{ALPN, DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+/// A hub that serves only downloads from `registry`.
+async fn hub(pki: &Path, registry: Registry) -> std::net::SocketAddr {
+    let tls = tandem_hub::ingress::tls::server_config(pki).expect("server tls");
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic tls");
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .expect("bind");
+    let addr = endpoint.local_addr().expect("addr");
+    let registry = Arc::new(registry);
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let registry = registry.clone();
+                    tokio::spawn(async move {
+                        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+                        let mut buf = vec![0u8; 4096];
+                        let first = loop {
+                            if let Ok(Some(m)) = d.next_message() {
+                                break m;
+                            }
+                            match recv.read(&mut buf).await {
+                                Ok(Some(n)) => d.feed(&buf[..n]),
+                                _ => return,
+                            }
+                        };
+                        assert!(transfer::is_download(&first));
+                        transfer::serve(&registry, first, &mut send).await;
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn client(pki: &Path, device: &str) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.join("ca.pem")).expect("ca"))
+        .expect("root");
+    let (cert, key) = Pki::open(pki).expect("pki").device_files(device);
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls 1.3")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(cert).expect("cert")],
+        PrivateKeyDer::from_pem_file(key).expect("key"),
+    )
+    .expect("client auth");
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+async fn connect(endpoint: &quinn::Endpoint, addr: std::net::SocketAddr) -> quinn::Connection {
+    endpoint
+        .connect(addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+fn trusted(pki: &Path) -> TrustedKey {
+    TrustedKey::from_pem(&std::fs::read_to_string(pki.join("signing.pub")).expect("pub"))
+        .expect("key")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_download_resumes_and_bad_bundles_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = dir.path().join("pki");
+    Pki::init(&pki).expect("pki");
+    Pki::open(&pki)
+        .expect("pki")
+        .add_device("cam-1", 30)
+        .expect("device");
+    let registry = Registry::open(&dir.path().join("registry")).expect("registry");
+    let pack_as = |version: &str| {
+        let out = dir.path().join(format!("pack-{version}"));
+        let opts = PackOptions {
+            version: Some(version.into()),
+            ..PackOptions::default()
+        };
+        pack(&repo().join("models/vision-fashion"), &out, &opts).expect("pack");
+        out
+    };
+    registry
+        .push(&pack_as("1.0.1"), &load_signer(&pki).expect("signer"))
+        .expect("push");
+    let thief = dir.path().join("thief");
+    Pki::init(&thief).expect("pki");
+    registry
+        .push(&pack_as("1.0.2"), &load_signer(&thief).expect("signer"))
+        .expect("push");
+    let addr = hub(&pki, registry).await;
+    let endpoint = client(&pki, "cam-1");
+    let downloads = dir.path().join("downloads");
+    let key = trusted(&pki);
+    let opts = DownloadOptions {
+        request_bytes: 4096,
+    };
+
+    // First attempt: the connection drops once 20 kB have arrived.
+    let conn = connect(&endpoint, addr).await;
+    let cut = Arc::new(AtomicBool::new(false));
+    let (c, flag) = (conn.clone(), cut.clone());
+    let cut_at_20k = move |done: u64, _total: u64| {
+        if done > 20_000 && !flag.swap(true, Ordering::Relaxed) {
+            c.close(0u32.into(), b"cable pulled");
+        }
+    };
+    let first = fetch(
+        &conn,
+        "vision-fashion",
+        "1.0.1",
+        &downloads,
+        &key,
+        opts,
+        &cut_at_20k,
+    )
+    .await;
+    assert!(matches!(first, Err(DownloadError::Link(_))), "{first:?}");
+    assert!(cut.load(Ordering::Relaxed));
+
+    // Second attempt on a new connection: resumes from what is on disk.
+    let conn = connect(&endpoint, addr).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let count = move |_: u64, _: u64| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    };
+    let done = fetch(
+        &conn,
+        "vision-fashion",
+        "1.0.1",
+        &downloads,
+        &key,
+        opts,
+        &count,
+    )
+    .await
+    .expect("the resumed download completes");
+    assert!(done.resumed > 20_000, "{done:?}");
+    assert_eq!(done.resumed + done.transferred, done.total, "{done:?}");
+    assert!(calls.load(Ordering::Relaxed) > 3);
+    let read = read_folder(&done.dir).expect("bundle folder");
+    let expect = Expect {
+        role: VariantRole::Edge,
+        model: Some("vision-fashion"),
+        active: None,
+        allow_older: false,
+    };
+    let verified = bundle::verify(read.input(), &key, &expect).expect("the download verifies");
+    assert_eq!(verified.version(), "1.0.1");
+
+    // Signed by another key: refused after bundle.json and bundle.sig, before edge.onnx.
+    let other = fetch(
+        &conn,
+        "vision-fashion",
+        "1.0.2",
+        &downloads,
+        &key,
+        opts,
+        &|_, _| {},
+    )
+    .await;
+    assert!(
+        matches!(
+            other,
+            Err(DownloadError::Bundle(BundleError::UntrustedKey { .. }))
+        ),
+        "{other:?}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&downloads)
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        !leftovers
+            .iter()
+            .any(|n| n.starts_with("vision-fashion-1.0.2")),
+        "{leftovers:?}"
+    );
+
+    // No such version.
+    let missing = fetch(
+        &conn,
+        "vision-fashion",
+        "9.9.9",
+        &downloads,
+        &key,
+        opts,
+        &|_, _| {},
+    )
+    .await;
+    assert!(
+        matches!(missing, Err(DownloadError::Refused(_))),
+        "{missing:?}"
+    );
+}
