@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint demo models bench-local bench-cascade bench-queue bench-hub clean
+.PHONY: setup build release test lint demo models bench-local bench-cascade bench-queue bench-hub bench-swap clean
 
 setup:
 	./scripts/setup.sh
@@ -42,6 +42,11 @@ bench-queue: release
 # installs into ~/.cache/tandem/peers-venv on first use). Last line: hub-batching-speedup.
 bench-hub: release
 	target/release/tandem-bench hub
+
+# A model update under load: requests/s and failures before, during and after the swap, and
+# bundle download throughput over QUIC on loopback. Last line: swap-failed-requests.
+bench-swap: release
+	target/release/tandem-bench swap
 
 clean:
 	$(CARGO) clean

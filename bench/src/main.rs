@@ -9,6 +9,8 @@
 //!   off under 64 devices, the hub's REST endpoint vs a Triton peer.
 //! - [`queue`]: `tandem-bench queue` (make bench-queue): the agent's durable queue, append and
 //!   replay records/s and memory.
+//! - [`swap`]: `tandem-bench swap` (make bench-swap): requests/s and failures before, during
+//!   and after a model swap under load; bundle download throughput over QUIC.
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
@@ -18,6 +20,7 @@ mod local;
 mod procs;
 mod queue;
 mod stats;
+mod swap;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +42,8 @@ enum Command {
     Queue(queue::Args),
     /// The hub: QUIC vs TLS, batching on vs off (64 devices), REST vs Triton.
     Hub(hub::Args),
+    /// A model update under load (no failed request) and bundle download throughput.
+    Swap(swap::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Cascade(a) => cascade::run(&a),
         Command::Queue(a) => queue::run(&a),
         Command::Hub(a) => hub::run(&a),
+        Command::Swap(a) => swap::run(&a),
     }
 }

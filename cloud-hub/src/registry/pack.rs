@@ -99,10 +99,11 @@ pub fn pack(model_dir: &Path, out: &Path, opts: &PackOptions) -> Result<Value, R
     for (name, v) in variants.iter_mut() {
         if name != role {
             v["optional"] = json!(true);
-            if let Some(f) = v["file"].as_str()
-                && let Some(sha) = typed.files.get(f)
-            {
-                files.insert(f.to_string(), json!(sha));
+            let tokenizer = v.pointer("/preprocess/tokenizer").and_then(Value::as_str);
+            for f in [v["file"].as_str(), tokenizer].into_iter().flatten() {
+                if let Some(sha) = typed.files.get(f) {
+                    files.entry(f.to_string()).or_insert(json!(sha));
+                }
             }
         }
     }

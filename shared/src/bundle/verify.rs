@@ -368,28 +368,36 @@ pub fn parse(bundle_json: &[u8]) -> Result<BundleDoc, BundleError> {
     serde_json::from_value(value).map_err(|e| BundleError::Schema(vec![e.to_string()]))
 }
 
-/// Files of optional variants may be left out; everything else listed must be present with
-/// its hash, and nothing unlisted may be present.
+/// Files only optional variants use (their model file and tokenizer) may be left out;
+/// everything else listed must be present with its hash, and nothing unlisted may be present.
 fn check_files(
     doc: &BundleDoc,
     present: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, BundleError> {
     let m = &doc.manifest;
-    let required_elsewhere: BTreeSet<&str> = m
+    let uses = |v: &crate::manifest::Variant| {
+        let mut f = vec![v.file.clone()];
+        if let crate::manifest::Preprocess::Text(t) = &v.preprocess {
+            f.push(t.tokenizer.clone());
+        }
+        f
+    };
+    let required: BTreeSet<String> = m
         .variants
         .values()
         .filter(|v| !v.optional)
-        .map(|v| v.file.as_str())
+        .flat_map(uses)
         .collect();
-    let may_be_absent: BTreeSet<&str> = m
+    let may_be_absent: BTreeSet<String> = m
         .variants
         .values()
-        .filter(|v| v.optional && !required_elsewhere.contains(v.file.as_str()))
-        .map(|v| v.file.as_str())
+        .filter(|v| v.optional)
+        .flat_map(uses)
+        .filter(|f| !required.contains(f) && *f != m.labels)
         .collect();
     for (path, expected) in &m.files {
         match present.get(path) {
-            None if may_be_absent.contains(path.as_str()) => {}
+            None if may_be_absent.contains(path) => {}
             None => return Err(BundleError::FileMissing { path: path.clone() }),
             Some(actual) if !actual.eq_ignore_ascii_case(expected) => {
                 return Err(BundleError::HashMismatch {
