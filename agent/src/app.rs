@@ -36,6 +36,8 @@ pub enum AppError {
 
 /// Loads the runtime and the engine for a config.
 pub fn start_engine(cfg: &Config) -> Result<Arc<Engine>, AppError> {
+    // An installed model version loads only if it verifies again (signature, sha256).
+    crate::models::check_installed(&cfg.engine_settings());
     let (_, engine) =
         tandem_engine::engine::start(&cfg.engine_settings(), Arc::new(Metrics::default()))?;
     Ok(Arc::new(engine))

@@ -240,8 +240,21 @@ fn bad_bundles_are_refused_with_their_reason_and_the_old_version_serves() {
     // A restart serves the installed version.
     drop(manager);
     engine.shutdown();
+    let checked = tandem_agent::models::check_installed(&fx.cfg.engine_settings());
+    assert_eq!(checked.len(), 1);
+    assert_eq!(checked[0].refused, None, "{checked:?}");
     let restarted = engine_with(&fx.cfg);
     assert_eq!(serving_version(&restarted), "1.0.1");
+    restarted.shutdown();
+
+    // An installed version altered on disk is set aside at start-up: the shipped one serves.
+    let installed = fx.path("models/vision-fashion/versions/1.0.1");
+    edit_json(&installed, |d| d["selftests"][0]["tolerance"] = json!(1.0));
+    let checked = tandem_agent::models::check_installed(&fx.cfg.engine_settings());
+    assert!(checked[0].refused.is_some(), "{checked:?}");
+    assert!(fx.path("models/vision-fashion/current.rejected").exists());
+    let restarted = engine_with(&fx.cfg);
+    assert_eq!(serving_version(&restarted), "1.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

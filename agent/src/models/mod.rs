@@ -10,6 +10,7 @@
 //!   signature checked before the large files are fetched.
 //! - [`manager`]: the install flow, update states, the reporter hook.
 //! - [`store`]: the versions on disk, pointers, budget and pruning.
+//! - [`startup`]: the installed versions verified again before the engine starts.
 //! - [`selftest`]: the bundle's self-tests and the latency check on the staged version.
 //! - [`error`]: every reason an update is refused.
 
@@ -17,6 +18,7 @@ pub mod download;
 pub mod error;
 pub mod manager;
 pub mod selftest;
+pub mod startup;
 pub mod store;
 
 pub use download::{DownloadError, DownloadOptions, Fetched, fetch};
@@ -24,4 +26,5 @@ pub use error::InstallError;
 pub use manager::{
     Installed, Manager, Order, Reporter, UpdateState, UpdateStatus, load_trusted_key,
 };
+pub use startup::{Checked, check_installed};
 pub use store::Store;
