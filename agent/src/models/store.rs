@@ -264,3 +264,110 @@ fn tree_size(dir: &Path) -> u64 {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+    use serde_json::json;
+    use std::path::Path;
+    use tandem_engine::bundle::{BundleFolder, read_folder};
+    use tandem_shared::bundle::{self, BundleSigner, Expect, VerifiedBundle};
+    use tandem_shared::manifest::VariantRole;
+
+    /// A signed bundle of `version` whose model file is `size` bytes.
+    fn bundle(dir: &Path, version: &str, size: usize) -> (BundleFolder, VerifiedBundle) {
+        let signer = BundleSigner::from_seed(&[3; 32]);
+        let out = dir.join(format!("src-{version}"));
+        std::fs::create_dir_all(out.join("selftest")).expect("mkdir");
+        let files = [
+            ("edge.onnx", vec![7u8; size]),
+            ("labels.txt", b"a\nb\n".to_vec()),
+            ("selftest/0.png", b"png".to_vec()),
+        ];
+        for (p, b) in &files {
+            std::fs::write(out.join(p), b).expect("write");
+        }
+        let sha: serde_json::Map<String, serde_json::Value> = files
+            .iter()
+            .map(|(p, b)| (p.to_string(), json!(bundle::sha256_hex(b))))
+            .collect();
+        let doc = json!({"bundle_version": 1, "manifest": {
+            "manifest_version": 1, "name": "m", "version": version, "task": "image-classification",
+            "labels": "labels.txt", "files": sha, "variants": {"edge": {"file": "edge.onnx",
+            "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 1, 2, 2]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 2], "kind": "logits"}],
+            "preprocess": {"type": "image", "layout": "NCHW", "color": "gray", "width": 2,
+            "height": 2, "resize": "stretch", "scale": 1.0, "mean": [0.0], "std": [1.0]}}}},
+            "selftests": [{"variant": "edge", "input": "selftest/0.png", "top1": "a",
+            "top1_index": 0, "score": 0.9}]});
+        let json = bundle::canonical_json(&doc);
+        std::fs::write(out.join("bundle.json"), &json).expect("write");
+        let sig = serde_json::to_vec(&signer.sign(&json)).expect("sig");
+        std::fs::write(out.join("bundle.sig"), sig).expect("write");
+        let read = read_folder(&out).expect("read");
+        let expect = Expect {
+            role: VariantRole::Edge,
+            model: None,
+            active: None,
+            allow_older: true,
+        };
+        let v = bundle::verify(read.input(), &signer.trusted_key(), &expect).expect("valid");
+        (read, v)
+    }
+
+    #[test]
+    fn old_versions_make_room_but_current_and_previous_stay() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let models = tmp.path().join("models");
+        let store = Store::new(&models, 25_000, 2);
+        for v in ["1.0.1", "1.0.2", "1.0.3"] {
+            let (read, verified) = bundle(tmp.path(), v, 10_000);
+            store.place(&read, &verified).expect("fits");
+            store.set_current("m", v, None).expect("current");
+        }
+        store
+            .set_current("m", "1.0.3", Some("1.0.2"))
+            .expect("pointers");
+        let left: Vec<String> = store
+            .installed("m")
+            .into_iter()
+            .map(|(v, _)| v.to_string())
+            .collect();
+        // 3 x 10 kB do not fit in 25 kB: the oldest, neither current nor previous, went.
+        assert_eq!(left, ["1.0.2", "1.0.3"]);
+        assert!(store.usage() <= 25_000);
+
+        // Too big even after evicting everything that may go.
+        let (read, verified) = bundle(tmp.path(), "1.0.4", 20_000);
+        let err = store.place(&read, &verified).expect_err("over budget");
+        assert_eq!(err.reason(), "disk_budget", "{err}");
+        assert!(!store.version_dir("m", "1.0.4").exists());
+        assert!(
+            std::fs::read_dir(models.join("m/versions"))
+                .expect("ls")
+                .filter_map(Result::ok)
+                .all(|e| !e.file_name().to_string_lossy().starts_with(".staging")),
+            "no staging left"
+        );
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_the_pointers() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::new(&tmp.path().join("models"), 1 << 30, 2);
+        for v in ["1.0.1", "1.0.2", "1.0.3", "1.0.4"] {
+            let (read, verified) = bundle(tmp.path(), v, 100);
+            store.place(&read, &verified).expect("fits");
+        }
+        store
+            .set_current("m", "1.0.4", Some("1.0.1"))
+            .expect("pointers");
+        store.prune("m");
+        let left: Vec<String> = store
+            .installed("m")
+            .into_iter()
+            .map(|(v, _)| v.to_string())
+            .collect();
+        assert_eq!(left, ["1.0.1", "1.0.4"]);
+    }
+}
