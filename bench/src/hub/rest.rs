@@ -86,8 +86,13 @@ fn body(repo: &Path) -> anyhow::Result<Bytes> {
     }))?))
 }
 
+/// Configs, logs and Triton's model repository for this run; removed at the end.
+fn logs_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tandem-bench-rest-{}", std::process::id()))
+}
+
 fn logs_dir() -> anyhow::Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!("tandem-bench-rest-{}", std::process::id()));
+    let d = logs_path();
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
@@ -382,5 +387,7 @@ pub fn measure(repo: &Path, a: &super::Args) -> Outcome {
             mean_batch,
         })
         .collect();
+    // The servers are stopped (dropped above); a failed start's log tail is in its reason.
+    let _ = std::fs::remove_dir_all(logs_path());
     Outcome { rows, notes }
 }
