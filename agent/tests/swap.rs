@@ -21,6 +21,7 @@ use tandem_shared::bundle::{self, BUNDLE_FILE, BundleSigner, SIGNATURE_FILE};
 const MODEL: &str = "vision-fashion";
 
 struct Fixture {
+    model: &'static str,
     dir: tempfile::TempDir,
     cfg: Config,
     registry: Registry,
@@ -31,17 +32,22 @@ struct Fixture {
 impl Fixture {
     /// A models folder with the shipped vision-fashion 1.0.0, a PKI and a registry.
     fn new() -> Self {
+        Self::of(MODEL, &["manifest.json", "edge.onnx", "labels.txt"])
+    }
+
+    /// The same for `model`, with its shipped `files`.
+    fn of(model: &'static str, files: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         let models = dir.path().join("models");
-        let src = models_dir().join(MODEL);
-        for f in ["manifest.json", "edge.onnx", "labels.txt"] {
-            let to = models.join(MODEL).join(f);
+        let src = models_dir().join(model);
+        for f in files {
+            let to = models.join(model).join(f);
             std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
             std::fs::copy(src.join(f), to).expect("copy");
         }
         let pki = dir.path().join("pki");
         Pki::init(&pki).expect("pki");
-        let mut cfg = config(&[MODEL], "edge", &["cpu"]);
+        let mut cfg = config(&[model], "edge", &["cpu"]);
         cfg.base_dir = dir.path().to_path_buf();
         cfg.models.dir = PathBuf::from("models");
         cfg.models.trusted_key = "pki/signing.pub".into();
@@ -49,6 +55,7 @@ impl Fixture {
         let registry = Registry::open(&dir.path().join("registry")).expect("registry");
         let signer = load_signer(&pki).expect("signer");
         Self {
+            model,
             dir,
             cfg,
             registry,
@@ -61,17 +68,26 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
-    /// Packs vision-fashion as `version`, lets `tweak` edit bundle.json before the hub signs
-    /// it, pushes it, and returns a copy of the signed bundle to play with.
+    /// Packs the model as `version` with a 0.05 score tolerance, lets `tweak` edit bundle.json
+    /// before the hub signs it, pushes it, and returns a copy of the signed bundle.
     fn signed(&self, version: &str, tweak: impl FnOnce(&mut Value)) -> PathBuf {
+        self.signed_with(version, 0.05, tweak)
+    }
+
+    fn signed_with(
+        &self,
+        version: &str,
+        tolerance: f64,
+        tweak: impl FnOnce(&mut Value),
+    ) -> PathBuf {
         let n = self.packs.fetch_add(1, Ordering::Relaxed);
         let src = self.path(&format!("pack-{n}"));
         let opts = PackOptions {
             version: Some(version.into()),
-            tolerance: 0.05,
+            tolerance,
             ..PackOptions::default()
         };
-        pack(&models_dir().join(MODEL), &src, &opts).expect("pack");
+        pack(&models_dir().join(self.model), &src, &opts).expect("pack");
         let mut doc: Value =
             serde_json::from_slice(&std::fs::read(src.join(BUNDLE_FILE)).expect("read"))
                 .expect("json");
@@ -83,7 +99,7 @@ impl Fixture {
         .expect("write");
         self.registry.push(&src, &self.signer).expect("push");
         let out = self.path(&format!("signed-{n}"));
-        copy_tree(&self.registry.bundle_dir(MODEL, version), &out);
+        copy_tree(&self.registry.bundle_dir(self.model, version), &out);
         out
     }
 
@@ -262,7 +278,7 @@ async fn a_swap_under_load_fails_no_request() {
     let fx = Fixture::new();
     let engine = Arc::new(tokio::task::block_in_place(|| engine_with(&fx.cfg)));
     let manager = Arc::new(Manager::new(engine.clone(), &fx.cfg.engine_settings()));
-    let good = fx.signed("1.0.1", |_| {});
+    let good = fx.signed_with("1.0.1", tandem_shared::bundle::DEFAULT_TOLERANCE, |_| {});
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -324,4 +340,35 @@ async fn a_swap_under_load_fails_no_request() {
             "{versions:?}"
         );
     }
+}
+
+#[test]
+fn a_text_model_passes_its_self_tests_at_the_default_tolerance() {
+    let fx = Fixture::of(
+        "text-sentiment",
+        &[
+            "manifest.json",
+            "edge.onnx",
+            "labels.txt",
+            "edge-tokenizer.json",
+        ],
+    );
+    let engine = Arc::new(engine_with(&fx.cfg));
+    let manager = Manager::new(engine.clone(), &fx.cfg.engine_settings());
+    let shipped = engine
+        .model("text-sentiment")
+        .expect("loaded")
+        .version()
+        .to_string();
+    let next = format!("{shipped}.1");
+    let bundle = fx.signed_with(&next, tandem_shared::bundle::DEFAULT_TOLERANCE, |_| {});
+    let done = manager
+        .install(&bundle, Order::default())
+        .expect("the text self-tests pass");
+    assert_eq!(done.to, next);
+    assert!(done.selftests.cases >= 5, "{done:?}");
+    let answer = engine
+        .infer_blocking("text-sentiment", Input::Texts(vec!["a fine film".into()]))
+        .expect("answers");
+    assert_eq!(answer.version, next);
 }

@@ -218,3 +218,38 @@ fn cli_packs_pushes_and_lists() {
     assert_eq!(code, Some(65), "{err}");
     assert!(err.contains("manifest"), "{err}");
 }
+
+#[test]
+fn a_text_model_packs_without_the_cloud_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = dir.path().join("pki");
+    Pki::init(&pki).expect("pki");
+    let registry = Registry::open(&dir.path().join("registry")).expect("registry");
+    let out = dir.path().join("text");
+    let doc = pack(
+        &repo().join("models/text-sentiment"),
+        &out,
+        &PackOptions::default(),
+    )
+    .expect("pack");
+    assert!(
+        doc["selftests"][0]["text"].is_string(),
+        "{}",
+        doc["selftests"][0]
+    );
+    registry
+        .push(&out, &load_signer(&pki).expect("signer"))
+        .expect("push");
+    let version = doc["manifest"]["version"].as_str().expect("version");
+    let stored = read_folder(&registry.bundle_dir("text-sentiment", version)).expect("read");
+    assert!(stored.files.contains_key("edge-tokenizer.json"));
+    assert!(!stored.files.contains_key("cloud.onnx"));
+    assert!(!stored.files.contains_key("cloud-tokenizer.json"));
+    let expect = Expect {
+        role: VariantRole::Edge,
+        model: Some("text-sentiment"),
+        active: None,
+        allow_older: false,
+    };
+    bundle::verify(stored.input(), &trusted(&pki), &expect).expect("verifies");
+}
