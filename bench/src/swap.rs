@@ -112,11 +112,17 @@ fn sample_input(model: &str, m: &Manifest) -> anyhow::Result<Input> {
     })
 }
 
-fn packed(model: &str, version: &str, scratch: &Path) -> anyhow::Result<PathBuf> {
+/// Packs `model` as `version`, the self-tests' answers recorded with the engine on `settings`.
+fn packed(
+    model: &str,
+    version: &str,
+    scratch: &Path,
+    settings: &tandem_engine::settings::EngineSettings,
+) -> anyhow::Result<PathBuf> {
     let out = scratch.join(format!("pack-{model}-{version}"));
     let opts = PackOptions {
         version: Some(version.into()),
-        tolerance: 0.05,
+        record: Some(settings.clone()),
         ..PackOptions::default()
     };
     pack(&repo().join("models").join(model), &out, &opts)?;
@@ -138,7 +144,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
     let shipped = ship(&a.model, &root.join("models"))?;
     let next = format!("{}.1", shipped.version);
-    registry.push(&packed(&a.model, &next, &root)?, &signer)?;
     let mut cfg = Config {
         base_dir: root.clone(),
         ..Config::default()
@@ -147,6 +152,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     cfg.models.enabled = vec![a.model.clone()];
     cfg.models.trusted_key = "pki/signing.pub".into();
     let settings = cfg.engine_settings();
+    registry.push(&packed(&a.model, &next, &root, &settings)?, &signer)?;
     let (_, engine) = tandem_engine::engine::start(&settings, Arc::default())?;
     let engine = Arc::new(engine);
     let manager = Arc::new(Manager::new(engine.clone(), &settings));
@@ -273,7 +279,17 @@ async fn download(
     root: &Path,
 ) -> anyhow::Result<String> {
     let version = "1.0.1";
-    registry.push(&packed(&a.download_model, version, root)?, signer)?;
+    let to_pack = PackOptions {
+        version: Some(version.into()),
+        ..PackOptions::default()
+    };
+    let out = root.join("pack-download");
+    pack(
+        &repo().join("models").join(&a.download_model),
+        &out,
+        &to_pack,
+    )?;
+    registry.push(&out, signer)?;
     let addr = serve_downloads(pki, registry.clone())?;
     let endpoint = client(pki)?;
     let conn = endpoint.connect(addr, "localhost")?.await?;

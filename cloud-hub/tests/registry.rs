@@ -253,3 +253,54 @@ fn a_text_model_packs_without_the_cloud_files() {
     };
     bundle::verify(stored.input(), &trusted(&pki), &expect).expect("verifies");
 }
+
+#[test]
+fn pack_records_the_engines_answers_for_jpeg_self_tests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = repo().join("models/vision-imagenet");
+    let out = dir.path().join("imagenet");
+    let mut cfg = tandem_hub::config::Config {
+        base_dir: repo(),
+        ..Default::default()
+    };
+    cfg.models.variant = "edge".into();
+    let opts = PackOptions {
+        record: Some(cfg.engine_settings()),
+        ..PackOptions::default()
+    };
+    let doc = pack(&src, &out, &opts).expect("pack with the engine");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("testdata/expected.json")).expect("read"))
+            .expect("json");
+    let python: Vec<f64> = expected["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["variant"] == "edge")
+        .take(10)
+        .map(|c| c["score"].as_f64().expect("score"))
+        .collect();
+    let recorded: Vec<f64> = doc["selftests"]
+        .as_array()
+        .expect("selftests")
+        .iter()
+        .map(|t| t["score"].as_f64().expect("score"))
+        .collect();
+    assert_eq!(recorded.len(), python.len());
+    // JPEG decoding differs between the pipelines: some scores move by several hundredths.
+    let max_diff = recorded
+        .iter()
+        .zip(&python)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        max_diff > 0.02,
+        "recorded {recorded:?} vs testdata {python:?}"
+    );
+    assert!(!dir.path().read_dir().expect("ls").any(|e| {
+        e.expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".record")
+    }));
+}

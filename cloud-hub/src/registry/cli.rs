@@ -42,6 +42,14 @@ pub enum ModelsCmd {
         /// Score tolerance of the self-tests.
         #[arg(long, default_value_t = tandem_shared::bundle::DEFAULT_TOLERANCE)]
         tolerance: f64,
+        /// Where the self-tests' expected answers come from: `engine` (run them through the
+        /// Tandem engine, the pipeline devices run; needs ONNX Runtime) or `testdata` (the
+        /// scores in testdata/expected.json as they are).
+        #[arg(long, default_value = "engine")]
+        expected: String,
+        /// Hub config whose [runtime] (ONNX Runtime library, providers) records the answers.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -66,6 +74,7 @@ fn failed(e: RegistryError) -> (u8, String) {
             65
         }
         RegistryError::Key { .. } => 78,
+        RegistryError::Engine(_) => 69,
         RegistryError::Folder(_) | RegistryError::Io { .. } => 74,
     };
     (code, e.to_string())
@@ -118,14 +127,27 @@ fn execute(cmd: ModelsCmd) -> Result<(), (u8, String)> {
             version,
             variant,
             tolerance,
+            expected,
+            config,
         } => {
             let role = variant
                 .parse()
                 .map_err(|e: String| (64, format!("--variant: {e}")))?;
+            let record = match expected.as_str() {
+                "engine" => Some(load_config(config.as_deref())?.engine_settings()),
+                "testdata" => None,
+                other => {
+                    return Err((
+                        64,
+                        format!("--expected: `{other}` (expected engine or testdata)"),
+                    ));
+                }
+            };
             let opts = PackOptions {
                 role,
                 version,
                 tolerance,
+                record,
                 ..PackOptions::default()
             };
             let doc = pack(&model_dir, &out, &opts).map_err(failed)?;

@@ -23,6 +23,9 @@ pub struct PackOptions {
     pub tolerance: f64,
     /// Most self-tests taken from `testdata/expected.json`.
     pub max_selftests: usize,
+    /// Record the self-tests' expected answers with the engine on these settings (runtime,
+    /// providers); `None`: the scores of `testdata/expected.json` as they are.
+    pub record: Option<tandem_engine::settings::EngineSettings>,
 }
 
 impl Default for PackOptions {
@@ -32,6 +35,7 @@ impl Default for PackOptions {
             version: None,
             tolerance: DEFAULT_TOLERANCE,
             max_selftests: 10,
+            record: None,
         }
     }
 }
@@ -114,10 +118,13 @@ pub fn pack(model_dir: &Path, out: &Path, opts: &PackOptions) -> Result<Value, R
     let doc = json!({"bundle_version": BUNDLE_VERSION, "manifest": raw, "selftests": selftests});
     let bytes = bundle::canonical_json(&doc);
     folder::write_synced(&out.join(BUNDLE_FILE), &bytes)?;
+    if let Some(settings) = &opts.record {
+        super::record::record_expectations(out, settings)?;
+    }
     // The same checks a push makes, so a bad pack fails here.
     let read = folder::read_folder(out)?;
     bundle::inspect(&read.bundle_json, &read.files, Some(opts.role))?;
-    Ok(doc)
+    serde_json::from_slice(&read.bundle_json).map_err(|e| invalid(out, e.to_string()))
 }
 
 /// An input file to copy: (path in the model folder, path in the bundle).

@@ -85,6 +85,9 @@ pub enum RegistryError {
         /// IO error.
         source: std::io::Error,
     },
+    /// The engine could not record the self-tests' answers (`models pack`).
+    #[error("recording the self-tests with the engine: {0}")]
+    Engine(String),
     /// A stored entry is unreadable.
     #[error("{path} is corrupt: {message}")]
     Corrupt {
