@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tandem_agent::config::Config;
 use tandem_agent::inference::{Engine, Input};
-use tandem_agent::models::{InstallError, Manager, Order, UpdateState};
+use tandem_agent::models::{InstallError, Manager, Order, UpdateState, Watched};
 use tandem_hub::pki::Pki;
 use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
 use tandem_shared::bundle::{self, BUNDLE_FILE, BundleSigner, SIGNATURE_FILE};
@@ -371,4 +371,134 @@ fn a_text_model_passes_its_self_tests_at_the_default_tolerance() {
         .infer_blocking("text-sentiment", Input::Texts(vec!["a fine film".into()]))
         .expect("answers");
     assert_eq!(answer.version, next);
+}
+
+/// A bundle of vision-fashion `version` whose pre-processing divides by 8.5 times the right
+/// standard deviation: the same network sees washed-out inputs and answers with less
+/// confidence. Its self-tests are recorded with the engine on that bundle, so it passes them:
+/// only the watch window can tell.
+fn washed_out(fx: &Fixture, version: &str) -> PathBuf {
+    let src = fx.path(&format!("washed-{version}"));
+    let opts = PackOptions {
+        version: Some(version.into()),
+        ..PackOptions::default()
+    };
+    pack(&models_dir().join(MODEL), &src, &opts).expect("pack");
+    edit_json(&src, |d| {
+        d["manifest"]["variants"]["edge"]["preprocess"]["std"] = json!([3.0]);
+    });
+    tandem_hub::registry::record::record_expectations(&src, &fx.cfg.engine_settings())
+        .expect("record");
+    fx.registry.push(&src, &fx.signer).expect("push");
+    let out = fx.path(&format!("signed-washed-{version}"));
+    copy_tree(&fx.registry.bundle_dir(MODEL, version), &out);
+    out
+}
+
+fn samples() -> Vec<Input> {
+    let dir = models_dir().join(MODEL).join("samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("samples")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| Input::Images(vec![Bytes::from(std::fs::read(f).expect("read"))]))
+        .collect()
+}
+
+/// Sends `n` requests over the samples; returns the versions that answered.
+fn traffic(engine: &Engine, n: usize) -> Vec<String> {
+    let inputs = samples();
+    let mut seen = Vec::new();
+    for i in 0..n {
+        let v = engine
+            .infer_blocking(MODEL, inputs[i % inputs.len()].clone())
+            .expect("answers")
+            .version;
+        if seen.last() != Some(&v) {
+            seen.push(v);
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_bad_promotion_rolls_itself_back_and_a_good_one_stays() {
+    let mut fx = Fixture::new();
+    fx.cfg.models.watch_min_requests = 50;
+    fx.cfg.models.watch_max_p99_ratio = 50.0; // latency is noisy on a shared 2-core VM
+    let engine = Arc::new(engine_with(&fx.cfg));
+    let manager = Arc::new(Manager::new(engine.clone(), &fx.cfg.engine_settings()));
+    traffic(&engine, 200);
+
+    // The washed-out version passes verification and its own self-tests, then answers real
+    // traffic with less confidence than 1.0.0 did: rolled back to the shipped 1.0.0.
+    let bad = washed_out(&fx, "1.0.1");
+    let installed = manager.install(&bad, Order::default()).expect("installs");
+    assert_eq!(installed.to, "1.0.1");
+    let watcher = {
+        let (m, i) = (manager.clone(), installed.clone());
+        std::thread::spawn(move || {
+            m.watch_for(
+                &i,
+                std::time::Duration::from_secs(20),
+                std::time::Duration::from_millis(50),
+            )
+        })
+    };
+    let mut seen = Vec::new();
+    while !watcher.is_finished() {
+        seen.extend(traffic(&engine, 20));
+    }
+    match watcher.join().expect("watcher").expect("watch") {
+        Watched::RolledBack { reason, detail, to } => {
+            assert!(
+                matches!(reason, "confidence" | "offload"),
+                "{reason}: {detail}"
+            );
+            assert_eq!(to, "1.0.0");
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert!(seen.iter().any(|v| v == "1.0.1"), "{seen:?}");
+    assert_eq!(serving_version(&engine), "1.0.0");
+    assert!(
+        matches!(&manager.status()[0].state, UpdateState::RolledBack { to, .. } if to == "1.0.0"),
+        "{:?}",
+        manager.status()
+    );
+    assert!(!fx.path("models/vision-fashion/current").exists());
+    // The rolled-back version is refused from now on, unless a rollback to it is ordered.
+    assert_eq!(
+        manager
+            .install(&bad, Order::default())
+            .map_err(|e| e.reason()),
+        Err("rolled_back")
+    );
+
+    // A sound version stays through its window.
+    let good = fx.signed_with("1.0.2", tandem_shared::bundle::DEFAULT_TOLERANCE, |_| {});
+    let installed = manager.install(&good, Order::default()).expect("installs");
+    let watcher = {
+        let (m, i) = (manager.clone(), installed.clone());
+        std::thread::spawn(move || {
+            m.watch_for(
+                &i,
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_millis(50),
+            )
+        })
+    };
+    while !watcher.is_finished() {
+        traffic(&engine, 20);
+    }
+    let kept = watcher.join().expect("watcher").expect("watch");
+    assert_eq!(
+        kept,
+        Watched::Kept(tandem_agent::models::watch::Verdict::Keep)
+    );
+    assert_eq!(serving_version(&engine), "1.0.2");
 }

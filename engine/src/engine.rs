@@ -21,6 +21,7 @@ use crate::preprocess::image::{self as img, Limits};
 use crate::preprocess::text::TextEncoder;
 use crate::provider::{self, NoProvider};
 use crate::settings::EngineSettings;
+use crate::version_stats::{VersionSnapshot, VersionStats};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ort::session::{Session, SessionInputValue};
@@ -240,6 +241,8 @@ pub struct ModelHandle {
     live: Arc<AtomicBool>,
     /// Replaced by a swap: a request that reaches it goes to the current handle instead.
     retired: AtomicBool,
+    /// What this version did while it served.
+    stats: Arc<VersionStats>,
 }
 
 /// Why a job could not be queued on a handle.
@@ -288,6 +291,11 @@ impl ModelHandle {
     /// Waiting requests it accepts.
     pub fn queue_capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// What this version did while it served (this generation only).
+    pub fn stats(&self) -> VersionSnapshot {
+        self.stats.snapshot()
     }
 
     /// Model version.
@@ -361,6 +369,7 @@ struct Ctx {
     max_batch_delay: Duration,
     metrics: Arc<Metrics>,
     live: Arc<AtomicBool>,
+    stats: Arc<VersionStats>,
 }
 
 impl Ctx {
@@ -474,6 +483,7 @@ impl Engine {
             &files.onnx_path(),
             &order,
             cfg.runtime.intra_op_threads,
+            cfg.runtime.intra_op_spinning,
         )?;
         let (ep, skipped_eps) = (first.ep, first.skipped);
         sessions.push(first.session);
@@ -484,12 +494,14 @@ impl Engine {
                     &files.onnx_path(),
                     &[ep],
                     cfg.runtime.intra_op_threads,
+                    cfg.runtime.intra_op_spinning,
                 )?
                 .session,
             );
         }
         let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
         let live = Arc::new(AtomicBool::new(live));
+        let stats = Arc::new(VersionStats::default());
         let ctx = Arc::new(Ctx {
             model: name.clone(),
             version: files.manifest.version.clone(),
@@ -502,6 +514,7 @@ impl Engine {
             max_batch_delay: Duration::from_micros(cfg.engine.max_batch_delay_us),
             metrics,
             live: live.clone(),
+            stats: stats.clone(),
         });
         let mut workers = Vec::new();
         let mut lanes = Vec::new();
@@ -525,6 +538,7 @@ impl Engine {
             workers: Mutex::new(workers),
             live,
             retired: AtomicBool::new(false),
+            stats,
         })
     }
 
@@ -670,8 +684,17 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
         });
         match &result {
             _ if !ctx.counted() => {}
-            Ok(_) => ctx.metrics.inference(&ctx.model, "ok", took),
-            Err(e) => ctx.metrics.inference(&ctx.model, e.kind(), took),
+            Ok(inf) => {
+                ctx.metrics.inference(&ctx.model, "ok", took);
+                ctx.stats
+                    .answered(took, inf.predictions.iter().map(|p| p.score));
+            }
+            Err(e) => {
+                ctx.metrics.inference(&ctx.model, e.kind(), took);
+                if matches!(e, InferenceError::Runtime(_)) {
+                    ctx.stats.failed();
+                }
+            }
         }
         load.fetch_sub(1, Ordering::AcqRel);
         let _ = job.reply.send(result);

@@ -9,6 +9,7 @@
 //! - [`generations`]: a model's versions, the last one serving (lock-free reads, hot swap).
 //! - [`swap`]: hot swap: stage a new version (workers started, self-tests run on it), then
 //!   activate it atomically; in-flight requests finish on the old one.
+//! - [`version_stats`]: per-version answers, errors, latency and confidence (watch window).
 //! - [`model`]: model folders, manifests, file checks.
 //! - [`provider`]: execution-provider selection with fallback.
 //! - [`preprocess`]: images and texts to tensors.
@@ -33,5 +34,6 @@ pub mod provider;
 pub mod runtime;
 pub mod settings;
 pub mod swap;
+pub mod version_stats;
 
 pub use engine::{Engine, Inference, InferenceError, Input, ModelHandle, OutputTensor};

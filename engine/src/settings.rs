@@ -16,6 +16,9 @@ pub struct RuntimeConfig {
     pub execution_providers: Vec<String>,
     /// Intra-op threads per session.
     pub intra_op_threads: usize,
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work (lower latency for
+    /// one request at a time, but CPU burnt that other sessions and batches could use).
+    pub intra_op_spinning: bool,
 }
 
 /// `[engine]`.
@@ -63,6 +66,23 @@ pub struct ModelsConfig {
     pub selftest_max_p99_ms: u64,
     /// Agent: how many times each self-test input runs for the latency check.
     pub selftest_runs: usize,
+    /// Agent: how long a newly swapped-in version is watched, in seconds; it is rolled back
+    /// on its own when it does worse than the version it replaced by a margin below.
+    pub watch_window_s: u64,
+    /// Agent: answers the new version must give in the window before it is judged (fewer:
+    /// kept, nothing to judge on).
+    pub watch_min_requests: u64,
+    /// Agent: roll back when the new version's runtime-error share exceeds the old one's by
+    /// more than this (0..1).
+    pub watch_max_error_increase: f64,
+    /// Agent: roll back when the new version's p99 latency exceeds the old one's times this
+    /// (and by more than 2 ms).
+    pub watch_max_p99_ratio: f64,
+    /// Agent: roll back when the share of answers below the model's confidence threshold
+    /// (what the cascade offloads) grows by more than this (0..1).
+    pub watch_max_offload_increase: f64,
+    /// Agent: roll back when the mean top-1 probability drops by more than this (0..1).
+    pub watch_max_confidence_drop: f64,
 }
 
 /// `[image]`.
@@ -83,6 +103,7 @@ impl Default for RuntimeConfig {
             onnxruntime_lib: String::new(),
             execution_providers: vec!["cpu".into()],
             intra_op_threads: 1,
+            intra_op_spinning: true,
         }
     }
 }
@@ -110,6 +131,12 @@ impl Default for ModelsConfig {
             keep_versions: 3,
             selftest_max_p99_ms: 1000,
             selftest_runs: 5,
+            watch_window_s: 300,
+            watch_min_requests: 100,
+            watch_max_error_increase: 0.01,
+            watch_max_p99_ratio: 1.5,
+            watch_max_offload_increase: 0.10,
+            watch_max_confidence_drop: 0.10,
         }
     }
 }
@@ -217,6 +244,27 @@ impl EngineSettings {
         }
         if !(1..=1000).contains(&self.models.selftest_runs) {
             p.push("models.selftest_runs must be between 1 and 1000".into());
+        }
+        for (key, v) in [
+            (
+                "watch_max_error_increase",
+                self.models.watch_max_error_increase,
+            ),
+            (
+                "watch_max_offload_increase",
+                self.models.watch_max_offload_increase,
+            ),
+            (
+                "watch_max_confidence_drop",
+                self.models.watch_max_confidence_drop,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                p.push(format!("models.{key} must be between 0 and 1"));
+            }
+        }
+        if self.models.watch_max_p99_ratio.is_nan() || self.models.watch_max_p99_ratio < 1.0 {
+            p.push("models.watch_max_p99_ratio must be at least 1".into());
         }
         if self.image.max_width == 0 || self.image.max_height == 0 {
             p.push("image.max_width and image.max_height must be > 0".into());

@@ -63,6 +63,14 @@ pub enum InstallError {
         /// The budget.
         budget_ms: u64,
     },
+    /// This version was rolled back on this device; only an ordered rollback installs it.
+    #[error(
+        "version {version} was rolled back here after its watch window; order a rollback to install it again"
+    )]
+    RolledBackBefore {
+        /// The version.
+        version: String,
+    },
     /// Not enough room within `models.store_max_bytes`.
     #[error(
         "the new version needs {need} bytes; {free} of models.store_max_bytes ({budget}) are free after removing old versions"
@@ -98,6 +106,7 @@ impl InstallError {
             Self::EpFallback { .. } => "ep_fallback",
             Self::SelfTest { .. } => "selftest_failed",
             Self::Latency { .. } => "latency",
+            Self::RolledBackBefore { .. } => "rolled_back",
             Self::DiskBudget { .. } => "disk_budget",
             Self::Io { .. } => "io",
         }

@@ -5,15 +5,18 @@
 use super::error::InstallError;
 use super::selftest::{self, SelfTestReport};
 use super::store::Store;
+use super::watch::{Margins, Verdict, judge};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tandem_engine::Engine;
 use tandem_engine::bundle::read_folder;
 use tandem_engine::model;
 use tandem_engine::settings::EngineSettings;
+use tandem_engine::version_stats::VersionSnapshot;
 use tandem_shared::bundle::{self, Active, Expect, TrustedKey};
-use tandem_shared::manifest::VariantRole;
+use tandem_shared::manifest::{Signal, VariantRole};
 
 /// Where an update of one model stands (what the agent reports to the hub).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -27,6 +30,20 @@ pub enum UpdateState {
     Active {
         /// The version it replaced.
         from: String,
+    },
+    /// Serving the new version, compared with the old one during the watch window.
+    Watching {
+        /// The version it replaced.
+        from: String,
+    },
+    /// Did worse than the version it replaced in the watch window: that one serves again.
+    RolledBack {
+        /// `errors`, `latency`, `offload` or `confidence`.
+        reason: String,
+        /// The figures, in words.
+        message: String,
+        /// The version serving now.
+        to: String,
     },
     /// Refused; the version before it keeps serving.
     Rejected {
@@ -64,6 +81,26 @@ pub struct Installed {
     pub selftests: SelfTestReport,
     /// How long the old version took to finish its queued requests, in milliseconds.
     pub drained_ms: u64,
+    /// What the old version did while it served: the watch window's baseline.
+    pub baseline: VersionSnapshot,
+}
+
+/// How a watch window ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    /// The new version stays.
+    Kept(Verdict),
+    /// The new version did worse and was rolled back.
+    RolledBack {
+        /// `errors`, `latency`, `offload` or `confidence`.
+        reason: &'static str,
+        /// The figures.
+        detail: String,
+        /// The version serving again.
+        to: String,
+    },
+    /// Another swap happened during the window: nothing to judge.
+    Superseded,
 }
 
 /// How an install was ordered.
@@ -85,6 +122,8 @@ pub struct Manager {
     role: VariantRole,
     selftest_runs: usize,
     selftest_max_p99_ms: u64,
+    margins: Margins,
+    window: Duration,
     status: Mutex<BTreeMap<String, UpdateStatus>>,
     one_at_a_time: Mutex<()>,
     reporter: Option<Reporter>,
@@ -140,6 +179,8 @@ impl Manager {
             role: settings.variant(),
             selftest_runs: m.selftest_runs,
             selftest_max_p99_ms: m.selftest_max_p99_ms,
+            margins: Margins::from(m),
+            window: Duration::from_secs(m.watch_window_s),
             status: Mutex::new(BTreeMap::new()),
             one_at_a_time: Mutex::new(()),
             reporter: None,
@@ -243,6 +284,17 @@ impl Manager {
         let Some(serving) = serving else {
             return Err(InstallError::NotServed(verified.model().to_string()));
         };
+        if !order.rollback
+            && self
+                .store
+                .rolled_back(verified.model())
+                .iter()
+                .any(|v| v == verified.version())
+        {
+            return Err(InstallError::RolledBackBefore {
+                version: verified.version().to_string(),
+            });
+        }
         let (name, version) = (verified.model().to_string(), verified.version().to_string());
         let dir = self.store.place(read, &verified)?;
         self.report(&name, &version, UpdateState::Testing);
@@ -285,6 +337,7 @@ impl Manager {
         )?;
         let swapped = self.engine.activate(staged)?;
         Ok(Installed {
+            baseline: serving.stats(),
             model: swapped.model,
             from: swapped.from,
             to: swapped.to,
@@ -292,5 +345,110 @@ impl Manager {
             selftests: report,
             drained_ms: u64::try_from(swapped.drained.as_millis()).unwrap_or(u64::MAX),
         })
+    }
+}
+
+impl Manager {
+    /// Watches a version `install` just swapped in for `models.watch_window_s` (checking every
+    /// `poll`), and rolls it back as soon as it does worse than the version it replaced
+    /// ([`judge`]). Blocking.
+    pub fn watch(&self, installed: &Installed, poll: Duration) -> Result<Watched, InstallError> {
+        self.watch_for(installed, self.window, poll)
+    }
+
+    /// [`Manager::watch`] with another window.
+    pub fn watch_for(
+        &self,
+        installed: &Installed,
+        window: Duration,
+        poll: Duration,
+    ) -> Result<Watched, InstallError> {
+        let model = installed.model.as_str();
+        self.report(
+            model,
+            &installed.to,
+            UpdateState::Watching {
+                from: installed.from.clone(),
+            },
+        );
+        let until = Instant::now() + window;
+        loop {
+            std::thread::sleep(poll.min(until.saturating_duration_since(Instant::now())));
+            let Some(h) = self.engine.model(model).cloned() else {
+                return Ok(Watched::Superseded);
+            };
+            if h.version() != installed.to {
+                return Ok(Watched::Superseded);
+            }
+            let v = &h.files.variant;
+            let threshold = match v.threshold_signal.unwrap_or(Signal::MaxProb) {
+                Signal::MaxProb => v.threshold,
+                _ => None,
+            };
+            match judge(&installed.baseline, &h.stats(), threshold, &self.margins) {
+                Verdict::RollBack { reason, detail } => {
+                    tracing::warn!(model, version = %installed.to, reason, detail = %detail, "new model version does worse than the one it replaced: rolling back");
+                    let back = self.roll_back(model, &installed.to, reason, &detail)?;
+                    return Ok(Watched::RolledBack {
+                        reason,
+                        detail,
+                        to: back,
+                    });
+                }
+                verdict if Instant::now() >= until => {
+                    self.report(
+                        model,
+                        &installed.to,
+                        UpdateState::Active {
+                            from: installed.from.clone(),
+                        },
+                    );
+                    return Ok(Watched::Kept(verdict));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Puts the previous version back in place of `bad` (an installed one, verified and
+    /// self-tested again; or the shipped files), and remembers `bad` so that it is refused
+    /// until a rollback to it is ordered. Returns the version serving now.
+    fn roll_back(
+        &self,
+        model: &str,
+        bad: &str,
+        reason: &str,
+        detail: &str,
+    ) -> Result<String, InstallError> {
+        self.store.mark_rolled_back(model, bad)?;
+        let previous = self
+            .store
+            .previous(model)
+            .filter(|v| self.store.version_dir(model, v).is_dir());
+        let to = match previous {
+            Some(v) => {
+                let dir = self.store.version_dir(model, &v);
+                self.install(&dir, Order { rollback: true })?.to
+            }
+            None => {
+                let _one = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+                let shipped = self.store.shipped_dir(model);
+                let files = model::open_dir(&shipped, model, self.role, true)?;
+                let staged = self.engine.stage(files)?;
+                let swapped = self.engine.activate(staged)?;
+                self.store.clear_current(model)?;
+                swapped.to
+            }
+        };
+        self.report(
+            model,
+            bad,
+            UpdateState::RolledBack {
+                reason: reason.to_string(),
+                message: detail.to_string(),
+                to: to.clone(),
+            },
+        );
+        Ok(to)
     }
 }

@@ -9,6 +9,7 @@
 //! - [`download`]: the bundle over QUIC from the hub, in ranges, resumable after a cut;
 //!   signature checked before the large files are fetched.
 //! - [`manager`]: the install flow, update states, the reporter hook.
+//! - [`watch`]: the watch window's comparison of the new version with the old one (pure).
 //! - [`store`]: the versions on disk, pointers, budget and pruning.
 //! - [`startup`]: the installed versions verified again before the engine starts.
 //! - [`selftest`]: the bundle's self-tests and the latency check on the staged version.
@@ -20,11 +21,12 @@ pub mod manager;
 pub mod selftest;
 pub mod startup;
 pub mod store;
+pub mod watch;
 
 pub use download::{DownloadError, DownloadOptions, Fetched, fetch};
 pub use error::InstallError;
 pub use manager::{
-    Installed, Manager, Order, Reporter, UpdateState, UpdateStatus, load_trusted_key,
+    Installed, Manager, Order, Reporter, UpdateState, UpdateStatus, Watched, load_trusted_key,
 };
 pub use startup::{Checked, check_installed};
 pub use store::Store;

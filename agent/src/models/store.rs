@@ -22,6 +22,8 @@ use tandem_shared::bundle::{BUNDLE_FILE, ModelVersion, SIGNATURE_FILE, VerifiedB
 
 /// The file naming the version a swap replaced.
 pub const PREVIOUS_FILE: &str = "previous";
+/// The versions rolled back after their watch window, one a line.
+pub const ROLLED_BACK_FILE: &str = "rolled_back";
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -140,6 +142,43 @@ impl Store {
             replace(&dir, PREVIOUS_FILE, p)?;
         }
         replace(&dir, CURRENT_FILE, version)
+    }
+
+    /// The shipped model folder (`<models.dir>/<model>/`).
+    pub fn shipped_dir(&self, model: &str) -> PathBuf {
+        self.dir.join(model)
+    }
+
+    /// Forgets the installed version serving: the shipped files serve from the next start.
+    pub fn clear_current(&self, model: &str) -> Result<(), InstallError> {
+        let path = self.dir.join(model).join(CURRENT_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => folder::sync_dir(&self.dir.join(model)).map_err(Into::into),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Versions of `model` rolled back on this device (`<model>/rolled_back`, one a line).
+    pub fn rolled_back(&self, model: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(model).join(ROLLED_BACK_FILE))
+            .map(|t| {
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds `version` to the rolled-back list.
+    pub fn mark_rolled_back(&self, model: &str, version: &str) -> Result<(), InstallError> {
+        let mut all = self.rolled_back(model);
+        if !all.iter().any(|v| v == version) {
+            all.push(version.to_string());
+        }
+        replace(&self.dir.join(model), ROLLED_BACK_FILE, &all.join("\n"))
     }
 
     /// Removes an installed version that was refused (never the current or previous one).
