@@ -12,6 +12,7 @@
 //!   `/v1/fleet` routes.
 //! - [`registry`]: the model registry: signed bundles by model and version (`tandem-hub models`,
 //!   `GET /v1/models`).
+//! - [`rollout`]: staged rollouts of a model version (canary, stages, halts).
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
 //! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
@@ -24,4 +25,5 @@ pub mod fleet;
 pub mod ingress;
 pub mod pki;
 pub mod registry;
+pub mod rollout;
 pub mod serving;

@@ -1,0 +1,182 @@
+//! The rollout state machine against a simulated fleet.
+
+use super::plan::*;
+use std::collections::BTreeMap;
+
+fn spec(canary: u8) -> Spec {
+    Spec {
+        model: "vision-fashion".into(),
+        version: "1.0.1".into(),
+        canary_pct: canary,
+        stages_pct: vec![100],
+        labels: BTreeMap::new(),
+        success_share: 0.9,
+        failure_share: 0.2,
+        stage_timeout_ms: 60_000,
+        resend_after_ms: 10_000,
+    }
+}
+
+fn fleet(n: usize) -> Vec<DeviceView> {
+    (0..n)
+        .map(|i| DeviceView {
+            device: format!("cam-{i:02}"),
+            labels: [(
+                "group".to_string(),
+                if i % 2 == 0 { "north" } else { "south" }.to_string(),
+            )]
+            .into(),
+            online: true,
+            version: Some("1.0.0".into()),
+            update: None,
+        })
+        .collect()
+}
+
+fn commanded(actions: &[Action]) -> Vec<String> {
+    actions.iter().map(|Action::Command(d)| d.clone()).collect()
+}
+
+fn report(devices: &mut [DeviceView], names: &[String], state: &str, reason: Option<&str>) {
+    for d in devices.iter_mut().filter(|d| names.contains(&d.device)) {
+        d.update = Some(("1.0.1".into(), state.into(), reason.map(str::to_string)));
+        if state == "active" {
+            d.version = Some("1.0.1".into());
+        }
+    }
+}
+
+#[test]
+fn a_canary_then_everyone() {
+    let mut devices = fleet(10);
+    let mut r = Rollout::new("vf-1".into(), spec(20), 0);
+    let canary = commanded(&r.step(&devices, 0));
+    assert_eq!(canary.len(), 2, "20% of 10");
+    assert_eq!(r.phase, Phase::Running { stage: 0 });
+    // Nothing new until they answer.
+    assert!(r.step(&devices, 1000).is_empty());
+    report(&mut devices, &canary, "active", None);
+    let rest = commanded(&r.step(&devices, 2000));
+    assert_eq!(r.phase, Phase::Running { stage: 1 });
+    assert_eq!(rest.len(), 8);
+    assert!(rest.iter().all(|d| !canary.contains(d)));
+    // 8 of 10 active is below 90%: still running; 9 of 10 is enough.
+    report(&mut devices, &rest[..6], "active", None);
+    r.step(&devices, 3000);
+    assert_eq!(r.phase, Phase::Running { stage: 1 });
+    report(&mut devices, &rest[6..7], "active", None);
+    r.step(&devices, 4000);
+    assert_eq!(r.phase, Phase::Succeeded);
+    assert!(r.finished());
+    assert!(r.step(&devices, 5000).is_empty());
+}
+
+#[test]
+fn a_failing_canary_halts_the_rollout() {
+    let mut devices = fleet(10);
+    let mut r = Rollout::new("vf-2".into(), spec(20), 0);
+    let canary = commanded(&r.step(&devices, 0));
+    report(
+        &mut devices,
+        &canary[..1],
+        "rolled_back",
+        Some("confidence"),
+    );
+    r.step(&devices, 1000);
+    match &r.phase {
+        Phase::Halted { reason } => {
+            assert!(
+                reason.contains("1 of 2 devices failed (confidence)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a halt, got {other:?}"),
+    }
+    assert!(
+        r.step(&devices, 2000).is_empty(),
+        "no device is commanded after a halt"
+    );
+    assert_eq!(
+        r.targets.len(),
+        2,
+        "the rest of the fleet was never touched"
+    );
+}
+
+#[test]
+fn labels_select_the_targets() {
+    let mut s = spec(100);
+    s.labels = [("group".to_string(), "north".to_string())].into();
+    let devices = fleet(10);
+    let mut r = Rollout::new("vf-3".into(), s, 0);
+    let got = commanded(&r.step(&devices, 0));
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|d| {
+        let i: usize = d[4..].parse().expect("index");
+        i % 2 == 0
+    }));
+}
+
+#[test]
+fn a_silent_stage_times_out_and_offline_devices_wait() {
+    let mut devices = fleet(4);
+    devices[0].online = false;
+    devices[1].online = false;
+    let mut r = Rollout::new("vf-4".into(), spec(100), 0);
+    let first = commanded(&r.step(&devices, 0));
+    assert_eq!(first.len(), 2, "only the online ones");
+    devices[0].online = true;
+    assert_eq!(
+        commanded(&r.step(&devices, 1000)).len(),
+        1,
+        "the one that came back"
+    );
+    assert_eq!(
+        commanded(&r.step(&devices, 12_000)).len(),
+        3,
+        "told again after resend_after_ms"
+    );
+    r.step(&devices, 61_000);
+    assert!(
+        matches!(&r.phase, Phase::Halted { reason } if reason.contains("timed out with 0 of 4")),
+        "{:?}",
+        r.phase
+    );
+}
+
+#[test]
+fn pause_resume_and_abort() {
+    let devices = fleet(10);
+    let mut r = Rollout::new("vf-5".into(), spec(20), 0);
+    r.step(&devices, 0);
+    r.pause().expect("pause");
+    assert!(
+        r.step(&devices, 100_000).is_empty(),
+        "paused: no commands, no timeout"
+    );
+    assert!(r.pause().is_err());
+    r.resume(100_000).expect("resume");
+    assert_eq!(r.phase, Phase::Running { stage: 0 });
+    r.step(&devices, 150_000);
+    assert_eq!(
+        r.phase,
+        Phase::Running { stage: 0 },
+        "the stage clock restarted"
+    );
+    r.abort().expect("abort");
+    assert_eq!(r.phase, Phase::Aborted);
+    assert!(r.abort().is_err() && r.resume(0).is_err());
+}
+
+#[test]
+fn bad_specs_list_every_problem() {
+    let mut s = spec(0);
+    s.stages_pct = vec![50, 40];
+    s.success_share = 1.5;
+    let p = s.problems();
+    assert_eq!(p.len(), 4, "{p:?}");
+    assert!(spec(10).problems().is_empty());
+    let mut three = spec(10);
+    three.stages_pct = vec![50, 100];
+    assert_eq!(three.stages(), [10, 50, 100]);
+}
