@@ -23,7 +23,7 @@ fn fleet(n: usize) -> Vec<DeviceView> {
             device: format!("cam-{i:02}"),
             labels: [(
                 "group".to_string(),
-                if i % 2 == 0 { "north" } else { "south" }.to_string(),
+                if i.is_multiple_of(2) { "north" } else { "south" }.to_string(),
             )]
             .into(),
             online: true,
@@ -113,7 +113,7 @@ fn labels_select_the_targets() {
     assert_eq!(got.len(), 5);
     assert!(got.iter().all(|d| {
         let i: usize = d[4..].parse().expect("index");
-        i % 2 == 0
+        i.is_multiple_of(2)
     }));
 }
 
