@@ -101,7 +101,19 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let mqtt = crate::fleet::FleetService::start(&cfg).await?;
     let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
     match crate::registry::Registry::open(&cfg.registry_dir()) {
-        Ok(r) => api = api.with_registry(Arc::new(r)),
+        Ok(r) => {
+            let registry = Arc::new(r);
+            match crate::rollout::RolloutStore::open(&cfg.registry_dir().join(".rollouts")) {
+                Ok(store) => {
+                    api = api.with_rollouts(Arc::new(crate::rollout::http::RolloutApi {
+                        store,
+                        registry: registry.clone(),
+                    }));
+                }
+                Err(e) => tracing::warn!(error = %e, "rollouts unavailable: /v1/rollouts is off"),
+            }
+            api = api.with_registry(registry);
+        }
         Err(e) => {
             tracing::warn!(error = %e, "model registry unavailable (registry_dir): /v1/models is off")
         }

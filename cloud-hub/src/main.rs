@@ -39,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         action: tandem_hub::registry::ModelsCmd,
     },
+    /// Staged rollouts of a registry version to the fleet (through the running hub's API).
+    Rollout {
+        #[command(subcommand)]
+        action: tandem_hub::rollout::RolloutCmd,
+    },
     /// Manage device certificates.
     Device {
         #[command(subcommand)]
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Models { action } => tandem_hub::registry::cli::run(action),
+        Command::Rollout { action } => tandem_hub::rollout::cli::run(action),
         Command::PrintDefaultConfig => {
             print!("{}", tandem_hub::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS

@@ -52,6 +52,7 @@ pub struct HubApi {
     ingress: Option<Arc<IngressStats>>,
     fleet: Option<Arc<crate::fleet::Fleet>>,
     registry: Option<Arc<crate::registry::Registry>>,
+    rollouts: Option<Arc<crate::rollout::http::RolloutApi>>,
 }
 
 impl HubApi {
@@ -72,6 +73,7 @@ impl HubApi {
             ingress,
             fleet: None,
             registry: None,
+            rollouts: None,
         }
     }
 
@@ -86,6 +88,12 @@ impl HubApi {
     /// Adds the model registry's routes (`/v1/models`).
     pub fn with_registry(mut self, registry: Arc<crate::registry::Registry>) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Adds the rollouts' routes (`/v1/rollouts`).
+    pub fn with_rollouts(mut self, rollouts: Arc<crate::rollout::http::RolloutApi>) -> Self {
+        self.rollouts = Some(rollouts);
         self
     }
 }
@@ -145,6 +153,9 @@ pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
     }
     if let Some(r) = &api.registry {
         routes = routes.merge(crate::registry::http::routes(r.clone()));
+    }
+    if let Some(r) = &api.rollouts {
+        routes = routes.merge(crate::rollout::http::routes(r.clone()));
     }
     if let Some(t) = tokens {
         routes = routes.layer(axum::middleware::from_fn_with_state(

@@ -162,7 +162,7 @@ pub struct Target {
 
 /// A target's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum Outcome {
     /// No verdict yet.
     Pending,

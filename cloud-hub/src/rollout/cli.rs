@@ -1,0 +1,269 @@
+//! `tandem-hub rollout start|status|pause|resume|abort`: a client of the running hub's
+//! `/v1/rollouts` API (the hub alone opens the rollout database).
+
+use super::plan::Spec;
+use clap::Subcommand;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Where the hub's API is.
+#[derive(Debug, clap::Args)]
+pub struct HubArgs {
+    /// The hub's HTTP API (default: from the config's http.listen).
+    #[arg(long)]
+    hub: Option<String>,
+    /// Hub config file (http.listen, http.bearer_token_file).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// `tandem-hub rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Start rolling a registry version out: the canary share first, then the later stages.
+    Start {
+        /// Model.
+        #[arg(long)]
+        model: String,
+        /// Version (in the registry).
+        #[arg(long)]
+        version: String,
+        /// Percentage of the targeted devices in the canary stage.
+        #[arg(long)]
+        canary: u8,
+        /// Only devices whose `group` label is this.
+        #[arg(long)]
+        group: Option<String>,
+        /// Later stages, percentages ending with 100 (e.g. `25,100`).
+        #[arg(long, value_delimiter = ',', default_value = "100")]
+        stages: Vec<u8>,
+        /// Share of a stage's devices that must run the version for it to succeed.
+        #[arg(long, default_value_t = 0.9)]
+        success_share: f64,
+        /// Share of a stage's devices whose failure halts the rollout.
+        #[arg(long, default_value_t = 0.2)]
+        failure_share: f64,
+        /// Longest a stage may take, in seconds.
+        #[arg(long, default_value_t = 1800)]
+        stage_timeout_s: u64,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// One rollout, or all of them.
+    Status {
+        /// Rollout id (all when absent).
+        id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Stop commanding devices; `resume` carries on.
+    Pause {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Stop a rollout for good (devices keep what they run).
+    Abort {
+        /// Rollout id.
+        id: String,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+}
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    fn new(args: &HubArgs) -> Result<Self, (u8, String)> {
+        let cfg =
+            crate::config::Config::load(args.config.as_deref()).map_err(|e| (78, e.to_string()))?;
+        if args.hub.is_none() && cfg.http.tls {
+            return Err((
+                64,
+                "the hub's API is HTTPS (http.tls): give --hub http://... of a plain listener"
+                    .into(),
+            ));
+        }
+        let base = args
+            .hub
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", cfg.http.listen));
+        let token = match cfg.bearer_token_file() {
+            Some(path) => std::fs::read_to_string(&path)
+                .map_err(|e| (78, format!("{}: {e}", path.display())))?
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+            None => None,
+        };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| (70, e.to_string()))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, (u8, String)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .map_err(|e| (69, format!("the hub at {} does not answer: {e}", self.base)))?;
+        let status = resp.status();
+        let value: Value = resp.json().unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let message = value["error"].as_str().unwrap_or("no details").to_string();
+            let code = if status.as_u16() == 409 || status.as_u16() == 422 {
+                65
+            } else {
+                69
+            };
+            Err((code, format!("{status}: {message}")))
+        }
+    }
+}
+
+fn summary(r: &Value) -> String {
+    let targets = r["targets"]
+        .as_object()
+        .map(|t| t.values().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let count = |o: &str| {
+        targets
+            .iter()
+            .filter(|t| t["outcome"]["state"] == o)
+            .count()
+    };
+    let phase = match r["phase"]["state"].as_str() {
+        Some("running") | Some("paused") => format!(
+            "{} (stage {})",
+            r["phase"]["state"].as_str().unwrap_or("?"),
+            r["phase"]["stage"]
+        ),
+        Some("halted") => format!("halted: {}", r["phase"]["reason"].as_str().unwrap_or("")),
+        Some(other) => other.to_string(),
+        None => "?".into(),
+    };
+    format!(
+        "{:32} {} {} -> {}: {} devices, {} active, {} failed",
+        r["id"].as_str().unwrap_or("?"),
+        r["spec"]["model"].as_str().unwrap_or("?"),
+        r["spec"]["version"].as_str().unwrap_or("?"),
+        phase,
+        targets.len(),
+        count("active"),
+        count("failed"),
+    )
+}
+
+/// Runs a `rollout` command; prints the outcome or the error, returns the exit code.
+pub fn run(cmd: RolloutCmd) -> ExitCode {
+    match execute(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("tandem-hub: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn execute(cmd: RolloutCmd) -> Result<(), (u8, String)> {
+    use reqwest::Method;
+    match cmd {
+        RolloutCmd::Start {
+            model,
+            version,
+            canary,
+            group,
+            stages,
+            success_share,
+            failure_share,
+            stage_timeout_s,
+            hub,
+        } => {
+            let spec = Spec {
+                model,
+                version,
+                canary_pct: canary,
+                stages_pct: stages,
+                labels: group
+                    .map(|g| BTreeMap::from([("group".to_string(), g)]))
+                    .unwrap_or_default(),
+                success_share,
+                failure_share,
+                stage_timeout_ms: stage_timeout_s.saturating_mul(1000),
+                resend_after_ms: 5 * 60 * 1000,
+            };
+            let body = serde_json::to_value(&spec).map_err(|e| (70, e.to_string()))?;
+            let r = Client::new(&hub)?.call(Method::POST, "/v1/rollouts", Some(&body))?;
+            println!("started {}", summary(&r));
+        }
+        RolloutCmd::Status { id, json, hub } => {
+            let c = Client::new(&hub)?;
+            let all = match id {
+                Some(id) => vec![c.call(Method::GET, &format!("/v1/rollouts/{id}"), None)?],
+                None => c.call(Method::GET, "/v1/rollouts", None)?["rollouts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else if all.is_empty() {
+                println!("no rollouts");
+            } else {
+                for r in &all {
+                    println!("{}", summary(r));
+                }
+            }
+        }
+        RolloutCmd::Pause { id, hub } => act(&hub, &id, "pause")?,
+        RolloutCmd::Resume { id, hub } => act(&hub, &id, "resume")?,
+        RolloutCmd::Abort { id, hub } => act(&hub, &id, "abort")?,
+    }
+    Ok(())
+}
+
+fn act(hub: &HubArgs, id: &str, action: &str) -> Result<(), (u8, String)> {
+    let r = Client::new(hub)?.call(
+        reqwest::Method::POST,
+        &format!("/v1/rollouts/{id}/{action}"),
+        None,
+    )?;
+    println!("{action}: {}", summary(&r));
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Rollouts in sled (`<registry_dir>/.rollouts`, opened by the running hub only; the CLI goes
+//! through the hub's HTTP API): one JSON value per rollout, keyed by id, rewritten and flushed
+//! at every change so a restarted hub carries on where it was.
+
+use super::plan::{Action, DeviceView, Rollout, Spec};
+use std::path::{Path, PathBuf};
+
+/// Why a rollout operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// The database cannot be opened or written.
+    #[error("rollout database {path}: {message}")]
+    Db {
+        /// Its folder.
+        path: PathBuf,
+        /// What sled said.
+        message: String,
+    },
+    /// The spec is invalid: every problem.
+    #[error("invalid rollout: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The version is not in the registry.
+    #[error("{model} {version} is not in the registry (tandem-hub models push)")]
+    NoSuchVersion {
+        /// Model.
+        model: String,
+        /// Version.
+        version: String,
+    },
+    /// Another rollout of the model is not finished.
+    #[error("rollout {0} of this model is not finished: pause, abort or wait for it")]
+    Busy(String),
+    /// No such rollout.
+    #[error("no rollout `{0}`")]
+    NotFound(String),
+    /// The operation does not fit the rollout's phase.
+    #[error("{0}")]
+    Phase(String),
+}
+
+/// The rollout database.
+#[derive(Debug, Clone)]
+pub struct RolloutStore {
+    path: PathBuf,
+    tree: sled::Db,
+}
+
+impl RolloutStore {
+    /// Opens (creating) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, RolloutError> {
+        let tree = sled::open(dir).map_err(|e| RolloutError::Db {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            path: dir.to_path_buf(),
+            tree,
+        })
+    }
+
+    fn db(&self, e: impl std::fmt::Display) -> RolloutError {
+        RolloutError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Every rollout, oldest first.
+    pub fn list(&self) -> Result<Vec<Rollout>, RolloutError> {
+        let mut all = Vec::new();
+        for kv in self.tree.iter() {
+            let (_, v) = kv.map_err(|e| self.db(e))?;
+            all.push(serde_json::from_slice::<Rollout>(&v).map_err(|e| self.db(e))?);
+        }
+        all.sort_by_key(|r| r.created_ms);
+        Ok(all)
+    }
+
+    /// One rollout.
+    pub fn get(&self, id: &str) -> Result<Rollout, RolloutError> {
+        let v = self
+            .tree
+            .get(id.as_bytes())
+            .map_err(|e| self.db(e))?
+            .ok_or_else(|| RolloutError::NotFound(id.to_string()))?;
+        serde_json::from_slice(&v).map_err(|e| self.db(e))
+    }
+
+    /// Writes a rollout and flushes.
+    pub fn save(&self, r: &Rollout) -> Result<(), RolloutError> {
+        let v = serde_json::to_vec(r).map_err(|e| self.db(e))?;
+        self.tree
+            .insert(r.id.as_bytes(), v)
+            .map_err(|e| self.db(e))?;
+        self.tree.flush().map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// Starts a rollout: the spec must be valid, the version in the registry (`exists`), and
+    /// no other rollout of the model unfinished.
+    pub fn create(&self, spec: Spec, exists: bool, now_ms: u64) -> Result<Rollout, RolloutError> {
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(RolloutError::Invalid(problems));
+        }
+        if !exists {
+            return Err(RolloutError::NoSuchVersion {
+                model: spec.model,
+                version: spec.version,
+            });
+        }
+        let all = self.list()?;
+        if let Some(r) = all
+            .iter()
+            .find(|r| r.spec.model == spec.model && !r.finished())
+        {
+            return Err(RolloutError::Busy(r.id.clone()));
+        }
+        let n = all
+            .iter()
+            .filter(|r| r.spec.model == spec.model && r.spec.version == spec.version)
+            .count();
+        let id = format!("{}-{}-{}", spec.model, spec.version, n + 1);
+        let r = Rollout::new(id, spec, now_ms);
+        self.save(&r)?;
+        Ok(r)
+    }
+
+    /// Applies `change` to a rollout and saves it.
+    pub fn change(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Rollout) -> Result<(), String>,
+    ) -> Result<Rollout, RolloutError> {
+        let mut r = self.get(id)?;
+        change(&mut r).map_err(RolloutError::Phase)?;
+        self.save(&r)?;
+        Ok(r)
+    }
+
+    /// One controller step over every running rollout: `devices(model)` is what the fleet
+    /// reports; returns the commands to send as (rollout id, device, model, version).
+    pub fn tick(
+        &self,
+        devices: impl Fn(&str) -> Vec<DeviceView>,
+        now_ms: u64,
+    ) -> Result<Vec<Command>, RolloutError> {
+        let mut out = Vec::new();
+        for mut r in self.list()?.into_iter().filter(|r| !r.finished()) {
+            let before = r.clone();
+            let actions = r.step(&devices(&r.spec.model), now_ms);
+            if r != before {
+                self.save(&r)?;
+                if r.phase != before.phase {
+                    tracing::info!(rollout = %r.id, phase = ?r.phase, "rollout moved");
+                }
+            }
+            for Action::Command(device) in actions {
+                out.push(Command {
+                    rollout: r.id.clone(),
+                    device,
+                    model: r.spec.model.clone(),
+                    version: r.spec.version.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An update command the controller must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The rollout.
+    pub rollout: String,
+    /// The device.
+    pub device: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+}

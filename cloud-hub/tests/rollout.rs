@@ -1,0 +1,155 @@
+//! Rollouts through the hub's API: created only for a registry version, one at a time per
+//! model, paused, resumed, aborted; stepped against a simulated fleet, a canary whose devices
+//! roll the version back halts the rollout on its own, and `tandem-hub rollout status` shows it.
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tandem_hub::pki::Pki;
+use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
+use tandem_hub::rollout::http::RolloutApi;
+use tandem_hub::rollout::{DeviceView, RolloutStore};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+fn fleet(n: usize) -> Vec<DeviceView> {
+    (0..n)
+        .map(|i| DeviceView {
+            device: format!("cam-{i:02}"),
+            labels: [("group".to_string(), "north".to_string())].into(),
+            online: true,
+            version: Some("1.0.0".into()),
+            update: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_halts_the_rollout() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = dir.path().join("pki");
+    Pki::init(&pki).expect("pki");
+    let registry = Registry::open(&dir.path().join("registry")).expect("registry");
+    let src = dir.path().join("pack");
+    let opts = PackOptions {
+        version: Some("1.0.1".into()),
+        ..PackOptions::default()
+    };
+    pack(&repo().join("models/vision-fashion"), &src, &opts).expect("pack");
+    registry
+        .push(&src, &load_signer(&pki).expect("signer"))
+        .expect("push");
+    let store = RolloutStore::open(&dir.path().join("registry/.rollouts")).expect("store");
+    let api = Arc::new(RolloutApi {
+        store: store.clone(),
+        registry: Arc::new(registry),
+    });
+    let app = tandem_hub::rollout::http::routes::<()>(api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/v1/rollouts");
+    let post = |url: String, body: Value| {
+        let http = http.clone();
+        async move {
+            let r = http.post(url).json(&body).send().await.expect("post");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let spec = |version: &str, canary: u8| {
+        json!({"model": "vision-fashion", "version": version, "canary_pct": canary,
+               "labels": {"group": "north"}})
+    };
+
+    assert_eq!(post(base.clone(), spec("9.9.9", 20)).await.0, 404);
+    let (status, body) = post(base.clone(), spec("1.0.1", 0)).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, created) = post(base.clone(), spec("1.0.1", 20)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(id, "vision-fashion-1.0.1-1");
+    assert_eq!(
+        post(base.clone(), spec("1.0.1", 50)).await.0,
+        409,
+        "one at a time"
+    );
+
+    assert_eq!(post(format!("{base}/{id}/pause"), json!({})).await.0, 200);
+    assert_eq!(post(format!("{base}/{id}/pause"), json!({})).await.0, 409);
+    assert_eq!(post(format!("{base}/{id}/resume"), json!({})).await.0, 200);
+
+    // The controller's steps against a fleet of 10: the canary is 2 devices.
+    let mut devices = fleet(10);
+    let commands = store.tick(|_| devices.clone(), 1_000).expect("tick");
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert!(
+        commands
+            .iter()
+            .all(|c| c.version == "1.0.1" && c.rollout == id)
+    );
+    for d in devices
+        .iter_mut()
+        .filter(|d| commands.iter().any(|c| c.device == d.device))
+    {
+        d.update = Some((
+            "1.0.1".into(),
+            "rolled_back".into(),
+            Some("confidence".into()),
+        ));
+    }
+    let commands = store.tick(|_| devices.clone(), 2_000).expect("tick");
+    assert!(
+        commands.is_empty(),
+        "nothing more is commanded: {commands:?}"
+    );
+
+    let got: Value = http
+        .get(format!("{base}/{id}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got["phase"]["state"], "halted", "{got}");
+    let reason = got["phase"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("2 of 2 devices failed (confidence)"),
+        "{reason}"
+    );
+    assert_eq!(
+        post(format!("{base}/{id}/abort"), json!({})).await.0,
+        409,
+        "a halted rollout is finished"
+    );
+
+    // The CLI reads the same API.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"))
+            .args(["rollout", "status", "--hub", &format!("http://{addr}")])
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("halted: stage 0: 2 of 2 devices failed"),
+        "{text}"
+    );
+    assert!(text.contains("2 devices, 0 active, 2 failed"), "{text}");
+}
