@@ -2,7 +2,9 @@
 # `make demo`: on loopback, a development PKI, the hub (cloud variants, QUIC + mTLS) and the
 # agent daemon (edge variants, cascade policy); the shipped samples go through the agent's API
 # (/v1/classify and OIP v2): confident answers stay local, unsure ones are answered by the hub.
-# Then the hub stops and the agent keeps answering (degraded); both stop on SIGTERM.
+# Then the hub stops and the agent keeps answering (degraded) while the hard examples wait in
+# its durable queue; the hub comes back, the queue drains into the hub's feedback store, a
+# correction follows the same path, and the hub exports the dataset. Both stop on SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tandem-agent}
@@ -16,13 +18,17 @@ mkdir -p demo-out
 [ -f demo-out/pki/ca.key ] || "$HUB" init --dir demo-out/pki
 [ -f demo-out/pki/devices/demo-cam.pem ] || "$HUB" device add demo-cam --dir demo-out/pki
 "$HUB" validate --config demo/hub.toml
-"$HUB" run --config demo/hub.toml 2>"$HUBLOG" &
-HUBPID=$!
-for _ in $(seq 1 200); do
-  grep -q "tandem-hub serving" "$HUBLOG" && break
-  kill -0 $HUBPID 2>/dev/null || { cat "$HUBLOG"; echo "demo: the hub exited" >&2; exit 1; }
-  sleep 0.1
-done
+start_hub() {
+  : >"$HUBLOG"
+  "$HUB" run --config demo/hub.toml 2>>"$HUBLOG" &
+  HUBPID=$!
+  for _ in $(seq 1 200); do
+    grep -q "tandem-hub serving" "$HUBLOG" && return 0
+    kill -0 $HUBPID 2>/dev/null || { cat "$HUBLOG"; echo "demo: the hub exited" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+start_hub
 echo "== hub ready"; grep -E "serving" "$HUBLOG" | sed 's/^/   log: /'
 
 "$BIN" validate --config "$CONF"
@@ -67,10 +73,36 @@ echo "== a bad request gets a precise error:"
 printf 'not an image' | curl -s --data-binary @- "$URL/v1/classify/vision-fashion"; echo
 echo "== /metrics (excerpt)"
 curl -sf "$URL/metrics" | grep -E '^tandem_(inferences_total|model_info)' | head -8
+hub_metric() { curl -sf http://127.0.0.1:8480/metrics | awk -v m="$1" '$1==m {print $2}'; }
+sleep 1
+echo "== hard examples delivered to the hub so far: $(hub_metric tandem_hub_records_delivered_total)"
 echo "== the hub stops: the agent keeps answering, locally, marked degraded"
 kill -TERM $HUBPID; wait $HUBPID || true
 for f in models/vision-fashion/samples/*.png; do
   curl -sf --data-binary @"$f" "$URL/v1/classify/vision-fashion" | summarise "$(basename "$f")"
 done
+curl -sf "$URL/metrics" | grep -E '^tandem_outbox_(records|bytes)' | sed 's/^/   queue: /' || true
+echo "== the hub returns: the agent reconnects by itself and its queue drains into the hub"
+start_hub
+for _ in $(seq 1 100); do
+  n=$(hub_metric tandem_hub_records_delivered_total || echo 0)
+  [ "${n:-0}" != "0" ] && break
+  sleep 0.2
+done
+sleep 1
+echo "   records the hub stored from the queue: $(hub_metric tandem_hub_records_delivered_total), redeliveries recognised: $(hub_metric tandem_hub_records_redelivered_total)"
+f=$(ls models/vision-fashion/samples/*.png | head -n 1)
+answer=$(curl -sf --data-binary @"$f" "$URL/v1/classify/vision-fashion")
+echo "$answer" | summarise "$(basename "$f")"
+id=$(printf '%s' "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["request_id"])')
+echo "== a person corrects that answer: POST /v1/feedback {request_id: $id, label: Bag}"
+curl -s -X POST -H 'content-type: application/json' \
+  -d "{\"request_id\": \"$id\", \"label\": \"Bag\"}" "$URL/v1/feedback"; echo
+sleep 1
 kill -TERM $PID; wait $PID || true
 echo "== agent stopped on SIGTERM"; tail -n 2 "$LOG" | sed 's/^/   log: /'
+kill -TERM $HUBPID; wait $HUBPID || true
+echo "== the hub exports what the device sent as a dataset"
+rm -rf demo-out/dataset
+"$HUB" feedback export --config demo/hub.toml demo-out/dataset
+head -n 2 demo-out/dataset/dataset.jsonl | cut -c1-220

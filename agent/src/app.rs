@@ -29,17 +29,48 @@ pub enum AppError {
     /// The hub link cannot be set up (certificates, address).
     #[error("[hub]: {0}")]
     Hub(crate::uplink::UplinkError),
+    /// Every enabled model has no variant for this device (at least one must run locally).
+    #[error(
+        "every enabled model needs the hub (no local variant): enable at least one that runs here"
+    )]
+    NoLocalModel,
+    /// The durable queue cannot be opened (and was not a corrupt database: that one is moved
+    /// aside and replaced).
+    #[error("queue ({}): {source}", dir.display())]
+    Queue {
+        /// Its folder.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: crate::queue::QueueError,
+    },
+    /// MQTT cannot be set up (`[mqtt]`, certificates).
+    #[error("[mqtt]: {0}")]
+    Mqtt(crate::uplink::mqtt::MqttError),
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
 
 /// Loads the runtime and the engine for a config.
+///
+/// With a hub configured, an enabled model whose manifest has no variant for this device but a
+/// cloud one is left to the hub (see [`start_router`]) instead of failing start-up.
 pub fn start_engine(cfg: &Config) -> Result<Arc<Engine>, AppError> {
     // An installed model version loads only if it verifies again (signature, sha256).
     crate::models::check_installed(&cfg.engine_settings());
-    let (_, engine) =
-        tandem_engine::engine::start(&cfg.engine_settings(), Arc::new(Metrics::default()))?;
+    let mut settings = cfg.engine_settings();
+    if !cfg.hub.address.is_empty() && !settings.models.enabled.is_empty() {
+        let dir = settings.resolve(&settings.models.dir);
+        let role = settings.variant();
+        settings
+            .models
+            .enabled
+            .retain(|m| !crate::hybrid::Router::is_remote_only(&dir, m, role));
+        if settings.models.enabled.is_empty() {
+            return Err(AppError::NoLocalModel);
+        }
+    }
+    let (_, engine) = tandem_engine::engine::start(&settings, Arc::new(Metrics::default()))?;
     Ok(Arc::new(engine))
 }
 
@@ -48,6 +79,15 @@ pub fn start_router(
     cfg: &Config,
     engine: Arc<Engine>,
 ) -> Result<Arc<crate::hybrid::Router>, AppError> {
+    start_router_with(cfg, engine, None)
+}
+
+/// [`start_router`] with the feedback side (hard examples, corrections) attached.
+pub fn start_router_with(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    feedback: Option<Arc<crate::feedback::Feedback>>,
+) -> Result<Arc<crate::hybrid::Router>, AppError> {
     let uplink = if cfg.hub.address.is_empty() {
         None
     } else {
@@ -55,11 +95,36 @@ pub fn start_router(
         tracing::info!(hub = %cfg.hub.address, mode = ?cfg.policy.mode, "offloading to the hub per policy");
         Some(Arc::new(u))
     };
-    Ok(Arc::new(crate::hybrid::Router::new(
-        engine,
-        uplink,
-        cfg.policy.clone(),
-    )))
+    let settings = cfg.engine_settings();
+    let remote = crate::hybrid::Router::discover_remote(
+        &settings.resolve(&settings.models.dir),
+        &settings.models.enabled,
+        settings.variant(),
+    );
+    let mut router =
+        crate::hybrid::Router::new(engine, uplink, cfg.policy.clone()).with_remote(remote);
+    if let Some(f) = feedback {
+        router = router.with_feedback(f);
+    }
+    Ok(Arc::new(router))
+}
+
+/// Opens the durable queue at `queue.dir` (resolved against the config's folder).
+pub fn open_queue(cfg: &Config) -> Result<Arc<dyn crate::queue::Queue>, AppError> {
+    let qc = crate::queue::QueueConfig {
+        dir: cfg.resolve(&cfg.queue.dir),
+        ..cfg.queue.clone()
+    };
+    let q =
+        tokio::task::block_in_place(|| crate::queue::SledQueue::open(&qc)).map_err(|source| {
+            AppError::Queue {
+                dir: qc.dir.clone(),
+                source,
+            }
+        })?;
+    let s = crate::queue::Queue::stats(&q);
+    tracing::info!(dir = %qc.dir.display(), epoch = s.epoch, records = s.depth(), bytes = s.bytes(), "queue open");
+    Ok(Arc::new(q))
 }
 
 async fn shutdown_signal() {
@@ -91,10 +156,21 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         .await
         .map_err(|source| AppError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(AppError::Serve)?;
-    let router = start_router(&cfg, engine.clone())?;
+    let queue = open_queue(&cfg)?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let feedback =
+        crate::feedback::Feedback::start(queue.clone(), cfg.feedback.clone(), wake.clone());
+    let router = start_router_with(&cfg, engine.clone(), Some(feedback))?;
     if let Some(u) = router.uplink() {
         u.keep();
+        tokio::spawn(crate::uplink::deliver::run(
+            Arc::downgrade(u),
+            queue.clone(),
+            wake,
+        ));
     }
+    let mqtt = crate::telemetry::MqttService::start(&cfg, router.clone(), Some(queue.clone()))
+        .map_err(AppError::Mqtt)?;
     let state = Arc::new(AppState::new(&cfg, router));
     let app = api::router(state);
     let models: Vec<String> = engine
@@ -126,6 +202,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             Ok(())
         }
     };
+    if let Some(m) = mqtt {
+        m.shutdown(Duration::from_secs(2)).await;
+    }
     let e2 = engine.clone();
     let stopped =
         tokio::time::timeout(grace, tokio::task::spawn_blocking(move || e2.shutdown())).await;

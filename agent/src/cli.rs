@@ -5,7 +5,7 @@
 
 use crate::app;
 use crate::config::{Config, DEFAULT_CONFIG};
-use crate::hybrid::Answer;
+use crate::hybrid::{Answer, RouteError};
 use crate::inference::model;
 use crate::inference::{InferenceError, Input};
 use bytes::Bytes;
@@ -204,16 +204,25 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
         Ok(r) => r,
         Err(e) => return fail(EX_CONFIG, e),
     };
-    let Some(h) = engine.model(model_name) else {
-        return fail(EX_UNAVAILABLE, format!("model `{model_name}` did not load"));
+    let (is_image, skipped) = match (engine.model(model_name), router.remote().get(model_name)) {
+        (Some(h), _) => {
+            for (ep, why) in &h.skipped_eps {
+                eprintln!(
+                    "tandem-agent: execution provider {ep} unavailable ({why}); using {}",
+                    h.ep
+                );
+            }
+            (
+                matches!(h.files.variant.preprocess, Preprocess::Image(_)),
+                h.skipped_eps.clone(),
+            )
+        }
+        (None, Some(_)) => (
+            matches!(router.preprocess(model_name), Some(Preprocess::Image(_))),
+            Vec::new(),
+        ),
+        (None, None) => return fail(EX_UNAVAILABLE, format!("model `{model_name}` did not load")),
     };
-    for (ep, why) in &h.skipped_eps {
-        eprintln!(
-            "tandem-agent: execution provider {ep} unavailable ({why}); using {}",
-            h.ep
-        );
-    }
-    let is_image = matches!(h.files.variant.preprocess, Preprocess::Image(_));
     let mut worst = 0u8;
     for arg in inputs {
         let input = if is_image {
@@ -229,12 +238,15 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
             Input::Texts(vec![arg.clone()])
         };
         match rt.block_on(router.classify(model_name, input, None)) {
-            Ok(answer) => print_answer(arg, &answer, json, &h.skipped_eps),
+            Ok(answer) => print_answer(arg, &answer, json, &skipped),
             Err(e) => {
                 eprintln!("tandem-agent: {arg}: {e}");
                 let code = match e {
-                    InferenceError::Preprocess(_) | InferenceError::BadInput(_) => EX_DATAERR,
-                    _ => EX_SOFTWARE,
+                    RouteError::Local(
+                        InferenceError::Preprocess(_) | InferenceError::BadInput(_),
+                    ) => EX_DATAERR,
+                    RouteError::Hub { .. } => EX_UNAVAILABLE,
+                    RouteError::Local(_) => EX_SOFTWARE,
                 };
                 worst = worst.max(code);
             }
@@ -262,39 +274,43 @@ fn print_answer(
         println!("{}", serde_json::Value::Object(line));
         return;
     }
-    let (Some(p), Some(local)) = (
-        answer
-            .cloud
-            .as_ref()
-            .map(|c| &c.prediction)
-            .or(answer.local.predictions.first()),
-        answer.local.predictions.first(),
-    ) else {
+    let Some(p) = answer.prediction() else {
         return;
     };
+    let local = answer.local.as_ref();
+    let local_p = local.and_then(|l| l.predictions.first());
     let top: Vec<String> = p
         .top_k
         .iter()
         .map(|s| format!("{} {:.3}", s.label, s.score))
         .collect();
-    let route = match &answer.cloud {
-        Some(c) => format!(
+    let route = match (&answer.cloud, local_p) {
+        (Some(c), Some(l)) => format!(
             "cloud (hub {}; local said {} {:.3})",
-            c.version, local.label, local.score
+            c.version, l.label, l.score
         ),
-        None if answer.degraded => "local, DEGRADED".to_string(),
-        None => "local".to_string(),
+        (Some(c), None) => format!("cloud (hub {}; no local answer)", c.version),
+        (None, _) if answer.degraded => "local, DEGRADED".to_string(),
+        (None, _) => "local".to_string(),
     };
+    let where_ = local.map_or_else(
+        || "hub only".to_string(),
+        |l| {
+            format!(
+                "ep={} variant={} latency={:.2} ms",
+                l.ep,
+                l.variant.as_str(),
+                l.timing.total_us as f64 / 1000.0
+            )
+        },
+    );
     println!(
-        "{input}\n  {} ({:.3})  top-{}: {}\n  route={route} reason={} ep={} variant={} latency={:.2} ms",
+        "{input}\n  {} ({:.3})  top-{}: {}\n  route={route} reason={} {where_}",
         p.label,
         p.score,
         top.len(),
         top.join(", "),
         line.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
-        answer.local.ep,
-        answer.local.variant.as_str(),
-        answer.local.timing.total_us as f64 / 1000.0
     );
 }
 

@@ -60,8 +60,12 @@ pub struct Config {
     pub hub: crate::uplink::HubConfig,
     /// Routing policy.
     pub policy: crate::hybrid::PolicyConfig,
+    /// MQTT: status, telemetry, events and commands through the hub's broker; empty url: off.
+    pub mqtt: crate::uplink::mqtt::MqttConfig,
     /// The durable store-and-forward queue.
     pub queue: crate::queue::QueueConfig,
+    /// Hard examples and corrections for the hub's dataset.
+    pub feedback: crate::feedback::FeedbackConfig,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -117,7 +121,9 @@ impl Default for Config {
             log: LogConfig::default(),
             hub: crate::uplink::HubConfig::default(),
             policy: crate::hybrid::PolicyConfig::default(),
+            mqtt: crate::uplink::mqtt::MqttConfig::default(),
             queue: crate::queue::QueueConfig::default(),
+            feedback: crate::feedback::FeedbackConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -199,6 +205,16 @@ impl Config {
             }
         }
         p.extend(self.queue.problems());
+        p.extend(self.feedback.problems());
+        p.extend(self.mqtt.problems());
+        if !self.mqtt.url.is_empty()
+            && (self.hub.cert.as_os_str().is_empty() || self.hub.key.as_os_str().is_empty())
+        {
+            p.push(
+                "mqtt.url is set: hub.ca, hub.cert and hub.key must name the device's certificates"
+                    .into(),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             p.push(format!("log.filter: {e}"));
         }

@@ -7,10 +7,12 @@
 //! - [`hybrid`]: local inference, then the hub when the policy says so; degraded answers.
 //! - [`uplink`]: the QUIC link to the hub (mTLS, backoff, RTT).
 //! - [`queue`]: the durable store-and-forward queue (sled; accepted once flushed).
+//! - [`feedback`]: hard examples (sampled) and corrections, queued for the hub's dataset.
 //! - [`models`]: the model manager: signed bundles verified, installed, self-tested and
 //!   swapped in without a failed request.
 //! - [`api`]: the local HTTP API (OIP v2, `/v1/classify`, `/metrics`).
 //! - [`telemetry`]: counters and histograms.
+//! - [`control`]: commands from the hub over MQTT (threshold, policy, telemetry now).
 //! - [`app`]: wiring for `tandem-agent run`: start-up, serving, graceful shutdown.
 //! - [`cli`]: the command-line interface.
 
@@ -18,6 +20,8 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod feedback;
 pub mod hybrid;
 pub mod models;
 pub mod policy;

@@ -41,6 +41,10 @@ pub enum Reason {
     HubTimeout,
     /// The input cannot be offloaded (prepared tensors are variant-specific).
     NotOffloadable,
+    /// The model has no variant on this device: only the hub can answer.
+    NoLocalVariant,
+    /// The local queue was full: the hub is asked instead.
+    LocalBusy,
 }
 
 /// A model's routing settings.
@@ -65,11 +69,22 @@ pub struct HubView {
     pub service_ms: Option<f64>,
 }
 
+/// What the device itself made of the request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Local {
+    /// The local variant answered with these confidence signals.
+    Answered(Signals),
+    /// The model has no local variant.
+    NoVariant,
+    /// The local queue was full.
+    QueueFull,
+}
+
 /// The facts about one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Context {
-    /// Confidence signals of the local answer.
-    pub signals: Signals,
+    /// The local outcome.
+    pub local: Local,
     /// Milliseconds left before the caller's deadline, if it set one.
     pub remaining_ms: Option<f64>,
     /// Whether the input has a form the hub can take.
@@ -87,6 +102,8 @@ pub enum Decision {
     Offload(Reason),
     /// The policy wanted the hub but the local answer is returned (`degraded: true`).
     Degraded(Reason),
+    /// There is no local answer and the hub cannot be asked: the request fails.
+    Fail(Reason),
 }
 
 /// Whether the local answer is confident under a policy.
@@ -99,23 +116,36 @@ pub fn confident(p: &ModelPolicy, s: &Signals) -> bool {
 }
 
 /// The routing decision.
+///
+/// Without a local answer (no local variant, or the local queue full) the hub is the only
+/// way to answer: the mode does not matter, except that `local` never offloads, and when the
+/// hub cannot help the decision is [`Decision::Fail`].
 pub fn decide(p: &ModelPolicy, ctx: &Context) -> Decision {
-    let want = match p.mode {
-        Mode::Local => return Decision::Local(Reason::PolicyLocal),
-        Mode::Cloud => Reason::PolicyCloud,
-        Mode::Cascade if confident(p, &ctx.signals) => return Decision::Local(Reason::Confident),
-        Mode::Cascade => Reason::LowConfidence,
+    let want = match (ctx.local, p.mode) {
+        (Local::NoVariant, _) => Reason::NoLocalVariant,
+        (Local::QueueFull, Mode::Local) => return Decision::Fail(Reason::LocalBusy),
+        (Local::QueueFull, _) => Reason::LocalBusy,
+        (Local::Answered(_), Mode::Local) => return Decision::Local(Reason::PolicyLocal),
+        (Local::Answered(_), Mode::Cloud) => Reason::PolicyCloud,
+        (Local::Answered(s), Mode::Cascade) if confident(p, &s) => {
+            return Decision::Local(Reason::Confident);
+        }
+        (Local::Answered(_), Mode::Cascade) => Reason::LowConfidence,
+    };
+    let fallback = |r| match ctx.local {
+        Local::Answered(_) => Decision::Degraded(r),
+        _ => Decision::Fail(r),
     };
     if !ctx.offloadable {
-        return Decision::Degraded(Reason::NotOffloadable);
+        return fallback(Reason::NotOffloadable);
     }
     if !ctx.hub.available {
-        return Decision::Degraded(Reason::HubUnreachable);
+        return fallback(Reason::HubUnreachable);
     }
     if let (Some(left), Some(rtt)) = (ctx.remaining_ms, ctx.hub.rtt_ms)
         && rtt + ctx.hub.service_ms.unwrap_or(0.0) > left
     {
-        return Decision::Degraded(Reason::Deadline);
+        return fallback(Reason::Deadline);
     }
     Decision::Offload(want)
 }
@@ -126,11 +156,11 @@ mod tests {
 
     fn ctx(max_prob: f32) -> Context {
         Context {
-            signals: Signals {
+            local: Local::Answered(Signals {
                 max_prob,
                 margin: max_prob - (1.0 - max_prob),
                 entropy: 0.5,
-            },
+            }),
             remaining_ms: None,
             offloadable: true,
             hub: HubView {
@@ -223,5 +253,30 @@ mod tests {
             decide(&CASCADE, &c),
             Decision::Degraded(Reason::NotOffloadable)
         );
+    }
+
+    #[test]
+    fn without_a_local_answer_the_hub_is_the_only_way() {
+        let mut c = ctx(0.0);
+        c.local = Local::NoVariant;
+        for mode in [Mode::Local, Mode::Cloud, Mode::Cascade] {
+            let p = ModelPolicy { mode, ..CASCADE };
+            assert_eq!(decide(&p, &c), Decision::Offload(Reason::NoLocalVariant));
+        }
+        c.local = Local::QueueFull;
+        assert_eq!(decide(&CASCADE, &c), Decision::Offload(Reason::LocalBusy));
+        let local = ModelPolicy {
+            mode: Mode::Local,
+            ..CASCADE
+        };
+        assert_eq!(decide(&local, &c), Decision::Fail(Reason::LocalBusy));
+        c.hub.available = false;
+        assert_eq!(decide(&CASCADE, &c), Decision::Fail(Reason::HubUnreachable));
+        c.hub.available = true;
+        c.remaining_ms = Some(1.0);
+        assert_eq!(decide(&CASCADE, &c), Decision::Fail(Reason::Deadline));
+        c.remaining_ms = None;
+        c.offloadable = false;
+        assert_eq!(decide(&CASCADE, &c), Decision::Fail(Reason::NotOffloadable));
     }
 }

@@ -7,8 +7,6 @@ mod common;
 
 use common::{hub_engine, models_dir, read_json, start_hub};
 use serde_json::Value;
-use std::sync::Arc;
-use tandem_agent::api::{self, AppState};
 use tandem_agent::app;
 use tandem_hub::pki::Pki;
 
@@ -45,12 +43,7 @@ async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
     (cfg.hub.cert, cfg.hub.key) = (cert, key);
     let agent_engine = app::start_engine(&cfg).expect("agent engine");
     let router = app::start_router(&cfg, agent_engine).expect("router");
-    let state = Arc::new(AppState::new(&cfg, router));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+    let base = common::serve_api(&cfg, router).await;
     let c = reqwest::Client::new();
 
     let manifest = read_json(&models_dir().join("vision-fashion/manifest.json"));

@@ -2,14 +2,17 @@
 //! overloaded hub answers busy and the agent returns its own answers marked degraded with
 //! `hub_busy`, never an error; a deadline the hub cannot meet keeps the local answer with
 //! `deadline`, whether the request times out on the way or the measured hub service time
-//! already says it would.
+//! already says it would. A model with no local variant is answered by the hub
+//! (`no_local_variant`), and a request the local queue has no room for goes to the hub
+//! (`local_busy`); only for those can a hub failure reach the caller.
 
 mod common;
 
 use common::start_hub;
 use std::sync::Arc;
 use tandem_agent::app;
-use tandem_agent::hybrid::Router;
+use tandem_agent::config::Config;
+use tandem_agent::hybrid::{RouteError, Router};
 use tandem_agent::inference::Input;
 use tandem_agent::policy::{Mode, Reason};
 use tandem_hub::pki::Pki;
@@ -37,18 +40,30 @@ fn hub_engine(
 }
 
 /// An agent router for `model` in `cloud` mode (every answer wanted from the hub).
-fn router(name: &str, model: &str, hub: Arc<tandem_engine::Engine>) -> (Arc<Router>, impl Drop) {
+fn router(name: &str, model: &str, hub: Arc<tandem_engine::Engine>) -> (Arc<Router>, Guard) {
+    router_with(name, hub, |cfg| {
+        *cfg = common::config(&[model], "edge", &["cpu"]);
+        cfg.policy.mode = Mode::Cloud;
+    })
+}
+
+/// An agent router on `tweak`'s config, linked to a hub serving `hub`.
+fn router_with(
+    name: &str,
+    hub: Arc<tandem_engine::Engine>,
+    tweak: impl FnOnce(&mut Config),
+) -> (Arc<Router>, Guard) {
     let dir = std::env::temp_dir().join(format!("tandem-hub-policy-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let (addr, stop, _task) = start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), hub);
-    let mut cfg = common::config(&[model], "edge", &["cpu"]);
+    let mut cfg = Config::default();
+    tweak(&mut cfg);
     cfg.hub.address = addr.to_string();
     cfg.hub.ca = dir.join("ca.pem");
     (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
     cfg.hub.timeout_ms = 5000;
-    cfg.policy.mode = Mode::Cloud;
     let engine = app::start_engine(&cfg).expect("agent engine");
     let router = app::start_router(&cfg, engine).expect("router");
     if let Some(u) = router.uplink() {
@@ -57,12 +72,20 @@ fn router(name: &str, model: &str, hub: Arc<tandem_engine::Engine>) -> (Arc<Rout
     (router, Guard(Some(stop)))
 }
 
+/// Stops the hub when dropped (or by `stop`).
 struct Guard(Option<tokio::sync::oneshot::Sender<()>>);
-impl Drop for Guard {
-    fn drop(&mut self) {
+
+impl Guard {
+    fn stop(&mut self) {
         if let Some(s) = self.0.take() {
             let _ = s.send(());
         }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -163,4 +186,120 @@ async fn a_deadline_the_hub_cannot_meet_keeps_the_local_answer() {
         .expect("answer");
     assert_eq!(a.reason, Reason::Deadline);
     assert!(a.degraded && a.cloud.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_a_local_variant_is_answered_by_the_hub() {
+    // This device's model folder has the fashion manifest without its edge variant (and the
+    // sentiment model, which runs here).
+    let models = std::env::temp_dir().join(format!("tandem-remote-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&models);
+    let fashion = models.join("vision-fashion");
+    std::fs::create_dir_all(&fashion).expect("mkdir");
+    let src = common::models_dir().join("vision-fashion");
+    let mut manifest = common::read_json(&src.join("manifest.json"));
+    manifest["variants"]
+        .as_object_mut()
+        .expect("variants")
+        .remove("edge");
+    std::fs::write(fashion.join("manifest.json"), manifest.to_string()).expect("manifest");
+    std::fs::copy(src.join("labels.txt"), fashion.join("labels.txt")).expect("labels");
+    std::os::unix::fs::symlink(
+        common::models_dir().join("text-sentiment"),
+        models.join("text-sentiment"),
+    )
+    .expect("symlink");
+
+    let (router, mut hub) = router_with("remote", common_hub_fashion(), |cfg| {
+        *cfg = common::config(&["vision-fashion", "text-sentiment"], "edge", &["cpu"]);
+        cfg.models.dir = models.clone();
+    });
+    assert!(router.engine().model("vision-fashion").is_none());
+    assert!(router.remote().contains_key("vision-fashion"));
+
+    let expected = common::read_json(&src.join("testdata/expected.json"));
+    let case = expected["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|k| k["variant"] == "cloud")
+        .expect("a cloud case")
+        .clone();
+    let file = case["input"].as_str().expect("input");
+    let body = std::fs::read(src.join(file)).expect("sample");
+    let a = router
+        .classify(
+            "vision-fashion",
+            Input::Images(vec![body.clone().into()]),
+            None,
+        )
+        .await
+        .expect("the hub answers");
+    assert_eq!(a.reason, Reason::NoLocalVariant);
+    assert!(!a.degraded && a.local.is_none());
+    let json = a.to_json();
+    assert_eq!(json["route"], "cloud");
+    assert_eq!(json["label"], case["top1"], "{json:?}");
+
+    // With the hub gone there is no answer at all: a clear error, not a wrong one.
+    hub.stop();
+    let mut failed = None;
+    for _ in 0..100 {
+        match router
+            .classify(
+                "vision-fashion",
+                Input::Images(vec![body.clone().into()]),
+                None,
+            )
+            .await
+        {
+            Err(e @ RouteError::Hub { .. }) => {
+                failed = Some(e);
+                break;
+            }
+            Ok(a) => assert_eq!(a.reason, Reason::NoLocalVariant),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let e = failed.expect("the hub's absence is reported").to_string();
+    assert!(e.contains("no local variant"), "{e}");
+}
+
+fn common_hub_fashion() -> Arc<tandem_engine::Engine> {
+    hub_engine("vision-fashion", 64, 8, 1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_local_queue_sends_requests_to_the_hub() {
+    // The device has one worker and room for one waiting request; the hub has plenty.
+    let (router, _hub) = router_with("local-busy", common_hub_fashion(), |cfg| {
+        *cfg = common::config(&["vision-fashion"], "edge", &["cpu"]);
+        cfg.engine.workers = 1;
+        cfg.engine.queue_capacity = 1;
+        cfg.policy.mode = Mode::Cascade;
+    });
+    let body =
+        std::fs::read(common::models_dir().join("vision-fashion/samples/6_4.png")).expect("sample");
+    let mut tasks = Vec::new();
+    for _ in 0..48 {
+        let (r, b) = (router.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            r.classify("vision-fashion", Input::Images(vec![b.into()]), None)
+                .await
+        }));
+    }
+    let (mut busy, mut local) = (0, 0);
+    for t in tasks {
+        let a = t.await.expect("join").expect("every request is answered");
+        if a.reason == Reason::LocalBusy {
+            assert!(a.local.is_none() && a.cloud.is_some() && !a.degraded);
+            busy += 1;
+        } else {
+            assert!(a.local.is_some());
+            local += 1;
+        }
+    }
+    assert!(busy > 0, "the local queue never overflowed ({local} local)");
+    assert!(local > 0, "nothing ran locally");
 }

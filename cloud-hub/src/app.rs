@@ -14,6 +14,9 @@ pub enum AppError {
     /// ONNX Runtime or the models.
     #[error(transparent)]
     Start(#[from] tandem_engine::engine::StartError),
+    /// The feedback store (`feedback_dir`).
+    #[error(transparent)]
+    Feedback(#[from] crate::feedback::FeedbackError),
     /// The MQTT broker, the hub's MQTT client or the fleet database.
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
@@ -72,6 +75,16 @@ pub fn render_metrics(engine: &Engine, ingress: &crate::ingress::quic::IngressSt
             "Request streams answered.",
             &ingress.streams,
         ),
+        (
+            "tandem_hub_records_delivered_total",
+            "Queued records devices delivered and the hub stored (hard examples, corrections, offline events and telemetry).",
+            &ingress.delivered,
+        ),
+        (
+            "tandem_hub_records_redelivered_total",
+            "Deliveries already stored (an acknowledgement was lost): acknowledged again, not stored twice.",
+            &ingress.redelivered,
+        ),
     ] {
         let _ = writeln!(
             out,
@@ -93,18 +106,24 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         addr: cfg.quic.listen.clone(),
         source: std::io::Error::other("not an address"),
     })?;
-    let ingress = QuicIngress::bind(quic_addr, &cfg.pki_dir())?.with_engine(engine.clone());
+    let feedback_dir = cfg.feedback_dir();
+    let feedback = tokio::task::block_in_place(|| crate::feedback::Store::open(&feedback_dir))?;
+    let ingress = QuicIngress::bind(quic_addr, &cfg.pki_dir())?
+        .with_engine(engine.clone())
+        .with_feedback(Arc::new(feedback));
     let quic_local = ingress.local_addr().map_err(|source| AppError::Quic {
         addr: cfg.quic.listen.clone(),
         source,
     })?;
     let mqtt = crate::fleet::FleetService::start(&cfg).await?;
     let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
+    let mut rollouts = None;
     match crate::registry::Registry::open(&cfg.registry_dir()) {
         Ok(r) => {
             let registry = Arc::new(r);
             match crate::rollout::RolloutStore::open(&cfg.registry_dir().join(".rollouts")) {
                 Ok(store) => {
+                    rollouts = Some(store.clone());
                     api = api.with_rollouts(Arc::new(crate::rollout::http::RolloutApi {
                         store,
                         registry: registry.clone(),
@@ -134,6 +153,15 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let quic = tokio::spawn(ingress.run(stopped(stop_rx.clone())));
+    if let (Some(m), Some(store)) = (&mqtt, rollouts) {
+        let tick = std::time::Duration::from_secs(2);
+        tokio::spawn(crate::rollout::controller::run(
+            store,
+            m.fleet(),
+            tick,
+            stopped(stop_rx.clone()),
+        ));
+    }
     let http = tokio::spawn(server.run(stopped(stop_rx)));
     signal().await;
     tracing::info!("signal received: stopping");

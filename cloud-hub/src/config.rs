@@ -20,6 +20,9 @@ pub struct Config {
     pub pki_dir: PathBuf,
     /// Model registry: signed bundles under `<model>/<version>/` (`tandem-hub models push`).
     pub registry_dir: PathBuf,
+    /// Feedback store: records the devices delivered (hard examples, corrections, offline
+    /// events and telemetry); `tandem-hub feedback export` reads it.
+    pub feedback_dir: PathBuf,
     /// HTTP API (OIP v2 REST, health, metrics).
     pub http: HttpConfig,
     /// QUIC ingress for devices.
@@ -116,12 +119,14 @@ impl Default for Config {
         };
         let runtime = RuntimeConfig {
             intra_op_threads: 2,
+            intra_op_spinning: false,
             ..Default::default()
         };
         Self {
             log_filter: "info,ort=warn".into(),
             pki_dir: PathBuf::from("pki"),
             registry_dir: PathBuf::from("registry"),
+            feedback_dir: PathBuf::from("feedback"),
             http: HttpConfig::default(),
             quic: QuicConfig::default(),
             runtime,
@@ -248,6 +253,11 @@ impl Config {
     /// The PKI folder, resolved.
     pub fn pki_dir(&self) -> PathBuf {
         tandem_engine::settings::resolve(&self.base_dir, &self.pki_dir)
+    }
+
+    /// The feedback store's folder, resolved.
+    pub fn feedback_dir(&self) -> PathBuf {
+        tandem_engine::settings::resolve(&self.base_dir, &self.feedback_dir)
     }
 }
 

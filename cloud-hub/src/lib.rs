@@ -21,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod feedback;
 pub mod fleet;
 pub mod ingress;
 pub mod pki;

@@ -49,6 +49,75 @@ enum Command {
         #[command(subcommand)]
         action: DeviceCmd,
     },
+    /// The feedback the fleet delivered (hard examples, corrections).
+    Feedback {
+        #[command(subcommand)]
+        action: FeedbackCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FeedbackCmd {
+    /// Write the stored examples as a dataset: DIR/dataset.jsonl, DIR/inputs/, DIR/events.jsonl.
+    Export {
+        /// Output folder.
+        dir: PathBuf,
+        /// Format (jsonl).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Hub config file naming `feedback_dir` (default: the built-in default).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn feedback_command(cmd: FeedbackCmd) -> ExitCode {
+    let FeedbackCmd::Export {
+        dir,
+        format,
+        config,
+    } = cmd;
+    let format: tandem_hub::feedback::ExportFormat = match format.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tandem-hub: --format: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let cfg = match tandem_hub::config::Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tandem-hub: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    let store_dir = cfg.feedback_dir();
+    if !store_dir.join("index").exists() {
+        eprintln!(
+            "tandem-hub: no feedback store at {} (feedback_dir): nothing was delivered yet, or the config names another folder",
+            store_dir.display()
+        );
+        return ExitCode::from(66);
+    }
+    let exported =
+        tandem_hub::feedback::Store::open(&store_dir).and_then(|s| s.export(&dir, format));
+    match exported {
+        Ok(sum) => {
+            println!(
+                "exported {} examples ({} corrections), {} events/telemetry, {} rejected to {}",
+                sum.examples,
+                sum.corrections,
+                sum.events,
+                sum.rejected,
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem-hub: {e}");
+            ExitCode::from(74)
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +213,7 @@ fn main() -> ExitCode {
                 })
             }
         },
+        Command::Feedback { action } => feedback_command(action),
         Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),
         Command::PrintDefaultConfig => {

@@ -483,6 +483,7 @@ impl Engine {
             &files.onnx_path(),
             &order,
             cfg.runtime.intra_op_threads,
+            cfg.runtime.intra_op_spinning,
         )?;
         let (ep, skipped_eps) = (first.ep, first.skipped);
         sessions.push(first.session);
@@ -493,6 +494,7 @@ impl Engine {
                     &files.onnx_path(),
                     &[ep],
                     cfg.runtime.intra_op_threads,
+                    cfg.runtime.intra_op_spinning,
                 )?
                 .session,
             );

@@ -47,10 +47,13 @@ fn try_build(
     path: &Path,
     e: ExecutionProvider,
     intra_threads: usize,
+    spinning: bool,
 ) -> Result<Session, String> {
     let mut b = Session::builder(env)
         .map_err(|e| e.to_string())?
         .with_intra_threads(intra_threads)
+        .map_err(|e| e.to_string())?
+        .with_intra_op_spinning(spinning)
         .map_err(|e| e.to_string())?;
     if let Some(d) = dispatch(e) {
         b = b
@@ -66,10 +69,11 @@ pub fn build_session(
     path: &Path,
     order: &[ExecutionProvider],
     intra_threads: usize,
+    spinning: bool,
 ) -> Result<Built, NoProvider> {
     let mut skipped = Vec::new();
     for &e in order {
-        match try_build(env, path, e, intra_threads) {
+        match try_build(env, path, e, intra_threads, spinning) {
             Ok(session) => {
                 return Ok(Built {
                     session,

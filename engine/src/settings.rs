@@ -16,6 +16,9 @@ pub struct RuntimeConfig {
     pub execution_providers: Vec<String>,
     /// Intra-op threads per session.
     pub intra_op_threads: usize,
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work (lower latency for
+    /// one request at a time, but CPU burnt that other sessions and batches could use).
+    pub intra_op_spinning: bool,
 }
 
 /// `[engine]`.
@@ -100,6 +103,7 @@ impl Default for RuntimeConfig {
             onnxruntime_lib: String::new(),
             execution_providers: vec!["cpu".into()],
             intra_op_threads: 1,
+            intra_op_spinning: true,
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   checks before an agent installs one.
 //! - [`dedup`]: hub-side deduplication of queued records by (device, epoch, seq).
 //! - [`convert`]: wire tensors to and from decoded element data.
+//! - [`record`]: store-and-forward record payloads (hard examples, corrections, events,
+//!   telemetry) carried by `Deliver` frames.
 //! - [`mqtt`]: the MQTT contract (docs/mqtt.md): topics and versioned JSON payloads (status,
 //!   telemetry, events, commands and their results).
 //! - [`provider`]: execution-provider names as they appear in configs and reports.
@@ -24,4 +26,5 @@ pub mod manifest;
 pub mod mqtt;
 pub mod oip;
 pub mod provider;
+pub mod record;
 pub mod wire;

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use tandem_shared::manifest::Preprocess;
 
@@ -20,11 +20,11 @@ pub async fn classify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(|e| ApiError::from_body(e, s.limits()))?;
-    let h = s
-        .engine()
-        .model(&model)
+    let prep = s
+        .router
+        .preprocess(&model)
         .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
-    let input = match &h.files.variant.preprocess {
+    let input = match prep {
         Preprocess::Image(_) => Input::Images(vec![body]),
         Preprocess::Text(_) => {
             Input::Texts(vec![String::from_utf8(body.to_vec()).map_err(|_| {
@@ -37,13 +37,12 @@ pub async fn classify(
         s.router.classify(&model, input, None),
     )
     .await
-    .map_err(|_| ApiError::timeout(s.limits()))??;
-    if answer.local.predictions.is_empty() {
+    .map_err(|_| ApiError::timeout(s.limits()))?
+    .map_err(super::route_error)?;
+    if answer.prediction().is_none() {
         return Err(ApiError::Internal(
             "the model returned no prediction".into(),
         ));
     }
-    let mut answer = answer.to_json();
-    answer.insert("request_id".into(), json!(s.request_id()));
-    Ok(Json(Value::Object(answer)))
+    Ok(Json(Value::Object(answer.to_json())))
 }

@@ -7,19 +7,20 @@
 //!   `/metrics`: the engine's shared handlers (`tandem_engine::http`), answering through the
 //!   hybrid router (this file's [`OipService`] implementation).
 //! - [`classify`]: `POST /v1/classify/{model}` with raw image bytes or text.
+//! - [`feedback`]: `POST /v1/feedback`: a person's correction of an earlier answer.
 //! - this file: the router and shared state.
 
 pub mod classify;
+pub mod feedback;
 
 pub use tandem_engine::http::error;
 
 use crate::config::Config;
-use crate::inference::{Engine, Inference};
+use crate::inference::Engine;
 use axum::Router;
 use axum::routing::post;
 use error::ApiError;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tandem_engine::http::{self, Answered, ApiContext, Call, Limits, OipService};
 
@@ -30,17 +31,11 @@ pub struct AppState {
     pub router: Arc<crate::hybrid::Router>,
     /// The router's engine, the `[server]` limits, the server name.
     pub context: ApiContext,
-    next_id: AtomicU64,
-    id_prefix: String,
 }
 
 impl AppState {
     /// State for a config and a started engine.
     pub fn new(cfg: &Config, router: Arc<crate::hybrid::Router>) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
         let limits = Limits {
             max_body_bytes: cfg.server.max_body_bytes,
             request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
@@ -53,8 +48,6 @@ impl AppState {
                 server_name: "tandem-agent",
             },
             router,
-            next_id: AtomicU64::new(1),
-            id_prefix: format!("{:x}", nanos & 0xffff_ffff),
         }
     }
 
@@ -67,20 +60,26 @@ impl AppState {
     pub fn limits(&self) -> &Limits {
         &self.context.limits
     }
-
-    /// A fresh request id, unique within this process run.
-    pub fn request_id(&self) -> String {
-        format!(
-            "{}-{}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        )
-    }
 }
 
 impl OipService for AppState {
     fn context(&self) -> &ApiContext {
         &self.context
+    }
+
+    /// The engine's metrics and model gauges, the route mix and the MQTT link's counters.
+    fn metrics_text(&self) -> String {
+        let engine = self.engine();
+        let mut text = engine
+            .metrics()
+            .render(&tandem_engine::metrics::model_gauges(engine));
+        self.router.counters().render(&mut text);
+        crate::uplink::report::render(
+            &mut text,
+            self.router.uplink().map(|u| &**u),
+            self.router.feedback().map(|f| &**f),
+        );
+        text
     }
 
     /// Through the hybrid router: the outputs are the hub's when it answered, else the local
@@ -89,20 +88,13 @@ impl OipService for AppState {
         let answer = self
             .router
             .classify(call.model, call.input, call.deadline_ms)
-            .await?;
-        let inference = match &answer.cloud {
-            Some(c) => Inference {
-                outputs: c.outputs.clone(),
-                predictions: vec![c.prediction.clone()],
-                version: c.version.clone(),
-                ..answer.local.clone()
-            },
-            None => answer.local.clone(),
-        };
+            .await
+            .map_err(route_error)?;
+        let inference = answer.inference();
         let parameters = http::oip::response_parameters(
             answer.to_json(),
-            answer.local.predictions.len(),
-            answer.local.variant.as_str(),
+            answer.rows(),
+            answer.variant().as_str(),
         );
         Ok(Answered {
             inference,
@@ -111,8 +103,19 @@ impl OipService for AppState {
     }
 }
 
+/// A request that got no answer: the local engine's error as it is; a model only the hub runs
+/// while the hub cannot answer is 503 with the hub's story.
+pub fn route_error(e: crate::hybrid::RouteError) -> ApiError {
+    match e {
+        crate::hybrid::RouteError::Local(e) => e.into(),
+        e @ crate::hybrid::RouteError::Hub { .. } => ApiError::Unavailable(e.to_string()),
+    }
+}
+
 /// Builds the router: OIP v2, `/metrics`, and `/v1/classify/{model}`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let routes = http::routes::<AppState>().route("/v1/classify/{model}", post(classify::classify));
+    let routes = http::routes::<AppState>()
+        .route("/v1/classify/{model}", post(classify::classify))
+        .route("/v1/feedback", post(feedback::correct));
     http::finish(routes, state)
 }

@@ -76,6 +76,7 @@ pub struct Uplink {
     zero_rtt: Arc<(AtomicU64, AtomicU64)>,
     connects: AtomicU64,
     disconnects: AtomicU64,
+    delivery: Arc<super::deliver::DeliveryStats>,
 }
 
 impl Uplink {
@@ -114,6 +115,7 @@ impl Uplink {
             zero_rtt: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
             connects: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            delivery: Arc::default(),
         })
     }
 
@@ -121,6 +123,11 @@ impl Uplink {
     /// long as the link lives (see `keeper`).
     pub fn keep(self: &Arc<Self>) {
         tokio::spawn(super::keeper::run(Arc::downgrade(self)));
+    }
+
+    /// The delivery loop's counters.
+    pub fn delivery_stats(&self) -> &Arc<super::deliver::DeliveryStats> {
+        &self.delivery
     }
 
     /// Connections opened with 0-RTT data, and how many of those the hub accepted.
@@ -377,6 +384,51 @@ impl Uplink {
             "hub answered"
         );
         Ok(answer)
+    }
+}
+
+impl Uplink {
+    /// Sends `frames` (`Deliver` frames, back to back) on one stream and returns the
+    /// `(epoch, seq)` of every `Ack` the hub answered with.
+    pub async fn deliver(
+        &self,
+        frames: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<(u64, u64)>, UplinkError> {
+        let conn = self.connection().await?;
+        let bytes = match tokio::time::timeout(timeout, exchange(&conn, frames)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let e = conn.close_reason().map_or(e, |r| r.to_string());
+                return Err(UplinkError::Unreachable(e));
+            }
+            Err(_) => return Err(UplinkError::Timeout(timeout.as_millis() as u64)),
+        };
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+        d.feed(&bytes);
+        let mut acks = Vec::new();
+        loop {
+            match d.next_message() {
+                Ok(Some(Message::Ack { epoch, seq })) => acks.push((epoch, seq)),
+                Ok(Some(Message::Error { message, .. })) => {
+                    return Err(UplinkError::Protocol(format!(
+                        "the hub refused the records: {message}"
+                    )));
+                }
+                Ok(Some(other)) => {
+                    return Err(UplinkError::Protocol(format!(
+                        "unexpected {:?} in a delivery answer",
+                        other.kind()
+                    )));
+                }
+                Ok(None) => break,
+                Err(e) => return Err(UplinkError::Protocol(e.to_string())),
+            }
+        }
+        if let Ok(mut s) = self.state.lock() {
+            confirm(&mut s, self.addr);
+        }
+        Ok(acks)
     }
 }
 

@@ -195,3 +195,14 @@ pub fn start_hub(
     }));
     (bound, tx, task)
 }
+
+/// Serves the agent's API for `router` on a free loopback port; returns `http://IP:PORT`.
+pub async fn serve_api(cfg: &Config, router: Arc<tandem_agent::hybrid::Router>) -> String {
+    let state = Arc::new(tandem_agent::api::AppState::new(cfg, router));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, tandem_agent::api::router(state)).await });
+    base
+}

@@ -7,8 +7,14 @@
 //! magic, unknown version) has its connection closed with application error 0x1; a frame over
 //! the size limit gets its stream stopped with 0x2; a payload that does not decode gets an
 //! `Error` answer and the connection lives on.
+//!
+//! Store-and-forward: a stream that starts with a `Deliver` frame carries a batch of them (at
+//! most [`MAX_DELIVERIES_PER_STREAM`]); the hub stores the batch in the feedback store
+//! (deduplicated by device, epoch and seq; durable before it answers) and answers one `Ack`
+//! frame per record, in order.
 
 use super::tls::{self, TlsError};
+use crate::feedback::{Ingested, Store};
 use crate::serving::Serving;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls_pki_types::CertificateDer;
@@ -28,6 +34,8 @@ pub const CLOSE_PROTOCOL_VIOLATION: u32 = 0x1;
 pub const STOP_FRAME_TOO_LARGE: u32 = 0x2;
 /// QUIC application error: the hub is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 0x3;
+/// Most `Deliver` frames one stream may carry.
+pub const MAX_DELIVERIES_PER_STREAM: usize = 1024;
 
 /// Why the endpoint cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +65,10 @@ pub struct IngressStats {
     pub refused: AtomicU64,
     /// Streams answered.
     pub streams: AtomicU64,
+    /// Delivered records stored (new).
+    pub delivered: AtomicU64,
+    /// Delivered records already stored (redeliveries), acknowledged again.
+    pub redelivered: AtomicU64,
     /// The most recent refusals (`remote: cause`), newest last, at most 64.
     pub recent_refusals: Mutex<VecDeque<String>>,
     /// Identities of the most recent accepted connections, at most 64.
@@ -77,7 +89,14 @@ fn push_bounded(q: &Mutex<VecDeque<String>>, s: String) {
 pub struct QuicIngress {
     endpoint: quinn::Endpoint,
     stats: Arc<IngressStats>,
+    services: Services,
+}
+
+/// What the streams are handled with.
+#[derive(Debug, Clone, Default)]
+struct Services {
     serving: Option<Arc<Serving>>,
+    feedback: Option<Arc<Store>>,
 }
 
 impl QuicIngress {
@@ -98,14 +117,21 @@ impl QuicIngress {
         Ok(Self {
             endpoint,
             stats: Arc::new(IngressStats::default()),
-            serving: None,
+            services: Services::default(),
         })
     }
 
     /// Serves inference requests with this engine (without one, every request gets
     /// `UnknownModel`).
     pub fn with_engine(mut self, engine: Arc<Engine>) -> Self {
-        self.serving = Some(Arc::new(Serving::new(engine)));
+        self.services.serving = Some(Arc::new(Serving::new(engine)));
+        self
+    }
+
+    /// Stores delivered records here (without a store, a `Deliver` gets an error answer and is
+    /// not acknowledged, so the agent keeps it).
+    pub fn with_feedback(mut self, store: Arc<Store>) -> Self {
+        self.services.feedback = Some(store);
         self
     }
 
@@ -127,8 +153,8 @@ impl QuicIngress {
                 () = &mut stop => break,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    let (stats, serving) = (self.stats.clone(), self.serving.clone());
-                    tokio::spawn(async move { handle_connection(incoming, stats, serving).await });
+                    let (stats, services) = (self.stats.clone(), self.services.clone());
+                    tokio::spawn(async move { handle_connection(incoming, stats, services).await });
                 }
             }
         }
@@ -143,7 +169,7 @@ impl QuicIngress {
 async fn handle_connection(
     incoming: quinn::Incoming,
     stats: Arc<IngressStats>,
-    serving: Option<Arc<Serving>>,
+    services: Services,
 ) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
@@ -175,10 +201,14 @@ async fn handle_connection(
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let (conn, stats, device, serving) =
-                    (conn.clone(), stats.clone(), device.clone(), serving.clone());
+                let (conn, stats, device, services) = (
+                    conn.clone(),
+                    stats.clone(),
+                    device.clone(),
+                    services.clone(),
+                );
                 tokio::spawn(async move {
-                    handle_stream(&conn, &device, send, recv, &stats, serving.as_deref()).await
+                    handle_stream(&conn, &device, send, recv, &stats, &services).await
                 });
             }
             Err(e) => {
@@ -202,8 +232,9 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     stats: &IngressStats,
-    serving: Option<&Serving>,
+    services: &Services,
 ) {
+    let serving = services.serving.as_deref();
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
     let mut buf = vec![0u8; 64 * 1024];
     let msg = loop {
@@ -227,6 +258,14 @@ async fn handle_stream(
     stats.streams.fetch_add(1, Ordering::Relaxed);
     match msg {
         Ok(Message::Ping { nonce }) => answer(&mut send, &Message::Pong { nonce }).await,
+        Ok(Message::Deliver {
+            epoch,
+            seq,
+            payload,
+        }) => {
+            let first = (epoch, seq, payload);
+            deliveries(device, first, decoder, recv, send, stats, services).await;
+        }
         Ok(Message::InferRequest {
             request_id,
             model,
@@ -284,4 +323,104 @@ async fn handle_stream(
             .await;
         }
     }
+}
+
+/// The rest of a delivery stream: every `Deliver` frame after the first, stored as one batch,
+/// then one `Ack` per record.
+async fn deliveries(
+    device: &str,
+    first: (u64, u64, Vec<u8>),
+    mut decoder: FrameDecoder,
+    mut recv: quinn::RecvStream,
+    mut send: quinn::SendStream,
+    stats: &IngressStats,
+    services: &Services,
+) {
+    let refuse = |message: String| Message::Error {
+        request_id: 0,
+        code: ErrorCode::BadRequest,
+        message,
+    };
+    let Some(store) = services.feedback.clone() else {
+        let msg = refuse("this hub keeps no feedback store: records not accepted".into());
+        return answer(&mut send, &msg).await;
+    };
+    let mut batch = vec![first];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match decoder.next_message() {
+            Ok(Some(Message::Deliver {
+                epoch,
+                seq,
+                payload,
+            })) if batch.len() < MAX_DELIVERIES_PER_STREAM => {
+                batch.push((epoch, seq, payload));
+                continue;
+            }
+            Ok(Some(other)) => {
+                let why = match other {
+                    Message::Deliver { .. } => {
+                        format!("more than {MAX_DELIVERIES_PER_STREAM} deliveries on one stream")
+                    }
+                    m => format!("a {:?} frame in a delivery stream", m.kind()),
+                };
+                tracing::warn!(device, why = %why, "delivery stream refused");
+                return answer(&mut send, &refuse(why)).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(device, error = %e, "delivery stream refused");
+                return answer(&mut send, &refuse(e.to_string())).await;
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => decoder.feed(&buf[..n]),
+            Ok(None) => match decoder.finish() {
+                Ok(()) => break,
+                Err(e) => return answer(&mut send, &refuse(e.to_string())).await,
+            },
+            Err(e) => {
+                tracing::debug!(device, error = %e, "delivery stream read failed: nothing stored");
+                return;
+            }
+        }
+    }
+    let dev = device.to_string();
+    let keys: Vec<(u64, u64)> = batch.iter().map(|(e, s, _)| (*e, *s)).collect();
+    let stored = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(u64, u64, &[u8])> = batch
+            .iter()
+            .map(|(e, s, p)| (*e, *s, p.as_slice()))
+            .collect();
+        store.ingest(&dev, &refs)
+    })
+    .await;
+    let outcomes = match stored {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            tracing::error!(device, error = %e, "feedback store failed: records not acknowledged");
+            let msg = Message::Error {
+                request_id: 0,
+                code: ErrorCode::Internal,
+                message: format!("the hub could not store the records: {e}"),
+            };
+            return answer(&mut send, &msg).await;
+        }
+        Err(e) => {
+            tracing::error!(device, error = %e, "feedback store task failed");
+            return;
+        }
+    };
+    let mut out = Vec::new();
+    for ((epoch, seq), o) in keys.into_iter().zip(outcomes) {
+        match o {
+            Ingested::Duplicate => stats.redelivered.fetch_add(1, Ordering::Relaxed),
+            Ingested::New | Ingested::Rejected => stats.delivered.fetch_add(1, Ordering::Relaxed),
+        };
+        if let Ok(b) = encode_to_vec(&Message::Ack { epoch, seq }, DEFAULT_MAX_FRAME_BYTES) {
+            out.extend_from_slice(&b);
+        }
+    }
+    let _ = send.write_all(&out).await;
+    let _ = send.finish();
 }

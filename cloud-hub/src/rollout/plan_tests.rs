@@ -23,7 +23,12 @@ fn fleet(n: usize) -> Vec<DeviceView> {
             device: format!("cam-{i:02}"),
             labels: [(
                 "group".to_string(),
-                if i.is_multiple_of(2) { "north" } else { "south" }.to_string(),
+                if i.is_multiple_of(2) {
+                    "north"
+                } else {
+                    "south"
+                }
+                .to_string(),
             )]
             .into(),
             online: true,

@@ -1,0 +1,256 @@
+//! Hard examples and corrections (the device's part of the data loop): answers the cascade sent
+//! to the hub, or wanted to and could not, are sampled (rate, caps per minute/hour/day) and
+//! queued with both models' outputs; a person's correction (`POST /v1/feedback` with the
+//! request id and the right label) is queued with the input it corrects. The durable queue
+//! delivers them to the hub, which keeps them as a dataset.
+//!
+//! Policy when full: hard examples wait in a bounded channel (`feedback.max_pending`) for the
+//! queue's writer; when it is full they are dropped and counted — inference never waits for
+//! the disk. A correction is answered only once it is on disk.
+//!
+//! Layout: `config` (`[feedback]`), `sampler` (rate and caps), `recent` (the requests a person
+//! may still correct).
+
+mod config;
+mod recent;
+mod sampler;
+
+pub use config::FeedbackConfig;
+pub use recent::{Recent, Remembered};
+pub use sampler::Sampler;
+
+use crate::hybrid::Answer;
+use crate::policy::Reason;
+use crate::queue::{Class, Queue, QueueError, Seq};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tandem_engine::postprocess::Prediction;
+use tandem_shared::record::{self, ExampleKind, ExampleMeta, Outcome, Record};
+
+/// Why a correction was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    /// The request id is unknown, or too old to be remembered.
+    #[error(
+        "request `{0}` is unknown or no longer remembered (only the last feedback.recent_requests are kept)"
+    )]
+    UnknownRequest(String),
+    /// The queue refused or failed.
+    #[error("the correction could not be stored: {0}")]
+    Queue(#[from] QueueError),
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct FeedbackStats {
+    /// Hard examples handed to the queue.
+    pub queued: AtomicU64,
+    /// Hard examples dropped because `feedback.max_pending` were already waiting.
+    pub dropped: AtomicU64,
+    /// Corrections accepted (on disk).
+    pub corrections: AtomicU64,
+}
+
+/// The feedback side of the agent.
+#[derive(Debug)]
+pub struct Feedback {
+    queue: Arc<dyn Queue>,
+    cfg: FeedbackConfig,
+    sampler: Mutex<(Sampler, u64)>,
+    recent: Mutex<Recent>,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    stats: Arc<FeedbackStats>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn outcome(version: &str, p: &Prediction) -> Outcome {
+    Outcome {
+        version: version.to_string(),
+        label: p.label.clone(),
+        index: p.index,
+        score: p.score,
+        top_k: p.top_k.iter().map(|s| (s.label.clone(), s.score)).collect(),
+    }
+}
+
+impl Feedback {
+    /// Starts the writer task that hands hard examples to `queue`. Needs a tokio runtime.
+    /// `wake` is notified after each record reaches the queue (the delivery loop listens).
+    pub fn start(
+        queue: Arc<dyn Queue>,
+        cfg: FeedbackConfig,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Arc<Self> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(cfg.max_pending.max(1));
+        let stats = Arc::new(FeedbackStats::default());
+        let (q, st, w) = (queue.clone(), stats.clone(), wake.clone());
+        tokio::spawn(async move {
+            while let Some(payload) = rx.recv().await {
+                let q = q.clone();
+                let done =
+                    tokio::task::spawn_blocking(move || q.append(Class::HardExample, payload))
+                        .await;
+                match done {
+                    Ok(Ok(_)) => {
+                        st.queued.fetch_add(1, Ordering::Relaxed);
+                        w.notify_one();
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "hard example not queued"),
+                    Err(e) => tracing::warn!(error = %e, "hard example writer failed"),
+                }
+            }
+        });
+        let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32) | 1;
+        Arc::new(Self {
+            queue,
+            sampler: Mutex::new((Sampler::new(&cfg), seed)),
+            recent: Mutex::new(Recent::new(cfg.recent_requests, cfg.recent_max_bytes)),
+            cfg,
+            tx,
+            stats,
+            wake,
+        })
+    }
+
+    /// The queue records go to.
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.queue
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &FeedbackStats {
+        &self.stats
+    }
+
+    /// Answers skipped by the sampler (rate or caps).
+    pub fn skipped(&self) -> u64 {
+        self.sampler.lock().map_or(0, |s| s.0.skipped)
+    }
+
+    /// Sees one answered request: remembers it for corrections and, when it is a hard example
+    /// the sampler keeps, queues it. `input`: `("image" | "text", bytes)`; never blocks.
+    pub fn observe(&self, answer: &Answer, input: Option<(&'static str, Bytes)>) {
+        let Some((kind, bytes)) = input else { return };
+        let local = answer
+            .local
+            .as_ref()
+            .and_then(|l| l.predictions.first().map(|p| outcome(&l.version, p)));
+        let cloud = answer
+            .cloud
+            .as_ref()
+            .map(|c| outcome(&c.version, &c.prediction));
+        let time_ms = now_ms();
+        let reason = serde_json::to_value(answer.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        if let Ok(mut r) = self.recent.lock() {
+            r.insert(
+                answer.request_id.clone(),
+                Remembered {
+                    model: answer.model.clone(),
+                    input_kind: kind,
+                    input: bytes.clone(),
+                    local: local.clone(),
+                    cloud: cloud.clone(),
+                    reason: reason.clone(),
+                    time_ms,
+                },
+            );
+        }
+        let example_kind = match (answer.reason, &answer.cloud, answer.degraded) {
+            (Reason::LowConfidence, Some(_), _) => ExampleKind::Hard,
+            (
+                Reason::HubUnreachable
+                | Reason::HubBusy
+                | Reason::HubTimeout
+                | Reason::HubError
+                | Reason::Deadline,
+                None,
+                true,
+            ) => ExampleKind::Degraded,
+            _ => return,
+        };
+        if !self.cfg.enabled {
+            return;
+        }
+        let keep = self.sampler.lock().is_ok_and(|mut s| {
+            // xorshift64: a uniform draw without a dependency.
+            let mut x = s.1;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.1 = x;
+            let draw = (x >> 11) as f64 / (1u64 << 53) as f64;
+            s.0.take(time_ms, draw)
+        });
+        if !keep {
+            return;
+        }
+        let payload = record::encode(&Record::Example {
+            meta: Box::new(ExampleMeta {
+                kind: example_kind,
+                request_id: answer.request_id.clone(),
+                model: answer.model.clone(),
+                time_ms,
+                input_kind: kind.to_string(),
+                reason,
+                local,
+                cloud,
+                label: None,
+            }),
+            input: bytes.to_vec(),
+        });
+        if self.tx.try_send(payload).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(model = %answer.model, "hard example dropped: feedback.max_pending are waiting");
+        }
+    }
+
+    /// The model a remembered request ran on.
+    pub fn model_of(&self, request_id: &str) -> Option<String> {
+        self.recent
+            .lock()
+            .ok()?
+            .get(request_id)
+            .map(|r| r.model.clone())
+    }
+
+    /// Queues a person's correction of request `request_id`; returns once it is on disk.
+    pub async fn correct(&self, request_id: &str, label: &str) -> Result<Seq, FeedbackError> {
+        let r = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|g| g.get(request_id).cloned())
+            .ok_or_else(|| FeedbackError::UnknownRequest(request_id.to_string()))?;
+        let payload = record::encode(&Record::Example {
+            meta: Box::new(ExampleMeta {
+                kind: ExampleKind::Correction,
+                request_id: request_id.to_string(),
+                model: r.model,
+                time_ms: r.time_ms,
+                input_kind: r.input_kind.to_string(),
+                reason: r.reason,
+                local: r.local,
+                cloud: r.cloud,
+                label: Some(label.to_string()),
+            }),
+            input: r.input.to_vec(),
+        });
+        let q = self.queue.clone();
+        let seq = tokio::task::spawn_blocking(move || q.append(Class::Correction, payload))
+            .await
+            .map_err(|_| FeedbackError::Queue(QueueError::Closed))??;
+        self.stats.corrections.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+        Ok(seq)
+    }
+}

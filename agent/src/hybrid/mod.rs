@@ -1,0 +1,498 @@
+//! The hybrid path: run the local variant, ask the routing policy, offload to the hub when it
+//! says so, and never fail a request the local variant answered: any hub failure returns the
+//! local answer marked `degraded` with its reason. A model with no local variant, or a request
+//! the local queue had no room for, goes to the hub directly; only then can a hub failure
+//! reach the caller (as [`RouteError::Hub`]).
+//!
+//! Layout: `config` (`[policy]`), `answer` (the routed answer and its JSON), `remote` (models
+//! only the hub runs).
+
+mod answer;
+mod config;
+mod remote;
+
+pub use answer::{Answer, CloudAnswer};
+pub use config::{ModelPolicyConfig, PolicyConfig};
+pub use remote::RemoteModel;
+
+use crate::policy::{self, Context, Decision, Local, Mode, ModelPolicy, Reason};
+use crate::uplink::{Uplink, UplinkError};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tandem_engine::postprocess::{self, Prediction};
+use tandem_engine::{Engine, InferenceError, Input};
+use tandem_shared::manifest::{Manifest, OutputKind, Preprocess, Signal, VariantRole};
+use tandem_shared::wire::{self, Message};
+
+/// Why a request got no answer at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The local engine refused or failed (unknown model, bad input, queue full, ...).
+    #[error(transparent)]
+    Local(#[from] InferenceError),
+    /// There was no local answer and the hub did not give one.
+    #[error("model `{model}`: no local answer ({why}) and the hub did not answer: {reason:?}{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Hub {
+        /// Model.
+        model: String,
+        /// Why the device had no answer of its own.
+        why: &'static str,
+        /// What happened with the hub.
+        reason: Reason,
+        /// The hub's error, when known.
+        detail: Option<String>,
+    },
+}
+
+/// Runs requests through the local engine and, per policy, the hub.
+#[derive(Debug)]
+pub struct Router {
+    engine: Arc<Engine>,
+    uplink: Option<Arc<Uplink>>,
+    config: RwLock<PolicyConfig>,
+    remote: BTreeMap<String, RemoteModel>,
+    feedback: Option<Arc<crate::feedback::Feedback>>,
+    next_id: AtomicU64,
+    counters: Arc<crate::telemetry::AgentCounters>,
+}
+
+/// How an offload attempt ended, when it gave no answer.
+struct Missed {
+    reason: Reason,
+    detail: Option<String>,
+}
+
+impl Router {
+    /// A router over an engine and, when configured, a hub link.
+    pub fn new(engine: Arc<Engine>, uplink: Option<Arc<Uplink>>, config: PolicyConfig) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Self {
+            engine,
+            uplink,
+            config: RwLock::new(config),
+            remote: BTreeMap::new(),
+            feedback: None,
+            next_id: AtomicU64::new(seed | 1),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Adds models only the hub runs (see `remote`); ignored without a hub link.
+    pub fn with_remote(mut self, remote: BTreeMap<String, RemoteModel>) -> Self {
+        if self.uplink.is_some() {
+            self.remote = remote;
+        }
+        self
+    }
+
+    /// Keeps hard examples and remembers requests for corrections (see `feedback`).
+    pub fn with_feedback(mut self, feedback: Arc<crate::feedback::Feedback>) -> Self {
+        self.feedback = Some(feedback);
+        self
+    }
+
+    /// The feedback side, when the agent keeps one.
+    pub fn feedback(&self) -> Option<&Arc<crate::feedback::Feedback>> {
+        self.feedback.as_ref()
+    }
+
+    /// The labels of `model` (the local variant's, else the hub's), if it is served here.
+    pub fn labels(&self, model: &str) -> Option<&[String]> {
+        match self.engine.model(model) {
+            Some(h) => Some(&h.files.labels),
+            None => self.remote.get(model).map(|r| r.labels.as_slice()),
+        }
+    }
+
+    /// Finds the remote-only models among `names` in `models_dir` (all when `names` is empty).
+    pub fn discover_remote(
+        models_dir: &std::path::Path,
+        names: &[String],
+        local: VariantRole,
+    ) -> BTreeMap<String, RemoteModel> {
+        remote::discover(models_dir, names, local)
+    }
+
+    /// Whether `name` in `models_dir` has no `local` variant but a cloud one.
+    pub fn is_remote_only(models_dir: &std::path::Path, name: &str, local: VariantRole) -> bool {
+        remote::remote_only(models_dir, name, local)
+    }
+
+    /// The route mix, MQTT counters and event sampling (`/metrics`, MQTT telemetry).
+    pub fn counters(&self) -> &Arc<crate::telemetry::AgentCounters> {
+        &self.counters
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The hub link, when configured.
+    pub fn uplink(&self) -> Option<&Arc<Uplink>> {
+        self.uplink.as_ref()
+    }
+
+    /// Models only the hub runs.
+    pub fn remote(&self) -> &BTreeMap<String, RemoteModel> {
+        &self.remote
+    }
+
+    /// How `model` reads its input (the local variant's, else the hub's), if it is served here.
+    pub fn preprocess(&self, model: &str) -> Option<&Preprocess> {
+        match self.engine.model(model) {
+            Some(h) => Some(&h.files.variant.preprocess),
+            None => self
+                .remote
+                .get(model)?
+                .manifest
+                .variants
+                .get(&VariantRole::Cloud)
+                .map(|v| &v.preprocess),
+        }
+    }
+
+    /// The policy configuration now in force.
+    pub fn policy_config(&self) -> PolicyConfig {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Changes the routing of one model (or the default, `model = None`) at run time. Keys left
+    /// `None` keep their value. The threshold must be a non-negative number.
+    pub fn update_policy(
+        &self,
+        model: Option<&str>,
+        mode: Option<Mode>,
+        signal: Option<Signal>,
+        threshold: Option<f32>,
+    ) -> Result<PolicyConfig, String> {
+        if threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
+            return Err("threshold must be a non-negative number".into());
+        }
+        let mut c = self
+            .config
+            .write()
+            .map_err(|_| "policy lock poisoned".to_string())?;
+        match model {
+            None => {
+                if signal.is_some() || threshold.is_some() {
+                    return Err("signal and threshold are per model: name the model".into());
+                }
+                if let Some(m) = mode {
+                    c.mode = m;
+                }
+            }
+            Some(name) => {
+                if self.engine.model(name).is_none() && !self.remote.contains_key(name) {
+                    return Err(format!("model `{name}` is not served here"));
+                }
+                let e = c.models.entry(name.to_string()).or_default();
+                e.mode = mode.or(e.mode);
+                e.signal = signal.or(e.signal);
+                e.threshold = threshold.or(e.threshold);
+            }
+        }
+        tracing::info!(
+            model = model.unwrap_or("*"),
+            ?mode,
+            ?signal,
+            ?threshold,
+            "routing policy changed"
+        );
+        Ok(c.clone())
+    }
+
+    /// The effective policy of a model.
+    pub fn policy(&self, model: &str) -> ModelPolicy {
+        let Ok(c) = self.config.read() else {
+            return ModelPolicy {
+                mode: Mode::Local,
+                signal: Signal::MaxProb,
+                threshold: 0.5,
+            };
+        };
+        let o = c.models.get(model);
+        let variant = self.engine.model(model).map(|h| &h.files.variant);
+        let mode = if self.uplink.is_none() {
+            Mode::Local
+        } else {
+            o.and_then(|o| o.mode).unwrap_or(c.mode)
+        };
+        ModelPolicy {
+            mode,
+            signal: o
+                .and_then(|o| o.signal)
+                .or(variant.and_then(|v| v.threshold_signal))
+                .unwrap_or(Signal::MaxProb),
+            threshold: o
+                .and_then(|o| o.threshold)
+                .or(variant.and_then(|v| v.threshold))
+                .unwrap_or(0.5),
+        }
+    }
+
+    fn deadline(&self, model: &str, asked: Option<u32>) -> Option<u32> {
+        let c = self.config.read().ok()?;
+        let d = asked
+            .or_else(|| c.models.get(model).and_then(|m| m.deadline_ms))
+            .unwrap_or(c.deadline_ms);
+        (d > 0).then_some(d)
+    }
+
+    /// Classifies one input: local first (when the device has the model and room), then the
+    /// hub when the policy wants it. A single image or text is remembered for corrections and,
+    /// when it is a hard example, sampled for the hub's dataset.
+    pub async fn classify(
+        &self,
+        model: &str,
+        input: Input,
+        deadline_ms: Option<u32>,
+    ) -> Result<Answer, RouteError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Shares the request's buffer (no copy); a text is small.
+        let single = match &input {
+            Input::Images(v) if v.len() == 1 => Some(("image", v[0].clone())),
+            Input::Texts(v) if v.len() == 1 => Some(("text", bytes::Bytes::from(v[0].clone()))),
+            _ => None,
+        };
+        let started = Instant::now();
+        let routed = self
+            .route(id, model, input, single.clone(), deadline_ms)
+            .await;
+        self.counters.answered(model, &routed, started.elapsed());
+        let answer = routed?;
+        if let Some(f) = &self.feedback {
+            f.observe(&answer, single);
+        }
+        Ok(answer)
+    }
+
+    async fn route(
+        &self,
+        id: u64,
+        model: &str,
+        input: Input,
+        single: Option<(&'static str, bytes::Bytes)>,
+        deadline_ms: Option<u32>,
+    ) -> Result<Answer, RouteError> {
+        let started = Instant::now();
+        let request_id = format!("{id:016x}");
+        let policy = self.policy(model);
+        let (local, local_state, queue_full) = if self.remote.contains_key(model) {
+            (None, Local::NoVariant, None)
+        } else {
+            match self.engine.infer(model, input).await {
+                Ok(inf) => {
+                    let Some(signals) = inf.predictions.first().map(|p| p.signals) else {
+                        return Ok(self.answer(
+                            &request_id,
+                            model,
+                            Some(inf),
+                            None,
+                            false,
+                            Reason::PolicyLocal,
+                        ));
+                    };
+                    (Some(inf), Local::Answered(signals), None)
+                }
+                Err(e @ InferenceError::QueueFull { .. }) => (None, Local::QueueFull, Some(e)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let deadline = self.deadline(model, deadline_ms);
+        let ctx = Context {
+            local: local_state,
+            remaining_ms: deadline.map(|d| f64::from(d) - started.elapsed().as_secs_f64() * 1000.0),
+            offloadable: single.is_some(),
+            hub: self.uplink.as_ref().map(|u| u.view()).unwrap_or_default(),
+        };
+        let missed = |m: Missed, local: Option<tandem_engine::Inference>| match local {
+            Some(l) => Ok(Answer {
+                request_id: request_id.clone(),
+                model: model.to_string(),
+                local: Some(l),
+                cloud: None,
+                degraded: true,
+                reason: m.reason,
+                detail: m.detail,
+            }),
+            None => Err(match queue_full {
+                // The caller sees the local refusal (503, retry later), with the hub's story logged.
+                Some(e) => {
+                    tracing::debug!(model, reason = ?m.reason, "local queue full and the hub did not answer");
+                    RouteError::Local(e)
+                }
+                None => RouteError::Hub {
+                    model: model.to_string(),
+                    why: "no local variant",
+                    reason: m.reason,
+                    detail: m.detail,
+                },
+            }),
+        };
+        let reason = match policy::decide(&policy, &ctx) {
+            Decision::Local(r) => {
+                return Ok(self.answer(&request_id, model, local, None, false, r));
+            }
+            Decision::Degraded(r) | Decision::Fail(r) => {
+                let detail = (r == Reason::HubUnreachable)
+                    .then(|| self.uplink.as_ref().and_then(|u| u.status().last_error))
+                    .flatten();
+                return missed(Missed { reason: r, detail }, local);
+            }
+            Decision::Offload(r) => r,
+        };
+        let (Some(uplink), Some((kind, bytes))) = (&self.uplink, single) else {
+            return missed(
+                Missed {
+                    reason: Reason::HubUnreachable,
+                    detail: None,
+                },
+                local,
+            );
+        };
+        let budget = ctx.remaining_ms.map_or(uplink.timeout(), |ms| {
+            Duration::from_secs_f64(ms.max(1.0) / 1000.0)
+        });
+        // The wire message owns its bytes: the one copy, made only when offloading.
+        let wire_input = match (kind, std::str::from_utf8(&bytes)) {
+            ("text", Ok(t)) => wire::Input::Text(t.to_string()),
+            _ => wire::Input::ImageBytes(bytes.to_vec()),
+        };
+        match self
+            .offload(uplink, id, model, wire_input, budget, deadline.is_some())
+            .await
+        {
+            Ok(cloud) => Ok(self.answer(&request_id, model, local, Some(cloud), false, reason)),
+            Err(m) => missed(m, local),
+        }
+    }
+
+    fn answer(
+        &self,
+        request_id: &str,
+        model: &str,
+        local: Option<tandem_engine::Inference>,
+        cloud: Option<CloudAnswer>,
+        degraded: bool,
+        reason: Reason,
+    ) -> Answer {
+        Answer {
+            request_id: request_id.to_string(),
+            model: model.to_string(),
+            local,
+            cloud,
+            degraded,
+            reason,
+            detail: None,
+        }
+    }
+
+    async fn offload(
+        &self,
+        uplink: &Uplink,
+        request_id: u64,
+        model: &str,
+        input: wire::Input,
+        budget: Duration,
+        has_deadline: bool,
+    ) -> Result<CloudAnswer, Missed> {
+        let msg = Message::InferRequest {
+            request_id,
+            model: model.to_string(),
+            model_version: None,
+            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
+            input,
+        };
+        let t = Instant::now();
+        let miss = |reason, detail: Option<String>| Missed { reason, detail };
+        match uplink.call(&msg, budget).await {
+            Ok(Message::InferResponse {
+                model_version,
+                outputs,
+                timing,
+                ..
+            }) => match self.cloud_prediction(model, &outputs) {
+                Some(prediction) => Ok(CloudAnswer {
+                    prediction,
+                    version: model_version,
+                    round_trip_ms: t.elapsed().as_secs_f64() * 1000.0,
+                    batch_size: timing.batch_size,
+                    outputs: outputs.iter().map(output_tensor).collect(),
+                }),
+                None => Err(miss(
+                    Reason::HubError,
+                    Some("the hub's outputs do not match the cloud variant's manifest".into()),
+                )),
+            },
+            Ok(Message::Busy { .. }) => Err(miss(Reason::HubBusy, None)),
+            Ok(Message::Error {
+                code: wire::ErrorCode::DeadlineExceeded,
+                message,
+                ..
+            }) => Err(miss(Reason::Deadline, Some(message))),
+            Ok(Message::Error { code, message, .. }) => {
+                tracing::warn!(model, ?code, %message, "hub answered with an error");
+                Err(miss(Reason::HubError, Some(message)))
+            }
+            Ok(other) => Err(miss(
+                Reason::HubError,
+                Some(format!("unexpected answer {:?}", other.kind())),
+            )),
+            Err(UplinkError::Timeout(_)) if has_deadline => Err(miss(Reason::Deadline, None)),
+            Err(UplinkError::Timeout(ms)) => Err(miss(
+                Reason::HubTimeout,
+                Some(format!("no answer within {ms} ms")),
+            )),
+            Err(e) => {
+                tracing::debug!(model, error = %e, "offload failed");
+                Err(miss(Reason::HubUnreachable, Some(e.to_string())))
+            }
+        }
+    }
+
+    /// The manifest and labels that read the hub's answer for `model`.
+    fn cloud_manifest(&self, model: &str) -> Option<(&Manifest, &[String])> {
+        match self.engine.model(model) {
+            Some(h) => Some((&h.files.manifest, &h.files.labels)),
+            None => self
+                .remote
+                .get(model)
+                .map(|r| (&r.manifest, r.labels.as_slice())),
+        }
+    }
+
+    fn cloud_prediction(&self, model: &str, outputs: &[wire::Tensor]) -> Option<Prediction> {
+        let (manifest, labels) = self.cloud_manifest(model)?;
+        let spec = manifest
+            .variants
+            .get(&VariantRole::Cloud)?
+            .outputs
+            .first()?;
+        let out = outputs.iter().find(|t| t.name == spec.name)?;
+        if out.dtype != wire::DType::F32 {
+            return None;
+        }
+        let mut probs: Vec<f32> = out
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if spec.kind == OutputKind::Logits {
+            postprocess::softmax(&mut probs);
+        }
+        Some(postprocess::classify(&probs, labels, 5))
+    }
+}
+
+fn output_tensor(t: &wire::Tensor) -> tandem_engine::OutputTensor {
+    tandem_engine::OutputTensor {
+        name: t.name.clone(),
+        shape: t.shape.clone(),
+        data: tandem_shared::convert::tensor_data(t),
+    }
+}

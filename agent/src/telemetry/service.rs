@@ -1,0 +1,146 @@
+//! The MQTT side of the agent (flow 4): the link to the broker, periodic telemetry
+//! (`mqtt.telemetry_interval_ms`), sampled events from the router's answer path, and commands
+//! carried out by [`crate::control`]. Off when `mqtt.url` is empty.
+
+use super::events::EventSink;
+use super::{AgentCounters, Class, Reporter};
+use crate::config::Config;
+use crate::hybrid::Router;
+use crate::queue::Queue;
+use crate::uplink::mqtt::{self, Handler, MqttError, MqttLink, Outgoing};
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_shared::mqtt::{BrokerUrl, Topic, valid_device_name};
+
+/// Answers the link: `online`, and commands through [`crate::control`].
+struct AgentHandler {
+    reporter: Arc<Reporter>,
+    counters: Arc<AgentCounters>,
+    device: String,
+}
+
+impl Handler for AgentHandler {
+    fn online(&self) -> Vec<u8> {
+        self.reporter.online().encode()
+    }
+
+    fn command(&self, name: &str, payload: &[u8]) -> Vec<Outgoing> {
+        let handled = crate::control::handle(&self.reporter, name, payload);
+        self.counters.mqtt.command(name, handled.result.ok);
+        let mut out = Vec::with_capacity(2);
+        if let Some(t) = handled.telemetry {
+            out.push(Outgoing {
+                class: Class::Telemetry,
+                topic: Topic::telemetry(&self.device),
+                payload: t.encode(),
+            });
+        }
+        out.push(Outgoing {
+            class: Class::Results,
+            topic: Topic::command_result(&self.device, name),
+            payload: handled.result.encode(),
+        });
+        out
+    }
+}
+
+/// The running MQTT side of the agent.
+#[derive(Debug)]
+pub struct MqttService {
+    link: Arc<MqttLink>,
+    reporter: Arc<Reporter>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl MqttService {
+    /// Starts it when `mqtt.url` is set: TLS with `[hub]`'s certificates, the device name from
+    /// the certificate's CN. `queue`, when the agent runs one, adds its depth and bytes to
+    /// telemetry.
+    pub fn start(
+        cfg: &Config,
+        router: Arc<Router>,
+        queue: Option<Arc<dyn Queue>>,
+    ) -> Result<Option<Self>, MqttError> {
+        if cfg.mqtt.url.is_empty() {
+            return Ok(None);
+        }
+        let url = BrokerUrl::parse(&cfg.mqtt.url)?;
+        let (tls, cert) = mqtt::config::tls_config(&cfg.hub, |p| cfg.resolve(p))?;
+        let device = mqtt::identity::common_name(&cert)
+            .filter(|n| valid_device_name(n))
+            .ok_or_else(|| MqttError::Identity(cfg.resolve(&cfg.hub.cert)))?;
+        let counters = router.counters().clone();
+        let reporter = Arc::new(Reporter::new(router, queue));
+        let handler = Arc::new(AgentHandler {
+            reporter: reporter.clone(),
+            counters: counters.clone(),
+            device: device.clone(),
+        });
+        let link = Arc::new(MqttLink::start(
+            &url,
+            tls,
+            &device,
+            &cfg.mqtt,
+            counters.clone(),
+            handler,
+        ));
+        let weak = Arc::downgrade(&link);
+        let topic = Topic::events(&device);
+        counters.set_event_sink(Some(EventSink::new(
+            cfg.mqtt.events_sample_rate,
+            move |payload| {
+                if let Some(l) = weak.upgrade() {
+                    l.publish(Outgoing {
+                        class: Class::Events,
+                        topic: topic.clone(),
+                        payload,
+                    });
+                }
+            },
+        )));
+        let every = Duration::from_millis(cfg.mqtt.telemetry_interval_ms);
+        let (l, r) = (link.clone(), reporter.clone());
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                l.publish(Outgoing {
+                    class: Class::Telemetry,
+                    topic: Topic::telemetry(l.device()),
+                    payload: r.telemetry().encode(),
+                });
+            }
+        });
+        tracing::info!(broker = %url, device, interval_ms = cfg.mqtt.telemetry_interval_ms, events_sample_rate = cfg.mqtt.events_sample_rate, "MQTT telemetry and commands");
+        Ok(Some(Self {
+            link,
+            reporter,
+            ticker,
+        }))
+    }
+
+    /// The device name (from the certificate).
+    pub fn device(&self) -> &str {
+        self.link.device()
+    }
+
+    /// Builds the payloads.
+    pub fn reporter(&self) -> &Arc<Reporter> {
+        &self.reporter
+    }
+
+    /// Stops telemetry and events, publishes `offline` and disconnects, within `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        self.ticker.abort();
+        self.reporter.router().counters().set_event_sink(None);
+        self.link.shutdown(grace).await;
+    }
+
+    /// Drops the connection at once, as a crash would (the broker publishes the last will).
+    pub fn abort(self) {
+        self.ticker.abort();
+        self.reporter.router().counters().set_event_sink(None);
+        self.link.abort();
+    }
+}

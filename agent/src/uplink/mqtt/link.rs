@@ -1,0 +1,256 @@
+//! The MQTT connection of the agent (rumqttc over TLS with the device certificate).
+//!
+//! - Client id and identity: the certificate CN (the device name). Last will: `offline`
+//!   (`reason: connection_lost`), retained, QoS 1.
+//! - On every connect, ahead of anything queued: `online` (retained, QoS 1) and the
+//!   subscription to `tandem/{device}/cmd/+`.
+//! - Outgoing: one bounded queue (`mqtt.max_pending`, rumqttc's request channel). Publishing
+//!   never waits: a message that does not fit is dropped and counted by class
+//!   (`tandem_mqtt_dropped_total`). Telemetry and events are QoS 0, results QoS 1. What was
+//!   being written when a connection dropped may be lost (the session is clean).
+//! - Commands are handled on the connection's task as they arrive (the handler is quick: a
+//!   policy update or a telemetry snapshot); their answers go out ahead of the queue.
+//! - Reconnects on its own, jittered exponential backoff from 0.5 s to 30 s.
+//! - Shutdown: `offline` (`reason: shutdown`), retained, then DISCONNECT (no last will).
+
+use super::super::super::telemetry::{AgentCounters, Class};
+use super::MqttConfig;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing as Out, Packet, Publish, QoS,
+    Request, Subscribe, Transport,
+};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tandem_shared::mqtt::{BrokerUrl, Status, Topic, TopicKind, payload::MAX_PAYLOAD_BYTES};
+use tokio::sync::watch;
+
+/// Largest MQTT packet either way (payload limit plus topic and headers).
+const MAX_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// What it is.
+    pub class: Class,
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// What the link asks of the agent.
+pub trait Handler: Send + Sync + 'static {
+    /// The `online` status payload, published retained on every connect.
+    fn online(&self) -> Vec<u8>;
+    /// Handles command `name`; returns what to publish at once (its result, and whatever
+    /// else the command produced).
+    fn command(&self, name: &str, payload: &[u8]) -> Vec<Outgoing>;
+}
+
+fn qos(class: Class) -> QoS {
+    match class {
+        Class::Telemetry | Class::Events => QoS::AtMostOnce,
+        Class::Results => QoS::AtLeastOnce,
+    }
+}
+
+/// The agent's MQTT connection.
+#[derive(Debug)]
+pub struct MqttLink {
+    device: String,
+    client: AsyncClient,
+    counters: Arc<AgentCounters>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl MqttLink {
+    /// Starts connecting (in the background) to `url` as `device`.
+    pub fn start(
+        url: &BrokerUrl,
+        tls: rustls::ClientConfig,
+        device: &str,
+        cfg: &MqttConfig,
+        counters: Arc<AgentCounters>,
+        handler: Arc<dyn Handler>,
+    ) -> Self {
+        let mut o = MqttOptions::new(device, url.host.clone(), url.port);
+        o.set_transport(Transport::tls_with_config(tls.into()))
+            .set_keep_alive(Duration::from_millis(cfg.keep_alive_ms))
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+            .set_last_will(LastWill::new(
+                Topic::status(device),
+                Status::last_will().encode(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let (client, eventloop) = AsyncClient::new(o, cfg.max_pending);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(
+            eventloop,
+            device.to_string(),
+            counters.clone(),
+            handler,
+            stop_rx,
+        ));
+        Self {
+            device: device.to_string(),
+            client,
+            counters,
+            stop,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// The device name (client id, topic level).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Queues a message without waiting; `false` when the queue was full (dropped, counted).
+    pub fn publish(&self, m: Outgoing) -> bool {
+        let class = m.class;
+        match self
+            .client
+            .try_publish(m.topic, qos(class), false, m.payload)
+        {
+            Ok(()) => {
+                self.counters.mqtt.queued(class);
+                true
+            }
+            Err(_) => {
+                self.counters.mqtt.dropped(class);
+                false
+            }
+        }
+    }
+
+    /// Publishes `offline` (retained), disconnects cleanly (the broker then keeps the last will
+    /// to itself) and stops, within `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        let offline = Status::offline(Some(crate::telemetry::report::now_ms()), "shutdown");
+        let bye = async {
+            let _ = self
+                .client
+                .publish(
+                    Topic::status(&self.device),
+                    QoS::AtLeastOnce,
+                    true,
+                    offline.encode(),
+                )
+                .await;
+            let _ = self.client.disconnect().await;
+        };
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let connected = self.counters.mqtt.connected.load(Relaxed);
+        let closed = match task {
+            Some(t) if connected && tokio::time::timeout(grace, bye).await.is_ok() => {
+                tokio::time::timeout(grace, t).await.is_ok()
+            }
+            Some(t) => {
+                t.abort();
+                true
+            }
+            None => true,
+        };
+        if !closed {
+            tracing::warn!("MQTT link did not close within the grace period");
+        }
+        let _ = self.stop.send(true);
+        self.counters.mqtt.connected.store(false, Relaxed);
+    }
+
+    /// Drops the connection at once, without DISCONNECT, as a crash would (the broker then
+    /// publishes the last will). For tests and emergencies.
+    pub fn abort(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+        self.counters.mqtt.connected.store(false, Relaxed);
+    }
+}
+
+impl Drop for MqttLink {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn run(
+    mut el: EventLoop,
+    device: String,
+    counters: Arc<AgentCounters>,
+    handler: Arc<dyn Handler>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let m = &counters.mqtt;
+    let mut backoff = BACKOFF_MIN;
+    let mut attempts: u32 = 0;
+    loop {
+        let event = tokio::select! {
+            e = el.poll() => e,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = BACKOFF_MIN;
+                attempts = 0;
+                m.connected.store(true, Relaxed);
+                m.connects.fetch_add(1, Relaxed);
+                let mut online =
+                    Publish::new(Topic::status(&device), QoS::AtLeastOnce, handler.online());
+                online.retain = true;
+                el.pending.push_back(Request::Publish(online));
+                el.pending.push_back(Request::Subscribe(Subscribe::new(
+                    Topic::commands_filter(&device),
+                    QoS::AtLeastOnce,
+                )));
+                tracing::info!(device, "connected to the MQTT broker");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let name = match Topic::parse(&p.topic) {
+                    Ok(Topic {
+                        device: d,
+                        kind: TopicKind::Command(name),
+                    }) if d == device => name,
+                    _ => {
+                        tracing::debug!(topic = %p.topic, "MQTT message on an unexpected topic");
+                        continue;
+                    }
+                };
+                for out in handler.command(&name, &p.payload) {
+                    let mut msg = Publish::new(out.topic, qos(out.class), out.payload);
+                    msg.retain = false;
+                    el.pending.push_back(Request::Publish(msg));
+                    m.queued(out.class);
+                }
+            }
+            Ok(Event::Outgoing(Out::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                if m.connected.swap(false, Relaxed) {
+                    m.disconnects.fetch_add(1, Relaxed);
+                    tracing::warn!(device, error = %e, "MQTT connection lost; reconnecting");
+                } else if attempts == 0 {
+                    tracing::warn!(device, error = %e, "cannot connect to the MQTT broker; retrying with backoff");
+                } else {
+                    tracing::debug!(device, error = %e, attempts, "MQTT broker still unreachable");
+                }
+                attempts = attempts.saturating_add(1);
+                *m.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                let jitter = Duration::from_millis(u64::from(
+                    crate::telemetry::report::now_ms() as u32 % 250,
+                ));
+                tokio::select! {
+                    () = tokio::time::sleep(backoff + jitter) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}

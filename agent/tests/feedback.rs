@@ -1,0 +1,270 @@
+//! The data loop on loopback with real parts (ONNX Runtime on both sides, QUIC + mTLS, sled on
+//! both sides): the cascade's hard examples are queued on the device, delivered to the hub and
+//! stored there once, with both models' answers and the raw input; a person's correction
+//! through `POST /v1/feedback` follows the same path; while the hub is away the records wait
+//! in the queue, and when it returns every one arrives exactly once; the hub exports a dataset.
+
+mod common;
+
+use common::{hub_engine, models_dir, read_json};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_agent::app;
+use tandem_agent::feedback::Feedback;
+use tandem_agent::uplink::deliver;
+use tandem_hub::feedback::{ExportFormat, Store};
+use tandem_hub::ingress::quic::QuicIngress;
+use tandem_hub::pki::Pki;
+
+fn start_hub(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    store: Arc<Store>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let ingress = QuicIngress::bind(addr, pki.dir())
+        .expect("bind hub")
+        .with_engine(hub_engine())
+        .with_feedback(store);
+    let bound = ingress.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(ingress.run(async {
+        let _ = rx.await;
+    }));
+    (bound, tx, task)
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn examples(store: &Store) -> Vec<tandem_hub::feedback::StoredRecord> {
+    store
+        .iter()
+        .map(|r| r.expect("record"))
+        .filter(|r| r.kind == "example")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_examples_and_corrections_reach_the_hub_once() {
+    let dir = std::env::temp_dir().join(format!("tandem-feedback-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::init(&dir.join("pki")).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));
+    let (hub_addr, stop, task) =
+        start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), store.clone());
+
+    let mut cfg = common::config(&["vision-fashion"], "edge", &["cpu"]);
+    cfg.hub.address = hub_addr.to_string();
+    cfg.hub.ca = pki.dir().join("ca.pem");
+    (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
+    cfg.queue.dir = dir.join("agent-queue");
+    let engine = app::start_engine(&cfg).expect("agent engine");
+    let queue = app::open_queue(&cfg).expect("queue");
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let fb = Feedback::start(queue.clone(), cfg.feedback.clone(), wake.clone());
+    let router = app::start_router_with(&cfg, engine, Some(fb.clone())).expect("router");
+    let uplink = router.uplink().expect("uplink").clone();
+    uplink.keep();
+    tokio::spawn(deliver::run(Arc::downgrade(&uplink), queue.clone(), wake));
+    let base = common::serve_api(&cfg, router).await;
+    let c = reqwest::Client::new();
+    let classify = |file: String| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            let body =
+                std::fs::read(models_dir().join("vision-fashion").join(&file)).expect("sample");
+            let r = c
+                .post(format!("{base}/v1/classify/vision-fashion"))
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+
+    // Every edge case under the threshold is offloaded: each becomes a hard example.
+    let expected = read_json(&models_dir().join("vision-fashion/testdata/expected.json"));
+    let edge: Vec<String> = expected["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|k| k["variant"] == "edge")
+        .map(|k| k["input"].as_str().expect("input").to_string())
+        .collect();
+    let mut hard = Vec::new();
+    let mut confident_id = None;
+    for f in &edge {
+        let v = classify(f.clone()).await;
+        if v["route"] == "cloud" {
+            hard.push((f.clone(), v));
+        } else if confident_id.is_none() {
+            confident_id = Some(v["request_id"].as_str().expect("id").to_string());
+        }
+    }
+    assert!(!hard.is_empty(), "no hard example in the samples");
+    until("every hard example is stored by the hub", || {
+        examples(&store).len() == hard.len()
+    })
+    .await;
+    for (file, answer) in &hard {
+        let stored = examples(&store);
+        let r = stored
+            .iter()
+            .find(|r| {
+                r.example
+                    .as_ref()
+                    .is_some_and(|e| e.request_id == answer["request_id"])
+            })
+            .unwrap_or_else(|| panic!("{file} not stored"));
+        let ex = r.example.as_ref().expect("example");
+        assert_eq!(
+            r.device, "cam-01",
+            "the identity comes from the certificate"
+        );
+        assert_eq!(ex.reason, "low_confidence");
+        assert_eq!(ex.cloud.as_ref().expect("cloud").label, answer["label"]);
+        assert_eq!(
+            ex.local.as_ref().expect("local").label,
+            answer["local"]["label"]
+        );
+        let input =
+            std::fs::read(store.dir().join(r.input.as_ref().expect("input"))).expect("input file");
+        assert_eq!(
+            input,
+            std::fs::read(models_dir().join("vision-fashion").join(file)).expect("sample")
+        );
+    }
+
+    // A correction of a confident answer: checked, queued on disk, delivered.
+    let id = confident_id.expect("a confident answer");
+    let bad = c
+        .post(format!("{base}/v1/feedback"))
+        .json(&json!({"request_id": id, "label": "Spaceship"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        bad.status().as_u16(),
+        400,
+        "a label the model does not have"
+    );
+    let unknown = c
+        .post(format!("{base}/v1/feedback"))
+        .json(&json!({"request_id": "nope", "label": "Bag"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unknown.status().as_u16(), 404);
+    let ok = c
+        .post(format!("{base}/v1/feedback"))
+        .json(&json!({"request_id": id, "label": "Bag"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(ok.status().as_u16(), 202, "{:?}", ok.text().await);
+    until("the correction is stored by the hub", || {
+        examples(&store).iter().any(|r| {
+            r.example
+                .as_ref()
+                .is_some_and(|e| e.request_id == id && e.label.as_deref() == Some("Bag"))
+        })
+    })
+    .await;
+
+    // The hub goes away: answers stay local (degraded) and their examples wait in the queue.
+    let _ = stop.send(());
+    let _ = task.await;
+    let before = examples(&store).len();
+    let mut waiting = 0;
+    for (file, _) in &hard {
+        let v = classify(file.clone()).await;
+        assert_eq!(v["degraded"], true);
+        waiting += 1;
+    }
+    until("the degraded examples are on disk in the queue", || {
+        fb.stats().queued.load(std::sync::atomic::Ordering::Relaxed) as usize
+            >= hard.len() + waiting
+    })
+    .await;
+    assert!(
+        queue.stats().depth() >= waiting as u64,
+        "{:?}",
+        queue.stats()
+    );
+    assert_eq!(examples(&store).len(), before);
+
+    // It returns (same address): everything arrives, once.
+    let (_a, _stop2, _task2) = start_hub(&pki, hub_addr, store.clone());
+    until("the queue drains into the hub", || {
+        examples(&store).len() == before + waiting && queue.stats().depth() == 0
+    })
+    .await;
+    let degraded = examples(&store)
+        .iter()
+        .filter(|r| {
+            r.example
+                .as_ref()
+                .is_some_and(|e| e.reason == "hub_unreachable")
+        })
+        .count();
+    assert_eq!(degraded, waiting);
+    let mut keys: Vec<(u64, u64)> = store
+        .iter()
+        .map(|r| r.expect("r"))
+        .map(|r| (r.epoch, r.seq))
+        .collect();
+    let n = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "no record stored twice");
+
+    // The agent's /metrics report the same story.
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert_eq!(value("tandem_feedback_corrections_total "), 1.0);
+    assert!(
+        value("tandem_outbox_delivered_total ") as usize >= before + waiting,
+        "every stored record was acknowledged"
+    );
+    assert_eq!(value("tandem_outbox_records{class=\"hard_example\"} "), 0.0);
+    assert_eq!(value("tandem_hub_connected "), 1.0);
+
+    // The dataset export.
+    let out = dir.join("export");
+    let sum = store.export(&out, ExportFormat::Jsonl).expect("export");
+    assert_eq!(sum.examples, before + waiting);
+    assert_eq!(sum.corrections, 1);
+    let lines = std::fs::read_to_string(out.join("dataset.jsonl")).expect("dataset");
+    for line in lines.lines() {
+        let v: Value = serde_json::from_str(line).expect("a JSON line");
+        let input = out.join(v["input"].as_str().expect("input path"));
+        assert!(input.is_file(), "{} exported", input.display());
+    }
+}

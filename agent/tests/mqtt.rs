@@ -1,0 +1,487 @@
+//! The agent's MQTT side against the hub's real supervised mosquitto (started by
+//! `tandem_hub::broker::Broker` on a free loopback port, certificates from
+//! `tandem_hub::pki::Pki`), with a real router over the vision-fashion model:
+//! - `online` is retained on connect; dropping the connection abruptly makes the broker publish
+//!   the last will, `offline`;
+//! - telemetry arrives and reads with the shared schema, from the same counters as `/metrics`;
+//! - `set_threshold` changes the routing and answers `ok`; malformed or impossible commands
+//!   answer with an error and the agent keeps working;
+//! - with the broker gone, events are dropped and counted, and inference goes on.
+
+mod common;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_agent::config::Config;
+use tandem_agent::hybrid::Router;
+use tandem_agent::inference::Input;
+use tandem_agent::telemetry::{Class, MqttService};
+use tandem_hub::broker::{Broker, BrokerSpec};
+use tandem_hub::pki::Pki;
+use tandem_shared::manifest::Signal;
+use tandem_shared::mqtt::{BrokerUrl, CommandResult, Event as MqttEvent, State, Status, Telemetry};
+use tokio::sync::mpsc;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const MODEL: &str = "vision-fashion";
+
+struct World {
+    _dir: tempfile::TempDir,
+    pki: Pki,
+    broker: Broker,
+    router: Arc<Router>,
+    cfg: Config,
+}
+
+async fn world(tweak: impl FnOnce(&mut Config)) -> World {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
+    pki.add_device("cam-01", 30).expect("device");
+    let broker = Broker::start(BrokerSpec {
+        mosquitto_bin: PathBuf::new(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        pki_dir: pki.dir().to_path_buf(),
+        runtime_dir: dir.path().join("run"),
+        restart_backoff: Duration::from_millis(100),
+        restart_backoff_max: Duration::from_secs(2),
+        ready_timeout: Duration::from_secs(10),
+        crl_check: Duration::from_secs(1),
+    })
+    .await
+    .expect("mosquitto starts (run `make setup`)");
+    let mut cfg = common::config(&[MODEL], "edge", &["cpu"]);
+    cfg.hub.ca = pki.dir().join("ca.pem");
+    (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
+    cfg.mqtt.url = broker.url().to_string();
+    cfg.mqtt.telemetry_interval_ms = 200;
+    cfg.mqtt.events_sample_rate = 1.0;
+    tweak(&mut cfg);
+    let engine = tandem_agent::app::start_engine(&cfg).expect("engine");
+    let router = tandem_agent::app::start_router(&cfg, engine).expect("router");
+    World {
+        _dir: dir,
+        pki,
+        broker,
+        router,
+        cfg,
+    }
+}
+
+/// The hub's view: an MQTT client with the hub certificate, subscribed to `filter`.
+struct Hub {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    /// Messages received while waiting for another topic, oldest first.
+    backlog: Vec<(String, Vec<u8>, bool)>,
+}
+
+async fn hub(w: &World, filter: &str) -> Hub {
+    let url: BrokerUrl = w.broker.url();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(w.pki.dir().join("ca.pem")).expect("ca"))
+        .expect("root");
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(w.pki.dir().join("hub.pem")).expect("cert")],
+        PrivateKeyDer::from_pem_file(w.pki.dir().join("hub.key")).expect("key"),
+    )
+    .expect("client auth");
+    let mut o = MqttOptions::new("tandem-hub", url.host.clone(), url.port);
+    o.set_transport(Transport::tls_with_config(tls.into()))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut ev) = AsyncClient::new(o, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let sub = client.clone();
+    let filter = filter.to_string();
+    tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    sub.subscribe(filter.clone(), QoS::AtLeastOnce)
+                        .await
+                        .expect("subscribe");
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx
+                        .send((p.topic.clone(), p.payload.to_vec(), p.retain))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::time::timeout(PATIENCE, ready_rx)
+        .await
+        .expect("the hub's client subscribed in time")
+        .expect("hub client alive");
+    Hub {
+        client,
+        rx,
+        backlog: Vec::new(),
+    }
+}
+
+impl Hub {
+    /// The next message on `topic` (others are kept for later calls).
+    async fn next_on(&mut self, topic: &str) -> (Vec<u8>, bool) {
+        if let Some(i) = self.backlog.iter().position(|(t, _, _)| t == topic) {
+            let (_, body, retain) = self.backlog.remove(i);
+            return (body, retain);
+        }
+        let t = std::time::Instant::now();
+        loop {
+            let left = PATIENCE.saturating_sub(t.elapsed());
+            let (tp, body, retain) = tokio::time::timeout(left, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("nothing on {topic} in time"))
+                .expect("hub client alive");
+            if tp == topic {
+                return (body, retain);
+            }
+            self.backlog.push((tp, body, retain));
+        }
+    }
+
+    /// The first telemetry message that satisfies `cond`.
+    async fn telemetry_where(&mut self, cond: impl Fn(&Telemetry) -> bool) -> Telemetry {
+        let t = std::time::Instant::now();
+        loop {
+            assert!(t.elapsed() < PATIENCE, "no telemetry as expected in time");
+            let (body, _) = self.next_on("tandem/cam-01/telemetry").await;
+            let tm = Telemetry::decode(&body).expect("telemetry reads with the shared schema");
+            if cond(&tm) {
+                return tm;
+            }
+        }
+    }
+
+    async fn command(&mut self, name: &str, payload: &[u8]) -> CommandResult {
+        self.client
+            .publish(
+                format!("tandem/cam-01/cmd/{name}"),
+                QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+            )
+            .await
+            .expect("publish");
+        let (body, _) = self
+            .next_on(&format!("tandem/cam-01/cmd/{name}/result"))
+            .await;
+        CommandResult::decode(&body).expect("result reads with the shared schema")
+    }
+
+    async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        // Let the broker see it before the next client with the same identity connects.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn image(file: &str) -> Input {
+    let path = common::models_dir().join(MODEL).join("samples").join(file);
+    Input::Images(vec![std::fs::read(path).expect("sample").into()])
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_is_retained_and_the_last_will_says_offline() {
+    let w = world(|_| {}).await;
+    let mut watch = hub(&w, "tandem/cam-01/#").await;
+    let svc = MqttService::start(&w.cfg, w.router.clone(), None)
+        .expect("mqtt set up")
+        .expect("mqtt on");
+    assert_eq!(
+        svc.device(),
+        "cam-01",
+        "the device name is the certificate CN"
+    );
+    let (body, _) = watch.next_on("tandem/cam-01/status").await;
+    let online = Status::decode(&body).expect("status reads");
+    assert_eq!(online.state, State::Online);
+    assert_eq!(online.models[0].name, MODEL);
+    assert_eq!(online.models[0].ep, "cpu");
+
+    // Telemetry, with the shared schema, from the engine's counters.
+    w.router
+        .classify(MODEL, image("0_9.png"), None)
+        .await
+        .expect("answer");
+    let t = watch
+        .telemetry_where(|t| t.models[MODEL].inferences.get("ok").copied().unwrap_or(0) >= 1)
+        .await;
+    let m = &t.models[MODEL];
+    assert_eq!(m.ep, "cpu");
+    assert_eq!(m.latency.count, m.inferences["ok"]);
+    assert_eq!(m.latency.counts.len(), m.latency.le_s.len());
+    assert!(
+        t.routes
+            .iter()
+            .any(|r| r.model == MODEL && r.route == "local" && r.count >= 1),
+        "{:?}",
+        t.routes
+    );
+    assert!(t.process.rss_bytes > 0 && t.mqtt.connects >= 1, "{t:?}");
+    watch.disconnect().await;
+
+    // A client that subscribes later gets `online` as a retained message.
+    let mut late = hub(&w, "tandem/cam-01/status").await;
+    let (body, retained) = late.next_on("tandem/cam-01/status").await;
+    assert!(retained, "status is retained");
+    assert_eq!(Status::decode(&body).expect("status").state, State::Online);
+
+    // The connection drops without DISCONNECT: the broker publishes the last will.
+    svc.abort();
+    let (body, _) = late.next_on("tandem/cam-01/status").await;
+    let will = Status::decode(&body).expect("status");
+    assert_eq!(will.state, State::Offline);
+    assert_eq!(will.reason.as_deref(), Some("connection_lost"));
+    late.disconnect().await;
+    let mut later = hub(&w, "tandem/cam-01/status").await;
+    let (body, retained) = later.next_on("tandem/cam-01/status").await;
+    assert!(retained);
+    assert_eq!(Status::decode(&body).expect("status").state, State::Offline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_change_the_routing_and_bad_ones_get_errors() {
+    let w = world(|_| {}).await;
+    let mut hub = hub(&w, "tandem/cam-01/#").await;
+    let svc = MqttService::start(&w.cfg, w.router.clone(), None)
+        .expect("mqtt set up")
+        .expect("mqtt on");
+    hub.next_on("tandem/cam-01/status").await;
+    // The subscription follows `online` on the same connection; a command sent now can only
+    // be lost if it overtook the SUBSCRIBE, so wait for the first telemetry too.
+    hub.next_on("tandem/cam-01/telemetry").await;
+    let before = w.router.policy(MODEL);
+    assert_ne!(before.threshold, 0.93);
+
+    let r = hub
+        .command(
+            "set_threshold",
+            br#"{"v":1,"id":"t1","model":"vision-fashion","threshold":0.93,"signal":"margin"}"#,
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.id.as_deref(), Some("t1"));
+    let p = w.router.policy(MODEL);
+    assert_eq!((p.threshold, p.signal), (0.93, Signal::Margin));
+    let view = r.policy.expect("the policy in force");
+    assert_eq!(view.threshold, Some(0.93));
+
+    // Malformed and impossible commands: an error result each, nothing changed.
+    let r = hub.command("set_threshold", b"{not json").await;
+    assert!(!r.ok && r.id.is_none(), "{r:?}");
+    assert!(
+        r.error.as_deref().is_some_and(|e| e.contains("not JSON")),
+        "{r:?}"
+    );
+    let r = hub
+        .command(
+            "set_threshold",
+            br#"{"v":1,"id":"t2","model":"vision-fashion"}"#,
+        )
+        .await;
+    assert!(!r.ok && r.id.as_deref() == Some("t2"), "{r:?}");
+    assert!(
+        r.error.as_deref().is_some_and(|e| e.contains("threshold")),
+        "{r:?}"
+    );
+    let r = hub
+        .command(
+            "set_threshold",
+            br#"{"v":1,"id":"t3","model":"nope","threshold":0.5}"#,
+        )
+        .await;
+    assert!(!r.ok, "{r:?}");
+    assert!(
+        r.error.as_deref().is_some_and(|e| e.contains("not served")),
+        "{r:?}"
+    );
+    let r = hub
+        .command(
+            "set_threshold",
+            br#"{"v":1,"id":"t4","model":"vision-fashion","threshold":-1}"#,
+        )
+        .await;
+    assert!(!r.ok, "{r:?}");
+    let r = hub.command("reboot", br#"{"v":1,"id":"t5"}"#).await;
+    assert!(!r.ok && r.id.as_deref() == Some("t5"), "{r:?}");
+    let r = hub
+        .command("set_policy", br#"{"v":2,"id":"t6","mode":"cloud"}"#)
+        .await;
+    assert!(
+        r.error.as_deref().is_some_and(|e| e.contains("version")),
+        "{r:?}"
+    );
+    assert_eq!(
+        w.router.policy(MODEL).threshold,
+        0.93,
+        "failed commands changed nothing"
+    );
+
+    // The agent keeps working: it answers, sends events, and answers telemetry_now.
+    let a = w
+        .router
+        .classify(MODEL, image("13_3.png"), None)
+        .await
+        .expect("still answering");
+    let (body, _) = hub.next_on("tandem/cam-01/events").await;
+    let e = MqttEvent::decode(&body).expect("event reads with the shared schema");
+    assert_eq!((e.model.as_str(), e.route.as_str()), (MODEL, "local"));
+    assert_eq!(Some(&e.label), a.prediction().map(|p| &p.label));
+    let r = hub.command("telemetry_now", br#"{"v":1,"id":"t7"}"#).await;
+    assert!(r.ok, "{r:?}");
+    let seq = r.telemetry_seq.expect("telemetry sent");
+    let t = hub.telemetry_where(|t| t.seq == seq).await;
+    assert!(t.mqtt.commands["set_threshold/error"] >= 4, "{:?}", t.mqtt);
+    assert_eq!(t.mqtt.commands["set_threshold/ok"], 1);
+    // /metrics shows the same counters.
+    let state = tandem_agent::api::AppState::new(&w.cfg, w.router.clone());
+    let text = tandem_engine::http::OipService::metrics_text(&state);
+    for line in [
+        "tandem_mqtt_connected 1",
+        "tandem_mqtt_commands_total{name=\"set_threshold\",outcome=\"ok\"} 1",
+        "tandem_mqtt_commands_total{name=\"reboot\",outcome=\"error\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}`:\n{text}");
+    }
+    assert!(
+        text.contains("tandem_route_answers_total{model=\"vision-fashion\",route=\"local\""),
+        "{text}"
+    );
+    svc.shutdown(Duration::from_secs(2)).await;
+    let (body, _) = hub.next_on("tandem/cam-01/status").await;
+    let bye = Status::decode(&body).expect("status");
+    assert_eq!(
+        (bye.state, bye.reason.as_deref()),
+        (State::Offline, Some("shutdown"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_events_are_dropped_and_inference_goes_on() {
+    let w = world(|cfg| {
+        cfg.mqtt.max_pending = 4;
+        cfg.mqtt.telemetry_interval_ms = 60_000;
+    })
+    .await;
+    let World {
+        _dir,
+        broker,
+        router,
+        cfg,
+        ..
+    } = w;
+    let counters = router.counters().clone();
+    let svc = MqttService::start(&cfg, router.clone(), None)
+        .expect("mqtt set up")
+        .expect("mqtt on");
+    wait_for("the connection", || {
+        counters
+            .mqtt
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    broker.stop().await;
+    wait_for("the disconnection", || {
+        !counters
+            .mqtt
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    // Inference must not wait for MQTT: a blocked publish would make this time out.
+    tokio::time::timeout(PATIENCE, async {
+        for _ in 0..12 {
+            router
+                .classify(MODEL, image("0_9.png"), None)
+                .await
+                .expect("answers without the broker");
+        }
+    })
+    .await
+    .expect("inference went on without the broker");
+    assert!(
+        counters.mqtt.dropped_count(Class::Events) > 0,
+        "a full outgoing queue drops events: queued {}, dropped {}",
+        counters.mqtt.queued_count(Class::Events),
+        counters.mqtt.dropped_count(Class::Events)
+    );
+    assert!(counters.mqtt.queued_count(Class::Events) <= 12);
+    svc.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reports_over_mqtt_and_says_offline_on_sigterm() {
+    let w = world(|_| {}).await;
+    let mut hub = hub(&w, "tandem/cam-01/#").await;
+    let (cert, key) = w.pki.device_files("cam-01");
+    let extra = format!(
+        "[hub]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[mqtt]\nurl = \"{}\"\ntelemetry_interval_ms = 200\n",
+        w.pki.dir().join("ca.pem").display(),
+        cert.display(),
+        key.display(),
+        w.broker.url()
+    );
+    let dir = w._dir.path().join("agent");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut daemon = tokio::task::block_in_place(|| {
+        common::Daemon::start(&dir, &common::daemon_config(&[MODEL], "edge", &extra))
+    });
+    let (body, _) = hub.next_on("tandem/cam-01/status").await;
+    assert_eq!(Status::decode(&body).expect("status").state, State::Online);
+    hub.telemetry_where(|t| t.models.contains_key(MODEL)).await;
+    let metrics = reqwest::get(daemon.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(|l| l == "tandem_mqtt_connected 1"),
+        "{metrics}"
+    );
+    let pid = rustix::process::Pid::from_raw(daemon.child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let (body, _) = hub.next_on("tandem/cam-01/status").await;
+    let bye = Status::decode(&body).expect("status");
+    assert_eq!(
+        (bye.state, bye.reason.as_deref()),
+        (State::Offline, Some("shutdown")),
+        "{}",
+        daemon.log_text()
+    );
+    let status = tokio::task::block_in_place(|| daemon.child.wait()).expect("exit");
+    assert!(status.success(), "{status:?}: {}", daemon.log_text());
+}

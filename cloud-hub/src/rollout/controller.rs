@@ -1,0 +1,115 @@
+//! The rollout controller: every `tick`, what the fleet reports (online, the version of the
+//! model each device serves) goes through [`super::RolloutStore::tick`], and each update
+//! command it returns is published as `tandem/{device}/cmd/update_model` with
+//! `{"model": .., "version": ..}`. A device that answers the command with a refusal counts as
+//! failed for the rollout; one that runs the version (its status) as active; silence leaves
+//! it pending until the stage times out.
+//!
+//! To come with the MQTT contract's update reports: device labels (for `--group`), progress
+//! states and rollbacks reported by the agents.
+
+use super::plan::DeviceView;
+use super::plan::Outcome;
+use super::store::{Command, RolloutStore};
+use crate::fleet::Fleet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The command a device receives.
+pub const UPDATE_COMMAND: &str = "update_model";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The fleet as the rollout plan sees it, for `model`.
+pub fn device_views(fleet: &Fleet, model: &str) -> Vec<DeviceView> {
+    let devices = match fleet.store().list() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "rollout controller: fleet state unreadable");
+            return Vec::new();
+        }
+    };
+    devices
+        .into_iter()
+        .map(|d| DeviceView {
+            version: d.status.as_ref().and_then(|s| {
+                s.models
+                    .iter()
+                    .find(|m| m.name == model)
+                    .map(|m| m.version.clone())
+            }),
+            device: d.device,
+            labels: Default::default(),
+            online: d.online,
+            update: None,
+        })
+        .collect()
+}
+
+/// Steps the rollouts every `tick` until `stop` resolves.
+pub async fn run(
+    store: RolloutStore,
+    fleet: Arc<Fleet>,
+    tick: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut every = tokio::time::interval(tick);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = every.tick() => {}
+        }
+        let (s, f) = (store.clone(), fleet.clone());
+        let stepped =
+            tokio::task::spawn_blocking(move || s.tick(|model| device_views(&f, model), now_ms()))
+                .await;
+        let commands = match stepped {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "rollout controller: step failed");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for c in commands {
+            tokio::spawn(send(store.clone(), fleet.clone(), c));
+        }
+    }
+}
+
+async fn send(store: RolloutStore, fleet: Arc<Fleet>, c: Command) {
+    let body = serde_json::json!({"model": c.model, "version": c.version});
+    let timeout = Duration::from_millis(fleet.command_timeout_ms());
+    match fleet
+        .link()
+        .command(&c.device, UPDATE_COMMAND, body, timeout)
+        .await
+    {
+        Ok(r) if !r.ok => {
+            let reason = r.error.unwrap_or_else(|| "refused".into());
+            tracing::warn!(rollout = %c.rollout, device = %c.device, reason = %reason, "device refused the update");
+            let device = c.device.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.change(&c.rollout, |r| {
+                    if let Some(t) = r.targets.get_mut(&device) {
+                        t.outcome = Outcome::Failed { reason };
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        }
+        Ok(_) => tracing::info!(rollout = %c.rollout, device = %c.device, "update accepted"),
+        Err(e) => {
+            tracing::info!(rollout = %c.rollout, device = %c.device, error = %e, "no answer to the update command yet")
+        }
+    }
+}
