@@ -1,0 +1,242 @@
+//! The rollout controller over the hub's supervised mosquitto with simulated devices (MQTT
+//! clients with device certificates): devices that refuse `update_model` halt the rollout at
+//! its canary; devices that install it (and say so in their status) carry it to the end.
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_hub::config::Config;
+use tandem_hub::fleet::FleetService;
+use tandem_hub::pki::Pki;
+use tandem_hub::rollout::{Phase, RolloutStore, Spec, controller};
+use tandem_shared::mqtt::{CommandResult, ModelStatus, Status, Topic};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn status(version: &str) -> Vec<u8> {
+    Status::online(
+        1,
+        "0.1.0",
+        vec![ModelStatus {
+            name: "vision-fashion".into(),
+            version: version.into(),
+            variant: "edge".into(),
+            ep: "cpu".into(),
+        }],
+    )
+    .encode()
+}
+
+/// A device serving vision-fashion 1.0.0; on `update_model` it either installs the version
+/// (answers ok, publishes its new status) or refuses.
+fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl, name: &str, installs: bool) {
+    let (cert, key) = pki.device_files(name);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.dir().join("ca.pem")).expect("ca"))
+        .expect("root");
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(cert).expect("cert")],
+        PrivateKeyDer::from_pem_file(key).expect("key"),
+    )
+    .expect("client auth");
+    let mut o = MqttOptions::new(name, url.host.clone(), url.port);
+    o.set_transport(Transport::tls_with_config(tls.into()));
+    let (c, mut ev) = AsyncClient::new(o, 64);
+    let name = name.to_string();
+    tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    c.subscribe(format!("tandem/{name}/cmd/+"), QoS::AtLeastOnce)
+                        .await
+                        .expect("subscribe");
+                    c.publish(
+                        Topic::status(&name),
+                        QoS::AtLeastOnce,
+                        true,
+                        status("1.0.0"),
+                    )
+                    .await
+                    .expect("status");
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let cmd = p.topic.rsplit('/').next().unwrap_or("").to_string();
+                    let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    let id = body["id"].as_str().unwrap_or("").to_string();
+                    let result = if cmd == controller::UPDATE_COMMAND && installs {
+                        let version = body["version"].as_str().unwrap_or("").to_string();
+                        c.publish(
+                            Topic::status(&name),
+                            QoS::AtLeastOnce,
+                            true,
+                            status(&version),
+                        )
+                        .await
+                        .expect("status");
+                        CommandResult::ok(&id)
+                    } else {
+                        CommandResult::error(Some(&id), "selftest_failed: top-1 differs")
+                    };
+                    c.publish(
+                        Topic::command_result(&name, &cmd),
+                        QoS::AtLeastOnce,
+                        false,
+                        result.encode(),
+                    )
+                    .await
+                    .expect("result");
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spec(version: &str) -> Spec {
+    Spec {
+        model: "vision-fashion".into(),
+        version: version.into(),
+        canary_pct: 25,
+        stages_pct: vec![100],
+        labels: BTreeMap::new(),
+        success_share: 1.0,
+        failure_share: 0.0,
+        stage_timeout_ms: 60_000,
+        resend_after_ms: 60_000,
+    }
+}
+
+struct Hub {
+    _dir: tempfile::TempDir,
+    svc: FleetService,
+    store: RolloutStore,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The hub's fleet over its own mosquitto, the rollout controller, and `n` devices that
+/// install (or refuse) what they are told.
+async fn hub_with_devices(n: usize, installs: bool) -> Hub {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
+    let mut cfg = Config {
+        base_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    cfg.mqtt.listen = "127.0.0.1:0".into();
+    let svc = FleetService::start(&cfg)
+        .await
+        .expect("starts")
+        .expect("mqtt on");
+    let fleet = svc.fleet();
+    let url = svc.broker().expect("embedded").url();
+    wait_for("the hub's client", || {
+        fleet
+            .link()
+            .stats()
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    for i in 0..n {
+        let name = format!("cam-{i:02}");
+        pki.add_device(&name, 30).expect("device");
+        device(&pki, &url, &name, installs);
+    }
+    wait_for("the devices online", || {
+        fleet
+            .store()
+            .list()
+            .map(|d| d.iter().filter(|d| d.online).count() == n)
+            .unwrap_or(false)
+    })
+    .await;
+    let store = RolloutStore::open(&dir.path().join("rollouts")).expect("store");
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(controller::run(
+        store.clone(),
+        fleet,
+        Duration::from_millis(100),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    Hub {
+        _dir: dir,
+        svc,
+        store,
+        stop,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_that_refuse_halt_the_rollout_at_its_canary() {
+    let hub = hub_with_devices(4, false).await;
+    let r = hub.store.create(spec("1.0.1"), true, now_ms()).expect("create");
+    wait_for("the halt", || {
+        hub.store
+            .get(&r.id)
+            .is_ok_and(|r| matches!(r.phase, Phase::Halted { .. }))
+    })
+    .await;
+    let r = hub.store.get(&r.id).expect("get");
+    assert_eq!(
+        r.targets.len(),
+        1,
+        "only the canary was commanded: {:?}",
+        r.targets
+    );
+    let Phase::Halted { reason } = &r.phase else {
+        unreachable!("checked above")
+    };
+    assert!(reason.contains("selftest_failed"), "{reason}");
+    let _ = hub.stop.send(true);
+    hub.svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_that_install_carry_the_rollout_to_the_end() {
+    let hub = hub_with_devices(4, true).await;
+    let r = hub.store.create(spec("1.0.1"), true, now_ms()).expect("create");
+    wait_for("the end", || {
+        hub.store.get(&r.id).is_ok_and(|r| r.finished())
+    })
+    .await;
+    let r = hub.store.get(&r.id).expect("get");
+    assert_eq!(r.phase, Phase::Succeeded, "{r:?}");
+    assert_eq!(r.targets.len(), 4);
+    assert!(
+        r.targets
+            .values()
+            .all(|t| t.outcome == tandem_hub::rollout::Outcome::Active),
+        "{r:?}"
+    );
+    let _ = hub.stop.send(true);
+    hub.svc.stop().await;
+}
