@@ -118,6 +118,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let mqtt = crate::fleet::FleetService::start(&cfg).await?;
     let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
     let mut rollouts = None;
+    let mut downloads = None;
     match crate::registry::Registry::open(&cfg.registry_dir()) {
         Ok(r) => {
             let registry = Arc::new(r);
@@ -131,6 +132,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
                 }
                 Err(e) => tracing::warn!(error = %e, "rollouts unavailable: /v1/rollouts is off"),
             }
+            downloads = Some(registry.clone());
             api = api.with_registry(registry);
         }
         Err(e) => {
@@ -140,6 +142,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     if let Some(m) = &mqtt {
         api = api.with_fleet(m.fleet());
     }
+    let ingress = match downloads {
+        Some(r) => ingress.with_registry(r),
+        None => ingress,
+    };
     let api = Arc::new(api);
     let server = HttpServer::bind(&cfg, api).await?;
     let (http_local, https) = (server.local_addr(), server.is_tls());

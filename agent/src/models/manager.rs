@@ -22,6 +22,13 @@ use tandem_shared::manifest::{Signal, VariantRole};
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum UpdateState {
+    /// Fetching the bundle from the hub.
+    Downloading {
+        /// Bytes on disk.
+        done: u64,
+        /// Bytes of the bundle.
+        total: u64,
+    },
     /// Checking the signature and the files.
     Verifying,
     /// Loading the new version beside the serving one and running its self-tests.
@@ -196,6 +203,17 @@ impl Manager {
     /// The store of installed versions.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The key bundles must be signed with, when `models.trusted_key` names a readable one.
+    pub fn trusted_key(&self) -> Option<&TrustedKey> {
+        self.key.as_ref()
+    }
+
+    /// Records (and reports) a state from outside the install itself: download progress, a
+    /// download refused.
+    pub fn report_progress(&self, model: &str, version: &str, state: UpdateState) {
+        self.report(model, version, state);
     }
 
     /// The last update of every model.

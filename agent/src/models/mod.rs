@@ -9,6 +9,7 @@
 //! - [`download`]: the bundle over QUIC from the hub, in ranges, resumable after a cut;
 //!   signature checked before the large files are fetched.
 //! - [`manager`]: the install flow, update states, the reporter hook.
+//! - [`update`]: an update the hub orders: download over the uplink (resumed), then install.
 //! - [`watch`]: the watch window's comparison of the new version with the old one (pure).
 //! - [`store`]: the versions on disk, pointers, budget and pruning.
 //! - [`startup`]: the installed versions verified again before the engine starts.
@@ -21,6 +22,7 @@ pub mod manager;
 pub mod selftest;
 pub mod startup;
 pub mod store;
+pub mod update;
 pub mod watch;
 
 pub use download::{DownloadError, DownloadOptions, Fetched, fetch};
@@ -30,3 +32,4 @@ pub use manager::{
 };
 pub use startup::{Checked, check_installed};
 pub use store::Store;
+pub use update::{UpdateError, update};

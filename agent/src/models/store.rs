@@ -45,6 +45,11 @@ impl Store {
         }
     }
 
+    /// The models folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn versions(&self, model: &str) -> PathBuf {
         self.dir.join(model).join("versions")
     }

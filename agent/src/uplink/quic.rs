@@ -273,7 +273,9 @@ impl Uplink {
         }
     }
 
-    async fn connection(&self) -> Result<quinn::Connection, UplinkError> {
+    /// The live connection to the hub (connecting if needed, within the backoff), for streams
+    /// of the caller's own: model downloads.
+    pub async fn connection(&self) -> Result<quinn::Connection, UplinkError> {
         {
             let s = self
                 .state

@@ -97,6 +97,7 @@ pub struct QuicIngress {
 struct Services {
     serving: Option<Arc<Serving>>,
     feedback: Option<Arc<Store>>,
+    registry: Option<Arc<crate::registry::Registry>>,
 }
 
 impl QuicIngress {
@@ -132,6 +133,13 @@ impl QuicIngress {
     /// not acknowledged, so the agent keeps it).
     pub fn with_feedback(mut self, store: Arc<Store>) -> Self {
         self.services.feedback = Some(store);
+        self
+    }
+
+    /// Serves model downloads (`BundleRequest`, `ChunkRequest`) from this registry (without
+    /// one, they get `UnknownModelVersion`).
+    pub fn with_registry(mut self, registry: Arc<crate::registry::Registry>) -> Self {
+        self.services.registry = Some(registry);
         self
     }
 
@@ -258,6 +266,17 @@ async fn handle_stream(
     stats.streams.fetch_add(1, Ordering::Relaxed);
     match msg {
         Ok(Message::Ping { nonce }) => answer(&mut send, &Message::Pong { nonce }).await,
+        Ok(first) if crate::registry::transfer::is_download(&first) => match &services.registry {
+            Some(r) => crate::registry::transfer::serve(r, first, &mut send).await,
+            None => {
+                let refusal = Message::Error {
+                    request_id: 0,
+                    code: ErrorCode::UnknownModelVersion,
+                    message: "this hub has no model registry".into(),
+                };
+                answer(&mut send, &refusal).await;
+            }
+        },
         Ok(Message::Deliver {
             epoch,
             seq,

@@ -1,0 +1,107 @@
+//! An update ordered by the hub: download `model` `version` over the uplink's QUIC connection
+//! (resuming after a cut, up to `attempts` times with backoff), then install it with the model
+//! manager. The download folder is removed once the bundle is installed or refused; it is kept
+//! after a link failure, for the next attempt to resume.
+
+use super::download::{DownloadError, DownloadOptions, fetch};
+use super::error::InstallError;
+use super::manager::{Installed, Manager, Order, UpdateState};
+use crate::uplink::{Uplink, UplinkError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why an update did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// No trusted key: nothing could be installed, so nothing is downloaded.
+    #[error("models.trusted_key is not set: no update is downloaded")]
+    NoTrustedKey,
+    /// The hub link is down.
+    #[error(transparent)]
+    Link(#[from] UplinkError),
+    /// The download failed (after every attempt for a link failure).
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    /// The bundle was refused or could not be installed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+}
+
+impl UpdateError {
+    /// A short, stable reason for reports.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoTrustedKey => "no_trusted_key",
+            Self::Link(_) => "unreachable",
+            Self::Download(DownloadError::Bundle(e)) => e.reason(),
+            Self::Download(DownloadError::Refused(_)) => "not_in_registry",
+            Self::Download(_) => "download_failed",
+            Self::Install(e) => e.reason(),
+        }
+    }
+}
+
+/// Where downloads go: `<models.dir>/.downloads/`.
+pub fn downloads_dir(models_dir: &Path) -> PathBuf {
+    models_dir.join(".downloads")
+}
+
+/// Downloads and installs `model` `version` from the hub (see the module doc).
+pub async fn update(
+    manager: &Arc<Manager>,
+    uplink: &Uplink,
+    model: &str,
+    version: &str,
+    order: Order,
+    opts: DownloadOptions,
+    attempts: u32,
+) -> Result<Installed, UpdateError> {
+    let key = manager
+        .trusted_key()
+        .cloned()
+        .ok_or(UpdateError::NoTrustedKey)?;
+    let downloads = downloads_dir(manager.store().dir());
+    let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0;
+    let fetched = loop {
+        attempt += 1;
+        let conn = uplink.connection().await?;
+        let m = manager.clone();
+        let (mm, vv) = (model.to_string(), version.to_string());
+        let progress = move |done: u64, total: u64| {
+            m.report_progress(&mm, &vv, UpdateState::Downloading { done, total });
+        };
+        match fetch(&conn, model, version, &downloads, &key, opts, &progress).await {
+            Ok(f) => break f,
+            Err(DownloadError::Link(e)) if attempt < attempts.max(1) => {
+                tracing::info!(model, version, attempt, error = %e, "download interrupted: resuming");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                let e = UpdateError::Download(e);
+                manager.report_progress(
+                    model,
+                    version,
+                    UpdateState::Rejected {
+                        reason: e.reason().to_string(),
+                        message: e.to_string(),
+                    },
+                );
+                return Err(e);
+            }
+        }
+    };
+    let (m, dir) = (manager.clone(), fetched.dir.clone());
+    let installed = tokio::task::spawn_blocking(move || m.install(&dir, order))
+        .await
+        .map_err(|e| {
+            UpdateError::Install(InstallError::Io {
+                path: fetched.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+    let _ = std::fs::remove_dir_all(&fetched.dir);
+    Ok(installed?)
+}
