@@ -36,7 +36,16 @@ echo "== hub ready"; grep -E "serving" "$HUBLOG" | sed 's/^/   log: /'
 echo
 "$BIN" run --config "$CONF" 2>"$LOG" &
 PID=$!
-trap 'kill $PID $HUBPID 2>/dev/null || true; rm -f "$LOG" "$HUBLOG"' EXIT
+SUBLOG=$(mktemp)
+SUBPID=
+trap 'kill $PID $HUBPID $SUBPID 2>/dev/null || true; rm -f "$LOG" "$HUBLOG" "$SUBLOG"' EXIT
+# Any MQTT subscriber can follow the fleet (docs/mqtt.md); this one uses the hub's identity,
+# which the broker's ACL lets read every device's topics.
+if command -v mosquitto_sub >/dev/null; then
+  mosquitto_sub -h 127.0.0.1 -p 8883 --cafile demo-out/pki/ca.pem \
+    --cert demo-out/pki/hub.pem --key demo-out/pki/hub.key -t 'tandem/#' -v -W 60 >"$SUBLOG" 2>&1 &
+  SUBPID=$!
+fi
 for _ in $(seq 1 100); do
   curl -sf "$URL/v2/health/ready" >/dev/null 2>&1 && break
   kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "demo: the agent exited" >&2; exit 1; }
@@ -67,6 +76,12 @@ if [ -f models/text-sentiment/samples/sentences.jsonl ]; then
     printf '%s' "$text" | curl -sf --data-binary @- "$URL/v1/classify/text-sentiment" | summarise "${text:0:34}"
   done
 fi
+sleep 2
+echo "== MQTT: a subscriber on tandem/# saw (topic, then the start of the payload):"
+cut -c1-150 "$SUBLOG" | grep -E '^tandem/' | tac | awk '!seen[$1]++' | tac | head -n 6 | sed 's/^/   /'
+echo "   ... $(grep -c '^tandem/' "$SUBLOG") messages so far"
+echo "== the hub's view of the fleet, from that telemetry (GET /v1/fleet):"
+curl -sf http://127.0.0.1:8480/v1/fleet | cut -c1-300; echo
 echo "== OIP v2 (Triton/KServe protocol): GET /v2/models/vision-fashion"
 curl -sf "$URL/v2/models/vision-fashion"; echo
 echo "== a bad request gets a precise error:"
