@@ -485,3 +485,50 @@ async fn the_daemon_reports_over_mqtt_and_says_offline_on_sigterm() {
     let status = tokio::task::block_in_place(|| daemon.child.wait()).expect("exit");
     assert!(status.success(), "{status:?}: {}", daemon.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_telemetry_waits_in_the_durable_queue() {
+    let w = world(|cfg| cfg.mqtt.telemetry_interval_ms = 100).await;
+    let World {
+        _dir,
+        broker,
+        router,
+        mut cfg,
+        ..
+    } = w;
+    cfg.queue.dir = _dir.path().join("queue");
+    let queue = tandem_agent::app::open_queue(&cfg).expect("queue");
+    let counters = router.counters().clone();
+    let svc = MqttService::start(&cfg, router.clone(), Some(queue.clone()))
+        .expect("mqtt set up")
+        .expect("mqtt on");
+    let connected = || {
+        counters
+            .mqtt
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    wait_for("the connection", connected).await;
+    let telemetry = |q: &Arc<dyn tandem_agent::queue::Queue>| {
+        q.stats().class(tandem_agent::queue::Class::Telemetry).depth
+    };
+    let before = telemetry(&queue);
+    broker.stop().await;
+    wait_for("the disconnection", || !connected()).await;
+    wait_for("snapshots in the durable queue", || {
+        telemetry(&queue) >= before + 3
+    })
+    .await;
+    let leased = queue.lease(16, 1 << 20).expect("lease");
+    let first = leased
+        .iter()
+        .find(|d| d.class == tandem_agent::queue::Class::Telemetry)
+        .expect("a telemetry record");
+    match tandem_shared::record::decode(&first.payload).expect("a record") {
+        tandem_shared::record::Record::Telemetry(v) => {
+            assert_eq!(v["v"], 1, "the MQTT telemetry payload, kept as it is: {v}")
+        }
+        other => panic!("expected telemetry, got {other:?}"),
+    }
+    svc.shutdown(Duration::from_millis(200)).await;
+}

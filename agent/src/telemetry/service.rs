@@ -70,6 +70,7 @@ impl MqttService {
             .filter(|n| valid_device_name(n))
             .ok_or_else(|| MqttError::Identity(cfg.resolve(&cfg.hub.cert)))?;
         let counters = router.counters().clone();
+        let outbox = queue.clone();
         let reporter = Arc::new(Reporter::new(router, queue));
         let handler = Arc::new(AgentHandler {
             reporter: reporter.clone(),
@@ -99,17 +100,27 @@ impl MqttService {
             },
         )));
         let every = Duration::from_millis(cfg.mqtt.telemetry_interval_ms);
-        let (l, r) = (link.clone(), reporter.clone());
+        let (l, r, c) = (link.clone(), reporter.clone(), counters.clone());
         let ticker = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                l.publish(Outgoing {
-                    class: Class::Telemetry,
-                    topic: Topic::telemetry(l.device()),
-                    payload: r.telemetry().encode(),
-                });
+                let payload = r.telemetry().encode();
+                match &outbox {
+                    // The broker is unreachable: the snapshot waits in the durable queue and
+                    // reaches the hub over QUIC (the lowest class: evicted first when full).
+                    Some(q) if !c.mqtt.connected.load(std::sync::atomic::Ordering::Relaxed) => {
+                        keep_offline(q.clone(), &payload).await;
+                    }
+                    _ => {
+                        l.publish(Outgoing {
+                            class: Class::Telemetry,
+                            topic: Topic::telemetry(l.device()),
+                            payload,
+                        });
+                    }
+                }
             }
         });
         tracing::info!(broker = %url, device, interval_ms = cfg.mqtt.telemetry_interval_ms, events_sample_rate = cfg.mqtt.events_sample_rate, "MQTT telemetry and commands");
@@ -142,5 +153,21 @@ impl MqttService {
         self.ticker.abort();
         self.reporter.router().counters().set_event_sink(None);
         self.link.abort();
+    }
+}
+
+/// Queues a telemetry snapshot taken while the broker is unreachable.
+async fn keep_offline(q: Arc<dyn Queue>, payload: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return;
+    };
+    let record = tandem_shared::record::encode(&tandem_shared::record::Record::Telemetry(v));
+    let queued = tokio::task::spawn_blocking(move || {
+        q.submit(crate::queue::Class::Telemetry, record)
+            .map(|_pending| ())
+    })
+    .await;
+    if let Ok(Err(e)) = queued {
+        tracing::debug!(error = %e, "offline telemetry not queued");
     }
 }
