@@ -101,8 +101,13 @@ pub fn start_router_with(
         &settings.models.enabled,
         settings.variant(),
     );
+    let updates = (uplink.is_some() && !settings.models.trusted_key.is_empty())
+        .then(|| Arc::new(crate::models::Manager::new(engine.clone(), &settings)));
     let mut router =
         crate::hybrid::Router::new(engine, uplink, cfg.policy.clone()).with_remote(remote);
+    if let Some(m) = updates {
+        router = router.with_models(m);
+    }
     if let Some(f) = feedback {
         router = router.with_feedback(f);
     }

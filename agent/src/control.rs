@@ -5,6 +5,8 @@
 //! - `set_threshold {model, threshold, signal?}`: a model's confidence threshold (and signal).
 //! - `set_policy {model?, mode}`: a model's routing mode, or the default one.
 //! - `telemetry_now {}`: telemetry at once (returned for the caller to publish).
+//! - `update_model {model, version, rollback?}`: download and install a model version from the
+//!   hub (`models::update`, in the background; `ok` means started).
 
 use crate::hybrid::Router;
 use crate::policy::Mode;
@@ -83,6 +85,11 @@ pub fn handle(reporter: &Reporter, name: &str, payload: &[u8]) -> Handled {
             .update_policy(model.as_deref(), Some(mode(*m)), None, None)
             .map(|_| Some(view(router, model.as_deref()))),
         Command::TelemetryNow => Ok(None),
+        Command::UpdateModel {
+            model,
+            version,
+            rollback,
+        } => crate::models::update::start(router, model, version, *rollback).map(|()| None),
     };
     match changed {
         Err(e) => {

@@ -51,6 +51,7 @@ fn commands() {
         ("cmd_set_threshold", "set_threshold"),
         ("cmd_set_policy", "set_policy"),
         ("cmd_telemetry_now", "telemetry_now"),
+        ("cmd_update_model", "update_model"),
     ] {
         let text = fixture(name);
         let (id, c) = Command::decode(cmd, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));

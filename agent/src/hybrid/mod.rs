@@ -56,6 +56,7 @@ pub struct Router {
     feedback: Option<Arc<crate::feedback::Feedback>>,
     next_id: AtomicU64,
     counters: Arc<crate::telemetry::AgentCounters>,
+    models: Option<Arc<crate::models::Manager>>,
 }
 
 /// How an offload attempt ended, when it gave no answer.
@@ -78,7 +79,19 @@ impl Router {
             feedback: None,
             next_id: AtomicU64::new(seed | 1),
             counters: Arc::default(),
+            models: None,
         }
+    }
+
+    /// Installs model updates the hub orders (`update_model`) with this manager.
+    pub fn with_models(mut self, models: Arc<crate::models::Manager>) -> Self {
+        self.models = Some(models);
+        self
+    }
+
+    /// The model manager, when updates are on (`models.trusted_key` and a hub link).
+    pub fn models(&self) -> Option<&Arc<crate::models::Manager>> {
+        self.models.as_ref()
     }
 
     /// Adds models only the hub runs (see `remote`); ignored without a hub link.

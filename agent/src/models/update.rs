@@ -105,3 +105,47 @@ pub async fn update(
     let _ = std::fs::remove_dir_all(&fetched.dir);
     Ok(installed?)
 }
+
+/// Starts an update the hub ordered (`update_model`) in the background: download, install,
+/// then the watch window. Refused at once (the command's error result) when this agent has no
+/// model manager (no `models.trusted_key` or no hub link) or does not serve `model`.
+pub fn start(
+    router: &crate::hybrid::Router,
+    model: &str,
+    version: &str,
+    rollback: bool,
+) -> Result<(), String> {
+    let Some(manager) = router.models().cloned() else {
+        return Err("model updates are off here: set models.trusted_key and [hub]".into());
+    };
+    let Some(uplink) = router.uplink().cloned() else {
+        return Err("model updates need the hub link ([hub] address)".into());
+    };
+    if router.engine().model(model).is_none() {
+        return Err(format!("model `{model}` is not served here"));
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+    let (model, version) = (model.to_string(), version.to_string());
+    runtime.spawn(async move {
+        let order = Order { rollback };
+        match update(&manager, &uplink, &model, &version, order, DownloadOptions::default(), 5)
+            .await
+        {
+            Ok(installed) => {
+                tracing::info!(model = %model, from = %installed.from, to = %installed.to, "model updated; watching it");
+                let m = manager.clone();
+                let watched = tokio::task::spawn_blocking(move || {
+                    m.watch(&installed, Duration::from_secs(1))
+                })
+                .await;
+                if let Ok(Ok(outcome)) = watched {
+                    tracing::info!(model = %model, ?outcome, "watch window over");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(model = %model, version = %version, reason = e.reason(), error = %e, "model update refused");
+            }
+        }
+    });
+    Ok(())
+}

@@ -38,18 +38,32 @@ pub fn device_views(fleet: &Fleet, model: &str) -> Vec<DeviceView> {
     devices
         .into_iter()
         .map(|d| DeviceView {
-            version: d.status.as_ref().and_then(|s| {
-                s.models
-                    .iter()
-                    .find(|m| m.name == model)
-                    .map(|m| m.version.clone())
-            }),
+            version: served_version(&d, model),
             device: d.device,
             labels: Default::default(),
             online: d.online,
             update: None,
         })
         .collect()
+}
+
+/// The version of `model` a device serves: from its telemetry (every few seconds, so it shows
+/// a swap) when that is newer than its status (sent when it connects).
+fn served_version(d: &crate::fleet::store::DeviceState, model: &str) -> Option<String> {
+    let from_status = d.status.as_ref().and_then(|s| {
+        s.models
+            .iter()
+            .find(|m| m.name == model)
+            .map(|m| (s.ts_ms.unwrap_or(0), m.version.clone()))
+    });
+    let from_telemetry = d
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.models.get(model).map(|m| (t.ts_ms, m.version.clone())));
+    match (from_status, from_telemetry) {
+        (Some(s), Some(t)) => Some(if t.0 >= s.0 { t.1 } else { s.1 }),
+        (s, t) => s.or(t).map(|(_, v)| v),
+    }
 }
 
 /// Steps the rollouts every `tick` until `stop` resolves.

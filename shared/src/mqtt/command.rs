@@ -36,11 +36,18 @@ pub enum CommandName {
     SetPolicy,
     /// `telemetry_now`.
     TelemetryNow,
+    /// `update_model`.
+    UpdateModel,
 }
 
 impl CommandName {
     /// Every known command.
-    pub const ALL: [CommandName; 3] = [Self::SetThreshold, Self::SetPolicy, Self::TelemetryNow];
+    pub const ALL: [CommandName; 4] = [
+        Self::SetThreshold,
+        Self::SetPolicy,
+        Self::TelemetryNow,
+        Self::UpdateModel,
+    ];
 
     /// The topic level.
     pub fn as_str(self) -> &'static str {
@@ -48,6 +55,7 @@ impl CommandName {
             Self::SetThreshold => "set_threshold",
             Self::SetPolicy => "set_policy",
             Self::TelemetryNow => "telemetry_now",
+            Self::UpdateModel => "update_model",
         }
     }
 
@@ -78,6 +86,16 @@ pub enum Command {
     },
     /// Publish telemetry at once.
     TelemetryNow,
+    /// Download a model version from the hub's registry and install it (flow 5); `rollback`:
+    /// an older version than the serving one is accepted.
+    UpdateModel {
+        /// Model.
+        model: String,
+        /// Version (in the hub's registry).
+        version: String,
+        /// An ordered rollback.
+        rollback: bool,
+    },
 }
 
 #[derive(Deserialize)]
@@ -103,6 +121,19 @@ struct SetPolicyBody {
     #[serde(default)]
     model: Option<String>,
     mode: PolicyMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateModelBody {
+    #[allow(dead_code)]
+    v: u32,
+    #[allow(dead_code)]
+    id: String,
+    model: String,
+    version: String,
+    #[serde(default)]
+    rollback: bool,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +166,7 @@ impl Command {
             Self::SetThreshold { .. } => CommandName::SetThreshold,
             Self::SetPolicy { .. } => CommandName::SetPolicy,
             Self::TelemetryNow => CommandName::TelemetryNow,
+            Self::UpdateModel { .. } => CommandName::UpdateModel,
         }
     }
 
@@ -176,6 +208,13 @@ impl Command {
             CommandName::TelemetryNow => {
                 serde_json::from_value::<EmptyBody>(value).map(|_| Command::TelemetryNow)
             }
+            CommandName::UpdateModel => {
+                serde_json::from_value::<UpdateModelBody>(value).map(|b| Command::UpdateModel {
+                    model: b.model,
+                    version: b.version,
+                    rollback: b.rollback,
+                })
+            }
         }
         .map_err(|e| fail(Some(id.clone()), invalid(e)))?;
         Ok((id, cmd))
@@ -198,6 +237,15 @@ impl Command {
                 mode: *mode,
             },
             Self::TelemetryNow => Body::Empty {},
+            Self::UpdateModel {
+                model,
+                version,
+                rollback,
+            } => Body::UpdateModel {
+                model,
+                version,
+                rollback: *rollback,
+            },
         };
         let out = Out {
             v: VERSION,
@@ -230,6 +278,12 @@ enum Body<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         model: Option<&'a str>,
         mode: PolicyMode,
+    },
+    UpdateModel {
+        model: &'a str,
+        version: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        rollback: bool,
     },
     Empty {},
 }

@@ -1,0 +1,155 @@
+//! A rollout end to end on loopback, every part real: the hub's supervised mosquitto, fleet
+//! state and rollout controller, its QUIC ingress serving the registry; an agent with its
+//! engine, uplink, model manager and MQTT side. The operator's rollout reaches the device as
+//! `update_model`; the agent downloads the signed bundle over QUIC, verifies it, self-tests it,
+//! swaps it in, and its telemetry shows the new version, which completes the rollout.
+
+mod common;
+
+use bytes::Bytes;
+use common::models_dir;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_agent::inference::Input;
+use tandem_agent::telemetry::MqttService;
+use tandem_hub::fleet::FleetService;
+use tandem_hub::ingress::quic::QuicIngress;
+use tandem_hub::pki::Pki;
+use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
+use tandem_hub::rollout::{Phase, RolloutStore, Spec, controller};
+
+const MODEL: &str = "vision-fashion";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operators_rollout_reaches_the_device_and_completes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
+    pki.add_device("cam-01", 30).expect("device");
+
+    // The hub: fleet over its own mosquitto, registry with 1.0.1, QUIC ingress, controller.
+    let mut hub_cfg = tandem_hub::config::Config {
+        base_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    hub_cfg.mqtt.listen = "127.0.0.1:0".into();
+    let svc = FleetService::start(&hub_cfg)
+        .await
+        .expect("fleet starts (run `make setup` for mosquitto)")
+        .expect("mqtt on");
+    let fleet = svc.fleet();
+    let broker_url = svc.broker().expect("embedded broker").url();
+    let registry = Arc::new(Registry::open(&dir.path().join("registry")).expect("registry"));
+    let src = dir.path().join("pack");
+    let opts = PackOptions {
+        version: Some("1.0.1".into()),
+        ..PackOptions::default()
+    };
+    pack(&models_dir().join(MODEL), &src, &opts).expect("pack");
+    registry
+        .push(&src, &load_signer(pki.dir()).expect("signer"))
+        .expect("push");
+    let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
+        .expect("bind")
+        .with_registry(registry.clone());
+    let quic_addr = ingress.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(ingress.run(until_stopped(stopped.clone())));
+    let store = RolloutStore::open(&dir.path().join("registry/.rollouts")).expect("store");
+    tokio::spawn(controller::run(
+        store.clone(),
+        fleet.clone(),
+        Duration::from_millis(200),
+        until_stopped(stopped.clone()),
+    ));
+
+    // The agent: the shipped 1.0.0, the hub link, the trusted key, MQTT.
+    let models = dir.path().join("models");
+    for f in ["manifest.json", "edge.onnx", "labels.txt"] {
+        let to = models.join(MODEL).join(f);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(models_dir().join(MODEL).join(f), to).expect("copy");
+    }
+    let mut cfg = common::config(&[MODEL], "edge", &["cpu"]);
+    cfg.base_dir = dir.path().to_path_buf();
+    cfg.models.dir = PathBuf::from("models");
+    cfg.models.trusted_key = "pki/signing.pub".into();
+    cfg.models.watch_window_s = 1;
+    cfg.hub.address = quic_addr.to_string();
+    cfg.hub.ca = pki.dir().join("ca.pem");
+    (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
+    cfg.mqtt.url = broker_url.to_string();
+    cfg.mqtt.telemetry_interval_ms = 200;
+    let engine =
+        tokio::task::block_in_place(|| tandem_agent::app::start_engine(&cfg)).expect("engine");
+    let router = tandem_agent::app::start_router(&cfg, engine.clone()).expect("router");
+    assert!(router.models().is_some(), "updates are on");
+    let agent_mqtt = MqttService::start(&cfg, router.clone(), None)
+        .expect("mqtt set up")
+        .expect("mqtt on");
+    wait_for("the device online at the hub", || {
+        fleet
+            .store()
+            .get("cam-01")
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.online)
+    })
+    .await;
+
+    // The operator's rollout: everyone at once (one device).
+    let spec = Spec {
+        model: MODEL.into(),
+        version: "1.0.1".into(),
+        canary_pct: 100,
+        stages_pct: vec![],
+        labels: BTreeMap::new(),
+        success_share: 1.0,
+        failure_share: 0.0,
+        stage_timeout_ms: 60_000,
+        resend_after_ms: 60_000,
+    };
+    let r = store.create(spec, true, now_ms()).expect("create");
+    wait_for("the rollout to finish", || {
+        store.get(&r.id).is_ok_and(|r| r.finished())
+    })
+    .await;
+    let done = store.get(&r.id).expect("get");
+    assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
+    let png = std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample");
+    let answer = engine
+        .infer(MODEL, Input::Images(vec![Bytes::from(png)]))
+        .await
+        .expect("answers");
+    assert_eq!(answer.version, "1.0.1");
+    assert_eq!(
+        std::fs::read_to_string(models.join(MODEL).join("current"))
+            .expect("current")
+            .trim(),
+        "1.0.1"
+    );
+
+    let _ = stop.send(true);
+    agent_mqtt.shutdown(Duration::from_secs(1)).await;
+    svc.stop().await;
+}
