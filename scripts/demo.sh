@@ -5,6 +5,7 @@
 # Then the hub stops and the agent keeps answering (degraded) while the hard examples wait in
 # its durable queue; the hub comes back, the queue drains into the hub's feedback store, a
 # correction follows the same path, and the hub exports the dataset. Both stop on SIGTERM.
+# Last, scripts/demo-rollout.sh: a new model version is signed and rolled out to the fleet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tandem-agent}
@@ -121,3 +122,5 @@ echo "== the hub exports what the device sent as a dataset"
 rm -rf demo-out/dataset
 "$HUB" feedback export --config demo/hub.toml demo-out/dataset
 head -n 2 demo-out/dataset/dataset.jsonl | cut -c1-220
+echo
+./scripts/demo-rollout.sh

@@ -33,7 +33,12 @@ pub fn record_expectations(out: &Path, settings: &EngineSettings) -> Result<usiz
     })?;
     let typed = bundle::parse(&bytes)?;
     let name = typed.manifest.name.clone();
-    // The engine opens `<models dir>/<name>/`: a link to the bundle in a scratch folder.
+    // The engine opens `<models dir>/<name>/`: a link to the bundle in a scratch folder beside
+    // it (absolute: the settings resolve relative paths against their config's folder).
+    let out = &std::fs::canonicalize(out).map_err(|source| RegistryError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
     let scratch = out.with_file_name(format!(
         ".record-{}-{}",
         std::process::id(),
@@ -45,11 +50,7 @@ pub fn record_expectations(out: &Path, settings: &EngineSettings) -> Result<usiz
         source,
     })?;
     let recorded = (|| -> Result<usize, RegistryError> {
-        let target = std::fs::canonicalize(out).map_err(|source| RegistryError::Io {
-            path: out.to_path_buf(),
-            source,
-        })?;
-        link(&target, &models.join(&name))?;
+        link(out, &models.join(&name))?;
         let mut s = settings.clone();
         s.models.dir = models.clone();
         s.models.enabled = vec![name.clone()];

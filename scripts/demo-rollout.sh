@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The rollout part of `make demo` (flow 5): the operator packs vision-fashion 1.0.1 from the
+# shipped model, the hub signs and stores it, and a rollout sends it to the fleet (one demo
+# device); the agent downloads the bundle over its QUIC link, verifies the signature and every
+# sha256, runs the self-tests on its execution provider, swaps it in with no failed request,
+# and the hub sees the fleet on 1.0.1. Runs after scripts/demo.sh, on the same ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/tandem-agent}
+HUB=${HUB:-target/release/tandem-hub}
+CONF=demo/agent-rollout.toml
+URL=http://127.0.0.1:8470
+API=http://127.0.0.1:8480
+LOG=$(mktemp)
+HUBLOG=$(mktemp)
+NEXT=1.0.1
+
+mkdir -p demo-out
+[ -f demo-out/pki/ca.key ] || "$HUB" init --dir demo-out/pki
+[ -f demo-out/pki/devices/demo-cam.pem ] || "$HUB" device add demo-cam --dir demo-out/pki
+# The agent's own copy of the models: vision-fashion as real files (versions get installed
+# beside them), the others linked.
+rm -rf demo-out/agent-models
+mkdir -p demo-out/agent-models/vision-fashion
+for m in models/*/; do
+  m=$(basename "$m")
+  [ -f "models/$m/manifest.json" ] || continue
+  [ "$m" = vision-fashion ] || ln -s "../../models/$m" "demo-out/agent-models/$m"
+done
+cp models/vision-fashion/{manifest.json,edge.onnx,cloud.onnx,labels.txt} demo-out/agent-models/vision-fashion/
+
+"$HUB" run --config demo/hub.toml 2>"$HUBLOG" &
+HUBPID=$!
+PID=
+trap 'kill $PID $HUBPID 2>/dev/null || true; rm -f "$LOG" "$HUBLOG"' EXIT
+for _ in $(seq 1 200); do
+  grep -q "tandem-hub serving" "$HUBLOG" && break
+  kill -0 $HUBPID 2>/dev/null || { cat "$HUBLOG"; echo "demo: the hub exited" >&2; exit 1; }
+  sleep 0.1
+done
+"$BIN" run --config "$CONF" 2>"$LOG" &
+PID=$!
+for _ in $(seq 1 100); do
+  curl -sf "$URL/v2/health/ready" >/dev/null 2>&1 && break
+  kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "demo: the agent exited" >&2; exit 1; }
+  sleep 0.1
+done
+fleet_versions() {
+  # The version each device serves: from its telemetry (sent every second) when it has some.
+  for d in $(curl -sf "$API/v1/fleet" | python3 -c 'import json,sys; print(" ".join(d["device"] for d in json.load(sys.stdin)["devices"]))'); do
+    curl -sf "$API/v1/fleet/$d" | python3 -c 'import json,sys
+d = json.load(sys.stdin)
+t = (d.get("telemetry") or {}).get("models", {}).get("vision-fashion", {}).get("version")
+s = {m["name"]: m["version"] for m in (d.get("status") or {}).get("models", [])}.get("vision-fashion", "-")
+print("   %-10s online=%-5s vision-fashion %s" % (d["device"], d["online"], t or s))'
+  done
+}
+sleep 1
+echo
+echo "== model rollout: the fleet before (GET /v1/fleet)"
+fleet_versions
+echo "== the operator packs vision-fashion $NEXT (edge variant, self-tests recorded with the engine)"
+rm -rf "demo-out/vision-fashion-$NEXT"
+"$HUB" models pack models/vision-fashion "demo-out/vision-fashion-$NEXT" --version "$NEXT" --config demo/hub.toml | sed 's/^/   /'
+echo "== the hub validates, signs (demo-out/pki/signing.key) and stores it"
+"$HUB" models push "demo-out/vision-fashion-$NEXT" --config demo/hub.toml | sed 's/^/   /'
+"$HUB" models list --config demo/hub.toml | sed 's/^/   /'
+echo "== a rollout: a 50% canary of the fleet, then everyone (tandem-hub rollout start)"
+"$HUB" rollout start --model vision-fashion --version "$NEXT" --canary 50 --config demo/hub.toml | sed 's/^/   /'
+for _ in $(seq 1 120); do
+  "$HUB" rollout status --config demo/hub.toml | tail -n 1 | grep -qE "succeeded|halted|aborted" && break
+  sleep 0.5
+done
+"$HUB" rollout status --config demo/hub.toml | tail -n 1 | sed 's/^/   /'
+echo "== the agent's side (its log):"
+grep -E "staged|swapped|model updated|refused|rolled" "$LOG" | sed -E 's/^.*(INFO|WARN) //' | cut -c1-200 | sed 's/^/   /'
+echo "== the fleet after:"
+fleet_versions
+f=$(ls models/vision-fashion/samples/*.png | head -n 1)
+echo "== an answer now (POST /v1/classify/vision-fashion):"
+curl -sf --data-binary @"$f" "$URL/v1/classify/vision-fashion" | python3 -c 'import json,sys
+r=json.load(sys.stdin); print("   %s -> %s %.3f, version %s" % (sys.argv[1], r["label"], r["score"], r["version"]))' "$(basename "$f")"
+kill -TERM $PID; wait $PID || true
+kill -TERM $HUBPID; wait $HUBPID || true
+echo "== agent and hub stopped"
