@@ -198,7 +198,10 @@ async fn hub_with_devices(n: usize, installs: bool) -> Hub {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_that_refuse_halt_the_rollout_at_its_canary() {
     let hub = hub_with_devices(4, false).await;
-    let r = hub.store.create(spec("1.0.1"), true, now_ms()).expect("create");
+    let r = hub
+        .store
+        .create(spec("1.0.1"), true, now_ms())
+        .expect("create");
     wait_for("the halt", || {
         hub.store
             .get(&r.id)
@@ -223,7 +226,10 @@ async fn devices_that_refuse_halt_the_rollout_at_its_canary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_that_install_carry_the_rollout_to_the_end() {
     let hub = hub_with_devices(4, true).await;
-    let r = hub.store.create(spec("1.0.1"), true, now_ms()).expect("create");
+    let r = hub
+        .store
+        .create(spec("1.0.1"), true, now_ms())
+        .expect("create");
     wait_for("the end", || {
         hub.store.get(&r.id).is_ok_and(|r| r.finished())
     })
