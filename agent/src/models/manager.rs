@@ -132,6 +132,8 @@ pub struct Manager {
     margins: Margins,
     window: Duration,
     status: Mutex<BTreeMap<String, UpdateStatus>>,
+    /// Updates ordered by the hub and not finished: model → version.
+    updating: Mutex<BTreeMap<String, String>>,
     one_at_a_time: Mutex<()>,
     reporter: Option<Reporter>,
 }
@@ -189,6 +191,7 @@ impl Manager {
             margins: Margins::from(m),
             window: Duration::from_secs(m.watch_window_s),
             status: Mutex::new(BTreeMap::new()),
+            updating: Mutex::new(BTreeMap::new()),
             one_at_a_time: Mutex::new(()),
             reporter: None,
         }
@@ -208,6 +211,29 @@ impl Manager {
     /// The key bundles must be signed with, when `models.trusted_key` names a readable one.
     pub fn trusted_key(&self) -> Option<&TrustedKey> {
         self.key.as_ref()
+    }
+
+    /// Marks an update of `model` to `version` as in progress: `Some(true)` when it starts now,
+    /// `Some(false)` when that same update is already running, `None` when an update to another
+    /// version is.
+    pub fn begin_update(&self, model: &str, version: &str) -> Option<bool> {
+        let mut u = self.updating.lock().unwrap_or_else(|p| p.into_inner());
+        match u.get(model) {
+            Some(v) if v == version => Some(false),
+            Some(_) => None,
+            None => {
+                u.insert(model.to_string(), version.to_string());
+                Some(true)
+            }
+        }
+    }
+
+    /// Ends the in-progress mark of `model`'s update.
+    pub fn end_update(&self, model: &str) {
+        self.updating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(model);
     }
 
     /// Records (and reports) a state from outside the install itself: download progress, a

@@ -121,12 +121,30 @@ pub fn start(
     let Some(uplink) = router.uplink().cloned() else {
         return Err("model updates need the hub link ([hub] address)".into());
     };
-    if router.engine().model(model).is_none() {
+    let Some(serving) = router.engine().model(model) else {
         return Err(format!("model `{model}` is not served here"));
+    };
+    if serving.version() == version && !rollback {
+        // Already there (a command sent again): nothing to do.
+        return Ok(());
+    }
+    // One update of a model at a time; the same order again (resent) is not an error.
+    match manager.begin_update(model, version) {
+        Some(true) => {}
+        Some(false) => return Ok(()),
+        None => {
+            return Err(format!(
+                "an update of `{model}` to another version is in progress"
+            ));
+        }
     }
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
     let (model, version) = (model.to_string(), version.to_string());
     runtime.spawn(async move {
+        let _done = UpdateGuard {
+            manager: manager.clone(),
+            model: model.clone(),
+        };
         let order = Order { rollback };
         match update(&manager, &uplink, &model, &version, order, DownloadOptions::default(), 5)
             .await
@@ -148,4 +166,16 @@ pub fn start(
         }
     });
     Ok(())
+}
+
+/// Ends the in-progress mark of a model's update when the task ends, however it ends.
+struct UpdateGuard {
+    manager: Arc<Manager>,
+    model: String,
+}
+
+impl Drop for UpdateGuard {
+    fn drop(&mut self) {
+        self.manager.end_update(&self.model);
+    }
 }
