@@ -128,6 +128,17 @@ pub fn start(
         // Already there (a command sent again): nothing to do.
         return Ok(());
     }
+    if !rollback
+        && manager
+            .store()
+            .rolled_back(model)
+            .iter()
+            .any(|v| v == version)
+    {
+        return Err(format!(
+            "rolled_back: {model} {version} was rolled back here after its watch window"
+        ));
+    }
     // One update of a model at a time; the same order again (resent) is not an error.
     match manager.begin_update(model, version) {
         Some(true) => {}

@@ -10,6 +10,8 @@
 //! - A stage succeeds when at least `success_share` of its devices run the version; it fails
 //!   (the rollout halts on its own) when more than `failure_share` of them refused it or rolled
 //!   it back, or when `stage_timeout_ms` passes first.
+//! - After success the version stays desired: devices that missed the rollout (offline, new)
+//!   are commanded when they show up ([`Rollout::reconcile`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -317,6 +319,42 @@ impl Rollout {
             if t.outcome == Outcome::Pending && online && due {
                 t.commanded_ms = Some(now_ms);
                 actions.push(Action::Command(name.clone()));
+            }
+        }
+        actions
+    }
+
+    /// After success, the rollout's version stays the fleet's desired one: a matching device
+    /// that does not run it (offline during the rollout, or new) is commanded when it is
+    /// online (again after `resend_after_ms`); one that refused or rolled it back is left alone.
+    pub fn reconcile(&mut self, devices: &[DeviceView], now_ms: u64) -> Vec<Action> {
+        if self.phase != Phase::Succeeded {
+            return Vec::new();
+        }
+        let by_name: BTreeMap<&str, &DeviceView> =
+            devices.iter().map(|d| (d.device.as_str(), d)).collect();
+        self.record(&by_name);
+        let stage = self.spec.stages().len().saturating_sub(1);
+        let mut actions = Vec::new();
+        let wanted: Vec<&DeviceView> = devices
+            .iter()
+            .filter(|d| self.matches(d) && d.online)
+            .collect();
+        for d in wanted {
+            if d.version.as_deref() == Some(self.spec.version.as_str()) {
+                continue;
+            }
+            let t = self.targets.entry(d.device.clone()).or_insert(Target {
+                stage,
+                commanded_ms: None,
+                outcome: Outcome::Pending,
+            });
+            let due = t
+                .commanded_ms
+                .is_none_or(|at| now_ms.saturating_sub(at) >= self.spec.resend_after_ms);
+            if t.outcome == Outcome::Pending && due {
+                t.commanded_ms = Some(now_ms);
+                actions.push(Action::Command(d.device.clone()));
             }
         }
         actions

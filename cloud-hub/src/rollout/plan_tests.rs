@@ -185,3 +185,35 @@ fn bad_specs_list_every_problem() {
     three.stages_pct = vec![50, 100];
     assert_eq!(three.stages(), [10, 50, 100]);
 }
+
+#[test]
+fn after_success_latecomers_get_the_version() {
+    let mut devices = fleet(4);
+    devices[3].online = false;
+    let mut s = spec(100);
+    s.success_share = 0.75;
+    let mut r = Rollout::new("vf-6".into(), s, 0);
+    let first = commanded(&r.step(&devices, 0));
+    assert_eq!(first.len(), 3);
+    report(&mut devices, &first, "active", None);
+    r.step(&devices, 1000);
+    assert_eq!(r.phase, Phase::Succeeded);
+    assert!(
+        r.reconcile(&devices, 2000).is_empty(),
+        "the latecomer is offline"
+    );
+    devices[3].online = true;
+    assert_eq!(commanded(&r.reconcile(&devices, 3000)), ["cam-03"]);
+    assert!(
+        r.reconcile(&devices, 4000).is_empty(),
+        "not again before resend_after_ms"
+    );
+    // A device that rolled the version back is left alone.
+    report(
+        &mut devices,
+        &["cam-03".to_string()],
+        "rolled_back",
+        Some("latency"),
+    );
+    assert!(r.reconcile(&devices, 60_000).is_empty());
+}

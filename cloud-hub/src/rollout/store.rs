@@ -2,7 +2,8 @@
 //! through the hub's HTTP API): one JSON value per rollout, keyed by id, rewritten and flushed
 //! at every change so a restarted hub carries on where it was.
 
-use super::plan::{Action, DeviceView, Rollout, Spec};
+use super::plan::{Action, DeviceView, Phase, Rollout, Spec};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Why a rollout operation failed.
@@ -146,9 +147,24 @@ impl RolloutStore {
         now_ms: u64,
     ) -> Result<Vec<Command>, RolloutError> {
         let mut out = Vec::new();
-        for mut r in self.list()?.into_iter().filter(|r| !r.finished()) {
+        let all = self.list()?;
+        // Per model, the latest rollout: stepped while it runs, reconciled once it succeeded.
+        let mut latest: BTreeMap<&str, &Rollout> = BTreeMap::new();
+        for r in &all {
+            latest.insert(r.spec.model.as_str(), r);
+        }
+        let active: Vec<Rollout> = latest
+            .into_values()
+            .filter(|r| !r.finished() || r.phase == Phase::Succeeded)
+            .cloned()
+            .collect();
+        for mut r in active {
             let before = r.clone();
-            let actions = r.step(&devices(&r.spec.model), now_ms);
+            let actions = if r.finished() {
+                r.reconcile(&devices(&r.spec.model), now_ms)
+            } else {
+                r.step(&devices(&r.spec.model), now_ms)
+            };
             if r != before {
                 self.save(&r)?;
                 if r.phase != before.phase {
