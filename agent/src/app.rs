@@ -108,6 +108,7 @@ pub fn start_router_with(
     if let Some(m) = updates {
         router = router.with_models(m);
     }
+    router = router.with_labels(cfg.labels.clone());
     if let Some(f) = feedback {
         router = router.with_feedback(f);
     }

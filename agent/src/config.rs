@@ -66,6 +66,9 @@ pub struct Config {
     pub queue: crate::queue::QueueConfig,
     /// Hard examples and corrections for the hub's dataset.
     pub feedback: crate::feedback::FeedbackConfig,
+    /// This device's labels (`group = "cameras-north"`), reported in its MQTT status: rollouts
+    /// select devices by them (`tandem-hub rollout start --group`).
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -124,6 +127,7 @@ impl Default for Config {
             mqtt: crate::uplink::mqtt::MqttConfig::default(),
             queue: crate::queue::QueueConfig::default(),
             feedback: crate::feedback::FeedbackConfig::default(),
+            labels: std::collections::BTreeMap::new(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -174,6 +178,18 @@ impl Config {
                 "server.listen: `{}` is not an IP:port address",
                 self.server.listen
             ));
+        }
+        for (k, v) in &self.labels {
+            let ok = |s: &str| {
+                (1..=64).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            };
+            if !ok(k) || !ok(v) {
+                p.push(format!(
+                    "labels.{k} = `{v}`: names and values are 1-64 letters, digits, `-`, `_` or `.`"
+                ));
+            }
         }
         if self.server.max_body_bytes < 1024 {
             p.push("server.max_body_bytes must be at least 1024".into());

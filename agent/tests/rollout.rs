@@ -2,13 +2,14 @@
 //! state and rollout controller, its QUIC ingress serving the registry; an agent with its
 //! engine, uplink, model manager and MQTT side. The operator's rollout reaches the device as
 //! `update_model`; the agent downloads the signed bundle over QUIC, verifies it, self-tests it,
-//! swaps it in, and its telemetry shows the new version, which completes the rollout.
+//! swaps it in, and its telemetry shows the new version, which completes the rollout. A next
+//! version that fails its self-test on the device is refused there; the refusal, reported in the
+//! agent's telemetry, halts that rollout.
 
 mod common;
 
 use bytes::Bytes;
 use common::models_dir;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
     cfg.mqtt.url = broker_url.to_string();
     cfg.mqtt.telemetry_interval_ms = 200;
+    cfg.labels = [("group".to_string(), "north".to_string())].into();
     let engine =
         tokio::task::block_in_place(|| tandem_agent::app::start_engine(&cfg)).expect("engine");
     let router = tandem_agent::app::start_router(&cfg, engine.clone()).expect("router");
@@ -123,7 +125,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
         version: "1.0.1".into(),
         canary_pct: 100,
         stages_pct: vec![],
-        labels: BTreeMap::new(),
+        labels: [("group".to_string(), "north".to_string())].into(),
         success_share: 1.0,
         failure_share: 0.0,
         stage_timeout_ms: 60_000,
@@ -148,6 +150,49 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
             .trim(),
         "1.0.1"
     );
+
+    // A version whose self-test fails on the device: refused there, reported in its
+    // telemetry, and the rollout halts on it.
+    let bad = dir.path().join("pack-bad");
+    let opts = PackOptions {
+        version: Some("1.0.2".into()),
+        ..PackOptions::default()
+    };
+    pack(&models_dir().join(MODEL), &bad, &opts).expect("pack");
+    let text = std::fs::read_to_string(bad.join("bundle.json")).expect("read");
+    let mut doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let i = doc["selftests"][0]["top1_index"].as_u64().expect("index");
+    doc["selftests"][0]["top1_index"] = serde_json::json!((i + 1) % 10);
+    std::fs::write(
+        bad.join("bundle.json"),
+        serde_json::to_vec(&doc).expect("json"),
+    )
+    .expect("write");
+    registry
+        .push(&bad, &load_signer(pki.dir()).expect("signer"))
+        .expect("push");
+    let mut spec = store.get(&r.id).expect("get").spec;
+    spec.version = "1.0.2".into();
+    let r = store.create(spec, true, now_ms()).expect("create");
+    wait_for("the second rollout to finish", || {
+        store.get(&r.id).is_ok_and(|r| r.finished())
+    })
+    .await;
+    let halted = store.get(&r.id).expect("get");
+    match &halted.phase {
+        Phase::Halted { reason } => assert!(reason.contains("selftest_failed"), "{reason}"),
+        other => panic!("expected a halt, got {other:?}"),
+    }
+    let answer = engine
+        .infer(
+            MODEL,
+            Input::Images(vec![Bytes::from(
+                std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample"),
+            )]),
+        )
+        .await
+        .expect("answers");
+    assert_eq!(answer.version, "1.0.1", "the refused version never served");
 
     let _ = stop.send(true);
     agent_mqtt.shutdown(Duration::from_secs(1)).await;

@@ -57,6 +57,7 @@ pub struct Router {
     next_id: AtomicU64,
     counters: Arc<crate::telemetry::AgentCounters>,
     models: Option<Arc<crate::models::Manager>>,
+    labels: BTreeMap<String, String>,
 }
 
 /// How an offload attempt ended, when it gave no answer.
@@ -80,7 +81,19 @@ impl Router {
             next_id: AtomicU64::new(seed | 1),
             counters: Arc::default(),
             models: None,
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// The device's labels (`[labels]` in the config), reported in its status.
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The device's labels.
+    pub fn labels_of_device(&self) -> &BTreeMap<String, String> {
+        &self.labels
     }
 
     /// Installs model updates the hub orders (`update_model`) with this manager.

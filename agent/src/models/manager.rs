@@ -242,6 +242,43 @@ impl Manager {
         self.report(model, version, state);
     }
 
+    /// The last update of every model, as telemetry carries it to the hub.
+    pub fn reports(&self) -> Vec<tandem_shared::mqtt::UpdateReport> {
+        self.status()
+            .into_iter()
+            .map(|u| {
+                let (state, reason, done, total) = match u.state {
+                    UpdateState::Downloading { done, total } => {
+                        ("downloading", None, Some(done), Some(total))
+                    }
+                    UpdateState::Verifying => ("verifying", None, None, None),
+                    UpdateState::Testing => ("testing", None, None, None),
+                    UpdateState::Watching { .. } => ("watching", None, None, None),
+                    UpdateState::Active { .. } => ("active", None, None, None),
+                    UpdateState::Rejected { reason, message } => {
+                        ("rejected", Some(format!("{reason}: {message}")), None, None)
+                    }
+                    UpdateState::RolledBack {
+                        reason, message, ..
+                    } => (
+                        "rolled_back",
+                        Some(format!("{reason}: {message}")),
+                        None,
+                        None,
+                    ),
+                };
+                tandem_shared::mqtt::UpdateReport {
+                    model: u.model,
+                    version: u.version,
+                    state: state.to_string(),
+                    reason,
+                    done,
+                    total,
+                }
+            })
+            .collect()
+    }
+
     /// The last update of every model.
     pub fn status(&self) -> Vec<UpdateStatus> {
         self.status

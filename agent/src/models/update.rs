@@ -152,14 +152,17 @@ pub fn start(
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
     let (model, version) = (model.to_string(), version.to_string());
     runtime.spawn(async move {
-        let _done = UpdateGuard {
-            manager: manager.clone(),
-            model: model.clone(),
-        };
         let order = Order { rollback };
-        match update(&manager, &uplink, &model, &version, order, DownloadOptions::default(), 5)
-            .await
-        {
+        let updated = {
+            // In progress until installed or refused; the watch window that follows does not
+            // block a next version (it then ends as superseded).
+            let _done = UpdateGuard {
+                manager: manager.clone(),
+                model: model.clone(),
+            };
+            update(&manager, &uplink, &model, &version, order, DownloadOptions::default(), 5).await
+        };
+        match updated {
             Ok(installed) => {
                 tracing::info!(model = %model, from = %installed.from, to = %installed.to, "model updated; watching it");
                 let m = manager.clone();

@@ -62,7 +62,9 @@ impl Reporter {
                 ep: m.ep.to_string(),
             })
             .collect();
-        Status::online(now_ms(), AGENT_VERSION, models)
+        let mut status = Status::online(now_ms(), AGENT_VERSION, models);
+        status.labels = self.router.labels_of_device().clone();
+        status
     }
 
     /// The next telemetry message (sequence numbers start at 1).
@@ -112,6 +114,11 @@ impl Reporter {
             }),
             mqtt: counters.mqtt.to_telemetry(),
             process: super::process::stats(),
+            updates: self
+                .router
+                .models()
+                .map(|m| m.reports())
+                .unwrap_or_default(),
         }
     }
 }

@@ -5,8 +5,8 @@
 //! failed for the rollout; one that runs the version (its status) as active; silence leaves
 //! it pending until the stage times out.
 //!
-//! To come with the MQTT contract's update reports: device labels (for `--group`), progress
-//! states and rollbacks reported by the agents.
+//! Devices' labels come from their status (`--group`), their update states (`rejected`,
+//! `rolled_back` fail them) from their telemetry.
 
 use super::plan::DeviceView;
 use super::plan::Outcome;
@@ -39,10 +39,19 @@ pub fn device_views(fleet: &Fleet, model: &str) -> Vec<DeviceView> {
         .into_iter()
         .map(|d| DeviceView {
             version: served_version(&d, model),
+            labels: d
+                .status
+                .as_ref()
+                .map(|s| s.labels.clone())
+                .unwrap_or_default(),
+            update: d.telemetry.as_ref().and_then(|t| {
+                t.updates
+                    .iter()
+                    .find(|u| u.model == model)
+                    .map(|u| (u.version.clone(), u.state.clone(), u.reason.clone()))
+            }),
             device: d.device,
-            labels: Default::default(),
             online: d.online,
-            update: None,
         })
         .collect()
 }

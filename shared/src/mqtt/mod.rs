@@ -26,7 +26,7 @@ pub mod url;
 pub use command::{Command, CommandError, CommandName, CommandResult, PolicyMode, PolicyView};
 pub use payload::{
     Event, Histogram, ModelStatus, ModelTelemetry, MqttCounters, PayloadError, ProcessStats,
-    QueueStats, RouteCount, State, Status, Telemetry, VERSION,
+    QueueStats, RouteCount, State, Status, Telemetry, UpdateReport, VERSION,
 };
 pub use topic::{Topic, TopicError, TopicKind, valid_device_name};
 pub use url::{BrokerUrl, UrlError};

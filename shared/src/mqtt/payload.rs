@@ -125,6 +125,10 @@ pub struct Status {
     /// Models loaded (online only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelStatus>,
+    /// The device's labels from its config (`group = "cameras-north"`; online only): what
+    /// rollouts select devices by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Status {
@@ -137,6 +141,7 @@ impl Status {
             reason: None,
             agent_version: Some(agent_version.to_string()),
             models,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -154,6 +159,7 @@ impl Status {
             reason: Some(reason.to_string()),
             agent_version: None,
             models: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -263,6 +269,29 @@ pub struct Telemetry {
     pub mqtt: MqttCounters,
     /// CPU and memory.
     pub process: ProcessStats,
+    /// The last model update of each model (flow 5), while the agent runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<UpdateReport>,
+}
+
+/// Where a model update stands on the device (the rollout controller reads it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReport {
+    /// Model.
+    pub model: String,
+    /// The version the update is about.
+    pub version: String,
+    /// `downloading`, `verifying`, `testing`, `watching`, `active`, `rejected`, `rolled_back`.
+    pub state: String,
+    /// Why (`rejected`, `rolled_back`): a short reason, then words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes downloaded (`downloading`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<u64>,
+    /// Bytes of the bundle (`downloading`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
 
 /// `tandem/{device}/events`: one sampled inference.
