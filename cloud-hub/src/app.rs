@@ -54,7 +54,6 @@ async fn signal() {
 /// Prometheus text: the engine's counters and histograms, model gauges (queue depth, model
 /// info), and the QUIC ingress counters.
 pub fn render_metrics(engine: &Engine, ingress: &crate::ingress::quic::IngressStats) -> String {
-    use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = engine
         .metrics()
@@ -86,11 +85,7 @@ pub fn render_metrics(engine: &Engine, ingress: &crate::ingress::quic::IngressSt
             &ingress.redelivered,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
+        tandem_engine::metrics::write_one(&mut out, name, "counter", help, v.load(Relaxed) as f64);
     }
     out
 }

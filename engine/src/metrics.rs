@@ -214,6 +214,20 @@ impl Metrics {
     }
 }
 
+/// Appends one metric family in the Prometheus text format: its HELP and TYPE lines, then one
+/// sample per `(labels, value)` (`labels` is `""` or `{k="v",...}`).
+pub fn write_family(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        let _ = writeln!(out, "{name}{labels} {v}");
+    }
+}
+
+/// [`write_family`] for a family with a single unlabelled sample.
+pub fn write_one(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    write_family(out, name, kind, help, &[(String::new(), value)]);
+}
+
 /// The per-model gauges both daemons show: queue depth, and the loaded model's version,
 /// variant and execution provider.
 pub fn model_gauges(engine: &crate::Engine) -> Vec<Gauge> {

@@ -260,17 +260,21 @@ impl Uplink {
             .endpoint
             .connect(self.addr, &self.server_name)
             .map_err(|e| UplinkError::Unreachable(e.to_string()))?;
-        match tokio::time::timeout(self.timeout, connecting).await {
-            Ok(Ok(c)) => Ok(self.install(c, Arc::new(AtomicBool::new(true)))),
-            Ok(Err(e)) => {
-                self.fail(None, &e.to_string());
-                Err(UplinkError::Unreachable(e.to_string()))
-            }
-            Err(_) => {
-                self.fail(None, "connect timed out");
-                Err(UplinkError::Unreachable("connect timed out".into()))
-            }
-        }
+        self.handshake(connecting).await
+    }
+
+    /// Completes a full handshake within `hub.timeout_ms`; a failure starts the backoff.
+    async fn handshake(
+        &self,
+        connecting: quinn::Connecting,
+    ) -> Result<quinn::Connection, UplinkError> {
+        let why = match tokio::time::timeout(self.timeout, connecting).await {
+            Ok(Ok(c)) => return Ok(self.install(c, Arc::new(AtomicBool::new(true)))),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_string(),
+        };
+        self.fail(None, &why);
+        Err(UplinkError::Unreachable(why))
     }
 
     /// The live connection to the hub (connecting if needed, within the backoff), for streams
@@ -314,17 +318,7 @@ impl Uplink {
                 });
                 Ok(self.install(conn, established))
             }
-            Err(connecting) => match tokio::time::timeout(self.timeout, connecting).await {
-                Ok(Ok(c)) => Ok(self.install(c, Arc::new(AtomicBool::new(true)))),
-                Ok(Err(e)) => {
-                    self.fail(None, &e.to_string());
-                    Err(UplinkError::Unreachable(e.to_string()))
-                }
-                Err(_) => {
-                    self.fail(None, "connect timed out");
-                    Err(UplinkError::Unreachable("connect timed out".into()))
-                }
-            },
+            Err(connecting) => self.handshake(connecting).await,
         }
     }
 

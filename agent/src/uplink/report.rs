@@ -4,19 +4,8 @@
 use super::Uplink;
 use crate::feedback::Feedback;
 use crate::queue::Class;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, v) in rows {
-        let _ = writeln!(out, "{name}{labels} {v}");
-    }
-}
-
-fn one(out: &mut String, name: &str, kind: &str, help: &str, v: f64) {
-    family(out, name, kind, help, &[(String::new(), v)]);
-}
+use tandem_engine::metrics::{write_family as family, write_one as one};
 
 /// Appends the link's, the queue's and the feedback side's metrics to `out`.
 pub fn render(out: &mut String, uplink: Option<&Uplink>, feedback: Option<&Feedback>) {

@@ -67,7 +67,7 @@ impl Store {
         let mut sum = ExportSummary::default();
         for r in self.iter() {
             let r = r?;
-            let (line, file) = match (&r.example, r.kind.as_str()) {
+            let (line, (file, name)) = match (&r.example, r.kind.as_str()) {
                 (Some(ex), _) => {
                     if let Some(rel) = &r.input {
                         let (src, dst) = (self.dir().join(rel), out.join(rel));
@@ -94,19 +94,24 @@ impl Store {
                         "time_ms": ex.time_ms,
                         "received_ms": r.received_ms,
                     });
-                    (line, &mut dataset)
+                    (line, (&mut dataset, "dataset.jsonl"))
                 }
                 (None, "rejected") => {
                     sum.rejected += 1;
-                    (serde_json::to_value(&r).unwrap_or_default(), &mut rejected)
+                    (
+                        serde_json::to_value(&r).unwrap_or_default(),
+                        (&mut rejected, "rejected.jsonl"),
+                    )
                 }
                 (None, _) => {
                     sum.events += 1;
-                    (serde_json::to_value(&r).unwrap_or_default(), &mut events)
+                    (
+                        serde_json::to_value(&r).unwrap_or_default(),
+                        (&mut events, "events.jsonl"),
+                    )
                 }
             };
-            let p = out.join("dataset.jsonl");
-            writeln!(file, "{line}").map_err(io(&p))?;
+            writeln!(file, "{line}").map_err(io(&out.join(name)))?;
         }
         for (w, name) in [
             (&mut dataset, "dataset.jsonl"),
