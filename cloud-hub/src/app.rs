@@ -102,10 +102,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         source: std::io::Error::other("not an address"),
     })?;
     let feedback_dir = cfg.feedback_dir();
-    let feedback = tokio::task::block_in_place(|| crate::feedback::Store::open(&feedback_dir))?;
+    let feedback = Arc::new(tokio::task::block_in_place(|| {
+        crate::feedback::Store::open(&feedback_dir)
+    })?);
     let ingress = QuicIngress::bind(quic_addr, &cfg.pki_dir())?
         .with_engine(engine.clone())
-        .with_feedback(Arc::new(feedback));
+        .with_feedback(feedback.clone());
     let quic_local = ingress.local_addr().map_err(|source| AppError::Quic {
         addr: cfg.quic.listen.clone(),
         source,
@@ -136,6 +138,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     }
     if let Some(m) = &mqtt {
         api = api.with_fleet(m.fleet());
+        // Telemetry a device queued while its broker was unreachable updates the fleet state
+        // when it is delivered (newest sample wins; fleet::store).
+        let fleet = m.fleet().store().clone();
+        feedback.on_telemetry(Box::new(move |device, payload| {
+            fleet.late_telemetry(device, payload, crate::fleet::link::now_ms());
+        }));
     }
     let ingress = match downloads {
         Some(r) => ingress.with_registry(r),

@@ -4,10 +4,11 @@
 //! (device, queue epoch, seq), and exported as a dataset.
 //!
 //! Layout: `store` (the sled index and the content-addressed input files, ingest with
-//! deduplication, durable before acknowledgement), `export` (`tandem-hub feedback export`).
+//! deduplication, durable before acknowledgement; new telemetry handed on to the fleet
+//! state), `export` (`tandem-hub feedback export`).
 
 mod export;
 mod store;
 
 pub use export::{ExportFormat, ExportSummary};
-pub use store::{FeedbackError, FeedbackStats, Ingested, Store, StoredRecord};
+pub use store::{FeedbackError, FeedbackStats, Ingested, Store, StoredRecord, TelemetrySink};

@@ -10,6 +10,9 @@
 //! - A payload that does not decode is kept as `rejected` (with the reason) and acknowledged:
 //!   sending it again would not help, and it is counted and logged rather than lost silently.
 //! - The device always comes from the connection's certificate, never from a payload.
+//! - Telemetry delivered late (snapshots a device queued while its broker was unreachable)
+//!   goes to the [`TelemetrySink`] (the fleet state) once, when first stored and durable; a
+//!   duplicate does not.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -97,6 +100,22 @@ pub struct FeedbackStats {
     pub rejected: AtomicU64,
 }
 
+/// Told of each telemetry snapshot newly stored: (device, the telemetry JSON as the device
+/// wrote it). Runs on the ingest thread after the batch is durable; keep it quick.
+pub type TelemetrySink = Box<dyn Fn(&str, &serde_json::Value) + Send + Sync>;
+
+struct Sink(std::sync::OnceLock<TelemetrySink>);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Sink(set)"
+        } else {
+            "Sink(none)"
+        })
+    }
+}
+
 /// The store.
 #[derive(Debug)]
 pub struct Store {
@@ -104,6 +123,7 @@ pub struct Store {
     records: sled::Tree,
     db: sled::Db,
     stats: FeedbackStats,
+    telemetry_sink: Sink,
 }
 
 fn now_ms() -> u64 {
@@ -156,7 +176,14 @@ impl Store {
             records,
             db,
             stats: FeedbackStats::default(),
+            telemetry_sink: Sink(std::sync::OnceLock::new()),
         })
+    }
+
+    /// Sends each telemetry snapshot stored from now on to `sink` (the fleet state); set once,
+    /// `false` when one was already set.
+    pub fn on_telemetry(&self, sink: TelemetrySink) -> bool {
+        self.telemetry_sink.0.set(sink).is_ok()
     }
 
     /// The store's folder.
@@ -230,6 +257,8 @@ impl Store {
         let mut writes = sled::Batch::default();
         let mut seen_in_batch = std::collections::HashSet::new();
         let mut any = false;
+        let sink = self.telemetry_sink.0.get();
+        let mut telemetry = Vec::new();
         for &(epoch, seq, payload) in batch {
             let key = DeliveryKey {
                 device: device.to_string(),
@@ -269,6 +298,9 @@ impl Store {
                 }
                 Ok(Record::Telemetry(v)) => {
                     rec.kind = "telemetry".into();
+                    if sink.is_some() {
+                        telemetry.push(v.clone());
+                    }
                     rec.payload = Some(v);
                     Ingested::New
                 }
@@ -290,6 +322,11 @@ impl Store {
         if any {
             self.records.apply_batch(writes).map_err(db_err)?;
             self.db.flush().map_err(db_err)?;
+        }
+        if let Some(sink) = sink {
+            for v in &telemetry {
+                sink(device, v);
+            }
         }
         for o in &out {
             match o {
@@ -368,6 +405,35 @@ mod tests {
         assert_eq!(
             s.ingest("cam-1", &[(7, 1, &a)]).expect("after reopen"),
             vec![Ingested::Duplicate]
+        );
+    }
+
+    #[test]
+    fn new_telemetry_goes_to_the_sink_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(dir.path()).expect("open");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let got = seen.clone();
+        assert!(s.on_telemetry(Box::new(move |device, v| {
+            got.lock()
+                .expect("lock")
+                .push((device.to_string(), v["seq"].as_u64()));
+        })));
+        assert!(!s.on_telemetry(Box::new(|_, _| {})), "set once");
+        let tm =
+            |seq: u64| record::encode(&Record::Telemetry(serde_json::json!({"v": 1, "seq": seq})));
+        let (t1, t2, ex) = (tm(1), tm(2), example(None));
+        s.ingest("cam-1", &[(7, 1, &t1), (7, 2, &ex), (7, 3, &t2)])
+            .expect("ingest");
+        // Redelivered (an acknowledgement was lost): stored once, told once.
+        s.ingest("cam-1", &[(7, 3, &t2), (7, 1, &t1)])
+            .expect("again");
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![
+                ("cam-1".to_string(), Some(1)),
+                ("cam-1".to_string(), Some(2))
+            ]
         );
     }
 

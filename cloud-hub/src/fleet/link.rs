@@ -122,7 +122,8 @@ pub fn tls_config(pki_dir: &Path) -> Result<rustls::ClientConfig, LinkError> {
         .map_err(|e| LinkError::Tls(e.to_string()))
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (hub clock).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -322,8 +323,7 @@ fn dispatch(topic: &str, payload: &[u8], store: &FleetStore, waiters: &Waiters, 
             count(stats, "telemetry");
             match Telemetry::decode(payload) {
                 Ok(tm) => store.update(device, |d| {
-                    d.last_seen_ms = now;
-                    d.telemetry = Some(tm);
+                    d.take_telemetry(tm, now, false);
                 }),
                 Err(e) => return unreadable(e.to_string()),
             }
