@@ -123,6 +123,50 @@ fn slice_rows(t: &OutputTensor, from: usize, n: usize) -> OutputTensor {
     }
 }
 
+/// Padding a text batch may add, as a share of its real length: texts padded to the longest
+/// of their batch cost that much more to run, so a batch whose padding would pass this is split.
+pub const MAX_TEXT_PADDING: f64 = 0.25;
+
+/// Groups text requests of similar length so that each group runs with little padding: sorts
+/// them by length (characters, a proxy for tokens) and starts a new group when padding the
+/// group to its longest text would add more than [`MAX_TEXT_PADDING`]. Returns the indexes of
+/// `inputs` per group, shortest group first; a single group when nothing needs splitting, and
+/// each input alone when the inputs are not texts.
+pub fn group_by_length<'a>(inputs: impl IntoIterator<Item = &'a Input>) -> Vec<Vec<usize>> {
+    let inputs: Vec<&Input> = inputs.into_iter().collect();
+    let Some(lens) = inputs
+        .iter()
+        .map(|i| match i {
+            Input::Texts(v) => Some((v.len(), v.iter().map(String::len).max().unwrap_or(0))),
+            _ => None,
+        })
+        .collect::<Option<Vec<(usize, usize)>>>()
+    else {
+        return (0..inputs.len()).map(|i| vec![i]).collect();
+    };
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_by_key(|&i| lens[i].1);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let (mut rows, mut real) = (0usize, 0usize);
+    for i in order {
+        let (n, len) = lens[i];
+        let fits = groups.last().is_some_and(|_| {
+            let padded = (rows + n) * len.max(1);
+            padded as f64 <= (1.0 + MAX_TEXT_PADDING) * (real + n * len.max(1)) as f64
+        });
+        if !fits {
+            groups.push(Vec::new());
+            (rows, real) = (0, 0);
+        }
+        if let Some(g) = groups.last_mut() {
+            g.push(i);
+        }
+        rows += n;
+        real += n * len.max(1);
+    }
+    groups
+}
+
 /// Splits a batched answer into one answer per request, `rows[i]` rows each, in order.
 pub fn split(inf: &Inference, rows: &[usize]) -> Vec<Inference> {
     let mut from = 0;
@@ -175,5 +219,31 @@ mod tests {
         }]));
         assert!(!compatible(&t(1, 0.0), &other));
         assert!(!compatible(&t(1, 0.0), &Input::Texts(vec!["a".into()])));
+    }
+
+    fn text(len: usize) -> Input {
+        Input::Texts(vec!["x".repeat(len)])
+    }
+
+    #[test]
+    fn texts_of_similar_length_share_a_batch_and_long_ones_split_off() {
+        // Padding 10, 11, 12 to 12 adds 3 of 33 (9%): one group.
+        let similar = [text(12), text(10), text(11)];
+        assert_eq!(group_by_length(&similar), vec![vec![1, 2, 0]]);
+        // A 60-character text would pad the three short ones five-fold: it runs apart.
+        let mixed = [text(10), text(60), text(11), text(12)];
+        assert_eq!(group_by_length(&mixed), vec![vec![0, 2, 3], vec![1]]);
+        // Every group keeps its padding within MAX_TEXT_PADDING.
+        let many: Vec<Input> = (0..40).map(|k| text(5 + (k * 37) % 90)).collect();
+        let groups = group_by_length(&many);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), many.len());
+        for g in &groups {
+            let lens: Vec<usize> = g.iter().map(|&i| 5 + (i * 37) % 90).collect();
+            let longest = lens.iter().max().copied().unwrap_or(0);
+            let real: usize = lens.iter().sum();
+            assert!((longest * lens.len()) as f64 <= (1.0 + MAX_TEXT_PADDING) * real as f64);
+        }
+        // Inputs that are not texts are left one per group (the caller batches them as before).
+        assert_eq!(group_by_length(&[t(1, 0.0), t(1, 1.0)]), vec![vec![0], vec![1]]);
     }
 }

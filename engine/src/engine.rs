@@ -720,6 +720,18 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
         }
         return;
     }
+    if jobs.first().is_some_and(|j| matches!(j.input, Input::Texts(_))) {
+        // Texts pad to the longest of their batch: run groups of similar length apart.
+        let groups = batch::group_by_length(jobs.iter().map(|j| &j.input));
+        if groups.len() > 1 {
+            let mut slots: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
+            for g in groups {
+                let group: Vec<Job> = g.into_iter().filter_map(|i| slots[i].take()).collect();
+                run_jobs(session, ctx, group, load);
+            }
+            return;
+        }
+    }
     let start = Instant::now();
     let inputs: Vec<Input> = jobs.iter().map(|j| j.input.clone()).collect();
     let rows: Vec<usize> = inputs.iter().map(batch::rows).collect();

@@ -53,7 +53,7 @@ pub struct Args {
     /// (b) Measured seconds per configuration for vision-fashion (split over the rounds).
     #[arg(long, default_value_t = 10.0)]
     batch_seconds: f64,
-    /// (b) Measured seconds per configuration for the text model.
+    /// (b) Measured seconds per configuration for the text model; 0 skips it.
     #[arg(long, default_value_t = 24.0)]
     text_seconds: f64,
     /// (b) Interleaved rounds for the text model (longer rounds: its answers take seconds
