@@ -244,6 +244,9 @@ mod tests {
             assert!((longest * lens.len()) as f64 <= (1.0 + MAX_TEXT_PADDING) * real as f64);
         }
         // Inputs that are not texts are left one per group (the caller batches them as before).
-        assert_eq!(group_by_length(&[t(1, 0.0), t(1, 1.0)]), vec![vec![0], vec![1]]);
+        assert_eq!(
+            group_by_length(&[t(1, 0.0), t(1, 1.0)]),
+            vec![vec![0], vec![1]]
+        );
     }
 }
