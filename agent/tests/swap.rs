@@ -1,7 +1,9 @@
 //! Model updates on a running engine, with real bundles packed from `models/vision-fashion`
 //! and signed by a PKI made here: every bad bundle is refused with its reason while the serving
 //! version keeps answering; a good one swaps in under load with no failed request; an older
-//! one needs an ordered rollback; a restart serves the installed version.
+//! one needs an ordered rollback; a restart serves the installed version; a bad promotion rolls
+//! itself back in its watch window, judged against what the old version did in the window
+//! before the swap.
 
 mod common;
 
@@ -501,4 +503,38 @@ fn a_bad_promotion_rolls_itself_back_and_a_good_one_stays() {
         Watched::Kept(tandem_agent::models::watch::Verdict::Keep)
     );
     assert_eq!(serving_version(&engine), "1.0.2");
+}
+
+#[test]
+fn the_watch_baseline_is_what_the_old_version_did_in_the_last_window() {
+    let mut fx = Fixture::new();
+    fx.cfg.models.watch_window_s = 1;
+    fx.cfg.models.watch_min_requests = 10;
+    let engine = Arc::new(engine_with(&fx.cfg));
+    let manager = Arc::new(Manager::new(engine.clone(), &fx.cfg.engine_settings()));
+    // An early burst, then a quiet stretch longer than the window...
+    traffic(&engine, 300);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // ...then steady traffic through the install.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                traffic(&engine, 5);
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let old = engine.model(MODEL).cloned().expect("serving");
+    let good = fx.signed_with("1.0.1", tandem_shared::bundle::DEFAULT_TOLERANCE, |_| {});
+    let installed = manager.install(&good, Order::default()).expect("installs");
+    stop.store(true, Ordering::Relaxed);
+    client.join().expect("client");
+    let lifetime = old.stats().requests();
+    let base = installed.baseline.requests();
+    assert!(
+        base >= 10 && base + 300 <= lifetime,
+        "the baseline ({base} requests) is the last window, not the lifetime ({lifetime})"
+    );
 }

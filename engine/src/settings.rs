@@ -67,7 +67,8 @@ pub struct ModelsConfig {
     /// Agent: how many times each self-test input runs for the latency check.
     pub selftest_runs: usize,
     /// Agent: how long a newly swapped-in version is watched, in seconds; it is rolled back
-    /// on its own when it does worse than the version it replaced by a margin below.
+    /// on its own when it does worse by a margin below than the version it replaced did in the
+    /// same length of time before the swap (not after a rollback the hub ordered).
     pub watch_window_s: u64,
     /// Agent: answers the new version must give in the window before it is judged (fewer:
     /// kept, nothing to judge on).

@@ -5,16 +5,16 @@
 use super::error::InstallError;
 use super::selftest::{self, SelfTestReport};
 use super::store::Store;
-use super::watch::{Margins, Verdict, judge};
+use super::watch::{Margins, Recent, Verdict, judge};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tandem_engine::Engine;
 use tandem_engine::bundle::read_folder;
 use tandem_engine::model;
 use tandem_engine::settings::EngineSettings;
 use tandem_engine::version_stats::VersionSnapshot;
+use tandem_engine::{Engine, ModelHandle};
 use tandem_shared::bundle::{self, Active, Expect, TrustedKey};
 use tandem_shared::manifest::{Signal, VariantRole};
 
@@ -88,7 +88,8 @@ pub struct Installed {
     pub selftests: SelfTestReport,
     /// How long the old version took to finish its queued requests, in milliseconds.
     pub drained_ms: u64,
-    /// What the old version did while it served: the watch window's baseline.
+    /// What the old version did in the last `models.watch_window_s` before the swap (its
+    /// lifetime when it served less, or was too quiet then): the watch window's baseline.
     pub baseline: VersionSnapshot,
 }
 
@@ -136,6 +137,68 @@ pub struct Manager {
     updating: Mutex<BTreeMap<String, String>>,
     one_at_a_time: Mutex<()>,
     reporter: Option<Reporter>,
+    /// Bumped at every state change but download progress (see [`Manager::changes`]).
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Timed snapshots of each serving version, for the watch window's baseline; filled by
+    /// a sampler thread (see [`spawn_sampler`]).
+    history: Arc<History>,
+}
+
+/// The serving generation of a model and its recent snapshots.
+#[derive(Debug)]
+struct Tracked {
+    /// The generation sampled (a swap starts a new history).
+    handle: Weak<ModelHandle>,
+    recent: Recent,
+}
+
+type History = Mutex<BTreeMap<String, Tracked>>;
+
+/// How often the serving versions' counters are sampled: a tenth of the watch window, between
+/// 100 ms and 30 s (the baseline then spans the window plus at most that).
+fn sample_every(window: Duration) -> Duration {
+    (window / 10).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+/// Records the counters of every serving version now.
+fn sample(engine: &Engine, history: &History, window: Duration) {
+    let now = Instant::now();
+    let mut h = history.lock().unwrap_or_else(|p| p.into_inner());
+    for m in engine.models() {
+        let handle = Arc::downgrade(m);
+        let t = h.entry(m.name().to_string()).or_insert_with(|| Tracked {
+            handle: handle.clone(),
+            recent: Recent::default(),
+        });
+        if !t.handle.ptr_eq(&handle) {
+            *t = Tracked {
+                handle,
+                recent: Recent::default(),
+            };
+        }
+        t.recent.push(now, m.stats(), window);
+    }
+}
+
+/// A thread sampling the serving versions every [`sample_every`] until the manager (its
+/// history) or the engine is gone. It holds neither alive. Without it (it could not start)
+/// the baseline is the old version's lifetime.
+fn spawn_sampler(engine: Weak<Engine>, history: Weak<History>, window: Duration) {
+    let every = sample_every(window);
+    let spawned = std::thread::Builder::new()
+        .name("model-sampler".into())
+        .spawn(move || {
+            loop {
+                match (engine.upgrade(), history.upgrade()) {
+                    (Some(e), Some(h)) => sample(&e, &h, window),
+                    _ => return,
+                }
+                std::thread::sleep(every);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "model sampler not started: watch windows compare with the old version's lifetime");
+    }
 }
 
 impl std::fmt::Debug for Manager {
@@ -176,6 +239,9 @@ impl Manager {
             Err(e) => (None, Some(e)),
         };
         let m = &settings.models;
+        let window = Duration::from_secs(m.watch_window_s);
+        let history = Arc::new(History::default());
+        spawn_sampler(Arc::downgrade(&engine), Arc::downgrade(&history), window);
         Self {
             engine,
             store: Store::new(
@@ -189,11 +255,13 @@ impl Manager {
             selftest_runs: m.selftest_runs,
             selftest_max_p99_ms: m.selftest_max_p99_ms,
             margins: Margins::from(m),
-            window: Duration::from_secs(m.watch_window_s),
+            window,
             status: Mutex::new(BTreeMap::new()),
             updating: Mutex::new(BTreeMap::new()),
             one_at_a_time: Mutex::new(()),
             reporter: None,
+            changes: tokio::sync::watch::Sender::new(0),
+            history,
         }
     }
 
@@ -201,6 +269,14 @@ impl Manager {
     pub fn with_reporter(mut self, f: Reporter) -> Self {
         self.reporter = Some(f);
         self
+    }
+
+    /// Changes whenever an update changes state, download progress aside (verifying,
+    /// testing, a swap, a watch window's end, a rollback, a refusal): the MQTT side then
+    /// publishes the status and telemetry at once, so the hub sees a new version when it
+    /// serves, not a telemetry interval later.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The store of installed versions.
@@ -296,8 +372,12 @@ impl Manager {
         if let Some(r) = &self.reporter {
             r(&s);
         }
+        let progress = matches!(s.state, UpdateState::Downloading { .. });
         if let Ok(mut all) = self.status.lock() {
             all.insert(model.to_string(), s);
+        }
+        if !progress {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -393,11 +473,26 @@ impl Manager {
         }
     }
 
+    /// What `serving` did in the last watch window (see [`Recent::baseline`]).
+    fn baseline(&self, serving: &Arc<ModelHandle>) -> VersionSnapshot {
+        let current = serving.stats();
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        match h.get(serving.name()) {
+            Some(t) if t.handle.ptr_eq(&Arc::downgrade(serving)) => t.recent.baseline(
+                Instant::now(),
+                &current,
+                self.window,
+                self.margins.min_requests,
+            ),
+            _ => current,
+        }
+    }
+
     fn stage_and_swap(
         &self,
         dir: &Path,
         verified: &bundle::VerifiedBundle,
-        serving: &tandem_engine::ModelHandle,
+        serving: &Arc<ModelHandle>,
     ) -> Result<Installed, InstallError> {
         // The engine checks every file's sha256 again as it opens them.
         let files = model::open_dir(dir, verified.model(), self.role, true)?;
@@ -416,9 +511,10 @@ impl Manager {
             self.selftest_runs,
             self.selftest_max_p99_ms,
         )?;
+        let baseline = self.baseline(serving);
         let swapped = self.engine.activate(staged)?;
         Ok(Installed {
-            baseline: serving.stats(),
+            baseline,
             model: swapped.model,
             from: swapped.from,
             to: swapped.to,
@@ -431,8 +527,8 @@ impl Manager {
 
 impl Manager {
     /// Watches a version `install` just swapped in for `models.watch_window_s` (checking every
-    /// `poll`), and rolls it back as soon as it does worse than the version it replaced
-    /// ([`judge`]). Blocking.
+    /// `poll`), and rolls it back as soon as it does worse than the version it replaced did in
+    /// the same length of time before the swap ([`Installed::baseline`], [`judge`]). Blocking.
     pub fn watch(&self, installed: &Installed, poll: Duration) -> Result<Watched, InstallError> {
         self.watch_for(installed, self.window, poll)
     }

@@ -9,8 +9,9 @@
 //! - [`download`]: the bundle over QUIC from the hub, in ranges, resumable after a cut;
 //!   signature checked before the large files are fetched.
 //! - [`manager`]: the install flow, update states, the reporter hook.
-//! - [`update`]: an update the hub orders: download over the uplink (resumed), then install.
-//! - [`watch`]: the watch window's comparison of the new version with the old one (pure).
+//! - [`update`](mod@update): an update the hub orders: download over the uplink (resumed), then install.
+//! - [`watch`]: the watch window's comparison of the new version with what the old one did in
+//!   the same length of time before the swap (pure).
 //! - [`store`]: the versions on disk, pointers, budget and pruning.
 //! - [`startup`]: the installed versions verified again before the engine starts.
 //! - [`selftest`]: the bundle's self-tests and the latency check on the staged version.

@@ -1,9 +1,82 @@
 //! The watch window after a swap: the new version's answers compared with the version it
 //! replaced (each generation keeps its own counters, `tandem_engine::version_stats`). Pure:
-//! [`judge`] takes two snapshots and the margins.
+//! [`judge`] takes two snapshots and the margins; [`Recent`] keeps timed snapshots of the
+//! serving version so that the old side of the comparison is what it did in the same length of
+//! time before the swap as the window after it (like with like: not its lifetime, which may be
+//! days of other traffic, input drift or a quieter hour), the times handed in by the caller.
 
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 use tandem_engine::settings::ModelsConfig;
 use tandem_engine::version_stats::VersionSnapshot;
+
+/// Most snapshots [`Recent`] keeps (a bound whatever the sampling period).
+pub const MAX_SAMPLES: usize = 256;
+
+/// Timed snapshots of one version's counters, covering at least the last `window`.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    samples: VecDeque<(Instant, VersionSnapshot)>,
+}
+
+impl Recent {
+    /// Adds the counters as they were at `at`, and forgets what is no longer needed: every
+    /// sample older than the newest one that is at least `window` old.
+    pub fn push(&mut self, at: Instant, snapshot: VersionSnapshot, window: Duration) {
+        self.samples.push_back((at, snapshot));
+        while self.samples.len() >= 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| at.saturating_duration_since(*t) >= window)
+        {
+            self.samples.pop_front();
+        }
+        while self.samples.len() > MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Snapshots held.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The watch window's baseline at `now`, when the version's counters are `current`: what
+    /// it did since the newest sample at least `window` old. Its lifetime counters instead when
+    /// no sample is that old (it has served about a window or less: they are that window) or
+    /// when that recent stretch saw fewer than `min_requests` requests (too few to judge
+    /// against: a quiet device).
+    pub fn baseline(
+        &self,
+        now: Instant,
+        current: &VersionSnapshot,
+        window: Duration,
+        min_requests: u64,
+    ) -> VersionSnapshot {
+        let anchor = self
+            .samples
+            .iter()
+            .rev()
+            .find(|(t, _)| now.saturating_duration_since(*t) >= window);
+        match anchor {
+            Some((_, then)) => {
+                let recent = current.since(then);
+                if recent.requests() >= min_requests.max(1) {
+                    recent
+                } else {
+                    current.clone()
+                }
+            }
+            None => current.clone(),
+        }
+    }
+}
 
 /// How much worse the new version may do (the `models.watch_*` keys).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,7 +183,6 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use tandem_engine::version_stats::VersionStats;
 
     fn stats(n: u64, errors: u64, ms: u64, confidence: f32) -> VersionSnapshot {
@@ -126,6 +198,86 @@ mod tests {
 
     fn margins() -> Margins {
         Margins::from(&ModelsConfig::default())
+    }
+
+    /// `n` answers of `ms` at `confidence` added to `s`; its counters after.
+    fn more(s: &VersionStats, n: u64, ms: u64, confidence: f32) -> VersionSnapshot {
+        for _ in 0..n {
+            s.answered(Duration::from_millis(ms), [confidence].into_iter());
+        }
+        s.snapshot()
+    }
+
+    #[test]
+    fn the_baseline_is_the_old_versions_last_window_not_its_lifetime() {
+        let window = Duration::from_secs(300);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let old = VersionStats::default();
+        let mut recent = Recent::default();
+        // Sampled every 60 s: a long confident past (easy inputs), then the inputs got harder:
+        // the last 300 s before the swap answer at 0.62.
+        for minute in 0..65 {
+            recent.push(at(minute * 60), old.snapshot(), window);
+            more(&old, 1000, 3, if minute < 60 { 0.95 } else { 0.62 });
+        }
+        let now = at(65 * 60);
+        let current = old.snapshot();
+        assert!(
+            recent.len() <= 7,
+            "only the window is kept: {}",
+            recent.len()
+        );
+        let base = recent.baseline(now, &current, window, 100);
+        assert_eq!(base.requests(), 5000, "the last 300 s only");
+        let lifetime_mean = current.mean_confidence().expect("answers");
+        let recent_mean = base.mean_confidence().expect("answers");
+        assert!(
+            lifetime_mean > 0.85 && recent_mean < 0.65,
+            "{lifetime_mean} {recent_mean}"
+        );
+
+        // The new version, after the swap, meets the same hard inputs just as well: against
+        // the same window before the swap it is kept; against the lifetime counters it would
+        // have been rolled back for a drop it did not cause.
+        let new = stats(500, 0, 3, 0.62);
+        let m = margins();
+        assert_eq!(judge(&base, &new, Some(0.7), &m), Verdict::Keep);
+        assert!(matches!(
+            judge(&current, &new, Some(0.7), &m),
+            Verdict::RollBack { .. }
+        ));
+        // And a version worse than what the old one did lately is still caught.
+        let worse = stats(500, 0, 3, 0.45);
+        assert!(matches!(
+            judge(&base, &worse, Some(0.7), &m),
+            Verdict::RollBack { .. }
+        ));
+    }
+
+    #[test]
+    fn a_short_or_quiet_past_falls_back_to_the_lifetime_counters() {
+        let window = Duration::from_secs(300);
+        let t0 = Instant::now();
+        let old = VersionStats::default();
+        let mut recent = Recent::default();
+        // Served 120 s only: no sample is a window old, the lifetime is the window.
+        recent.push(t0, more(&old, 500, 3, 0.9), window);
+        recent.push(
+            t0 + Duration::from_secs(60),
+            more(&old, 500, 3, 0.9),
+            window,
+        );
+        let now = t0 + Duration::from_secs(120);
+        let current = more(&old, 10, 3, 0.9);
+        assert_eq!(recent.baseline(now, &current, window, 100), current);
+        // A window old, but quiet since (10 requests < 100): the lifetime again.
+        let later = t0 + Duration::from_secs(400);
+        assert_eq!(recent.baseline(later, &current, window, 100), current);
+        // Busy since: the recent stretch.
+        let busy = more(&old, 300, 3, 0.9);
+        assert_eq!(recent.baseline(later, &busy, window, 100).requests(), 310);
+        assert!(Recent::default().is_empty());
     }
 
     #[test]
