@@ -1,6 +1,7 @@
 //! The MQTT side of the agent (flow 4): the link to the broker, periodic telemetry
-//! (`mqtt.telemetry_interval_ms`), sampled events from the router's answer path, and commands
-//! carried out by [`crate::control`]. Off when `mqtt.url` is empty.
+//! (`mqtt.telemetry_interval_ms`; at once, with the retained status again, when a model update
+//! changes state: the hub sees a swap as it happens), sampled events from the router's answer
+//! path, and commands carried out by [`crate::control`]. Off when `mqtt.url` is empty.
 
 use super::events::EventSink;
 use super::{AgentCounters, Class, Reporter};
@@ -101,11 +102,20 @@ impl MqttService {
         )));
         let every = Duration::from_millis(cfg.mqtt.telemetry_interval_ms);
         let (l, r, c) = (link.clone(), reporter.clone(), counters.clone());
+        let mut changes = r.router().models().map(|m| m.changes());
         let ticker = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let update = tokio::select! {
+                    _ = tick.tick() => false,
+                    () = next_change(&mut changes) => true,
+                };
+                if update {
+                    // A model update moved (a swap, a rollback, a refusal): the retained status
+                    // names the versions served now, and telemetry carries the update's state.
+                    l.publish_status(r.online().encode());
+                }
                 let payload = r.telemetry().encode();
                 match &outbox {
                     // The broker is unreachable: the snapshot waits in the durable queue and
@@ -153,6 +163,19 @@ impl MqttService {
         self.ticker.abort();
         self.reporter.router().counters().set_event_sink(None);
         self.link.abort();
+    }
+}
+
+/// Resolves at the model manager's next state change; never without a manager (or once it is
+/// gone).
+async fn next_change(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let gone = match changes.as_mut() {
+        Some(rx) => rx.changed().await.is_err(),
+        None => true,
+    };
+    if gone {
+        *changes = None;
+        std::future::pending::<()>().await;
     }
 }
 

@@ -3,7 +3,8 @@
 //! - Client id and identity: the certificate CN (the device name). Last will: `offline`
 //!   (`reason: connection_lost`), retained, QoS 1.
 //! - On every connect, ahead of anything queued: `online` (retained, QoS 1) and the
-//!   subscription to `tandem/{device}/cmd/+`.
+//!   subscription to `tandem/{device}/cmd/+`; the status again when what it says changes (a
+//!   model swap, [`MqttLink::publish_status`]).
 //! - Outgoing: one bounded queue (`mqtt.max_pending`, rumqttc's request channel). Publishing
 //!   never waits: a message that does not fit is dropped and counted by class
 //!   (`tandem_mqtt_dropped_total`). Telemetry and events are QoS 0, results QoS 1. What was
@@ -124,6 +125,29 @@ impl MqttLink {
             }
             Err(_) => {
                 self.counters.mqtt.dropped(class);
+                false
+            }
+        }
+    }
+
+    /// Publishes `status` (retained, QoS 1) again while connected, e.g. after a model swap, so
+    /// that the hub and anyone subscribing later see the versions served now; counted with the
+    /// results. `false` when not connected (the next connect publishes a fresh one) or the
+    /// queue was full.
+    pub fn publish_status(&self, status: Vec<u8>) -> bool {
+        if !self.counters.mqtt.connected.load(Relaxed) {
+            return false;
+        }
+        match self
+            .client
+            .try_publish(Topic::status(&self.device), QoS::AtLeastOnce, true, status)
+        {
+            Ok(()) => {
+                self.counters.mqtt.queued(Class::Results);
+                true
+            }
+            Err(_) => {
+                self.counters.mqtt.dropped(Class::Results);
                 false
             }
         }
