@@ -2,9 +2,11 @@
 //! state and rollout controller, its QUIC ingress serving the registry; an agent with its
 //! engine, uplink, model manager and MQTT side. The operator's rollout reaches the device as
 //! `update_model`; the agent downloads the signed bundle over QUIC, verifies it, self-tests it,
-//! swaps it in, and its telemetry shows the new version, which completes the rollout. A next
-//! version that fails its self-test on the device is refused there; the refusal, reported in the
-//! agent's telemetry, halts that rollout.
+//! swaps it in, and republishes its status and telemetry at once (the telemetry interval here is
+//! a minute: the hub learns of the swap from that), which completes the rollout. A next version
+//! that fails its self-test on the device is refused there; the refusal, reported in the
+//! agent's telemetry, halts that rollout. Then the operator orders a rollback to 1.0.0, which
+//! the device, on the newer 1.0.1, accepts and serves.
 
 mod common;
 
@@ -100,7 +102,8 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     cfg.hub.ca = pki.dir().join("ca.pem");
     (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
     cfg.mqtt.url = broker_url.to_string();
-    cfg.mqtt.telemetry_interval_ms = 200;
+    // Long: what the hub learns in time comes from the agent publishing on each update state.
+    cfg.mqtt.telemetry_interval_ms = 60_000;
     cfg.labels = [("group".to_string(), "north".to_string())].into();
     let engine =
         tokio::task::block_in_place(|| tandem_agent::app::start_engine(&cfg)).expect("engine");
@@ -130,6 +133,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
         failure_share: 0.0,
         stage_timeout_ms: 60_000,
         resend_after_ms: 60_000,
+        rollback: false,
     };
     let r = store.create(spec, true, now_ms()).expect("create");
     wait_for("the rollout to finish", || {
@@ -150,6 +154,21 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
             .trim(),
         "1.0.1"
     );
+    // The retained status names the version served now, not the one served at connect.
+    let status_version = || {
+        fleet
+            .store()
+            .get("cam-01")
+            .ok()
+            .flatten()
+            .and_then(|d| d.status)
+            .and_then(|s| s.models.into_iter().find(|m| m.name == MODEL))
+            .map(|m| m.version)
+    };
+    wait_for("the status to show 1.0.1", || {
+        status_version().as_deref() == Some("1.0.1")
+    })
+    .await;
 
     // A version whose self-test fails on the device: refused there, reported in its
     // telemetry, and the rollout halts on it.
@@ -193,6 +212,49 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
         .await
         .expect("answers");
     assert_eq!(answer.version, "1.0.1", "the refused version never served");
+
+    // The operator orders 1.0.0 back: the device on the newer 1.0.1 is told `rollback`, accepts
+    // the older version (refused as `not_newer` otherwise) and serves it.
+    let old = dir.path().join("pack-old");
+    let opts = PackOptions {
+        version: Some("1.0.0".into()),
+        ..PackOptions::default()
+    };
+    pack(&models_dir().join(MODEL), &old, &opts).expect("pack");
+    registry
+        .push(&old, &load_signer(pki.dir()).expect("signer"))
+        .expect("push");
+    let mut spec = store.get(&r.id).expect("get").spec;
+    spec.version = "1.0.0".into();
+    spec.rollback = true;
+    let r = store.create(spec, true, now_ms()).expect("create");
+    wait_for("the rollback to finish", || {
+        store.get(&r.id).is_ok_and(|r| r.finished())
+    })
+    .await;
+    let back = store.get(&r.id).expect("get");
+    assert_eq!(back.phase, Phase::Succeeded, "{back:?}");
+    assert_eq!(back.targets.len(), 1);
+    let answer = engine
+        .infer(
+            MODEL,
+            Input::Images(vec![Bytes::from(
+                std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample"),
+            )]),
+        )
+        .await
+        .expect("answers");
+    assert_eq!(answer.version, "1.0.0");
+    assert_eq!(
+        std::fs::read_to_string(models.join(MODEL).join("current"))
+            .expect("current")
+            .trim(),
+        "1.0.0"
+    );
+    wait_for("the status to show 1.0.0", || {
+        status_version().as_deref() == Some("1.0.0")
+    })
+    .await;
 
     let _ = stop.send(true);
     agent_mqtt.shutdown(Duration::from_secs(1)).await;

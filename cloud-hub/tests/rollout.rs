@@ -1,6 +1,8 @@
 //! Rollouts through the hub's API: created only for a registry version, one at a time per
 //! model, paused, resumed, aborted; stepped against a simulated fleet, a canary whose devices
-//! roll the version back halts the rollout on its own, and `tandem-hub rollout status` shows it.
+//! roll the version back halts the rollout on its own, and `tandem-hub rollout status` shows it;
+//! `tandem-hub rollout start --rollback` then puts the older version back on the devices that
+//! run the newer one, and only on them.
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -152,4 +154,90 @@ async fn a_failing_canary_halts_the_rollout() {
         "{text}"
     );
     assert!(text.contains("2 devices, 0 active, 2 failed"), "{text}");
+
+    // A rollback ordered from the CLI: 1.0.0 back to the devices that run 1.0.1 (three took
+    // it meanwhile), and only to them, each told `rollback`.
+    let src = dir.path().join("pack-1.0.0");
+    let opts = PackOptions {
+        version: Some("1.0.0".into()),
+        ..PackOptions::default()
+    };
+    pack(&repo().join("models/vision-fashion"), &src, &opts).expect("pack");
+    Registry::open(&dir.path().join("registry"))
+        .expect("registry")
+        .push(&src, &load_signer(&pki).expect("signer"))
+        .expect("push");
+    let newer = ["cam-03", "cam-05", "cam-08"];
+    for d in devices.iter_mut() {
+        d.update = None;
+        if newer.contains(&d.device.as_str()) {
+            d.version = Some("1.0.1".into());
+        }
+    }
+    let cli = move |args: &[&str]| {
+        let mut all = vec!["rollout".to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend(["--hub".to_string(), format!("http://{addr}")]);
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"))
+                    .args(&all)
+                    .output()
+                    .expect("run")
+            })
+            .await
+            .expect("join");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    let started = cli(&[
+        "start",
+        "--model",
+        "vision-fashion",
+        "--version",
+        "1.0.0",
+        "--canary",
+        "100",
+        "--group",
+        "north",
+        "--rollback",
+    ])
+    .await;
+    assert!(started.contains("1.0.0 (rollback)"), "{started}");
+    let id = "vision-fashion-1.0.0-1";
+    let got: Value = http
+        .get(format!("{base}/{id}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got["spec"]["rollback"], true, "{got}");
+    let commands = store.tick(|_| devices.clone(), 3_000).expect("tick");
+    let mut told: Vec<&str> = commands.iter().map(|c| c.device.as_str()).collect();
+    told.sort_unstable();
+    assert_eq!(told, newer, "only the devices on a newer version");
+    assert!(
+        commands
+            .iter()
+            .all(|c| c.version == "1.0.0" && c.rollback && c.rollout == id),
+        "{commands:?}"
+    );
+    for d in devices.iter_mut() {
+        d.version = Some("1.0.0".into());
+    }
+    assert!(
+        store
+            .tick(|_| devices.clone(), 4_000)
+            .expect("tick")
+            .is_empty()
+    );
+    let text = cli(&["status", id]).await;
+    assert!(text.contains("succeeded: 3 devices, 3 active"), "{text}");
 }

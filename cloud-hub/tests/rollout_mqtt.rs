@@ -130,6 +130,7 @@ fn spec(version: &str) -> Spec {
         failure_share: 0.0,
         stage_timeout_ms: 60_000,
         resend_after_ms: 60_000,
+        rollback: false,
     }
 }
 

@@ -107,8 +107,9 @@ pub async fn update(
 }
 
 /// Starts an update the hub ordered (`update_model`) in the background: download, install,
-/// then the watch window. Refused at once (the command's error result) when this agent has no
-/// model manager (no `models.trusted_key` or no hub link) or does not serve `model`.
+/// then the watch window (not after an ordered rollback: the operator chose that version).
+/// Refused at once (the command's error result) when this agent has no model manager (no
+/// `models.trusted_key` or no hub link) or does not serve `model`.
 pub fn start(
     router: &crate::hybrid::Router,
     model: &str,
@@ -124,8 +125,8 @@ pub fn start(
     let Some(serving) = router.engine().model(model) else {
         return Err(format!("model `{model}` is not served here"));
     };
-    if serving.version() == version && !rollback {
-        // Already there (a command sent again): nothing to do.
+    if serving.version() == version {
+        // Already there (a command sent again, or a rollback to what serves): nothing to do.
         return Ok(());
     }
     if !rollback
@@ -163,6 +164,11 @@ pub fn start(
             update(&manager, &uplink, &model, &version, order, DownloadOptions::default(), 5).await
         };
         match updated {
+            Ok(installed) if rollback => {
+                // The operator chose this version over the one it replaces: no watch window,
+                // which could only roll back to the version being taken away.
+                tracing::info!(model = %model, from = %installed.from, to = %installed.to, "model rolled back as ordered");
+            }
             Ok(installed) => {
                 tracing::info!(model = %model, from = %installed.from, to = %installed.to, "model updated; watching it");
                 let m = manager.clone();

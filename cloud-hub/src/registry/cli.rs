@@ -47,7 +47,7 @@ pub enum ModelsCmd {
         /// scores in testdata/expected.json as they are).
         #[arg(long, default_value = "engine")]
         expected: String,
-        /// Hub config whose [runtime] (ONNX Runtime library, providers) records the answers.
+        /// Hub config whose runtime section (ONNX Runtime library, providers) records the answers.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },

@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`store`]: push (validate, canonicalise, sign with the PKI's `signing.key`, store
 //!   atomically; a version is never overwritten with other content), get, list.
-//! - [`pack`]: a bundle from a model folder of the repository (device variant, self-tests).
+//! - [`pack`](mod@pack): a bundle from a model folder of the repository (device variant, self-tests).
 //! - [`record`]: the self-tests' expected answers recorded with the engine (`models pack`).
 //! - [`cli`]: `tandem-hub models push|list|pack`.
 //! - [`http`]: `GET /v1/models`.

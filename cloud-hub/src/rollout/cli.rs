@@ -22,7 +22,8 @@ pub struct HubArgs {
 /// `tandem-hub rollout ...`.
 #[derive(Debug, Subcommand)]
 pub enum RolloutCmd {
-    /// Start rolling a registry version out: the canary share first, then the later stages.
+    /// Start rolling a registry version out: the canary share first, then the later stages
+    /// (with --rollback: an older version back to the devices serving a newer one).
     Start {
         /// Model.
         #[arg(long)]
@@ -48,6 +49,10 @@ pub enum RolloutCmd {
         /// Longest a stage may take, in seconds.
         #[arg(long, default_value_t = 1800)]
         stage_timeout_s: u64,
+        /// Put this older version back: only devices serving a newer version are targeted,
+        /// and they are ordered to accept the older one.
+        #[arg(long)]
+        rollback: bool,
         #[command(flatten)]
         hub: HubArgs,
     },
@@ -178,8 +183,13 @@ fn summary(r: &Value) -> String {
         Some(other) => other.to_string(),
         None => "?".into(),
     };
+    let rollback = if r["spec"]["rollback"] == true {
+        " (rollback)"
+    } else {
+        ""
+    };
     format!(
-        "{:32} {} {} -> {}: {} devices, {} active, {} failed",
+        "{:32} {} {}{rollback} -> {}: {} devices, {} active, {} failed",
         r["id"].as_str().unwrap_or("?"),
         r["spec"]["model"].as_str().unwrap_or("?"),
         r["spec"]["version"].as_str().unwrap_or("?"),
@@ -213,6 +223,7 @@ fn execute(cmd: RolloutCmd) -> Result<(), (u8, String)> {
             success_share,
             failure_share,
             stage_timeout_s,
+            rollback,
             hub,
         } => {
             let spec = Spec {
@@ -227,6 +238,7 @@ fn execute(cmd: RolloutCmd) -> Result<(), (u8, String)> {
                 failure_share,
                 stage_timeout_ms: stage_timeout_s.saturating_mul(1000),
                 resend_after_ms: 5 * 60 * 1000,
+                rollback,
             };
             let body = serde_json::to_value(&spec).map_err(|e| (70, e.to_string()))?;
             let r = Client::new(&hub)?.call(Method::POST, "/v1/rollouts", Some(&body))?;

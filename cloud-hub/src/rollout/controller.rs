@@ -1,7 +1,8 @@
 //! The rollout controller: every `tick`, what the fleet reports (online, the version of the
 //! model each device serves) goes through [`super::RolloutStore::tick`], and each update
 //! command it returns is published as `tandem/{device}/cmd/update_model` with
-//! `{"model": .., "version": ..}`. A device that answers the command with a refusal counts as
+//! `{"model": .., "version": .., "rollback": ..}` (`rollback: true` for a rollout that puts an
+//! older version back). A device that answers the command with a refusal counts as
 //! failed for the rollout; one that runs the version (its status) as active; silence leaves
 //! it pending until the stage times out.
 //!
@@ -109,7 +110,7 @@ pub async fn run(
 }
 
 async fn send(store: RolloutStore, fleet: Arc<Fleet>, c: Command) {
-    let body = serde_json::json!({"model": c.model, "version": c.version});
+    let body = serde_json::json!({"model": c.model, "version": c.version, "rollback": c.rollback});
     let timeout = Duration::from_millis(fleet.command_timeout_ms());
     match fleet
         .link()

@@ -12,9 +12,14 @@
 //!   it back, or when `stage_timeout_ms` passes first.
 //! - After success the version stays desired: devices that missed the rollout (offline, new)
 //!   are commanded when they show up ([`Rollout::reconcile`]).
+//! - A rollback (`rollback: true`) puts an older version back: its targets are the matching
+//!   devices that serve a newer version than it (a device already on it, or older, has nothing
+//!   to roll back), and their command carries `rollback: true`, without which an agent refuses
+//!   a version older than the one it serves (`not_newer`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tandem_shared::bundle::ModelVersion;
 
 /// What an operator asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,24 +31,31 @@ pub struct Spec {
     pub version: String,
     /// Percentage of the targets in the first (canary) stage, 1..=100.
     pub canary_pct: u8,
-    /// Percentages of the later stages, increasing, the last 100 (default: 100).
+    /// Percentages of the later stages, increasing, the last 100 (default: `[100]`).
     #[serde(default = "default_stages")]
     pub stages_pct: Vec<u8>,
     /// Only devices with these labels (`group = "cameras-north"`); empty: the whole fleet.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Share of a stage's devices that must run the version for it to succeed (0..1).
+    /// Share of a stage's devices that must run the version for it to succeed (0..1; default
+    /// 0.9).
     #[serde(default = "default_success")]
     pub success_share: f64,
-    /// Share of a stage's devices whose failure halts the rollout (0..1).
+    /// Share of a stage's devices that may refuse or roll back the version; more halts the
+    /// rollout (0..1; default 0.2).
     #[serde(default = "default_failure")]
     pub failure_share: f64,
-    /// Longest a stage may take, in milliseconds.
+    /// Longest a stage may take, in milliseconds; then it halts (default 1 800 000: 30 min).
     #[serde(default = "default_timeout")]
     pub stage_timeout_ms: u64,
-    /// Command again a device that has not answered after this long, in milliseconds.
+    /// Command again a device that has not answered after this long, in milliseconds (default
+    /// 300 000: 5 min).
     #[serde(default = "default_resend")]
     pub resend_after_ms: u64,
+    /// An ordered rollback to this (older) version: only devices serving a newer version are
+    /// targeted, and the command lets them accept an older one (default: false).
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 fn default_stages() -> Vec<u8> {
@@ -71,6 +83,10 @@ impl Spec {
         }
         let mut last = self.canary_pct;
         for s in &self.stages_pct {
+            // A canary of 100% with the default stages ([100]) is one stage.
+            if *s == 100 && last == 100 {
+                continue;
+            }
             if *s <= last || *s > 100 {
                 p.push(format!(
                     "stages_pct must increase from canary_pct ({}) up to 100: {:?}",
@@ -93,6 +109,12 @@ impl Spec {
         }
         if self.stage_timeout_ms == 0 {
             p.push("stage_timeout_ms must be > 0".into());
+        }
+        if self.rollback && ModelVersion::parse(&self.version).is_none() {
+            p.push(format!(
+                "a rollback needs a comparable version (1.0.1), not `{}`",
+                self.version
+            ));
         }
         p
     }
@@ -271,6 +293,24 @@ impl Rollout {
             .all(|(k, v)| d.labels.get(k) == Some(v))
     }
 
+    /// Whether `d` serves a newer version than the rollout's (what a rollback targets).
+    fn runs_newer(&self, d: &DeviceView) -> bool {
+        match (
+            d.version.as_deref().and_then(ModelVersion::parse),
+            ModelVersion::parse(&self.spec.version),
+        ) {
+            (Some(has), Some(wanted)) => has > wanted,
+            _ => false,
+        }
+    }
+
+    /// Whether `d` is one of this rollout's targets: it matches the labels and, for a rollback,
+    /// serves a newer version (or was already taken: it keeps counting once rolled back).
+    fn eligible(&self, d: &DeviceView) -> bool {
+        self.matches(d)
+            && (!self.spec.rollback || self.targets.contains_key(&d.device) || self.runs_newer(d))
+    }
+
     /// One step: records what the devices report, decides the stage, and says which devices
     /// to command now.
     pub fn step(&mut self, devices: &[DeviceView], now_ms: u64) -> Vec<Action> {
@@ -281,7 +321,7 @@ impl Rollout {
             devices.iter().map(|d| (d.device.as_str(), d)).collect();
         self.record(&by_name);
         // Take devices for this stage up to its share of the targets.
-        let mut eligible: Vec<&DeviceView> = devices.iter().filter(|d| self.matches(d)).collect();
+        let mut eligible: Vec<&DeviceView> = devices.iter().filter(|d| self.eligible(d)).collect();
         eligible.sort_by_key(|d| order_key(&self.id, &d.device));
         let stages = self.spec.stages();
         let pct = u64::from(stages.get(stage).copied().unwrap_or(100));
@@ -383,9 +423,14 @@ impl Rollout {
     fn judge(&self, stage: usize, now_ms: u64, stages: usize) -> Option<Phase> {
         let mine: Vec<&Target> = self.targets.values().filter(|t| t.stage <= stage).collect();
         if mine.is_empty() {
+            let none = if self.spec.rollback {
+                "no device matching the rollout's labels serves a newer version"
+            } else {
+                "no device matches the rollout's labels"
+            };
             return (now_ms.saturating_sub(self.stage_started_ms) > self.spec.stage_timeout_ms)
                 .then(|| Phase::Halted {
-                    reason: format!("stage {stage}: no device matches the rollout's labels"),
+                    reason: format!("stage {stage}: {none}"),
                 });
         }
         let n = mine.len() as f64;

@@ -14,6 +14,7 @@ fn spec(canary: u8) -> Spec {
         failure_share: 0.2,
         stage_timeout_ms: 60_000,
         resend_after_ms: 10_000,
+        rollback: false,
     }
 }
 
@@ -181,6 +182,11 @@ fn bad_specs_list_every_problem() {
     let p = s.problems();
     assert_eq!(p.len(), 4, "{p:?}");
     assert!(spec(10).problems().is_empty());
+    assert!(
+        spec(100).problems().is_empty(),
+        "everyone at once, with the default stages"
+    );
+    assert_eq!(spec(100).stages(), [100]);
     let mut three = spec(10);
     three.stages_pct = vec![50, 100];
     assert_eq!(three.stages(), [10, 50, 100]);
@@ -216,4 +222,59 @@ fn after_success_latecomers_get_the_version() {
         Some("latency"),
     );
     assert!(r.reconcile(&devices, 60_000).is_empty());
+}
+
+#[test]
+fn a_rollback_targets_the_devices_on_a_newer_version() {
+    // cam-00..03 took 1.0.1 (a bad promotion), cam-04/05 still run 1.0.0, cam-06 runs 0.9.0.
+    let mut devices = fleet(7);
+    for d in &mut devices[..4] {
+        d.version = Some("1.0.1".into());
+    }
+    devices[6].version = Some("0.9.0".into());
+    let mut s = spec(50);
+    s.version = "1.0.0".into();
+    s.rollback = true;
+    let mut r = Rollout::new("vf-7".into(), s, 0);
+    let canary = commanded(&r.step(&devices, 0));
+    assert_eq!(canary.len(), 2, "50% of the 4 on a newer version");
+    assert!(
+        canary
+            .iter()
+            .all(|d| ["cam-00", "cam-01", "cam-02", "cam-03"].contains(&d.as_str())),
+        "{canary:?}"
+    );
+    // Rolled back, they still count (they now run the version and stay targets).
+    for d in devices.iter_mut().filter(|d| canary.contains(&d.device)) {
+        d.version = Some("1.0.0".into());
+        d.update = Some(("1.0.0".into(), "active".into(), None));
+    }
+    let rest = commanded(&r.step(&devices, 1000));
+    assert_eq!(r.phase, Phase::Running { stage: 1 });
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert!(rest.iter().all(|d| !canary.contains(d)));
+    for d in devices.iter_mut().filter(|d| rest.contains(&d.device)) {
+        d.version = Some("1.0.0".into());
+    }
+    r.step(&devices, 2000);
+    assert_eq!(r.phase, Phase::Succeeded);
+    assert_eq!(r.targets.len(), 4, "cam-04..06 were never touched");
+
+    // Nothing newer anywhere: nothing to roll back, the stage times out saying so.
+    let mut s = spec(100);
+    s.version = "1.0.0".into();
+    s.rollback = true;
+    let mut idle = Rollout::new("vf-8".into(), s, 0);
+    assert!(idle.step(&fleet(3), 0).is_empty());
+    idle.step(&fleet(3), 61_000);
+    assert!(
+        matches!(&idle.phase, Phase::Halted { reason } if reason.contains("serves a newer version")),
+        "{:?}",
+        idle.phase
+    );
+    // A rollback needs a version it can compare.
+    let mut odd = spec(100);
+    odd.version = "latest".into();
+    odd.rollback = true;
+    assert_eq!(odd.problems().len(), 1, "{:?}", odd.problems());
 }

@@ -140,7 +140,7 @@ impl RolloutStore {
     }
 
     /// One controller step over every running rollout: `devices(model)` is what the fleet
-    /// reports; returns the commands to send as (rollout id, device, model, version).
+    /// reports; returns the commands to send as (rollout id, device, model, version, rollback).
     pub fn tick(
         &self,
         devices: impl Fn(&str) -> Vec<DeviceView>,
@@ -177,6 +177,7 @@ impl RolloutStore {
                     device,
                     model: r.spec.model.clone(),
                     version: r.spec.version.clone(),
+                    rollback: r.spec.rollback,
                 });
             }
         }
@@ -195,4 +196,6 @@ pub struct Command {
     pub model: String,
     /// Version.
     pub version: String,
+    /// An ordered rollback (the device accepts a version older than the one it serves).
+    pub rollback: bool,
 }
