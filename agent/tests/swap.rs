@@ -218,6 +218,15 @@ fn bad_bundles_are_refused_with_their_reason_and_the_old_version_serves() {
     } else {
         panic!("the corrupt file is named");
     }
+    // Slower on this device than models.selftest_max_p99_ms allows: refused, old one serves.
+    let mut strict = fx.cfg.engine_settings();
+    strict.models.selftest_max_p99_ms = 0;
+    let slow = fx.signed("1.0.1", |_| {});
+    let err = Manager::new(engine.clone(), &strict)
+        .install(&slow, Order::default())
+        .expect_err("over the latency budget");
+    assert_eq!(err.reason(), "latency", "{err}");
+    assert_eq!(serving_version(&engine), "1.0.0");
     // Nothing refused stays on disk.
     assert!(
         manager.store().installed(MODEL).is_empty(),
