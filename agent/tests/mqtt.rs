@@ -214,7 +214,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_is_retained_and_the_last_will_says_offline() {
-    let w = world(|_| {}).await;
+    let w = world(|cfg| cfg.mqtt.telemetry_qos = 1).await;
     let mut watch = hub(&w, "tandem/cam-01/#").await;
     let svc = MqttService::start(&w.cfg, w.router.clone(), None)
         .expect("mqtt set up")
@@ -250,6 +250,16 @@ async fn online_is_retained_and_the_last_will_says_offline() {
         t.routes
     );
     assert!(t.process.rss_bytes > 0 && t.mqtt.connects >= 1, "{t:?}");
+    // Telemetry at QoS 1 (`mqtt.telemetry_qos`): the broker acknowledges it, and the status.
+    let counters = w.router.counters().clone();
+    wait_for("PUBACKs for the status and telemetry", || {
+        counters
+            .mqtt
+            .acked
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    })
+    .await;
     watch.disconnect().await;
 
     // A client that subscribes later gets `online` as a retained message.

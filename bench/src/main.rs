@@ -8,7 +8,8 @@
 //! - [`hub`]: `tandem-bench hub` (make bench-hub): QUIC vs TLS transport, hub batching on vs
 //!   off under 64 devices, the hub's REST endpoint vs a Triton peer.
 //! - [`queue`]: `tandem-bench queue` (make bench-queue): the agent's durable queue, append and
-//!   replay records/s and memory.
+//!   replay records/s and memory; with [`mqtt`], the agent's telemetry publish rate at QoS 1 to
+//!   mosquitto next to the broker's limit.
 //! - [`swap`]: `tandem-bench swap` (make bench-swap): requests/s and failures before, during
 //!   and after a model swap under load; bundle download throughput over QUIC.
 //! - [`stats`]: latency percentiles and throughput.
@@ -17,6 +18,7 @@
 mod cascade;
 mod hub;
 mod local;
+mod mqtt;
 mod procs;
 mod queue;
 mod stats;
@@ -38,7 +40,8 @@ enum Command {
     Local(local::Args),
     /// Edge-only vs cloud-only vs the cascade over a threshold sweep (vision-fashion, 10k).
     Cascade(cascade::Args),
-    /// The agent's durable queue: append and replay records/s (512 B), RSS.
+    /// The agent's durable queue: append and replay records/s (512 B), RSS; MQTT QoS 1
+    /// publish rate, the agent's path vs a plain client.
     Queue(queue::Args),
     /// The hub: QUIC vs TLS, batching on vs off (64 devices), REST vs Triton.
     Hub(hub::Args),

@@ -8,7 +8,10 @@
 //! - Replay: what the delivery loop does minus the network: `lease` a batch, `ack` it, until
 //!   the queue is empty.
 //! - Memory: VmRSS sampled every 20 ms (the peak per phase), VmHWM at the end.
-//! - MQTT publish rate (issue 4 item 7, second half): to come; its row is reserved below.
+//! - MQTT (issue 4 item 7, second half; [`crate::mqtt`]): the agent's telemetry publish rate
+//!   at QoS 1 to the hub's mosquitto over TLS, next to the broker's limit measured with a plain
+//!   rumqttc client, same payload, same broker, same run; skipped with the reason (no
+//!   mosquitto) without failing the rest.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -48,6 +51,15 @@ pub struct Args {
     /// removed afterwards.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// MQTT messages per round and client (0: no MQTT rows).
+    #[arg(long, default_value_t = 50_000)]
+    mqtt_messages: u64,
+    /// MQTT rounds per client (alternating plain, agent, plain, agent, ...).
+    #[arg(long, default_value_t = 3)]
+    mqtt_rounds: u32,
+    /// The mosquitto binary; default: searched as the hub does (`PATH`, then /usr/sbin).
+    #[arg(long)]
+    mosquitto_bin: Option<PathBuf>,
 }
 
 /// Peak VmRSS (kB) since the last reset, sampled in the background.
@@ -234,13 +246,21 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     });
     let left = q.stats().depth();
     drop(q);
-    let hwm_mib = status_kb("VmHWM:") as f64 / 1024.0;
     if owned {
         let _ = std::fs::remove_dir_all(&dir);
     }
     if replayed != appended || left != 0 {
         bail!("replayed {replayed} of {appended} records, {left} left");
     }
+    let mqtt = (a.mqtt_messages > 0).then(|| {
+        let r = crate::mqtt::run(
+            a.mosquitto_bin.as_deref().unwrap_or(Path::new("")),
+            a.mqtt_messages,
+            a.mqtt_rounds,
+        );
+        (r, rss.take_mib())
+    });
+    let hwm_mib = status_kb("VmHWM:") as f64 / 1024.0;
 
     println!(
         "durable queue: {} records of {} B, cache {} KiB, flush_interval_ms {}, flush_max_records {}",
@@ -267,7 +287,44 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             r.phase, r.records, r.secs, r.rss_mib
         );
     }
-    println!("| MQTT publish (issue 4 item 7, second half) | to come | | | | |");
+    let mqtt_line = match mqtt {
+        None => "MQTT rows skipped: --mqtt-messages 0".to_string(),
+        Some((Ok(Ok(r)), rss_mib)) => {
+            for (who, rate) in [
+                ("agent telemetry path", &r.agent),
+                ("plain rumqttc (broker limit)", &r.plain),
+            ] {
+                println!(
+                    "| MQTT QoS 1 {} B: {who} | {} | {:.3} | {:.0} | {:.1} | {rss_mib:.1} |",
+                    r.payload_bytes,
+                    rate.messages,
+                    rate.secs,
+                    rate.per_s(),
+                    rate.per_s() * r.payload_bytes as f64 / (1 << 20) as f64
+                );
+            }
+            let rounds = |x: &crate::mqtt::Rate| {
+                x.rounds
+                    .iter()
+                    .map(|v| format!("{v:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "MQTT ({}; TLS 1.3 with client certificates, QoS 1, {} B telemetry): agent {:.0}/s = {:.2} x plain rumqttc {:.0}/s; per round agent [{}], plain [{}]; {} offers refused by the agent's full queue and offered again",
+                r.broker,
+                r.payload_bytes,
+                r.agent.per_s(),
+                r.agent.per_s() / r.plain.per_s().max(f64::EPSILON),
+                r.plain.per_s(),
+                rounds(&r.agent),
+                rounds(&r.plain),
+                r.refused
+            )
+        }
+        Some((Ok(Err(why)), _)) => format!("MQTT rows skipped: {why}"),
+        Some((Err(e), _)) => format!("MQTT rows skipped: the measurement failed: {e:#}"),
+    };
     println!(
         "flushes {flushes} ({:.0} records per flush); on disk after append {:.1} MiB for {:.1} MiB of records; RSS before {:.1} MiB, VmHWM {:.1} MiB",
         appended as f64 / flushes.max(1) as f64,
@@ -276,6 +333,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         base_mib,
         hwm_mib
     );
+    println!("{mqtt_line}");
     println!("queue-append-per-s: {:.0}", appended as f64 / append_secs);
     Ok(())
 }

@@ -50,6 +50,9 @@ pub struct MqttCounters {
     pub connects: AtomicU64,
     /// Connections lost.
     pub disconnects: AtomicU64,
+    /// QoS 1 messages the broker acknowledged (PUBACK): status, results, and telemetry when
+    /// `mqtt.telemetry_qos = 1`.
+    pub acked: AtomicU64,
     queued: [AtomicU64; 3],
     dropped: [AtomicU64; 3],
     commands: Mutex<BTreeMap<String, u64>>,
@@ -222,10 +225,13 @@ impl AgentCounters {
              # HELP tandem_mqtt_connects_total Connections made to the MQTT broker.\n\
              # TYPE tandem_mqtt_connects_total counter\ntandem_mqtt_connects_total {}\n\
              # HELP tandem_mqtt_disconnects_total Connections to the MQTT broker lost.\n\
-             # TYPE tandem_mqtt_disconnects_total counter\ntandem_mqtt_disconnects_total {}",
+             # TYPE tandem_mqtt_disconnects_total counter\ntandem_mqtt_disconnects_total {}\n\
+             # HELP tandem_mqtt_acked_total QoS 1 messages the MQTT broker acknowledged.\n\
+             # TYPE tandem_mqtt_acked_total counter\ntandem_mqtt_acked_total {}",
             u8::from(m.connected.load(Relaxed)),
             m.connects.load(Relaxed),
-            m.disconnects.load(Relaxed)
+            m.disconnects.load(Relaxed),
+            m.acked.load(Relaxed)
         );
         for (name, help, a) in [
             (

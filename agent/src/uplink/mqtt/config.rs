@@ -19,6 +19,10 @@ pub struct MqttConfig {
     pub url: String,
     /// Interval of telemetry messages, in milliseconds.
     pub telemetry_interval_ms: u64,
+    /// QoS of telemetry messages: 0 (the contract's default: a lost message is made up by the
+    /// next, counters being cumulative) or 1 (the broker acknowledges each; past rumqttc's
+    /// window of 100 unacknowledged messages, new ones wait in the outgoing queue).
+    pub telemetry_qos: u8,
     /// Fraction of answered requests sent as events (0 to 1; 0 sends none).
     pub events_sample_rate: f64,
     /// Outgoing messages (telemetry, events, results) waiting for the broker; when full, a new
@@ -34,6 +38,7 @@ impl Default for MqttConfig {
         Self {
             url: String::new(),
             telemetry_interval_ms: 10_000,
+            telemetry_qos: 0,
             events_sample_rate: 0.01,
             max_pending: 256,
             keep_alive_ms: 15_000,
@@ -52,6 +57,9 @@ impl MqttConfig {
         }
         if self.telemetry_interval_ms == 0 {
             p.push("mqtt.telemetry_interval_ms must be > 0".into());
+        }
+        if self.telemetry_qos > 1 {
+            p.push("mqtt.telemetry_qos must be 0 or 1".into());
         }
         if !(0.0..=1.0).contains(&self.events_sample_rate) {
             p.push("mqtt.events_sample_rate must be between 0 and 1".into());
@@ -94,4 +102,20 @@ pub fn tls_config(
     )
     .map_err(|e| MqttError::Setup(e.to_string()))?;
     Ok((tls, cert_der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_qos_is_0_or_1() {
+        for (qos, ok) in [(0, true), (1, true), (2, false)] {
+            let c = MqttConfig {
+                telemetry_qos: qos,
+                ..MqttConfig::default()
+            };
+            assert_eq!(c.problems().is_empty(), ok, "{:?}", c.problems());
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //!   model swap, [`MqttLink::publish_status`]).
 //! - Outgoing: one bounded queue (`mqtt.max_pending`, rumqttc's request channel). Publishing
 //!   never waits: a message that does not fit is dropped and counted by class
-//!   (`tandem_mqtt_dropped_total`). Telemetry and events are QoS 0, results QoS 1. What was
+//!   (`tandem_mqtt_dropped_total`). Telemetry is QoS 0 (1 with `mqtt.telemetry_qos = 1`),
+//!   events QoS 0, results QoS 1; the broker's PUBACKs are counted (`tandem_mqtt_acked_total`),
+//!   and a QoS 1 message holds its place in rumqttc's inflight window until acked. What was
 //!   being written when a connection dropped may be lost (the session is clean).
 //! - Commands are handled on the connection's task as they arrive (the handler is quick: a
 //!   policy update or a telemetry snapshot); their answers go out ahead of the queue.
@@ -51,9 +53,10 @@ pub trait Handler: Send + Sync + 'static {
     fn command(&self, name: &str, payload: &[u8]) -> Vec<Outgoing>;
 }
 
-fn qos(class: Class) -> QoS {
+fn qos(class: Class, telemetry: QoS) -> QoS {
     match class {
-        Class::Telemetry | Class::Events => QoS::AtMostOnce,
+        Class::Telemetry => telemetry,
+        Class::Events => QoS::AtMostOnce,
         Class::Results => QoS::AtLeastOnce,
     }
 }
@@ -64,6 +67,7 @@ pub struct MqttLink {
     device: String,
     client: AsyncClient,
     counters: Arc<AgentCounters>,
+    telemetry_qos: QoS,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -91,17 +95,24 @@ impl MqttLink {
             ));
         let (client, eventloop) = AsyncClient::new(o, cfg.max_pending);
         let (stop, stop_rx) = watch::channel(false);
+        let telemetry_qos = if cfg.telemetry_qos >= 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
         let task = tokio::spawn(run(
             eventloop,
             device.to_string(),
             counters.clone(),
             handler,
+            telemetry_qos,
             stop_rx,
         ));
         Self {
             device: device.to_string(),
             client,
             counters,
+            telemetry_qos,
             stop,
             task: Mutex::new(Some(task)),
         }
@@ -117,7 +128,7 @@ impl MqttLink {
         let class = m.class;
         match self
             .client
-            .try_publish(m.topic, qos(class), false, m.payload)
+            .try_publish(m.topic, qos(class, self.telemetry_qos), false, m.payload)
         {
             Ok(()) => {
                 self.counters.mqtt.queued(class);
@@ -209,6 +220,7 @@ async fn run(
     device: String,
     counters: Arc<AgentCounters>,
     handler: Arc<dyn Handler>,
+    telemetry_qos: QoS,
     mut stop: watch::Receiver<bool>,
 ) {
     let m = &counters.mqtt;
@@ -247,11 +259,15 @@ async fn run(
                     }
                 };
                 for out in handler.command(&name, &p.payload) {
-                    let mut msg = Publish::new(out.topic, qos(out.class), out.payload);
+                    let mut msg =
+                        Publish::new(out.topic, qos(out.class, telemetry_qos), out.payload);
                     msg.retain = false;
                     el.pending.push_back(Request::Publish(msg));
                     m.queued(out.class);
                 }
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                m.acked.fetch_add(1, Relaxed);
             }
             Ok(Event::Outgoing(Out::Disconnect)) => return,
             Ok(_) => {}
