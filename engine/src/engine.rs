@@ -720,7 +720,10 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
         }
         return;
     }
-    if jobs.first().is_some_and(|j| matches!(j.input, Input::Texts(_))) {
+    if jobs
+        .first()
+        .is_some_and(|j| matches!(j.input, Input::Texts(_)))
+    {
         // Texts pad to the longest of their batch: run groups of similar length apart.
         let groups = batch::group_by_length(jobs.iter().map(|j| &j.input));
         if groups.len() > 1 {
