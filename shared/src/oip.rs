@@ -98,7 +98,148 @@ pub struct RequestInput {
     pub parameters: Map<String, Value>,
     /// Inline data (flat or nested) when not binary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<InlineData>,
+}
+
+/// Inline tensor data, flattened row-major while it is parsed: nested arrays never become a
+/// JSON tree (a `[1,1,28,28]` image would be 814 `Value`s and 30 vectors to build, walk and
+/// free on every request). Serialises as a flat array.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InlineData(pub Vec<Scalar>);
+
+/// One inline element as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// A larger non-negative integer.
+    UInt(u64),
+    /// A number with a fraction or exponent.
+    Float(f64),
+    /// A string (`BYTES`).
+    Str(String),
+    /// `true`, `false`, `null` or an object: valid for no datatype.
+    Other,
+}
+
+impl Scalar {
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::Int(v) => Some(v as f64),
+            Self::UInt(v) => Some(v as f64),
+            Self::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Self::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Appends every element of a (possibly nested) JSON value to the vector it holds.
+struct Flatten<'a>(&'a mut Vec<Scalar>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tensor data: a value or (nested) arrays of values")
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(Scalar::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0
+            .push(i64::try_from(v).map_or(Scalar::UInt(v), Scalar::Int));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push(Scalar::Float(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push(Scalar::Str(v.to_owned()));
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.0.push(Scalar::Str(v));
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.0.push(Scalar::Other);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push(Scalar::Other);
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.0.push(Scalar::Other);
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.0.reserve(n);
+        }
+        while seq.next_element_seed(Flatten(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        self.0.push(Scalar::Other);
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut flat = Vec::new();
+        serde::de::DeserializeSeed::deserialize(Flatten(&mut flat), d)?;
+        Ok(Self(flat))
+    }
+}
+
+impl Serialize for InlineData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for v in &self.0 {
+            match v {
+                Scalar::Int(x) => seq.serialize_element(x)?,
+                Scalar::UInt(x) => seq.serialize_element(x)?,
+                Scalar::Float(x) => seq.serialize_element(x)?,
+                Scalar::Str(x) => seq.serialize_element(x)?,
+                Scalar::Other => seq.serialize_element(&())?,
+            }
+        }
+        seq.end()
+    }
 }
 
 /// One requested output.
@@ -209,19 +350,9 @@ fn shape_elements(name: &str, shape: &[i64]) -> Result<usize, OipError> {
     })
 }
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other),
-    }
-}
-
 fn decode_inline(input: &RequestInput) -> Result<TensorData, OipError> {
     let name = input.name.clone();
-    let mut flat = Vec::new();
-    if let Some(d) = &input.data {
-        flatten(d, &mut flat);
-    }
+    let flat: &[Scalar] = input.data.as_ref().map_or(&[], |d| &d.0);
     let data_err = |want| OipError::Data {
         name: name.clone(),
         want,
@@ -241,7 +372,10 @@ fn decode_inline(input: &RequestInput) -> Result<TensorData, OipError> {
         ),
         "BYTES" => TensorData::Bytes(
             flat.iter()
-                .map(|v| v.as_str().map(|s| s.as_bytes().to_vec()))
+                .map(|v| match v {
+                    Scalar::Str(s) => Some(s.as_bytes().to_vec()),
+                    _ => None,
+                })
                 .collect::<Option<_>>()
                 .ok_or_else(|| data_err("strings for BYTES"))?,
         ),
@@ -442,6 +576,68 @@ mod tests {
             br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]}]}"#;
         let d = decode_request(body, None).expect("decodes");
         assert_eq!(d.inputs[0].data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.5]));
+        let deep = br#"{"inputs":[{"name":"x","shape":[1,1,2,2],"datatype":"FP32","data":[[[[1,-2e0],[3,4]]]]}]}"#;
+        let d = decode_request(deep, None).expect("decodes");
+        assert_eq!(d.inputs[0].data, TensorData::F32(vec![1.0, -2.0, 3.0, 4.0]));
+        let ints = br#"{"inputs":[{"name":"i","shape":[3],"datatype":"INT64","data":[[-1],[2],[9223372036854775807]]}]}"#;
+        let d = decode_request(ints, None).expect("decodes");
+        assert_eq!(d.inputs[0].data, TensorData::I64(vec![-1, 2, i64::MAX]));
+        let text = br#"{"inputs":[{"name":"t","shape":[2],"datatype":"BYTES","data":["a","b"]}]}"#;
+        let d = decode_request(text, None).expect("decodes");
+        assert_eq!(
+            d.inputs[0].data,
+            TensorData::Bytes(vec![b"a".to_vec(), b"b".to_vec()])
+        );
+    }
+
+    #[test]
+    fn inline_data_of_the_wrong_kind_is_refused() {
+        for (body, want) in [
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,"a"]}]}"#,
+                "numbers for FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,{"a":[1]}]}]}"#,
+                "numbers for FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","data":[1,2.5]}]}"#,
+                "integers for INT64",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT64","data":[18446744073709551615]}]}"#,
+                "integers for INT64",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"BYTES","data":["a",true]}]}"#,
+                "strings for BYTES",
+            ),
+        ] {
+            let e = decode_request(body.as_bytes(), None).expect_err(body);
+            assert_eq!(
+                e,
+                OipError::Data {
+                    name: "x".into(),
+                    want
+                },
+                "{body}"
+            );
+        }
+        let unclosed = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[[1,2]}]}"#;
+        assert!(matches!(
+            decode_request(unclosed, None),
+            Err(OipError::Json(_))
+        ));
+        let data = InlineData(vec![
+            Scalar::Int(1),
+            Scalar::Float(0.5),
+            Scalar::Str("s".into()),
+        ]);
+        assert_eq!(
+            serde_json::to_string(&data).expect("serialises"),
+            r#"[1,0.5,"s"]"#
+        );
     }
 
     #[test]
