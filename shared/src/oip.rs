@@ -629,6 +629,16 @@ mod tests {
             decode_request(unclosed, None),
             Err(OipError::Json(_))
         ));
+        // Deep nesting is refused by the JSON parser's depth limit, not by a stack overflow.
+        let deep = format!(
+            r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            decode_request(deep.as_bytes(), None),
+            Err(OipError::Json(_))
+        ));
         let data = InlineData(vec![
             Scalar::Int(1),
             Scalar::Float(0.5),
