@@ -33,6 +33,18 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Packs the shipped model as `version` into `dir` and pushes it, signed, to the registry.
+fn push_version(registry: &Registry, pki: &Pki, dir: &std::path::Path, version: &str) {
+    let opts = PackOptions {
+        version: Some(version.into()),
+        ..PackOptions::default()
+    };
+    pack(&models_dir().join(MODEL), dir, &opts).expect("pack");
+    registry
+        .push(dir, &load_signer(pki.dir()).expect("signer"))
+        .expect("push");
+}
+
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t = std::time::Instant::now();
     while !cond() {
@@ -60,15 +72,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     let fleet = svc.fleet();
     let broker_url = svc.broker().expect("embedded broker").url();
     let registry = Arc::new(Registry::open(&dir.path().join("registry")).expect("registry"));
-    let src = dir.path().join("pack");
-    let opts = PackOptions {
-        version: Some("1.0.1".into()),
-        ..PackOptions::default()
-    };
-    pack(&models_dir().join(MODEL), &src, &opts).expect("pack");
-    registry
-        .push(&src, &load_signer(pki.dir()).expect("signer"))
-        .expect("push");
+    push_version(&registry, &pki, &dir.path().join("pack"), "1.0.1");
     let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
         .expect("bind")
         .with_registry(registry.clone());
@@ -215,15 +219,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
 
     // The operator orders 1.0.0 back: the device on the newer 1.0.1 is told `rollback`, accepts
     // the older version (refused as `not_newer` otherwise) and serves it.
-    let old = dir.path().join("pack-old");
-    let opts = PackOptions {
-        version: Some("1.0.0".into()),
-        ..PackOptions::default()
-    };
-    pack(&models_dir().join(MODEL), &old, &opts).expect("pack");
-    registry
-        .push(&old, &load_signer(pki.dir()).expect("signer"))
-        .expect("push");
+    push_version(&registry, &pki, &dir.path().join("pack-old"), "1.0.0");
     let mut spec = store.get(&r.id).expect("get").spec;
     spec.version = "1.0.0".into();
     spec.rollback = true;

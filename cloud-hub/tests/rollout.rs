@@ -31,6 +31,16 @@ fn fleet(n: usize) -> Vec<DeviceView> {
         .collect()
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_halts_the_rollout() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -114,14 +124,7 @@ async fn a_failing_canary_halts_the_rollout() {
         "nothing more is commanded: {commands:?}"
     );
 
-    let got: Value = http
-        .get(format!("{base}/{id}"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let got: Value = get_json(&http, &format!("{base}/{id}")).await;
     assert_eq!(got["phase"]["state"], "halted", "{got}");
     let reason = got["phase"]["reason"].as_str().expect("reason");
     assert!(
@@ -210,14 +213,7 @@ async fn a_failing_canary_halts_the_rollout() {
     .await;
     assert!(started.contains("1.0.0 (rollback)"), "{started}");
     let id = "vision-fashion-1.0.0-1";
-    let got: Value = http
-        .get(format!("{base}/{id}"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let got: Value = get_json(&http, &format!("{base}/{id}")).await;
     assert_eq!(got["spec"]["rollback"], true, "{got}");
     let commands = store.tick(|_| devices.clone(), 3_000).expect("tick");
     let mut told: Vec<&str> = commands.iter().map(|c| c.device.as_str()).collect();
