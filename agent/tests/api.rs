@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tandem_agent::api::{self, AppState};
 use tandem_agent::app;
+use tandem_tests::http::get_json;
+use tandem_tests::metrics::scrape_text;
 
 const LIMIT: usize = 256 * 1024;
 
@@ -172,14 +174,7 @@ async fn bad_inputs_get_precise_errors_and_the_daemon_keeps_serving() {
         .await
         .expect("get");
     assert_eq!(r.status().as_u16(), 404);
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_text(&c, &base).await;
     assert!(
         metrics.contains("tandem_inferences_total{model=\"vision-fashion\",outcome=\"bad_input\"}"),
         "{metrics}"
@@ -209,14 +204,7 @@ async fn oip_v2_json_binary_and_bytes_inputs_agree_with_python() {
         let r = c.get(format!("{base}{path}")).send().await.expect("get");
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
-    let meta: Value = c
-        .get(format!("{base}/v2/models/vision-fashion"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let meta = get_json(&c, &format!("{base}/v2/models/vision-fashion")).await;
     assert_eq!(meta["inputs"][0]["name"], "input");
     assert_eq!(meta["inputs"][0]["datatype"], "FP32");
     assert_eq!(meta["parameters"]["execution_provider"], "cpu");

@@ -5,7 +5,7 @@
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tandem_agent::models::{DownloadError, DownloadOptions, fetch};
@@ -15,13 +15,7 @@ use tandem_hub::registry::{PackOptions, Registry, load_signer, pack, transfer};
 use tandem_shared::bundle::{self, BundleError, Expect, TrustedKey};
 use tandem_shared::manifest::VariantRole;
 use tandem_shared::wire::{ALPN, DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo")
-        .to_path_buf()
-}
+use tandem_tests::repo;
 
 /// A hub that serves only downloads from `registry`.
 async fn hub(pki: &Path, registry: Registry) -> std::net::SocketAddr {

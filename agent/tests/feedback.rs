@@ -16,6 +16,7 @@ use tandem_agent::uplink::deliver;
 use tandem_hub::feedback::{ExportFormat, Store};
 use tandem_hub::ingress::quic::QuicIngress;
 use tandem_hub::pki::Pki;
+use tandem_tests::metrics::scrape_text;
 
 fn start_hub(
     pki: &Pki,
@@ -234,14 +235,7 @@ async fn hard_examples_and_corrections_reach_the_hub_once() {
     assert_eq!(keys.len(), n, "no record stored twice");
 
     // The agent's /metrics report the same story.
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape_text(&c, &base).await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()

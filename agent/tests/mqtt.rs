@@ -24,6 +24,8 @@ use tandem_hub::broker::{Broker, BrokerSpec};
 use tandem_hub::pki::Pki;
 use tandem_shared::manifest::Signal;
 use tandem_shared::mqtt::{BrokerUrl, CommandResult, Event as MqttEvent, State, Status, Telemetry};
+use tandem_tests::http::get_text;
+use tandem_tests::wait_for;
 use tokio::sync::mpsc;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -204,14 +206,6 @@ fn image(file: &str) -> Input {
     Input::Images(vec![std::fs::read(path).expect("sample").into()])
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_is_retained_and_the_last_will_says_offline() {
     let w = world(|cfg| cfg.mqtt.telemetry_qos = 1).await;
@@ -252,7 +246,7 @@ async fn online_is_retained_and_the_last_will_says_offline() {
     assert!(t.process.rss_bytes > 0 && t.mqtt.connects >= 1, "{t:?}");
     // Telemetry at QoS 1 (`mqtt.telemetry_qos`): the broker acknowledges it, and the status.
     let counters = w.router.counters().clone();
-    wait_for("PUBACKs for the status and telemetry", || {
+    wait_for("PUBACKs for the status and telemetry", PATIENCE, || {
         counters
             .mqtt
             .acked
@@ -416,7 +410,7 @@ async fn without_a_broker_events_are_dropped_and_inference_goes_on() {
     let svc = MqttService::start(&cfg, router.clone(), None)
         .expect("mqtt set up")
         .expect("mqtt on");
-    wait_for("the connection", || {
+    wait_for("the connection", PATIENCE, || {
         counters
             .mqtt
             .connected
@@ -424,7 +418,7 @@ async fn without_a_broker_events_are_dropped_and_inference_goes_on() {
     })
     .await;
     broker.stop().await;
-    wait_for("the disconnection", || {
+    wait_for("the disconnection", PATIENCE, || {
         !counters
             .mqtt
             .connected
@@ -472,12 +466,7 @@ async fn the_daemon_reports_over_mqtt_and_says_offline_on_sigterm() {
     let (body, _) = hub.next_on("tandem/cam-01/status").await;
     assert_eq!(Status::decode(&body).expect("status").state, State::Online);
     hub.telemetry_where(|t| t.models.contains_key(MODEL)).await;
-    let metrics = reqwest::get(daemon.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get_text(&reqwest::Client::new(), &daemon.url("/metrics")).await;
     assert!(
         metrics.lines().any(|l| l == "tandem_mqtt_connected 1"),
         "{metrics}"
@@ -518,14 +507,14 @@ async fn without_a_broker_telemetry_waits_in_the_durable_queue() {
             .connected
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    wait_for("the connection", connected).await;
+    wait_for("the connection", PATIENCE, connected).await;
     let telemetry = |q: &Arc<dyn tandem_agent::queue::Queue>| {
         q.stats().class(tandem_agent::queue::Class::Telemetry).depth
     };
     let before = telemetry(&queue);
     broker.stop().await;
-    wait_for("the disconnection", || !connected()).await;
-    wait_for("snapshots in the durable queue", || {
+    wait_for("the disconnection", PATIENCE, || !connected()).await;
+    wait_for("snapshots in the durable queue", PATIENCE, || {
         telemetry(&queue) >= before + 3
     })
     .await;

@@ -22,13 +22,15 @@ mod common;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tandem_tests::metrics::{family, one, scrape as metrics};
+use tandem_tests::net::free_ports;
+use tandem_tests::process::Logged;
 
 const HUB_CONFIG_ENV: &str = "TANDEM_TEST_HUB_CONFIG";
 const MODEL: &str = "vision-fashion";
@@ -73,8 +75,7 @@ fn now_ms() -> u64 {
 
 /// The hub process and its log.
 struct Hub {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    proc: Logged,
     /// `http://IP:PORT` of its API.
     http: String,
 }
@@ -82,75 +83,59 @@ struct Hub {
 impl Hub {
     /// Starts the hub with `config` in a new process group; waits for its `serving` line.
     fn start(config: &Path) -> Hub {
-        let mut child = Command::new(std::env::current_exe().expect("this test binary"))
-            .args(["hub_process", "--exact", "--ignored", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(HUB_CONFIG_ENV, config)
-            .env_remove("RUST_LOG")
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the hub");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("tandem-hub serving")
-                    && let Some(http) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("http="))
-                {
-                    let _ = tx.send(format!("http://{http}"));
-                }
-                lines.lock().expect("log").push(line);
-            }
-        });
+        let (proc, http) = Logged::spawn(
+            Command::new(std::env::current_exe().expect("this test binary"))
+                .args(["hub_process", "--exact", "--ignored", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .env(HUB_CONFIG_ENV, config)
+                .env_remove("RUST_LOG")
+                .process_group(0),
+            PATIENCE,
+            |line| {
+                line.contains("tandem-hub serving")
+                    .then(|| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix("http="))
+                    })
+                    .flatten()
+                    .map(|http| format!("http://{http}"))
+            },
+        );
         let mut hub = Hub {
-            child,
-            log,
+            proc,
             http: String::new(),
         };
-        match rx.recv_timeout(PATIENCE) {
-            Ok(http) => hub.http = http,
-            Err(_) => panic!("the hub did not start:\n{}", hub.log_text()),
+        match http {
+            Some(http) => hub.http = http,
+            None => panic!("the hub did not start:\n{}", hub.log_text()),
         }
         hub
     }
 
     fn log_text(&self) -> String {
-        self.log.lock().expect("log").join("\n")
+        self.proc.log_text()
     }
 
     /// SIGKILL to the hub's process group: the hub and its mosquitto, at once.
     fn kill(&mut self) {
-        let pgid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let pgid = rustix::process::Pid::from_raw(self.proc.child.id() as i32).expect("pid");
         let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        let _ = self.child.wait();
+        let _ = self.proc.child.wait();
     }
 
     /// SIGTERM (the hub stops its broker and flushes its databases); killed after `PATIENCE`.
     fn stop(&mut self) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let t = Instant::now();
-        while t.elapsed() < PATIENCE {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "{status:?}:\n{}", self.log_text());
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill();
-        panic!("the hub did not stop on SIGTERM:\n{}", self.log_text());
+        let Some(status) = self.proc.terminate(PATIENCE) else {
+            self.kill();
+            panic!("the hub did not stop on SIGTERM:\n{}", self.log_text());
+        };
+        assert!(status.success(), "{status:?}:\n{}", self.log_text());
     }
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
+        if let Ok(None) = self.proc.child.try_wait() {
             self.kill();
         }
     }
@@ -158,71 +143,18 @@ impl Drop for Hub {
 
 /// Stops the agent daemon with SIGTERM (its queue flushed and closed); killed after `PATIENCE`.
 fn stop_agent(agent: &mut common::Daemon) {
-    let pid = rustix::process::Pid::from_raw(agent.child.id() as i32).expect("pid");
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let t = Instant::now();
-    while t.elapsed() < PATIENCE {
-        if let Ok(Some(status)) = agent.child.try_wait() {
-            assert!(status.success(), "{status:?}:\n{}", agent.log_text());
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the agent did not stop on SIGTERM:\n{}", agent.log_text());
+    let Some(status) = tandem_tests::process::terminate(&mut agent.child, PATIENCE) else {
+        panic!("the agent did not stop on SIGTERM:\n{}", agent.log_text());
+    };
+    assert!(status.success(), "{status:?}:\n{}", agent.log_text());
 }
 
-fn free_ports() -> (u16, u16) {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
-    let ports = (
-        udp.local_addr().expect("addr").port(),
-        tcp.local_addr().expect("addr").port(),
-    );
-    drop((udp, tcp));
-    ports
-}
-
-/// The agent's Prometheus text as `name{labels}` → value.
-async fn metrics(c: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
-    let text = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Sum of a family's series.
-fn family(m: &BTreeMap<String, f64>, name: &str) -> f64 {
-    m.iter()
-        .filter(|(k, _)| k.as_str() == name || k.starts_with(&format!("{name}{{")))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-fn one(m: &BTreeMap<String, f64>, key: &str) -> f64 {
-    m.get(key).copied().unwrap_or(f64::NAN)
-}
-
-async fn until_async<F, Fut>(what: &str, mut f: F)
+async fn until_async<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let t = Instant::now();
-    while !f().await {
-        assert!(t.elapsed() < PATIENCE, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tandem_tests::wait_for_async(what, PATIENCE, f).await;
 }
 
 /// One answer the load got: when, and what.

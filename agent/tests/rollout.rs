@@ -22,6 +22,7 @@ use tandem_hub::ingress::quic::QuicIngress;
 use tandem_hub::pki::Pki;
 use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
 use tandem_hub::rollout::{Phase, RolloutStore, Spec, controller};
+use tandem_tests::wait_for;
 
 const MODEL: &str = "vision-fashion";
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -43,14 +44,6 @@ fn push_version(registry: &Registry, pki: &Pki, dir: &std::path::Path, version: 
     registry
         .push(dir, &load_signer(pki.dir()).expect("signer"))
         .expect("push");
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,7 +109,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     let agent_mqtt = MqttService::start(&cfg, router.clone(), None)
         .expect("mqtt set up")
         .expect("mqtt on");
-    wait_for("the device online at the hub", || {
+    wait_for("the device online at the hub", PATIENCE, || {
         fleet
             .store()
             .get("cam-01")
@@ -140,7 +133,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
         rollback: false,
     };
     let r = store.create(spec, true, now_ms()).expect("create");
-    wait_for("the rollout to finish", || {
+    wait_for("the rollout to finish", PATIENCE, || {
         store.get(&r.id).is_ok_and(|r| r.finished())
     })
     .await;
@@ -169,7 +162,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
             .and_then(|s| s.models.into_iter().find(|m| m.name == MODEL))
             .map(|m| m.version)
     };
-    wait_for("the status to show 1.0.1", || {
+    wait_for("the status to show 1.0.1", PATIENCE, || {
         status_version().as_deref() == Some("1.0.1")
     })
     .await;
@@ -197,7 +190,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     let mut spec = store.get(&r.id).expect("get").spec;
     spec.version = "1.0.2".into();
     let r = store.create(spec, true, now_ms()).expect("create");
-    wait_for("the second rollout to finish", || {
+    wait_for("the second rollout to finish", PATIENCE, || {
         store.get(&r.id).is_ok_and(|r| r.finished())
     })
     .await;
@@ -224,7 +217,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     spec.version = "1.0.0".into();
     spec.rollback = true;
     let r = store.create(spec, true, now_ms()).expect("create");
-    wait_for("the rollback to finish", || {
+    wait_for("the rollback to finish", PATIENCE, || {
         store.get(&r.id).is_ok_and(|r| r.finished())
     })
     .await;
@@ -247,7 +240,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
             .trim(),
         "1.0.0"
     );
-    wait_for("the status to show 1.0.0", || {
+    wait_for("the status to show 1.0.0", PATIENCE, || {
         status_version().as_deref() == Some("1.0.0")
     })
     .await;

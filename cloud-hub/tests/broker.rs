@@ -16,6 +16,7 @@ use std::time::Duration;
 use tandem_hub::broker::{Broker, BrokerSpec};
 use tandem_hub::pki::{Pki, PkiError};
 use tandem_shared::mqtt::BrokerUrl;
+use tandem_tests::wait_for;
 use tokio::sync::mpsc;
 
 /// Longest wait for anything expected to happen (a failure, never a timing claim).
@@ -177,14 +178,6 @@ fn ca(s: &Setup) -> PathBuf {
     s.pki.dir().join("ca.pem")
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_is_restarted_and_counted() {
     let s = setup(&["cam-01"]);
@@ -209,7 +202,7 @@ async fn a_killed_broker_is_restarted_and_counted() {
 
     let pid = rustix::process::Pid::from_raw(first as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill -9");
-    wait_for("the restart", || {
+    wait_for("the restart", PATIENCE, || {
         stats.restarts() == 1 && stats.is_up() && stats.pid().is_some_and(|p| p != first)
     })
     .await;
@@ -355,7 +348,10 @@ async fn revoked_missing_and_foreign_certificates_are_refused() {
 
     // Revoked while the broker runs: the CRL is reloaded (a restart), then cam-03 is refused.
     s.pki.revoke_device("cam-03").expect("revoke");
-    wait_for("the CRL reload", || stats.reloads() == 1 && stats.is_up()).await;
+    wait_for("the CRL reload", PATIENCE, || {
+        stats.reloads() == 1 && stats.is_up()
+    })
+    .await;
     assert_eq!(stats.restarts(), 0, "a reload is not a crash");
     let e = refused(
         &url,

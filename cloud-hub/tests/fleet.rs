@@ -14,6 +14,8 @@ use tandem_hub::config::Config;
 use tandem_hub::fleet::FleetService;
 use tandem_hub::pki::Pki;
 use tandem_shared::mqtt::{Command, CommandResult, ModelStatus, Status, Topic};
+use tandem_tests::http::get_json;
+use tandem_tests::wait_for;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -78,14 +80,6 @@ fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl) -> AsyncClient {
     c
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_state_and_commands_over_mqtt() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -102,7 +96,7 @@ async fn fleet_state_and_commands_over_mqtt() {
         .expect("mqtt on");
     let fleet = svc.fleet();
     let url = svc.broker().expect("embedded").url();
-    wait_for("the hub's client", || {
+    wait_for("the hub's client", PATIENCE, || {
         fleet
             .link()
             .stats()
@@ -146,7 +140,7 @@ async fn fleet_state_and_commands_over_mqtt() {
     )
     .await
     .expect("bad telemetry");
-    wait_for("the device's state", || {
+    wait_for("the device's state", PATIENCE, || {
         fleet.store().get("cam-01").ok().flatten().is_some_and(|d| {
             d.online && d.telemetry.as_ref().is_some_and(|t| t.seq == 7) && d.unreadable == 1
         })
@@ -161,27 +155,13 @@ async fn fleet_state_and_commands_over_mqtt() {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let http = reqwest::Client::new();
-    let list: Value = http
-        .get(format!("{base}/v1/fleet"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = get_json(&http, &format!("{base}/v1/fleet")).await;
     let d = &list["devices"][0];
     assert_eq!(d["device"], "cam-01", "{list}");
     assert_eq!(d["online"], true, "{list}");
     assert_eq!(d["agent_version"], "0.1.0", "{list}");
     assert_eq!(d["models"][0]["ep"], "cpu", "{list}");
-    let one: Value = http
-        .get(format!("{base}/v1/fleet/cam-01"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let one: Value = get_json(&http, &format!("{base}/v1/fleet/cam-01")).await;
     assert_eq!(
         one["telemetry"]["models"]["vision-fashion"]["inferences"]["ok"], 1200,
         "{one}"
@@ -253,7 +233,7 @@ async fn fleet_state_and_commands_over_mqtt() {
     )
     .await
     .expect("offline");
-    wait_for("offline", || {
+    wait_for("offline", PATIENCE, || {
         fleet
             .store()
             .get("cam-01")

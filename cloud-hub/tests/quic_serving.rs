@@ -6,7 +6,6 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tandem_engine::settings::EngineSettings;
 use tandem_engine::{Engine, metrics::Metrics, runtime};
@@ -16,13 +15,7 @@ use tandem_shared::wire::{
     ALPN, DEFAULT_MAX_FRAME_BYTES, DType, ErrorCode, FrameDecoder, Input, Message, Tensor,
     encode_to_vec,
 };
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo")
-        .to_path_buf()
-}
+use tandem_tests::repo;
 
 fn engine(queue: usize, max_batch: usize) -> Arc<Engine> {
     let mut s = EngineSettings {

@@ -10,13 +10,7 @@ use tandem_hub::pki::Pki;
 use tandem_hub::registry::{PackOptions, Pushed, Registry, RegistryError, load_signer, pack};
 use tandem_shared::bundle::{self, BundleError, Expect, TrustedKey};
 use tandem_shared::manifest::VariantRole;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo")
-        .to_path_buf()
-}
+use tandem_tests::repo;
 
 fn fashion() -> PathBuf {
     repo().join("models/vision-fashion")

@@ -5,19 +5,13 @@
 //! run the newer one, and only on them.
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tandem_hub::pki::Pki;
 use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
 use tandem_hub::rollout::http::RolloutApi;
 use tandem_hub::rollout::{DeviceView, RolloutStore};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo")
-        .to_path_buf()
-}
+use tandem_tests::http::get_json;
+use tandem_tests::repo;
 
 fn fleet(n: usize) -> Vec<DeviceView> {
     (0..n)
@@ -29,16 +23,6 @@ fn fleet(n: usize) -> Vec<DeviceView> {
             update: None,
         })
         .collect()
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Value {
-    http.get(url)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use tandem_hub::fleet::FleetService;
 use tandem_hub::pki::Pki;
 use tandem_hub::rollout::{Phase, RolloutStore, Spec, controller};
 use tandem_shared::mqtt::{CommandResult, ModelStatus, Status, Topic};
+use tandem_tests::wait_for;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -111,14 +112,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < PATIENCE, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn spec(version: &str) -> Spec {
     Spec {
         model: "vision-fashion".into(),
@@ -157,7 +150,7 @@ async fn hub_with_devices(n: usize, installs: bool) -> Hub {
         .expect("mqtt on");
     let fleet = svc.fleet();
     let url = svc.broker().expect("embedded").url();
-    wait_for("the hub's client", || {
+    wait_for("the hub's client", PATIENCE, || {
         fleet
             .link()
             .stats()
@@ -170,7 +163,7 @@ async fn hub_with_devices(n: usize, installs: bool) -> Hub {
         pki.add_device(&name, 30).expect("device");
         device(&pki, &url, &name, installs);
     }
-    wait_for("the devices online", || {
+    wait_for("the devices online", PATIENCE, || {
         fleet
             .store()
             .list()
@@ -203,7 +196,7 @@ async fn devices_that_refuse_halt_the_rollout_at_its_canary() {
         .store
         .create(spec("1.0.1"), true, now_ms())
         .expect("create");
-    wait_for("the halt", || {
+    wait_for("the halt", PATIENCE, || {
         hub.store
             .get(&r.id)
             .is_ok_and(|r| matches!(r.phase, Phase::Halted { .. }))
@@ -231,7 +224,7 @@ async fn devices_that_install_carry_the_rollout_to_the_end() {
         .store
         .create(spec("1.0.1"), true, now_ms())
         .expect("create");
-    wait_for("the end", || {
+    wait_for("the end", PATIENCE, || {
         hub.store.get(&r.id).is_ok_and(|r| r.finished())
     })
     .await;

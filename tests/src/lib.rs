@@ -1,24 +1,16 @@
-//! Test kit for end-to-end tests: where the built binaries and the repository are.
+//! Test kit for the integration and end-to-end tests: where things are ([`paths`]), waits with
+//! deadlines ([`wait`]), HTTP and Prometheus helpers ([`http`], [`metrics`]), free loopback
+//! ports ([`net`]) and child processes with captured logs ([`process`]).
+//!
+//! Generic on purpose: it depends on no Tandem crate, so `tandem-agent` and `tandem-hub` take it
+//! as a dev-dependency without a second copy of their own types.
 
-use std::path::{Path, PathBuf};
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod paths;
+pub mod process;
+pub mod wait;
 
-/// The repository root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// A built binary of the workspace (`make test` builds them before running tests).
-pub fn binary(name: &str) -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    let path = target.join("debug").join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
+pub use paths::{binary, models_dir, read_json, repo, scratch};
+pub use wait::{wait_for, wait_for_async};

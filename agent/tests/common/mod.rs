@@ -1,31 +1,16 @@
 //! Shared helpers for the agent's integration tests: paths, configs, engines, a daemon process.
 #![allow(dead_code)]
 
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use tandem_agent::config::Config;
 use tandem_agent::inference::Engine;
 use tandem_agent::runtime;
 use tandem_agent::telemetry::Metrics;
+use tandem_tests::process::Logged;
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("agent/ has a parent")
-        .to_path_buf()
-}
-
-pub fn models_dir() -> PathBuf {
-    repo().join("models")
-}
-
-pub fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+pub use tandem_tests::{models_dir, read_json, repo};
 
 /// A config over the repository's models.
 pub fn config(models: &[&str], variant: &str, eps: &[&str]) -> Config {
@@ -99,39 +84,29 @@ impl Daemon {
     pub fn start(dir: &Path, config_text: &str) -> Daemon {
         let path = dir.join("agent.toml");
         std::fs::write(&path, config_text).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-agent"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info,ort=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tandem-agent");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listen=") {
-                    let addr: String = line[i + 7..]
+        let (Logged { child, log }, addr) = Logged::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tandem-agent"))
+                .args(["run", "--config"])
+                .arg(&path)
+                .env("RUST_LOG", "info,ort=warn"),
+            std::time::Duration::from_secs(60),
+            |line| {
+                let i = line.find("listen=")?;
+                Some(
+                    line[i + 7..]
                         .split_whitespace()
                         .next()
                         .unwrap_or("")
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-                log2.lock().expect("log lock").push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "agent did not start; log: {:?}",
-                    log.lock().expect("log").clone()
+                        .to_string(),
                 )
-            });
+            },
+        );
+        let Some(addr) = addr else {
+            panic!(
+                "agent did not start; log: {:?}",
+                log.lock().expect("log").clone()
+            )
+        };
         Daemon { child, addr, log }
     }
 

@@ -4,7 +4,6 @@
 
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tandem_engine::{Engine, metrics::Metrics};
 use tandem_hub::api::{HttpServer, HubApi};
@@ -12,19 +11,8 @@ use tandem_hub::config::Config;
 
 pub const TOKEN: &str = "tok-0123456789abcdef-ops";
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo")
-        .to_path_buf()
-}
-
-pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-hub-http-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
-}
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use tandem_tests::{read_json, repo, scratch};
 
 /// A hub config over the repository's models on a free loopback port.
 pub fn config(models: &[&str]) -> Config {
@@ -54,10 +42,6 @@ pub async fn serve(cfg: &Config) -> (SocketAddr, Arc<Engine>, tokio::sync::onesh
         let _ = rx.await;
     }));
     (addr, engine, tx)
-}
-
-pub fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
 }
 
 /// `(model, sample file, expected top-1 label)` of the cloud variant.
