@@ -3,8 +3,6 @@
 //! signed by another key is refused before its model file is fetched; an unknown version is
 //! refused by the hub.
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +14,7 @@ use tandem_shared::bundle::{self, BundleError, Expect, TrustedKey};
 use tandem_shared::manifest::VariantRole;
 use tandem_shared::wire::{ALPN, DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
 use tandem_tests::repo;
+use tandem_tests::tls::quic_client_config;
 
 /// A hub that serves only downloads from `registry`.
 async fn hub(pki: &Path, registry: Registry) -> std::net::SocketAddr {
@@ -58,27 +57,14 @@ async fn hub(pki: &Path, registry: Registry) -> std::net::SocketAddr {
 }
 
 fn client(pki: &Path, device: &str) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(pki.join("ca.pem")).expect("ca"))
-        .expect("root");
     let (cert, key) = Pki::open(pki).expect("pki").device_files(device);
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls 1.3")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_file(cert).expect("cert")],
-        PrivateKeyDer::from_pem_file(key).expect("key"),
-    )
-    .expect("client auth");
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint.set_default_client_config(quic_client_config(
+        &pki.join("ca.pem"),
+        Some((cert, key)),
+        ALPN,
+    ));
     endpoint
 }
 

@@ -11,8 +11,6 @@
 mod common;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +23,7 @@ use tandem_hub::pki::Pki;
 use tandem_shared::manifest::Signal;
 use tandem_shared::mqtt::{BrokerUrl, CommandResult, Event as MqttEvent, State, Status, Telemetry};
 use tandem_tests::http::get_text;
+use tandem_tests::tls::client_config;
 use tandem_tests::wait_for;
 use tokio::sync::mpsc;
 
@@ -83,21 +82,11 @@ struct Hub {
 
 async fn hub(w: &World, filter: &str) -> Hub {
     let url: BrokerUrl = w.broker.url();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(w.pki.dir().join("ca.pem")).expect("ca"))
-        .expect("root");
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_file(w.pki.dir().join("hub.pem")).expect("cert")],
-        PrivateKeyDer::from_pem_file(w.pki.dir().join("hub.key")).expect("key"),
-    )
-    .expect("client auth");
+    let dir = w.pki.dir();
+    let tls = client_config(
+        &dir.join("ca.pem"),
+        Some((dir.join("hub.pem"), dir.join("hub.key"))),
+    );
     let mut o = MqttOptions::new("tandem-hub", url.host.clone(), url.port);
     o.set_transport(Transport::tls_with_config(tls.into()))
         .set_max_packet_size(1 << 20, 1 << 20);

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_tests::metrics::{family, one, scrape as metrics};
 use tandem_tests::net::free_ports;
 use tandem_tests::process::Logged;
+use tandem_tests::wait_for_async;
 
 const HUB_CONFIG_ENV: &str = "TANDEM_TEST_HUB_CONFIG";
 const MODEL: &str = "vision-fashion";
@@ -147,14 +148,6 @@ fn stop_agent(agent: &mut common::Daemon) {
         panic!("the agent did not stop on SIGTERM:\n{}", agent.log_text());
     };
     assert!(status.success(), "{status:?}:\n{}", agent.log_text());
-}
-
-async fn until_async<F, Fut>(what: &str, f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    tandem_tests::wait_for_async(what, PATIENCE, f).await;
 }
 
 /// One answer the load got: when, and what.
@@ -295,10 +288,14 @@ async fn scenario() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    until_async("the agent connected to the hub and its broker", || async {
-        let m = metrics(&c, &base).await;
-        one(&m, "tandem_hub_connected") == 1.0 && one(&m, "tandem_mqtt_connected") == 1.0
-    })
+    wait_for_async(
+        "the agent connected to the hub and its broker",
+        PATIENCE,
+        || async {
+            let m = metrics(&c, &base).await;
+            one(&m, "tandem_hub_connected") == 1.0 && one(&m, "tandem_mqtt_connected") == 1.0
+        },
+    )
     .await;
     let fleet_url = |hub: &Hub| format!("{}/v1/fleet/{DEVICE}", hub.http);
     let device = |url: String| {
@@ -311,7 +308,7 @@ async fn scenario() {
             r.json::<Value>().await.ok()
         }
     };
-    until_async("the device online in the fleet", || async {
+    wait_for_async("the device online in the fleet", PATIENCE, || async {
         device(fleet_url(&hub))
             .await
             .is_some_and(|d| d["online"] == true)
@@ -331,7 +328,7 @@ async fn scenario() {
             .filter(|a| a.phase == p && f(a))
             .count()
     };
-    until_async("answers from the hub", || async {
+    wait_for_async("answers from the hub", PATIENCE, || async {
         count(BEFORE, &|a| a.route == "cloud" && !a.degraded) >= 20
     })
     .await;
@@ -399,12 +396,16 @@ async fn scenario() {
     });
     let restarted_ms = now_ms();
     phase.store(BACK, Relaxed);
-    until_async("the agent back on the hub and its broker", || async {
-        let m = metrics(&c, &base).await;
-        one(&m, "tandem_hub_connected") == 1.0 && one(&m, "tandem_mqtt_connected") == 1.0
-    })
+    wait_for_async(
+        "the agent back on the hub and its broker",
+        PATIENCE,
+        || async {
+            let m = metrics(&c, &base).await;
+            one(&m, "tandem_hub_connected") == 1.0 && one(&m, "tandem_mqtt_connected") == 1.0
+        },
+    )
     .await;
-    until_async("answers from the hub again", || async {
+    wait_for_async("answers from the hub again", PATIENCE, || async {
         count(BACK, &|a| a.route == "cloud" && !a.degraded) >= 10
     })
     .await;
@@ -412,7 +413,7 @@ async fn scenario() {
     for w in workers {
         w.await.expect("a load worker failed");
     }
-    until_async("the queue drained", || async {
+    wait_for_async("the queue drained", PATIENCE, || async {
         let m = metrics(&c, &base).await;
         family(&m, "tandem_outbox_records") == 0.0
     })
@@ -421,7 +422,7 @@ async fn scenario() {
     assert_eq!(family(&last, "tandem_outbox_evicted_total"), 0.0);
     assert_eq!(one(&last, "tandem_feedback_examples_dropped_total"), 0.0);
     assert_eq!(one(&last, "tandem_outbox_crc_failures_total"), 0.0);
-    until_async("fresh live telemetry in the fleet", || async {
+    wait_for_async("fresh live telemetry in the fleet", PATIENCE, || async {
         device(fleet_url(&hub)).await.is_some_and(|d| {
             d["online"] == true && d["telemetry"]["ts_ms"].as_u64().unwrap_or(0) > restarted_ms
         })

@@ -8,14 +8,12 @@
 //! - no mosquitto binary: a start-up error naming `make setup`.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 use tandem_hub::broker::{Broker, BrokerSpec};
 use tandem_hub::pki::{Pki, PkiError};
 use tandem_shared::mqtt::BrokerUrl;
+use tandem_tests::tls::client_config as tls;
 use tandem_tests::wait_for;
 use tokio::sync::mpsc;
 
@@ -52,29 +50,6 @@ fn spec(s: &Setup) -> BrokerSpec {
         restart_backoff_max: Duration::from_secs(2),
         ready_timeout: Duration::from_secs(10),
         crl_check: Duration::from_millis(100),
-    }
-}
-
-/// A TLS client configuration trusting `ca`, presenting `identity` when given.
-fn tls(ca: &Path, identity: Option<(PathBuf, PathBuf)>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(ca).expect("ca"))
-        .expect("root");
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots);
-    match identity {
-        Some((cert, key)) => b
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(cert).expect("cert")],
-                PrivateKeyDer::from_pem_file(key).expect("key"),
-            )
-            .expect("client auth"),
-        None => b.with_no_client_auth(),
     }
 }
 

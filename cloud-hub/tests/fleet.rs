@@ -4,17 +4,15 @@
 //! returns the device's result.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tandem_hub::config::Config;
 use tandem_hub::fleet::FleetService;
 use tandem_hub::pki::Pki;
 use tandem_shared::mqtt::{Command, CommandResult, ModelStatus, Status, Topic};
 use tandem_tests::http::get_json;
+use tandem_tests::tls::client_config;
 use tandem_tests::wait_for;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -28,21 +26,7 @@ fn telemetry_fixture() -> Vec<u8> {
 /// A device that answers `set_threshold` with ok and anything else with an error.
 fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl) -> AsyncClient {
     let (cert, key) = pki.device_files("cam-01");
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(pki.dir().join("ca.pem")).expect("ca"))
-        .expect("root");
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_file(cert).expect("cert")],
-        PrivateKeyDer::from_pem_file(key).expect("key"),
-    )
-    .expect("client auth");
+    let tls = client_config(&pki.dir().join("ca.pem"), Some((cert, key)));
     let mut o = MqttOptions::new("cam-01", url.host.clone(), url.port);
     o.set_transport(Transport::tls_with_config(tls.into()))
         .set_max_packet_size(1 << 20, 1 << 20);

@@ -3,9 +3,6 @@
 //! foreign-CA certificate is refused during the handshake, with the cause visible on both
 //! sides; a lying peer loses its stream or connection while other devices keep being served.
 
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,29 +58,7 @@ async fn start(name: &str) -> Fixture {
 }
 
 fn client(ca: &Path, identity: Option<(PathBuf, PathBuf)>) -> quinn::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(ca).expect("ca"))
-        .expect("root");
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots);
-    let mut cfg = match identity {
-        Some((cert, key)) => b
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(cert).expect("cert")],
-                PrivateKeyDer::from_pem_file(key).expect("key"),
-            )
-            .expect("client auth"),
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
-    quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(cfg).expect("quic client"),
-    ))
+    tandem_tests::tls::quic_client_config(ca, identity, ALPN)
 }
 
 /// Connects and sends one ping; returns the pong nonce or the error (with the close reason).

@@ -2,9 +2,6 @@
 //! batched) and answers with its outputs, version and timings; an unknown model or version, a
 //! bad input and a full queue each get their precise answer.
 
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tandem_engine::settings::EngineSettings;
@@ -16,6 +13,7 @@ use tandem_shared::wire::{
     encode_to_vec,
 };
 use tandem_tests::repo;
+use tandem_tests::tls::quic_client_config;
 
 fn engine(queue: usize, max_batch: usize) -> Arc<Engine> {
     let mut s = EngineSettings {
@@ -62,27 +60,13 @@ async fn connect(pki: &Pki, addr: SocketAddr) -> quinn::Connection {
 }
 
 async fn connect_as(pki: &Pki, addr: SocketAddr, device: &str) -> quinn::Connection {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(pki.dir().join("ca.pem")).expect("ca"))
-        .expect("root");
     let (cert, key) = pki.device_files(device);
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_file(cert).expect("cert")],
-        PrivateKeyDer::from_pem_file(key).expect("key"),
-    )
-    .expect("client auth");
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(cfg).expect("quic"),
-    )));
+    ep.set_default_client_config(quic_client_config(
+        &pki.dir().join("ca.pem"),
+        Some((cert, key)),
+        ALPN,
+    ));
     ep.connect(addr, "localhost")
         .expect("connect")
         .await

@@ -3,17 +3,15 @@
 //! its canary; devices that install it (and say so in their status) carry it to the end.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tandem_hub::config::Config;
 use tandem_hub::fleet::FleetService;
 use tandem_hub::pki::Pki;
 use tandem_hub::rollout::{Phase, RolloutStore, Spec, controller};
 use tandem_shared::mqtt::{CommandResult, ModelStatus, Status, Topic};
+use tandem_tests::tls::client_config;
 use tandem_tests::wait_for;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -36,21 +34,7 @@ fn status(version: &str) -> Vec<u8> {
 /// (answers ok, publishes its new status) or refuses.
 fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl, name: &str, installs: bool) {
     let (cert, key) = pki.device_files(name);
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(pki.dir().join("ca.pem")).expect("ca"))
-        .expect("root");
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_file(cert).expect("cert")],
-        PrivateKeyDer::from_pem_file(key).expect("key"),
-    )
-    .expect("client auth");
+    let tls = client_config(&pki.dir().join("ca.pem"), Some((cert, key)));
     let mut o = MqttOptions::new(name, url.host.clone(), url.port);
     o.set_transport(Transport::tls_with_config(tls.into()));
     let (c, mut ev) = AsyncClient::new(o, 64);

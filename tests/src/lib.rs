@@ -1,6 +1,7 @@
 //! Test kit for the integration and end-to-end tests: where things are ([`paths`]), waits with
 //! deadlines ([`wait`]), HTTP and Prometheus helpers ([`http`], [`metrics`]), free loopback
-//! ports ([`net`]) and child processes with captured logs ([`process`]).
+//! ports ([`net`]), child processes with captured logs ([`process`]) and TLS client
+//! configurations from PEM files ([`tls`]).
 //!
 //! Generic on purpose: it depends on no Tandem crate, so `tandem-agent` and `tandem-hub` take it
 //! as a dev-dependency without a second copy of their own types.
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod net;
 pub mod paths;
 pub mod process;
+pub mod tls;
 pub mod wait;
 
 pub use paths::{binary, models_dir, read_json, repo, scratch};
