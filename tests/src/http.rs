@@ -15,11 +15,6 @@ pub async fn get_text(c: &reqwest::Client, url: &str) -> String {
 
 /// `GET url`, the body parsed as JSON (panics if the request fails or the body is not JSON).
 pub async fn get_json(c: &reqwest::Client, url: &str) -> Value {
-    c.get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: JSON: {e}"))
+    let text = get_text(c, url).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: JSON: {e}: {text}"))
 }
