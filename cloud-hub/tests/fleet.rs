@@ -3,16 +3,16 @@
 //! state in sled and serves it on `/v1/fleet`, and `POST /v1/fleet/{device}/cmd/{name}`
 //! returns the device's result.
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+mod mqtt_kit;
+
+use mqtt_kit::{device_client, fleet_hub};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
-use tandem_hub::config::Config;
-use tandem_hub::fleet::FleetService;
 use tandem_hub::pki::Pki;
 use tandem_shared::mqtt::{Command, CommandResult, ModelStatus, Status, Topic};
 use tandem_tests::http::get_json;
-use tandem_tests::tls::client_config;
 use tandem_tests::wait_for;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -25,12 +25,7 @@ fn telemetry_fixture() -> Vec<u8> {
 
 /// A device that answers `set_threshold` with ok and anything else with an error.
 fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl) -> AsyncClient {
-    let (cert, key) = pki.device_files("cam-01");
-    let tls = client_config(&pki.dir().join("ca.pem"), Some((cert, key)));
-    let mut o = MqttOptions::new("cam-01", url.host.clone(), url.port);
-    o.set_transport(Transport::tls_with_config(tls.into()))
-        .set_max_packet_size(1 << 20, 1 << 20);
-    let (c, mut ev) = AsyncClient::new(o, 64);
+    let (c, mut ev) = device_client(pki, url, "cam-01");
     let c2 = c.clone();
     tokio::spawn(async move {
         loop {
@@ -67,27 +62,9 @@ fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl) -> AsyncClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_state_and_commands_over_mqtt() {
     let dir = tempfile::tempdir().expect("tmp");
-    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
+    let (pki, svc, url) = fleet_hub(dir.path(), PATIENCE).await;
     pki.add_device("cam-01", 30).expect("device");
-    let mut cfg = Config {
-        base_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    cfg.mqtt.listen = "127.0.0.1:0".into();
-    let svc = FleetService::start(&cfg)
-        .await
-        .expect("starts")
-        .expect("mqtt on");
     let fleet = svc.fleet();
-    let url = svc.broker().expect("embedded").url();
-    wait_for("the hub's client", PATIENCE, || {
-        fleet
-            .link()
-            .stats()
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
 
     let dev = device(&pki, &url);
     let online = Status::online(

@@ -2,16 +2,17 @@
 //! clients with device certificates): devices that refuse `update_model` halt the rollout at
 //! its canary; devices that install it (and say so in their status) carry it to the end.
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+mod mqtt_kit;
+
+use mqtt_kit::{device_client, fleet_hub};
+use rumqttc::{Event, Packet, QoS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tandem_hub::config::Config;
 use tandem_hub::fleet::FleetService;
 use tandem_hub::pki::Pki;
 use tandem_hub::rollout::{Phase, RolloutStore, Spec, controller};
 use tandem_shared::mqtt::{CommandResult, ModelStatus, Status, Topic};
-use tandem_tests::tls::client_config;
 use tandem_tests::wait_for;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -33,11 +34,7 @@ fn status(version: &str) -> Vec<u8> {
 /// A device serving vision-fashion 1.0.0; on `update_model` it either installs the version
 /// (answers ok, publishes its new status) or refuses.
 fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl, name: &str, installs: bool) {
-    let (cert, key) = pki.device_files(name);
-    let tls = client_config(&pki.dir().join("ca.pem"), Some((cert, key)));
-    let mut o = MqttOptions::new(name, url.host.clone(), url.port);
-    o.set_transport(Transport::tls_with_config(tls.into()));
-    let (c, mut ev) = AsyncClient::new(o, 64);
+    let (c, mut ev) = device_client(pki, url, name);
     let name = name.to_string();
     tokio::spawn(async move {
         loop {
@@ -122,26 +119,8 @@ struct Hub {
 /// install (or refuse) what they are told.
 async fn hub_with_devices(n: usize, installs: bool) -> Hub {
     let dir = tempfile::tempdir().expect("tmp");
-    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
-    let mut cfg = Config {
-        base_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    cfg.mqtt.listen = "127.0.0.1:0".into();
-    let svc = FleetService::start(&cfg)
-        .await
-        .expect("starts")
-        .expect("mqtt on");
+    let (pki, svc, url) = fleet_hub(dir.path(), PATIENCE).await;
     let fleet = svc.fleet();
-    let url = svc.broker().expect("embedded").url();
-    wait_for("the hub's client", PATIENCE, || {
-        fleet
-            .link()
-            .stats()
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
     for i in 0..n {
         let name = format!("cam-{i:02}");
         pki.add_device(&name, 30).expect("device");
