@@ -46,6 +46,19 @@ fn push_version(registry: &Registry, pki: &Pki, dir: &std::path::Path, version: 
         .expect("push");
 }
 
+/// The version of the model that answers a sample image now.
+async fn serving_version(engine: &tandem_engine::Engine) -> String {
+    let sample = models_dir().join(MODEL).join("samples/0_9.png");
+    engine
+        .infer(
+            MODEL,
+            Input::Images(vec![Bytes::from(std::fs::read(sample).expect("sample"))]),
+        )
+        .await
+        .expect("answers")
+        .version
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operators_rollout_reaches_the_device_and_completes() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -139,12 +152,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     .await;
     let done = store.get(&r.id).expect("get");
     assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
-    let png = std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample");
-    let answer = engine
-        .infer(MODEL, Input::Images(vec![Bytes::from(png)]))
-        .await
-        .expect("answers");
-    assert_eq!(answer.version, "1.0.1");
+    assert_eq!(serving_version(&engine).await, "1.0.1");
     assert_eq!(
         std::fs::read_to_string(models.join(MODEL).join("current"))
             .expect("current")
@@ -199,16 +207,11 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
         Phase::Halted { reason } => assert!(reason.contains("selftest_failed"), "{reason}"),
         other => panic!("expected a halt, got {other:?}"),
     }
-    let answer = engine
-        .infer(
-            MODEL,
-            Input::Images(vec![Bytes::from(
-                std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample"),
-            )]),
-        )
-        .await
-        .expect("answers");
-    assert_eq!(answer.version, "1.0.1", "the refused version never served");
+    assert_eq!(
+        serving_version(&engine).await,
+        "1.0.1",
+        "the refused version never served"
+    );
 
     // The operator orders 1.0.0 back: the device on the newer 1.0.1 is told `rollback`, accepts
     // the older version (refused as `not_newer` otherwise) and serves it.
@@ -224,16 +227,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     let back = store.get(&r.id).expect("get");
     assert_eq!(back.phase, Phase::Succeeded, "{back:?}");
     assert_eq!(back.targets.len(), 1);
-    let answer = engine
-        .infer(
-            MODEL,
-            Input::Images(vec![Bytes::from(
-                std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample"),
-            )]),
-        )
-        .await
-        .expect("answers");
-    assert_eq!(answer.version, "1.0.0");
+    assert_eq!(serving_version(&engine).await, "1.0.0");
     assert_eq!(
         std::fs::read_to_string(models.join(MODEL).join("current"))
             .expect("current")
