@@ -103,21 +103,11 @@ async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
     )
     .expect("config");
     let sample = models_dir().join("vision-fashion").join(&offloaded[0]);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-agent"))
-            .args(["infer", "--json", "--model", "vision-fashion", "--config"])
-            .arg(&conf)
-            .arg(&sample)
-            .output()
-            .expect("run the CLI")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-agent"));
+    cli.args(["infer", "--json", "--model", "vision-fashion", "--config"])
+        .arg(&conf)
+        .arg(&sample);
+    let out = tandem_tests::process::output_ok(cli).await;
     let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(line["route"], "cloud", "{line}");
     assert_eq!(line["label"], cloud_top1(&offloaded[0]));

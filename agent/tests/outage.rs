@@ -288,13 +288,15 @@ async fn scenario() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
+    // The agent's links to the hub (QUIC) and to its broker (MQTT), both up.
+    let both_links_up = || async {
+        let m = metrics(&c, &base).await;
+        one(&m, "tandem_hub_connected") == 1.0 && one(&m, "tandem_mqtt_connected") == 1.0
+    };
     wait_for_async(
         "the agent connected to the hub and its broker",
         PATIENCE,
-        || async {
-            let m = metrics(&c, &base).await;
-            one(&m, "tandem_hub_connected") == 1.0 && one(&m, "tandem_mqtt_connected") == 1.0
-        },
+        both_links_up,
     )
     .await;
     let fleet_url = |hub: &Hub| format!("{}/v1/fleet/{DEVICE}", hub.http);
@@ -399,10 +401,7 @@ async fn scenario() {
     wait_for_async(
         "the agent back on the hub and its broker",
         PATIENCE,
-        || async {
-            let m = metrics(&c, &base).await;
-            one(&m, "tandem_hub_connected") == 1.0 && one(&m, "tandem_mqtt_connected") == 1.0
-        },
+        both_links_up,
     )
     .await;
     wait_for_async("answers from the hub again", PATIENCE, || async {

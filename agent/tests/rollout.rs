@@ -21,7 +21,7 @@ use tandem_hub::fleet::FleetService;
 use tandem_hub::ingress::quic::QuicIngress;
 use tandem_hub::pki::Pki;
 use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
-use tandem_hub::rollout::{Phase, RolloutStore, Spec, controller};
+use tandem_hub::rollout::{Phase, Rollout, RolloutStore, Spec, controller};
 use tandem_tests::wait_for;
 
 const MODEL: &str = "vision-fashion";
@@ -44,6 +44,16 @@ fn push_version(registry: &Registry, pki: &Pki, dir: &std::path::Path, version: 
     registry
         .push(dir, &load_signer(pki.dir()).expect("signer"))
         .expect("push");
+}
+
+/// Starts a rollout and waits until it has finished (succeeded, halted or aborted).
+async fn run_to_end(store: &RolloutStore, spec: Spec, what: &str) -> Rollout {
+    let r = store.create(spec, true, now_ms()).expect("create");
+    wait_for(what, PATIENCE, || {
+        store.get(&r.id).is_ok_and(|r| r.finished())
+    })
+    .await;
+    store.get(&r.id).expect("get")
 }
 
 /// The version of the model that answers a sample image now.
@@ -145,12 +155,7 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
         resend_after_ms: 60_000,
         rollback: false,
     };
-    let r = store.create(spec, true, now_ms()).expect("create");
-    wait_for("the rollout to finish", PATIENCE, || {
-        store.get(&r.id).is_ok_and(|r| r.finished())
-    })
-    .await;
-    let done = store.get(&r.id).expect("get");
+    let done = run_to_end(&store, spec, "the rollout to finish").await;
     assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
     assert_eq!(serving_version(&engine).await, "1.0.1");
     assert_eq!(
@@ -195,14 +200,9 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     registry
         .push(&bad, &load_signer(pki.dir()).expect("signer"))
         .expect("push");
-    let mut spec = store.get(&r.id).expect("get").spec;
+    let mut spec = done.spec.clone();
     spec.version = "1.0.2".into();
-    let r = store.create(spec, true, now_ms()).expect("create");
-    wait_for("the second rollout to finish", PATIENCE, || {
-        store.get(&r.id).is_ok_and(|r| r.finished())
-    })
-    .await;
-    let halted = store.get(&r.id).expect("get");
+    let halted = run_to_end(&store, spec, "the second rollout to finish").await;
     match &halted.phase {
         Phase::Halted { reason } => assert!(reason.contains("selftest_failed"), "{reason}"),
         other => panic!("expected a halt, got {other:?}"),
@@ -216,15 +216,10 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
     // The operator orders 1.0.0 back: the device on the newer 1.0.1 is told `rollback`, accepts
     // the older version (refused as `not_newer` otherwise) and serves it.
     push_version(&registry, &pki, &dir.path().join("pack-old"), "1.0.0");
-    let mut spec = store.get(&r.id).expect("get").spec;
+    let mut spec = halted.spec.clone();
     spec.version = "1.0.0".into();
     spec.rollback = true;
-    let r = store.create(spec, true, now_ms()).expect("create");
-    wait_for("the rollback to finish", PATIENCE, || {
-        store.get(&r.id).is_ok_and(|r| r.finished())
-    })
-    .await;
-    let back = store.get(&r.id).expect("get");
+    let back = run_to_end(&store, spec, "the rollback to finish").await;
     assert_eq!(back.phase, Phase::Succeeded, "{back:?}");
     assert_eq!(back.targets.len(), 1);
     assert_eq!(serving_version(&engine).await, "1.0.0");

@@ -196,23 +196,14 @@ async fn tritonclient_drives_the_hub() {
         python.display()
     );
     let (addr, _engine, _stop) = serve(&config(&["vision-fashion"])).await;
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(repo().join("tests/python/triton_client_check.py"))
-            .arg(addr.to_string())
-            .arg(repo())
-            .args(["cloud", "vision-fashion"])
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("join");
+    let mut check = std::process::Command::new(&python);
+    check
+        .arg(repo().join("tests/python/triton_client_check.py"))
+        .arg(addr.to_string())
+        .arg(repo())
+        .args(["cloud", "vision-fashion"]);
+    let out = tandem_tests::process::output_ok(check).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tritonclient check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
 

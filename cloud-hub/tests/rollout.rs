@@ -11,6 +11,7 @@ use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
 use tandem_hub::rollout::http::RolloutApi;
 use tandem_hub::rollout::{DeviceView, RolloutStore};
 use tandem_tests::http::get_json;
+use tandem_tests::process::output_ok;
 use tandem_tests::repo;
 
 fn fleet(n: usize) -> Vec<DeviceView> {
@@ -122,20 +123,10 @@ async fn a_failing_canary_halts_the_rollout() {
     );
 
     // The CLI reads the same API.
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"))
-            .args(["rollout", "status", "--hub", &format!("http://{addr}")])
-            .output()
-            .expect("run")
-    })
-    .await
-    .expect("join");
+    let mut status = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"));
+    status.args(["rollout", "status", "--hub", &format!("http://{addr}")]);
+    let out = output_ok(status).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         text.contains("halted: stage 0: 2 of 2 devices failed"),
         "{text}"
@@ -165,22 +156,9 @@ async fn a_failing_canary_halts_the_rollout() {
         let mut all = vec!["rollout".to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         all.extend(["--hub".to_string(), format!("http://{addr}")]);
-        async move {
-            let out = tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"))
-                    .args(&all)
-                    .output()
-                    .expect("run")
-            })
-            .await
-            .expect("join");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).to_string()
-        }
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"));
+        cmd.args(&all);
+        async move { String::from_utf8_lossy(&output_ok(cmd).await.stdout).to_string() }
     };
     let started = cli(&[
         "start",

@@ -67,3 +67,21 @@ pub fn terminate(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
     }
     None
 }
+
+/// Runs `cmd` to the end off the async runtime's threads and returns its output; a failing
+/// exit fails the test with the command, its status, stdout and stderr.
+pub async fn output_ok(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
