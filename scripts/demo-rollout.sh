@@ -6,6 +6,8 @@
 # and the hub sees the fleet on 1.0.1. Runs after scripts/demo.sh, on the same ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 BIN=${BIN:-target/release/tandem-agent}
 HUB=${HUB:-target/release/tandem-hub}
 CONF=demo/agent-rollout.toml
@@ -33,18 +35,10 @@ cp models/vision-fashion/{manifest.json,edge.onnx,cloud.onnx,labels.txt} demo-ou
 HUBPID=$!
 PID=
 trap 'kill $PID $HUBPID 2>/dev/null || true; rm -f "$LOG" "$HUBLOG"' EXIT
-for _ in $(seq 1 200); do
-  grep -q "tandem-hub serving" "$HUBLOG" && break
-  kill -0 $HUBPID 2>/dev/null || { cat "$HUBLOG"; echo "demo: the hub exited" >&2; exit 1; }
-  sleep 0.1
-done
+wait_hub $HUBPID "$HUBLOG"
 "$BIN" run --config "$CONF" 2>"$LOG" &
 PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "$URL/v2/health/ready" >/dev/null 2>&1 && break
-  kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "demo: the agent exited" >&2; exit 1; }
-  sleep 0.1
-done
+wait_agent "$URL" $PID "$LOG"
 fleet_versions() {
   # The version each device serves: from its telemetry (sent every second) when it has some.
   for d in $(curl -sf "$API/v1/fleet" | python3 -c 'import json,sys; print(" ".join(d["device"] for d in json.load(sys.stdin)["devices"]))'); do

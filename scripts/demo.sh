@@ -8,6 +8,8 @@
 # Last, scripts/demo-rollout.sh: a new model version is signed and rolled out to the fleet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 BIN=${BIN:-target/release/tandem-agent}
 HUB=${HUB:-target/release/tandem-hub}
 CONF=demo/agent.toml
@@ -23,11 +25,7 @@ start_hub() {
   : >"$HUBLOG"
   "$HUB" run --config demo/hub.toml 2>>"$HUBLOG" &
   HUBPID=$!
-  for _ in $(seq 1 200); do
-    grep -q "tandem-hub serving" "$HUBLOG" && return 0
-    kill -0 $HUBPID 2>/dev/null || { cat "$HUBLOG"; echo "demo: the hub exited" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_hub $HUBPID "$HUBLOG"
 }
 start_hub
 echo "== hub ready"; grep -E "serving" "$HUBLOG" | sed 's/^/   log: /'
@@ -47,11 +45,7 @@ if command -v mosquitto_sub >/dev/null; then
     --cert demo-out/pki/hub.pem --key demo-out/pki/hub.key -t 'tandem/#' -v -W 60 >"$SUBLOG" 2>&1 &
   SUBPID=$!
 fi
-for _ in $(seq 1 100); do
-  curl -sf "$URL/v2/health/ready" >/dev/null 2>&1 && break
-  kill -0 $PID 2>/dev/null || { cat "$LOG"; echo "demo: the agent exited" >&2; exit 1; }
-  sleep 0.1
-done
+wait_agent "$URL" $PID "$LOG"
 echo "== agent ready at $URL"; grep -E "serving|unavailable" "$LOG" | sed 's/^/   log: /'
 
 summarise() { python3 -c 'import json,sys

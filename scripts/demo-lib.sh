@@ -1,0 +1,21 @@
+# Shared by scripts/demo.sh and scripts/demo-rollout.sh (sourced): waiting for the daemons.
+
+# wait_hub PID LOG: until the hub logs that it is serving (up to 20 s); exits the demo with
+# the hub's log if the hub process dies first.
+wait_hub() {
+  for _ in $(seq 1 200); do
+    grep -q "tandem-hub serving" "$2" && return 0
+    kill -0 "$1" 2>/dev/null || { cat "$2"; echo "demo: the hub exited" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+# wait_agent URL PID LOG: until the agent at URL is ready (up to 10 s); exits the demo with the
+# agent's log if the agent process dies first.
+wait_agent() {
+  for _ in $(seq 1 100); do
+    curl -sf "$1/v2/health/ready" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$3"; echo "demo: the agent exited" >&2; exit 1; }
+    sleep 0.1
+  done
+}
