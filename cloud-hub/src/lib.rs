@@ -15,7 +15,10 @@
 //! - [`rollout`]: staged rollouts of a model version (canary, stages, halts).
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //!
-//! Batched serving, QUIC ingress, registry, rollouts and the console come with their issues.
+//! - [`feedback`]: hard examples, corrections and telemetry delivered from devices' queues
+//!   (deduplicated, stored as a dataset; `tandem-hub feedback export`).
+//!
+//! The fleet console page is still to come (ARCHITECTURE.md, "Still to build").
 
 pub mod api;
 pub mod app;
