@@ -12,7 +12,7 @@ use tandem_hub::pki::Pki;
 use tandem_hub::registry::{PackOptions, Registry, load_signer, pack, transfer};
 use tandem_shared::bundle::{self, BundleError, Expect, TrustedKey};
 use tandem_shared::manifest::VariantRole;
-use tandem_shared::wire::{ALPN, DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
+use tandem_shared::wire::ALPN;
 use tandem_tests::repo;
 use tandem_tests::tls::quic_client_config;
 
@@ -26,33 +26,7 @@ async fn hub(pki: &Path, registry: Registry) -> std::net::SocketAddr {
     )
     .expect("bind");
     let addr = endpoint.local_addr().expect("addr");
-    let registry = Arc::new(registry);
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let registry = registry.clone();
-                    tokio::spawn(async move {
-                        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
-                        let mut buf = vec![0u8; 4096];
-                        let first = loop {
-                            if let Ok(Some(m)) = d.next_message() {
-                                break m;
-                            }
-                            match recv.read(&mut buf).await {
-                                Ok(Some(n)) => d.feed(&buf[..n]),
-                                _ => return,
-                            }
-                        };
-                        assert!(transfer::is_download(&first));
-                        transfer::serve(&registry, first, &mut send).await;
-                    });
-                }
-            });
-        }
-    });
+    transfer::serve_downloads(endpoint, registry);
     addr
 }
 

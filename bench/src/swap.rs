@@ -26,7 +26,7 @@ use tandem_hub::pki::Pki;
 use tandem_hub::registry::{PackOptions, Registry, load_signer, pack, transfer};
 use tandem_shared::bundle::TrustedKey;
 use tandem_shared::manifest::{Manifest, Preprocess, Task};
-use tandem_shared::wire::{ALPN, DEFAULT_MAX_FRAME_BYTES, FrameDecoder};
+use tandem_shared::wire::ALPN;
 
 /// `tandem-bench swap` arguments.
 #[derive(Debug, clap::Args)]
@@ -337,34 +337,7 @@ fn serve_downloads(pki: &Path, registry: Registry) -> anyhow::Result<std::net::S
         "127.0.0.1:0".parse()?,
     )?;
     let addr = endpoint.local_addr()?;
-    let registry = Arc::new(registry);
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let registry = registry.clone();
-                    tokio::spawn(async move {
-                        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
-                        let mut buf = vec![0u8; 4096];
-                        let first = loop {
-                            if let Ok(Some(m)) = d.next_message() {
-                                break m;
-                            }
-                            match recv.read(&mut buf).await {
-                                Ok(Some(n)) => d.feed(&buf[..n]),
-                                _ => return,
-                            }
-                        };
-                        if transfer::is_download(&first) {
-                            transfer::serve(&registry, first, &mut send).await;
-                        }
-                    });
-                }
-            });
-        }
-    });
+    transfer::serve_downloads(endpoint, registry);
     Ok(addr)
 }
 
