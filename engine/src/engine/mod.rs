@@ -1,0 +1,431 @@
+//! The engine: for each model a bounded queue and worker threads that each own an ONNX Runtime
+//! session. Pre-processing, the run and post-processing happen on those threads, never on the
+//! async reactor.
+//!
+//! Each worker has its own bounded queue (a lane; `engine.queue_capacity` is split evenly
+//! across them). A request goes to the least-loaded lane, the first one on a tie, so a lightly
+//! loaded model keeps using the same warm session (its caches and thread pool) instead of
+//! alternating between sessions.
+//!
+//! Queue policy when full: the new request is refused at once with
+//! [`InferenceError::QueueFull`] (HTTP 503 + Retry-After) and counted; accepted work is never
+//! dropped. A request whose caller has gone (timed out) is skipped when a worker reaches it.
+//!
+//! Layout: `request` (what callers send and get back, and the errors), `worker` (the worker
+//! threads: batching, pre-processing, the run, post-processing).
+
+mod request;
+mod worker;
+
+pub use request::{EngineError, Inference, InferenceError, Input, OutputTensor, Timing};
+use worker::{Ctx, Prep};
+
+use crate::generations::Generations;
+use crate::metrics::Metrics;
+use crate::model::{self, ModelError, ModelFiles};
+use crate::preprocess::image::Limits;
+use crate::preprocess::text::TextEncoder;
+use crate::provider::{self};
+use crate::settings::EngineSettings;
+use crate::version_stats::{VersionSnapshot, VersionStats};
+use crossbeam_channel::{Sender, TrySendError};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tandem_shared::manifest::Preprocess;
+use tandem_shared::provider::ExecutionProvider;
+use tokio::sync::oneshot;
+
+pub(crate) struct Job {
+    input: Input,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Inference, InferenceError>>,
+}
+
+/// Where a job's answer arrives.
+pub(crate) type Reply = oneshot::Receiver<Result<Inference, InferenceError>>;
+
+impl Job {
+    pub(crate) fn new(input: Input) -> (Self, Reply) {
+        let (reply, rx) = oneshot::channel();
+        let job = Self {
+            input,
+            enqueued: Instant::now(),
+            reply,
+        };
+        (job, rx)
+    }
+}
+
+/// A loaded model: its files, provider, queue and workers.
+pub struct ModelHandle {
+    /// Manifest, variant, labels.
+    pub files: ModelFiles,
+    /// Provider in use.
+    pub ep: ExecutionProvider,
+    /// Providers passed over, with reasons.
+    pub skipped_eps: Vec<(ExecutionProvider, String)>,
+    capacity: usize,
+    lanes: Mutex<Option<Vec<Lane>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Counted in the metrics (false while staged for a swap, before its self-tests pass).
+    live: Arc<AtomicBool>,
+    /// Replaced by a swap: a request that reaches it goes to the current handle instead.
+    retired: AtomicBool,
+    /// What this version did while it served.
+    stats: Arc<VersionStats>,
+}
+
+/// Why a job could not be queued on a handle.
+pub(crate) enum Enqueue {
+    /// Every lane is full.
+    Full,
+    /// The handle was replaced by a swap: the job comes back, to go to the current one.
+    Retired(Job),
+    /// The engine is stopping.
+    Closed,
+}
+
+/// One worker's queue and its load (queued + running).
+struct Lane {
+    tx: Sender<Job>,
+    load: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for ModelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelHandle")
+            .field("model", &self.files.manifest.name)
+            .field("ep", &self.ep)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelHandle {
+    /// Model name.
+    pub fn name(&self) -> &str {
+        &self.files.manifest.name
+    }
+    /// Requests waiting.
+    pub fn queue_depth(&self) -> usize {
+        self.lanes
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|l| l.iter().map(|l| l.tx.len()).sum()))
+            .unwrap_or(0)
+    }
+    /// Whether the model accepts requests.
+    pub fn ready(&self) -> bool {
+        self.lanes.lock().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    /// Waiting requests it accepts.
+    pub fn queue_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// What this version did while it served (this generation only).
+    pub fn stats(&self) -> VersionSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Model version.
+    pub fn version(&self) -> &str {
+        &self.files.manifest.version
+    }
+
+    /// Queues a job on the least-loaded lane (the first one on a tie).
+    pub(crate) fn enqueue(&self, job: Job) -> Result<(), Enqueue> {
+        let Ok(guard) = self.lanes.lock() else {
+            return Err(Enqueue::Closed);
+        };
+        // The first least-loaded lane: if it is full, every lane is.
+        let Some(lane) = guard
+            .as_ref()
+            .and_then(|lanes| lanes.iter().min_by_key(|l| l.load.load(Ordering::Acquire)))
+        else {
+            return Err(if self.retired.load(Ordering::Acquire) {
+                Enqueue::Retired(job)
+            } else {
+                Enqueue::Closed
+            });
+        };
+        lane.load.fetch_add(1, Ordering::AcqRel);
+        match lane.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                lane.load.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => Err(Enqueue::Full),
+                    TrySendError::Disconnected(_) => Err(Enqueue::Closed),
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, lets the workers finish what is queued, and joins them. With
+    /// `retire`, requests that still reach this handle go to the current one instead.
+    pub(crate) fn stop(&self, retire: bool) {
+        if retire {
+            self.retired.store(true, Ordering::Release);
+        }
+        if let Ok(mut g) = self.lanes.lock() {
+            g.take();
+        }
+        let workers = self
+            .workers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+
+    /// Starts counting this handle's work in the metrics.
+    pub(crate) fn go_live(&self) {
+        self.live.store(true, Ordering::Release);
+    }
+}
+
+/// start-up. Returns the library path with the engine.
+pub fn start(
+    settings: &EngineSettings,
+    metrics: Arc<Metrics>,
+) -> Result<(&'static std::path::Path, Engine), StartError> {
+    let (lib, env) = crate::runtime::init(settings)?;
+    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+    Ok((lib, Engine::start(settings, &env, metrics)?))
+}
+
+/// Why [`start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// ONNX Runtime missing or unusable.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// Models could not be loaded.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The engine: every loaded model by name, each a list of generations whose last entry
+/// serves (a hot swap appends one: `swap`).
+#[derive(Debug)]
+pub struct Engine {
+    models: BTreeMap<String, Generations<Arc<ModelHandle>>>,
+    metrics: Arc<Metrics>,
+    /// What a swap loads the new version with.
+    pub(crate) settings: EngineSettings,
+    pub(crate) env: ort::environment::Environment,
+    /// One swap at a time.
+    pub(crate) swapping: Mutex<()>,
+}
+
+impl Engine {
+    /// Loads the models the config names (all found when `models.enabled` is empty) on the
+    /// config's variant. An auto-discovered model whose variant is optional and absent is skipped
+    /// with a warning; anything else that fails stops start-up.
+    pub fn start(
+        cfg: &EngineSettings,
+        env: &ort::environment::Environment,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, EngineError> {
+        let dir = cfg.resolve(&cfg.models.dir);
+        let (names, explicit) = if cfg.models.enabled.is_empty() {
+            (model::discover(&dir)?, false)
+        } else {
+            (cfg.models.enabled.clone(), true)
+        };
+        let mut models = BTreeMap::new();
+        for name in names {
+            match model::open(&dir, &name, cfg.variant(), cfg.models.verify_sha256) {
+                Ok(files) => {
+                    let h = Self::load_model(cfg, env, files, metrics.clone(), true)?;
+                    tracing::info!(model = %name, ep = %h.ep, variant = cfg.variant().as_str(), "model loaded");
+                    models.insert(name, Generations::new(Arc::new(h)));
+                }
+                Err(e @ (ModelError::MissingFile { .. } | ModelError::NoVariant { .. }))
+                    if !explicit =>
+                {
+                    tracing::warn!(model = %name, error = %e, "model skipped");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if models.is_empty() {
+            return Err(EngineError::NoModels(dir.display().to_string()));
+        }
+        Ok(Self {
+            models,
+            metrics,
+            settings: cfg.clone(),
+            env: env.clone(),
+            swapping: Mutex::new(()),
+        })
+    }
+
+    /// Loads a model's sessions and starts its workers; `live`: counted in the metrics.
+    pub(crate) fn load_model(
+        cfg: &EngineSettings,
+        env: &ort::environment::Environment,
+        files: ModelFiles,
+        metrics: Arc<Metrics>,
+        live: bool,
+    ) -> Result<ModelHandle, EngineError> {
+        let name = files.manifest.name.clone();
+        let prep = match &files.variant.preprocess {
+            Preprocess::Image(p) => Prep::Image(p.clone(), Limits::from(&cfg.image)),
+            Preprocess::Text(t) => Prep::Text(Box::new(
+                TextEncoder::load(&files.dir.join(&t.tokenizer), t).map_err(|message| {
+                    EngineError::Tokenizer {
+                        model: name.clone(),
+                        message,
+                    }
+                })?,
+            )),
+        };
+        let order = cfg.providers();
+        let mut sessions = Vec::with_capacity(cfg.engine.workers);
+        let first = provider::build_session(
+            env,
+            &files.onnx_path(),
+            &order,
+            cfg.runtime.intra_op_threads,
+            cfg.runtime.intra_op_spinning,
+        )?;
+        let (ep, skipped_eps) = (first.ep, first.skipped);
+        sessions.push(first.session);
+        for _ in 1..cfg.engine.workers {
+            sessions.push(
+                provider::build_session(
+                    env,
+                    &files.onnx_path(),
+                    &[ep],
+                    cfg.runtime.intra_op_threads,
+                    cfg.runtime.intra_op_spinning,
+                )?
+                .session,
+            );
+        }
+        let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
+        let live = Arc::new(AtomicBool::new(live));
+        let stats = Arc::new(VersionStats::default());
+        let ctx = Arc::new(Ctx {
+            model: name.clone(),
+            version: files.manifest.version.clone(),
+            files: files.clone(),
+            prep,
+            ep,
+            top_k: cfg.engine.top_k,
+            spin: Duration::from_micros(cfg.engine.spin_us),
+            max_batch: cfg.engine.max_batch,
+            max_batch_delay: Duration::from_micros(cfg.engine.max_batch_delay_us),
+            metrics,
+            live: live.clone(),
+            stats: stats.clone(),
+        });
+        let mut workers = Vec::new();
+        let mut lanes = Vec::new();
+        for (i, session) in sessions.into_iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::bounded::<Job>(per_lane);
+            let load = Arc::new(AtomicUsize::new(0));
+            let (ctx, l) = (ctx.clone(), load.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("infer-{name}-{i}"))
+                .spawn(move || worker::run(session, &ctx, &rx, &l))
+                .map_err(EngineError::Thread)?;
+            workers.push(h);
+            lanes.push(Lane { tx, load });
+        }
+        Ok(ModelHandle {
+            files,
+            ep,
+            skipped_eps,
+            capacity: cfg.engine.queue_capacity,
+            lanes: Mutex::new(Some(lanes)),
+            workers: Mutex::new(workers),
+            live,
+            retired: AtomicBool::new(false),
+            stats,
+        })
+    }
+
+    /// The generations of a model (swap).
+    pub(crate) fn generations(&self, name: &str) -> Option<&Generations<Arc<ModelHandle>>> {
+        self.models.get(name)
+    }
+
+    /// Loaded models by name (the version serving now).
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ModelHandle>> {
+        self.models.values().filter_map(Generations::current)
+    }
+
+    /// One loaded model (the version serving now).
+    pub fn model(&self, name: &str) -> Option<&Arc<ModelHandle>> {
+        self.models.get(name)?.current()
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Queues a request; the answer arrives on the returned channel.
+    pub fn submit(
+        &self,
+        model: &str,
+        input: Input,
+    ) -> Result<oneshot::Receiver<Result<Inference, InferenceError>>, InferenceError> {
+        let unknown = || InferenceError::UnknownModel(model.to_string());
+        let generations = self.models.get(model).ok_or_else(unknown)?;
+        let (mut job, rx) = Job::new(input);
+        // A handle replaced by a swap between the lookup and the queueing hands the job back:
+        // the current one takes it (a swap publishes the new handle before retiring the old).
+        for _ in 0..8 {
+            let h = generations.current().ok_or_else(unknown)?;
+            match h.enqueue(job) {
+                Ok(()) => return Ok(rx),
+                Err(Enqueue::Retired(back)) => job = back,
+                Err(Enqueue::Full) => {
+                    self.metrics.rejected(model);
+                    return Err(InferenceError::QueueFull {
+                        model: model.to_string(),
+                        capacity: h.capacity,
+                    });
+                }
+                Err(Enqueue::Closed) => return Err(InferenceError::ShuttingDown),
+            }
+        }
+        Err(InferenceError::ShuttingDown)
+    }
+
+    /// Runs a request and waits for it (async callers).
+    pub async fn infer(&self, model: &str, input: Input) -> Result<Inference, InferenceError> {
+        self.submit(model, input)?
+            .await
+            .map_err(|_| InferenceError::ShuttingDown)?
+    }
+
+    /// Runs a request and waits for it (threads outside the async runtime).
+    pub fn infer_blocking(&self, model: &str, input: Input) -> Result<Inference, InferenceError> {
+        self.submit(model, input)?
+            .blocking_recv()
+            .map_err(|_| InferenceError::ShuttingDown)?
+    }
+
+    /// Stops accepting, lets the workers finish what is queued, and joins them.
+    pub fn shutdown(&self) {
+        for h in self.models.values().flat_map(Generations::iter) {
+            h.stop(false);
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

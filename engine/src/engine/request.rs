@@ -1,0 +1,175 @@
+//! What a caller sends to a model and gets back: inputs, outputs, timings, and the errors of
+//! a request and of the engine.
+
+use crate::model::ModelError;
+use crate::postprocess::Prediction;
+use crate::preprocess::PreprocessError;
+use crate::provider::NoProvider;
+use bytes::Bytes;
+use std::sync::Arc;
+use tandem_shared::manifest::VariantRole;
+use tandem_shared::oip::{InputTensor, TensorData};
+use tandem_shared::provider::ExecutionProvider;
+
+/// What a caller asks a model to classify: a batch of one kind.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Encoded image files (JPEG/PNG).
+    Images(Vec<Bytes>),
+    /// Texts.
+    Texts(Vec<String>),
+    /// Prepared tensors, named as the model's inputs. Shared, so a caller can submit the same
+    /// buffer many times without copying it; the worker reads it in place.
+    Tensors(Arc<Vec<InputTensor>>),
+}
+
+impl Input {
+    /// Prepared tensors.
+    pub fn tensors(t: Vec<InputTensor>) -> Self {
+        Self::Tensors(Arc::new(t))
+    }
+
+    pub(super) fn is_tensors(&self) -> bool {
+        matches!(self, Self::Tensors(_))
+    }
+}
+
+/// A raw model output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    /// Output name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<i64>,
+    /// Elements.
+    pub data: TensorData,
+}
+
+/// Where the time went, in microseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timing {
+    /// Waiting in the queue.
+    pub queue_us: u64,
+    /// Decoding / tokenising.
+    pub preprocess_us: u64,
+    /// `Session::run`.
+    pub run_us: u64,
+    /// Post-processing.
+    pub postprocess_us: u64,
+    /// Submission to answer.
+    pub total_us: u64,
+    /// Requests that ran together in this batch (1 without batching).
+    pub batch_size: usize,
+}
+
+/// The answer for one batch.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// Variant that ran.
+    pub variant: VariantRole,
+    /// Execution provider that ran it.
+    pub ep: ExecutionProvider,
+    /// Raw outputs.
+    pub outputs: Vec<OutputTensor>,
+    /// One prediction per batch row.
+    pub predictions: Vec<Prediction>,
+    /// Timings.
+    pub timing: Timing,
+}
+
+impl Inference {
+    /// The answer for batch row `row` as a JSON object: what `/v1/classify` returns and
+    /// `infer --json` prints (callers add their own fields). `None` when the row is absent.
+    pub fn answer(&self, row: usize) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let p = self.predictions.get(row)?;
+        let v = serde_json::json!({
+            "model": self.model,
+            "version": self.version,
+            "variant": self.variant.as_str(),
+            "label": p.label,
+            "index": p.index,
+            "score": p.score,
+            "top_k": p.top_k,
+            "signals": p.signals,
+            "route": "local",
+            "degraded": false,
+            "ep": self.ep.as_str(),
+            "latency_ms": self.timing.total_us as f64 / 1000.0,
+            "timing_us": self.timing,
+        });
+        match v {
+            serde_json::Value::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Why an inference did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InferenceError {
+    /// No such model loaded.
+    #[error("model `{0}` is not loaded")]
+    UnknownModel(String),
+    /// Input could not be pre-processed.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// Input does not fit the model.
+    #[error("{0}")]
+    BadInput(String),
+    /// The model's queue is full.
+    #[error("model `{model}` is busy: {capacity} requests already waiting")]
+    QueueFull {
+        /// Model name.
+        model: String,
+        /// Queue capacity.
+        capacity: usize,
+    },
+    /// The engine is stopping.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// ONNX Runtime failed.
+    #[error("inference failed: {0}")]
+    Runtime(String),
+}
+
+impl InferenceError {
+    /// A short kind for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownModel(_) => "unknown_model",
+            Self::Preprocess(_) | Self::BadInput(_) => "bad_input",
+            Self::QueueFull { .. } => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+            Self::Runtime(_) => "runtime",
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Model folder problem.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// No provider could load a model.
+    #[error(transparent)]
+    Session(#[from] NoProvider),
+    /// A tokenizer failed to load.
+    #[error("tokenizer for `{model}`: {message}")]
+    Tokenizer {
+        /// Model name.
+        model: String,
+        /// What failed.
+        message: String,
+    },
+    /// Nothing to serve.
+    #[error("no models to load from {0}")]
+    NoModels(String),
+    /// A thread could not start.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+}

@@ -1,0 +1,394 @@
+//! The worker threads of a model lane: each owns an ONNX Runtime session, gathers jobs into a
+//! batch, pre-processes, runs and post-processes them, and answers each caller.
+
+use super::{Inference, InferenceError, Input, Job, OutputTensor, Timing};
+use crate::batch;
+use crate::metrics::Metrics;
+use crate::model::ModelFiles;
+use crate::postprocess;
+use crate::preprocess::image::{self as img, Limits};
+use crate::preprocess::text::TextEncoder;
+use crate::version_stats::VersionStats;
+use crossbeam_channel::Receiver;
+use ort::session::{Session, SessionInputValue};
+use ort::value::TensorRef;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tandem_shared::manifest::{DType, OutputKind};
+use tandem_shared::oip::{InputTensor, TensorData};
+use tandem_shared::provider::ExecutionProvider;
+
+pub(super) enum Prep {
+    Image(tandem_shared::manifest::ImagePreprocess, Limits),
+    Text(Box<TextEncoder>),
+}
+
+pub(super) struct Ctx {
+    pub(super) model: String,
+    pub(super) version: String,
+    pub(super) files: ModelFiles,
+    pub(super) prep: Prep,
+    pub(super) ep: ExecutionProvider,
+    pub(super) top_k: usize,
+    pub(super) spin: Duration,
+    pub(super) max_batch: usize,
+    pub(super) max_batch_delay: Duration,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) live: Arc<AtomicBool>,
+    pub(super) stats: Arc<VersionStats>,
+}
+
+impl Ctx {
+    fn counted(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits for the next job: polls for up to `spin` first (a job that follows closely then skips
+/// the thread wake-up, tens of microseconds on a VM), then blocks.
+fn next_job(rx: &Receiver<Job>, spin: Duration) -> Option<Job> {
+    if !spin.is_zero() {
+        let until = Instant::now() + spin;
+        while Instant::now() < until {
+            match rx.try_recv() {
+                Ok(job) => return Some(job),
+                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+    rx.recv().ok()
+}
+
+pub(super) fn run(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>, load: &AtomicUsize) {
+    let mut carry: Option<Job> = None;
+    loop {
+        let Some(first) = carry.take().or_else(|| next_job(rx, ctx.spin)) else {
+            return;
+        };
+        if first.reply.is_closed() {
+            load.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let mut jobs = vec![first];
+        if ctx.max_batch > 1 {
+            // Gather what is queued, waiting at most max_batch_delay for more.
+            let until = Instant::now() + ctx.max_batch_delay;
+            while jobs.len() < ctx.max_batch {
+                let left = until.saturating_duration_since(Instant::now());
+                let next = if left.is_zero() {
+                    rx.try_recv().ok()
+                } else {
+                    rx.recv_timeout(left).ok()
+                };
+                match next {
+                    None => break,
+                    Some(j) if j.reply.is_closed() => {
+                        load.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    Some(j) if batch::compatible(&jobs[0].input, &j.input) => jobs.push(j),
+                    Some(j) => {
+                        carry = Some(j);
+                        break;
+                    }
+                }
+            }
+        }
+        run_jobs(&mut session, ctx, jobs, load);
+    }
+}
+
+/// Runs one request, or several as one batch; a batch that fails on its input is retried one
+/// request at a time, so only the bad request gets the error.
+fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize) {
+    let finish = |job: Job, result: Result<Inference, InferenceError>| {
+        let took = job.enqueued.elapsed();
+        let result = result.map(|mut inf| {
+            inf.timing.total_us = micros_of(took);
+            inf
+        });
+        match &result {
+            _ if !ctx.counted() => {}
+            Ok(inf) => {
+                ctx.metrics.inference(&ctx.model, "ok", took);
+                ctx.stats
+                    .answered(took, inf.predictions.iter().map(|p| p.score));
+            }
+            Err(e) => {
+                ctx.metrics.inference(&ctx.model, e.kind(), took);
+                if matches!(e, InferenceError::Runtime(_)) {
+                    ctx.stats.failed();
+                }
+            }
+        }
+        load.fetch_sub(1, Ordering::AcqRel);
+        let _ = job.reply.send(result);
+    };
+    // `requests`: how many requests this run answers (the batch-size histogram).
+    let run_one = |session: &mut Session, input: Input, enqueued: Instant, requests: usize| {
+        if ctx.counted() {
+            ctx.metrics.batch(&ctx.model, requests);
+        }
+        let from_tensors = input.is_tensors();
+        run_job(session, ctx, input, enqueued).map_err(|e| match e {
+            InferenceError::Runtime(m) if from_tensors => {
+                InferenceError::BadInput(format!("the model refused the tensors: {m}"))
+            }
+            other => other,
+        })
+    };
+    if jobs.len() == 1 {
+        for mut job in jobs {
+            let input = std::mem::replace(&mut job.input, Input::Texts(Vec::new()));
+            let r = run_one(session, input, job.enqueued, 1);
+            finish(job, r);
+        }
+        return;
+    }
+    if jobs
+        .first()
+        .is_some_and(|j| matches!(j.input, Input::Texts(_)))
+    {
+        // Texts pad to the longest of their batch: run groups of similar length apart.
+        let groups = batch::group_by_length(jobs.iter().map(|j| &j.input));
+        if groups.len() > 1 {
+            let mut slots: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
+            for g in groups {
+                let group: Vec<Job> = g.into_iter().filter_map(|i| slots[i].take()).collect();
+                run_jobs(session, ctx, group, load);
+            }
+            return;
+        }
+    }
+    let start = Instant::now();
+    let inputs: Vec<Input> = jobs.iter().map(|j| j.input.clone()).collect();
+    let rows: Vec<usize> = inputs.iter().map(batch::rows).collect();
+    let earliest = jobs.iter().map(|j| j.enqueued).min().unwrap_or(start);
+    let merged = batch::merge(&inputs)
+        .ok_or_else(|| InferenceError::BadInput("inputs cannot be batched".into()));
+    match merged.and_then(|m| run_one(session, m, earliest, jobs.len())) {
+        Ok(inf) => {
+            let n = jobs.len();
+            for (job, mut part) in jobs.into_iter().zip(batch::split(&inf, &rows)) {
+                part.timing.queue_us = micros_of(start.duration_since(job.enqueued));
+                part.timing.batch_size = n;
+                finish(job, Ok(part));
+            }
+        }
+        Err(InferenceError::Runtime(m)) => {
+            for job in jobs {
+                finish(job, Err(InferenceError::Runtime(m.clone())));
+            }
+        }
+        Err(_) => {
+            for (job, input) in jobs.into_iter().zip(inputs) {
+                let r = run_one(session, input, job.enqueued, 1);
+                finish(job, r);
+            }
+        }
+    }
+}
+
+fn micros_of(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn micros(since: Instant) -> u64 {
+    micros_of(since.elapsed())
+}
+
+fn prepare(ctx: &Ctx, input: Input) -> Result<Arc<Vec<InputTensor>>, InferenceError> {
+    let name = &ctx.model;
+    match (input, &ctx.prep) {
+        (Input::Images(images), Prep::Image(p, limits)) => {
+            let refs: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
+            let (shape, data) = img::prepare_batch(&refs, p, limits)?;
+            let input_name = ctx
+                .files
+                .variant
+                .inputs
+                .first()
+                .map(|i| i.name.clone())
+                .unwrap_or_default();
+            Ok(Arc::new(vec![InputTensor {
+                name: input_name,
+                shape,
+                data: TensorData::F32(data),
+            }]))
+        }
+        (Input::Texts(texts), Prep::Text(enc)) => {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(Arc::new(
+                enc.encode_batch(&refs)?
+                    .into_iter()
+                    .map(|(name, shape, data)| InputTensor {
+                        name,
+                        shape,
+                        data: TensorData::I64(data),
+                    })
+                    .collect(),
+            ))
+        }
+        (Input::Tensors(t), _) => {
+            check_tensors(ctx, &t)?;
+            Ok(t)
+        }
+        (Input::Images(_), Prep::Text(_)) => Err(InferenceError::BadInput(format!(
+            "model `{name}` classifies text, not images"
+        ))),
+        (Input::Texts(_), Prep::Image(..)) => Err(InferenceError::BadInput(format!(
+            "model `{name}` classifies images, not text"
+        ))),
+    }
+}
+
+fn check_tensors(ctx: &Ctx, tensors: &[InputTensor]) -> Result<(), InferenceError> {
+    let specs = &ctx.files.variant.inputs;
+    for t in tensors {
+        let Some(spec) = specs.iter().find(|s| s.name == t.name) else {
+            let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(InferenceError::BadInput(format!(
+                "model `{}` has no input `{}` (inputs: {})",
+                ctx.model,
+                t.name,
+                known.join(", ")
+            )));
+        };
+        let ok_type = matches!(
+            (&t.data, spec.dtype),
+            (TensorData::F32(_), DType::Float32) | (TensorData::I64(_), DType::Int64)
+        );
+        if !ok_type {
+            return Err(InferenceError::BadInput(format!(
+                "input `{}` must be {}, got {}",
+                t.name,
+                spec.dtype.oip_name(),
+                t.data.datatype()
+            )));
+        }
+        if !spec.accepts_shape(&t.shape) {
+            return Err(InferenceError::BadInput(format!(
+                "input `{}` has shape {:?}; the model takes {:?} (-1 = any)",
+                t.name, t.shape, spec.shape
+            )));
+        }
+    }
+    for spec in specs {
+        if !tensors.iter().any(|t| t.name == spec.name) {
+            return Err(InferenceError::BadInput(format!(
+                "input `{}` is missing",
+                spec.name
+            )));
+        }
+    }
+    let batch: Vec<i64> = tensors
+        .iter()
+        .filter_map(|t| t.shape.first().copied())
+        .collect();
+    if batch.windows(2).any(|w| w[0] != w[1]) {
+        return Err(InferenceError::BadInput(format!(
+            "inputs disagree on the batch size: {batch:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn run_job(
+    session: &mut Session,
+    ctx: &Ctx,
+    input: Input,
+    enqueued: Instant,
+) -> Result<Inference, InferenceError> {
+    let queue_us = micros(enqueued);
+    let t = Instant::now();
+    let tensors = prepare(ctx, input)?;
+    let preprocess_us = micros(t);
+    let rt = |e: ort::Error| InferenceError::Runtime(e.to_string());
+
+    let t = Instant::now();
+    let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(tensors.len());
+    for tensor in tensors.iter() {
+        let v: SessionInputValue<'_> = match &tensor.data {
+            TensorData::F32(d) => TensorRef::from_array_view((tensor.shape.clone(), d.as_slice()))
+                .map_err(rt)?
+                .into(),
+            TensorData::I64(d) => TensorRef::from_array_view((tensor.shape.clone(), d.as_slice()))
+                .map_err(rt)?
+                .into(),
+            TensorData::Bytes(_) => {
+                return Err(InferenceError::BadInput(
+                    "BYTES tensors are not model inputs".into(),
+                ));
+            }
+        };
+        values.push((Cow::Borrowed(tensor.name.as_str()), v));
+    }
+    let outputs = session.run(values).map_err(rt)?;
+    let mut raw = Vec::with_capacity(ctx.files.variant.outputs.len());
+    for spec in &ctx.files.variant.outputs {
+        let v = outputs.get(&spec.name).ok_or_else(|| {
+            InferenceError::Runtime(format!("model produced no output `{}`", spec.name))
+        })?;
+        let (shape, data) = match spec.dtype {
+            DType::Float32 => {
+                let (s, d) = v.try_extract_tensor::<f32>().map_err(rt)?;
+                (s.to_vec(), TensorData::F32(d.to_vec()))
+            }
+            DType::Int64 => {
+                let (s, d) = v.try_extract_tensor::<i64>().map_err(rt)?;
+                (s.to_vec(), TensorData::I64(d.to_vec()))
+            }
+        };
+        raw.push(OutputTensor {
+            name: spec.name.clone(),
+            shape,
+            data,
+        });
+    }
+    drop(outputs);
+    let run_us = micros(t);
+
+    let t = Instant::now();
+    let predictions = match (raw.first(), ctx.files.variant.outputs.first()) {
+        (
+            Some(OutputTensor {
+                shape,
+                data: TensorData::F32(d),
+                ..
+            }),
+            Some(spec),
+        ) => {
+            let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
+            let per = d.len() / rows;
+            d.chunks_exact(per.max(1))
+                .map(|row| {
+                    let mut probs = row.to_vec();
+                    if spec.kind == OutputKind::Logits {
+                        postprocess::softmax(&mut probs);
+                    }
+                    postprocess::classify(&probs, &ctx.files.labels, ctx.top_k)
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let postprocess_us = micros(t);
+    Ok(Inference {
+        model: ctx.model.clone(),
+        version: ctx.version.clone(),
+        variant: ctx.files.role,
+        ep: ctx.ep,
+        outputs: raw,
+        predictions,
+        timing: Timing {
+            queue_us,
+            preprocess_us,
+            run_us,
+            postprocess_us,
+            total_us: micros(enqueued),
+            batch_size: 1,
+        },
+    })
+}
