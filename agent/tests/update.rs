@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::{config, engine_with, models_dir};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tandem_agent::inference::Input;
 use tandem_agent::models::download::DownloadOptions;
 use tandem_agent::models::{Manager, Order, UpdateState, update};
@@ -54,7 +54,16 @@ async fn the_hub_serves_a_bundle_and_the_agent_installs_it() {
     cfg.models.dir = PathBuf::from("models");
     cfg.models.trusted_key = "pki/signing.pub".into();
     let engine = Arc::new(tokio::task::block_in_place(|| engine_with(&cfg)));
-    let manager = Arc::new(Manager::new(engine.clone(), &cfg.engine_settings()));
+    // Every state the manager reports, in order, beside what moved its change counter (which
+    // makes the MQTT side publish at once).
+    let seen = Arc::new(Mutex::new(Vec::<UpdateState>::new()));
+    let log = seen.clone();
+    let manager = Arc::new(
+        Manager::new(engine.clone(), &cfg.engine_settings()).with_reporter(Box::new(move |s| {
+            log.lock().expect("log").push(s.state.clone());
+        })),
+    );
+    let changes = manager.changes();
     let (cert, key) = pki.device_files("cam-1");
     let hub = HubConfig {
         address: addr.to_string(),
@@ -72,6 +81,41 @@ async fn the_hub_serves_a_bundle_and_the_agent_installs_it() {
         .await
         .expect("downloaded and installed");
     assert_eq!((done.from.as_str(), done.to.as_str()), ("1.0.0", "1.0.1"));
+    let states = seen.lock().expect("log").clone();
+    let progress: Vec<(u64, u64)> = states
+        .iter()
+        .filter_map(|s| match s {
+            UpdateState::Downloading { done, total } => Some((*done, *total)),
+            _ => None,
+        })
+        .collect();
+    let (first, last) = (progress[0], progress[progress.len() - 1]);
+    assert!(
+        progress.len() > 2,
+        "progress reported per range: {progress:?}"
+    );
+    assert!(
+        last.1 > 0 && last.0 == last.1,
+        "ends at the total: {progress:?}"
+    );
+    assert!(first.0 < first.1, "starts before the end: {progress:?}");
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "never goes back: {progress:?}"
+    );
+    let other = states.len() - progress.len();
+    assert!(
+        matches!(states.last(), Some(UpdateState::Active { .. })),
+        "{states:?}"
+    );
+    // Each other state moved the counter once; progress moved it at its start, its end and
+    // once a second between: not once per range.
+    let moved = *changes.borrow() as usize;
+    assert!(
+        moved >= other + 2 && moved < other + progress.len(),
+        "counter {moved}, {other} other states, {} progress reports",
+        progress.len()
+    );
     let png = std::fs::read(models_dir().join(MODEL).join("samples/0_9.png")).expect("sample");
     let answer = engine
         .infer(MODEL, Input::Images(vec![Bytes::from(png)]))
@@ -93,6 +137,20 @@ async fn the_hub_serves_a_bundle_and_the_agent_installs_it() {
     assert!(
         matches!(&status[0].state, UpdateState::Rejected { reason, .. } if reason == "not_in_registry"),
         "{status:?}"
+    );
+    // Telemetry keeps the installed version's outcome beside the refusal, newest last, so
+    // neither hides the other from a rollout.
+    let reports: Vec<(String, String)> = manager
+        .reports()
+        .into_iter()
+        .map(|r| (r.version, r.state))
+        .collect();
+    assert_eq!(
+        reports,
+        [
+            ("1.0.1".to_string(), "active".to_string()),
+            ("9.9.9".to_string(), "rejected".to_string())
+        ],
     );
     let _ = stop.send(());
 }

@@ -21,7 +21,7 @@ fn fleet(n: usize) -> Vec<DeviceView> {
             labels: [("group".to_string(), "north".to_string())].into(),
             online: true,
             version: Some("1.0.0".into()),
-            update: None,
+            updates: Vec::new(),
         })
         .collect()
 }
@@ -97,11 +97,11 @@ async fn a_failing_canary_halts_the_rollout() {
         .iter_mut()
         .filter(|d| commands.iter().any(|c| c.device == d.device))
     {
-        d.update = Some((
+        d.updates = vec![(
             "1.0.1".into(),
             "rolled_back".into(),
             Some("confidence".into()),
-        ));
+        )];
     }
     let commands = store.tick(|_| devices.clone(), 2_000).expect("tick");
     assert!(
@@ -147,7 +147,7 @@ async fn a_failing_canary_halts_the_rollout() {
         .expect("push");
     let newer = ["cam-03", "cam-05", "cam-08"];
     for d in devices.iter_mut() {
-        d.update = None;
+        d.updates.clear();
         if newer.contains(&d.device.as_str()) {
             d.version = Some("1.0.1".into());
         }

@@ -3,6 +3,7 @@
 //! leaves the serving version untouched and is reported with its reason.
 
 use super::error::InstallError;
+use super::progress::{PROGRESS_EVERY, ProgressGate};
 use super::selftest::{self, SelfTestReport};
 use super::store::Store;
 use super::watch::{Margins, Recent, Verdict, judge};
@@ -118,6 +119,9 @@ pub struct Order {
     pub rollback: bool,
 }
 
+/// How many versions of a model keep their last update state in telemetry.
+pub const REPORTS_PER_MODEL: usize = 4;
+
 /// Called with every state change.
 pub type Reporter = Box<dyn Fn(&UpdateStatus) + Send + Sync>;
 
@@ -132,13 +136,17 @@ pub struct Manager {
     selftest_max_p99_ms: u64,
     margins: Margins,
     window: Duration,
-    status: Mutex<BTreeMap<String, UpdateStatus>>,
+    /// Per model, the last state of each of its most recent versions (at most
+    /// [`REPORTS_PER_MODEL`]), oldest first.
+    status: Mutex<BTreeMap<String, Vec<UpdateStatus>>>,
     /// Updates ordered by the hub and not finished: model → version.
     updating: Mutex<BTreeMap<String, String>>,
     one_at_a_time: Mutex<()>,
     reporter: Option<Reporter>,
-    /// Bumped at every state change but download progress (see [`Manager::changes`]).
+    /// Bumped at every state change, and by download progress as [`ProgressGate`] lets it
+    /// (see [`Manager::changes`]).
     changes: tokio::sync::watch::Sender<u64>,
+    progress: Mutex<ProgressGate>,
     /// Timed snapshots of each serving version, for the watch window's baseline; filled by
     /// a sampler thread (see [`spawn_sampler`]).
     history: Arc<History>,
@@ -261,6 +269,7 @@ impl Manager {
             one_at_a_time: Mutex::new(()),
             reporter: None,
             changes: tokio::sync::watch::Sender::new(0),
+            progress: Mutex::new(ProgressGate::default()),
             history,
         }
     }
@@ -271,10 +280,11 @@ impl Manager {
         self
     }
 
-    /// Changes whenever an update changes state, download progress aside (verifying,
-    /// testing, a swap, a watch window's end, a rollback, a refusal): the MQTT side then
-    /// publishes the status and telemetry at once, so the hub sees a new version when it
-    /// serves, not a telemetry interval later.
+    /// Changes whenever an update changes state (verifying, testing, a swap, a watch window's
+    /// end, a rollback, a refusal) and with download progress at its start, its end and at
+    /// most once a second between ([`PROGRESS_EVERY`]): the MQTT side then publishes the
+    /// status and telemetry at once, so the hub sees a new version when it serves, not a
+    /// telemetry interval later, and follows a slow download as it goes.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -318,10 +328,17 @@ impl Manager {
         self.report(model, version, state);
     }
 
-    /// The last update of every model, as telemetry carries it to the hub.
+    /// What telemetry carries to the hub: for every model, the last state of each of its most
+    /// recent versions, oldest first. Not only the newest: a refusal of one version followed
+    /// closely by another version's watch window ending must not hide the refusal from a
+    /// rollout of the refused version (publishing coalesces close changes).
     pub fn reports(&self) -> Vec<tandem_shared::mqtt::UpdateReport> {
-        self.status()
-            .into_iter()
+        let all: Vec<UpdateStatus> = self
+            .status
+            .lock()
+            .map(|s| s.values().flatten().cloned().collect())
+            .unwrap_or_default();
+        all.into_iter()
             .map(|u| {
                 let (state, reason, done, total) = match u.state {
                     UpdateState::Downloading { done, total } => {
@@ -359,7 +376,7 @@ impl Manager {
     pub fn status(&self) -> Vec<UpdateStatus> {
         self.status
             .lock()
-            .map(|s| s.values().cloned().collect())
+            .map(|s| s.values().filter_map(|v| v.last().cloned()).collect())
             .unwrap_or_default()
     }
 
@@ -372,11 +389,23 @@ impl Manager {
         if let Some(r) = &self.reporter {
             r(&s);
         }
-        let progress = matches!(s.state, UpdateState::Downloading { .. });
+        let publish = match s.state {
+            UpdateState::Downloading { done, total } => self
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .due(Instant::now(), done, total, PROGRESS_EVERY),
+            _ => true,
+        };
         if let Ok(mut all) = self.status.lock() {
-            all.insert(model.to_string(), s);
+            let kept = all.entry(model.to_string()).or_default();
+            kept.retain(|k| k.version != s.version);
+            kept.push(s);
+            if kept.len() > REPORTS_PER_MODEL {
+                kept.remove(0);
+            }
         }
-        if !progress {
+        if publish {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }

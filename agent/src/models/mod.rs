@@ -14,12 +14,15 @@
 //!   the same length of time before the swap (pure).
 //! - [`store`]: the versions on disk, pointers, budget and pruning.
 //! - [`startup`]: the installed versions verified again before the engine starts.
+//! - [`progress`]: which download-progress reports are published at once (first, last, one a
+//!   second).
 //! - [`selftest`]: the bundle's self-tests and the latency check on the staged version.
 //! - [`error`]: every reason an update is refused.
 
 pub mod download;
 pub mod error;
 pub mod manager;
+pub mod progress;
 pub mod selftest;
 pub mod startup;
 pub mod store;

@@ -45,12 +45,17 @@ pub fn device_views(fleet: &Fleet, model: &str) -> Vec<DeviceView> {
                 .as_ref()
                 .map(|s| s.labels.clone())
                 .unwrap_or_default(),
-            update: d.telemetry.as_ref().and_then(|t| {
-                t.updates
-                    .iter()
-                    .find(|u| u.model == model)
-                    .map(|u| (u.version.clone(), u.state.clone(), u.reason.clone()))
-            }),
+            updates: d
+                .telemetry
+                .as_ref()
+                .map(|t| {
+                    t.updates
+                        .iter()
+                        .filter(|u| u.model == model)
+                        .map(|u| (u.version.clone(), u.state.clone(), u.reason.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             device: d.device,
             online: d.online,
         })

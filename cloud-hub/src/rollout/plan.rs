@@ -143,9 +143,10 @@ pub struct DeviceView {
     pub online: bool,
     /// The version of the model it serves.
     pub version: Option<String>,
-    /// Its last update report for this model: (version, state, reason); states as the agent
-    /// reports them (`verifying`, `testing`, `watching`, `active`, `rejected`, `rolled_back`).
-    pub update: Option<(String, String, Option<String>)>,
+    /// Its last update report for each recent version of this model, oldest first:
+    /// (version, state, reason); states as the agent reports them (`downloading`, `verifying`,
+    /// `testing`, `watching`, `active`, `rejected`, `rolled_back`).
+    pub updates: Vec<(String, String, Option<String>)>,
 }
 
 /// Where a rollout stands.
@@ -407,7 +408,7 @@ impl Rollout {
             let Some(d) = devices.get(name.as_str()) else {
                 continue;
             };
-            let report = d.update.as_ref().filter(|(v, _, _)| *v == version);
+            let report = d.updates.iter().rev().find(|(v, _, _)| *v == version);
             t.outcome = match report.map(|(_, s, r)| (s.as_str(), r)) {
                 Some(("rejected" | "rolled_back", reason)) => Outcome::Failed {
                     reason: reason.clone().unwrap_or_else(|| "refused".into()),

@@ -34,7 +34,7 @@ fn fleet(n: usize) -> Vec<DeviceView> {
             .into(),
             online: true,
             version: Some("1.0.0".into()),
-            update: None,
+            updates: Vec::new(),
         })
         .collect()
 }
@@ -45,7 +45,7 @@ fn commanded(actions: &[Action]) -> Vec<String> {
 
 fn report(devices: &mut [DeviceView], names: &[String], state: &str, reason: Option<&str>) {
     for d in devices.iter_mut().filter(|d| names.contains(&d.device)) {
-        d.update = Some(("1.0.1".into(), state.into(), reason.map(str::to_string)));
+        d.updates = vec![("1.0.1".into(), state.into(), reason.map(str::to_string))];
         if state == "active" {
             d.version = Some("1.0.1".into());
         }
@@ -107,6 +107,30 @@ fn a_failing_canary_halts_the_rollout() {
         2,
         "the rest of the fleet was never touched"
     );
+}
+
+#[test]
+fn a_refusal_counts_when_a_later_report_about_another_version_follows_it() {
+    // The device refused 1.0.1, then the watch window of the version it serves ended: both
+    // reports travel in its telemetry, newest last, and the rollout of 1.0.1 sees the refusal.
+    let mut devices = fleet(1);
+    let mut spec = spec(100);
+    spec.stages_pct = vec![];
+    let mut r = Rollout::new("vf-9".into(), spec, 0);
+    assert_eq!(commanded(&r.step(&devices, 0)).len(), 1);
+    devices[0].updates = vec![
+        (
+            "1.0.1".into(),
+            "rejected".into(),
+            Some("selftest_failed: top-1 differs".into()),
+        ),
+        ("1.0.0".into(), "active".into(), None),
+    ];
+    r.step(&devices, 1000);
+    match &r.phase {
+        Phase::Halted { reason } => assert!(reason.contains("selftest_failed"), "{reason}"),
+        other => panic!("expected a halt, got {other:?}"),
+    }
 }
 
 #[test]
@@ -247,7 +271,7 @@ fn a_rollback_targets_the_devices_on_a_newer_version() {
     // Rolled back, they still count (they now run the version and stay targets).
     for d in devices.iter_mut().filter(|d| canary.contains(&d.device)) {
         d.version = Some("1.0.0".into());
-        d.update = Some(("1.0.0".into(), "active".into(), None));
+        d.updates = vec![("1.0.0".into(), "active".into(), None)];
     }
     let rest = commanded(&r.step(&devices, 1000));
     assert_eq!(r.phase, Phase::Running { stage: 1 });

@@ -269,7 +269,8 @@ pub struct Telemetry {
     pub mqtt: MqttCounters,
     /// CPU and memory.
     pub process: ProcessStats,
-    /// The last model update of each model (flow 5), while the agent runs.
+    /// Model updates (flow 5), while the agent runs: the last state of each of a model's most
+    /// recent versions, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<UpdateReport>,
 }
