@@ -22,6 +22,7 @@ fn fleet(n: usize) -> Vec<DeviceView> {
             online: true,
             version: Some("1.0.0".into()),
             updates: Vec::new(),
+            reported_ms: 0,
         })
         .collect()
 }
@@ -102,6 +103,7 @@ async fn a_failing_canary_halts_the_rollout() {
             "rolled_back".into(),
             Some("confidence".into()),
         )];
+        d.reported_ms = 1_500; // after the command at 1_000
     }
     let commands = store.tick(|_| devices.clone(), 2_000).expect("tick");
     assert!(

@@ -59,6 +59,10 @@ pub struct DeviceState {
     /// while its broker was unreachable, delivered over QUIC), each counted once.
     #[serde(default)]
     pub late_telemetry: u64,
+    /// When the kept telemetry sample was taken in (hub clock, ms): the rollout controller
+    /// counts an update refusal only when it was taken in after the device was commanded.
+    #[serde(default)]
+    pub telemetry_at_ms: u64,
 }
 
 impl DeviceState {
@@ -72,6 +76,7 @@ impl DeviceState {
             unreadable: 0,
             last_error: None,
             late_telemetry: 0,
+            telemetry_at_ms: 0,
         }
     }
 
@@ -89,6 +94,7 @@ impl DeviceState {
             .is_none_or(|old| (tm.ts_ms, tm.seq) >= (old.ts_ms, old.seq));
         if newer {
             self.telemetry = Some(tm);
+            self.telemetry_at_ms = now_ms;
         }
         newer
     }

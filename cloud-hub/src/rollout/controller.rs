@@ -56,6 +56,7 @@ pub fn device_views(fleet: &Fleet, model: &str) -> Vec<DeviceView> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            reported_ms: d.telemetry_at_ms,
             device: d.device,
             online: d.online,
         })

@@ -147,6 +147,10 @@ pub struct DeviceView {
     /// (version, state, reason); states as the agent reports them (`downloading`, `verifying`,
     /// `testing`, `watching`, `active`, `rejected`, `rolled_back`).
     pub updates: Vec<(String, String, Option<String>)>,
+    /// When the hub took in the telemetry that carried `updates` (hub clock, ms). A refusal
+    /// counts only when taken in after the device was commanded: one left from an earlier
+    /// attempt at the same version is stale (the device tries again when commanded).
+    pub reported_ms: u64,
 }
 
 /// Where a rollout stands.
@@ -409,8 +413,9 @@ impl Rollout {
                 continue;
             };
             let report = d.updates.iter().rev().find(|(v, _, _)| *v == version);
+            let fresh = t.commanded_ms.is_some_and(|at| d.reported_ms >= at);
             t.outcome = match report.map(|(_, s, r)| (s.as_str(), r)) {
-                Some(("rejected" | "rolled_back", reason)) => Outcome::Failed {
+                Some(("rejected" | "rolled_back", reason)) if fresh => Outcome::Failed {
                     reason: reason.clone().unwrap_or_else(|| "refused".into()),
                 },
                 _ if d.version.as_deref() == Some(version.as_str()) => Outcome::Active,

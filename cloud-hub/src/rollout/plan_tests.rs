@@ -35,6 +35,7 @@ fn fleet(n: usize) -> Vec<DeviceView> {
             online: true,
             version: Some("1.0.0".into()),
             updates: Vec::new(),
+            reported_ms: 0,
         })
         .collect()
 }
@@ -46,6 +47,7 @@ fn commanded(actions: &[Action]) -> Vec<String> {
 fn report(devices: &mut [DeviceView], names: &[String], state: &str, reason: Option<&str>) {
     for d in devices.iter_mut().filter(|d| names.contains(&d.device)) {
         d.updates = vec![("1.0.1".into(), state.into(), reason.map(str::to_string))];
+        d.reported_ms = u64::MAX; // taken in after every command
         if state == "active" {
             d.version = Some("1.0.1".into());
         }
@@ -126,11 +128,33 @@ fn a_refusal_counts_when_a_later_report_about_another_version_follows_it() {
         ),
         ("1.0.0".into(), "active".into(), None),
     ];
+    devices[0].reported_ms = 500;
     r.step(&devices, 1000);
     match &r.phase {
         Phase::Halted { reason } => assert!(reason.contains("selftest_failed"), "{reason}"),
         other => panic!("expected a halt, got {other:?}"),
     }
+}
+
+#[test]
+fn a_refusal_left_from_an_earlier_attempt_does_not_fail_a_new_rollout() {
+    // The device refused 1.0.1 once (a download cut, say); the telemetry that says so was
+    // taken in at 500, before this rollout commanded it at 1000.
+    let mut devices = fleet(1);
+    devices[0].updates = vec![("1.0.1".into(), "rejected".into(), Some("download".into()))];
+    devices[0].reported_ms = 500;
+    let mut spec = spec(100);
+    spec.stages_pct = vec![];
+    let mut r = Rollout::new("vf-10".into(), spec, 1000);
+    assert_eq!(commanded(&r.step(&devices, 1000)).len(), 1);
+    r.step(&devices, 1200);
+    assert_eq!(r.phase, Phase::Running { stage: 0 }, "{:?}", r.targets);
+    // Its next telemetry, after the command: it tried again and the version serves.
+    devices[0].updates = vec![("1.0.1".into(), "active".into(), None)];
+    devices[0].version = Some("1.0.1".into());
+    devices[0].reported_ms = 1300;
+    r.step(&devices, 1400);
+    assert_eq!(r.phase, Phase::Succeeded, "{:?}", r.targets);
 }
 
 #[test]
