@@ -13,11 +13,12 @@ HUB=${HUB:-target/release/tandem-hub}
 CONF=demo/agent-rollout.toml
 URL=http://127.0.0.1:8470
 API=http://127.0.0.1:8480
-LOG=$(mktemp)
-HUBLOG=$(mktemp)
+mkdir -p demo-out/logs
+# Kept after the demo, to look into.
+LOG=demo-out/logs/rollout-agent.log
+HUBLOG=demo-out/logs/rollout-hub.log
 NEXT=1.0.1
 
-mkdir -p demo-out
 [ -f demo-out/pki/ca.key ] || "$HUB" init --dir demo-out/pki
 [ -f demo-out/pki/devices/demo-cam.pem ] || "$HUB" device add demo-cam --dir demo-out/pki
 # The agent's own copy of the models: vision-fashion as real files (versions get installed
@@ -34,7 +35,7 @@ cp models/vision-fashion/{manifest.json,edge.onnx,cloud.onnx,labels.txt} demo-ou
 "$HUB" run --config demo/hub.toml 2>"$HUBLOG" &
 HUBPID=$!
 PID=
-trap 'kill $PID $HUBPID 2>/dev/null || true; rm -f "$LOG" "$HUBLOG"' EXIT
+trap 'kill $PID $HUBPID 2>/dev/null || true' EXIT
 wait_hub $HUBPID "$HUBLOG"
 "$BIN" run --config "$CONF" 2>"$LOG" &
 PID=$!
@@ -59,6 +60,10 @@ rm -rf "demo-out/vision-fashion-$NEXT"
 echo "== the hub validates, signs (demo-out/pki/signing.key) and stores it"
 "$HUB" models push "demo-out/vision-fashion-$NEXT" --config demo/hub.toml | sed 's/^/   /'
 "$HUB" models list --config demo/hub.toml | sed 's/^/   /'
+# A rollout left unfinished by an interrupted demo would refuse the new one (one at a time).
+"$HUB" rollout status --config demo/hub.toml | awk '/-> (running|paused)/ {print $1}' | while read -r id; do
+  "$HUB" rollout abort "$id" --config demo/hub.toml | sed 's/^/   left from an earlier demo: /'
+done
 echo "== a rollout: a 50% canary of the fleet, then everyone (tandem-hub rollout start)"
 "$HUB" rollout start --model vision-fashion --version "$NEXT" --canary 50 --config demo/hub.toml | sed 's/^/   /'
 for _ in $(seq 1 120); do
@@ -67,7 +72,8 @@ for _ in $(seq 1 120); do
 done
 "$HUB" rollout status --config demo/hub.toml | tail -n 1 | sed 's/^/   /'
 echo "== the agent's side (its log):"
-grep -E "staged|swapped|model updated|refused|rolled" "$LOG" | sed -E 's/^.*(INFO|WARN) //' | cut -c1-200 | sed 's/^/   /'
+grep -E "staged|swapped|model updated|refused|rolled" "$LOG" | sed -E 's/^.*(INFO|WARN) //' | cut -c1-200 | sed 's/^/   /' \
+  || echo "   (no update in the agent's log: see $LOG and $HUBLOG)"
 echo "== the fleet after:"
 fleet_versions
 f=$(ls models/vision-fashion/samples/*.png | head -n 1)

@@ -31,11 +31,22 @@ fn status(version: &str) -> Vec<u8> {
     .encode()
 }
 
-/// A device serving vision-fashion 1.0.0; on `update_model` it either installs the version
-/// (answers ok, publishes its new status) or refuses.
-fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl, name: &str, installs: bool) {
+/// What a simulated device does with `update_model`.
+#[derive(Clone, Copy, PartialEq)]
+enum Does {
+    /// Installs the version: answers ok and publishes its new status.
+    Install,
+    /// Refuses it (a failed self-test).
+    Refuse,
+    /// Misses the first command (no answer, as when it was lost), installs the next.
+    MissFirst,
+}
+
+/// A device serving vision-fashion 1.0.0 that treats `update_model` as `does` says.
+fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl, name: &str, does: Does) {
     let (c, mut ev) = device_client(pki, url, name);
     let name = name.to_string();
+    let mut missed = false;
     tokio::spawn(async move {
         loop {
             match ev.poll().await {
@@ -56,7 +67,11 @@ fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl, name: &str, installs:
                     let cmd = p.topic.rsplit('/').next().unwrap_or("").to_string();
                     let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
                     let id = body["id"].as_str().unwrap_or("").to_string();
-                    let result = if cmd == controller::UPDATE_COMMAND && installs {
+                    if does == Does::MissFirst && !missed {
+                        missed = true;
+                        continue;
+                    }
+                    let result = if cmd == controller::UPDATE_COMMAND && does != Does::Refuse {
                         let version = body["version"].as_str().unwrap_or("").to_string();
                         c.publish(
                             Topic::status(&name),
@@ -116,15 +131,15 @@ struct Hub {
 }
 
 /// The hub's fleet over its own mosquitto, the rollout controller, and `n` devices that
-/// install (or refuse) what they are told.
-async fn hub_with_devices(n: usize, installs: bool) -> Hub {
+/// treat what they are told as `does` says.
+async fn hub_with_devices(n: usize, does: Does) -> Hub {
     let dir = tempfile::tempdir().expect("tmp");
     let (pki, svc, url) = fleet_hub(dir.path(), PATIENCE).await;
     let fleet = svc.fleet();
     for i in 0..n {
         let name = format!("cam-{i:02}");
         pki.add_device(&name, 30).expect("device");
-        device(&pki, &url, &name, installs);
+        device(&pki, &url, &name, does);
     }
     wait_for("the devices online", PATIENCE, || {
         fleet
@@ -154,7 +169,7 @@ async fn hub_with_devices(n: usize, installs: bool) -> Hub {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_that_refuse_halt_the_rollout_at_its_canary() {
-    let hub = hub_with_devices(4, false).await;
+    let hub = hub_with_devices(4, Does::Refuse).await;
     let r = hub
         .store
         .create(spec("1.0.1"), true, now_ms())
@@ -182,7 +197,7 @@ async fn devices_that_refuse_halt_the_rollout_at_its_canary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_that_install_carry_the_rollout_to_the_end() {
-    let hub = hub_with_devices(4, true).await;
+    let hub = hub_with_devices(4, Does::Install).await;
     let r = hub
         .store
         .create(spec("1.0.1"), true, now_ms())
@@ -200,6 +215,26 @@ async fn devices_that_install_carry_the_rollout_to_the_end() {
             .all(|t| t.outcome == tandem_hub::rollout::Outcome::Active),
         "{r:?}"
     );
+    let _ = hub.stop.send(true);
+    hub.svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_gets_no_answer_is_sent_again_without_waiting_for_resend_after() {
+    // The device misses the first `update_model` (lost while it reconnected, say). The hub
+    // asks again once the command times out (mqtt.command_timeout_ms, 5 s), not after the
+    // rollout's resend_after_ms (60 s, beyond this test's patience).
+    let hub = hub_with_devices(1, Does::MissFirst).await;
+    let mut spec = spec("1.0.1");
+    spec.canary_pct = 100;
+    spec.stages_pct = vec![];
+    let r = hub.store.create(spec, true, now_ms()).expect("create");
+    wait_for("the end", PATIENCE, || {
+        hub.store.get(&r.id).is_ok_and(|r| r.finished())
+    })
+    .await;
+    let r = hub.store.get(&r.id).expect("get");
+    assert_eq!(r.phase, Phase::Succeeded, "{r:?}");
     let _ = hub.stop.send(true);
     hub.svc.stop().await;
 }

@@ -3,8 +3,10 @@
 //! command it returns is published as `tandem/{device}/cmd/update_model` with
 //! `{"model": .., "version": .., "rollback": ..}` (`rollback: true` for a rollout that puts an
 //! older version back). A device that answers the command with a refusal counts as
-//! failed for the rollout; one that runs the version (its status) as active; silence leaves
-//! it pending until the stage times out.
+//! failed for the rollout; one that runs the version (its status) as active. A command with
+//! no answer within `mqtt.command_timeout_ms` (lost while the device reconnected, say) is
+//! sent again at the next step, not after the rollout's `resend_after_ms`; silence leaves the
+//! device pending until the stage times out.
 //!
 //! Devices' labels come from their status (`--group`), their update states (`rejected`,
 //! `rolled_back` fail them) from their telemetry.
@@ -139,7 +141,22 @@ async fn send(store: RolloutStore, fleet: Arc<Fleet>, c: Command) {
         }
         Ok(_) => tracing::info!(rollout = %c.rollout, device = %c.device, "update accepted"),
         Err(e) => {
-            tracing::info!(rollout = %c.rollout, device = %c.device, error = %e, "no answer to the update command yet")
+            // Lost (the device was reconnecting, its session is clean) or not heard: ask again
+            // at the next step rather than after the rollout's resend_after_ms. A device that
+            // stays silent is asked once per command timeout until its stage times out.
+            tracing::info!(rollout = %c.rollout, device = %c.device, error = %e, "no answer to the update command: asking again");
+            let device = c.device.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.change(&c.rollout, |r| {
+                    if let Some(t) = r.targets.get_mut(&device)
+                        && t.outcome == Outcome::Pending
+                    {
+                        t.commanded_ms = None;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::plan::{Action, DeviceView, Phase, Rollout, Spec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Why a rollout operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum RolloutError {
 pub struct RolloutStore {
     path: PathBuf,
     tree: sled::Db,
+    /// Serialises read-modify-write (create, change, tick): the controller's step and a
+    /// command's answer (or an operator's pause) change the same rollout concurrently.
+    writes: Arc<Mutex<()>>,
 }
 
 impl RolloutStore {
@@ -56,6 +60,7 @@ impl RolloutStore {
         Ok(Self {
             path: dir.to_path_buf(),
             tree,
+            writes: Arc::new(Mutex::new(())),
         })
     }
 
@@ -104,6 +109,7 @@ impl RolloutStore {
         if !problems.is_empty() {
             return Err(RolloutError::Invalid(problems));
         }
+        let _one = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         if !exists {
             return Err(RolloutError::NoSuchVersion {
                 model: spec.model,
@@ -133,6 +139,7 @@ impl RolloutStore {
         id: &str,
         change: impl FnOnce(&mut Rollout) -> Result<(), String>,
     ) -> Result<Rollout, RolloutError> {
+        let _one = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut r = self.get(id)?;
         change(&mut r).map_err(RolloutError::Phase)?;
         self.save(&r)?;
@@ -146,6 +153,7 @@ impl RolloutStore {
         devices: impl Fn(&str) -> Vec<DeviceView>,
         now_ms: u64,
     ) -> Result<Vec<Command>, RolloutError> {
+        let _one = self.writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         let all = self.list()?;
         // Per model, the latest rollout: stepped while it runs, reconciled once it succeeded.
