@@ -3,8 +3,9 @@
 //! leaves the serving version untouched and is reported with its reason.
 
 use super::error::InstallError;
-use super::progress::{PROGRESS_EVERY, ProgressGate};
 use super::selftest::{self, SelfTestReport};
+use super::state::Board;
+pub use super::state::{REPORTS_PER_MODEL, Reporter, UpdateState, UpdateStatus};
 use super::store::Store;
 use super::watch::{Margins, Recent, Verdict, judge};
 use std::collections::BTreeMap;
@@ -18,61 +19,6 @@ use tandem_engine::version_stats::VersionSnapshot;
 use tandem_engine::{Engine, ModelHandle};
 use tandem_shared::bundle::{self, Active, Expect, TrustedKey};
 use tandem_shared::manifest::{Signal, VariantRole};
-
-/// Where an update of one model stands (what the agent reports to the hub).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum UpdateState {
-    /// Fetching the bundle from the hub.
-    Downloading {
-        /// Bytes on disk.
-        done: u64,
-        /// Bytes of the bundle.
-        total: u64,
-    },
-    /// Checking the signature and the files.
-    Verifying,
-    /// Loading the new version beside the serving one and running its self-tests.
-    Testing,
-    /// Serving the new version.
-    Active {
-        /// The version it replaced.
-        from: String,
-    },
-    /// Serving the new version, compared with the old one during the watch window.
-    Watching {
-        /// The version it replaced.
-        from: String,
-    },
-    /// Did worse than the version it replaced in the watch window: that one serves again.
-    RolledBack {
-        /// `errors`, `latency`, `offload` or `confidence`.
-        reason: String,
-        /// The figures, in words.
-        message: String,
-        /// The version serving now.
-        to: String,
-    },
-    /// Refused; the version before it keeps serving.
-    Rejected {
-        /// [`InstallError::reason`].
-        reason: String,
-        /// The error in words.
-        message: String,
-    },
-}
-
-/// The last update of a model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct UpdateStatus {
-    /// Model name.
-    pub model: String,
-    /// The version the update is about.
-    pub version: String,
-    /// Where it stands.
-    #[serde(flatten)]
-    pub state: UpdateState,
-}
 
 /// What an install did.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,12 +65,6 @@ pub struct Order {
     pub rollback: bool,
 }
 
-/// How many versions of a model keep their last update state in telemetry.
-pub const REPORTS_PER_MODEL: usize = 4;
-
-/// Called with every state change.
-pub type Reporter = Box<dyn Fn(&UpdateStatus) + Send + Sync>;
-
 /// Installs bundles into a running engine.
 pub struct Manager {
     engine: Arc<Engine>,
@@ -136,17 +76,11 @@ pub struct Manager {
     selftest_max_p99_ms: u64,
     margins: Margins,
     window: Duration,
-    /// Per model, the last state of each of its most recent versions (at most
-    /// [`REPORTS_PER_MODEL`]), oldest first.
-    status: Mutex<BTreeMap<String, Vec<UpdateStatus>>>,
+    /// Update states: kept, reported, published.
+    board: Board,
     /// Updates ordered by the hub and not finished: model → version.
     updating: Mutex<BTreeMap<String, String>>,
     one_at_a_time: Mutex<()>,
-    reporter: Option<Reporter>,
-    /// Bumped at every state change, and by download progress as [`ProgressGate`] lets it
-    /// (see [`Manager::changes`]).
-    changes: tokio::sync::watch::Sender<u64>,
-    progress: Mutex<ProgressGate>,
     /// Timed snapshots of each serving version, for the watch window's baseline; filled by
     /// a sampler thread (see [`spawn_sampler`]).
     history: Arc<History>,
@@ -264,29 +198,26 @@ impl Manager {
             selftest_max_p99_ms: m.selftest_max_p99_ms,
             margins: Margins::from(m),
             window,
-            status: Mutex::new(BTreeMap::new()),
+            board: Board::default(),
             updating: Mutex::new(BTreeMap::new()),
             one_at_a_time: Mutex::new(()),
-            reporter: None,
-            changes: tokio::sync::watch::Sender::new(0),
-            progress: Mutex::new(ProgressGate::default()),
             history,
         }
     }
 
     /// Calls `f` with every state change (to report it to the hub).
     pub fn with_reporter(mut self, f: Reporter) -> Self {
-        self.reporter = Some(f);
+        self.board.reporter = Some(f);
         self
     }
 
     /// Changes whenever an update changes state (verifying, testing, a swap, a watch window's
     /// end, a rollback, a refusal) and with download progress at its start, its end and at
-    /// most once a second between ([`PROGRESS_EVERY`]): the MQTT side then publishes the
+    /// most once a second between ([`super::progress::PROGRESS_EVERY`]): the MQTT side then publishes the
     /// status and telemetry at once, so the hub sees a new version when it serves, not a
     /// telemetry interval later, and follows a slow download as it goes.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.board.changes.subscribe()
     }
 
     /// The store of installed versions.
@@ -329,85 +260,19 @@ impl Manager {
     }
 
     /// What telemetry carries to the hub: for every model, the last state of each of its most
-    /// recent versions, oldest first. Not only the newest: a refusal of one version followed
-    /// closely by another version's watch window ending must not hide the refusal from a
-    /// rollout of the refused version (publishing coalesces close changes).
+    /// recent versions ([`REPORTS_PER_MODEL`]), oldest first, so that a refusal of one version
+    /// is not hidden by another version's state that follows it closely.
     pub fn reports(&self) -> Vec<tandem_shared::mqtt::UpdateReport> {
-        let all: Vec<UpdateStatus> = self
-            .status
-            .lock()
-            .map(|s| s.values().flatten().cloned().collect())
-            .unwrap_or_default();
-        all.into_iter()
-            .map(|u| {
-                let (state, reason, done, total) = match u.state {
-                    UpdateState::Downloading { done, total } => {
-                        ("downloading", None, Some(done), Some(total))
-                    }
-                    UpdateState::Verifying => ("verifying", None, None, None),
-                    UpdateState::Testing => ("testing", None, None, None),
-                    UpdateState::Watching { .. } => ("watching", None, None, None),
-                    UpdateState::Active { .. } => ("active", None, None, None),
-                    UpdateState::Rejected { reason, message } => {
-                        ("rejected", Some(format!("{reason}: {message}")), None, None)
-                    }
-                    UpdateState::RolledBack {
-                        reason, message, ..
-                    } => (
-                        "rolled_back",
-                        Some(format!("{reason}: {message}")),
-                        None,
-                        None,
-                    ),
-                };
-                tandem_shared::mqtt::UpdateReport {
-                    model: u.model,
-                    version: u.version,
-                    state: state.to_string(),
-                    reason,
-                    done,
-                    total,
-                }
-            })
-            .collect()
+        self.board.reports()
     }
 
     /// The last update of every model.
     pub fn status(&self) -> Vec<UpdateStatus> {
-        self.status
-            .lock()
-            .map(|s| s.values().filter_map(|v| v.last().cloned()).collect())
-            .unwrap_or_default()
+        self.board.status()
     }
 
     fn report(&self, model: &str, version: &str, state: UpdateState) {
-        let s = UpdateStatus {
-            model: model.to_string(),
-            version: version.to_string(),
-            state,
-        };
-        if let Some(r) = &self.reporter {
-            r(&s);
-        }
-        let publish = match s.state {
-            UpdateState::Downloading { done, total } => self
-                .progress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .due(Instant::now(), done, total, PROGRESS_EVERY),
-            _ => true,
-        };
-        if let Ok(mut all) = self.status.lock() {
-            let kept = all.entry(model.to_string()).or_default();
-            kept.retain(|k| k.version != s.version);
-            kept.push(s);
-            if kept.len() > REPORTS_PER_MODEL {
-                kept.remove(0);
-            }
-        }
-        if publish {
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        }
+        self.board.report(model, version, state);
     }
 
     /// Installs the bundle in `bundle_dir` and swaps it in (blocking: run it off the async

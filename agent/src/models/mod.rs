@@ -12,6 +12,8 @@
 //! - [`update`](mod@update): an update the hub orders: download over the uplink (resumed), then install.
 //! - [`watch`]: the watch window's comparison of the new version with what the old one did in
 //!   the same length of time before the swap (pure).
+//! - [`state`]: update states, the last state of each recent version per model (what
+//!   telemetry reports), and when a change is published at once.
 //! - [`store`]: the versions on disk, pointers, budget and pruning.
 //! - [`startup`]: the installed versions verified again before the engine starts.
 //! - [`progress`]: which download-progress reports are published at once (first, last, one a
@@ -25,6 +27,7 @@ pub mod manager;
 pub mod progress;
 pub mod selftest;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod update;
 pub mod watch;
