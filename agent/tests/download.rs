@@ -8,25 +8,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tandem_agent::models::{DownloadError, DownloadOptions, fetch};
 use tandem_engine::bundle::read_folder;
+use tandem_hub::ingress::quic::QuicIngress;
 use tandem_hub::pki::Pki;
-use tandem_hub::registry::{PackOptions, Registry, load_signer, pack, transfer};
+use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
 use tandem_shared::bundle::{self, BundleError, Expect, TrustedKey};
 use tandem_shared::manifest::VariantRole;
 use tandem_shared::wire::ALPN;
 use tandem_tests::repo;
 use tandem_tests::tls::quic_client_config;
 
-/// A hub that serves only downloads from `registry`.
+/// The hub's QUIC ingress with `registry` and no models: it serves downloads only.
 async fn hub(pki: &Path, registry: Registry) -> std::net::SocketAddr {
-    let tls = tandem_hub::ingress::tls::server_config(pki).expect("server tls");
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic tls");
-    let endpoint = quinn::Endpoint::server(
-        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .expect("bind");
-    let addr = endpoint.local_addr().expect("addr");
-    transfer::serve_downloads(endpoint, registry);
+    let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki)
+        .expect("bind")
+        .with_registry(Arc::new(registry));
+    let addr = ingress.local_addr().expect("addr");
+    tokio::spawn(ingress.run(std::future::pending()));
     addr
 }
 

@@ -23,7 +23,7 @@ use tandem_agent::config::Config;
 use tandem_agent::models::{DownloadOptions, Manager, Order, fetch};
 use tandem_engine::Input;
 use tandem_hub::pki::Pki;
-use tandem_hub::registry::{PackOptions, Registry, load_signer, pack, transfer};
+use tandem_hub::registry::{PackOptions, Registry, load_signer, pack};
 use tandem_shared::bundle::TrustedKey;
 use tandem_shared::manifest::{Manifest, Preprocess, Task};
 use tandem_shared::wire::ALPN;
@@ -328,16 +328,12 @@ async fn download(
     ))
 }
 
-/// A loopback QUIC endpoint with the hub's TLS that answers download streams from `registry`.
+/// The hub's QUIC ingress on loopback with `registry` and no models: it serves downloads only.
 fn serve_downloads(pki: &Path, registry: Registry) -> anyhow::Result<std::net::SocketAddr> {
-    let tls = tandem_hub::ingress::tls::server_config(pki)?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-    let endpoint = quinn::Endpoint::server(
-        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
-        "127.0.0.1:0".parse()?,
-    )?;
-    let addr = endpoint.local_addr()?;
-    transfer::serve_downloads(endpoint, registry);
+    let ingress = tandem_hub::ingress::quic::QuicIngress::bind("127.0.0.1:0".parse()?, pki)?
+        .with_registry(Arc::new(registry));
+    let addr = ingress.local_addr()?;
+    tokio::spawn(ingress.run(std::future::pending()));
     Ok(addr)
 }
 

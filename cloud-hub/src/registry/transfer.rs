@@ -96,49 +96,6 @@ pub async fn serve(registry: &Registry, first: Message, send: &mut quinn::SendSt
     let _ = send.finish();
 }
 
-/// Answers download streams on `endpoint` until it is closed: a QUIC endpoint that serves only
-/// the registry, with no inference or queue behind it (the download test and
-/// `tandem-bench swap` measure the transfer alone with it). The first frame of each stream
-/// goes to [`serve`], which answers anything but a download request with an error.
-pub fn serve_downloads(endpoint: quinn::Endpoint, registry: Registry) {
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let registry = registry.clone();
-                    tokio::spawn(async move {
-                        if let Some(first) = first_message(&mut recv).await {
-                            serve(&registry, first, &mut send).await;
-                        }
-                    });
-                }
-            });
-        }
-    });
-}
-
-/// The first whole message of a stream; `None` when the stream ends or breaks before one.
-async fn first_message(recv: &mut quinn::RecvStream) -> Option<Message> {
-    let mut decoder = tandem_shared::wire::FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match decoder.next_message() {
-            Ok(Some(m)) => return Some(m),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "bad first frame on a download stream");
-                return None;
-            }
-        }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => decoder.feed(&buf[..n]),
-            _ => return None,
-        }
-    }
-}
-
 async fn offer(
     registry: &Registry,
     model: String,

@@ -12,7 +12,7 @@
 //! `rolled_back` fail them) from their telemetry.
 
 use super::plan::DeviceView;
-use super::plan::Outcome;
+use super::plan::{Outcome, Target};
 use super::store::{Command, RolloutStore};
 use crate::fleet::Fleet;
 use std::future::Future;
@@ -128,16 +128,7 @@ async fn send(store: RolloutStore, fleet: Arc<Fleet>, c: Command) {
         Ok(r) if !r.ok => {
             let reason = r.error.unwrap_or_else(|| "refused".into());
             tracing::warn!(rollout = %c.rollout, device = %c.device, reason = %reason, "device refused the update");
-            let device = c.device.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                store.change(&c.rollout, |r| {
-                    if let Some(t) = r.targets.get_mut(&device) {
-                        t.outcome = Outcome::Failed { reason };
-                    }
-                    Ok(())
-                })
-            })
-            .await;
+            change_target(store, c, move |t| t.outcome = Outcome::Failed { reason }).await;
         }
         Ok(_) => tracing::info!(rollout = %c.rollout, device = %c.device, "update accepted"),
         Err(e) => {
@@ -145,18 +136,32 @@ async fn send(store: RolloutStore, fleet: Arc<Fleet>, c: Command) {
             // at the next step rather than after the rollout's resend_after_ms. A device that
             // stays silent is asked once per command timeout until its stage times out.
             tracing::info!(rollout = %c.rollout, device = %c.device, error = %e, "no answer to the update command: asking again");
-            let device = c.device.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                store.change(&c.rollout, |r| {
-                    if let Some(t) = r.targets.get_mut(&device)
-                        && t.outcome == Outcome::Pending
-                    {
-                        t.commanded_ms = None;
-                    }
-                    Ok(())
-                })
+            change_target(store, c, |t| {
+                if t.outcome == Outcome::Pending {
+                    t.commanded_ms = None;
+                }
             })
             .await;
         }
+    }
+}
+
+/// Applies `f` to the command's target in its rollout (off the reactor: sled).
+async fn change_target(
+    store: RolloutStore,
+    c: Command,
+    f: impl FnOnce(&mut Target) + Send + 'static,
+) {
+    let changed = tokio::task::spawn_blocking(move || {
+        store.change(&c.rollout, |r| {
+            if let Some(t) = r.targets.get_mut(&c.device) {
+                f(t);
+            }
+            Ok(())
+        })
+    })
+    .await;
+    if let Ok(Err(e)) = changed {
+        tracing::warn!(error = %e, "rollout controller: a target's change was not saved");
     }
 }
