@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use tandem_engine::settings::{
     EngineConfig, EngineSettings, ImageConfig, ModelsConfig, RuntimeConfig,
 };
+use tandem_shared::manifest::Signal;
+use tandem_shared::mqtt::args::check_threshold;
 
 /// The embedded default configuration, with a comment on every key.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
@@ -214,10 +216,11 @@ impl Config {
             ));
         }
         for (name, m) in &self.policy.models {
-            if m.threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
-                p.push(format!(
-                    "policy.models.{name}.threshold must be a non-negative number"
-                ));
+            // Against the signal named here; without one, against the loosest range (the
+            // model's own signal is known once it is loaded; a command is checked against it).
+            let signal = m.signal.unwrap_or(Signal::Entropy);
+            if let Some(Err(e)) = m.threshold.map(|t| check_threshold(Some(signal), t)) {
+                p.push(format!("policy.models.{name}.{e}"));
             }
         }
         p.extend(self.queue.problems());

@@ -327,6 +327,21 @@ async fn commands_change_the_routing_and_bad_ones_get_errors() {
         )
         .await;
     assert!(!r.ok, "{r:?}");
+    for (id, body) in [
+        ("t4a", r#""threshold":5.0"#),
+        ("t4b", r#""threshold":1.5,"signal":"max_prob""#),
+        ("t4c", r#""threshold":1e39,"signal":"entropy""#),
+    ] {
+        let payload = format!(r#"{{"v":1,"id":"{id}","model":"vision-fashion",{body}}}"#);
+        let r = hub.command("set_threshold", payload.as_bytes()).await;
+        assert!(!r.ok && r.id.as_deref() == Some(id), "{r:?}");
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("out of range")),
+            "{r:?}"
+        );
+    }
     let r = hub.command("reboot", br#"{"v":1,"id":"t5"}"#).await;
     assert!(!r.ok && r.id.as_deref() == Some("t5"), "{r:?}");
     let r = hub

@@ -153,20 +153,62 @@ async fn fleet_state_and_commands_over_mqtt() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["ok"], true, "{body}");
     assert!(body["id"].as_str().is_some_and(|i| !i.is_empty()), "{body}");
-    // A refused one: 422 with the device's error.
+    // One the device refuses: 422 with the device's error.
     let r = http
-        .post(format!("{base}/v1/fleet/cam-01/cmd/set_threshold"))
-        .json(&json!({"model": "vision-fashion"}))
+        .post(format!("{base}/v1/fleet/cam-01/cmd/set_policy"))
+        .json(&json!({"mode": "cloud"}))
         .send()
         .await
         .expect("POST");
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.expect("json");
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("threshold")),
-        "{body}"
+    assert_eq!(body["error"], "not here", "{body}");
+    // Ones the shared schema refuses: 400 from the hub, and nothing sent (the device above
+    // would have answered ok to any set_threshold).
+    let sent = fleet
+        .link()
+        .stats()
+        .commands
+        .load(std::sync::atomic::Ordering::Relaxed);
+    for (name, bad, says) in [
+        (
+            "set_threshold",
+            json!({"model": "vision-fashion"}),
+            "threshold",
+        ),
+        (
+            "set_threshold",
+            json!({"model": "vision-fashion", "threshold": 5.0}),
+            "out of range",
+        ),
+        (
+            "update_model",
+            json!({"model": "vision-fashion", "version": "../x"}),
+            "version",
+        ),
+        ("reboot", json!({}), "unknown command"),
+    ] {
+        let r = http
+            .post(format!("{base}/v1/fleet/cam-01/cmd/{name}"))
+            .json(&bad)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.expect("json");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(
+        fleet
+            .link()
+            .stats()
+            .commands
+            .load(std::sync::atomic::Ordering::Relaxed),
+        sent,
+        "refused commands are not published"
     );
     // A device that never answers: 504.
     let r = http

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tandem_engine::postprocess::{self, Prediction};
 use tandem_engine::{Engine, InferenceError, Input};
 use tandem_shared::manifest::{Manifest, OutputKind, Preprocess, Signal, VariantRole};
+use tandem_shared::mqtt::args::check_threshold;
 use tandem_shared::wire::{self, Message};
 
 /// Why a request got no answer at all.
@@ -188,7 +189,8 @@ impl Router {
     }
 
     /// Changes the routing of one model (or the default, `model = None`) at run time. Keys left
-    /// `None` keep their value. The threshold must be a non-negative number.
+    /// `None` keep their value. The threshold must be in the range of the signal in force
+    /// (`tandem_shared::mqtt::args`).
     pub fn update_policy(
         &self,
         model: Option<&str>,
@@ -196,8 +198,10 @@ impl Router {
         signal: Option<Signal>,
         threshold: Option<f32>,
     ) -> Result<PolicyConfig, String> {
-        if threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
-            return Err("threshold must be a non-negative number".into());
+        if let (Some(name), Some(t)) = (model, threshold) {
+            // The range of the signal that will be in force: the one named, else the model's.
+            let effective = signal.unwrap_or_else(|| self.policy(name).signal);
+            check_threshold(Some(effective), t).map_err(|e| e.to_string())?;
         }
         let mut c = self
             .config

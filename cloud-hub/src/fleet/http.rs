@@ -5,7 +5,8 @@
 //! - `POST /v1/fleet/{device}/cmd/{name}[?timeout_ms=N]`: publishes the command (the body, a
 //!   JSON object; the hub sets `v` and `id`) and waits for the device's result: 200 with the
 //!   result when `ok`, 422 with it when the device refused, 504 when none came, 503 when the hub
-//!   is not connected to the broker.
+//!   is not connected to the broker; 400, and nothing sent, for a body the shared command schema
+//!   refuses (an unknown command, a missing or unknown field, an argument out of its range).
 
 use super::Fleet;
 use super::link::CommandError;
@@ -93,9 +94,9 @@ async fn command(
     match fleet.link().command(&device, &name, body, timeout).await {
         Ok(r) if r.ok => Json(r).into_response(),
         Ok(r) => (StatusCode::UNPROCESSABLE_ENTITY, Json(r)).into_response(),
-        Err(e @ (CommandError::BadName(_) | CommandError::NotObject)) => {
-            error(StatusCode::BAD_REQUEST, e)
-        }
+        Err(
+            e @ (CommandError::BadName(_) | CommandError::NotObject | CommandError::Invalid(_)),
+        ) => error(StatusCode::BAD_REQUEST, e),
         Err(e @ CommandError::NotConnected) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e @ CommandError::Timeout { .. }) => error(StatusCode::GATEWAY_TIMEOUT, e),
     }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tandem_shared::mqtt::{
-    BrokerUrl, CommandResult, State, Status, Telemetry, Topic, TopicKind, topic,
+    BrokerUrl, Command, CommandResult, State, Status, Telemetry, Topic, TopicKind, topic,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -34,6 +34,10 @@ pub enum CommandError {
     /// The body is not a JSON object.
     #[error("the command body must be a JSON object")]
     NotObject,
+    /// The command does not pass the shared schema (unknown name, a missing or unknown field,
+    /// an argument out of its range): refused before anything is sent.
+    #[error("command refused before sending: {0}")]
+    Invalid(String),
     /// Not connected to the broker.
     #[error("the hub is not connected to the MQTT broker")]
     NotConnected,
@@ -189,13 +193,15 @@ impl Link {
         let serde_json::Value::Object(mut body) = body else {
             return Err(CommandError::NotObject);
         };
-        if !self.stats.connected.load(Relaxed) {
-            return Err(CommandError::NotConnected);
-        }
         let id = format!("h{}-{}", now_ms(), self.next_id.fetch_add(1, Relaxed));
         body.insert("v".into(), tandem_shared::mqtt::VERSION.into());
         body.insert("id".into(), id.clone().into());
         let payload = serde_json::to_vec(&body).unwrap_or_default();
+        // The device would refuse it with the same words: say so now, and send nothing.
+        Command::decode(name, &payload).map_err(|e| CommandError::Invalid(e.error.to_string()))?;
+        if !self.stats.connected.load(Relaxed) {
+            return Err(CommandError::NotConnected);
+        }
         let key = (device.to_string(), id);
         let (tx, rx) = oneshot::channel();
         self.waiters

@@ -1,9 +1,12 @@
 //! Commands on `tandem/{device}/cmd/{name}` and their results on `.../cmd/{name}/result`.
 //!
 //! A command payload is `{"v": 1, "id": "...", ...fields of the command}`; unknown fields are
-//! refused. Every command, well-formed or not, gets a [`CommandResult`] with the same `id` (or
-//! `null` when none could be read), `ok`, and `error` when it failed.
+//! refused, and so is an argument out of its range ([`super::args`]: a threshold outside its
+//! signal's range, NaN, a model name or version that is not one). Every command, well-formed or
+//! not, gets a [`CommandResult`] with the same `id` (or `null` when none could be read), `ok`,
+//! and `error` when it failed.
 
+use super::args::{ArgError, check_model_name, check_threshold, check_version};
 use super::payload::{PayloadError, VERSION, versioned_object};
 use crate::manifest::Signal;
 use serde::{Deserialize, Serialize};
@@ -72,7 +75,7 @@ pub enum Command {
     SetThreshold {
         /// Model.
         model: String,
-        /// Threshold (non-negative).
+        /// Threshold, in the signal's range (in [0, 1] when no signal is named).
         threshold: f32,
         /// Signal; unchanged when absent.
         signal: Option<Signal>,
@@ -217,7 +220,29 @@ impl Command {
             }
         }
         .map_err(|e| fail(Some(id.clone()), invalid(e)))?;
+        cmd.check()
+            .map_err(|e| fail(Some(id.clone()), PayloadError::Argument(e.to_string())))?;
         Ok((id, cmd))
+    }
+
+    /// Checks every argument against its range (see [`super::args`]).
+    pub fn check(&self) -> Result<(), ArgError> {
+        match self {
+            Self::SetThreshold {
+                model,
+                threshold,
+                signal,
+            } => {
+                check_model_name(model)?;
+                check_threshold(*signal, *threshold)
+            }
+            Self::SetPolicy { model, .. } => model.as_deref().map_or(Ok(()), check_model_name),
+            Self::TelemetryNow => Ok(()),
+            Self::UpdateModel { model, version, .. } => {
+                check_model_name(model)?;
+                check_version(version)
+            }
+        }
     }
 
     /// The payload for this command with `id`.
@@ -393,6 +418,11 @@ mod tests {
                 mode: PolicyMode::Local,
             },
             Command::TelemetryNow,
+            Command::UpdateModel {
+                model: "m".into(),
+                version: "1.0.2".into(),
+                rollback: true,
+            },
         ] {
             let bytes = cmd.encode("c-1");
             let (id, back) = Command::decode(cmd.name().as_str(), &bytes).expect("decodes");
@@ -426,6 +456,41 @@ mod tests {
         let e = Command::decode("set_policy", br#"{"v":1,"id":"c-6","mode":"sometimes"}"#)
             .expect_err("bad mode");
         assert_eq!(e.id.as_deref(), Some("c-6"));
+    }
+
+    #[test]
+    fn arguments_out_of_range_are_refused_with_their_id() {
+        for (name, body) in [
+            ("set_threshold", r#""model":"m","threshold":5.0"#),
+            (
+                "set_threshold",
+                r#""model":"m","threshold":1.5,"signal":"max_prob""#,
+            ),
+            (
+                "set_threshold",
+                r#""model":"m","threshold":-0.1,"signal":"margin""#,
+            ),
+            (
+                "set_threshold",
+                r#""model":"m","threshold":17,"signal":"entropy""#,
+            ),
+            ("set_threshold", r#""model":"m","threshold":1e39"#),
+            ("set_threshold", r#""model":"../m","threshold":0.5"#),
+            ("set_policy", r#""model":"M/x","mode":"local""#),
+            ("update_model", r#""model":"m","version":"../../etc""#),
+            ("update_model", r#""model":"","version":"1.0.0""#),
+        ] {
+            let bytes = format!(r#"{{"v":1,"id":"c-9",{body}}}"#);
+            let e = Command::decode(name, bytes.as_bytes()).expect_err(&bytes);
+            assert_eq!(e.id.as_deref(), Some("c-9"), "{bytes}");
+            assert!(matches!(e.error, PayloadError::Argument(_)), "{bytes}: {e}");
+        }
+        let (_, c) = Command::decode(
+            "set_threshold",
+            br#"{"v":1,"id":"c-10","model":"m","threshold":2.5,"signal":"entropy"}"#,
+        )
+        .expect("an entropy threshold above 1");
+        assert_eq!(c.check(), Ok(()));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   builders, the hub's subscription filters, and a parser for incoming topics.
 //! - [`payload`]: the version check every payload goes through, and the device-to-hub payloads
 //!   ([`Status`], [`Telemetry`], [`Event`]).
-//! - [`command`]: commands (`set_threshold`, `set_policy`, `telemetry_now`) and their results.
+//! - [`command`]: the commands and their results (`set_threshold`, `set_policy`, ...).
+//! - [`args`]: the ranges of command arguments (thresholds per signal, model names, versions).
 //! - [`url`]: broker addresses (`mqtts://HOST[:PORT]`).
 //!
 //! # Invariants
@@ -18,11 +19,13 @@
 //! - Device-to-hub payloads ignore unknown fields (a newer agent may add some without a version
 //!   bump); commands refuse them, so a misspelt key is an error rather than a silent no-op.
 
+pub mod args;
 pub mod command;
 pub mod payload;
 pub mod topic;
 pub mod url;
 
+pub use args::ArgError;
 pub use command::{Command, CommandError, CommandName, CommandResult, PolicyMode, PolicyView};
 pub use payload::{
     Event, Histogram, ModelStatus, ModelTelemetry, MqttCounters, PayloadError, ProcessStats,

@@ -43,8 +43,13 @@ pub enum PayloadError {
     #[error("payload: {0}")]
     Invalid(String),
     /// A command name this build does not know.
-    #[error("unknown command `{0}` (known: set_threshold, set_policy, telemetry_now)")]
+    #[error(
+        "unknown command `{0}` (known: set_threshold, set_policy, telemetry_now, update_model)"
+    )]
     UnknownCommand(String),
+    /// A command argument out of its range (see `mqtt::args`).
+    #[error("{0}")]
+    Argument(String),
 }
 
 /// Parses `bytes` as a JSON object and checks its version.
