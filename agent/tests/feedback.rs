@@ -178,6 +178,16 @@ async fn hard_examples_and_corrections_reach_the_hub_once() {
         .await
         .expect("post");
     assert_eq!(ok.status().as_u16(), 202, "{:?}", ok.text().await);
+    // One correction per request: a second one is refused, and says which one stands.
+    let again = c
+        .post(format!("{base}/v1/feedback"))
+        .json(&json!({"request_id": id, "label": "Coat"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(again.status().as_u16(), 409);
+    let text = again.text().await.expect("body");
+    assert!(text.contains("already corrected"), "{text}");
     until("the correction is stored by the hub", || {
         examples(&store).iter().any(|r| {
             r.example

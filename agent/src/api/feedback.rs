@@ -1,7 +1,9 @@
 //! `POST /v1/feedback`: a person's correction of an earlier answer. Body:
 //! `{"request_id": "...", "label": "..."}` (the id every answer carries; the label must be one
 //! of the model's). The answer, `202 Accepted` with the record's queue sequence number, comes
-//! only once the correction is on disk; the queue delivers it to the hub's dataset.
+//! only once the correction is on disk; the queue delivers it to the hub's dataset. One
+//! correction per request id: a second is `409 Conflict` naming the first one's sequence
+//! number (it is not replaced: the first is on disk, maybe delivered already).
 
 use super::AppState;
 use super::error::ApiError;
@@ -56,6 +58,7 @@ pub async fn correct(
             ),
         )),
         Err(e @ FeedbackError::UnknownRequest(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ FeedbackError::AlreadyCorrected { .. }) => Err(ApiError::Conflict(e.to_string())),
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
 }

@@ -2,7 +2,8 @@
 //! to the hub, or wanted to and could not, are sampled (rate, caps per minute/hour/day) and
 //! queued with both models' outputs; a person's correction (`POST /v1/feedback` with the
 //! request id and the right label) is queued with the input it corrects. The durable queue
-//! delivers them to the hub, which keeps them as a dataset.
+//! delivers them to the hub, which keeps them as a dataset. A request is corrected once: a
+//! second correction of it is refused (409), and the first one's input leaves memory.
 //!
 //! Policy when full: hard examples wait in a bounded channel (`feedback.max_pending`) for the
 //! queue's writer; when it is full they are dropped and counted — inference never waits for
@@ -16,7 +17,7 @@ mod recent;
 mod sampler;
 
 pub use config::FeedbackConfig;
-pub use recent::{Recent, Remembered};
+pub use recent::{ClaimError, Corrected, Recent, Remembered};
 pub use sampler::Sampler;
 
 use crate::hybrid::Answer;
@@ -36,6 +37,17 @@ pub enum FeedbackError {
         "request `{0}` is unknown or no longer remembered (only the last feedback.recent_requests are kept)"
     )]
     UnknownRequest(String),
+    /// The request was corrected already (one correction per request id).
+    #[error(
+        "request `{request_id}` is already corrected{}: one correction per request",
+        seq.map(|s| format!(" (queued as seq {s})")).unwrap_or_else(|| " (being stored)".into())
+    )]
+    AlreadyCorrected {
+        /// The request id.
+        request_id: String,
+        /// The queue sequence number of the correction, once stored.
+        seq: Option<u64>,
+    },
     /// The queue refused or failed.
     #[error("the correction could not be stored: {0}")]
     Queue(#[from] QueueError),
@@ -223,14 +235,23 @@ impl Feedback {
             .map(|r| r.model.clone())
     }
 
-    /// Queues a person's correction of request `request_id`; returns once it is on disk.
+    /// Queues a person's correction of request `request_id`; returns once it is on disk. A
+    /// request is corrected once: the second time is [`FeedbackError::AlreadyCorrected`].
     pub async fn correct(&self, request_id: &str, label: &str) -> Result<Seq, FeedbackError> {
-        let r = self
-            .recent
-            .lock()
-            .ok()
-            .and_then(|g| g.get(request_id).cloned())
-            .ok_or_else(|| FeedbackError::UnknownRequest(request_id.to_string()))?;
+        let claimed = match self.recent.lock() {
+            Ok(mut g) => g.claim(request_id),
+            Err(_) => Err(ClaimError::Unknown),
+        };
+        let r = claimed.map_err(|e| match e {
+            ClaimError::Unknown => FeedbackError::UnknownRequest(request_id.to_string()),
+            ClaimError::Taken(c) => FeedbackError::AlreadyCorrected {
+                request_id: request_id.to_string(),
+                seq: match c {
+                    Corrected::Pending => None,
+                    Corrected::Stored(s) => Some(s),
+                },
+            },
+        })?;
         let payload = record::encode(&Record::Example {
             meta: Box::new(ExampleMeta {
                 kind: ExampleKind::Correction,
@@ -246,9 +267,17 @@ impl Feedback {
             input: r.input.to_vec(),
         });
         let q = self.queue.clone();
-        let seq = tokio::task::spawn_blocking(move || q.append(Class::Correction, payload))
+        let stored = tokio::task::spawn_blocking(move || q.append(Class::Correction, payload))
             .await
-            .map_err(|_| FeedbackError::Queue(QueueError::Closed))??;
+            .map_err(|_| FeedbackError::Queue(QueueError::Closed))
+            .and_then(|r| r.map_err(FeedbackError::Queue));
+        if let Ok(mut g) = self.recent.lock() {
+            match &stored {
+                Ok(seq) => g.settle(request_id, *seq),
+                Err(_) => g.release(request_id),
+            }
+        }
+        let seq = stored?;
         self.stats.corrections.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
         Ok(seq)

@@ -1,6 +1,12 @@
 //! The recent requests a person may correct: input and answers by request id, bounded by count
 //! and by input bytes (the oldest go first). The input is a reference-counted buffer shared
 //! with the request, not a copy.
+//!
+//! One correction per request: [`Recent::claim`] marks a request taken under the ring's lock
+//! (so two concurrent corrections cannot both pass), [`Recent::settle`] records the queue
+//! sequence number and lets the input go (its bytes leave the budget), [`Recent::release`]
+//! gives the claim back when the correction could not be stored. A corrected request stays
+//! in the ring (its answers, not its input) so a second correction is told which one won.
 
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +31,32 @@ pub struct Remembered {
     pub time_ms: u64,
 }
 
+/// Where a request's correction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corrected {
+    /// A correction is being stored.
+    Pending,
+    /// Corrected: the correction's queue sequence number.
+    Stored(u64),
+}
+
+/// Why a request cannot be corrected now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// Unknown, or no longer kept.
+    #[error("unknown or no longer remembered")]
+    Unknown,
+    /// Already corrected (or a correction of it is being stored).
+    #[error("already corrected")]
+    Taken(Corrected),
+}
+
+#[derive(Debug)]
+struct Entry {
+    r: Remembered,
+    corrected: Option<Corrected>,
+}
+
 /// The ring.
 #[derive(Debug)]
 pub struct Recent {
@@ -32,7 +64,7 @@ pub struct Recent {
     max_bytes: usize,
     bytes: usize,
     order: VecDeque<String>,
-    by_id: HashMap<String, Remembered>,
+    by_id: HashMap<String, Entry>,
 }
 
 impl Recent {
@@ -53,8 +85,9 @@ impl Recent {
             return;
         }
         self.bytes += r.input.len();
-        if let Some(old) = self.by_id.insert(id.clone(), r) {
-            self.bytes -= old.input.len();
+        let entry = Entry { r, corrected: None };
+        if let Some(old) = self.by_id.insert(id.clone(), entry) {
+            self.bytes -= old.r.input.len();
         } else {
             self.order.push_back(id);
         }
@@ -62,15 +95,48 @@ impl Recent {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            if let Some(r) = self.by_id.remove(&old) {
-                self.bytes -= r.input.len();
+            if let Some(e) = self.by_id.remove(&old) {
+                self.bytes -= e.r.input.len();
             }
         }
     }
 
-    /// The request `id`, if still kept.
+    /// The request `id`, if still kept (the input is empty once it was corrected).
     pub fn get(&self, id: &str) -> Option<&Remembered> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|e| &e.r)
+    }
+
+    /// Takes the right to correct `id`: its request, once.
+    pub fn claim(&mut self, id: &str) -> Result<Remembered, ClaimError> {
+        let e = self.by_id.get_mut(id).ok_or(ClaimError::Unknown)?;
+        if let Some(c) = e.corrected {
+            return Err(ClaimError::Taken(c));
+        }
+        e.corrected = Some(Corrected::Pending);
+        Ok(e.r.clone())
+    }
+
+    /// The correction of `id` is stored as `seq`: the input is no longer needed.
+    pub fn settle(&mut self, id: &str, seq: u64) {
+        if let Some(e) = self.by_id.get_mut(id) {
+            e.corrected = Some(Corrected::Stored(seq));
+            self.bytes -= e.r.input.len();
+            e.r.input = Bytes::new();
+        }
+    }
+
+    /// The correction of `id` could not be stored: it may be tried again.
+    pub fn release(&mut self, id: &str) {
+        if let Some(e) = self.by_id.get_mut(id)
+            && e.corrected == Some(Corrected::Pending)
+        {
+            e.corrected = None;
+        }
+    }
+
+    /// Input bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Requests kept.
@@ -116,5 +182,39 @@ mod tests {
         );
         q.insert("huge".into(), r(101));
         assert!(q.get("huge").is_none(), "over the whole budget: not kept");
+    }
+
+    #[test]
+    fn one_correction_per_request() {
+        let mut q = Recent::new(3, 100);
+        q.insert("a".into(), r(40));
+        assert_eq!(q.claim("b").err(), Some(ClaimError::Unknown));
+        let got = q.claim("a").expect("first claim");
+        assert_eq!(got.input.len(), 40);
+        assert_eq!(
+            q.claim("a").err(),
+            Some(ClaimError::Taken(Corrected::Pending)),
+            "a concurrent second correction"
+        );
+        q.release("a");
+        q.claim("a").expect("claimable again after a failed store");
+        q.settle("a", 7);
+        assert_eq!(
+            q.claim("a").err(),
+            Some(ClaimError::Taken(Corrected::Stored(7)))
+        );
+        assert_eq!(q.bytes(), 0, "the corrected input left the budget");
+        assert_eq!(q.get("a").map(|r| r.input.len()), Some(0));
+        q.release("a");
+        assert!(
+            q.claim("a").is_err(),
+            "release does not undo a stored correction"
+        );
+        // Settled entries still leave in order, and the byte count stays true.
+        for i in 0..3 {
+            q.insert(format!("n{i}"), r(30));
+        }
+        assert!(q.get("a").is_none());
+        assert_eq!(q.bytes(), 90);
     }
 }

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Body or image over a configured limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The request conflicts with what was done before (a second correction of one request).
+    #[error("{0}")]
+    Conflict(String),
     /// The model's queue is full: try again shortly.
     #[error("{0}")]
     Busy(String),
@@ -41,6 +44,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Busy(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
