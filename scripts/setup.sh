@@ -2,7 +2,8 @@
 # Brings a fresh machine to a working state for Tandem; idempotent (a second run does nothing).
 #  - ONNX Runtime 1.31.1 C library from the PyPI `onnxruntime` wheel, checked by sha256, into .ort/
 #  - Debian packages the project uses (installed only when missing): systemd (unit checks),
-#    unzip, curl, mosquitto (the hub's MQTT broker)
+#    unzip, curl, mosquitto (the hub's MQTT broker), iproute2 (network namespaces of the
+#    multi-host tests)
 #  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient, FastAPI peer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 # The MQTT broker the hub runs and supervises (its own process; the system service is not used).
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)  # make demo's subscriber
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)  # multi-host tests (netns)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

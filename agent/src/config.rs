@@ -200,11 +200,10 @@ impl Config {
             p.push("server.request_timeout_ms must be > 0".into());
         }
         p.extend(self.engine_settings().problems());
-        if !self.hub.address.is_empty() && self.hub.address.parse::<SocketAddr>().is_err() {
-            p.push(format!(
-                "hub.address: `{}` is not an IP:port address",
-                self.hub.address
-            ));
+        if !self.hub.address.is_empty()
+            && let Err(e) = crate::uplink::HubAddress::parse(&self.hub.address)
+        {
+            p.push(format!("hub.address: {e}"));
         }
         if self.hub.timeout_ms == 0 {
             p.push("hub.timeout_ms must be > 0".into());

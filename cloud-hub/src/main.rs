@@ -33,6 +33,13 @@ enum Command {
         /// Folder to create it in.
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
+        #[command(flatten)]
+        names: HubNameArgs,
+    },
+    /// The PKI itself (the hub certificate).
+    Pki {
+        #[command(subcommand)]
+        action: PkiCmd,
     },
     /// The model registry: pack, push (validate, sign, store) and list bundles.
     Models {
@@ -120,6 +127,38 @@ fn feedback_command(cmd: FeedbackCmd) -> ExitCode {
     }
 }
 
+/// The names and addresses a hub certificate is issued for.
+#[derive(Debug, clap::Args)]
+struct HubNameArgs {
+    /// A DNS name devices reach the hub by (repeatable); `localhost` is always included.
+    #[arg(long = "name", value_name = "NAME")]
+    names: Vec<String>,
+    /// An IP address devices reach the hub at (repeatable); `127.0.0.1` is always included.
+    #[arg(long = "ip", value_name = "IP")]
+    ips: Vec<std::net::IpAddr>,
+}
+
+impl HubNameArgs {
+    fn hub_names(self) -> tandem_hub::pki::HubNames {
+        tandem_hub::pki::HubNames {
+            dns: self.names,
+            ips: self.ips,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCmd {
+    /// Issue a new hub certificate (new key, same CA) for these names; restart the hub after.
+    ReissueHub {
+        /// PKI folder.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        #[command(flatten)]
+        names: HubNameArgs,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum DeviceCmd {
     /// Issue a certificate for a device (name: lowercase letters, digits and `-`).
@@ -149,14 +188,40 @@ enum DeviceCmd {
     },
 }
 
+/// The names a hub certificate for `names` carries, for the operator.
+fn hub_names(names: &tandem_hub::pki::HubNames) -> Result<String, tandem_hub::pki::PkiError> {
+    let sans: Vec<String> = names
+        .sans()?
+        .iter()
+        .map(|s| match s {
+            rcgen::SanType::DnsName(n) => n.as_str().to_string(),
+            rcgen::SanType::IpAddress(ip) => ip.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    Ok(sans.join(", "))
+}
+
 fn pki_command(cmd: Command) -> Result<(), tandem_hub::pki::PkiError> {
     use tandem_hub::pki::Pki;
     match cmd {
-        Command::Init { dir } => {
-            Pki::init(&dir)?;
+        Command::Init { dir, names } => {
+            let names = names.hub_names();
+            Pki::init_for(&dir, &names)?;
             println!(
-                "created a PKI in {}: ca.pem, hub.pem/.key, signing.key/.pub, crl.pem",
-                dir.display()
+                "created a PKI in {}: ca.pem, hub.pem/.key ({}), signing.key/.pub, crl.pem",
+                dir.display(),
+                hub_names(&names)?
+            );
+        }
+        Command::Pki {
+            action: PkiCmd::ReissueHub { dir, names },
+        } => {
+            let names = names.hub_names();
+            let serial = Pki::open(&dir)?.reissue_hub(&names)?;
+            println!(
+                "hub certificate re-issued (serial {serial}, {}, same CA): restart the hub to serve it",
+                hub_names(&names)?
             );
         }
         Command::Device {
@@ -202,17 +267,20 @@ fn pki_command(cmd: Command) -> Result<(), tandem_hub::pki::PkiError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        cmd @ (Command::Init { .. } | Command::Device { .. }) => match pki_command(cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tandem-hub: {e}");
-                ExitCode::from(match e {
-                    tandem_hub::pki::PkiError::BadName(_) => 64,
-                    tandem_hub::pki::PkiError::Io { .. } => 74,
-                    _ => 65,
-                })
+        cmd @ (Command::Init { .. } | Command::Device { .. } | Command::Pki { .. }) => {
+            match pki_command(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tandem-hub: {e}");
+                    ExitCode::from(match e {
+                        tandem_hub::pki::PkiError::BadName(_)
+                        | tandem_hub::pki::PkiError::BadHubName(_) => 64,
+                        tandem_hub::pki::PkiError::Io { .. } => 74,
+                        _ => 65,
+                    })
+                }
             }
-        },
+        }
         Command::Feedback { action } => feedback_command(action),
         Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),

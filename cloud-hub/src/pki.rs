@@ -3,12 +3,17 @@
 //!
 //! Layout of the folder (keys are written 0600):
 //! - `ca.pem`, `ca.key`: the CA (ECDSA P-256) that signs the hub and every device.
-//! - `hub.pem`, `hub.key`: the hub's certificate, SAN `localhost` and `127.0.0.1`.
+//! - `hub.pem`, `hub.key`: the hub's certificate: SAN `localhost`, `127.0.0.1` and the names
+//!   and addresses given to `init --name/--ip` or `pki reissue-hub` ([`hub_cert`]).
 //! - `signing.key`, `signing.pub`: the ed25519 model-signing key (bundles, issue 5).
 //! - `devices/<name>.pem`, `devices/<name>.key`: a device certificate, CN = the device name,
 //!   client authentication only. The name in the certificate is the device's identity.
 //! - `crl.pem`: the revocation list the hub loads into its TLS verifier.
 //! - `pki.json`: the ledger (next serial, devices with serial, expiry, revocation).
+
+mod hub_cert;
+
+pub use hub_cert::{HUB_CERT_DAYS, HubNames, valid_dns_name};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
@@ -45,6 +50,11 @@ pub enum PkiError {
     /// rights on the MQTT broker.
     #[error("device name `{0}` is reserved for the hub")]
     Reserved(String),
+    /// A hub DNS name that no certificate can carry.
+    #[error(
+        "hub name `{0}` is invalid: use dot-separated labels of letters, digits and `-` (an IP address goes to --ip)"
+    )]
+    BadHubName(String),
     /// The device already has a valid certificate.
     #[error("device `{0}` already has a certificate; revoke it first")]
     Duplicate(String),
@@ -176,11 +186,19 @@ impl Pki {
         &self.dir
     }
 
-    /// Creates a new PKI: CA, hub certificate, model-signing key, empty CRL.
+    /// Creates a new PKI: CA, hub certificate (for `localhost` and `127.0.0.1`), model-signing
+    /// key, empty CRL.
     pub fn init(dir: &Path) -> Result<Self, PkiError> {
+        Self::init_for(dir, &HubNames::default())
+    }
+
+    /// [`Pki::init`] with a hub certificate valid for `names` too.
+    pub fn init_for(dir: &Path, names: &HubNames) -> Result<Self, PkiError> {
         if dir.join("ca.key").exists() {
             return Err(PkiError::Exists(dir.to_path_buf()));
         }
+        // Refuse a bad name before anything is written.
+        names.sans()?;
         let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let ca = ca_params(&ca_key).self_signed(&ca_key)?;
         write(&dir.join("ca.key"), &ca_key.serialize_pem(), true)?;
@@ -193,20 +211,7 @@ impl Pki {
             crl_number: 1,
             devices: Vec::new(),
         };
-        let hub_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut hp =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-        hp.distinguished_name.push(DnType::CommonName, "tandem-hub");
-        hp.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        hp.serial_number = Some(SerialNumber::from(1u64));
-        hp.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
-        hp.not_after = OffsetDateTime::now_utc() + Duration::days(825);
-        let hub = hp.signed_by(&hub_key, &pki.issuer()?)?;
-        write(&dir.join("hub.key"), &hub_key.serialize_pem(), true)?;
-        write(&dir.join("hub.pem"), &hub.pem(), false)?;
+        pki.write_hub_cert(names, 1)?;
         let signing = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
         write(&dir.join("signing.key"), &signing.serialize_pem(), true)?;
         write(&dir.join("signing.pub"), &signing.public_key_pem(), false)?;

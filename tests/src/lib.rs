@@ -1,14 +1,17 @@
 //! Test kit for the integration and end-to-end tests: where things are ([`paths`]), waits with
 //! deadlines ([`wait`]), HTTP and Prometheus helpers ([`http`], [`metrics`]), free loopback
-//! ports ([`net`]), child processes with captured logs ([`process`]) and TLS client
-//! configurations from PEM files ([`tls`]).
+//! ports ([`net`]), child processes with captured logs ([`process`]), TLS client
+//! configurations from PEM files ([`tls`]) and several hosts on one machine in network
+//! namespaces ([`netns`]), with a hub and agents on them ([`fleet`]).
 //!
 //! Generic on purpose: it depends on no Tandem crate, so `tandem-agent` and `tandem-hub` take it
 //! as a dev-dependency without a second copy of their own types.
 
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod netns;
 pub mod paths;
 pub mod process;
 pub mod tls;

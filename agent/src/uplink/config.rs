@@ -15,9 +15,11 @@ use tandem_shared::wire::ALPN;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
-    /// Hub QUIC address (`IP:port`); empty disables offloading.
+    /// Hub QUIC address, `HOST:PORT` (a DNS name, resolved at each connect with every address
+    /// tried in turn, or an IP; `[IPV6]:PORT`); empty disables offloading.
     pub address: String,
-    /// Name the hub's certificate is checked against.
+    /// Name the hub's certificate is checked against; empty (the default): the host of
+    /// `address`.
     pub server_name: String,
     /// CA certificate (PEM) the hub's certificate chains to.
     pub ca: PathBuf,
@@ -37,7 +39,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             address: String::new(),
-            server_name: "localhost".into(),
+            server_name: String::new(),
             ca: PathBuf::from("pki/ca.pem"),
             cert: PathBuf::from("pki/device.pem"),
             key: PathBuf::from("pki/device.key"),

@@ -3,8 +3,10 @@
 //! keeps that connection up (connects at start, notices a closed or silent hub, reconnects with
 //! jittered backoff, reports close reasons); `deliver`: the loop that drains the durable queue
 //! to the hub; `report`: the link's, the queue's and the feedback side's metrics; `config`: the `[hub]` section and the TLS client; [`mqtt`]: the MQTT link to the
-//! hub's broker (status, telemetry, events, commands).
+//! hub's broker (status, telemetry, events, commands); `address`: `hub.address` as
+//! `HOST:PORT`, resolved at each connect.
 
+mod address;
 mod config;
 pub mod deliver;
 mod keeper;
@@ -12,5 +14,6 @@ pub mod mqtt;
 mod quic;
 pub mod report;
 
+pub use address::HubAddress;
 pub use config::HubConfig;
 pub use quic::{LinkStatus, Uplink, UplinkError};

@@ -9,6 +9,7 @@
 //! closes the connection (for instance because the device certificate expired or was revoked)
 //! the close reason is logged at WARN and kept in [`Uplink::status`].
 
+use super::address::HubAddress;
 use super::config::{HubConfig, client_config};
 use crate::policy::HubView;
 use std::net::SocketAddr;
@@ -66,7 +67,8 @@ pub struct LinkStatus {
 #[derive(Debug)]
 pub struct Uplink {
     endpoint: quinn::Endpoint,
-    pub(super) addr: SocketAddr,
+    /// `hub.address`, resolved at each connect.
+    pub(super) hub: HubAddress,
     server_name: String,
     timeout: Duration,
     pub(super) state: Mutex<State>,
@@ -83,24 +85,24 @@ impl Uplink {
     /// Builds the client (no connection yet; [`Uplink::keep`] starts the keeper). Paths
     /// resolve with `resolve`. Needs a tokio runtime context.
     pub fn new(cfg: &HubConfig, resolve: impl Fn(&Path) -> PathBuf) -> Result<Self, UplinkError> {
-        let addr: SocketAddr = cfg.address.parse().map_err(|_| {
-            UplinkError::Setup(format!("hub.address `{}` is not IP:port", cfg.address))
-        })?;
+        let hub = HubAddress::parse(&cfg.address)
+            .map_err(|e| UplinkError::Setup(format!("hub.address: {e}")))?;
         let client = client_config(cfg, resolve)?;
-        let bind: SocketAddr = if addr.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
+        let v4: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
+        let v6: SocketAddr = SocketAddr::from(([0u16; 8], 0));
+        let mut endpoint = match hub.ip() {
+            Some(ip) if ip.is_ipv4() => quinn::Endpoint::client(v4),
+            Some(_) => quinn::Endpoint::client(v6),
+            // A name may resolve to either family: a dual-stack socket where the host has IPv6,
+            // IPv4 alone where it has not.
+            None => quinn::Endpoint::client(v6).or_else(|_| quinn::Endpoint::client(v4)),
         }
-        .parse()
-        .map_err(|_| UplinkError::Setup("bind address".into()))?;
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| UplinkError::Setup(e.to_string()))?;
+        .map_err(|e| UplinkError::Setup(e.to_string()))?;
         endpoint.set_default_client_config(client);
         Ok(Self {
             endpoint,
-            addr,
-            server_name: cfg.server_name.clone(),
+            server_name: hub.server_name(&cfg.server_name),
+            hub,
             timeout: Duration::from_millis(cfg.timeout_ms),
             state: Mutex::new(State {
                 conn: None,
@@ -211,17 +213,17 @@ impl Uplink {
             % (base / 2 + 1);
         s.retry_at = Some(Instant::now() + Duration::from_millis(base / 2 + jitter));
         if s.last_error.as_deref() != Some(why) {
-            tracing::warn!(hub = %self.addr, reason = why, retry_in_ms = base / 2 + jitter, "hub link lost");
+            tracing::warn!(hub = %self.hub, reason = why, retry_in_ms = base / 2 + jitter, "hub link lost");
             s.last_error = Some(why.to_string());
         } else {
-            tracing::debug!(hub = %self.addr, reason = why, backoff_ms = base, "hub link failed again");
+            tracing::debug!(hub = %self.hub, reason = why, backoff_ms = base, "hub link failed again");
         }
     }
 
     /// The hub answered: the connection is trusted, the backoff and the last error reset.
     pub(super) fn confirmed(&self) {
         if let Ok(mut s) = self.state.lock() {
-            confirm(&mut s, self.addr);
+            confirm(&mut s, &self.hub);
         }
     }
 
@@ -239,7 +241,7 @@ impl Uplink {
         s.suspect = None;
         s.retry_at = None;
         self.connects.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(hub = %self.addr, "connected to the hub");
+        tracing::info!(hub = %self.hub, "connected to the hub");
         conn
     }
 
@@ -256,23 +258,45 @@ impl Uplink {
 
     /// A full handshake (no 0-RTT: nothing is waiting to be sent), for the keeper.
     pub(super) async fn connect_full(&self) -> Result<quinn::Connection, UplinkError> {
-        let connecting = self
-            .endpoint
-            .connect(self.addr, &self.server_name)
-            .map_err(|e| UplinkError::Unreachable(e.to_string()))?;
-        self.handshake(connecting).await
+        let addrs = self.resolve().await?;
+        self.handshake(&addrs, None).await
     }
 
-    /// Completes a full handshake within `hub.timeout_ms`; a failure starts the backoff.
+    /// The hub's addresses now; a failed lookup starts the backoff.
+    async fn resolve(&self) -> Result<Vec<SocketAddr>, UplinkError> {
+        self.hub.resolve().await.map_err(|why| {
+            self.fail(None, &why);
+            UplinkError::Unreachable(why)
+        })
+    }
+
+    /// A full handshake with each address in turn (the first one's attempt may be under way
+    /// already: `first`), each within `hub.timeout_ms`, until one succeeds; when none does,
+    /// the backoff starts.
     async fn handshake(
         &self,
-        connecting: quinn::Connecting,
+        addrs: &[SocketAddr],
+        mut first: Option<quinn::Connecting>,
     ) -> Result<quinn::Connection, UplinkError> {
-        let why = match tokio::time::timeout(self.timeout, connecting).await {
-            Ok(Ok(c)) => return Ok(self.install(c, Arc::new(AtomicBool::new(true)))),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "connect timed out".to_string(),
-        };
+        let mut why = Vec::new();
+        for addr in addrs {
+            let connecting = match first.take() {
+                Some(c) => c,
+                None => match self.endpoint.connect(*addr, &self.server_name) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        why.push(format!("{addr}: {e}"));
+                        continue;
+                    }
+                },
+            };
+            match tokio::time::timeout(self.timeout, connecting).await {
+                Ok(Ok(c)) => return Ok(self.install(c, Arc::new(AtomicBool::new(true)))),
+                Ok(Err(e)) => why.push(format!("{addr}: {e}")),
+                Err(_) => why.push(format!("{addr}: connect timed out")),
+            }
+        }
+        let why = why.join("; ");
         self.fail(None, &why);
         Err(UplinkError::Unreachable(why))
     }
@@ -296,13 +320,17 @@ impl Uplink {
                 )));
             }
         }
+        let addrs = self.resolve().await?;
+        let first = *addrs
+            .first()
+            .ok_or_else(|| UplinkError::Unreachable("no address".into()))?;
         let connecting = self
             .endpoint
-            .connect(self.addr, &self.server_name)
+            .connect(first, &self.server_name)
             .map_err(|e| UplinkError::Unreachable(e.to_string()))?;
-        // With a session ticket from an earlier connection, send at once (0-RTT): inference
-        // requests are idempotent (the hub keys them by identity and request id), so a replay
-        // is harmless. Without one, a full handshake.
+        // With a session ticket from an earlier connection, send at once (0-RTT) to the first
+        // address: inference requests are idempotent (the hub keys them by identity and request
+        // id), so a replay is harmless. Without one, a full handshake with each address in turn.
         match connecting.into_0rtt() {
             Ok((conn, accepted)) => {
                 self.zero_rtt.0.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +346,7 @@ impl Uplink {
                 });
                 Ok(self.install(conn, established))
             }
-            Err(connecting) => self.handshake(connecting).await,
+            Err(connecting) => self.handshake(&addrs, Some(connecting)).await,
         }
     }
 
@@ -369,7 +397,7 @@ impl Uplink {
             .map_err(|e| UplinkError::Protocol(e.to_string()))?
             .ok_or_else(|| UplinkError::Protocol("empty answer".into()))?;
         if let Ok(mut s) = self.state.lock() {
-            confirm(&mut s, self.addr);
+            confirm(&mut s, &self.hub);
             if let Message::InferResponse { timing, .. } = &answer {
                 let ms = f64::from(timing.service_us + timing.queue_us) / 1000.0;
                 s.service_ms = Some(s.service_ms.map_or(ms, |old| 0.8 * old + 0.2 * ms));
@@ -422,14 +450,14 @@ impl Uplink {
             }
         }
         if let Ok(mut s) = self.state.lock() {
-            confirm(&mut s, self.addr);
+            confirm(&mut s, &self.hub);
         }
         Ok(acks)
     }
 }
 
 /// Any answer shows the hub is alive and accepts this device.
-fn confirm(s: &mut State, addr: SocketAddr) {
+fn confirm(s: &mut State, addr: &HubAddress) {
     s.suspect = None;
     s.failures = 0;
     if let Some(e) = s.last_error.take() {

@@ -225,10 +225,16 @@ impl Broker {
         self.addr
     }
 
-    /// The URL clients use.
+    /// The URL the hub's own client uses: the listener's address, or loopback when it
+    /// listens on every address (`0.0.0.0`, `::`), which the hub certificate always carries.
     pub fn url(&self) -> BrokerUrl {
+        let ip = match self.addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
         BrokerUrl {
-            host: self.addr.ip().to_string(),
+            host: ip.to_string(),
             port: self.addr.port(),
         }
     }
