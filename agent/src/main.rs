@@ -4,6 +4,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Everything the agent creates is its own: queued inputs, keys, models. Files other
+    // libraries create (sled's snapshots) get 0600/0700 from this mask, not from a chmod later.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = match tandem_agent::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

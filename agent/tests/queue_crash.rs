@@ -3,7 +3,9 @@
 //! a random moment, then restarted on the same directory, at least 20 times. Afterwards every
 //! printed record must be in the queue with its class and payload, the epoch must never have
 //! changed (the database always reopened), and no seq may have been printed twice (seqs are
-//! never reused after a crash).
+//! never reused after a crash). A second run does the same with 100 KB records, which live in
+//! payload files: none may be missing or damaged, none may be left over (orphans swept at
+//! open), and the watermark must never report a loss.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -11,9 +13,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tandem_agent::queue::{Queue, stress};
-
-const CYCLES: usize = 24;
-const PAYLOAD: usize = 512;
 
 /// xorshift64*: enough randomness for kill times, seeded from the clock (printed on failure).
 struct Rng(u64);
@@ -29,6 +28,15 @@ impl Rng {
 
 #[test]
 fn no_accepted_record_is_lost_when_the_agent_is_killed() {
+    kill_cycles(24, 512);
+}
+
+#[test]
+fn no_accepted_payload_file_is_lost_or_left_over_when_the_agent_is_killed() {
+    kill_cycles(12, 100_000);
+}
+
+fn kill_cycles(cycles: usize, payload: usize) {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("queue");
     let seed = std::time::SystemTime::now()
@@ -39,10 +47,10 @@ fn no_accepted_record_is_lost_when_the_agent_is_killed() {
     let mut rng = Rng(seed);
     let mut printed: HashMap<u64, (u64, u64)> = HashMap::new();
     let mut epochs = Vec::new();
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-agent"))
             .args(["queue-stress", "--producers", "4", "--payload-bytes"])
-            .arg(PAYLOAD.to_string())
+            .arg(payload.to_string())
             .arg("--dir")
             .arg(&dir)
             .env("RUST_LOG", "warn")
@@ -99,7 +107,7 @@ fn no_accepted_record_is_lost_when_the_agent_is_killed() {
         "the queue was recreated during the test: epochs {epochs:?}; seed {seed}"
     );
     assert!(
-        printed.len() >= 100,
+        printed.len() >= 1_000_000 / payload.min(10_000),
         "only {} records accepted: too few to mean anything",
         printed.len()
     );
@@ -108,6 +116,10 @@ fn no_accepted_record_is_lost_when_the_agent_is_killed() {
     let stats = q.stats();
     assert!(stats.recovery.is_none(), "{:?}", stats.recovery);
     assert_eq!(stats.crc_failures, 0);
+    assert_eq!(
+        stats.lost, 0,
+        "the watermark reported a loss after plain SIGKILLs"
+    );
     let held: HashMap<u64, _> = q
         .lease(usize::MAX, usize::MAX)
         .expect("lease")
@@ -122,7 +134,7 @@ fn no_accepted_record_is_lost_when_the_agent_is_killed() {
                 assert_eq!(d.class, stress::class_of(*p, *n), "seq {seq}");
                 assert_eq!(
                     d.payload,
-                    stress::payload(*p, *n, PAYLOAD),
+                    stress::payload(*p, *n, payload),
                     "seq {seq} payload"
                 );
             }
@@ -131,13 +143,21 @@ fn no_accepted_record_is_lost_when_the_agent_is_killed() {
     lost.sort_unstable();
     assert!(
         lost.is_empty(),
-        "{} of {} acknowledged records lost after {CYCLES} SIGKILLs (seed {seed}): {:?}",
+        "{} of {} acknowledged records lost after {cycles} SIGKILLs (seed {seed}): {:?}",
         lost.len(),
         printed.len(),
         &lost[..lost.len().min(20)]
     );
+    let external = held.values().filter(|d| d.payload.len() > 2048).count();
+    let files = std::fs::read_dir(dir.join("payloads"))
+        .expect("payload folder")
+        .count();
+    assert_eq!(
+        files, external,
+        "payload files left over or missing (seed {seed})"
+    );
     eprintln!(
-        "{CYCLES} SIGKILL cycles: {} acknowledged records all present ({} held in total)",
+        "{cycles} SIGKILL cycles, {payload}-byte records: {} acknowledged records all present ({} held in total, {files} payload files)",
         printed.len(),
         held.len()
     );

@@ -11,7 +11,9 @@ pub struct QueueConfig {
     /// will not open is renamed `<dir>.corrupt-<unix seconds>` and a fresh one started.
     pub dir: PathBuf,
     /// Byte budget: encoded records (payload + 18-byte header). When full, the lowest-priority,
-    /// oldest records are evicted (counted, logged); sled's files take more than this on disk.
+    /// oldest records are evicted (counted, logged). The folder on disk stays within 8 times
+    /// this plus 16 MiB: payloads above 2 KiB live in files deleted with their record (1×);
+    /// sled's log of smaller records takes up to ~7× their bytes.
     pub max_bytes: u64,
     /// sled's page cache, in bytes. sled's default is 1 GiB, far too much for an edge device;
     /// the queue reads mostly its head and tail, so a few MiB suffice.

@@ -126,6 +126,9 @@ pub struct QueueStats {
     pub max_bytes: u64,
     /// Records dropped because they failed their CRC or header check, since the queue was made.
     pub crc_failures: u64,
+    /// Accepted records found missing when the queue was opened (its files were damaged:
+    /// sled's state behind the watermark, or a database moved aside), since the queue was made.
+    pub lost: u64,
     /// Records leased and not yet acknowledged or released.
     pub leased: u64,
     /// Flushes since this process opened the queue.

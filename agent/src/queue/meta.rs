@@ -2,21 +2,23 @@
 //! [`STATE_KEY`](super::record::STATE_KEY) in the same sled tree as the records and rewritten
 //! in every write batch, so it changes atomically with the records it counts. Pure code.
 //!
-//! # Layout (version 1, little-endian)
+//! # Layout (version 2, little-endian)
 //! `version u8`, `epoch u64`, `next_seq u64`, four times (per class, highest priority first)
-//! `depth u64, bytes u64, evicted u64, rejected u64`, `crc_failures u64`, then a `crc32` over
-//! everything before it: 157 bytes.
+//! `depth u64, bytes u64, evicted u64, rejected u64`, `crc_failures u64`, `lost u64`, then a
+//! `crc32` over everything before it: 165 bytes. Version 1 (157 bytes, no `lost`) is read too.
 //!
 //! # Invariants
 //! - `next_seq` is greater than every sequence number ever given out in this epoch (it is
 //!   written in the same atomic batch as the records that used the numbers before it).
-//! - `epoch` is never 0 and never changes for the life of the database.
+//! - `epoch` is never 0. It changes only when opening finds that sled lost flushed batches
+//!   (`watermark.rs`): seqs after sled's were already handed out, so a new epoch starts.
 
 use super::contract::ClassStats;
 use super::record::{Class, Seq, le_u32, le_u64};
 
-const VERSION: u8 = 1;
-const LEN: usize = 1 + 8 + 8 + 4 * 32 + 8 + 4;
+const VERSION: u8 = 2;
+const LEN: usize = 1 + 8 + 8 + 4 * 32 + 8 + 8 + 4;
+const LEN_V1: usize = LEN - 8;
 
 /// Why the stored state cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +45,8 @@ pub struct State {
     pub classes: [ClassStats; 4],
     /// Records dropped because they failed their integrity check.
     pub crc_failures: u64,
+    /// Acknowledged records found missing at open (sled lost flushed batches).
+    pub lost: u64,
 }
 
 impl State {
@@ -53,6 +57,7 @@ impl State {
             next_seq: 1,
             classes: [ClassStats::default(); 4],
             crc_failures: 0,
+            lost: 0,
         }
     }
 
@@ -92,6 +97,7 @@ impl State {
             }
         }
         v.extend_from_slice(&self.crc_failures.to_le_bytes());
+        v.extend_from_slice(&self.lost.to_le_bytes());
         let crc = crc32fast::hash(&v);
         v.extend_from_slice(&crc.to_le_bytes());
         v
@@ -99,14 +105,16 @@ impl State {
 
     /// Reads stored bytes back.
     pub fn decode(b: &[u8]) -> Result<Self, StateError> {
-        if b.len() != LEN {
-            return Err(StateError::Length(b.len()));
+        let len = b.len();
+        if len != LEN && len != LEN_V1 {
+            return Err(StateError::Length(len));
         }
-        if crc32fast::hash(&b[..LEN - 4]) != le_u32(&b[LEN - 4..]) {
+        if crc32fast::hash(&b[..len - 4]) != le_u32(&b[len - 4..]) {
             return Err(StateError::Crc);
         }
-        if b[0] != VERSION {
-            return Err(StateError::Version(b[0]));
+        match (b[0], len) {
+            (VERSION, LEN) | (1, LEN_V1) => {}
+            (v, _) => return Err(StateError::Version(v)),
         }
         let n = |i: usize| le_u64(&b[1 + 8 * i..]);
         let mut classes = [ClassStats::default(); 4];
@@ -124,6 +132,7 @@ impl State {
             next_seq: n(1),
             classes,
             crc_failures: n(18),
+            lost: if len == LEN { n(19) } else { 0 },
         })
     }
 }
@@ -141,6 +150,7 @@ mod tests {
         s.classes[Class::Correction.index()].rejected = 2;
         s.crc_failures = 9;
         s.next_seq = 77;
+        s.lost = 3;
         let b = s.encode();
         assert_eq!(b.len(), LEN);
         assert_eq!(State::decode(&b), Ok(s));
@@ -149,6 +159,12 @@ mod tests {
         bad[20] ^= 4;
         assert_eq!(State::decode(&bad), Err(StateError::Crc));
         assert_eq!(State::decode(&b[1..]), Err(StateError::Length(LEN - 1)));
+        // A version-1 state (no `lost`) still reads.
+        let mut v1 = b[..LEN - 12].to_vec();
+        v1[0] = 1;
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(State::decode(&v1), Ok(State { lost: 0, ..s }));
         s.remove(Class::Event, 500);
         assert_eq!(s.classes[Class::Event.index()].bytes, 0);
     }

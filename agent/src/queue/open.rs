@@ -11,11 +11,21 @@
 //!   denied, disk full) are returned and nothing is moved: a second agent on the same directory
 //!   must not destroy the first one's queue.
 //! - `next_seq` after opening is above every record present, even if the state lagged.
+//! - sled's state behind the watermark (`watermark.rs`) means flushed batches were lost: the
+//!   missing acknowledged records are counted (`State::lost`) and logged at ERROR, and a new
+//!   epoch starts with `next_seq` past every seq handed out, so no `(epoch, seq)` is reused.
+//!   The same when the mark is unreadable (a loss cannot be ruled out) or the database had to
+//!   be moved aside (the mark then counts what it held).
+//! - Payload files no index entry names are deleted (`payload.rs`).
+//! - The folder is created 0700; sled's `db` and `conf` are created 0600 before sled opens
+//!   them (sled creates its other files under the process umask, which the agent sets to 077).
 
 use super::contract::Recovery;
 use super::error::QueueError;
 use super::meta::State;
+use super::payload::{self, PayloadFiles};
 use super::record::{self, Class, STATE_KEY};
+use super::watermark::{self, Found, Mark, Verdict, Watermark};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +36,8 @@ pub(crate) struct Opened {
     pub db: sled::Db,
     pub state: State,
     pub recovery: Option<Recovery>,
+    pub files: PayloadFiles,
+    pub mark: Watermark,
 }
 
 /// Why a first attempt did not give a usable queue.
@@ -46,18 +58,101 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens (or creates) the queue in `dir` with a sled cache of `cache_bytes`.
 pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Opened, QueueError> {
-    let (reason, lost_records) = match attempt_waiting(dir, cache_bytes) {
-        Ok((db, state)) => {
-            return Ok(Opened {
-                db,
-                state,
-                recovery: None,
-            });
+    let (db, state, recovery) = open_db(dir, cache_bytes)?;
+    finish(dir, db, state, recovery)
+}
+
+/// Checks sled's state against the watermark (a new epoch if flushed batches were lost),
+/// writes the mark, and removes payload files nothing names.
+fn finish(
+    dir: &Path,
+    db: sled::Db,
+    mut state: State,
+    recovery: Option<MovedAside>,
+) -> Result<Opened, QueueError> {
+    let io = |e: &dyn std::fmt::Display| QueueError::Open {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    };
+    let files = PayloadFiles::open(dir).map_err(|e| io(&e))?;
+    let (mut mark, found) = Watermark::open(dir).map_err(|e| io(&e))?;
+    let (verdict, recovery) = match recovery {
+        // A fresh database: what the old one's mark held is what was lost.
+        Some((r, Found::Mark(m))) => (
+            Verdict::RolledBack {
+                lost: m.live,
+                next_seq: 1,
+            },
+            Some(r),
+        ),
+        Some((r, _)) => (Verdict::Consistent, Some(r)),
+        None => (watermark::judge(&state, found), None),
+    };
+    if verdict != Verdict::Consistent {
+        let old = state.epoch;
+        let lost = match verdict {
+            Verdict::RolledBack { lost, next_seq } => {
+                state.next_seq = state.next_seq.max(next_seq);
+                lost
+            }
+            _ => 0,
+        };
+        state.lost += lost;
+        state.epoch = new_epoch();
+        db.insert(STATE_KEY, state.encode())
+            .and_then(|_| db.flush())
+            .map_err(|e| io(&e))?;
+        if recovery.is_none() {
+            tracing::error!(
+                lost,
+                lost_total = state.lost,
+                old_epoch = format_args!("{old:016x}"),
+                epoch = format_args!("{:016x}", state.epoch),
+                next_seq = state.next_seq,
+                unknown = verdict == Verdict::Unknown,
+                "queue: records the queue had accepted are missing (its files were damaged); they will not be delivered; a new epoch started"
+            );
         }
+    }
+    mark.write(&Mark::of(&state)).map_err(|e| io(&e))?;
+    let (orphans, orphan_bytes) = files
+        .sweep(|c, s| db.contains_key(record::key(c, s)).unwrap_or(true))
+        .map_err(|e| io(&e))?;
+    if orphans > 0 {
+        tracing::info!(
+            files = orphans,
+            bytes = orphan_bytes,
+            "queue: removed payload files no record names (left by a crash)"
+        );
+    }
+    Ok(Opened {
+        db,
+        state,
+        recovery,
+        files,
+        mark,
+    })
+}
+
+/// A database moved aside, with the watermark it held.
+type MovedAside = (Recovery, Found);
+
+/// Opens sled, moving a database that will not open aside (with the mark it held).
+fn open_db(
+    dir: &Path,
+    cache_bytes: u64,
+) -> Result<(sled::Db, State, Option<MovedAside>), QueueError> {
+    let (reason, lost_records) = match attempt_waiting(dir, cache_bytes) {
+        Ok((db, state)) => return Ok((db, state, None)),
         Err(Failure::Fatal(e)) => return Err(e),
         Err(Failure::Corrupt { reason, records }) => (reason, records),
     };
-    let (lost_files, lost_bytes) = dir_size(dir);
+    let found = watermark::peek(dir);
+    let lost_records = lost_records.or(match found {
+        Found::Mark(m) => Some(m.live),
+        _ => None,
+    });
+    let (lost_files, lost_bytes) = payload::folder_size(dir);
     let moved_to = move_aside(dir).map_err(|e| QueueError::MoveAside {
         path: dir.to_path_buf(),
         reason: reason.clone(),
@@ -79,17 +174,14 @@ pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Opened, QueueError> {
             message: format!("a fresh database is unusable too: {reason}"),
         },
     })?;
-    Ok(Opened {
-        db,
-        state,
-        recovery: Some(Recovery {
-            moved_to,
-            reason,
-            lost_files,
-            lost_bytes,
-            lost_records,
-        }),
-    })
+    let recovery = Recovery {
+        moved_to,
+        reason,
+        lost_files,
+        lost_bytes,
+        lost_records,
+    };
+    Ok((db, state, Some((recovery, found))))
 }
 
 fn attempt_waiting(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, State), Failure> {
@@ -105,14 +197,12 @@ fn attempt_waiting(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, State), Fa
 }
 
 fn attempt(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, State), Failure> {
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            Failure::Fatal(QueueError::Open {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })
-        })?;
-    }
+    prepare(dir).map_err(|e| {
+        Failure::Fatal(QueueError::Open {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })
+    })?;
     // sled's default mode (LowSpace): HighThroughput measured no faster here (within the
     // noise of `tandem-bench queue`) and lets the files grow more.
     let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
@@ -128,6 +218,23 @@ fn attempt(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, State), Failure> {
             records: None,
         }),
     }
+}
+
+/// Creates the folder 0700 (narrowing one an older build made wider) and sled's `db` and
+/// `conf` 0600, before sled creates them with the process's umask.
+fn prepare(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    payload::create_private_dir(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::info!(dir = %dir.display(), mode = format_args!("{mode:o}"), "queue: folder was readable by others; set to 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(payload::DIR_MODE))?;
+    }
+    payload::create_private_dir(&dir.join("blobs"))?;
+    for f in ["db", "conf"] {
+        payload::precreate_private_file(&dir.join(f))?;
+    }
+    Ok(())
 }
 
 fn classify(dir: &Path, e: sled::Error) -> Failure {
@@ -230,26 +337,6 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into())
-}
-
-/// Files under `dir` and their total size (best effort).
-fn dir_size(dir: &Path) -> (u64, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => {
-                    files += 1;
-                    bytes += m.len();
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    (files, bytes)
 }
 
 /// Renames `dir` to `<dir>.corrupt-<unix seconds>[-n]`.

@@ -17,6 +17,11 @@
 //! 18     n    payload
 //! ```
 //!
+//! A payload above [`INLINE_MAX_BYTES`] is kept in a payload file of its own (`payload.rs`):
+//! the file holds the whole version-1 value above, and sled holds only its 18-byte header with
+//! the version byte set to [`VERSION_EXTERNAL`] (same class, seq, length and CRC), so the file
+//! is checked against both its own header and the index on every read.
+//!
 //! # Invariants
 //! - A value decodes only if every header field agrees with its key and with its length, and
 //!   the CRC matches; anything else is [`RecordError`], never a panic.
@@ -24,6 +29,13 @@
 
 /// Value format version written by this build.
 pub const VERSION: u8 = 1;
+/// Version byte of an index value whose record lives in a payload file.
+pub const VERSION_EXTERNAL: u8 = 2;
+/// Largest payload kept inside sled; larger ones go to payload files. sled 0.34 stores any
+/// page over `segment_size / 4` (128 KiB) as a blob file that it does not reliably remove,
+/// and a tree node of many mid-sized values crosses that too; small records stay inline
+/// (one fsync per batch instead of one per record).
+pub const INLINE_MAX_BYTES: usize = 2048;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 18;
 /// Largest payload one record may carry (a hard example is an encoded image: tens of KiB).
@@ -158,6 +170,62 @@ pub fn encode(class: Class, seq: Seq, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Whether a payload of this length is kept in a payload file.
+pub fn is_external_len(payload_len: usize) -> bool {
+    payload_len > INLINE_MAX_BYTES
+}
+
+/// The index value for a record kept in a payload file: the header of its encoded value
+/// (`encode`'s first [`HEADER_LEN`] bytes) with the version byte set to [`VERSION_EXTERNAL`].
+pub fn external_index(encoded: &[u8]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&encoded[..HEADER_LEN]);
+    h[0] = VERSION_EXTERNAL;
+    h
+}
+
+/// Whether an index value names a payload file.
+pub fn is_external(value: &[u8]) -> bool {
+    value.first() == Some(&VERSION_EXTERNAL)
+}
+
+/// Bytes the record behind a stored value occupies in the budget: its encoded length, also
+/// for a record kept in a payload file (whose index value is only the header).
+pub fn held_len(value: &[u8]) -> usize {
+    if is_external(value) && value.len() >= HEADER_LEN {
+        encoded_len(le_u32(&value[10..14]) as usize)
+    } else {
+        value.len()
+    }
+}
+
+/// Checks an external index value against its key and returns it for [`decode_external`].
+pub fn check_index(key: &[u8], value: &[u8]) -> Result<(), RecordError> {
+    let (class, seq) = parse_key(key)?;
+    if value.len() != HEADER_LEN {
+        return Err(RecordError::Header("index length"));
+    }
+    if value[1] != class.rank() || le_u64(&value[2..10]) != seq {
+        return Err(RecordError::Header("index key"));
+    }
+    Ok(())
+}
+
+/// Decodes a payload file's bytes for the record whose index value is `index`: the file must
+/// decode on its own and carry the very header the index holds (length and CRC included).
+pub fn decode_external<'a>(
+    key: &[u8],
+    index: &[u8],
+    file: &'a [u8],
+) -> Result<RecordRef<'a>, RecordError> {
+    check_index(key, index)?;
+    let r = decode(key, file)?;
+    if file[1..HEADER_LEN] != index[1..] {
+        return Err(RecordError::Header("payload file disagrees with its index"));
+    }
+    Ok(r)
+}
+
 /// A decoded record, borrowing the stored bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
@@ -252,6 +320,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn external_records_check_file_against_index() {
+        let k = key(Class::Correction, 9);
+        let file = encode(Class::Correction, 9, &[7u8; 5000]);
+        let idx = external_index(&file);
+        assert!(is_external(&idx) && !is_external(&file));
+        assert_eq!(held_len(&idx), file.len());
+        assert_eq!(held_len(&file), file.len());
+        let r = decode_external(&k, &idx, &file).expect("valid");
+        assert_eq!(r.payload.len(), 5000);
+        // A file of another record (or a stale one) is refused even though it is valid itself.
+        let other = encode(Class::Correction, 9, &[8u8; 5000]);
+        assert!(decode_external(&k, &idx, &other).is_err());
+        assert!(decode_external(&key(Class::Correction, 10), &idx, &file).is_err());
+        assert!(decode_external(&k, &idx, &file[..100]).is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The queue's single writer thread: takes commands from a bounded channel, applies each batch
 //! of them as one atomic sled batch (records, removals and the queue state together), flushes
-//! once per batch that appended, and only then answers the producers.
+//! once per batch, writes the high-water mark, and only then answers the producers.
 //!
 //! # Invariants
-//! - A producer hears `Ok(seq)` only after `Db::flush` returned for the batch holding its
-//!   record (the flush hook in tests checks the order).
+//! - A producer hears `Ok(seq)` only after its payload file (if any) and `Db::flush` for the
+//!   batch holding its record, then the watermark, are on disk (the flush hook in tests checks
+//!   the order).
+//! - Payload files of removed records are deleted only after the removal was flushed.
 //! - Every mutation goes through this thread, so the persisted counters and `next_seq` change
 //!   in the same atomic batch as the records they describe.
 //! - `durable_next` (readers deliver only seqs below it) moves only after a flush, so a record
@@ -15,8 +17,11 @@
 
 use super::budget::{Evictor, Stored, Victim};
 use super::error::QueueError;
+use super::losses::LossLog;
 use super::meta::State;
+use super::payload::PayloadFiles;
 use super::record::{self, Class, STATE_KEY, Seq};
+use super::watermark::{Mark, Watermark};
 use crossbeam_channel::Receiver;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -88,6 +93,26 @@ pub(crate) struct Writer {
     pub settings: Settings,
     pub hook: Option<FlushHook>,
     pub losses: LossLog,
+    pub files: Arc<PayloadFiles>,
+    pub mark: Watermark,
+}
+
+/// One write batch being built: the sled batch, the state after it, and the payload files it
+/// wrote and the records it removed.
+struct Pass {
+    batch: sled::Batch,
+    state: State,
+    ev: Evictor,
+    written: Vec<(Class, Seq)>,
+    removed: Vec<(Class, Seq)>,
+}
+
+impl Pass {
+    fn remove(&mut self, class: Class, seq: Seq, len: usize) {
+        self.batch.remove(&record::key(class, seq)[..]);
+        self.state.remove(class, len);
+        self.removed.push((class, seq));
+    }
 }
 
 struct Tree<'a>(&'a sled::Db);
@@ -109,7 +134,11 @@ impl Stored for Tree<'_> {
             .next()
             .transpose()
             .map_err(|e| QueueError::storage("read for eviction", &e))?;
-        Ok(next.and_then(|(k, v)| record::parse_key(&k).ok().map(|(_, s)| (s, v.len()))))
+        Ok(next.and_then(|(k, v)| {
+            record::parse_key(&k)
+                .ok()
+                .map(|(_, s)| (s, record::held_len(&v)))
+        }))
     }
 }
 
@@ -154,9 +183,13 @@ impl Writer {
     }
 
     fn process(&mut self, cmds: Vec<Cmd>) {
-        let mut batch = sled::Batch::default();
-        let mut state = self.state;
-        let mut ev = Evictor::default();
+        let mut pass = Pass {
+            batch: sled::Batch::default(),
+            state: self.state,
+            ev: Evictor::default(),
+            written: Vec::new(),
+            removed: Vec::new(),
+        };
         let mut slots: Vec<Slot> = Vec::new();
         let mut acks = Vec::new();
         let mut dropped = Vec::new();
@@ -168,45 +201,56 @@ impl Writer {
                     reply,
                 } => {
                     // Every answer waits for the batch: counters are published first.
-                    let outcome =
-                        self.append(&mut batch, &mut state, &mut ev, &mut slots, class, &payload);
+                    let outcome = self.append(&mut pass, &mut slots, class, &payload);
                     slots.push(Slot { reply, outcome });
                 }
                 Cmd::Ack { seqs, reply } => {
-                    let n = self.ack(&mut batch, &mut state, &mut ev, &seqs);
+                    let n = self.ack(&mut pass, &seqs);
                     acks.push((reply, n));
                 }
                 Cmd::DropCorrupt { class, seq, reply } => {
-                    self.drop_corrupt(&mut batch, &mut state, &mut ev, class, seq);
+                    self.drop_corrupt(&mut pass, class, seq);
                     dropped.push(reply);
                 }
             }
         }
-        let appended = slots.iter().any(|s| s.outcome.is_ok());
-        if acks.is_empty() && dropped.is_empty() && state == self.state {
+        if acks.is_empty() && dropped.is_empty() && pass.state == self.state {
             for s in slots {
                 let _ = s.reply.send(s.outcome);
             }
             return;
         }
-        batch.insert(STATE_KEY, state.encode());
-        let applied = self
-            .db
-            .apply_batch(batch)
-            .map_err(|e| QueueError::storage("apply a batch", &e));
+        let state = pass.state;
+        pass.batch.insert(STATE_KEY, state.encode());
+        let applied = if pass.written.is_empty() {
+            Ok(())
+        } else {
+            self.files.sync_dir().map_err(|e| QueueError::Storage {
+                op: "fsync the payload folder",
+                message: e.to_string(),
+            })
+        }
+        .and_then(|()| {
+            self.db
+                .apply_batch(pass.batch)
+                .map_err(|e| QueueError::storage("apply a batch", &e))
+        });
         if applied.is_ok() {
             self.state = state;
             *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-        }
-        let flushed = applied.and_then(|()| {
-            if appended {
-                self.flush(state.next_seq)
-            } else {
-                Ok(())
+        } else {
+            // Not applied: nothing names the files written for it.
+            for (c, s) in pass.written {
+                self.files.remove(c, s);
             }
-        });
+        }
+        let flushed = applied.and_then(|()| self.flush(&state));
         if let Err(e) = &flushed {
             tracing::error!(error = %e, records = slots.len(), "queue: a write batch failed; its records were not accepted");
+        } else {
+            for (c, s) in pass.removed {
+                self.files.remove(c, s);
+            }
         }
         for s in slots {
             let outcome = match (&flushed, s.outcome) {
@@ -224,13 +268,21 @@ impl Writer {
         self.losses.report(false);
     }
 
-    fn flush(&self, next_seq: Seq) -> Result<(), QueueError> {
+    /// Flushes sled, then writes the watermark for `state`.
+    fn flush(&mut self, state: &State) -> Result<(), QueueError> {
+        let next_seq = state.next_seq;
         if let Some(h) = &self.hook {
             h(FlushStage::Before, next_seq);
         }
         self.db
             .flush()
             .map_err(|e| QueueError::storage("flush", &e))?;
+        self.mark
+            .write(&Mark::of(state))
+            .map_err(|e| QueueError::Storage {
+                op: "write the watermark",
+                message: e.to_string(),
+            })?;
         self.shared.flushes.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = &self.hook {
             h(FlushStage::After, next_seq);
@@ -239,12 +291,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes room and adds one record to the batch; returns its seq.
+    /// Makes room and adds one record to the batch (its payload file written first when it
+    /// has one); returns its seq.
     fn append(
         &mut self,
-        batch: &mut sled::Batch,
-        state: &mut State,
-        ev: &mut Evictor,
+        pass: &mut Pass,
         slots: &mut [Slot],
         class: Class,
         payload: &[u8],
@@ -258,12 +309,11 @@ impl Writer {
             });
         }
         let len = record::encoded_len(payload.len());
-        while state.bytes() + len as u64 > self.settings.max_bytes {
-            match ev.victim(&Tree(&self.db), class)? {
+        while pass.state.bytes() + len as u64 > self.settings.max_bytes {
+            match pass.ev.victim(&Tree(&self.db), class)? {
                 Victim::Stored { class: c, seq, len } => {
-                    batch.remove(&record::key(c, seq)[..]);
-                    state.remove(c, len);
-                    state.classes[c.index()].evicted += 1;
+                    pass.remove(c, seq, len);
+                    pass.state.classes[c.index()].evicted += 1;
                     self.losses.evicted[c.index()] += 1;
                 }
                 Victim::Pending {
@@ -272,52 +322,54 @@ impl Writer {
                     len,
                     slot,
                 } => {
-                    batch.remove(&record::key(c, seq)[..]);
-                    state.remove(c, len);
-                    state.classes[c.index()].evicted += 1;
+                    pass.remove(c, seq, len);
+                    pass.state.classes[c.index()].evicted += 1;
                     self.losses.evicted[c.index()] += 1;
                     if let Some(s) = slots.get_mut(slot) {
                         s.outcome = Err(QueueError::Evicted { class: c });
                     }
                 }
                 Victim::Incoming => {
-                    state.classes[class.index()].rejected += 1;
+                    pass.state.classes[class.index()].rejected += 1;
                     self.losses.rejected[class.index()] += 1;
                     return Err(QueueError::NoRoom { class });
                 }
             }
         }
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        batch.insert(
-            &record::key(class, seq)[..],
-            record::encode(class, seq, payload),
-        );
-        state.add(class, len);
-        ev.accepted(class, seq, len, slots.len());
+        let seq = pass.state.next_seq;
+        let encoded = record::encode(class, seq, payload);
+        let key = record::key(class, seq);
+        if record::is_external_len(payload.len()) {
+            self.files
+                .write(class, seq, &encoded)
+                .map_err(|e| QueueError::Storage {
+                    op: "write a payload file",
+                    message: e.to_string(),
+                })?;
+            pass.written.push((class, seq));
+            pass.batch
+                .insert(&key[..], &record::external_index(&encoded)[..]);
+        } else {
+            pass.batch.insert(&key[..], encoded);
+        }
+        pass.state.next_seq += 1;
+        pass.state.add(class, len);
+        pass.ev.accepted(class, seq, len, slots.len());
         Ok(seq)
     }
 
-    fn ack(
-        &self,
-        batch: &mut sled::Batch,
-        state: &mut State,
-        ev: &mut Evictor,
-        seqs: &[(Option<Class>, Seq)],
-    ) -> usize {
+    fn ack(&self, pass: &mut Pass, seqs: &[(Option<Class>, Seq)]) -> usize {
         let mut n = 0;
         for &(known, seq) in seqs {
             let one = known.map(|c| [c]);
             let classes: &[Class] = one.as_ref().map_or(&Class::ALL, |c| c);
             for &class in classes {
-                if ev.is_removed(class, seq) {
+                if pass.ev.is_removed(class, seq) {
                     continue;
                 }
-                let k = record::key(class, seq);
-                if let Ok(Some(v)) = self.db.get(k) {
-                    batch.remove(&k[..]);
-                    state.remove(class, v.len());
-                    ev.mark_removed(class, seq);
+                if let Ok(Some(v)) = self.db.get(record::key(class, seq)) {
+                    pass.remove(class, seq, record::held_len(&v));
+                    pass.ev.mark_removed(class, seq);
                     n += 1;
                     break;
                 }
@@ -326,70 +378,43 @@ impl Writer {
         n
     }
 
-    fn drop_corrupt(
-        &self,
-        batch: &mut sled::Batch,
-        state: &mut State,
-        ev: &mut Evictor,
-        class: Class,
-        seq: Seq,
-    ) {
-        if ev.is_removed(class, seq) {
+    fn drop_corrupt(&self, pass: &mut Pass, class: Class, seq: Seq) {
+        if pass.ev.is_removed(class, seq) {
             return;
         }
         let k = record::key(class, seq);
         let Ok(Some(v)) = self.db.get(k) else { return };
-        let Err(e) = record::decode(&k, &v) else {
+        let Err(e) = load(&self.files, &k, &v) else {
             return;
         };
-        batch.remove(&k[..]);
-        state.remove(class, v.len());
-        state.crc_failures += 1;
-        ev.mark_removed(class, seq);
+        let len = record::held_len(&v);
+        pass.remove(class, seq, len);
+        pass.state.crc_failures += 1;
+        pass.ev.mark_removed(class, seq);
         tracing::error!(
             class = class.as_str(),
             seq,
-            bytes = v.len(),
+            bytes = len,
             error = %e,
             "queue: corrupt record skipped and removed; it will not be delivered"
         );
     }
 }
 
-/// Evictions and refusals not yet logged.
-#[derive(Debug, Default)]
-pub(crate) struct LossLog {
-    pub evicted: [u64; 4],
-    pub rejected: [u64; 4],
-    last: Option<Instant>,
-}
-
-impl LossLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    /// Logs the counts since the last line if there are any and 10 s passed (or `now`).
-    fn report(&mut self, now: bool) {
-        if self.evicted == [0; 4] && self.rejected == [0; 4] {
-            return;
-        }
-        if !now && self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
-            return;
-        }
-        let fmt = |a: &[u64; 4]| {
-            Class::ALL
-                .iter()
-                .filter(|c| a[c.index()] > 0)
-                .map(|c| format!("{}={}", c.as_str(), a[c.index()]))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        tracing::error!(
-            evicted = %fmt(&self.evicted),
-            rejected = %fmt(&self.rejected),
-            "queue: byte budget full; lowest-priority, oldest records dropped (queue.max_bytes)"
-        );
-        self.evicted = [0; 4];
-        self.rejected = [0; 4];
-        self.last = Some(Instant::now());
+/// The payload of the record stored under `key` with index value `value`: from the value
+/// itself, or from its payload file, every check applied.
+pub(crate) fn load(files: &PayloadFiles, key: &[u8], value: &[u8]) -> Result<Vec<u8>, String> {
+    if !record::is_external(value) {
+        return record::decode(key, value)
+            .map(|r| r.payload.to_vec())
+            .map_err(|e| e.to_string());
     }
+    record::check_index(key, value).map_err(|e| e.to_string())?;
+    let (class, seq) = record::parse_key(key).map_err(|e| e.to_string())?;
+    let file = files
+        .read(class, seq, record::held_len(value))
+        .map_err(|e| e.to_string())?;
+    record::decode_external(key, value, &file)
+        .map(|r| r.payload.to_vec())
+        .map_err(|e| e.to_string())
 }

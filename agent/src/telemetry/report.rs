@@ -110,6 +110,7 @@ impl Reporter {
                 QueueStats {
                     depth: s.depth(),
                     bytes: s.bytes(),
+                    lost: s.lost,
                 }
             }),
             mqtt: counters.mqtt.to_telemetry(),

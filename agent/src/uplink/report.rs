@@ -120,6 +120,13 @@ pub fn render(out: &mut String, uplink: Option<&Uplink>, feedback: Option<&Feedb
     );
     one(
         out,
+        "tandem_outbox_lost_total",
+        "counter",
+        "Accepted records found missing when the queue opened (its files were damaged).",
+        q.lost as f64,
+    );
+    one(
+        out,
         "tandem_outbox_recovered",
         "gauge",
         "1 when the queue's database would not open and was replaced at start.",

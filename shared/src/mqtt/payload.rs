@@ -225,6 +225,10 @@ pub struct QueueStats {
     pub depth: u64,
     /// Bytes they take.
     pub bytes: u64,
+    /// Accepted records found missing at a start (the queue's files were damaged), since the
+    /// queue was made. Absent from older agents: 0.
+    #[serde(default)]
+    pub lost: u64,
 }
 
 /// The MQTT link's own counters.
