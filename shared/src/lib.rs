@@ -11,6 +11,7 @@
 //!   telemetry) carried by `Deliver` frames.
 //! - [`mqtt`]: the MQTT contract (docs/mqtt.md): topics and versioned JSON payloads (status,
 //!   telemetry, events, commands and their results).
+//! - [`backoff`]: retry waits with full jitter (OS random source), for every retry loop.
 //! - [`provider`]: execution-provider names as they appear in configs and reports.
 //! - [`oip`]: Open Inference Protocol v2 (KServe/Triton) REST messages and the binary tensor
 //!   data extension codec.
@@ -19,6 +20,7 @@
 //!
 //! Nothing here opens a file or a socket: callers hand in bytes and strings.
 
+pub mod backoff;
 pub mod bundle;
 pub mod convert;
 pub mod dedup;

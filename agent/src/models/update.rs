@@ -1,5 +1,5 @@
 //! An update ordered by the hub: download `model` `version` over the uplink's QUIC connection
-//! (resuming after a cut, up to `attempts` times with backoff), then install it with the model
+//! (resuming after a cut, up to `attempts` times with full-jitter backoff), then install it with the model
 //! manager. The download folder is removed once the bundle is installed or refused; it is kept
 //! after a link failure, for the next attempt to resume.
 
@@ -10,6 +10,7 @@ use crate::uplink::{Uplink, UplinkError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tandem_shared::backoff::Backoff;
 
 /// Why an update did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ pub async fn update(
         .cloned()
         .ok_or(UpdateError::NoTrustedKey)?;
     let downloads = downloads_dir(manager.store().dir());
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut attempt = 0;
     let fetched = loop {
         attempt += 1;
@@ -76,8 +77,7 @@ pub async fn update(
             Ok(f) => break f,
             Err(DownloadError::Link(e)) if attempt < attempts.max(1) => {
                 tracing::info!(model, version, attempt, error = %e, "download interrupted: resuming");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => {
                 let e = UpdateError::Download(e);

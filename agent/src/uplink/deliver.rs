@@ -7,18 +7,25 @@
 //! not acknowledged — the link dropped, the hub refused, the answer was cut — are released and
 //! sent again later: at-least-once, and the hub deduplicates by (device, epoch, seq). While the
 //! hub is unreachable the loop waits for the link (the keeper reconnects it) instead of spinning.
+//! After a round that was not wholly acknowledged it waits a random time up to 200 ms, doubling
+//! per failed round to 5 s (full jitter, `tandem_shared::backoff`).
 
 use super::quic::Uplink;
 use crate::queue::{Queue, Seq};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tandem_shared::backoff::Backoff;
 use tandem_shared::wire::{DEFAULT_MAX_FRAME_BYTES, Message, encode_to_vec};
 
 /// Most records per delivery stream.
 pub const DELIVER_MAX_RECORDS: usize = 256;
 /// Most payload bytes per delivery stream.
 pub const DELIVER_MAX_BYTES: usize = 4 << 20;
+/// Longest wait after the first failed round; it doubles per failed round.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+/// Longest wait after failed rounds.
+const RETRY_CAP: Duration = Duration::from_secs(5);
 
 /// Delivery counters since start.
 #[derive(Debug, Default)]
@@ -41,7 +48,7 @@ pub async fn run(
         return;
     };
     let idle = Duration::from_millis(500);
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(RETRY_BASE, RETRY_CAP);
     loop {
         let Some(up) = link.upgrade() else { return };
         if !up.view().available {
@@ -117,11 +124,9 @@ pub async fn run(
         stats.acked.fetch_add(acked.len() as u64, Ordering::Relaxed);
         if acked.len() < leased.len() {
             stats.failed_rounds.fetch_add(1, Ordering::Relaxed);
-            failures = failures.saturating_add(1);
-            let ms = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         } else {
-            failures = 0;
+            backoff.reset();
         }
     }
 }

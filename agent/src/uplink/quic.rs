@@ -1,6 +1,7 @@
 //! The agent's QUIC link to the hub: one long-lived mutual-TLS connection (ALPN `tandem/1`), a
-//! bidirectional stream per request, reconnection with jittered exponential backoff, and the
-//! round-trip and service times the routing policy reads.
+//! bidirectional stream per request, reconnection with exponential backoff and full jitter
+//! (`tandem_shared::backoff`: a random wait up to 200 ms, doubling per failure to 10 s), and
+//! the round-trip and service times the routing policy reads.
 //!
 //! A reconnection to a hub that gave this process a session ticket sends its first request as
 //! 0-RTT data (inference requests are idempotent). A failure never blocks a caller: while the
@@ -17,7 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tandem_shared::backoff::Backoff;
 use tandem_shared::wire::{DEFAULT_MAX_FRAME_BYTES, FrameDecoder, Message, encode_to_vec};
+
+/// Longest wait after the first failed attempt to reach the hub; it doubles per failure.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+/// Longest wait between attempts to reach the hub.
+const RETRY_CAP: Duration = Duration::from_secs(10);
 
 /// Why the hub did not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,7 +51,8 @@ pub(super) struct State {
     /// A request timed out on `conn` at this instant: unavailable until the hub answers a
     /// probe (the keeper's), or for one `timeout` at most when no keeper runs.
     pub(super) suspect: Option<Instant>,
-    failures: u32,
+    /// Waits between connection attempts (full jitter; reset by any answer).
+    backoff: Backoff,
     pub(super) retry_at: Option<Instant>,
     service_ms: Option<f64>,
     last_error: Option<String>,
@@ -108,7 +116,7 @@ impl Uplink {
                 conn: None,
                 established: Arc::new(AtomicBool::new(false)),
                 suspect: None,
-                failures: 0,
+                backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
                 retry_at: None,
                 service_ms: None,
                 last_error: None,
@@ -206,17 +214,15 @@ impl Uplink {
             }
         }
         s.suspect = None;
-        s.failures = s.failures.saturating_add(1);
-        let base = 100u64.saturating_mul(1 << s.failures.min(7)).min(10_000);
-        let jitter = (Instant::now().elapsed().subsec_nanos() as u64
-            ^ u64::from(std::process::id()))
-            % (base / 2 + 1);
-        s.retry_at = Some(Instant::now() + Duration::from_millis(base / 2 + jitter));
+        let wait = s.backoff.next_delay();
+        s.retry_at = Some(Instant::now() + wait);
+        let retry_in_ms = wait.as_millis() as u64;
         if s.last_error.as_deref() != Some(why) {
-            tracing::warn!(hub = %self.hub, reason = why, retry_in_ms = base / 2 + jitter, "hub link lost");
+            tracing::warn!(hub = %self.hub, reason = why, retry_in_ms, "hub link lost");
             s.last_error = Some(why.to_string());
         } else {
-            tracing::debug!(hub = %self.hub, reason = why, backoff_ms = base, "hub link failed again");
+            let failures = s.backoff.failures();
+            tracing::debug!(hub = %self.hub, reason = why, retry_in_ms, failures, "hub link failed again");
         }
     }
 
@@ -459,7 +465,7 @@ impl Uplink {
 /// Any answer shows the hub is alive and accepts this device.
 fn confirm(s: &mut State, addr: &HubAddress) {
     s.suspect = None;
-    s.failures = 0;
+    s.backoff.reset();
     if let Some(e) = s.last_error.take() {
         tracing::info!(hub = %addr, after = %e, "hub link restored");
     }

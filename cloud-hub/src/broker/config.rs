@@ -35,7 +35,8 @@ pub struct MqttConfig {
     /// Embedded: folder for the generated `mosquitto.conf` and `acl`, the pid file and the
     /// broker's persistence (retained messages). Rewritten at every start.
     pub runtime_dir: PathBuf,
-    /// Embedded: delay before the first restart after the broker exits, in milliseconds;
+    /// Embedded: bound of the delay before the first restart after the broker exits, in
+    /// milliseconds (the delay is a random time up to the bound: full jitter); the bound
     /// doubles on each failure up to `restart_backoff_max_ms`, back to this after 30 s up.
     pub restart_backoff_ms: u64,
     /// Embedded: longest delay between restarts, in milliseconds.

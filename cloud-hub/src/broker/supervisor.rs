@@ -5,9 +5,9 @@
 //!   it says it is running and accepts a TCP connection. A broker that does not come up is a
 //!   start-up error carrying its last log lines.
 //! - Supervise: when it exits, log at ERROR with the exit status and its last log lines, count
-//!   the restart (`tandem_hub_broker_restarts_total`), wait (backoff from
-//!   `mqtt.restart_backoff_ms`, doubling up to `restart_backoff_max_ms`, reset after 30 s up)
-//!   and start it again on the same port. `crl.pem` is watched: mosquitto reads it only at
+//!   the restart (`tandem_hub_broker_restarts_total`), wait (full jitter: a random wait up to
+//!   `mqtt.restart_backoff_ms`, the bound doubling up to `restart_backoff_max_ms`, reset after
+//!   30 s up; `tandem_shared::backoff`) and start it again on the same port. `crl.pem` is watched: mosquitto reads it only at
 //!   start, so a change restarts it (counted as a reload), which also drops the connections of
 //!   revoked devices.
 //! - Stop: SIGTERM (mosquitto saves retained messages), SIGKILL after 5 s.
@@ -22,6 +22,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::BrokerUrl;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -45,9 +46,9 @@ pub struct BrokerSpec {
     pub pki_dir: PathBuf,
     /// The runtime folder.
     pub runtime_dir: PathBuf,
-    /// First restart delay.
+    /// Bound of the first restart delay (the delay is a random time up to it).
     pub restart_backoff: Duration,
-    /// Longest restart delay.
+    /// Bound of the longest restart delay.
     pub restart_backoff_max: Duration,
     /// Longest wait for readiness.
     pub ready_timeout: Duration,
@@ -355,7 +356,7 @@ async fn supervise(
 ) {
     let crl = spec.pki_dir.join("crl.pem");
     let mut crl_seen = modified(&crl);
-    let mut backoff = spec.restart_backoff;
+    let mut backoff = Backoff::new(spec.restart_backoff, spec.restart_backoff_max);
     loop {
         let wake = tokio::select! {
             status = running.child.wait() => {
@@ -381,18 +382,18 @@ async fn supervise(
             Wake::Exited(status) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 if running.started.elapsed() >= STABLE {
-                    backoff = spec.restart_backoff;
+                    backoff.reset();
                 }
+                let wait = backoff.next_delay();
                 tracing::error!(
                     %status,
-                    restart_in_ms = backoff.as_millis() as u64,
+                    restart_in_ms = wait.as_millis() as u64,
                     last_lines = %running.tail(),
                     "mosquitto exited; restarting it"
                 );
-                if sleep_or_stop(backoff, &mut stop).await {
+                if sleep_or_stop(wait, &mut stop).await {
                     return;
                 }
-                backoff = (backoff * 2).min(spec.restart_backoff_max);
                 stats.restarts.fetch_add(1, Relaxed);
             }
         }
@@ -403,11 +404,11 @@ async fn supervise(
                     break r;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, restart_in_ms = backoff.as_millis() as u64, "mosquitto failed to start again");
-                    if sleep_or_stop(backoff, &mut stop).await {
+                    let wait = backoff.next_delay();
+                    tracing::error!(error = %e, restart_in_ms = wait.as_millis() as u64, "mosquitto failed to start again");
+                    if sleep_or_stop(wait, &mut stop).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(spec.restart_backoff_max);
                     stats.restarts.fetch_add(1, Relaxed);
                 }
             }

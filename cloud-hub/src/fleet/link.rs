@@ -2,8 +2,8 @@
 //! to every device's status, telemetry and command results; it feeds the [`FleetStore`] and
 //! publishes commands, matching each result to its waiting caller by (device, id).
 //!
-//! It reconnects on its own (jittered backoff 0.2 s to 5 s) and subscribes again on every
-//! connection, ahead of anything queued.
+//! It reconnects on its own (full-jitter backoff: a random wait up to 0.2 s, doubling to 5 s)
+//! and subscribes again on every connection, ahead of anything queued.
 
 use super::store::FleetStore;
 use rumqttc::{
@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::{
     BrokerUrl, Command, CommandResult, State, Status, Telemetry, Topic, TopicKind, topic,
 };
@@ -251,7 +252,7 @@ async fn run(
     stats: Arc<LinkStats>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -259,7 +260,7 @@ async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 stats.connected.store(true, Relaxed);
                 stats.connects.fetch_add(1, Relaxed);
                 let filters = [topic::ALL_STATUS, topic::ALL_TELEMETRY, topic::ALL_RESULTS]
@@ -280,12 +281,10 @@ async fn run(
                     tracing::debug!(error = %e, "hub cannot reach the MQTT broker");
                 }
                 *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                let jitter = Duration::from_millis(u64::from(now_ms() as u32 % 100));
                 tokio::select! {
-                    () = tokio::time::sleep(backoff + jitter) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -13,7 +13,8 @@
 //!   being written when a connection dropped may be lost (the session is clean).
 //! - Commands are handled on the connection's task as they arrive (the handler is quick: a
 //!   policy update or a telemetry snapshot); their answers go out ahead of the queue.
-//! - Reconnects on its own, jittered exponential backoff from 0.5 s to 30 s.
+//! - Reconnects on its own: exponential backoff with full jitter (a random wait up to 0.5 s,
+//!   doubling per failure to 30 s; `tandem_shared::backoff`).
 //! - Shutdown: `offline` (`reason: shutdown`), retained, then DISCONNECT (no last will).
 
 use super::super::super::telemetry::{AgentCounters, Class};
@@ -25,6 +26,7 @@ use rumqttc::{
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::{BrokerUrl, Status, Topic, TopicKind, payload::MAX_PAYLOAD_BYTES};
 use tokio::sync::watch;
 
@@ -224,8 +226,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let m = &counters.mqtt;
-    let mut backoff = BACKOFF_MIN;
-    let mut attempts: u32 = 0;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let event = tokio::select! {
             e = el.poll() => e,
@@ -233,8 +234,7 @@ async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
-                attempts = 0;
+                backoff.reset();
                 m.connected.store(true, Relaxed);
                 m.connects.fetch_add(1, Relaxed);
                 let mut online =
@@ -275,21 +275,17 @@ async fn run(
                 if m.connected.swap(false, Relaxed) {
                     m.disconnects.fetch_add(1, Relaxed);
                     tracing::warn!(device, error = %e, "MQTT connection lost; reconnecting");
-                } else if attempts == 0 {
+                } else if backoff.failures() == 0 {
                     tracing::warn!(device, error = %e, "cannot connect to the MQTT broker; retrying with backoff");
                 } else {
+                    let attempts = backoff.failures();
                     tracing::debug!(device, error = %e, attempts, "MQTT broker still unreachable");
                 }
-                attempts = attempts.saturating_add(1);
                 *m.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                let jitter = Duration::from_millis(u64::from(
-                    crate::telemetry::report::now_ms() as u32 % 250,
-                ));
                 tokio::select! {
-                    () = tokio::time::sleep(backoff + jitter) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
