@@ -153,9 +153,10 @@ fn port_in_use_is_named() {
 #[test]
 fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
     let d = tmpdir("sigterm");
-    let mut daemon = Daemon::start(&d, &daemon_config(&["vision-fashion"], "cloud", ""));
-    // A batch big enough to keep the worker busy for a while.
+    // A batch big enough to keep the worker busy for a while (above the default rows cap).
     let batch = 4000usize;
+    let extra = format!("[engine]\nmax_rows_per_request = {batch}");
+    let mut daemon = Daemon::start(&d, &daemon_config(&["vision-fashion"], "cloud", &extra));
     let header = serde_json::to_vec(&serde_json::json!({"inputs": [{"name": "input", "shape": [batch, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": batch * 784 * 4}}]})).expect("json");
     let mut body = header.clone();
     body.extend(std::iter::repeat_n(0.25f32.to_le_bytes(), batch * 784).flatten());

@@ -12,8 +12,10 @@ fn a_full_queue_refuses_new_requests_and_finishes_accepted_ones() {
     cfg.engine.queue_capacity = 2;
     cfg.engine.workers = 1;
     cfg.runtime.intra_op_threads = 1;
-    let e = common::engine_with(&cfg);
     let batch = 2000;
+    // Large requests keep the worker busy: above the default rows cap on purpose.
+    cfg.engine.max_rows_per_request = batch as usize;
+    let e = common::engine_with(&cfg);
     let big = || {
         Input::tensors(vec![InputTensor {
             name: "input".into(),

@@ -120,6 +120,21 @@ fn clamp_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
+/// The wire code of an engine error: the device's mistakes (bad input, too many rows) apart
+/// from the hub's.
+fn error_code(e: &InferenceError) -> ErrorCode {
+    match e {
+        InferenceError::Preprocess(_)
+        | InferenceError::BadInput(_)
+        | InferenceError::TooManyRows { .. } => ErrorCode::BadRequest,
+        InferenceError::UnknownModel(_) => ErrorCode::UnknownModel,
+        InferenceError::ShuttingDown => ErrorCode::ShuttingDown,
+        InferenceError::QueueFull { .. }
+        | InferenceError::Runtime(_)
+        | InferenceError::Panicked(_) => ErrorCode::Internal,
+    }
+}
+
 /// Answers one request (no idempotency memory: see [`Serving::handle`]).
 async fn infer(
     engine: &Engine,
@@ -162,7 +177,7 @@ async fn infer(
                 retry_after_ms: BUSY_RETRY_AFTER_MS,
             };
         }
-        Err(e) => return error(request_id, ErrorCode::Internal, e.to_string()),
+        Err(e) => return error(request_id, error_code(&e), e.to_string()),
     };
     let answer = if deadline_ms > 0 {
         match tokio::time::timeout(Duration::from_millis(u64::from(deadline_ms)), rx).await {
@@ -196,19 +211,7 @@ async fn infer(
                 batch_size: clamp_u32(inf.timing.batch_size as u64),
             },
         },
-        Ok(Err(e)) => {
-            let code = match e {
-                InferenceError::Preprocess(_) | InferenceError::BadInput(_) => {
-                    ErrorCode::BadRequest
-                }
-                InferenceError::UnknownModel(_) => ErrorCode::UnknownModel,
-                InferenceError::ShuttingDown => ErrorCode::ShuttingDown,
-                InferenceError::QueueFull { .. } | InferenceError::Runtime(_) => {
-                    ErrorCode::Internal
-                }
-            };
-            error(request_id, code, e.to_string())
-        }
+        Ok(Err(e)) => error(request_id, error_code(&e), e.to_string()),
         Err(_) => error(
             request_id,
             ErrorCode::ShuttingDown,

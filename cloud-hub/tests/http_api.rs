@@ -259,10 +259,12 @@ async fn load_fills_the_batch_size_histogram_and_a_full_queue_answers_503() {
 
     // A queue of one and eight large requests at once: some are told to come back later.
     let mut cfg = config(&["vision-fashion"]);
+    let rows = 3000;
     cfg.engine.queue_capacity = 1;
     cfg.engine.max_batch = 1;
+    // Large requests on purpose (they keep the worker busy): above the default rows cap.
+    cfg.engine.max_rows_per_request = rows;
     let (addr, _engine, _stop) = serve(&cfg).await;
-    let rows = 3000;
     let header = serde_json::to_vec(&json!({"inputs": [{"name": "input", "shape": [rows, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": rows * 784 * 4}}]})).expect("json");
     let mut body = header.clone();
     body.resize(header.len() + rows * 784 * 4, 0);

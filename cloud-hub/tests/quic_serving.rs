@@ -16,6 +16,14 @@ use tandem_tests::repo;
 use tandem_tests::tls::quic_client_config;
 
 fn engine(queue: usize, max_batch: usize) -> Arc<Engine> {
+    engine_with(queue, max_batch, |_| {})
+}
+
+fn engine_with(
+    queue: usize,
+    max_batch: usize,
+    tune: impl FnOnce(&mut EngineSettings),
+) -> Arc<Engine> {
     let mut s = EngineSettings {
         base_dir: repo(),
         ..Default::default()
@@ -25,6 +33,7 @@ fn engine(queue: usize, max_batch: usize) -> Arc<Engine> {
     s.engine.queue_capacity = queue;
     s.engine.max_batch = max_batch;
     s.engine.max_batch_delay_us = 2000;
+    tune(&mut s);
     let (_, env) = runtime::init(&s).expect("runtime");
     Arc::new(Engine::start(&s, &env, Arc::new(Metrics::default())).expect("engine"))
 }
@@ -221,6 +230,20 @@ async fn cloud_answers_match_the_python_pipeline() {
             },
             ErrorCode::UnknownModelVersion,
         ),
+        (
+            // 800 rows, over engine.max_rows_per_request (64): refused before any run.
+            request(
+                5,
+                "vision-fashion",
+                Input::Tensors(vec![Tensor {
+                    name: "input".into(),
+                    dtype: DType::F32,
+                    shape: vec![800, 1, 28, 28],
+                    data: vec![0; 800 * 784 * 4],
+                }]),
+            ),
+            ErrorCode::BadRequest,
+        ),
     ];
     for (req, want) in precise {
         match call(&conn, &req).await {
@@ -243,7 +266,9 @@ async fn futures_join_all<F: std::future::Future<Output = Message> + Send + 'sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_busy() {
-    let (pki, addr, _stop, _) = hub("busy", engine(1, 1)).await;
+    // Large requests keep the worker busy: above the default rows cap on purpose.
+    let e = engine_with(1, 1, |s| s.engine.max_rows_per_request = 3000);
+    let (pki, addr, _stop, _) = hub("busy", e).await;
     let conn = connect(&pki, addr).await;
     let big = || {
         let t = Tensor {

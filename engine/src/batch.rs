@@ -101,26 +101,91 @@ pub fn merge(inputs: &[Input]) -> Option<Input> {
     })
 }
 
-fn slice_rows(t: &OutputTensor, from: usize, n: usize) -> OutputTensor {
-    let total = t.shape.first().copied().unwrap_or(1).max(1) as usize;
-    let per = t.data.len() / total;
-    let mut shape = t.shape.clone();
+/// Rows `from..from + n` of a tensor's data, `per` elements a row; `None` when the data does
+/// not hold those rows.
+fn slice_data(data: &TensorData, per: usize, from: usize, n: usize) -> Option<TensorData> {
+    let r = from.checked_mul(per)?..from.checked_add(n)?.checked_mul(per)?;
+    Some(match data {
+        TensorData::F32(d) => TensorData::F32(d.get(r)?.to_vec()),
+        TensorData::I64(d) => TensorData::I64(d.get(r)?.to_vec()),
+        TensorData::Bytes(d) => TensorData::Bytes(d.get(r)?.to_vec()),
+    })
+}
+
+fn with_rows(shape: &[i64], n: usize) -> Vec<i64> {
+    let mut shape = shape.to_vec();
     if let Some(d) = shape.first_mut() {
         *d = n as i64;
     }
-    let r = from * per..(from + n) * per;
-    let data = match &t.data {
-        TensorData::F32(d) => TensorData::F32(d.get(r).map(<[f32]>::to_vec).unwrap_or_default()),
-        TensorData::I64(d) => TensorData::I64(d.get(r).map(<[i64]>::to_vec).unwrap_or_default()),
-        TensorData::Bytes(d) => {
-            TensorData::Bytes(d.get(r).map(<[Vec<u8>]>::to_vec).unwrap_or_default())
-        }
-    };
+    shape
+}
+
+fn slice_rows(t: &OutputTensor, from: usize, n: usize) -> OutputTensor {
+    let total = t.shape.first().copied().unwrap_or(1).max(1) as usize;
     OutputTensor {
         name: t.name.clone(),
-        shape,
-        data,
+        shape: with_rows(&t.shape, n),
+        data: slice_data(&t.data, t.data.len() / total, from, n).unwrap_or_else(|| match &t.data {
+            TensorData::F32(_) => TensorData::F32(Vec::new()),
+            TensorData::I64(_) => TensorData::I64(Vec::new()),
+            TensorData::Bytes(_) => TensorData::Bytes(Vec::new()),
+        }),
     }
+}
+
+/// Rows `from..from + n` of an input (a chunk a worker runs on its own); `None` when a
+/// tensor's data does not hold the rows its shape declares.
+pub fn slice(input: &Input, from: usize, n: usize) -> Option<Input> {
+    Some(match input {
+        Input::Images(v) => Input::Images(v.get(from..from + n)?.to_vec()),
+        Input::Texts(v) => Input::Texts(v.get(from..from + n)?.to_vec()),
+        Input::Tensors(ts) => Input::Tensors(Arc::new(
+            ts.iter()
+                .map(|t| {
+                    let per =
+                        t.shape.get(1..)?.iter().try_fold(1usize, |acc, d| {
+                            acc.checked_mul(usize::try_from(*d).ok()?)
+                        })?;
+                    Some(InputTensor {
+                        name: t.name.clone(),
+                        shape: with_rows(&t.shape, n),
+                        data: slice_data(&t.data, per, from, n)?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?,
+        )),
+    })
+}
+
+/// Joins the answers of an input's chunks, in order, into the answer for the whole input:
+/// outputs concatenated along the first dimension, predictions appended, the stage timings
+/// added up. `None` when there are no parts or their outputs differ past the first dimension.
+pub fn concat(parts: Vec<Inference>) -> Option<Inference> {
+    let mut parts = parts.into_iter();
+    let mut all = parts.next()?;
+    for p in parts {
+        if p.outputs.len() != all.outputs.len() {
+            return None;
+        }
+        for (into, o) in all.outputs.iter_mut().zip(p.outputs) {
+            if into.shape.get(1..) != o.shape.get(1..) || into.shape.is_empty() {
+                return None;
+            }
+            into.shape[0] += o.shape[0];
+            match (&mut into.data, o.data) {
+                (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+                (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
+                (TensorData::Bytes(a), TensorData::Bytes(b)) => a.extend(b),
+                _ => return None,
+            }
+        }
+        all.predictions.extend(p.predictions);
+        all.timing.preprocess_us += p.timing.preprocess_us;
+        all.timing.run_us += p.timing.run_us;
+        all.timing.postprocess_us += p.timing.postprocess_us;
+        all.timing.total_us = p.timing.total_us;
+    }
+    Some(all)
 }
 
 /// Padding a text batch may add, as a share of its real length: texts padded to the longest
@@ -219,6 +284,27 @@ mod tests {
         }]));
         assert!(!compatible(&t(1, 0.0), &other));
         assert!(!compatible(&t(1, 0.0), &Input::Texts(vec!["a".into()])));
+    }
+
+    #[test]
+    fn tensor_rows_slice_and_refuse_data_shorter_than_the_shape() {
+        let Some(Input::Tensors(part)) = slice(&merge(&[t(1, 1.0), t(2, 2.0)]).expect("m"), 1, 2)
+        else {
+            panic!("tensors")
+        };
+        assert_eq!(part[0].shape, vec![2, 2]);
+        assert_eq!(part[0].data, TensorData::F32(vec![2.0; 4]));
+        let short = Input::Tensors(Arc::new(vec![InputTensor {
+            name: "x".into(),
+            shape: vec![4, 2],
+            data: TensorData::F32(vec![0.0; 6]),
+        }]));
+        assert!(slice(&short, 3, 1).is_none());
+        let texts = Input::Texts(vec!["a".into(), "b".into(), "c".into()]);
+        let Some(Input::Texts(v)) = slice(&texts, 1, 2) else {
+            panic!("texts")
+        };
+        assert_eq!(v, vec!["b".to_string(), "c".to_string()]);
     }
 
     fn text(len: usize) -> Input {

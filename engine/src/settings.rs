@@ -37,6 +37,14 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// Longest a worker waits for more requests to fill a batch, in microseconds.
     pub max_batch_delay_us: u64,
+    /// Most rows (images, texts, or the first dimension of tensors) one request may carry;
+    /// above it the request is refused (HTTP 413), before anything is decoded. Stated in the
+    /// OIP model metadata as `parameters.max_batch_size`.
+    pub max_rows_per_request: usize,
+    /// Most rows a worker decodes and runs at once: a request (or a batch of requests) with
+    /// more runs in chunks of this many, so a worker's memory is bounded by the chunk, not by
+    /// the request.
+    pub max_rows_per_run: usize,
 }
 
 /// `[models]`.
@@ -117,6 +125,8 @@ impl Default for EngineConfig {
             spin_us: 100,
             max_batch: 1,
             max_batch_delay_us: 0,
+            max_rows_per_request: 64,
+            max_rows_per_run: 16,
         }
     }
 }
@@ -224,6 +234,12 @@ impl EngineSettings {
         }
         if self.engine.max_batch_delay_us > 1_000_000 {
             p.push("engine.max_batch_delay_us must be at most 1000000".into());
+        }
+        if !(1..=65_536).contains(&self.engine.max_rows_per_request) {
+            p.push("engine.max_rows_per_request must be between 1 and 65536".into());
+        }
+        if !(1..=1024).contains(&self.engine.max_rows_per_run) {
+            p.push("engine.max_rows_per_run must be between 1 and 1024".into());
         }
         if self.engine.spin_us > 10_000 {
             p.push("engine.spin_us must be at most 10000".into());

@@ -14,7 +14,10 @@
 //! Layout: `request` (what callers send and get back, and the errors), `worker` (the worker
 //! threads: batching, pre-processing, the run, post-processing).
 
+mod prepare;
 mod request;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 pub use request::{EngineError, Inference, InferenceError, Input, OutputTensor, Timing};
@@ -68,6 +71,7 @@ pub struct ModelHandle {
     /// Providers passed over, with reasons.
     pub skipped_eps: Vec<(ExecutionProvider, String)>,
     capacity: usize,
+    max_rows: usize,
     lanes: Mutex<Option<Vec<Lane>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Counted in the metrics (false while staged for a swap, before its self-tests pass).
@@ -76,6 +80,9 @@ pub struct ModelHandle {
     retired: AtomicBool,
     /// What this version did while it served.
     stats: Arc<VersionStats>,
+    /// Test hook shared with the workers: the next run panics.
+    #[cfg(test)]
+    fail_next: Arc<AtomicBool>,
 }
 
 /// Why a job could not be queued on a handle.
@@ -124,6 +131,11 @@ impl ModelHandle {
     /// Waiting requests it accepts.
     pub fn queue_capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Most rows one request may carry (`engine.max_rows_per_request`).
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
     }
 
     /// What this version did while it served (this generation only).
@@ -182,6 +194,12 @@ impl ModelHandle {
         for w in workers {
             let _ = w.join();
         }
+    }
+
+    /// Test hook: the next run on this model panics inside the worker.
+    #[cfg(test)]
+    pub(crate) fn fail_next(&self) {
+        self.fail_next.store(true, Ordering::Release);
     }
 
     /// Starts counting this handle's work in the metrics.
@@ -313,6 +331,8 @@ impl Engine {
         let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
         let live = Arc::new(AtomicBool::new(live));
         let stats = Arc::new(VersionStats::default());
+        #[cfg(test)]
+        let fail_next = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Ctx {
             model: name.clone(),
             version: files.manifest.version.clone(),
@@ -323,9 +343,12 @@ impl Engine {
             spin: Duration::from_micros(cfg.engine.spin_us),
             max_batch: cfg.engine.max_batch,
             max_batch_delay: Duration::from_micros(cfg.engine.max_batch_delay_us),
+            rows_per_run: cfg.engine.max_rows_per_run,
             metrics,
             live: live.clone(),
             stats: stats.clone(),
+            #[cfg(test)]
+            fail_next: fail_next.clone(),
         });
         let mut workers = Vec::new();
         let mut lanes = Vec::new();
@@ -345,11 +368,14 @@ impl Engine {
             ep,
             skipped_eps,
             capacity: cfg.engine.queue_capacity,
+            max_rows: cfg.engine.max_rows_per_request,
             lanes: Mutex::new(Some(lanes)),
             workers: Mutex::new(workers),
             live,
             retired: AtomicBool::new(false),
             stats,
+            #[cfg(test)]
+            fail_next,
         })
     }
 
@@ -373,7 +399,8 @@ impl Engine {
         &self.metrics
     }
 
-    /// Queues a request; the answer arrives on the returned channel.
+    /// Queues a request; the answer arrives on the returned channel. A request with more rows
+    /// than `engine.max_rows_per_request` is refused here, before anything is decoded.
     pub fn submit(
         &self,
         model: &str,
@@ -381,6 +408,11 @@ impl Engine {
     ) -> Result<oneshot::Receiver<Result<Inference, InferenceError>>, InferenceError> {
         let unknown = || InferenceError::UnknownModel(model.to_string());
         let generations = self.models.get(model).ok_or_else(unknown)?;
+        let limit = self.settings.engine.max_rows_per_request;
+        let rows = input.rows();
+        if rows > limit {
+            return Err(InferenceError::TooManyRows { rows, limit });
+        }
         let (mut job, rx) = Job::new(input);
         // A handle replaced by a swap between the lookup and the queueing hands the job back:
         // the current one takes it (a swap publishes the new handle before retiring the old).

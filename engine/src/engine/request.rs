@@ -32,6 +32,12 @@ impl Input {
     pub(super) fn is_tensors(&self) -> bool {
         matches!(self, Self::Tensors(_))
     }
+
+    /// Rows (batch entries) the input carries: images, texts, or the first dimension of the
+    /// first tensor.
+    pub fn rows(&self) -> usize {
+        crate::batch::rows(self)
+    }
 }
 
 /// A raw model output.
@@ -120,6 +126,17 @@ pub enum InferenceError {
     /// Input does not fit the model.
     #[error("{0}")]
     BadInput(String),
+    /// The request carries more rows than one request may (`engine.max_rows_per_request`).
+    #[error(
+        "the request has {rows} rows, over the limit of {limit} per request \
+         (engine.max_rows_per_request); send them in several requests"
+    )]
+    TooManyRows {
+        /// Rows in the request.
+        rows: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The model's queue is full.
     #[error("model `{model}` is busy: {capacity} requests already waiting")]
     QueueFull {
@@ -134,6 +151,10 @@ pub enum InferenceError {
     /// ONNX Runtime failed.
     #[error("inference failed: {0}")]
     Runtime(String),
+    /// The worker panicked on this request (a bug): the request is answered with this error and
+    /// the worker goes on serving.
+    #[error("internal error: the worker failed on this request: {0}")]
+    Panicked(String),
 }
 
 impl InferenceError {
@@ -142,9 +163,11 @@ impl InferenceError {
         match self {
             Self::UnknownModel(_) => "unknown_model",
             Self::Preprocess(_) | Self::BadInput(_) => "bad_input",
+            Self::TooManyRows { .. } => "too_many_rows",
             Self::QueueFull { .. } => "queue_full",
             Self::ShuttingDown => "shutting_down",
             Self::Runtime(_) => "runtime",
+            Self::Panicked(_) => "panic",
         }
     }
 }

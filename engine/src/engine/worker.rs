@@ -1,23 +1,26 @@
 //! The worker threads of a model lane: each owns an ONNX Runtime session, gathers jobs into a
 //! batch, pre-processes, runs and post-processes them, and answers each caller.
 
+use super::prepare::prepare;
 use super::{Inference, InferenceError, Input, Job, OutputTensor, Timing};
 use crate::batch;
 use crate::metrics::Metrics;
 use crate::model::ModelFiles;
 use crate::postprocess;
-use crate::preprocess::image::{self as img, Limits};
+use crate::preprocess::image::Limits;
 use crate::preprocess::text::TextEncoder;
 use crate::version_stats::VersionStats;
 use crossbeam_channel::Receiver;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
+use std::any::Any;
 use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tandem_shared::manifest::{DType, OutputKind};
-use tandem_shared::oip::{InputTensor, TensorData};
+use tandem_shared::oip::TensorData;
 use tandem_shared::provider::ExecutionProvider;
 
 pub(super) enum Prep {
@@ -35,9 +38,14 @@ pub(super) struct Ctx {
     pub(super) spin: Duration,
     pub(super) max_batch: usize,
     pub(super) max_batch_delay: Duration,
+    /// Most rows pre-processed and run at once (`engine.max_rows_per_run`).
+    pub(super) rows_per_run: usize,
     pub(super) metrics: Arc<Metrics>,
     pub(super) live: Arc<AtomicBool>,
     pub(super) stats: Arc<VersionStats>,
+    /// Test hook: the next run panics (see `ModelHandle::fail_next`).
+    #[cfg(test)]
+    pub(super) fail_next: Arc<AtomicBool>,
 }
 
 impl Ctx {
@@ -96,8 +104,36 @@ pub(super) fn run(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>, load: &At
                 }
             }
         }
-        run_jobs(&mut session, ctx, jobs, load);
+        // A panic is caught per run in `run_jobs` (the request gets an error); this catches one
+        // anywhere else in the batching, so the worker keeps serving whatever happens.
+        let n = jobs.len();
+        if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_jobs(&mut session, ctx, jobs, load);
+        })) {
+            tracing::error!(model = %ctx.model, jobs = n, panic = %panic_message(p.as_ref()), "worker panicked outside a run: its requests were dropped; it goes on serving");
+        }
     }
+}
+
+/// The text of a panic's payload.
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with no message".into())
+}
+
+/// Runs one request's pre-processing, run and post-processing, turning a panic into an error
+/// for that request (logged at ERROR; counted under the `panic` outcome).
+fn guarded(
+    ctx: &Ctx,
+    run: impl FnOnce() -> Result<Inference, InferenceError>,
+) -> Result<Inference, InferenceError> {
+    std::panic::catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|p| {
+        let what = panic_message(p.as_ref());
+        tracing::error!(model = %ctx.model, panic = %what, "worker panicked on a request: answered with an error; the worker goes on serving");
+        Err(InferenceError::Panicked(what))
+    })
 }
 
 /// Runs one request, or several as one batch; a batch that fails on its input is retried one
@@ -132,7 +168,7 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
             ctx.metrics.batch(&ctx.model, requests);
         }
         let from_tensors = input.is_tensors();
-        run_job(session, ctx, input, enqueued).map_err(|e| match e {
+        guarded(ctx, || run_job(session, ctx, input, enqueued)).map_err(|e| match e {
             InferenceError::Runtime(m) if from_tensors => {
                 InferenceError::BadInput(format!("the model refused the tensors: {m}"))
             }
@@ -199,108 +235,40 @@ fn micros(since: Instant) -> u64 {
     micros_of(since.elapsed())
 }
 
-fn prepare(ctx: &Ctx, input: Input) -> Result<Arc<Vec<InputTensor>>, InferenceError> {
-    let name = &ctx.model;
-    match (input, &ctx.prep) {
-        (Input::Images(images), Prep::Image(p, limits)) => {
-            let refs: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
-            let (shape, data) = img::prepare_batch(&refs, p, limits)?;
-            let input_name = ctx
-                .files
-                .variant
-                .inputs
-                .first()
-                .map(|i| i.name.clone())
-                .unwrap_or_default();
-            Ok(Arc::new(vec![InputTensor {
-                name: input_name,
-                shape,
-                data: TensorData::F32(data),
-            }]))
-        }
-        (Input::Texts(texts), Prep::Text(enc)) => {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(Arc::new(
-                enc.encode_batch(&refs)?
-                    .into_iter()
-                    .map(|(name, shape, data)| InputTensor {
-                        name,
-                        shape,
-                        data: TensorData::I64(data),
-                    })
-                    .collect(),
-            ))
-        }
-        (Input::Tensors(t), _) => {
-            check_tensors(ctx, &t)?;
-            Ok(t)
-        }
-        (Input::Images(_), Prep::Text(_)) => Err(InferenceError::BadInput(format!(
-            "model `{name}` classifies text, not images"
-        ))),
-        (Input::Texts(_), Prep::Image(..)) => Err(InferenceError::BadInput(format!(
-            "model `{name}` classifies images, not text"
-        ))),
-    }
-}
-
-fn check_tensors(ctx: &Ctx, tensors: &[InputTensor]) -> Result<(), InferenceError> {
-    let specs = &ctx.files.variant.inputs;
-    for t in tensors {
-        let Some(spec) = specs.iter().find(|s| s.name == t.name) else {
-            let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-            return Err(InferenceError::BadInput(format!(
-                "model `{}` has no input `{}` (inputs: {})",
-                ctx.model,
-                t.name,
-                known.join(", ")
-            )));
-        };
-        let ok_type = matches!(
-            (&t.data, spec.dtype),
-            (TensorData::F32(_), DType::Float32) | (TensorData::I64(_), DType::Int64)
-        );
-        if !ok_type {
-            return Err(InferenceError::BadInput(format!(
-                "input `{}` must be {}, got {}",
-                t.name,
-                spec.dtype.oip_name(),
-                t.data.datatype()
-            )));
-        }
-        if !spec.accepts_shape(&t.shape) {
-            return Err(InferenceError::BadInput(format!(
-                "input `{}` has shape {:?}; the model takes {:?} (-1 = any)",
-                t.name, t.shape, spec.shape
-            )));
-        }
-    }
-    for spec in specs {
-        if !tensors.iter().any(|t| t.name == spec.name) {
-            return Err(InferenceError::BadInput(format!(
-                "input `{}` is missing",
-                spec.name
-            )));
-        }
-    }
-    let batch: Vec<i64> = tensors
-        .iter()
-        .filter_map(|t| t.shape.first().copied())
-        .collect();
-    if batch.windows(2).any(|w| w[0] != w[1]) {
-        return Err(InferenceError::BadInput(format!(
-            "inputs disagree on the batch size: {batch:?}"
-        )));
-    }
-    Ok(())
-}
-
+/// Runs one input, in chunks of at most `rows_per_run` rows: only one chunk is decoded and
+/// run at a time, so a worker's memory does not grow with the rows of a request.
 fn run_job(
     session: &mut Session,
     ctx: &Ctx,
     input: Input,
     enqueued: Instant,
 ) -> Result<Inference, InferenceError> {
+    let rows = batch::rows(&input);
+    if rows <= ctx.rows_per_run {
+        return run_chunk(session, ctx, input, enqueued);
+    }
+    let mut parts = Vec::with_capacity(rows.div_ceil(ctx.rows_per_run));
+    for from in (0..rows).step_by(ctx.rows_per_run) {
+        let n = ctx.rows_per_run.min(rows - from);
+        let chunk = batch::slice(&input, from, n).ok_or_else(|| {
+            InferenceError::BadInput("the input's data does not match its shape".into())
+        })?;
+        parts.push(run_chunk(session, ctx, chunk, enqueued)?);
+    }
+    batch::concat(parts)
+        .ok_or_else(|| InferenceError::Runtime("the chunks' outputs disagree in shape".into()))
+}
+
+fn run_chunk(
+    session: &mut Session,
+    ctx: &Ctx,
+    input: Input,
+    enqueued: Instant,
+) -> Result<Inference, InferenceError> {
+    #[cfg(test)]
+    if ctx.fail_next.swap(false, Ordering::AcqRel) {
+        panic!("fault injected by a test");
+    }
     let queue_us = micros(enqueued);
     let t = Instant::now();
     let tensors = prepare(ctx, input)?;

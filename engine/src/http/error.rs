@@ -78,11 +78,12 @@ impl From<InferenceError> for ApiError {
         let msg = e.to_string();
         match e {
             InferenceError::UnknownModel(_) => Self::NotFound(msg),
-            InferenceError::Preprocess(PreprocessError::TooLarge { .. }) => Self::TooLarge(msg),
+            InferenceError::Preprocess(PreprocessError::TooLarge { .. })
+            | InferenceError::TooManyRows { .. } => Self::TooLarge(msg),
             InferenceError::Preprocess(_) | InferenceError::BadInput(_) => Self::BadRequest(msg),
             InferenceError::QueueFull { .. } => Self::Busy(msg),
             InferenceError::ShuttingDown => Self::Unavailable(msg),
-            InferenceError::Runtime(_) => Self::Internal(msg),
+            InferenceError::Runtime(_) | InferenceError::Panicked(_) => Self::Internal(msg),
         }
     }
 }

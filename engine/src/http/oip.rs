@@ -68,7 +68,9 @@ pub fn find<'a>(
     }
 }
 
-/// A model's OIP metadata: its tensors plus the raw `image` or `text` BYTES input.
+/// A model's OIP metadata: its tensors plus the raw `image` or `text` BYTES input, and in
+/// `parameters` the most rows one request may carry (`max_batch_size`, as Triton names it;
+/// `engine.max_rows_per_request`: 413 above).
 pub fn metadata(h: &ModelHandle) -> Value {
     let v = &h.files.variant;
     let tensor = |name: &str, dtype: DType, shape: &[i64]| json!({"name": name, "datatype": dtype.oip_name(), "shape": shape});
@@ -98,6 +100,7 @@ pub fn metadata(h: &ModelHandle) -> Value {
             "execution_provider": h.ep.as_str(),
             "quantization": v.quantization,
             "labels": h.files.labels.len(),
+            "max_batch_size": h.max_rows(),
         },
     })
 }

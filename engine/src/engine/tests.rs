@@ -1,0 +1,98 @@
+//! The engine on a real model (the shipped `vision-fashion`, real ONNX Runtime): the rows cap,
+//! chunked runs, and a worker that survives a panic.
+
+use super::{Engine, InferenceError, Input};
+use crate::metrics::Metrics;
+use crate::settings::EngineSettings;
+use bytes::Bytes;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn engine(tune: impl FnOnce(&mut EngineSettings)) -> Engine {
+    let mut s = EngineSettings {
+        base_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+        ..Default::default()
+    };
+    s.models.enabled = vec!["vision-fashion".into()];
+    tune(&mut s);
+    let (_, env) = crate::runtime::init(&s).expect("ONNX Runtime loads (run `make setup`)");
+    Engine::start(&s, &env, Arc::new(Metrics::default())).expect("engine starts")
+}
+
+fn samples() -> Vec<Bytes> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/vision-fashion/samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("samples folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| Bytes::from(std::fs::read(p).expect("sample")))
+        .collect()
+}
+
+#[test]
+fn a_worker_that_panics_answers_an_error_and_serves_the_next_request() {
+    let e = engine(|_| {});
+    let img = samples().swap_remove(0);
+    let h = e.model("vision-fashion").expect("loaded");
+    h.fail_next();
+    let err = e
+        .infer_blocking("vision-fashion", Input::Images(vec![img.clone()]))
+        .expect_err("the injected panic fails this request");
+    assert!(
+        matches!(err, InferenceError::Panicked(ref m) if m.contains("fault injected")),
+        "{err:?}"
+    );
+    assert_eq!(e.metrics().inference_count("vision-fashion", "panic"), 1);
+    let ok = e
+        .infer_blocking("vision-fashion", Input::Images(vec![img]))
+        .expect("the same worker answers the next request");
+    assert_eq!(ok.predictions.len(), 1);
+}
+
+#[test]
+fn rows_over_the_cap_are_refused_and_rows_under_it_run_in_chunks() {
+    let e = engine(|s| {
+        s.engine.max_rows_per_request = 40;
+        s.engine.max_rows_per_run = 7;
+    });
+    let imgs = samples();
+    let many: Vec<Bytes> = imgs.iter().cycle().take(41).cloned().collect();
+    let err = e
+        .infer_blocking("vision-fashion", Input::Images(many.clone()))
+        .expect_err("41 rows are over the cap");
+    assert!(
+        matches!(
+            err,
+            InferenceError::TooManyRows {
+                rows: 41,
+                limit: 40
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("engine.max_rows_per_request"));
+    // 40 rows run as 6 chunks of 7 and one of 5: the same answers as one image at a time.
+    let all = e
+        .infer_blocking("vision-fashion", Input::Images(many[..40].to_vec()))
+        .expect("40 rows are answered");
+    assert_eq!(all.predictions.len(), 40);
+    assert_eq!(all.outputs[0].shape[0], 40);
+    for (i, img) in many[..40].iter().enumerate().take(imgs.len()) {
+        let one = e
+            .infer_blocking("vision-fashion", Input::Images(vec![img.clone()]))
+            .expect("one image");
+        assert_eq!(
+            one.predictions[0].index, all.predictions[i].index,
+            "row {i}"
+        );
+        assert!((one.predictions[0].score - all.predictions[i].score).abs() < 1e-4);
+    }
+    // The same rows repeat with the cycle: row 10 + k is row k.
+    assert_eq!(
+        all.predictions[3].index,
+        all.predictions[3 + imgs.len()].index
+    );
+}
