@@ -7,7 +7,6 @@ use crate::config::Config;
 use crate::inference::Engine;
 use crate::inference::engine::StartError;
 use crate::telemetry::Metrics;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -200,9 +199,26 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let limits = tandem_engine::http::ConnLimits::from_config(
+        "server",
+        cfg.server.max_connections,
+        cfg.server.header_read_timeout_ms,
+        cfg.server.idle_timeout_ms,
+    );
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "local API connection cap"
+    );
+    let server = tandem_engine::http::serve::serve(
+        listener,
+        tandem_engine::http::serve::PlainTcp,
+        app,
+        limits,
+        engine.metrics().clone(),
+        stopped(stop_rx.clone()),
+    );
     let served = tokio::select! {
-        r = server.into_future() => r.map_err(AppError::Serve),
+        () = server => Ok(()),
         () = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
             tracing::warn!("in-flight requests did not finish within the grace period");
             Ok(())

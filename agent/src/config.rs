@@ -88,6 +88,19 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Shutdown grace period, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Most bytes of request bodies in flight at once (each request counts its
+    /// `Content-Length`); a request over it gets 503 with `Retry-After` before its body is read.
+    pub max_inflight_body_bytes: usize,
+    /// Most connections open at once, TLS handshakes included; at the cap a new connection
+    /// closes the oldest idle one, or is refused when all are busy. 0: half the process's
+    /// open-file limit (`LimitNOFILE`), between 16 and 4096.
+    pub max_connections: usize,
+    /// Longest a request head may take to arrive once its first byte came, in milliseconds
+    /// (the connection is closed after it).
+    pub header_read_timeout_ms: u64,
+    /// Longest a connection may stay open with no request in progress (after its accept or its
+    /// last response), in milliseconds.
+    pub idle_timeout_ms: u64,
 }
 
 /// `[log]`.
@@ -105,6 +118,10 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
+            max_connections: 0,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
         }
     }
 }
@@ -199,6 +216,13 @@ impl Config {
         if self.server.request_timeout_ms == 0 {
             p.push("server.request_timeout_ms must be > 0".into());
         }
+        p.extend(tandem_engine::http::ConnLimits::problems(
+            "server",
+            self.server.max_body_bytes,
+            self.server.max_inflight_body_bytes,
+            self.server.header_read_timeout_ms,
+            self.server.idle_timeout_ms,
+        ));
         p.extend(self.engine_settings().problems());
         if !self.hub.address.is_empty()
             && let Err(e) = crate::uplink::HubAddress::parse(&self.hub.address)

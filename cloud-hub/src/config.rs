@@ -66,6 +66,19 @@ pub struct HttpConfig {
     /// Serve HTTPS with the hub certificate from `pki_dir` and require a client certificate
     /// signed by the hub CA and not revoked in its `crl.pem` (`tandem-hub device add`).
     pub tls: bool,
+    /// Most bytes of request bodies in flight at once (each request counts its
+    /// `Content-Length`); a request over it gets 503 with `Retry-After` before its body is read.
+    pub max_inflight_body_bytes: usize,
+    /// Most connections open at once, TLS handshakes included; at the cap a new connection
+    /// closes the oldest idle one, or is refused when all are busy. 0: half the process's
+    /// open-file limit (`LimitNOFILE`), between 16 and 4096.
+    pub max_connections: usize,
+    /// Longest a request head may take to arrive once its first byte came, in milliseconds
+    /// (the connection is closed after it).
+    pub header_read_timeout_ms: u64,
+    /// Longest a connection may stay open with no request in progress (after its accept or its
+    /// last response), in milliseconds.
+    pub idle_timeout_ms: u64,
 }
 
 impl HttpConfig {
@@ -93,6 +106,10 @@ impl Default for HttpConfig {
             request_timeout_ms: 30_000,
             bearer_token_file: PathBuf::new(),
             tls: false,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
+            max_connections: 0,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
         }
     }
 }
@@ -222,6 +239,13 @@ impl Config {
         if h.request_timeout_ms == 0 {
             p.push("http.request_timeout_ms must be > 0".into());
         }
+        p.extend(tandem_engine::http::ConnLimits::problems(
+            "http",
+            h.max_body_bytes,
+            h.max_inflight_body_bytes,
+            h.header_read_timeout_ms,
+            h.idle_timeout_ms,
+        ));
         if let Some(path) = self.bearer_token_file()
             && let Err(e) = crate::api::auth::Tokens::load(&path)
         {

@@ -262,8 +262,10 @@ async fn load_fills_the_batch_size_histogram_and_a_full_queue_answers_503() {
     let rows = 3000;
     cfg.engine.queue_capacity = 1;
     cfg.engine.max_batch = 1;
-    // Large requests on purpose (they keep the worker busy): above the default rows cap.
+    // Large requests on purpose (they keep the worker busy): above the default rows cap and,
+    // eight at once, above the default bytes in flight.
     cfg.engine.max_rows_per_request = rows;
+    cfg.http.max_inflight_body_bytes = 256 << 20;
     let (addr, _engine, _stop) = serve(&cfg).await;
     let header = serde_json::to_vec(&json!({"inputs": [{"name": "input", "shape": [rows, 1, 28, 28], "datatype": "FP32", "parameters": {"binary_data_size": rows * 784 * 4}}]})).expect("json");
     let mut body = header.clone();

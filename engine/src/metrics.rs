@@ -64,6 +64,8 @@ struct Inner {
     batch_size: BTreeMap<String, Histogram<{ BATCH_BUCKETS.len() }>>,
     rejected: BTreeMap<String, u64>,
     http: BTreeMap<String, BTreeMap<u16, u64>>,
+    http_refused: BTreeMap<&'static str, u64>,
+    http_connections: i64,
 }
 
 /// The entry for `key`, allocating the key only the first time it is seen (the hot path
@@ -133,6 +135,22 @@ impl Metrics {
         self.with(|i| *slot(&mut i.http, route).entry(status).or_default() += 1);
     }
 
+    /// A connection or request an HTTP listener refused or closed, by reason (connection cap,
+    /// header or idle timeout, in-flight body bytes).
+    pub fn http_refused(&self, reason: &'static str) {
+        self.with(|i| *i.http_refused.entry(reason).or_default() += 1);
+    }
+
+    /// Refusals of one reason so far.
+    pub fn http_refused_count(&self, reason: &'static str) -> u64 {
+        self.with(|i| i.http_refused.get(reason).copied().unwrap_or(0))
+    }
+
+    /// An HTTP connection opened (`+1`) or closed (`-1`).
+    pub fn http_connections(&self, delta: i64) {
+        self.with(|i| i.http_connections += delta);
+    }
+
     /// Total inferences of a model with an outcome (for tests and telemetry).
     pub fn inference_count(&self, model: &str, outcome: &'static str) -> u64 {
         self.with(|i| {
@@ -200,6 +218,15 @@ impl Metrics {
                     let _ = writeln!(out, "tandem_http_responses_total{{route=\"{r}\",status=\"{s}\"}} {n}");
                 }
             }
+            out.push_str("# HELP tandem_http_refused_total HTTP connections and requests refused or closed by the listener, by reason.\n# TYPE tandem_http_refused_total counter\n");
+            for (r, n) in &i.http_refused {
+                let _ = writeln!(out, "tandem_http_refused_total{{reason=\"{r}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP tandem_http_connections HTTP connections open.\n# TYPE tandem_http_connections gauge\ntandem_http_connections {}",
+                i.http_connections
+            );
         });
         let mut last = "";
         for (name, help, labels, value) in gauges {

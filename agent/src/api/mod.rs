@@ -39,6 +39,7 @@ impl AppState {
         let limits = Limits {
             max_body_bytes: cfg.server.max_body_bytes,
             request_timeout: Duration::from_millis(cfg.server.request_timeout_ms),
+            max_inflight_body_bytes: cfg.server.max_inflight_body_bytes,
             section: "server",
         };
         Self {

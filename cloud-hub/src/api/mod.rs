@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tandem_engine::Engine;
 use tandem_engine::http::error::ApiError;
+use tandem_engine::http::serve::{PlainTcp, serve};
 use tandem_engine::http::{self, Answered, ApiContext, Call, Limits, OipService};
 
 /// Why the HTTP API cannot start.
@@ -62,6 +63,7 @@ impl HubApi {
         let limits = Limits {
             max_body_bytes: cfg.http.max_body_bytes,
             request_timeout: Duration::from_millis(cfg.http.request_timeout_ms),
+            max_inflight_body_bytes: cfg.http.max_inflight_body_bytes,
             section: "http",
         };
         Self {
@@ -166,22 +168,19 @@ pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
     http::finish(routes, api)
 }
 
-enum Listener {
-    Plain(tokio::net::TcpListener),
-    Tls(https::TlsListener),
-}
-
 /// The bound HTTP API, ready to serve.
 pub struct HttpServer {
-    listener: Listener,
+    tcp: tokio::net::TcpListener,
+    tls: Option<https::TlsHandshake>,
     local: SocketAddr,
     app: Router,
+    limits: http::ConnLimits,
+    metrics: Arc<tandem_engine::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for HttpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tls = matches!(self.listener, Listener::Tls(_));
-        write!(f, "HttpServer({}, tls: {tls})", self.local)
+        write!(f, "HttpServer({}, tls: {})", self.local, self.tls.is_some())
     }
 }
 
@@ -205,17 +204,22 @@ impl HttpServer {
             .await
             .map_err(bind_err)?;
         let local = tcp.local_addr().map_err(bind_err)?;
-        let listener = match tls_config {
-            Some(c) => Listener::Tls(https::TlsListener::new(tcp, c).map_err(bind_err)?),
-            None => Listener::Plain(tcp),
-        };
+        let limits = http::ConnLimits::from_config(
+            "http",
+            cfg.http.max_connections,
+            cfg.http.header_read_timeout_ms,
+            cfg.http.idle_timeout_ms,
+        );
         if !cfg.http.is_loopback() {
             tracing::info!(listen = %local, tokens = tokens.is_some(), tls = cfg.http.tls, "HTTP API off loopback: authenticated");
         }
         Ok(Self {
-            listener,
+            tcp,
+            tls: tls_config.map(https::TlsHandshake::new),
             local,
+            metrics: api.context.engine.metrics().clone(),
             app: router(api, tokens),
+            limits,
         })
     }
 
@@ -226,7 +230,7 @@ impl HttpServer {
 
     /// Whether it serves HTTPS.
     pub fn is_tls(&self) -> bool {
-        matches!(self.listener, Listener::Tls(_))
+        self.tls.is_some()
     }
 
     /// Serves until `stop` completes, then lets in-flight requests finish.
@@ -234,10 +238,16 @@ impl HttpServer {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HttpError> {
-        match self.listener {
-            Listener::Plain(l) => axum::serve(l, self.app).with_graceful_shutdown(stop).await,
-            Listener::Tls(l) => axum::serve(l, self.app).with_graceful_shutdown(stop).await,
+        tracing::info!(
+            listen = %self.local,
+            max_connections = self.limits.max_connections,
+            "HTTP API connection cap"
+        );
+        let (app, limits, metrics) = (self.app, self.limits, self.metrics);
+        match self.tls {
+            Some(tls) => serve(self.tcp, tls, app, limits, metrics, stop).await,
+            None => serve(self.tcp, PlainTcp, app, limits, metrics, stop).await,
         }
-        .map_err(HttpError::Serve)
+        Ok(())
     }
 }

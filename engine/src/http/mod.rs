@@ -7,10 +7,18 @@
 //! # Layout
 //! - [`error`]: the JSON error body and status of every failure.
 //! - [`oip`]: the OIP v2 handlers and conversions.
+//! - [`inflight`]: the bound on request body bytes in flight per listener (503 over it).
+//! - [`serve`]: the serve loop of a listener (connection cap, header and idle timeouts), over
+//!   the connection table and limits of [`conn`].
 //! - this file: the service trait, the routes, response counting, the body limit.
 
+pub mod conn;
 pub mod error;
+pub mod inflight;
 pub mod oip;
+pub mod serve;
+
+pub use conn::ConnLimits;
 
 use crate::{Engine, Inference, Input};
 use axum::Router;
@@ -34,6 +42,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest wait for an answer (504 after).
     pub request_timeout: Duration,
+    /// Most bytes of request bodies in flight at once on the listener (503 over it).
+    pub max_inflight_body_bytes: usize,
     /// The config section of these keys: `server` (agent), `http` (hub).
     pub section: &'static str,
 }
@@ -107,10 +117,17 @@ pub fn routes<S: OipService>() -> Router<Arc<S>> {
 }
 
 /// Counts every response by route and status (`tandem_http_responses_total`), bounds the body
-/// (`Limits::max_body_bytes`, 413) and attaches the state.
+/// (`Limits::max_body_bytes`, 413) and the bodies in flight (`Limits::max_inflight_body_bytes`,
+/// 503), and attaches the state.
 pub fn finish<S: OipService>(routes: Router<Arc<S>>, state: Arc<S>) -> Router {
-    let limit = state.context().limits.max_body_bytes;
+    let ctx = state.context();
+    let limit = ctx.limits.max_body_bytes;
+    let inflight = Arc::new(inflight::InflightBytes::new(
+        &ctx.limits,
+        ctx.engine.metrics().clone(),
+    ));
     routes
+        .layer(middleware::from_fn_with_state(inflight, inflight::bound))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses::<S>,
