@@ -1,12 +1,14 @@
 //! Test kit for the integration and end-to-end tests: where things are ([`paths`]), waits with
 //! deadlines ([`wait`]), HTTP and Prometheus helpers ([`http`], [`metrics`]), free loopback
-//! ports ([`net`]), child processes with captured logs ([`process`]), TLS client
-//! configurations from PEM files ([`tls`]) and several hosts on one machine in network
-//! namespaces ([`netns`]), with a hub and agents on them ([`fleet`]).
+//! ports ([`net`]), built daemons on loopback started from a config text ([`daemon`]), child
+//! processes with captured logs ([`process`]), TLS client configurations from PEM files
+//! ([`tls`]) and several hosts on one machine in network namespaces ([`netns`]), with a hub
+//! and agents on them ([`fleet`]).
 //!
 //! Generic on purpose: it depends on no Tandem crate, so `tandem-agent` and `tandem-hub` take it
 //! as a dev-dependency without a second copy of their own types.
 
+pub mod daemon;
 pub mod fleet;
 pub mod http;
 pub mod metrics;
