@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint demo models bench-local bench-cascade bench-queue bench-hub bench-swap clean
+.PHONY: setup build release test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap clean
 
 setup:
 	./scripts/setup.sh
@@ -21,6 +21,12 @@ lint:
 test: setup lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	./scripts/fuzz-smoke.sh
+
+# Every fuzz target for FUZZ_SECONDS each (default 300; make test runs 5 s each).
+FUZZ_SECONDS ?= 300
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz-smoke.sh
 
 demo: release
 	./scripts/demo.sh
