@@ -74,6 +74,7 @@ fn failed(e: RegistryError) -> (u8, String) {
             65
         }
         RegistryError::Key { .. } => 78,
+        RegistryError::InvalidName { .. } => 64,
         RegistryError::Engine(_) => 69,
         RegistryError::Folder(_) | RegistryError::Io { .. } => 74,
     };

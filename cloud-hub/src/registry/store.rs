@@ -88,6 +88,17 @@ pub enum RegistryError {
     /// The engine could not record the self-tests' answers (`models pack`).
     #[error("recording the self-tests with the engine: {0}")]
     Engine(String),
+    /// A model name, version or bundle file path from a request that cannot name a stored
+    /// file (`..`, an absolute path, characters a manifest does not allow).
+    #[error("{what} `{value}` is not valid: {rule}")]
+    InvalidName {
+        /// `model name`, `version` or `file path`.
+        what: &'static str,
+        /// What the request said (cut to 64 characters).
+        value: String,
+        /// What a valid one looks like.
+        rule: &'static str,
+    },
     /// A stored entry is unreadable.
     #[error("{path} is corrupt: {message}")]
     Corrupt {
@@ -235,9 +246,54 @@ impl Registry {
         }
     }
 
-    /// One stored version.
+    /// Checks a model name and version before either touches the disk: the one check every
+    /// lookup by name does ([`Registry::get`], downloads over QUIC).
+    pub fn check_names(model: &str, version: &str) -> Result<(), RegistryError> {
+        let invalid = |what, value: &str, rule| RegistryError::InvalidName {
+            what,
+            value: value.chars().take(64).collect(),
+            rule,
+        };
+        if !valid_model_name(model) {
+            return Err(invalid(
+                "model name",
+                model,
+                "lowercase ASCII letters, digits and `-`",
+            ));
+        }
+        if ModelVersion::parse(version).is_none() {
+            return Err(invalid(
+                "version",
+                version,
+                "dot-separated numbers such as 1.0.2",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a file path inside a bundle (a download's `ChunkRequest`): relative, `/`
+    /// separated, no empty, `.` or `..` component, no backslash.
+    pub fn check_file_path(path: &str) -> Result<(), RegistryError> {
+        let ok = !path.is_empty()
+            && !path.starts_with('/')
+            && !path.contains('\\')
+            && path
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if ok {
+            Ok(())
+        } else {
+            Err(RegistryError::InvalidName {
+                what: "file path",
+                value: path.chars().take(64).collect(),
+                rule: "a relative path inside the bundle, without `.` or `..`",
+            })
+        }
+    }
+
+    /// One stored version (`None` for names [`Registry::check_names`] refuses).
     pub fn get(&self, model: &str, version: &str) -> Result<Option<Entry>, RegistryError> {
-        if !valid_model_name(model) || ModelVersion::parse(version).is_none() {
+        if Self::check_names(model, version).is_err() {
             return Ok(None);
         }
         let path = self.dir.join(model).join(version).join("entry.json");

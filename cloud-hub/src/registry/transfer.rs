@@ -1,9 +1,12 @@
 //! Model download over QUIC (docs/wire.md, kinds 0x20–0x23): a `BundleRequest` stream gets the
 //! bundle's `BundleOffer` (digest, files and sizes); a `ChunkRequest` stream gets the asked
 //! range of one file as `Chunk` frames of at most `MAX_CHUNK_BYTES`, in order, then the hub
-//! finishes the stream. Only files of a stored bundle are served, by their listed names.
+//! finishes the stream. Only files of a stored bundle are served, by their listed names; model,
+//! version and path are checked by [`Registry::check_names`] and [`Registry::check_file_path`]
+//! (the checks [`Registry::get`] does) before anything touches the disk, and a request that
+//! fails them is answered `Error { code: BadRequest }` naming the field.
 
-use super::store::Registry;
+use super::store::{Registry, RegistryError};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use tandem_shared::wire::{
@@ -102,6 +105,9 @@ async fn offer(
     version: String,
     send: &mut quinn::SendStream,
 ) -> Result<(), String> {
+    if let Err(e) = Registry::check_names(&model, &version) {
+        return send_msg(send, &error(ErrorCode::BadRequest, e.to_string())).await;
+    }
     let r = registry.clone();
     let (m, v) = (model.clone(), version.clone());
     let found = tokio::task::spawn_blocking(move || {
@@ -140,12 +146,23 @@ async fn chunks(
     len: u64,
     send: &mut quinn::SendStream,
 ) -> Result<(), String> {
+    if let Err(e) =
+        Registry::check_names(model, version).and_then(|()| Registry::check_file_path(path))
+    {
+        return send_msg(send, &error(ErrorCode::BadRequest, e.to_string())).await;
+    }
     let files = {
         let (r, m, v) = (registry.clone(), model.to_string(), version.to_string());
-        tokio::task::spawn_blocking(move || offer_files(&r, &m, &v))
-            .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || -> Result<Vec<BundleFile>, RegistryError> {
+            // Only a stored version (its entry.json written last, at push) is served.
+            if r.get(&m, &v)?.is_none() {
+                return Ok(Vec::new());
+            }
+            Ok(offer_files(&r, &m, &v).unwrap_or_default())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default()
     };
     // Only a listed file, by its listed name: no path from the request touches the disk.
     let Some(file) = files.into_iter().find(|f| f.path == path) else {
