@@ -5,10 +5,13 @@
 //!
 //! Layout: `store` (the sled index and the content-addressed input files, ingest with
 //! deduplication, durable before acknowledgement; new telemetry handed on to the fleet
-//! state), `export` (`tandem-hub feedback export`).
+//! state), `quota` (the per-device byte quota and `[feedback]`), `export`
+//! (`tandem-hub feedback export`).
 
 mod export;
+mod quota;
 mod store;
 
 pub use export::{ExportFormat, ExportSummary};
-pub use store::{FeedbackError, FeedbackStats, Ingested, Store, StoredRecord, TelemetrySink};
+pub use quota::FeedbackConfig;
+pub use store::{FeedbackError, FeedbackStats, Ingested, Put, Store, StoredRecord, TelemetrySink};

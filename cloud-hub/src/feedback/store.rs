@@ -3,20 +3,27 @@
 //! metadata (JSON), and the examples' inputs as files named by their sha256 under `inputs/`.
 //!
 //! # Invariants
-//! - A delivery is stored at most once: a key already present is a duplicate, acknowledged
-//!   again and counted, never stored twice.
-//! - [`Store::ingest`] returns only after the batch is durable (input files fsynced, then the
-//!   index flushed): the hub acknowledges nothing that a crash could lose.
+//! - A delivery is stored at most once, even when two streams of one device deliver it at the
+//!   same moment: the index entry is inserted with a compare-and-swap on an absent key, and
+//!   whoever loses the swap reports a duplicate (acknowledged again and counted).
+//! - [`Store::put`] writes one record as its frame arrives (its input file fsynced before its
+//!   index entry exists); [`Store::commit`] makes every record put so far durable (index
+//!   flushed). The hub acknowledges a record only after a commit that followed its put (or, for
+//!   a duplicate, the other put): nothing acknowledged can be lost to a crash.
 //! - A payload that does not decode is kept as `rejected` (with the reason) and acknowledged:
 //!   sending it again would not help, and it is counted and logged rather than lost silently.
 //! - The device always comes from the connection's certificate, never from a payload.
+//! - Each device stores at most its quota of new bytes per window ([`super::quota`]).
+//! - Files are created 0600 and folders 0700 (the store holds the fleet's inputs).
 //! - Telemetry delivered late (snapshots a device queued while its broker was unreachable)
 //!   goes to the [`TelemetrySink`] (the fleet state) once, when first stored and durable; a
 //!   duplicate does not.
 
+use super::quota::{FeedbackConfig, OverQuota, Quota};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tandem_shared::dedup::DeliveryKey;
@@ -40,6 +47,21 @@ pub enum FeedbackError {
     Locked {
         /// Its folder.
         path: PathBuf,
+    },
+    /// The device is over its byte quota ([`super::quota`]): nothing more is stored from it
+    /// until its window ends.
+    #[error(
+        "device {device} is over its feedback quota ({used} of {quota} bytes stored in this window): retry in {retry_after_ms} ms"
+    )]
+    OverQuota {
+        /// The device.
+        device: String,
+        /// Bytes stored in its current window.
+        used: u64,
+        /// The quota.
+        quota: u64,
+        /// Milliseconds until its window ends.
+        retry_after_ms: u64,
     },
     /// A file.
     #[error("{path}: {source}")]
@@ -116,6 +138,15 @@ impl std::fmt::Debug for Sink {
     }
 }
 
+/// What [`Store::put`] did with one delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Put {
+    /// New, duplicate or rejected.
+    pub outcome: Ingested,
+    /// A new telemetry snapshot, to hand to [`Store::commit`] (only when a sink is set).
+    pub telemetry: Option<serde_json::Value>,
+}
+
 /// The store.
 #[derive(Debug)]
 pub struct Store {
@@ -124,6 +155,19 @@ pub struct Store {
     db: sled::Db,
     stats: FeedbackStats,
     telemetry_sink: Sink,
+    quota: Quota,
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Creates `dir` (and its parents) and makes it 0700.
+fn private_dir(dir: &Path) -> Result<(), FeedbackError> {
+    let io = |source| FeedbackError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
 }
 
 fn now_ms() -> u64 {
@@ -145,12 +189,10 @@ pub(super) fn extension(kind: &str, bytes: &[u8]) -> &'static str {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, FeedbackError> {
-        let inputs = dir.join("inputs");
-        std::fs::create_dir_all(&inputs).map_err(|source| FeedbackError::Io {
-            path: inputs.clone(),
-            source,
-        })?;
+        private_dir(dir)?;
+        private_dir(&dir.join("inputs"))?;
         let index = dir.join("index");
+        private_dir(&index)?;
         let db_err = |e: sled::Error| FeedbackError::Db {
             path: index.clone(),
             message: e.to_string(),
@@ -177,7 +219,14 @@ impl Store {
             db,
             stats: FeedbackStats::default(),
             telemetry_sink: Sink(std::sync::OnceLock::new()),
+            quota: Quota::new(FeedbackConfig::default()),
         })
+    }
+
+    /// Applies `[feedback]` (the per-device quota; [`FeedbackConfig::default`] until called).
+    pub fn with_config(mut self, cfg: FeedbackConfig) -> Self {
+        self.quota = Quota::new(cfg);
+        self
     }
 
     /// Sends each telemetry snapshot stored from now on to `sink` (the fleet state); set once,
@@ -230,12 +279,23 @@ impl Store {
         if path.is_file() {
             return Ok(name);
         }
-        let tmp = path.with_extension("part");
+        // A name of its own: two streams may write the same content at once.
+        let tmp = self.dir.join(format!(
+            "{name}.{}-{}.part",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         let io = |source| FeedbackError::Io {
             path: tmp.clone(),
             source,
         };
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
@@ -243,99 +303,164 @@ impl Store {
     }
 
     /// Stores a batch of deliveries from `device` — `(epoch, seq, payload)` each — and returns
-    /// once they are durable; duplicates are recognised and not stored again.
+    /// once they are durable ([`Store::put`] each, then [`Store::commit`]); duplicates are
+    /// recognised and not stored again.
     pub fn ingest(
         &self,
         device: &str,
         batch: &[(u64, u64, &[u8])],
     ) -> Result<Vec<Ingested>, FeedbackError> {
-        let db_err = |e: sled::Error| FeedbackError::Db {
-            path: self.dir.join("index"),
-            message: e.to_string(),
-        };
         let mut out = Vec::with_capacity(batch.len());
-        let mut writes = sled::Batch::default();
-        let mut seen_in_batch = std::collections::HashSet::new();
-        let mut any = false;
-        let sink = self.telemetry_sink.0.get();
         let mut telemetry = Vec::new();
         for &(epoch, seq, payload) in batch {
-            let key = DeliveryKey {
-                device: device.to_string(),
-                epoch,
-                seq,
-            }
-            .to_bytes();
-            if !seen_in_batch.insert(key.clone())
-                || self.records.contains_key(&key).map_err(db_err)?
-            {
-                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                out.push(Ingested::Duplicate);
-                continue;
-            }
-            let mut rec = StoredRecord {
-                device: device.to_string(),
-                epoch,
-                seq,
-                received_ms: now_ms(),
-                kind: String::new(),
-                example: None,
-                input: None,
-                payload: None,
-                error: None,
-            };
-            let outcome = match record::decode(payload) {
-                Ok(Record::Example { meta, input }) => {
-                    rec.input = Some(self.write_input(&meta.input_kind, &input)?);
-                    rec.kind = "example".into();
-                    rec.example = Some(*meta);
-                    Ingested::New
-                }
-                Ok(Record::Event(v)) => {
-                    rec.kind = "event".into();
-                    rec.payload = Some(v);
-                    Ingested::New
-                }
-                Ok(Record::Telemetry(v)) => {
-                    rec.kind = "telemetry".into();
-                    if sink.is_some() {
-                        telemetry.push(v.clone());
-                    }
-                    rec.payload = Some(v);
-                    Ingested::New
-                }
-                Err(e) => {
-                    tracing::warn!(device, epoch, seq, error = %e, "delivered record does not decode: kept as rejected");
-                    rec.kind = "rejected".into();
-                    rec.error = Some(e.to_string());
-                    Ingested::Rejected
-                }
-            };
-            let value = serde_json::to_vec(&rec).map_err(|e| FeedbackError::Db {
-                path: self.dir.join("index"),
-                message: e.to_string(),
-            })?;
-            writes.insert(key, value);
-            any = true;
-            out.push(outcome);
+            let put = self.put(device, epoch, seq, payload)?;
+            out.push(put.outcome);
+            telemetry.extend(put.telemetry);
         }
-        if any {
-            self.records.apply_batch(writes).map_err(db_err)?;
-            self.db.flush().map_err(db_err)?;
-        }
-        if let Some(sink) = sink {
-            for v in &telemetry {
+        self.commit(device, &telemetry)?;
+        Ok(out)
+    }
+
+    /// Makes every record put so far durable (the index flushed), then hands `telemetry` (the
+    /// snapshots [`Store::put`] returned for `device`) to the sink.
+    pub fn commit(
+        &self,
+        device: &str,
+        telemetry: &[serde_json::Value],
+    ) -> Result<(), FeedbackError> {
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        if let Some(sink) = self.telemetry_sink.0.get() {
+            for v in telemetry {
                 sink(device, v);
             }
         }
-        for o in &out {
-            match o {
-                Ingested::New => self.stats.stored.fetch_add(1, Ordering::Relaxed),
-                Ingested::Rejected => self.stats.rejected.fetch_add(1, Ordering::Relaxed),
-                Ingested::Duplicate => 0,
-            };
+        Ok(())
+    }
+
+    fn db_err(&self, e: sled::Error) -> FeedbackError {
+        FeedbackError::Db {
+            path: self.dir.join("index"),
+            message: e.to_string(),
         }
-        Ok(out)
+    }
+
+    /// Stores one delivery from `device` as its frame arrives: its input file (written and
+    /// fsynced), then its index entry, inserted only where the key is absent. Durable after the
+    /// next [`Store::commit`]. Refused with [`FeedbackError::OverQuota`] (nothing stored) when
+    /// a new record would take the device over its quota; a duplicate is never refused.
+    pub fn put(
+        &self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<Put, FeedbackError> {
+        let key = DeliveryKey {
+            device: device.to_string(),
+            epoch,
+            seq,
+        }
+        .to_bytes();
+        let duplicate = Put {
+            outcome: Ingested::Duplicate,
+            telemetry: None,
+        };
+        if self
+            .records
+            .contains_key(&key)
+            .map_err(|e| self.db_err(e))?
+        {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(duplicate);
+        }
+        let bytes = payload.len() as u64;
+        self.quota
+            .reserve(device, bytes, now_ms())
+            .map_err(|o: OverQuota| FeedbackError::OverQuota {
+                device: device.to_string(),
+                used: o.used,
+                quota: o.quota,
+                retry_after_ms: o.retry_after_ms,
+            })?;
+        let put = self.put_new(device, epoch, seq, key, payload);
+        match &put {
+            Ok(p) if p.outcome == Ingested::Duplicate => self.quota.release(device, bytes),
+            Err(_) => self.quota.release(device, bytes),
+            Ok(_) => {}
+        }
+        let counter = match put.as_ref().map(|p| p.outcome) {
+            Ok(Ingested::New) => &self.stats.stored,
+            Ok(Ingested::Rejected) => &self.stats.rejected,
+            Ok(Ingested::Duplicate) => &self.stats.duplicates,
+            Err(_) => return put,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        put
+    }
+
+    fn put_new(
+        &self,
+        device: &str,
+        epoch: u64,
+        seq: u64,
+        key: Vec<u8>,
+        payload: &[u8],
+    ) -> Result<Put, FeedbackError> {
+        let mut rec = StoredRecord {
+            device: device.to_string(),
+            epoch,
+            seq,
+            received_ms: now_ms(),
+            kind: String::new(),
+            example: None,
+            input: None,
+            payload: None,
+            error: None,
+        };
+        let mut telemetry = None;
+        let outcome = match record::decode(payload) {
+            Ok(Record::Example { meta, input }) => {
+                rec.input = Some(self.write_input(&meta.input_kind, &input)?);
+                rec.kind = "example".into();
+                rec.example = Some(*meta);
+                Ingested::New
+            }
+            Ok(Record::Event(v)) => {
+                rec.kind = "event".into();
+                rec.payload = Some(v);
+                Ingested::New
+            }
+            Ok(Record::Telemetry(v)) => {
+                rec.kind = "telemetry".into();
+                if self.telemetry_sink.0.get().is_some() {
+                    telemetry = Some(v.clone());
+                }
+                rec.payload = Some(v);
+                Ingested::New
+            }
+            Err(e) => {
+                tracing::warn!(device, epoch, seq, error = %e, "delivered record does not decode: kept as rejected");
+                rec.kind = "rejected".into();
+                rec.error = Some(e.to_string());
+                Ingested::Rejected
+            }
+        };
+        let value = serde_json::to_vec(&rec).map_err(|e| FeedbackError::Db {
+            path: self.dir.join("index"),
+            message: e.to_string(),
+        })?;
+        // The one place a key becomes present: of two overlapping redeliveries, one wins.
+        let swapped = self
+            .records
+            .compare_and_swap(&key, None::<&[u8]>, Some(value))
+            .map_err(|e| self.db_err(e))?;
+        Ok(match swapped {
+            Ok(()) => Put { outcome, telemetry },
+            Err(_) => Put {
+                outcome: Ingested::Duplicate,
+                telemetry: None,
+            },
+        })
     }
 }
 
@@ -435,6 +560,100 @@ mod tests {
                 ("cam-1".to_string(), Some(2))
             ]
         );
+    }
+
+    #[test]
+    fn overlapping_redeliveries_store_each_record_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = std::sync::Arc::new(Store::open(dir.path()).expect("open"));
+        let payloads: Vec<Vec<u8>> = (0..200u64)
+            .map(|i| record::encode(&Record::Event(serde_json::json!({ "i": i }))))
+            .collect();
+        for round in 0..20u64 {
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (s, b, p) = (s.clone(), barrier.clone(), payloads.clone());
+                    std::thread::spawn(move || {
+                        let batch: Vec<(u64, u64, &[u8])> = p
+                            .iter()
+                            .enumerate()
+                            .map(|(i, p)| (round, i as u64, p.as_slice()))
+                            .collect();
+                        b.wait();
+                        s.ingest("cam-1", &batch).expect("ingest")
+                    })
+                })
+                .collect();
+            let outcomes: Vec<Vec<Ingested>> = threads
+                .into_iter()
+                .map(|t| t.join().expect("thread"))
+                .collect();
+            for i in 0..payloads.len() {
+                let new = outcomes.iter().filter(|o| o[i] == Ingested::New).count();
+                assert_eq!(
+                    new, 1,
+                    "round {round}, seq {i}: stored by exactly one stream"
+                );
+            }
+        }
+        assert_eq!(s.len(), 20 * payloads.len());
+        assert_eq!(s.stats().stored.load(Ordering::Relaxed), 20 * 200);
+        assert_eq!(s.stats().duplicates.load(Ordering::Relaxed), 20 * 200);
+    }
+
+    #[test]
+    fn inputs_and_folders_are_private() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("feedback");
+        let s = Store::open(&root).expect("open");
+        s.ingest("cam-1", &[(1, 1, &example(None))])
+            .expect("ingest");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        for d in [root.clone(), root.join("inputs"), root.join("index")] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        let inputs: Vec<_> = std::fs::read_dir(root.join("inputs"))
+            .expect("ls")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(inputs.len(), 1, "{inputs:?}");
+        assert_eq!(mode(&inputs[0]), 0o600);
+    }
+
+    #[test]
+    fn over_quota_stores_nothing_and_duplicates_still_pass() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(dir.path())
+            .expect("open")
+            .with_config(FeedbackConfig {
+                quota_bytes_per_device: 100,
+                quota_window_ms: 3_600_000,
+            });
+        let big = vec![7u8; 60];
+        assert_eq!(
+            s.put("cam-1", 1, 1, &big).expect("fits").outcome,
+            Ingested::Rejected
+        );
+        let e = s.put("cam-1", 1, 2, &big).expect_err("over");
+        assert!(
+            matches!(
+                e,
+                FeedbackError::OverQuota {
+                    used: 60,
+                    quota: 100,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("retry in"), "{e}");
+        assert_eq!(
+            s.put("cam-1", 1, 1, &big).expect("a duplicate").outcome,
+            Ingested::Duplicate
+        );
+        s.put("cam-2", 1, 2, &big).expect("another device");
+        assert_eq!(s.len(), 2);
     }
 
     #[test]
