@@ -87,7 +87,59 @@ pub fn render_metrics(engine: &Engine, ingress: &crate::ingress::quic::IngressSt
     ] {
         tandem_engine::metrics::write_one(&mut out, name, "counter", help, v.load(Relaxed) as f64);
     }
+    render_limits(&mut out, &ingress.limits);
     out
+}
+
+/// The QUIC limits' counters and gauges (`[quic.limits]`, `[feedback]`).
+fn render_limits(out: &mut String, l: &crate::ingress::limits::LimitStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, kind, help, v) in [
+        (
+            "tandem_hub_quic_handshakes_refused_total",
+            "counter",
+            "Connections refused because quic.limits.max_handshakes handshakes were in progress.",
+            &l.handshakes_refused,
+        ),
+        (
+            "tandem_hub_quic_connections_over_cap_total",
+            "counter",
+            "Connections refused because quic.limits.max_connections were open.",
+            &l.connections_refused,
+        ),
+        (
+            "tandem_hub_quic_connections_replaced_total",
+            "counter",
+            "Connections closed because their device opened more than quic.limits.max_connections_per_device.",
+            &l.connections_replaced,
+        ),
+        (
+            "tandem_hub_quic_frames_refused_total",
+            "counter",
+            "Streams reset for a frame over its kind's size limit or slower than quic.limits.frame_timeout_ms.",
+            &l.frames_refused,
+        ),
+        (
+            "tandem_hub_records_over_quota_total",
+            "counter",
+            "Delivery streams refused (Busy) because the device was over its feedback quota.",
+            &l.over_quota,
+        ),
+        (
+            "tandem_hub_quic_handshakes",
+            "gauge",
+            "Connections in the TLS handshake now.",
+            &l.handshakes,
+        ),
+        (
+            "tandem_hub_quic_connections",
+            "gauge",
+            "Connections open now (handshakes included).",
+            &l.connections,
+        ),
+    ] {
+        tandem_engine::metrics::write_one(out, name, kind, help, v.load(Relaxed) as f64);
+    }
 }
 
 /// Serves until a signal.
@@ -103,9 +155,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     })?;
     let feedback_dir = cfg.feedback_dir();
     let feedback = Arc::new(tokio::task::block_in_place(|| {
-        crate::feedback::Store::open(&feedback_dir)
+        crate::feedback::Store::open(&feedback_dir).map(|s| s.with_config(cfg.feedback))
     })?);
-    let ingress = QuicIngress::bind(quic_addr, &cfg.pki_dir())?
+    let ingress = QuicIngress::bind_with(quic_addr, &cfg.pki_dir(), cfg.quic.limits)?
         .with_engine(engine.clone())
         .with_feedback(feedback.clone());
     let quic_local = ingress.local_addr().map_err(|source| AppError::Quic {

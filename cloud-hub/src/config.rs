@@ -27,6 +27,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// QUIC ingress for devices.
     pub quic: QuicConfig,
+    /// Limits on what devices deliver (the per-device quota).
+    pub feedback: crate::feedback::FeedbackConfig,
     /// ONNX Runtime.
     pub runtime: RuntimeConfig,
     /// Workers, queues, batching.
@@ -96,6 +98,8 @@ impl HttpConfig {
 pub struct QuicConfig {
     /// UDP listen address for devices.
     pub listen: String,
+    /// Caps on handshakes, connections, streams and buffered bytes (`[quic.limits]`).
+    pub limits: crate::ingress::limits::QuicLimits,
 }
 
 impl Default for HttpConfig {
@@ -118,6 +122,7 @@ impl Default for QuicConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8471".into(),
+            limits: crate::ingress::limits::QuicLimits::default(),
         }
     }
 }
@@ -146,6 +151,7 @@ impl Default for Config {
             feedback_dir: PathBuf::from("feedback"),
             http: HttpConfig::default(),
             quic: QuicConfig::default(),
+            feedback: crate::feedback::FeedbackConfig::default(),
             runtime,
             engine,
             models,
@@ -208,6 +214,8 @@ impl Config {
             }
         }
         problems.extend(cfg.http_problems());
+        problems.extend(cfg.quic.limits.problems());
+        problems.extend(cfg.feedback.problems());
         problems.extend(cfg.mqtt.problems());
         problems.extend(cfg.engine_settings().problems());
         if problems.is_empty() {

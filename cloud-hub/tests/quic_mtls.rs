@@ -216,6 +216,26 @@ async fn lying_peers_lose_their_stream_or_connection_and_others_are_served() {
         other => panic!("expected an Error frame, got {other:?}"),
     }
 
+    // A kind this build does not know: UnsupportedKind (6), as docs/wire.md says.
+    let (_c, r) = raw_stream(f.addr, dev(), b"TD\x01\x7f\x03\0\0\0abc").await;
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+    d.feed(&r.expect("answered"));
+    match d.next_message() {
+        Ok(Some(Message::Error { code, .. })) => assert_eq!(code.to_u16(), 6),
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+
+    // A Ping declaring 1 MiB (a Ping is 8 bytes): stopped at its header, like an oversized frame.
+    let mut fat = b"TD\x01\x05".to_vec();
+    fat.extend((1u32 << 20).to_le_bytes());
+    let (conn, r) = raw_stream(f.addr, dev(), &fat).await;
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.contains("reset") || e.contains("2")),
+        "{r:?}"
+    );
+    assert!(conn.close_reason().is_none());
+
     // Unknown version: connection closed.
     let (conn, _) = raw_stream(f.addr, dev(), b"TD\x09\x05\0\0\0\0").await;
     let reason = format!("{:?}", conn.closed().await);

@@ -104,6 +104,15 @@ fn unknown_kind_skips_one_frame_and_keeps_the_stream_in_sync() {
     let err = dec.next_message().expect_err("unknown kind");
     assert_eq!(err, WireError::UnknownKind(0x7f));
     assert!(!err.is_framing());
+    // docs/wire.md: an unknown kind is answered with code 6 (UnsupportedKind), not 1.
+    assert_eq!(err.answer_code(), ErrorCode::UnsupportedKind);
+    assert_eq!(err.answer_code().to_u16(), 6);
+    let bad = WireError::TrailingBytes { count: 1 };
+    assert_eq!(
+        bad.answer_code().to_u16(),
+        1,
+        "other payload errors: BadRequest"
+    );
     assert_eq!(dec.next_message(), Ok(Some(Message::Pong { nonce: 9 })));
 }
 

@@ -440,6 +440,16 @@ impl Uplink {
         loop {
             match d.next_message() {
                 Ok(Some(Message::Ack { epoch, seq })) => acks.push((epoch, seq)),
+                // Over this device's quota: keep what was acknowledged; the rest waits for a
+                // later round (the delivery loop's backoff).
+                Ok(Some(Message::Busy { retry_after_ms, .. })) => {
+                    tracing::info!(
+                        acked = acks.len(),
+                        retry_after_ms,
+                        "the hub takes no more records from this device for now (quota): the rest stays queued"
+                    );
+                    break;
+                }
                 Ok(Some(Message::Error { message, .. })) => {
                     return Err(UplinkError::Protocol(format!(
                         "the hub refused the records: {message}"
@@ -474,8 +484,12 @@ fn confirm(s: &mut State, addr: &HubAddress) {
 /// One request frame out on a new stream, the whole answer back.
 pub(super) async fn exchange(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(frame).await.map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())?;
+    match send.write_all(frame).await {
+        Ok(()) => send.finish().map_err(|e| e.to_string())?,
+        // The hub stopped reading (a refused delivery): its answer says why.
+        Err(quinn::WriteError::Stopped(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
     recv.read_to_end(DEFAULT_MAX_FRAME_BYTES + 64)
         .await
         .map_err(|e| e.to_string())

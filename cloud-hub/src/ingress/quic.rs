@@ -9,12 +9,18 @@
 //! `Error` answer and the connection lives on.
 //!
 //! Store-and-forward: a stream that starts with a `Deliver` frame carries a batch of them (at
-//! most [`MAX_DELIVERIES_PER_STREAM`]); the hub stores the batch in the feedback store
-//! (deduplicated by device, epoch and seq; durable before it answers) and answers one `Ack`
-//! frame per record, in order.
+//! most [`super::MAX_DELIVERIES_PER_STREAM`]); the hub stores each record in the feedback store
+//! as its frame arrives (deduplicated by device, epoch and seq; within the device's quota) and,
+//! once they are durable, answers one `Ack` frame per record, in order (`super::deliver`).
+//!
+//! Limits ([`super::limits`]): handshakes and connections are admitted within caps (refusals
+//! counted), each frame's size is checked against its kind's limit and reserved from byte
+//! budgets before its payload is read (`super::reader`).
 
+use super::limits::{Admission, LimitStats, QuicLimits, Refusal};
+use super::reader::{Budget, FrameReader, ReadError};
 use super::tls::{self, TlsError};
-use crate::feedback::{Ingested, Store};
+use crate::feedback::Store;
 use crate::serving::Serving;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls_pki_types::CertificateDer;
@@ -24,9 +30,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tandem_engine::Engine;
-use tandem_shared::wire::{
-    DEFAULT_MAX_FRAME_BYTES, ErrorCode, FrameDecoder, Message, WireError, encode_to_vec,
-};
+use tandem_shared::wire::{DEFAULT_MAX_FRAME_BYTES, ErrorCode, Message, WireError, encode_to_vec};
+use tokio::sync::Semaphore;
 
 /// QUIC application error: the peer broke the protocol.
 pub const CLOSE_PROTOCOL_VIOLATION: u32 = 0x1;
@@ -34,8 +39,6 @@ pub const CLOSE_PROTOCOL_VIOLATION: u32 = 0x1;
 pub const STOP_FRAME_TOO_LARGE: u32 = 0x2;
 /// QUIC application error: the hub is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 0x3;
-/// Most `Deliver` frames one stream may carry.
-pub const MAX_DELIVERIES_PER_STREAM: usize = 1024;
 
 /// Why the endpoint cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,8 @@ pub struct IngressStats {
     pub recent_refusals: Mutex<VecDeque<String>>,
     /// Identities of the most recent accepted connections, at most 64.
     pub recent_devices: Mutex<VecDeque<String>>,
+    /// The limits at work ([`super::limits`]).
+    pub limits: LimitStats,
 }
 
 fn push_bounded(q: &Mutex<VecDeque<String>>, s: String) {
@@ -92,33 +97,51 @@ pub struct QuicIngress {
     services: Services,
 }
 
+/// What every connection shares: the limits, their admission state, the hub's byte budget.
+#[derive(Debug, Clone)]
+struct Shared {
+    stats: Arc<IngressStats>,
+    services: Services,
+    limits: QuicLimits,
+    admission: Arc<Admission>,
+    budget: Arc<Semaphore>,
+}
+
 /// What the streams are handled with.
 #[derive(Debug, Clone, Default)]
 struct Services {
     serving: Option<Arc<Serving>>,
     feedback: Option<Arc<Store>>,
     registry: Option<Arc<crate::registry::Registry>>,
+    limits: QuicLimits,
 }
 
 impl QuicIngress {
-    /// Binds the endpoint with the TLS material of a PKI folder.
+    /// Binds the endpoint with the TLS material of a PKI folder and the default limits.
     pub fn bind(addr: SocketAddr, pki: &Path) -> Result<Self, IngressError> {
+        Self::bind_with(addr, pki, QuicLimits::default())
+    }
+
+    /// Binds the endpoint with the TLS material of a PKI folder and `limits`.
+    pub fn bind_with(
+        addr: SocketAddr,
+        pki: &Path,
+        limits: QuicLimits,
+    ) -> Result<Self, IngressError> {
         let tls = tls::server_config(pki)?;
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| IngressError::Config(e.to_string()))?;
         let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_concurrent_bidi_streams(256u32.into());
-        transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            30_000,
-        ))));
-        cfg.transport_config(Arc::new(transport));
+        cfg.transport_config(Arc::new(limits.transport()));
         let endpoint = quinn::Endpoint::server(cfg, addr)
             .map_err(|source| IngressError::Bind { addr, source })?;
         Ok(Self {
             endpoint,
             stats: Arc::new(IngressStats::default()),
-            services: Services::default(),
+            services: Services {
+                limits,
+                ..Services::default()
+            },
         })
     }
 
@@ -156,13 +179,33 @@ impl QuicIngress {
     /// Accepts connections until `stop` resolves, then closes the endpoint.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        let limits = self.services.limits;
+        let shared = Shared {
+            stats: self.stats.clone(),
+            services: self.services.clone(),
+            limits,
+            admission: Arc::new(Admission::new(limits)),
+            budget: Budget::hub(&limits),
+        };
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    let (stats, services) = (self.stats.clone(), self.services.clone());
-                    tokio::spawn(async move { handle_connection(incoming, stats, services).await });
+                    match shared.admission.admit(&shared.stats) {
+                        Ok(held) => {
+                            let shared = shared.clone();
+                            tokio::spawn(async move { handle_connection(incoming, held, shared).await });
+                        }
+                        Err(why) => {
+                            let cap = match why {
+                                Refusal::Connections => "quic.limits.max_connections",
+                                Refusal::Handshakes => "quic.limits.max_handshakes",
+                            };
+                            tracing::debug!(remote = %incoming.remote_address(), cap, "connection refused at a cap: the device retries");
+                            incoming.refuse();
+                        }
+                    }
                 }
             }
         }
@@ -176,11 +219,16 @@ impl QuicIngress {
 
 async fn handle_connection(
     incoming: quinn::Incoming,
-    stats: Arc<IngressStats>,
-    services: Services,
+    (_connection, handshake): (super::limits::Held, super::limits::Held),
+    shared: Shared,
 ) {
+    let Shared {
+        stats, services, ..
+    } = shared.clone();
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
+    let handshake_done = incoming.await;
+    drop(handshake);
+    let conn = match handshake_done {
         Ok(c) => c,
         Err(e) => {
             stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -206,6 +254,8 @@ async fn handle_connection(
     stats.accepted.fetch_add(1, Ordering::Relaxed);
     push_bounded(&stats.recent_devices, device.clone());
     tracing::info!(device = %device, remote = %remote, "device connected");
+    let id = shared.admission.register(&device, &conn, &stats.limits);
+    let budget = Budget::connection(&shared.limits, shared.budget.clone());
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
@@ -215,12 +265,14 @@ async fn handle_connection(
                     device.clone(),
                     services.clone(),
                 );
+                let reader = FrameReader::new(recv, budget.clone(), &shared.limits);
                 tokio::spawn(async move {
-                    handle_stream(&conn, &device, send, recv, &stats, &services).await
+                    handle_stream(&conn, &device, send, reader, &stats, &services).await
                 });
             }
             Err(e) => {
                 tracing::info!(device = %device, reason = %e, "device disconnected");
+                shared.admission.forget(&device, id);
                 return;
             }
         }
@@ -238,29 +290,27 @@ async fn handle_stream(
     conn: &quinn::Connection,
     device: &str,
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    mut reader: FrameReader,
     stats: &IngressStats,
     services: &Services,
 ) {
     let serving = services.serving.as_deref();
-    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
-    let mut buf = vec![0u8; 64 * 1024];
-    let msg = loop {
-        match decoder.next_message() {
-            Ok(Some(m)) => break Ok(m),
-            Ok(None) => {}
-            Err(e) => break Err(e),
+    let msg = match reader.next().await {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => return,
+        Err(ReadError::Wire(e)) => Err(e),
+        Err(e @ ReadError::Slow { .. }) => {
+            stats.limits.frames_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device = %device, error = %e, "frame too slow: stream reset");
+            let _ = reader
+                .recv()
+                .stop(quinn::VarInt::from_u32(STOP_FRAME_TOO_LARGE));
+            let _ = send.reset(quinn::VarInt::from_u32(STOP_FRAME_TOO_LARGE));
+            return;
         }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => decoder.feed(&buf[..n]),
-            Ok(None) => match decoder.finish() {
-                Ok(()) => return,
-                Err(e) => break Err(e),
-            },
-            Err(e) => {
-                tracing::debug!(device = %device, error = %e, "stream read failed");
-                return;
-            }
+        Err(ReadError::Link(e)) => {
+            tracing::debug!(device = %device, error = %e, "stream read failed");
+            return;
         }
     };
     stats.streams.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +333,8 @@ async fn handle_stream(
             payload,
         }) => {
             let first = (epoch, seq, payload);
-            deliveries(device, first, decoder, recv, send, stats, services).await;
+            let feedback = services.feedback.clone();
+            super::deliver::serve(device, first, reader, send, stats, feedback).await;
         }
         Ok(Message::InferRequest {
             request_id,
@@ -318,8 +369,11 @@ async fn handle_stream(
             .await;
         }
         Err(e @ WireError::FrameTooLarge { .. }) => {
+            stats.limits.frames_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(device = %device, error = %e, "frame over the limit: stream stopped");
-            let _ = recv.stop(quinn::VarInt::from_u32(STOP_FRAME_TOO_LARGE));
+            let _ = reader
+                .recv()
+                .stop(quinn::VarInt::from_u32(STOP_FRAME_TOO_LARGE));
             let _ = send.reset(quinn::VarInt::from_u32(STOP_FRAME_TOO_LARGE));
         }
         Err(e) if e.is_framing() && !matches!(e, WireError::IncompleteFrame { .. }) => {
@@ -335,111 +389,11 @@ async fn handle_stream(
                 &mut send,
                 &Message::Error {
                     request_id: 0,
-                    code: ErrorCode::BadRequest,
+                    code: e.answer_code(),
                     message: e.to_string(),
                 },
             )
             .await;
         }
     }
-}
-
-/// The rest of a delivery stream: every `Deliver` frame after the first, stored as one batch,
-/// then one `Ack` per record.
-async fn deliveries(
-    device: &str,
-    first: (u64, u64, Vec<u8>),
-    mut decoder: FrameDecoder,
-    mut recv: quinn::RecvStream,
-    mut send: quinn::SendStream,
-    stats: &IngressStats,
-    services: &Services,
-) {
-    let refuse = |message: String| Message::Error {
-        request_id: 0,
-        code: ErrorCode::BadRequest,
-        message,
-    };
-    let Some(store) = services.feedback.clone() else {
-        let msg = refuse("this hub keeps no feedback store: records not accepted".into());
-        return answer(&mut send, &msg).await;
-    };
-    let mut batch = vec![first];
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match decoder.next_message() {
-            Ok(Some(Message::Deliver {
-                epoch,
-                seq,
-                payload,
-            })) if batch.len() < MAX_DELIVERIES_PER_STREAM => {
-                batch.push((epoch, seq, payload));
-                continue;
-            }
-            Ok(Some(other)) => {
-                let why = match other {
-                    Message::Deliver { .. } => {
-                        format!("more than {MAX_DELIVERIES_PER_STREAM} deliveries on one stream")
-                    }
-                    m => format!("a {:?} frame in a delivery stream", m.kind()),
-                };
-                tracing::warn!(device, why = %why, "delivery stream refused");
-                return answer(&mut send, &refuse(why)).await;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(device, error = %e, "delivery stream refused");
-                return answer(&mut send, &refuse(e.to_string())).await;
-            }
-        }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => decoder.feed(&buf[..n]),
-            Ok(None) => match decoder.finish() {
-                Ok(()) => break,
-                Err(e) => return answer(&mut send, &refuse(e.to_string())).await,
-            },
-            Err(e) => {
-                tracing::debug!(device, error = %e, "delivery stream read failed: nothing stored");
-                return;
-            }
-        }
-    }
-    let dev = device.to_string();
-    let keys: Vec<(u64, u64)> = batch.iter().map(|(e, s, _)| (*e, *s)).collect();
-    let stored = tokio::task::spawn_blocking(move || {
-        let refs: Vec<(u64, u64, &[u8])> = batch
-            .iter()
-            .map(|(e, s, p)| (*e, *s, p.as_slice()))
-            .collect();
-        store.ingest(&dev, &refs)
-    })
-    .await;
-    let outcomes = match stored {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            tracing::error!(device, error = %e, "feedback store failed: records not acknowledged");
-            let msg = Message::Error {
-                request_id: 0,
-                code: ErrorCode::Internal,
-                message: format!("the hub could not store the records: {e}"),
-            };
-            return answer(&mut send, &msg).await;
-        }
-        Err(e) => {
-            tracing::error!(device, error = %e, "feedback store task failed");
-            return;
-        }
-    };
-    let mut out = Vec::new();
-    for ((epoch, seq), o) in keys.into_iter().zip(outcomes) {
-        match o {
-            Ingested::Duplicate => stats.redelivered.fetch_add(1, Ordering::Relaxed),
-            Ingested::New | Ingested::Rejected => stats.delivered.fetch_add(1, Ordering::Relaxed),
-        };
-        if let Ok(b) = encode_to_vec(&Message::Ack { epoch, seq }, DEFAULT_MAX_FRAME_BYTES) {
-            out.extend_from_slice(&b);
-        }
-    }
-    let _ = send.write_all(&out).await;
-    let _ = send.finish();
 }

@@ -131,6 +131,16 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// The [`crate::wire::ErrorCode`] a receiver answers a payload error with (docs/wire.md,
+    /// "Error handling"): `UnsupportedKind` for a kind it does not know, so a sender can probe
+    /// a new kind safely; `BadRequest` for every other error.
+    pub fn answer_code(&self) -> crate::wire::ErrorCode {
+        match self {
+            Self::UnknownKind(_) => crate::wire::ErrorCode::UnsupportedKind,
+            _ => crate::wire::ErrorCode::BadRequest,
+        }
+    }
+
     /// True when the stream's frame boundaries are lost (or the peer speaks another protocol):
     /// the receiver must stop reading the stream. False when only one frame's payload is bad.
     pub fn is_framing(&self) -> bool {

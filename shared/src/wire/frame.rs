@@ -127,6 +127,19 @@ impl FrameDecoder {
         self.buf.len() - self.pos
     }
 
+    /// The kind byte and declared payload length of the frame being assembled, once its 8
+    /// header bytes are in and checked (magic, version, the decoder's maximum) but before its
+    /// payload is complete: lets a receiver apply a tighter limit per kind, or reserve memory,
+    /// before it reads (and buffers) the payload. `None` while no header is complete.
+    pub fn pending_header(&self) -> Option<(u8, usize)> {
+        if self.failed.is_some() {
+            return None;
+        }
+        parse_header(&self.buf[self.pos..], self.max_frame_bytes)
+            .ok()
+            .flatten()
+    }
+
     /// The next complete frame, `Ok(None)` when more bytes are needed, or a framing error
     /// (bad magic, unsupported version, frame too large): the stream is then unusable and
     /// every later call returns the same error.
