@@ -186,3 +186,109 @@ async fn a_cut_download_resumes_and_bad_bundles_are_refused() {
         "{missing:?}"
     );
 }
+
+/// The registry folder of a pushed version's bundle, to tamper with (a hostile or broken hub).
+fn stored(registry_dir: &Path, version: &str) -> std::path::PathBuf {
+    registry_dir
+        .join("vision-fashion")
+        .join(version)
+        .join("bundle")
+}
+
+fn leftovers(downloads: &Path, version: &str) -> Vec<String> {
+    std::fs::read_dir(downloads)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(&format!("vision-fashion-{version}")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_description_is_refused_before_download_and_refusals_leave_no_folder() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = dir.path().join("pki");
+    Pki::init(&pki).expect("pki");
+    Pki::open(&pki)
+        .expect("pki")
+        .add_device("cam-1", 30)
+        .expect("device");
+    let registry_dir = dir.path().join("registry");
+    let registry = Registry::open(&registry_dir).expect("registry");
+    for version in ["1.0.3", "1.0.4"] {
+        let out = dir.path().join(format!("pack-{version}"));
+        let opts = PackOptions {
+            version: Some(version.into()),
+            ..PackOptions::default()
+        };
+        pack(&repo().join("models/vision-fashion"), &out, &opts).expect("pack");
+        registry
+            .push(&out, &load_signer(&pki).expect("signer"))
+            .expect("push");
+    }
+    // 1.0.3's bundle.json becomes 300 MB (sparse): the offer says so.
+    let json = std::fs::OpenOptions::new()
+        .write(true)
+        .open(stored(&registry_dir, "1.0.3").join("bundle.json"))
+        .expect("bundle.json");
+    json.set_len(300_000_000).expect("grow");
+    drop(json);
+    // 1.0.4's model file is altered after signing (same size): its sha256 no longer matches.
+    let model = stored(&registry_dir, "1.0.4").join("edge.onnx");
+    let mut bytes = std::fs::read(&model).expect("edge.onnx");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&model, &bytes).expect("tamper");
+
+    let addr = hub(&pki, registry).await;
+    let endpoint = client(&pki, "cam-1");
+    let conn = connect(&endpoint, addr).await;
+    let downloads = dir.path().join("downloads");
+    let key = trusted(&pki);
+    let opts = DownloadOptions::default();
+
+    let fetched = Arc::new(AtomicU64::new(0));
+    let seen = fetched.clone();
+    let count = move |done: u64, _: u64| {
+        seen.fetch_max(done, Ordering::Relaxed);
+    };
+    let big = fetch(
+        &conn,
+        "vision-fashion",
+        "1.0.3",
+        &downloads,
+        &key,
+        opts,
+        &count,
+    )
+    .await;
+    match &big {
+        Err(DownloadError::Bundle(BundleError::Malformed(m))) => {
+            assert!(m.contains("bundle.json") && m.contains("300000000"), "{m}")
+        }
+        other => panic!("expected a refusal of the offer, got {other:?}"),
+    }
+    assert_eq!(fetched.load(Ordering::Relaxed), 0, "nothing downloaded");
+    assert_eq!(leftovers(&downloads, "1.0.3"), Vec::<String>::new());
+
+    let bad = fetch(
+        &conn,
+        "vision-fashion",
+        "1.0.4",
+        &downloads,
+        &key,
+        opts,
+        &|_, _| {},
+    )
+    .await;
+    assert!(
+        matches!(
+            bad,
+            Err(DownloadError::Bundle(BundleError::HashMismatch { .. }))
+        ),
+        "{bad:?}"
+    );
+    assert_eq!(leftovers(&downloads, "1.0.4"), Vec::<String>::new());
+}

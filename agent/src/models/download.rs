@@ -9,11 +9,17 @@
 //!
 //! Partial downloads live in `<downloads>/<model>-<version>-<digest prefix>/`, so bytes of two
 //! different contents never mix. The folder is a bundle when `fetch` returns; the model manager
-//! then verifies and installs it.
+//! then verifies and installs it. A download that is refused (by the hub, the signature, a
+//! sha256, a bad offer) removes its folder; only one cut short by the link keeps it to resume.
+//! An offer whose `bundle.json` or `bundle.sig` is over its size limit is refused before a byte
+//! of it is fetched.
 
 use std::path::{Path, PathBuf};
 use tandem_engine::model::sha256_file;
-use tandem_shared::bundle::{self, BUNDLE_FILE, BundleError, SIGNATURE_FILE, TrustedKey};
+use tandem_shared::bundle::{
+    self, BUNDLE_FILE, BundleError, MAX_BUNDLE_JSON_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_FILE,
+    TrustedKey,
+};
 use tandem_shared::wire::{
     BundleFile, DEFAULT_MAX_FRAME_BYTES, FrameDecoder, Message, encode_to_vec,
 };
@@ -163,6 +169,18 @@ pub async fn fetch(
             f.path
         )));
     }
+    for (name, max) in [
+        (BUNDLE_FILE, MAX_BUNDLE_JSON_BYTES),
+        (SIGNATURE_FILE, MAX_SIGNATURE_BYTES),
+    ] {
+        if let Some(f) = files.iter().find(|f| f.path == name && f.size > max as u64) {
+            return Err(BundleError::Malformed(format!(
+                "the offer's {name} is {} bytes, more than {max}: not downloaded",
+                f.size
+            ))
+            .into());
+        }
+    }
     let prefix: String = digest
         .chars()
         .filter(char::is_ascii_hexdigit)
@@ -170,6 +188,30 @@ pub async fn fetch(
         .collect();
     let dir = downloads.join(format!("{model}-{version}-{prefix}"));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let result = fetch_into(conn, model, version, &dir, &files, key, opts, progress).await;
+    if let Err(e) = &result
+        && !matches!(e, DownloadError::Link(_) | DownloadError::Io { .. })
+    {
+        // Refused: not worth keeping, the next attempt starts afresh.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+/// The files of an accepted offer into `dir`: the description and its signature first, then
+/// the files the signed manifest lists.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_into(
+    conn: &quinn::Connection,
+    model: &str,
+    version: &str,
+    dir: &Path,
+    files: &[BundleFile],
+    key: &TrustedKey,
+    opts: DownloadOptions,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<Fetched, DownloadError> {
+    let dir = dir.to_path_buf();
     let total: u64 = files.iter().map(|f| f.size).sum();
     let mut state = Progress {
         total,
@@ -190,11 +232,7 @@ pub async fn fetch(
     }
     let json = std::fs::read(dir.join(BUNDLE_FILE)).map_err(io(&dir))?;
     let sig = std::fs::read(dir.join(SIGNATURE_FILE)).ok();
-    if let Err(e) = bundle::verify_signature(&json, sig.as_deref(), key) {
-        // Not worth keeping: the next attempt starts afresh.
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e.into());
-    }
+    bundle::verify_signature(&json, sig.as_deref(), key)?;
     let doc = bundle::parse(&json)?;
     for f in files
         .iter()
@@ -217,7 +255,6 @@ pub async fn fetch(
                 source: std::io::Error::other(e.to_string()),
             })?;
         if !actual.eq_ignore_ascii_case(expected) {
-            let _ = std::fs::remove_file(&path);
             return Err(BundleError::HashMismatch {
                 path: f.path.clone(),
                 expected: expected.clone(),
