@@ -2,7 +2,8 @@
 //! two overlapping streams of one device delivering the same records store each once and both
 //! get every `Ack`; a device over its quota gets the `Ack`s of what was stored, then `Busy`;
 //! connections over `max_connections` are refused and counted while the open ones keep
-//! working; a device's connection over `max_connections_per_device` replaces its oldest.
+//! working; a device's connection over `max_connections_per_device` replaces its oldest; while
+//! a silent client holds the only handshake place (`max_handshakes = 1`), a new one is refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,5 +227,50 @@ async fn connections_over_the_caps_are_refused_or_replace_the_oldest() {
     assert_eq!(
         h.stats.limits.connections_replaced.load(Ordering::Relaxed),
         1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_over_the_cap_are_refused_while_one_stalls() {
+    let limits = QuicLimits {
+        max_handshakes: 1,
+        ..QuicLimits::default()
+    };
+    let h = hub(limits, FeedbackConfig::default());
+    let before = connect(&h, "cam-1").await.expect("cam-1");
+    // A client that sends its Initial packet and then goes silent: catch a real client's first
+    // datagram on a socket of ours and replay it to the hub from a socket that never answers.
+    let trap = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("trap");
+    let cfg = tandem_tests::tls::quic_client_config(
+        &h.pki.dir().join("ca.pem"),
+        Some(h.pki.device_files("cam-2")),
+        ALPN,
+    );
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let _stalled = ep
+        .connect_with(cfg, trap.local_addr().expect("trap addr"), "localhost")
+        .expect("connect");
+    let mut initial = vec![0u8; 4096];
+    let (n, _) = trap.recv_from(&mut initial).await.expect("initial packet");
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("silent");
+    silent.send_to(&initial[..n], h.addr).await.expect("replay");
+    for _ in 0..200 {
+        if h.stats.limits.handshakes.load(Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.stats.limits.handshakes.load(Ordering::Relaxed), 1);
+
+    let refused = connect(&h, "cam-3").await.expect_err("over max_handshakes");
+    assert!(refused.to_lowercase().contains("refused"), "{refused}");
+    assert_eq!(h.stats.limits.handshakes_refused.load(Ordering::Relaxed), 1);
+    assert!(
+        ping(&before).await,
+        "an established connection keeps working"
     );
 }
