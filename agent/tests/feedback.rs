@@ -272,3 +272,84 @@ async fn hard_examples_and_corrections_reach_the_hub_once() {
         assert!(input.is_file(), "{} exported", input.display());
     }
 }
+
+/// A hub whose feedback store refuses more than ~2 records a window: the agent's records wait
+/// in its queue through the `Busy` refusals and all arrive, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_over_the_hub_quota_wait_and_arrive_later() {
+    use tandem_agent::queue::Class;
+    use tandem_shared::record::{self, Record};
+    let dir = std::env::temp_dir().join(format!("tandem-quota-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::init(&dir.join("pki")).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let quota = tandem_hub::feedback::FeedbackConfig {
+        quota_bytes_per_device: 250_000,
+        quota_window_ms: 1_000,
+    };
+    let store = Arc::new(
+        Store::open(&dir.join("hub-feedback"))
+            .expect("hub store")
+            .with_config(quota),
+    );
+    let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
+        .expect("bind hub")
+        .with_feedback(store.clone());
+    let hub_addr = ingress.local_addr().expect("addr");
+    let hub_stats = ingress.stats();
+    tokio::spawn(ingress.run(std::future::pending()));
+
+    let mut cfg = common::config(&["vision-fashion"], "edge", &["cpu"]);
+    cfg.hub.address = hub_addr.to_string();
+    cfg.hub.ca = pki.dir().join("ca.pem");
+    (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
+    cfg.queue.dir = dir.join("agent-queue");
+    let queue = app::open_queue(&cfg).expect("queue");
+    let records = 10u64;
+    for i in 0..records {
+        let payload = record::encode(&Record::Event(
+            json!({ "i": i, "pad": "x".repeat(100_000) }),
+        ));
+        queue
+            .submit(Class::Event, payload)
+            .expect("submit")
+            .accepted()
+            .await
+            .expect("append");
+    }
+    let uplink =
+        Arc::new(tandem_agent::uplink::Uplink::new(&cfg.hub, |p| p.to_path_buf()).expect("uplink"));
+    uplink.keep();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(deliver::run(Arc::downgrade(&uplink), queue.clone(), wake));
+    tandem_tests::wait_for("every record stored", Duration::from_secs(120), || {
+        store.len() as u64 == records
+    })
+    .await;
+    assert!(
+        hub_stats
+            .limits
+            .over_quota
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the quota refused some deliveries on the way"
+    );
+    let mut seen: Vec<u64> = store
+        .iter()
+        .map(|r| {
+            r.expect("record").payload.expect("payload")["i"]
+                .as_u64()
+                .expect("i")
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..records).collect::<Vec<_>>(), "each record once");
+    tandem_tests::wait_for("the agent's queue drained", Duration::from_secs(30), || {
+        uplink
+            .delivery_stats()
+            .acked
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= records
+    })
+    .await;
+}
