@@ -77,11 +77,12 @@ fn finish(
     let files = PayloadFiles::open(dir).map_err(|e| io(&e))?;
     let (mut mark, found) = Watermark::open(dir).map_err(|e| io(&e))?;
     let (verdict, recovery) = match recovery {
-        // A fresh database: what the old one's mark held is what was lost.
+        // A fresh database: what the old one's mark held is what was lost; seqs go on past
+        // the old ones, so none repeats on this device even across the epochs.
         Some((r, Found::Mark(m))) => (
             Verdict::RolledBack {
                 lost: m.live,
-                next_seq: 1,
+                next_seq: m.next_seq,
             },
             Some(r),
         ),

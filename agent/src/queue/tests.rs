@@ -288,7 +288,12 @@ fn a_database_that_will_not_open_is_moved_aside_and_a_fresh_queue_started() {
     assert!(r.lost_files >= 2 && r.lost_bytes > 0, "{r:?}");
     assert_ne!(q.epoch(), old_epoch, "a fresh queue has a new epoch");
     assert_eq!(s.depth(), 0);
-    assert_eq!(q.append(Class::Event, b"x".to_vec()).expect("usable"), 1);
+    assert_eq!(s.lost, 1, "the old queue's watermark counts what it held");
+    assert_eq!(
+        q.append(Class::Event, b"x".to_vec()).expect("usable"),
+        2,
+        "seqs go on past the old queue's"
+    );
 }
 
 #[test]
