@@ -3,7 +3,8 @@
 //! get every `Ack`; a device over its quota gets the `Ack`s of what was stored, then `Busy`;
 //! connections over `max_connections` are refused and counted while the open ones keep
 //! working; a device's connection over `max_connections_per_device` replaces its oldest; while
-//! a silent client holds the only handshake place (`max_handshakes = 1`), a new one is refused.
+//! a silent client holds the only handshake place (`max_handshakes = 1`), a new one is refused;
+//! a frame that never completes is reset after `frame_timeout_ms` and its budget given back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -273,4 +274,34 @@ async fn handshakes_over_the_cap_are_refused_while_one_stalls() {
         ping(&before).await,
         "an established connection keeps working"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_never_completes_gives_its_budget_back() {
+    let limits = QuicLimits {
+        frame_timeout_ms: 300,
+        max_frame_bytes: 4 << 20,
+        max_buffered_bytes_per_connection: 4 << 20,
+        max_buffered_bytes: 4 << 20,
+        ..QuicLimits::default()
+    };
+    let h = hub(limits, FeedbackConfig::default());
+    let conn = connect(&h, "cam-1").await.expect("connect");
+    // A Deliver header declaring the whole hub budget, a few bytes, then silence.
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let mut header = b"TD\x01\x10".to_vec();
+    header.extend((4u32 << 20).to_le_bytes());
+    send.write_all(&header).await.expect("header");
+    send.write_all(&[0u8; 100]).await.expect("some payload");
+    let cut = recv.read_to_end(1024).await;
+    assert!(cut.is_err(), "the stalled stream is reset: {cut:?}");
+    assert_eq!(h.stats.limits.frames_refused.load(Ordering::Relaxed), 1);
+    // The budget is free again: a frame as large as all of it is taken.
+    let big = delivers(1, 0..1, (4 << 20) - 4096);
+    let (answers, other) = tokio::join!(exchange(&conn, &big), ping(&conn));
+    assert!(
+        matches!(answers.as_slice(), [Message::Ack { .. }]),
+        "{answers:?}"
+    );
+    assert!(other);
 }

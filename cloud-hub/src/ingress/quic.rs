@@ -95,6 +95,7 @@ pub struct QuicIngress {
     endpoint: quinn::Endpoint,
     stats: Arc<IngressStats>,
     services: Services,
+    limits: QuicLimits,
 }
 
 /// What every connection shares: the limits, their admission state, the hub's byte budget.
@@ -113,7 +114,6 @@ struct Services {
     serving: Option<Arc<Serving>>,
     feedback: Option<Arc<Store>>,
     registry: Option<Arc<crate::registry::Registry>>,
-    limits: QuicLimits,
 }
 
 impl QuicIngress {
@@ -138,10 +138,8 @@ impl QuicIngress {
         Ok(Self {
             endpoint,
             stats: Arc::new(IngressStats::default()),
-            services: Services {
-                limits,
-                ..Services::default()
-            },
+            services: Services::default(),
+            limits,
         })
     }
 
@@ -179,7 +177,7 @@ impl QuicIngress {
     /// Accepts connections until `stop` resolves, then closes the endpoint.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
-        let limits = self.services.limits;
+        let limits = self.limits;
         let shared = Shared {
             stats: self.stats.clone(),
             services: self.services.clone(),
