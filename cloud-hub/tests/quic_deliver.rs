@@ -235,6 +235,7 @@ async fn connections_over_the_caps_are_refused_or_replace_the_oldest() {
 async fn handshakes_over_the_cap_are_refused_while_one_stalls() {
     let limits = QuicLimits {
         max_handshakes: 1,
+        handshake_timeout_ms: 1_000,
         ..QuicLimits::default()
     };
     let h = hub(limits, FeedbackConfig::default());
@@ -274,6 +275,16 @@ async fn handshakes_over_the_cap_are_refused_while_one_stalls() {
         ping(&before).await,
         "an established connection keeps working"
     );
+    // The silent handshake is dropped after handshake_timeout_ms: the place is free again.
+    for _ in 0..200 {
+        if h.stats.limits.handshakes.load(Ordering::Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.stats.limits.handshakes.load(Ordering::Relaxed), 0);
+    let after = connect(&h, "cam-3").await.expect("a handshake place again");
+    assert!(ping(&after).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! handshakes and connections admitted, streams per connection, bytes of frames buffered.
 //!
 //! Policy:
-//! - At most `max_handshakes` connections in the TLS handshake at once, and at most
+//! - At most `max_handshakes` connections in the TLS handshake at once (each given at most
+//!   `handshake_timeout_ms`), and at most
 //!   `max_connections` connections (handshakes included) in all: an incoming connection over
 //!   either cap is refused at once (QUIC `CONNECTION_REFUSED`, before any TLS work) and counted;
 //!   the device retries with its backoff. Existing connections are never closed for a newcomer.
@@ -32,6 +33,9 @@ pub const CLOSE_REPLACED: u32 = 0x4;
 pub struct QuicLimits {
     /// Connections in the TLS handshake at once (default 64); more are refused and retry.
     pub max_handshakes: u32,
+    /// Longest a handshake may take, in milliseconds (default 10000); then it is dropped and
+    /// its place freed (a client that goes silent mid-handshake holds a place no longer).
+    pub handshake_timeout_ms: u64,
     /// Connections at once, handshakes included (default 4096); more are refused and retry.
     pub max_connections: u32,
     /// Connections per device identity (default 4); a newer one closes the oldest.
@@ -57,6 +61,7 @@ impl Default for QuicLimits {
     fn default() -> Self {
         Self {
             max_handshakes: 64,
+            handshake_timeout_ms: 10_000,
             max_connections: 4096,
             max_connections_per_device: 4,
             max_streams_per_connection: 64,
@@ -89,8 +94,13 @@ impl QuicLimits {
                 p.push(format!("quic.limits.{key} must be > 0"));
             }
         }
-        if self.frame_timeout_ms == 0 {
-            p.push("quic.limits.frame_timeout_ms must be > 0".into());
+        for (key, v) in [
+            ("frame_timeout_ms", self.frame_timeout_ms),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+        ] {
+            if v == 0 {
+                p.push(format!("quic.limits.{key} must be > 0"));
+            }
         }
         if self.max_buffered_bytes_per_connection < u64::from(self.max_frame_bytes) {
             p.push(

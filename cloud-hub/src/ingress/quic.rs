@@ -224,7 +224,15 @@ async fn handle_connection(
         stats, services, ..
     } = shared.clone();
     let remote = incoming.remote_address();
-    let handshake_done = incoming.await;
+    let patience = std::time::Duration::from_millis(shared.limits.handshake_timeout_ms);
+    // A handshake that does not finish in time is dropped (quinn closes it) and its place freed.
+    let handshake_done = match tokio::time::timeout(patience, incoming.into_future()).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "handshake not completed within quic.limits.handshake_timeout_ms ({} ms)",
+            patience.as_millis()
+        )),
+    };
     drop(handshake);
     let conn = match handshake_done {
         Ok(c) => c,
