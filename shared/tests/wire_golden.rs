@@ -221,6 +221,37 @@ fn golden_model_download() {
 }
 
 #[test]
+fn golden_certificates() {
+    check(
+        "enrol",
+        Message::Enrol {
+            token: "tok1".into(),
+            name: "cam1".into(),
+            csr: vec![0x30, 0x01, 0x00],
+        },
+    );
+    check(
+        "renew",
+        Message::Renew {
+            csr: vec![0x30, 0x00],
+        },
+    );
+    check(
+        "issued",
+        Message::Issued {
+            name: "lab-cam-1".into(),
+            cert: vec![0x30, 0x00],
+        },
+    );
+}
+
+#[test]
+fn forbidden_error_code_is_eight() {
+    assert_eq!(ErrorCode::Forbidden.to_u16(), 8);
+    assert_eq!(ErrorCode::from_u16(8), ErrorCode::Forbidden);
+}
+
+#[test]
 fn golden_frames_concatenated_decode_in_order() {
     let names = ["ping", "infer_request_text", "busy", "ack"];
     let stream: Vec<u8> = names.iter().flat_map(|n| fixture(n)).collect();

@@ -136,6 +136,11 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         (any::<u64>(), prop::collection::vec(any::<u8>(), 0..128))
             .prop_map(|(offset, data)| Message::Chunk { offset, data }),
+        (name(), name(), prop::collection::vec(any::<u8>(), 0..128))
+            .prop_map(|(token, name, csr)| Message::Enrol { token, name, csr }),
+        prop::collection::vec(any::<u8>(), 0..128).prop_map(|csr| Message::Renew { csr }),
+        (name(), prop::collection::vec(any::<u8>(), 0..128))
+            .prop_map(|(name, cert)| Message::Issued { name, cert }),
     ]
 }
 
@@ -195,7 +200,7 @@ proptest! {
 
     #[test]
     fn arbitrary_payloads_never_panic_and_reencode_exactly(
-        kind in prop_oneof![1u8..=6, 0x10u8..=0x11, 0x20u8..=0x23, any::<u8>()],
+        kind in prop_oneof![1u8..=6, 0x10u8..=0x11, 0x20u8..=0x23, 0x30u8..=0x32, any::<u8>()],
         payload in prop::collection::vec(any::<u8>(), 0..256),
     ) {
         if let Ok(msg) = decode_payload(kind, &payload) {

@@ -126,6 +126,16 @@ pub(crate) fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), Wir
             w.u64(*offset);
             w.bytes32(data)?;
         }
+        Message::Enrol { token, name, csr } => {
+            w.str16("token", token, MAX_NAME_BYTES)?;
+            w.str16("name", name, MAX_NAME_BYTES)?;
+            w.bytes32(csr)?;
+        }
+        Message::Renew { csr } => w.bytes32(csr)?,
+        Message::Issued { name, cert } => {
+            w.str16("name", name, MAX_NAME_BYTES)?;
+            w.bytes32(cert)?;
+        }
     }
     Ok(())
 }
@@ -220,6 +230,18 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
         Kind::Chunk => Message::Chunk {
             offset: r.u64("offset")?,
             data: r.bytes32("data")?,
+        },
+        Kind::Enrol => Message::Enrol {
+            token: r.str16("token", MAX_NAME_BYTES)?,
+            name: r.str16("name", MAX_NAME_BYTES)?,
+            csr: r.bytes32("csr")?,
+        },
+        Kind::Renew => Message::Renew {
+            csr: r.bytes32("csr")?,
+        },
+        Kind::Issued => Message::Issued {
+            name: r.str16("name", MAX_NAME_BYTES)?,
+            cert: r.bytes32("cert")?,
         },
     };
     r.finish()?;

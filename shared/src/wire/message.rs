@@ -5,8 +5,8 @@
 ///
 /// Numbers are grouped by flow: `0x01..=0x0f` offload and liveness, `0x10..=0x1f`
 /// store-and-forward delivery, `0x20..=0x2f` model download (`0x24..=0x2f` still free, decoded
-/// as [`crate::wire::WireError::UnknownKind`]). A number, once given, is never reused for
-/// another layout.
+/// as [`crate::wire::WireError::UnknownKind`]), `0x30..=0x3f` certificates: enrolment and
+/// renewal (`0x33..=0x3f` free). A number, once given, is never reused for another layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
@@ -34,6 +34,12 @@ pub enum Kind {
     ChunkRequest = 0x22,
     /// [`Message::Chunk`] (hub → agent).
     Chunk = 0x23,
+    /// [`Message::Enrol`] (agent → hub, enrolment endpoint).
+    Enrol = 0x30,
+    /// [`Message::Renew`] (agent → hub, mTLS connection).
+    Renew = 0x31,
+    /// [`Message::Issued`] (hub → agent).
+    Issued = 0x32,
 }
 
 impl Kind {
@@ -52,6 +58,9 @@ impl Kind {
             0x21 => Self::BundleOffer,
             0x22 => Self::ChunkRequest,
             0x23 => Self::Chunk,
+            0x30 => Self::Enrol,
+            0x31 => Self::Renew,
+            0x32 => Self::Issued,
             _ => return None,
         })
     }
@@ -142,6 +151,9 @@ pub enum ErrorCode {
     UnsupportedKind,
     /// The peer is shutting down; do not retry on this connection (7).
     ShuttingDown,
+    /// The credential does not allow this: a claim token unknown, used, expired or revoked,
+    /// or a certificate that may not be renewed (8).
+    Forbidden,
     /// A code this build does not know. Decoding never yields a known code's number here.
     Unknown(u16),
 }
@@ -157,6 +169,7 @@ impl ErrorCode {
             Self::Internal => 5,
             Self::UnsupportedKind => 6,
             Self::ShuttingDown => 7,
+            Self::Forbidden => 8,
             Self::Unknown(n) => n,
         }
     }
@@ -170,6 +183,7 @@ impl ErrorCode {
             5 => Self::Internal,
             6 => Self::UnsupportedKind,
             7 => Self::ShuttingDown,
+            8 => Self::Forbidden,
             other => Self::Unknown(other),
         }
     }
@@ -289,6 +303,30 @@ pub enum Message {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// A new device asks for its certificate (agent → hub, on the enrolment endpoint: TLS
+    /// with server authentication only, docs/enrolment.md).
+    Enrol {
+        /// The one-time claim token (`tandem-hub claim create`), the bearer credential.
+        token: String,
+        /// The name the device proposes; the hub prefixes it with the claim's prefix.
+        name: String,
+        /// A PKCS#10 certificate request (DER) signed by the key the device generated: the
+        /// proof that it holds the key. Only its public key is used.
+        csr: Vec<u8>,
+    },
+    /// A device renews its certificate with a new key (agent → hub, on its mTLS connection:
+    /// the name is the one of the certificate it connected with).
+    Renew {
+        /// A PKCS#10 certificate request (DER) signed by the new key.
+        csr: Vec<u8>,
+    },
+    /// The certificate the hub issued (hub → agent), the answer to `Enrol` and `Renew`.
+    Issued {
+        /// The device's name (its identity: certificate CN and DNS name).
+        name: String,
+        /// The certificate, DER.
+        cert: Vec<u8>,
+    },
 }
 
 /// One file of a [`Message::BundleOffer`].
@@ -316,6 +354,9 @@ impl Message {
             Self::BundleOffer { .. } => Kind::BundleOffer,
             Self::ChunkRequest { .. } => Kind::ChunkRequest,
             Self::Chunk { .. } => Kind::Chunk,
+            Self::Enrol { .. } => Kind::Enrol,
+            Self::Renew { .. } => Kind::Renew,
+            Self::Issued { .. } => Kind::Issued,
         }
     }
 }

@@ -25,6 +25,13 @@ pub use message::{BundleFile, DType, ErrorCode, Input, Kind, Message, Tensor, Ti
 /// QUIC ALPN protocol id; a new id (`tandem/2`) comes with a new [`PROTOCOL_VERSION`].
 pub const ALPN: &[u8] = b"tandem/1";
 
+/// QUIC ALPN of the hub's enrolment endpoint (server authentication only; `Enrol` → `Issued`
+/// or `Error`, docs/wire.md "Certificates"). Frames as on `tandem/1`.
+pub const ENROL_ALPN: &[u8] = b"tandem-enrol/1";
+
+/// Largest frame payload on the enrolment endpoint (an `Enrol` with a request is about 1 KiB).
+pub const MAX_ENROL_FRAME_BYTES: usize = 64 * 1024;
+
 /// The header's version byte for this layout.
 pub const PROTOCOL_VERSION: u8 = 1;
 
