@@ -34,6 +34,9 @@ pub enum AppError {
     /// The HTTP API.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The claim store or the enrolment endpoint.
+    #[error("enrolment: {0}")]
+    Enrol(String),
 }
 
 async fn signal() {
@@ -164,8 +167,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         addr: cfg.quic.listen.clone(),
         source,
     })?;
+    let (ingress, enrol, claims) = crate::enrol::start(&cfg, ingress)?;
     let mqtt = crate::fleet::FleetService::start(&cfg).await?;
     let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
+    if let Some(c) = claims {
+        api = api.with_claims(c);
+    }
     let mut rollouts = None;
     let mut downloads = None;
     match crate::registry::Registry::open(&cfg.registry_dir()) {
@@ -214,6 +221,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let quic = tokio::spawn(ingress.run(stopped(stop_rx.clone())));
+    let enrol = enrol.map(|e| tokio::spawn(e.run(stopped(stop_rx.clone()))));
     if let (Some(m), Some(store)) = (&mqtt, rollouts) {
         let tick = std::time::Duration::from_secs(2);
         tokio::spawn(crate::rollout::controller::run(
@@ -228,6 +236,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     tracing::info!("signal received: stopping");
     let _ = stop_tx.send(true);
     let _ = quic.await;
+    if let Some(e) = enrol {
+        let _ = e.await;
+    }
     if let Ok(Err(e)) = http.await {
         tracing::error!(error = %e, "HTTP API stopped with an error");
     }

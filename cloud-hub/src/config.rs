@@ -41,6 +41,8 @@ pub struct Config {
     pub mqtt: crate::broker::MqttConfig,
     /// Fleet state.
     pub fleet: crate::fleet::FleetConfig,
+    /// Enrolment by claim and certificate renewal.
+    pub enrol: crate::enrol::EnrolConfig,
     /// Directory relative paths resolve against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -158,6 +160,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             mqtt: crate::broker::MqttConfig::default(),
             fleet: crate::fleet::FleetConfig::default(),
+            enrol: crate::enrol::EnrolConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -217,6 +220,7 @@ impl Config {
         problems.extend(cfg.quic.limits.problems());
         problems.extend(cfg.feedback.problems());
         problems.extend(cfg.mqtt.problems());
+        problems.extend(cfg.enrol.problems());
         problems.extend(cfg.engine_settings().problems());
         if problems.is_empty() {
             Ok(cfg)
@@ -285,6 +289,11 @@ impl Config {
     /// The PKI folder, resolved.
     pub fn pki_dir(&self) -> PathBuf {
         tandem_engine::settings::resolve(&self.base_dir, &self.pki_dir)
+    }
+
+    /// The claim store's folder, resolved.
+    pub fn claims_dir(&self) -> PathBuf {
+        tandem_engine::settings::resolve(&self.base_dir, &self.enrol.dir)
     }
 
     /// The feedback store's folder, resolved.

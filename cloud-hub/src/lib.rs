@@ -24,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod enrol;
 pub mod feedback;
 pub mod fleet;
 pub mod ingress;

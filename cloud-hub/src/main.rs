@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: tandem_hub::rollout::RolloutCmd,
     },
+    /// One-time claim tokens for enrolling new devices (through the running hub's API).
+    Claim {
+        #[command(subcommand)]
+        action: tandem_hub::enrol::cli::ClaimCmd,
+    },
     /// Manage device certificates.
     Device {
         #[command(subcommand)]
@@ -284,6 +289,7 @@ fn main() -> ExitCode {
         Command::Feedback { action } => feedback_command(action),
         Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),
+        Command::Claim { action } => tandem_hub::enrol::cli::run(action),
         Command::PrintDefaultConfig => {
             print!("{}", tandem_hub::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS

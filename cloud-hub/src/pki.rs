@@ -12,8 +12,10 @@
 //! - `pki.json`: the ledger (next serial, devices with serial, expiry, revocation).
 
 mod hub_cert;
+mod sign;
 
 pub use hub_cert::{HUB_CERT_DAYS, HubNames, valid_dns_name};
+pub use sign::{MAX_CSR_BYTES, Purpose, SignError, Signed};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,

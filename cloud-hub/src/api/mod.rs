@@ -54,6 +54,7 @@ pub struct HubApi {
     fleet: Option<Arc<crate::fleet::Fleet>>,
     registry: Option<Arc<crate::registry::Registry>>,
     rollouts: Option<Arc<crate::rollout::http::RolloutApi>>,
+    claims: Option<Arc<dyn crate::enrol::ClaimStore>>,
 }
 
 impl HubApi {
@@ -76,6 +77,7 @@ impl HubApi {
             fleet: None,
             registry: None,
             rollouts: None,
+            claims: None,
         }
     }
 
@@ -96,6 +98,12 @@ impl HubApi {
     /// Adds the rollouts' routes (`/v1/rollouts`).
     pub fn with_rollouts(mut self, rollouts: Arc<crate::rollout::http::RolloutApi>) -> Self {
         self.rollouts = Some(rollouts);
+        self
+    }
+
+    /// Adds the claims' routes (`/v1/claims`, `/v1/enrolments`).
+    pub fn with_claims(mut self, claims: Arc<dyn crate::enrol::ClaimStore>) -> Self {
+        self.claims = Some(claims);
         self
     }
 }
@@ -158,6 +166,9 @@ pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
     }
     if let Some(r) = &api.rollouts {
         routes = routes.merge(crate::rollout::http::routes(r.clone()));
+    }
+    if let Some(c) = &api.claims {
+        routes = routes.merge(crate::enrol::http::routes(c.clone()));
     }
     if let Some(t) = tokens {
         routes = routes.layer(axum::middleware::from_fn_with_state(

@@ -114,6 +114,7 @@ struct Services {
     serving: Option<Arc<Serving>>,
     feedback: Option<Arc<Store>>,
     registry: Option<Arc<crate::registry::Registry>>,
+    enroller: Option<Arc<crate::enrol::Enroller>>,
 }
 
 impl QuicIngress {
@@ -161,6 +162,13 @@ impl QuicIngress {
     /// one, they get `UnknownModelVersion`).
     pub fn with_registry(mut self, registry: Arc<crate::registry::Registry>) -> Self {
         self.services.registry = Some(registry);
+        self
+    }
+
+    /// Answers `Renew` (a device's new certificate for a new key) with this enrolment service
+    /// (without one, `Renew` gets `UnsupportedKind`).
+    pub fn with_enroller(mut self, enroller: Arc<crate::enrol::Enroller>) -> Self {
+        self.services.enroller = Some(enroller);
         self
     }
 
@@ -361,6 +369,12 @@ async fn handle_stream(
                 },
             };
             answer(&mut send, &reply).await;
+        }
+        Ok(Message::Renew { csr }) if services.enroller.is_some() => {
+            if let Some(e) = &services.enroller {
+                let reply = crate::enrol::endpoint::answer_renew(e, device, csr).await;
+                answer(&mut send, &reply).await;
+            }
         }
         Ok(other) => {
             let message = format!("unexpected {:?} frame from a device", other.kind());

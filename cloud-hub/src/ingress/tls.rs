@@ -68,6 +68,19 @@ pub fn mtls_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
         .with_crls([crl])
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let (chain, key) = hub_identity(pki)?;
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+/// The hub's certificate chain and key from a PKI folder (`hub.pem`, `hub.key`).
+fn hub_identity(
+    pki: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let cert_path = pki.join("hub.pem");
     let chain = CertificateDer::pem_file_iter(&cert_path)
         .map_err(pem_err(&cert_path))?
@@ -75,12 +88,22 @@ pub fn mtls_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
         .map_err(pem_err(&cert_path))?;
     let key_path = pki.join("hub.key");
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(pem_err(&key_path))?;
-    rustls::ServerConfig::builder_with_provider(provider())
+    Ok((chain, key))
+}
+
+/// The enrolment endpoint's configuration: TLS 1.3 with the hub certificate, no client
+/// certificate (a new device has none: its claim token is the credential), ALPN
+/// `tandem-enrol/1`, no 0-RTT (an enrolment is not replayable).
+pub fn enrol_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let (chain, key) = hub_identity(pki)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    cfg.alpn_protocols = vec![tandem_shared::wire::ENROL_ALPN.to_vec()];
+    Ok(cfg)
 }
 
 /// The device name a verified client certificate carries (its first DNS subject name, which

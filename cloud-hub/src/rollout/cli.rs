@@ -89,14 +89,15 @@ pub enum RolloutCmd {
     },
 }
 
-struct Client {
+/// A client of the running hub's API (bearer token from the config); also `claim`'s.
+pub(crate) struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::blocking::Client,
 }
 
 impl Client {
-    fn new(args: &HubArgs) -> Result<Self, (u8, String)> {
+    pub(crate) fn new(args: &HubArgs) -> Result<Self, (u8, String)> {
         let cfg =
             crate::config::Config::load(args.config.as_deref()).map_err(|e| (78, e.to_string()))?;
         if args.hub.is_none() && cfg.http.tls {
@@ -130,7 +131,7 @@ impl Client {
         })
     }
 
-    fn call(
+    pub(crate) fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -1,0 +1,146 @@
+//! The enrolment service: turns a claim token and a certificate request into a device
+//! certificate, and a renewal request from an authenticated device into a new one; records
+//! both (claim store, PKI ledger, an INFO event). Blocking: call it from `spawn_blocking`.
+
+use super::claims::{ClaimError, ClaimStore, IssueRecord, IssuedBy, digest};
+use crate::pki::{Pki, PkiError, Purpose, SignError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tandem_shared::wire::ErrorCode;
+
+/// Why no certificate was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    /// The claim token is unknown, used, expired or revoked.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+    /// The request, the name or the ledger.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+}
+
+impl EnrolError {
+    /// The wire error code the device gets.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Claim(ClaimError::Store(_)) => ErrorCode::Internal,
+            Self::Claim(_) | Self::Sign(SignError::NotValid(_)) => ErrorCode::Forbidden,
+            Self::Sign(SignError::Request(_) | SignError::Taken(_))
+            | Self::Sign(SignError::Pki(PkiError::BadName(_) | PkiError::Reserved(_))) => {
+                ErrorCode::BadRequest
+            }
+            Self::Sign(SignError::Pki(_)) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A certificate issued to a device.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Device name.
+    pub name: String,
+    /// The certificate, DER.
+    pub cert: Vec<u8>,
+    /// Serial number.
+    pub serial: u64,
+}
+
+/// Signs device certificates for claims and renewals. One at a time (one ledger writer).
+#[derive(Debug)]
+pub struct Enroller {
+    pki: Pki,
+    claims: Arc<dyn ClaimStore>,
+    lifetime: Duration,
+    lock: Mutex<()>,
+}
+
+impl Enroller {
+    /// The service over a PKI and a claim store; certificates valid for `lifetime`.
+    pub fn new(pki: Pki, claims: Arc<dyn ClaimStore>, lifetime: Duration) -> Self {
+        Self {
+            pki,
+            claims,
+            lifetime,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The claim store.
+    pub fn claims(&self) -> &Arc<dyn ClaimStore> {
+        &self.claims
+    }
+
+    /// Enrols a device: the claim of `token` must be usable; the name is the claim's prefix
+    /// followed by `proposed`, and must be free. The claim is consumed only when the
+    /// certificate is issued.
+    pub fn enrol(
+        &self,
+        token: &str,
+        proposed: &str,
+        csr: &[u8],
+        now_ms: u64,
+    ) -> Result<Issued, EnrolError> {
+        let d = digest(token);
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let claim = self.claims.peek(&d, now_ms)?;
+        let name = format!("{}{proposed}", claim.name_prefix);
+        self.claims.consume(&d, &name, now_ms)?;
+        let signed = match self
+            .pki
+            .sign_request(&name, csr, self.lifetime, Purpose::Enrol)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                if let Err(r) = self.claims.release(&d) {
+                    tracing::error!(claim = %claim.id, error = %r, "claim used but no certificate issued: the claim could not be released");
+                }
+                return Err(e.into());
+            }
+        };
+        let record = IssueRecord {
+            device: name.clone(),
+            serial: signed.record.serial,
+            not_after: signed.record.not_after.clone(),
+            at_ms: now_ms,
+            by: IssuedBy::Claim {
+                claim: claim.id.clone(),
+            },
+            labels: claim.labels.clone(),
+        };
+        if let Err(e) = self.claims.record(&record) {
+            tracing::warn!(device = %name, error = %e, "enrolment not recorded in the claim store (the PKI ledger has it)");
+        }
+        tracing::info!(device = %name, claim = %claim.id, serial = signed.record.serial, not_after = %signed.record.not_after, "device enrolled");
+        Ok(Issued {
+            name,
+            cert: signed.der,
+            serial: signed.record.serial,
+        })
+    }
+
+    /// Renews the certificate of `device` (the identity of its verified connection) for the
+    /// key of `csr`.
+    pub fn renew(&self, device: &str, csr: &[u8], now_ms: u64) -> Result<Issued, EnrolError> {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let signed = self
+            .pki
+            .sign_request(device, csr, self.lifetime, Purpose::Renew)?;
+        let record = IssueRecord {
+            device: device.to_string(),
+            serial: signed.record.serial,
+            not_after: signed.record.not_after.clone(),
+            at_ms: now_ms,
+            by: IssuedBy::Renewal,
+            labels: Default::default(),
+        };
+        if let Err(e) = self.claims.record(&record) {
+            tracing::warn!(device = %device, error = %e, "renewal not recorded in the claim store (the PKI ledger has it)");
+        }
+        tracing::info!(device = %device, serial = signed.record.serial, not_after = %signed.record.not_after, "device renewed its certificate");
+        Ok(Issued {
+            name: device.to_string(),
+            cert: signed.der,
+            serial: signed.record.serial,
+        })
+    }
+}
