@@ -165,6 +165,11 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let feedback =
         crate::feedback::Feedback::start(queue.clone(), cfg.feedback.clone(), wake.clone());
+    if !cfg.hub.address.is_empty() {
+        // A certificate switch cut short by a crash is finished before the files are read.
+        crate::enrol::recover(&cfg.resolve(&cfg.hub.key), &cfg.resolve(&cfg.hub.cert))
+            .map_err(|e| AppError::Hub(crate::uplink::UplinkError::Setup(e.to_string())))?;
+    }
     let router = start_router_with(&cfg, engine.clone(), Some(feedback))?;
     if let Some(u) = router.uplink() {
         u.keep();
@@ -176,6 +181,14 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     }
     let mqtt = crate::telemetry::MqttService::start(&cfg, router.clone(), Some(queue.clone()))
         .map_err(AppError::Mqtt)?;
+    if let Some(u) = router.uplink() {
+        let link = mqtt.as_ref().map(|m| m.link().clone());
+        tokio::spawn(crate::enrol::renew::run(
+            Arc::downgrade(u),
+            Arc::new(cfg.clone()),
+            link,
+        ));
+    }
     let state = Arc::new(AppState::new(&cfg, router));
     let app = api::router(state);
     let models: Vec<String> = engine

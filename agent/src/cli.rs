@@ -1,4 +1,4 @@
-//! The command line: `run`, `infer`, `models`, `validate`, `print-default-config`.
+//! The command line: `run`, `infer`, `models`, `validate`, `print-default-config`, `enrol`.
 //!
 //! Exit codes (sysexits): 0 ok, 64 usage, 65 bad input data, 66 input file missing,
 //! 69 runtime or model unavailable, 70 internal error, 78 bad configuration.
@@ -84,6 +84,8 @@ pub enum Command {
     },
     /// Print the default config, with a comment on every key.
     PrintDefaultConfig,
+    /// Get this device's certificate from the hub with a claim token (the key is made here).
+    Enrol(crate::enrol::cli::EnrolArgs),
     /// Append records to a queue until killed, printing each accepted seq (crash tests).
     #[command(hide = true)]
     QueueStress(crate::queue::stress::StressArgs),
@@ -105,6 +107,7 @@ pub fn main(cli: Cli) -> ExitCode {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
+        Command::Enrol(args) => crate::enrol::cli::run(&args),
         Command::QueueStress(args) => match crate::queue::stress::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EX_SOFTWARE, e),

@@ -21,6 +21,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod enrol;
 pub mod feedback;
 pub mod hybrid;
 pub mod models;

@@ -54,6 +54,11 @@ pub struct MqttService {
 }
 
 impl MqttService {
+    /// The MQTT link (the renewal task moves it onto a renewed certificate).
+    pub fn link(&self) -> &Arc<MqttLink> {
+        &self.link
+    }
+
     /// Starts it when `mqtt.url` is set: TLS with `[hub]`'s certificates, the device name from
     /// the certificate's CN. `queue`, when the agent runs one, adds its depth and bytes to
     /// telemetry.

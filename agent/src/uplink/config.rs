@@ -55,7 +55,7 @@ fn pem_err(p: &Path) -> impl FnOnce(rustls_pki_types::pem::Error) -> UplinkError
 }
 
 /// The quinn client configuration for `cfg`; paths resolve with `resolve`.
-pub(super) fn client_config(
+pub(crate) fn client_config(
     cfg: &HubConfig,
     resolve: impl Fn(&Path) -> PathBuf,
 ) -> Result<quinn::ClientConfig, UplinkError> {

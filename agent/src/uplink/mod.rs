@@ -13,6 +13,7 @@ mod keeper;
 pub mod mqtt;
 mod quic;
 pub mod report;
+mod rotate;
 
 pub use address::HubAddress;
 pub use config::HubConfig;

@@ -74,17 +74,20 @@ pub struct LinkStatus {
 /// The link to the hub.
 #[derive(Debug)]
 pub struct Uplink {
-    endpoint: quinn::Endpoint,
+    pub(super) endpoint: quinn::Endpoint,
+    /// The client configuration (TLS identity) new connections use; replaced by
+    /// [`Uplink::reload_identity`] after a renewal.
+    pub(super) client: Mutex<quinn::ClientConfig>,
     /// `hub.address`, resolved at each connect.
     pub(super) hub: HubAddress,
-    server_name: String,
+    pub(super) server_name: String,
     timeout: Duration,
     pub(super) state: Mutex<State>,
     /// Wakes the keeper: a request timed out.
     pub(super) wake: tokio::sync::Notify,
     /// 0-RTT connections attempted and accepted by the hub.
     zero_rtt: Arc<(AtomicU64, AtomicU64)>,
-    connects: AtomicU64,
+    pub(super) connects: AtomicU64,
     disconnects: AtomicU64,
     delivery: Arc<super::deliver::DeliveryStats>,
 }
@@ -98,7 +101,7 @@ impl Uplink {
         let client = client_config(cfg, resolve)?;
         let v4: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
         let v6: SocketAddr = SocketAddr::from(([0u16; 8], 0));
-        let mut endpoint = match hub.ip() {
+        let endpoint = match hub.ip() {
             Some(ip) if ip.is_ipv4() => quinn::Endpoint::client(v4),
             Some(_) => quinn::Endpoint::client(v6),
             // A name may resolve to either family: a dual-stack socket where the host has IPv6,
@@ -106,9 +109,9 @@ impl Uplink {
             None => quinn::Endpoint::client(v6).or_else(|_| quinn::Endpoint::client(v4)),
         }
         .map_err(|e| UplinkError::Setup(e.to_string()))?;
-        endpoint.set_default_client_config(client);
         Ok(Self {
             endpoint,
+            client: Mutex::new(client),
             server_name: hub.server_name(&cfg.server_name),
             hub,
             timeout: Duration::from_millis(cfg.timeout_ms),
@@ -262,6 +265,18 @@ impl Uplink {
             .cloned()
     }
 
+    /// Starts a connection to `addr` with the current client configuration (TLS identity).
+    pub(super) fn connect_to(&self, addr: SocketAddr) -> Result<quinn::Connecting, UplinkError> {
+        let client = self
+            .client
+            .lock()
+            .map_err(|_| UplinkError::Setup("client configuration lock".into()))?
+            .clone();
+        self.endpoint
+            .connect_with(client, addr, &self.server_name)
+            .map_err(|e| UplinkError::Unreachable(e.to_string()))
+    }
+
     /// A full handshake (no 0-RTT: nothing is waiting to be sent), for the keeper.
     pub(super) async fn connect_full(&self) -> Result<quinn::Connection, UplinkError> {
         let addrs = self.resolve().await?;
@@ -288,7 +303,7 @@ impl Uplink {
         for addr in addrs {
             let connecting = match first.take() {
                 Some(c) => c,
-                None => match self.endpoint.connect(*addr, &self.server_name) {
+                None => match self.connect_to(*addr) {
                     Ok(c) => c,
                     Err(e) => {
                         why.push(format!("{addr}: {e}"));
@@ -330,10 +345,7 @@ impl Uplink {
         let first = *addrs
             .first()
             .ok_or_else(|| UplinkError::Unreachable("no address".into()))?;
-        let connecting = self
-            .endpoint
-            .connect(first, &self.server_name)
-            .map_err(|e| UplinkError::Unreachable(e.to_string()))?;
+        let connecting = self.connect_to(first)?;
         // With a session ticket from an earlier connection, send at once (0-RTT) to the first
         // address: inference requests are idempotent (the hub keys them by identity and request
         // id), so a replay is harmless. Without one, a full handshake with each address in turn.

@@ -14,7 +14,8 @@
 //! - Commands are handled on the connection's task as they arrive (the handler is quick: a
 //!   policy update or a telemetry snapshot); their answers go out ahead of the queue.
 //! - Reconnects on its own: exponential backoff with full jitter (a random wait up to 0.5 s,
-//!   doubling per failure to 30 s; `tandem_shared::backoff`).
+//!   doubling per failure to 30 s; `tandem_shared::backoff`); and at once with a new TLS
+//!   identity after a certificate renewal ([`MqttLink::reload_identity`]).
 //! - Shutdown: `offline` (`reason: shutdown`), retained, then DISCONNECT (no last will).
 
 use super::super::super::telemetry::{AgentCounters, Class};
@@ -71,6 +72,7 @@ pub struct MqttLink {
     counters: Arc<AgentCounters>,
     telemetry_qos: QoS,
     stop: watch::Sender<bool>,
+    identity: watch::Sender<Option<Arc<rustls::ClientConfig>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -97,6 +99,7 @@ impl MqttLink {
             ));
         let (client, eventloop) = AsyncClient::new(o, cfg.max_pending);
         let (stop, stop_rx) = watch::channel(false);
+        let (identity, identity_rx) = watch::channel(None);
         let telemetry_qos = if cfg.telemetry_qos >= 1 {
             QoS::AtLeastOnce
         } else {
@@ -109,6 +112,7 @@ impl MqttLink {
             handler,
             telemetry_qos,
             stop_rx,
+            identity_rx,
         ));
         Self {
             device: device.to_string(),
@@ -116,8 +120,15 @@ impl MqttLink {
             counters,
             telemetry_qos,
             stop,
+            identity,
             task: Mutex::new(Some(task)),
         }
+    }
+
+    /// Reconnects with a new TLS identity (a renewed certificate of the same device name);
+    /// what is queued is sent on the new connection.
+    pub fn reload_identity(&self, tls: rustls::ClientConfig) {
+        let _ = self.identity.send(Some(Arc::new(tls)));
     }
 
     /// The device name (client id, topic level).
@@ -224,6 +235,7 @@ async fn run(
     handler: Arc<dyn Handler>,
     telemetry_qos: QoS,
     mut stop: watch::Receiver<bool>,
+    mut identity: watch::Receiver<Option<Arc<rustls::ClientConfig>>>,
 ) {
     let m = &counters.mqtt;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
@@ -231,6 +243,20 @@ async fn run(
         let event = tokio::select! {
             e = el.poll() => e,
             _ = stop.wait_for(|s| *s) => return,
+            Ok(()) = identity.changed() => {
+                if let Some(tls) = identity.borrow_and_update().clone() {
+                    el.mqtt_options
+                        .set_transport(Transport::tls_with_config((*tls).clone().into()));
+                    // Unacknowledged messages go back to the queue; the next poll reconnects.
+                    el.clean();
+                    el.network = None;
+                    if m.connected.swap(false, Relaxed) {
+                        m.disconnects.fetch_add(1, Relaxed);
+                    }
+                    tracing::info!(device, "MQTT link reconnecting with the renewed certificate");
+                }
+                continue;
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
