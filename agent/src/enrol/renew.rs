@@ -1,7 +1,8 @@
 //! The renewal task: at two-thirds of the certificate's lifetime, a new key, a `Renew` request
 //! over the authenticated hub connection, the new key and certificate installed atomically,
 //! then the QUIC link and the MQTT link moved onto them (requests in flight finish on the old
-//! connection). A failure is retried (every tenth of the time left, 1 s to 60 s); an expired
+//! connection). A failure is retried after a full-jitter backoff (`tandem_shared::backoff`,
+//! 1 s doubling to 60 s), never later than a tenth of the time left; an expired
 //! certificate cannot renew (the hub refuses it at the handshake): the task says so at ERROR
 //! and stops — the device needs a new claim.
 
@@ -65,6 +66,8 @@ pub async fn renew_once(
 /// Runs until the link is dropped or the certificate expired.
 pub async fn run(up: Weak<Uplink>, cfg: Arc<Config>, mqtt: Option<Arc<MqttLink>>) {
     let cert_path = cfg.resolve(&cfg.hub.cert);
+    let mut backoff =
+        tandem_shared::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let v = match validity(&cert_path) {
             Ok(v) => v,
@@ -88,6 +91,7 @@ pub async fn run(up: Weak<Uplink>, cfg: Arc<Config>, mqtt: Option<Arc<MqttLink>>
         let Some(link) = up.upgrade() else { return };
         match renew_once(&link, &cfg, mqtt.as_deref()).await {
             Ok(n) => {
+                backoff.reset();
                 let left = n
                     .not_after
                     .duration_since(SystemTime::now())
@@ -103,7 +107,10 @@ pub async fn run(up: Weak<Uplink>, cfg: Arc<Config>, mqtt: Option<Arc<MqttLink>>
                     .not_after
                     .duration_since(SystemTime::now())
                     .unwrap_or_default();
-                let retry = (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                let retry = backoff
+                    .next_delay()
+                    .min(left / 10)
+                    .max(Duration::from_millis(100));
                 tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "certificate renewal failed");
                 drop(link);
                 tokio::time::sleep(retry).await;
