@@ -48,6 +48,9 @@ pub enum AppError {
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    /// Enrolment at start (`hub.enrol_address`) failed.
+    #[error("enrolment (hub.enrol_address): {0}")]
+    Enrol(crate::enrol::EnrolError),
 }
 
 /// Loads the runtime and the engine for a config.
@@ -165,6 +168,11 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let feedback =
         crate::feedback::Feedback::start(queue.clone(), cfg.feedback.clone(), wake.clone());
+    if crate::enrol::needs_enrolment(&cfg) {
+        crate::enrol::enrol_at_start(&cfg)
+            .await
+            .map_err(AppError::Enrol)?;
+    }
     if !cfg.hub.address.is_empty() {
         // A certificate switch cut short by a crash is finished before the files are read.
         crate::enrol::recover(&cfg.resolve(&cfg.hub.key), &cfg.resolve(&cfg.hub.cert))

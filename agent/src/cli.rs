@@ -180,6 +180,9 @@ fn run(cfg: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (app::AppError::Bind { .. } | app::AppError::Hub(_))) => fail(EX_CONFIG, e),
         Err(e @ app::AppError::Serve(_)) => fail(EX_SOFTWARE, e),
+        Err(e @ app::AppError::Enrol(crate::enrol::EnrolError::Refused { .. })) => {
+            fail(crate::enrol::cli::EX_NOPERM, e)
+        }
         Err(e) => fail(EX_UNAVAILABLE, e),
     }
 }

@@ -229,6 +229,14 @@ impl Config {
         {
             p.push(format!("hub.address: {e}"));
         }
+        if !self.hub.enrol_address.is_empty()
+            && (self.hub.claim_token_file.as_os_str().is_empty() || self.hub.device_name.is_empty())
+        {
+            p.push(
+                "hub.enrol_address is set: hub.claim_token_file and hub.device_name must be too"
+                    .into(),
+            );
+        }
         if self.hub.timeout_ms == 0 {
             p.push("hub.timeout_ms must be > 0".into());
         }

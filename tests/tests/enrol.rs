@@ -11,8 +11,9 @@
 //!   (threshold 2.0) while the agent renews several times: every answer is a 200 from the hub,
 //!   none degraded; the hub recorded the renewals; MQTT reconnected with the new identity.
 //! - `a_lapsed_certificate_recovers_through_a_new_claim`: the certificate expires while the
-//!   agent is stopped; started again, it cannot connect or renew (it says so); a new claim
-//!   enrols it again under the same name and it offloads.
+//!   agent is stopped; started again, it cannot connect or renew (it says so); a new claim in
+//!   the token file its config names makes it enrol at its next start, under the same name,
+//!   and it offloads.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -134,7 +135,9 @@ impl Hub {
     }
 }
 
-/// An agent config offloading every request (threshold 2.0) with its files under `dir`.
+/// An agent config offloading every request (threshold 2.0) with its files under `dir`; it
+/// enrols at start with `dir/claim.token` when that file exists and the certificate is
+/// missing or expired.
 fn agent_config(hub: &Hub, dir: &Path) -> PathBuf {
     let path = dir.join("agent.toml");
     std::fs::write(
@@ -145,12 +148,14 @@ fn agent_config(hub: &Hub, dir: &Path) -> PathBuf {
              [runtime]\nintra_op_threads = 1\n\
              [hub]\naddress = \"127.0.0.1:{}\"\nca = \"{}\"\ncert = \"device.pem\"\nkey = \"device.key\"\n\
              timeout_ms = 5000\nkeep_alive_ms = 500\nidle_timeout_ms = 4000\n\
+             enrol_address = \"{}\"\nclaim_token_file = \"claim.token\"\ndevice_name = \"cam1\"\n\
              [policy.models.{MODEL}]\nthreshold = 2.0\n\
              [mqtt]\nurl = \"mqtts://127.0.0.1:{}\"\ntelemetry_interval_ms = 500\nevents_sample_rate = 0.0\n\
              [queue]\ndir = \"queue\"\n",
             models_dir().display(),
             hub.port("quic.port"),
             hub.dir.join("pki/ca.pem").display(),
+            hub.enrol,
             hub.port("mqtt.port"),
         ),
     )
@@ -498,10 +503,16 @@ fn a_lapsed_certificate_recovers_through_a_new_claim() {
     );
     assert!(agent.log_text().contains("expired"), "{}", agent.log_text());
     drop(agent);
-    // A new claim; the same name is free again (its only certificate expired).
+    // A new claim, in the token file the config names: at its next start the agent enrols
+    // again (its certificate expired) under the same name, free again, then offloads.
     let (again, _) = hub.claim("1h");
-    let out = enrol(&hub, &cfg, &again, "cam1");
-    assert!(out.status.success(), "{out:?}");
+    let dev = cfg.parent().expect("agent dir");
+    std::fs::write(dev.join("claim.token"), format!("{again}\n")).expect("token file");
     let (agent, base) = start_agent(&cfg);
     wait_offloading(&base, "after re-enrolment", || agent.log_text());
+    assert!(
+        agent.log_text().contains("no valid certificate: enrolling"),
+        "{}",
+        agent.log_text()
+    );
 }

@@ -141,3 +141,43 @@ pub async fn enrol(e: &Enrolment) -> Result<String, EnrolError> {
         Err(err) => Err(EnrolError::Protocol(err.to_string())),
     }
 }
+
+/// Whether the daemon enrols at start: `hub.enrol_address` set, the claim token file present,
+/// and no certificate, or an expired one (it cannot renew: a new claim is the way back).
+pub fn needs_enrolment(cfg: &crate::config::Config) -> bool {
+    if cfg.hub.enrol_address.is_empty() {
+        return false;
+    }
+    let cert = cfg.resolve(&cfg.hub.cert);
+    let lapsed = !cert.exists()
+        || super::keys::validity(&cert).is_ok_and(|v| v.not_after <= std::time::SystemTime::now());
+    let token = cfg.resolve(&cfg.hub.claim_token_file);
+    if lapsed && !token.is_file() {
+        tracing::warn!(token = %token.display(), "no valid certificate and no claim token file: not enrolling");
+    }
+    lapsed && token.is_file()
+}
+
+/// Enrols at daemon start (`hub.enrol_address`, `hub.claim_token_file`, `hub.device_name`):
+/// the key and certificate go to `hub.key` and `hub.cert`.
+pub async fn enrol_at_start(cfg: &crate::config::Config) -> Result<String, EnrolError> {
+    let token_file = cfg.resolve(&cfg.hub.claim_token_file);
+    let token = std::fs::read_to_string(&token_file).map_err(|source| EnrolError::Io {
+        path: token_file.clone(),
+        source,
+    })?;
+    let e = Enrolment {
+        hub: cfg.hub.enrol_address.clone(),
+        server_name: (!cfg.hub.server_name.is_empty()).then(|| cfg.hub.server_name.clone()),
+        ca: cfg.resolve(&cfg.hub.ca),
+        token,
+        name: cfg.hub.device_name.clone(),
+        key: cfg.resolve(&cfg.hub.key),
+        cert: cfg.resolve(&cfg.hub.cert),
+        timeout: Duration::from_secs(30),
+    };
+    tracing::info!(hub = %e.hub, name = %e.name, "no valid certificate: enrolling with the claim token");
+    let name = enrol(&e).await?;
+    tracing::info!(device = %name, cert = %e.cert.display(), "enrolled");
+    Ok(name)
+}

@@ -13,7 +13,7 @@ mod client;
 mod keys;
 pub mod renew;
 
-pub use client::{Enrolment, enrol};
+pub use client::{Enrolment, enrol, enrol_at_start, needs_enrolment};
 pub use keys::{Validity, recover, validity};
 
 use std::path::PathBuf;

@@ -33,6 +33,16 @@ pub struct HubConfig {
     pub keep_alive_ms: u64,
     /// A connection with no packet from the hub for this long is closed, in milliseconds.
     pub idle_timeout_ms: u64,
+    /// The hub's enrolment endpoint, `HOST:PORT` (its `enrol.listen`). With `device_name` and
+    /// an existing `claim_token_file`, a daemon that starts without `cert` (or with an expired
+    /// one) enrols first: the key is made here (`key`, 0600) and the certificate written to
+    /// `cert`. Empty (the default): off (`tandem-agent enrol` does the same by hand).
+    pub enrol_address: String,
+    /// A file holding a one-time claim token (`tandem-hub claim create`). Default: none.
+    pub claim_token_file: PathBuf,
+    /// The name this device proposes when it enrols (the claim's prefix goes before it).
+    /// Default: none.
+    pub device_name: String,
 }
 
 impl Default for HubConfig {
@@ -46,6 +56,9 @@ impl Default for HubConfig {
             timeout_ms: 2000,
             keep_alive_ms: 2000,
             idle_timeout_ms: 8000,
+            enrol_address: String::new(),
+            claim_token_file: PathBuf::new(),
+            device_name: String::new(),
         }
     }
 }
