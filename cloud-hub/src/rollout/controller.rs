@@ -15,6 +15,7 @@ use super::plan::DeviceView;
 use super::plan::{Outcome, Target};
 use super::store::{Command, RolloutStore};
 use crate::fleet::Fleet;
+use crate::fleet::link::CommandError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +132,12 @@ async fn send(store: RolloutStore, fleet: Arc<Fleet>, c: Command) {
             change_target(store, c, move |t| t.outcome = Outcome::Failed { reason }).await;
         }
         Ok(_) => tracing::info!(rollout = %c.rollout, device = %c.device, "update accepted"),
+        Err(e @ CommandError::Invalid(_)) => {
+            // The device would refuse it the same way: asking again cannot help.
+            let reason = e.to_string();
+            tracing::warn!(rollout = %c.rollout, device = %c.device, reason = %reason, "update command refused before sending");
+            change_target(store, c, move |t| t.outcome = Outcome::Failed { reason }).await;
+        }
         Err(e) => {
             // Lost (the device was reconnecting, its session is clean) or not heard: ask again
             // at the next step rather than after the rollout's resend_after_ms. A device that
