@@ -225,6 +225,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         cfg.server.max_connections,
         cfg.server.header_read_timeout_ms,
         cfg.server.idle_timeout_ms,
+        cfg.server.request_timeout_ms,
     );
     tracing::info!(
         max_connections = limits.max_connections,

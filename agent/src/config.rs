@@ -84,7 +84,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
-    /// Request timeout, in milliseconds.
+    /// Request timeout, in milliseconds: the longest wait for an answer (504 after) and for a
+    /// request's body once its head came (400 after, the connection closed).
     pub request_timeout_ms: u64,
     /// Shutdown grace period, in milliseconds.
     pub shutdown_grace_ms: u64,

@@ -60,7 +60,8 @@ pub struct HttpConfig {
     pub listen: String,
     /// Largest request body, in bytes (413 above).
     pub max_body_bytes: usize,
-    /// Longest wait for an inference, in milliseconds (504 after).
+    /// Longest wait for an inference, in milliseconds (504 after), and for a request's body
+    /// once its head came (400 after, the connection closed).
     pub request_timeout_ms: u64,
     /// File of accepted bearer tokens, one per line (blank lines and `#` comments ignored,
     /// each token at least 16 visible ASCII characters). Empty: no token. When set, every

@@ -66,6 +66,7 @@ struct Inner {
     http: BTreeMap<String, BTreeMap<u16, u64>>,
     http_refused: BTreeMap<&'static str, u64>,
     http_connections: i64,
+    http_inflight_bytes: i64,
 }
 
 /// The entry for `key`, allocating the key only the first time it is seen (the hot path
@@ -144,6 +145,11 @@ impl Metrics {
     /// Refusals of one reason so far.
     pub fn http_refused_count(&self, reason: &'static str) -> u64 {
         self.with(|i| i.http_refused.get(reason).copied().unwrap_or(0))
+    }
+
+    /// Request body bytes taken (`+n`) or given back (`-n`) by the in-flight bound.
+    pub fn http_inflight_bytes(&self, delta: i64) {
+        self.with(|i| i.http_inflight_bytes += delta);
     }
 
     /// An HTTP connection opened (`+1`) or closed (`-1`).
@@ -226,6 +232,11 @@ impl Metrics {
                 out,
                 "# HELP tandem_http_connections HTTP connections open.\n# TYPE tandem_http_connections gauge\ntandem_http_connections {}",
                 i.http_connections
+            );
+            let _ = writeln!(
+                out,
+                "# HELP tandem_http_inflight_body_bytes Declared bytes of the request bodies in flight.\n# TYPE tandem_http_inflight_body_bytes gauge\ntandem_http_inflight_body_bytes {}",
+                i.http_inflight_bytes
             );
         });
         let mut last = "";

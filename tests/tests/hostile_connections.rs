@@ -4,7 +4,7 @@
 //! caps its connections below the limit, closes the oldest idle one to admit a new one, and
 //! counts and logs it; requests with too many body bytes in flight get 503.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tandem_tests::daemon::{Daemon, raise_nofile};
@@ -103,15 +103,6 @@ async fn idle_and_half_sent_heads_are_closed_after_their_timeouts() {
     drop(held);
 }
 
-/// A 1 MiB body to `/v1/classify/vision-fashion` (not an image: 400 when it gets through).
-async fn post_mib(c: &reqwest::Client, base: &str) -> reqwest::Response {
-    c.post(format!("{base}/v1/classify/vision-fashion"))
-        .body(vec![0u8; 1 << 20])
-        .send()
-        .await
-        .expect("post")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_in_flight_are_bounded() {
     // Bodies of 1 MiB against a bound of 2 MiB: a third request declared while two are held
@@ -131,18 +122,66 @@ async fn request_bodies_in_flight_are_bounded() {
             s
         })
         .collect();
-    let c = reqwest::Client::new();
-    tandem_tests::wait_for_async("the third body to be refused", PATIENCE, || async {
-        let r = post_mib(&c, &d.base).await;
-        r.status().as_u16() == 503 && r.headers().contains_key("retry-after")
+    // No pooled connections: the server closes one whose body it refused unread.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    // Both held requests hold their bytes before the third head is sent.
+    tandem_tests::wait_for_async("two bodies in flight", PATIENCE, || async {
+        one(
+            &scrape(&c, &d.base).await,
+            "tandem_http_inflight_body_bytes",
+        ) == 2_097_152.0
     })
     .await;
+    // The third head: refused at once, before its body is sent (the server never reads it).
+    let refused = tokio::task::block_in_place(|| {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        s.write_all(head.as_bytes()).expect("head");
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        String::from_utf8_lossy(&resp).to_ascii_lowercase()
+    });
+    assert!(refused.starts_with("http/1.1 503"), "{refused}");
+    assert!(refused.contains("retry-after"), "{refused}");
+    assert!(refused.contains("max_inflight_body_bytes"), "{refused}");
     let m = scrape(&c, &d.base).await;
     assert!(one(&m, "tandem_http_refused_total{reason=\"inflight_bytes\"}") >= 1.0);
     drop(held);
     // Once the held requests are gone, a body fits again (400: not an image; not 503).
     tandem_tests::wait_for_async("a body to fit again", PATIENCE, || async {
-        post_mib(&c, &d.base).await.status().as_u16() == 400
+        // Not an image: 400 once it gets through (an error: the server refused it unread).
+        c.post(format!("{}/v1/classify/vision-fashion", d.base))
+            .body(vec![0u8; 1 << 20])
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 400)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_cut_off() {
+    // A head that promises 1,000 bytes, then 3: without a body deadline the request would hold
+    // its connection and its bytes in flight for ever.
+    let d = Daemon::agent("hostile-slow-body", "request_timeout_ms = 1000", None);
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let resp = tokio::task::block_in_place(|| {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        s.write_all(
+            b"POST /v1/classify/vision-fashion HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc",
+        )
+        .expect("head");
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).map(|_| resp)
+    })
+    .expect("the server answers and closes the connection");
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("request_timeout_ms"), "{text}");
+    let m = scrape(&reqwest::Client::new(), &d.base).await;
+    assert!(one(&m, "tandem_http_refused_total{reason=\"body_timeout\"}") >= 1.0);
 }

@@ -220,6 +220,7 @@ impl HttpServer {
             cfg.http.max_connections,
             cfg.http.header_read_timeout_ms,
             cfg.http.idle_timeout_ms,
+            cfg.http.request_timeout_ms,
         );
         if !cfg.http.is_loopback() {
             tracing::info!(listen = %local, tokens = tokens.is_some(), tls = cfg.http.tls, "HTTP API off loopback: authenticated");

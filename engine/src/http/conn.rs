@@ -35,6 +35,9 @@ pub struct ConnLimits {
     /// Longest a connection may stay open with no request in progress: from its accept (TLS
     /// handshake included) or the end of its last response.
     pub idle_timeout: Duration,
+    /// Longest a request's body may take to arrive once its head did (the section's
+    /// `request_timeout_ms`): a body cut short gets 400 and the connection closes.
+    pub body_timeout: Duration,
     /// The config section of these keys, named in log lines.
     pub section: &'static str,
 }
@@ -47,11 +50,13 @@ impl ConnLimits {
         max_connections: usize,
         header_read_timeout_ms: u64,
         idle_timeout_ms: u64,
+        request_timeout_ms: u64,
     ) -> Self {
         Self {
             max_connections: Self::resolve_max_connections(max_connections),
             header_read_timeout: Duration::from_millis(header_read_timeout_ms),
             idle_timeout: Duration::from_millis(idle_timeout_ms),
+            body_timeout: Duration::from_millis(request_timeout_ms),
             section,
         }
     }

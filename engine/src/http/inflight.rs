@@ -2,7 +2,8 @@
 //! a body holds its declared `Content-Length` (the body limit when it declares none) from its
 //! head to its response; one that would pass `max_inflight_body_bytes` is refused at once with
 //! 503 and `Retry-After` (counted as `inflight_bytes` in `tandem_http_refused_total`), before
-//! its body is read. Requests without a body hold nothing.
+//! its body is read. Requests without a body hold nothing. The bytes held show as
+//! `tandem_http_inflight_body_bytes`.
 
 use super::Limits;
 use super::error::ApiError;
@@ -21,6 +22,7 @@ pub struct InflightBytes {
     limit: usize,
     max_body: usize,
     section: &'static str,
+    metrics: Arc<Metrics>,
     refusals: super::conn::Refusals,
 }
 
@@ -33,7 +35,8 @@ impl InflightBytes {
             limit,
             max_body: limits.max_body_bytes,
             section: limits.section,
-            refusals: super::conn::Refusals::new(metrics, limits.section),
+            refusals: super::conn::Refusals::new(metrics.clone(), limits.section),
+            metrics,
         }
     }
 
@@ -76,7 +79,10 @@ pub async fn bound(State(b): State<Arc<InflightBytes>>, req: Request, next: Next
         b.refusals.refuse("inflight_bytes", &msg);
         return ApiError::Busy(msg).into_response();
     };
+    let held = i64::try_from(n).unwrap_or(i64::MAX);
+    b.metrics.http_inflight_bytes(held);
     let resp = next.run(req).await;
     drop(permit);
+    b.metrics.http_inflight_bytes(-held);
     resp
 }

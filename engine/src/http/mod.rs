@@ -8,10 +8,11 @@
 //! - [`error`]: the JSON error body and status of every failure.
 //! - [`oip`]: the OIP v2 handlers and conversions.
 //! - [`inflight`]: the bound on request body bytes in flight per listener (503 over it).
-//! - [`serve`]: the serve loop of a listener (connection cap, header and idle timeouts), over
-//!   the connection table and limits of [`conn`].
+//! - [`serve`]: the serve loop of a listener (connection cap, header, idle and body timeouts),
+//!   over the connection table and limits of [`conn`] and the request body of [`body`].
 //! - this file: the service trait, the routes, response counting, the body limit.
 
+pub mod body;
 pub mod conn;
 pub mod error;
 pub mod inflight;

@@ -8,12 +8,14 @@
 //!   client), or is closed at once when every connection is busy;
 //! - a connection with no request in progress closes after `idle_timeout` (from its accept or
 //!   its last response), and one whose request head began but did not complete closes after
-//!   `header_read_timeout`.
+//!   `header_read_timeout`; a request body must arrive within `body_timeout` of its head
+//!   (`TimedBody`: 400, the connection closes).
 //!
 //! Each refusal is counted in `tandem_http_refused_total{reason}` and logged, rate-limited.
 //! On stop, the loop stops accepting, lets every connection finish its request in progress
 //! (HTTP/1.1 graceful shutdown) and returns when all are closed.
 
+use super::body::TimedBody;
 use super::conn::{Admit, ConnLimits, ConnState, Expiry, Refusals, Table, Tracked};
 use crate::metrics::Metrics;
 use axum::Router;
@@ -67,7 +69,7 @@ struct Shared<H> {
     app: Router,
     limits: ConnLimits,
     table: Table,
-    refusals: Refusals,
+    refusals: Arc<Refusals>,
     metrics: Arc<Metrics>,
     origin: Instant,
 }
@@ -86,7 +88,7 @@ pub async fn serve<H: Handshake>(
         handshake,
         app,
         table: Table::new(limits.max_connections),
-        refusals: Refusals::new(metrics.clone(), limits.section),
+        refusals: Arc::new(Refusals::new(metrics.clone(), limits.section)),
         limits,
         metrics,
         origin: Instant::now(),
@@ -173,10 +175,13 @@ async fn connection<H: Handshake>(
     let Some((io, info)) = shook else { return };
     let app = shared.app.clone();
     let conn_state = state.clone();
+    let (body_timeout, refusals) = (limits.body_timeout, shared.refusals.clone());
+    let section = limits.section;
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = conn_state.begin();
         let mut app = app.clone();
-        let mut req = req.map(Body::new);
+        let refusals = refusals.clone();
+        let mut req = req.map(|b| Body::new(TimedBody::new(b, body_timeout, refusals, section)));
         req.extensions_mut().insert(ConnectInfo(info.clone()));
         async move {
             let resp = app.call(req).await;
