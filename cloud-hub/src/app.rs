@@ -167,11 +167,11 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         addr: cfg.quic.listen.clone(),
         source,
     })?;
-    let (ingress, enrol, claims) = crate::enrol::start(&cfg, ingress)?;
+    let (ingress, enrol, enroller) = crate::enrol::start(&cfg, ingress)?;
     let mqtt = crate::fleet::FleetService::start(&cfg).await?;
     let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
-    if let Some(c) = claims {
-        api = api.with_claims(c);
+    if let Some(e) = enroller {
+        api = api.with_enrolment(e);
     }
     let mut rollouts = None;
     let mut downloads = None;

@@ -130,6 +130,14 @@ impl Hub {
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// A counter from the hub's `/metrics`.
+    fn counter(&self, name: &str) -> f64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.http))
+            .and_then(|r| r.text())
+            .expect("/metrics");
+        tandem_tests::metrics::family(&tandem_tests::metrics::parse(&text), name)
+    }
+
     fn port(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).expect("port")
     }
@@ -373,6 +381,8 @@ fn enrol_once_and_refuse_reuse_expiry_and_revocation() {
         "{states:?}"
     );
     assert!(states.contains(&(rid, "revoked".into())), "{states:?}");
+    assert_eq!(hub.counter("tandem_hub_enrolments_total"), 2.0);
+    assert_eq!(hub.counter("tandem_hub_enrolments_refused_total"), 4.0);
     let issued = hub.get("/v1/enrolments");
     let first = &issued["enrolments"][0];
     assert_eq!(first["device"], "lab-cam1");
@@ -441,6 +451,8 @@ fn renewal_under_load_fails_no_request() {
         &failed[..failed.len().min(5)],
         agent.log_text()
     );
+    assert!(hub.counter("tandem_hub_renewals_total") >= 3.0);
+    assert_eq!(hub.counter("tandem_hub_renewals_refused_total"), 0.0);
     let log = agent.log_text();
     assert!(
         log.matches("hub link moved to the renewed certificate")

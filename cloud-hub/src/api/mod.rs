@@ -54,7 +54,7 @@ pub struct HubApi {
     fleet: Option<Arc<crate::fleet::Fleet>>,
     registry: Option<Arc<crate::registry::Registry>>,
     rollouts: Option<Arc<crate::rollout::http::RolloutApi>>,
-    claims: Option<Arc<dyn crate::enrol::ClaimStore>>,
+    enrolment: Option<Arc<crate::enrol::Enroller>>,
 }
 
 impl HubApi {
@@ -77,7 +77,7 @@ impl HubApi {
             fleet: None,
             registry: None,
             rollouts: None,
-            claims: None,
+            enrolment: None,
         }
     }
 
@@ -101,9 +101,9 @@ impl HubApi {
         self
     }
 
-    /// Adds the claims' routes (`/v1/claims`, `/v1/enrolments`).
-    pub fn with_claims(mut self, claims: Arc<dyn crate::enrol::ClaimStore>) -> Self {
-        self.claims = Some(claims);
+    /// Adds the claims' routes (`/v1/claims`, `/v1/enrolments`) and the enrolment counters.
+    pub fn with_enrolment(mut self, enroller: Arc<crate::enrol::Enroller>) -> Self {
+        self.enrolment = Some(enroller);
         self
     }
 }
@@ -151,6 +151,9 @@ impl OipService for HubApi {
         if let Some(f) = &self.fleet {
             text.push_str(&f.render());
         }
+        if let Some(e) = &self.enrolment {
+            text.push_str(&e.render());
+        }
         text
     }
 }
@@ -167,8 +170,8 @@ pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
     if let Some(r) = &api.rollouts {
         routes = routes.merge(crate::rollout::http::routes(r.clone()));
     }
-    if let Some(c) = &api.claims {
-        routes = routes.merge(crate::enrol::http::routes(c.clone()));
+    if let Some(e) = &api.enrolment {
+        routes = routes.merge(crate::enrol::http::routes(e.claims().clone()));
     }
     if let Some(t) = tokens {
         routes = routes.layer(axum::middleware::from_fn_with_state(

@@ -20,19 +20,15 @@ mod store;
 pub use claims::{Claim, ClaimError, ClaimStore, IssueRecord, IssuedBy};
 pub use config::EnrolConfig;
 pub use endpoint::EnrolEndpoint;
-pub use service::{EnrolError, Enroller, Issued};
+pub use service::{EnrolError, EnrolStats, Enroller, Issued};
 pub use store::SledClaims;
 
 use crate::ingress::quic::QuicIngress;
 use std::sync::Arc;
 
 /// What `start` hands the app: the ingress (answering `Renew`), the enrolment endpoint when
-/// `enrol.listen` is set, and the claim store for the API.
-pub type Started = (
-    QuicIngress,
-    Option<EnrolEndpoint>,
-    Option<Arc<dyn ClaimStore>>,
-);
+/// `enrol.listen` is set, and the service for the API (claims routes, metrics).
+pub type Started = (QuicIngress, Option<EnrolEndpoint>, Option<Arc<Enroller>>);
 
 /// Opens the claim store and binds the enrolment endpoint (`[enrol]`). A PKI or claim store
 /// that cannot be opened turns enrolment and renewal off with a WARN (the hub serves on);
@@ -56,7 +52,7 @@ pub fn start(
     };
     let claims: Arc<dyn ClaimStore> = Arc::new(store);
     let lifetime = std::time::Duration::from_secs(cfg.enrol.cert_lifetime_s);
-    let enroller = Arc::new(Enroller::new(pki, claims.clone(), lifetime));
+    let enroller = Arc::new(Enroller::new(pki, claims, lifetime));
     let endpoint = if cfg.enrol.listen.is_empty() {
         None
     } else {
@@ -72,5 +68,9 @@ pub fn start(
         tracing::info!(enrol = %e.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "enrolment endpoint listening");
         Some(e)
     };
-    Ok((ingress.with_enroller(enroller), endpoint, Some(claims)))
+    Ok((
+        ingress.with_enroller(enroller.clone()),
+        endpoint,
+        Some(enroller),
+    ))
 }

@@ -4,6 +4,7 @@
 
 use super::claims::{ClaimError, ClaimStore, IssueRecord, IssuedBy, digest};
 use crate::pki::{Pki, PkiError, Purpose, SignError};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_shared::wire::ErrorCode;
@@ -45,6 +46,19 @@ pub struct Issued {
     pub serial: u64,
 }
 
+/// What the service did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct EnrolStats {
+    /// Devices enrolled with a claim.
+    pub enrolled: AtomicU64,
+    /// Enrolments refused (token, request or name).
+    pub enrol_refused: AtomicU64,
+    /// Certificates renewed.
+    pub renewed: AtomicU64,
+    /// Renewals refused.
+    pub renew_refused: AtomicU64,
+}
+
 /// Signs device certificates for claims and renewals. One at a time (one ledger writer).
 #[derive(Debug)]
 pub struct Enroller {
@@ -52,6 +66,7 @@ pub struct Enroller {
     claims: Arc<dyn ClaimStore>,
     lifetime: Duration,
     lock: Mutex<()>,
+    stats: EnrolStats,
 }
 
 impl Enroller {
@@ -62,7 +77,45 @@ impl Enroller {
             claims,
             lifetime,
             lock: Mutex::new(()),
+            stats: EnrolStats::default(),
         }
+    }
+
+    /// Prometheus text: enrolments and renewals, done and refused.
+    pub fn render(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "tandem_hub_enrolments_total",
+                "Devices enrolled with a claim token.",
+                &s.enrolled,
+            ),
+            (
+                "tandem_hub_enrolments_refused_total",
+                "Enrolments refused (claim token unknown, used, expired or revoked; bad request; name taken).",
+                &s.enrol_refused,
+            ),
+            (
+                "tandem_hub_renewals_total",
+                "Device certificates renewed over the device connection.",
+                &s.renewed,
+            ),
+            (
+                "tandem_hub_renewals_refused_total",
+                "Renewals refused (bad request, no valid certificate of that name).",
+                &s.renew_refused,
+            ),
+        ] {
+            tandem_engine::metrics::write_one(
+                &mut out,
+                name,
+                "counter",
+                help,
+                v.load(Relaxed) as f64,
+            );
+        }
+        out
     }
 
     /// The claim store.
@@ -74,6 +127,22 @@ impl Enroller {
     /// followed by `proposed`, and must be free. The claim is consumed only when the
     /// certificate is issued.
     pub fn enrol(
+        &self,
+        token: &str,
+        proposed: &str,
+        csr: &[u8],
+        now_ms: u64,
+    ) -> Result<Issued, EnrolError> {
+        let outcome = self.enrol_inner(token, proposed, csr, now_ms);
+        let counter = match outcome {
+            Ok(_) => &self.stats.enrolled,
+            Err(_) => &self.stats.enrol_refused,
+        };
+        counter.fetch_add(1, Relaxed);
+        outcome
+    }
+
+    fn enrol_inner(
         &self,
         token: &str,
         proposed: &str,
@@ -121,6 +190,16 @@ impl Enroller {
     /// Renews the certificate of `device` (the identity of its verified connection) for the
     /// key of `csr`.
     pub fn renew(&self, device: &str, csr: &[u8], now_ms: u64) -> Result<Issued, EnrolError> {
+        let outcome = self.renew_inner(device, csr, now_ms);
+        let counter = match outcome {
+            Ok(_) => &self.stats.renewed,
+            Err(_) => &self.stats.renew_refused,
+        };
+        counter.fetch_add(1, Relaxed);
+        outcome
+    }
+
+    fn renew_inner(&self, device: &str, csr: &[u8], now_ms: u64) -> Result<Issued, EnrolError> {
         let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let signed = self
             .pki
