@@ -9,7 +9,10 @@
 //!   the device retries with its backoff. Existing connections are never closed for a newcomer.
 //! - At most `max_connections_per_device` connections per device identity: a device that
 //!   reconnects while its old connections linger (a changed address, a restart) closes its
-//!   oldest (application error 0x4), so the newest always gets through.
+//!   oldest (application error 0x4), so the newest always gets through. The default (256) leaves
+//!   room for the agent, which opens a connection per request while none is up yet (a burst of
+//!   48 requests made over 64 at once in `agent/tests/hub_policy.rs`); one device can hold at
+//!   most 256 of the 4096.
 //! - At most `max_streams_per_connection` bidirectional streams open at once per connection
 //!   (QUIC flow control: the peer cannot open more; it waits), and no unidirectional streams.
 //! - Bytes of frames being received and handled are reserved, once a frame's header is in and
@@ -38,7 +41,7 @@ pub struct QuicLimits {
     pub handshake_timeout_ms: u64,
     /// Connections at once, handshakes included (default 4096); more are refused and retry.
     pub max_connections: u32,
-    /// Connections per device identity (default 4); a newer one closes the oldest.
+    /// Connections per device identity (default 256); a newer one closes the oldest.
     pub max_connections_per_device: u32,
     /// Bidirectional streams open at once per connection (default 64); the peer waits for
     /// more. Unidirectional streams: none.
@@ -63,7 +66,7 @@ impl Default for QuicLimits {
             max_handshakes: 64,
             handshake_timeout_ms: 10_000,
             max_connections: 4096,
-            max_connections_per_device: 4,
+            max_connections_per_device: 256,
             max_streams_per_connection: 64,
             max_buffered_bytes_per_connection: 32 << 20,
             max_buffered_bytes: 512 << 20,
