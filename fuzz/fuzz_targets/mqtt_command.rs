@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
         .map_or("reboot", |n| n.as_str());
     if let Ok((id, cmd)) = Command::decode(name, bytes) {
         assert_eq!(cmd.name().as_str(), name);
-        assert_eq!(cmd.check(), Ok(()), "{cmd:?} decoded with an argument out of range");
+        assert_eq!(
+            cmd.check(),
+            Ok(()),
+            "{cmd:?} decoded with an argument out of range"
+        );
         let again = Command::decode(name, &cmd.encode(&id));
         match again {
             Ok((id2, cmd2)) => assert_eq!((id2, cmd2.name()), (id, cmd.name())),
