@@ -37,6 +37,9 @@ pub enum AppError {
     /// The claim store or the enrolment endpoint.
     #[error("enrolment: {0}")]
     Enrol(String),
+    /// The PKI folder.
+    #[error(transparent)]
+    Revocation(#[from] crate::revocation::RevocationError),
 }
 
 async fn signal() {
@@ -160,6 +163,15 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let feedback = Arc::new(tokio::task::block_in_place(|| {
         crate::feedback::Store::open(&feedback_dir).map(|s| s.with_config(cfg.feedback))
     })?);
+    // A fresh CRL before anything reads it (the hub may have been down past its next_update).
+    // A CRL that cannot be re-signed (pki_dir read-only) is an error in the log, not a refusal
+    // to serve: the current one holds until its next_update, and every check tries again.
+    let pki =
+        crate::pki::Pki::open(&cfg.pki_dir()).map_err(crate::revocation::RevocationError::from)?;
+    let crl = crate::revocation::sign_now(&pki, &cfg.pki)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "cannot re-sign the CRL at start (is pki_dir writable?)"))
+        .ok();
     let ingress = QuicIngress::bind_with(quic_addr, &cfg.pki_dir(), cfg.quic.limits)?
         .with_engine(engine.clone())
         .with_feedback(feedback.clone());
@@ -220,6 +232,13 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let listeners = crate::revocation::Listeners {
+        quic: Some(ingress.reload()),
+        https: server.tls_reload(),
+    };
+    let revocation =
+        crate::revocation::Revocation::new(pki, cfg.pki.clone(), crl.as_ref(), listeners);
+    tokio::spawn(revocation.run(stopped(stop_rx.clone())));
     let quic = tokio::spawn(ingress.run(stopped(stop_rx.clone())));
     let enrol = enrol.map(|e| tokio::spawn(e.run(stopped(stop_rx.clone()))));
     if let (Some(m), Some(store)) = (&mqtt, rollouts) {

@@ -18,6 +18,8 @@ pub struct Config {
     pub log_filter: String,
     /// PKI folder (`tandem-hub init`): CA, hub certificate, CRL.
     pub pki_dir: PathBuf,
+    /// The CRL the running hub keeps fresh.
+    pub pki: crate::pki::PkiConfig,
     /// Model registry: signed bundles under `<model>/<version>/` (`tandem-hub models push`).
     pub registry_dir: PathBuf,
     /// Feedback store: records the devices delivered (hard examples, corrections, offline
@@ -150,6 +152,7 @@ impl Default for Config {
         Self {
             log_filter: "info,ort=warn".into(),
             pki_dir: PathBuf::from("pki"),
+            pki: crate::pki::PkiConfig::default(),
             registry_dir: PathBuf::from("registry"),
             feedback_dir: PathBuf::from("feedback"),
             http: HttpConfig::default(),
@@ -222,6 +225,7 @@ impl Config {
         problems.extend(cfg.feedback.problems());
         problems.extend(cfg.mqtt.problems());
         problems.extend(cfg.enrol.problems());
+        problems.extend(cfg.pki.problems());
         problems.extend(cfg.engine_settings().problems());
         if problems.is_empty() {
             Ok(cfg)

@@ -14,6 +14,7 @@
 //!   `GET /v1/models`).
 //! - [`rollout`]: staged rollouts of a model version (canary, stages, halts).
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
+//! - [`revocation`]: the running hub keeps the CRL fresh and applies it live.
 //!
 //! - [`feedback`]: hard examples, corrections and telemetry delivered from devices' queues
 //!   (deduplicated, stored as a dataset; `tandem-hub feedback export`).
@@ -30,5 +31,6 @@ pub mod fleet;
 pub mod ingress;
 pub mod pki;
 pub mod registry;
+pub mod revocation;
 pub mod rollout;
 pub mod serving;

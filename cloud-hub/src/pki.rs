@@ -8,19 +8,24 @@
 //! - `signing.key`, `signing.pub`: the ed25519 model-signing key (bundles, issue 5).
 //! - `devices/<name>.pem`, `devices/<name>.key`: a device certificate, CN = the device name,
 //!   client authentication only. The name in the certificate is the device's identity.
-//! - `crl.pem`: the revocation list the hub loads into its TLS verifier.
+//! - `crl.pem`: the revocation list the hub loads into its TLS verifiers and its broker
+//!   ([`crl`]; the running hub re-signs it before it lapses and after every revocation).
+//! - `pki.lock`: taken around every change of the ledger (the CLI and the running hub).
 //! - `pki.json`: the ledger (next serial, devices with serial, expiry, revocation).
 
+mod config;
+mod crl;
 mod hub_cert;
 mod sign;
 
+pub use config::PkiConfig;
+pub use crl::{CLI_CRL_VALIDITY_S, CrlInfo};
 pub use hub_cert::{HUB_CERT_DAYS, HubNames, valid_dns_name};
 pub use sign::{MAX_CSR_BYTES, Purpose, SignError, Signed};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -217,7 +222,7 @@ impl Pki {
         let signing = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
         write(&dir.join("signing.key"), &signing.serialize_pem(), true)?;
         write(&dir.join("signing.pub"), &signing.public_key_pem(), false)?;
-        pki.write_crl(&mut ledger)?;
+        pki.write_crl(&mut ledger, CLI_CRL_VALIDITY_S)?;
         pki.save(&ledger)?;
         Ok(pki)
     }
@@ -259,6 +264,7 @@ impl Pki {
         if name == crate::broker::HUB_IDENTITY {
             return Err(PkiError::Reserved(name.to_string()));
         }
+        let _lock = self.lock()?;
         let mut ledger = self.ledger()?;
         if ledger
             .devices
@@ -305,6 +311,7 @@ impl Pki {
 
     /// Revokes every valid certificate of a device and rewrites the CRL.
     pub fn revoke_device(&self, name: &str) -> Result<Vec<u64>, PkiError> {
+        let _lock = self.lock()?;
         let mut ledger = self.ledger()?;
         let now = rfc3339(OffsetDateTime::now_utc());
         let mut serials = Vec::new();
@@ -319,35 +326,12 @@ impl Pki {
         if serials.is_empty() {
             return Err(PkiError::UnknownDevice(name.to_string()));
         }
-        self.write_crl(&mut ledger)?;
+        // The ledger first: whoever sees the new crl.pem (the broker's supervisor) finds the
+        // revocation in it.
+        self.save(&ledger)?;
+        self.write_crl(&mut ledger, CLI_CRL_VALIDITY_S)?;
         self.save(&ledger)?;
         Ok(serials)
-    }
-
-    fn write_crl(&self, ledger: &mut Ledger) -> Result<(), PkiError> {
-        let now = OffsetDateTime::now_utc();
-        let revoked = ledger
-            .devices
-            .iter()
-            .filter(|d| d.revoked_at.is_some())
-            .map(|d| RevokedCertParams {
-                serial_number: SerialNumber::from(d.serial),
-                revocation_time: now,
-                reason_code: Some(RevocationReason::CessationOfOperation),
-                invalidity_date: None,
-            })
-            .collect();
-        let crl = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(30),
-            crl_number: SerialNumber::from(ledger.crl_number),
-            issuing_distribution_point: None,
-            revoked_certs: revoked,
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(&self.issuer()?)?;
-        ledger.crl_number += 1;
-        write(&self.dir.join("crl.pem"), &crl.pem()?, false)
     }
 
     /// Paths of a device's certificate and key.

@@ -259,12 +259,7 @@ impl Rig {
         T: Send + 'static,
         F: Future<Output = T> + Send + 'static,
     {
-        let rt = self
-            .host(name)
-            .runtime
-            .as_ref()
-            .expect("started with the rig");
-        match rt.handle.spawn(fut).await {
+        match self.spawn_on(name, fut).await {
             Ok(v) => v,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
@@ -272,6 +267,20 @@ impl Rig {
 }
 
 impl Rig {
+    /// Starts `fut` inside host `name` (as [`Rig::on`]) without waiting for it.
+    pub fn spawn_on<T, F>(&self, name: &str, fut: F) -> tokio::task::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let rt = self
+            .host(name)
+            .runtime
+            .as_ref()
+            .expect("started with the rig");
+        rt.handle.spawn(fut)
+    }
+
     /// An HTTP request from inside host `name`: `(status, body)`, or why it failed (refused,
     /// timed out after 10 s).
     pub async fn http(

@@ -248,6 +248,12 @@ impl HttpServer {
         self.tls.is_some()
     }
 
+    /// The handle that replaces the HTTPS server configuration (a new CRL), when it serves
+    /// HTTPS.
+    pub fn tls_reload(&self) -> Option<Arc<https::TlsReload>> {
+        self.tls.as_ref().map(https::TlsHandshake::reload)
+    }
+
     /// Serves until `stop` completes, then lets in-flight requests finish.
     pub async fn run(
         self,

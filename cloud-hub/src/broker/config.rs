@@ -44,8 +44,9 @@ pub struct MqttConfig {
     /// Embedded: longest wait for the broker to accept connections after it starts, in
     /// milliseconds.
     pub ready_timeout_ms: u64,
-    /// Embedded: how often `crl.pem` is checked for changes, in milliseconds; a change
-    /// restarts the broker (it reads the CRL only at start), dropping revoked devices.
+    /// Embedded: how often `crl.pem` is checked for changes, in milliseconds; a change that
+    /// revokes another certificate restarts the broker (dropping the revoked devices), one
+    /// that only re-signs the CRL reloads it with SIGHUP (connections kept).
     pub crl_check_ms: u64,
     /// Default wait for a device's answer to a command, in milliseconds.
     pub command_timeout_ms: u64,

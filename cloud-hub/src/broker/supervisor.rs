@@ -7,9 +7,12 @@
 //! - Supervise: when it exits, log at ERROR with the exit status and its last log lines, count
 //!   the restart (`tandem_hub_broker_restarts_total`), wait (full jitter: a random wait up to
 //!   `mqtt.restart_backoff_ms`, the bound doubling up to `restart_backoff_max_ms`, reset after
-//!   30 s up; `tandem_shared::backoff`) and start it again on the same port. `crl.pem` is watched: mosquitto reads it only at
-//!   start, so a change restarts it (counted as a reload), which also drops the connections of
-//!   revoked devices.
+//!   30 s up; `tandem_shared::backoff`) and start it again on the same port. `crl.pem` is
+//!   watched (both counted as a reload): a change that revokes a certificate restarts
+//!   mosquitto, which drops the connections of the revoked devices (mosquitto closes no open
+//!   connection on its own); a change that only re-signs the same list (the hub does so at
+//!   half its validity) is loaded with SIGHUP, which mosquitto 2 answers by reading its CRL
+//!   and certificates again, and every connection stays up.
 //! - Stop: SIGTERM (mosquitto saves retained messages), SIGKILL after 5 s.
 
 use super::mosquitto::{self, ConfigSpec, Files};
@@ -122,7 +125,7 @@ impl BrokerStats {
              # TYPE tandem_hub_broker_up gauge\ntandem_hub_broker_up {}\n\
              # HELP tandem_hub_broker_restarts_total Times the hub's mosquitto exited and was restarted.\n\
              # TYPE tandem_hub_broker_restarts_total counter\ntandem_hub_broker_restarts_total {}\n\
-             # HELP tandem_hub_broker_reloads_total Times the hub's mosquitto was restarted to load a changed crl.pem.\n\
+             # HELP tandem_hub_broker_reloads_total Times the hub's mosquitto loaded a changed crl.pem (restarted after a revocation, SIGHUP after a re-signing).\n\
              # TYPE tandem_hub_broker_reloads_total counter\ntandem_hub_broker_reloads_total {}",
             u8::from(self.is_up()),
             self.restarts(),
@@ -356,6 +359,7 @@ async fn supervise(
 ) {
     let crl = spec.pki_dir.join("crl.pem");
     let mut crl_seen = modified(&crl);
+    let mut revoked = revoked_serials(&spec.pki_dir);
     let mut backoff = Backoff::new(spec.restart_backoff, spec.restart_backoff_max);
     loop {
         let wake = tokio::select! {
@@ -365,6 +369,19 @@ async fn supervise(
             () = crl_change(&crl, &mut crl_seen, spec.crl_check) => Wake::CrlChanged,
             _ = stop.wait_for(|s| *s) => Wake::Stop,
         };
+        if matches!(wake, Wake::CrlChanged) {
+            let now = revoked_serials(&spec.pki_dir);
+            if now.is_some()
+                && now == revoked
+                && let Some(pid) = running.child.id()
+                && signal(pid, rustix::process::Signal::HUP)
+            {
+                tracing::debug!(crl = %crl.display(), "crl.pem re-signed: mosquitto reloads it (SIGHUP)");
+                stats.reloads.fetch_add(1, Relaxed);
+                continue;
+            }
+            revoked = now;
+        }
         stats.up.store(false, Relaxed);
         stats.pid.store(0, Relaxed);
         match wake {
@@ -375,7 +392,7 @@ async fn supervise(
                 return;
             }
             Wake::CrlChanged => {
-                tracing::info!(crl = %crl.display(), "crl.pem changed: restarting mosquitto to load it");
+                tracing::info!(crl = %crl.display(), "crl.pem revokes another certificate: restarting mosquitto to load it and drop the revoked devices");
                 terminate(&mut running).await;
                 stats.reloads.fetch_add(1, Relaxed);
             }
@@ -423,6 +440,13 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
         _ = stop.wait_for(|s| *s) => true,
     };
     stopped || *stop.borrow()
+}
+
+/// The revoked serials in the PKI's ledger (`None` when it cannot be read).
+fn revoked_serials(pki_dir: &Path) -> Option<std::collections::BTreeSet<u64>> {
+    crate::pki::Pki::open(pki_dir)
+        .and_then(|p| p.revoked_serials())
+        .ok()
 }
 
 fn modified(p: &Path) -> Option<(SystemTime, u64)> {

@@ -7,9 +7,11 @@
 //!   streams and buffered bytes, with their counters.
 //! - `reader`: a stream's frames read within those limits (per-kind size, byte budgets).
 //! - `deliver`: delivery streams, stored frame by frame, acknowledged once durable.
+//! - [`live`]: the open connections by certificate serial, closed when it is revoked.
 
 mod deliver;
 pub mod limits;
+pub mod live;
 pub mod quic;
 mod reader;
 pub mod tls;

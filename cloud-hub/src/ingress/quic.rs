@@ -108,6 +108,17 @@ struct Shared {
     budget: Arc<Semaphore>,
 }
 
+/// The endpoint's server configuration from a PKI folder (certificate, CA, CRL) and the
+/// limits' transport settings; built again when the CRL changes.
+pub fn server_config(pki: &Path, limits: &QuicLimits) -> Result<quinn::ServerConfig, IngressError> {
+    let tls = tls::server_config(pki)?;
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| IngressError::Config(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(limits.transport()));
+    Ok(cfg)
+}
+
 /// What the streams are handled with.
 #[derive(Debug, Clone, Default)]
 struct Services {
@@ -115,6 +126,8 @@ struct Services {
     feedback: Option<Arc<Store>>,
     registry: Option<Arc<crate::registry::Registry>>,
     enroller: Option<Arc<crate::enrol::Enroller>>,
+    /// Open connections by certificate serial (closed when it is revoked).
+    live: Arc<super::live::LiveConns>,
 }
 
 impl QuicIngress {
@@ -129,11 +142,7 @@ impl QuicIngress {
         pki: &Path,
         limits: QuicLimits,
     ) -> Result<Self, IngressError> {
-        let tls = tls::server_config(pki)?;
-        let crypto =
-            QuicServerConfig::try_from(tls).map_err(|e| IngressError::Config(e.to_string()))?;
-        let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        cfg.transport_config(Arc::new(limits.transport()));
+        let cfg = server_config(pki, &limits)?;
         let endpoint = quinn::Endpoint::server(cfg, addr)
             .map_err(|source| IngressError::Bind { addr, source })?;
         Ok(Self {
@@ -142,6 +151,15 @@ impl QuicIngress {
             services: Services::default(),
             limits,
         })
+    }
+
+    /// What a new CRL is applied to: the endpoint, its limits, its open connections.
+    pub fn reload(&self) -> super::live::QuicReload {
+        super::live::QuicReload {
+            endpoint: self.endpoint.clone(),
+            limits: self.limits,
+            live: self.services.live.clone(),
+        }
     }
 
     /// Serves inference requests with this engine (without one, every request gets
@@ -251,11 +269,14 @@ async fn handle_connection(
             return;
         }
     };
-    let identity = conn
+    let chain = conn
         .peer_identity()
-        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| tls::device_identity(&chain));
-    let Some(device) = identity else {
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let identity = chain.as_ref().and_then(|chain| {
+        let serial = super::live::serial(chain.first()?)?;
+        Some((tls::device_identity(chain)?, serial))
+    });
+    let Some((device, serial)) = identity else {
         // Unreachable with a verifier that requires certificates; refuse rather than guess.
         stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(remote = %remote, "QUIC connection without a device name in its certificate: closed");
@@ -265,6 +286,8 @@ async fn handle_connection(
         );
         return;
     };
+    // Registered while this handler runs: a revocation closes it (`revocation`).
+    let _registered = services.live.register(&conn, serial, &device);
     stats.accepted.fetch_add(1, Ordering::Relaxed);
     push_bounded(&stats.recent_devices, device.clone());
     tracing::info!(device = %device, remote = %remote, "device connected");

@@ -66,6 +66,9 @@ pub fn mtls_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let crl = CertificateRevocationListDer::from_pem_file(&crl_path).map_err(pem_err(&crl_path))?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .with_crls([crl])
+        // A lapsed CRL refuses every client, as in mosquitto: the running hub re-signs it at
+        // half its validity (`revocation`), so it never lapses while the hub runs.
+        .enforce_revocation_expiration()
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let (chain, key) = hub_identity(pki)?;

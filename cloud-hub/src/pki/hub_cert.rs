@@ -90,6 +90,7 @@ impl Pki {
     /// trusting the hub). Returns the new serial. The running hub reads `hub.pem` at start:
     /// restart it to serve the new certificate.
     pub fn reissue_hub(&self, names: &HubNames) -> Result<u64, PkiError> {
+        let _lock = self.lock()?;
         let mut ledger = self.ledger()?;
         let serial = ledger.next_serial;
         self.write_hub_cert(names, serial)?;

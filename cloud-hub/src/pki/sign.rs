@@ -88,6 +88,9 @@ impl Pki {
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
                 .map_err(|e| SignError::Request(e.to_string()))?;
         let now = OffsetDateTime::now_utc();
+        // Under the ledger lock: the running hub re-signs the CRL (and advances the ledger)
+        // while devices enrol and renew.
+        let _lock = self.lock()?;
         let mut ledger = self.ledger()?;
         let held = ledger
             .devices
