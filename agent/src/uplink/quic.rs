@@ -78,6 +78,8 @@ pub struct Uplink {
     /// The client configuration (TLS identity) new connections use; replaced by
     /// [`Uplink::reload_identity`] after a renewal.
     pub(super) client: Mutex<quinn::ClientConfig>,
+    /// Held while [`Uplink::connection`] makes a connection: one attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
     /// `hub.address`, resolved at each connect.
     pub(super) hub: HubAddress,
     pub(super) server_name: String,
@@ -112,6 +114,7 @@ impl Uplink {
         Ok(Self {
             endpoint,
             client: Mutex::new(client),
+            connecting: tokio::sync::Mutex::new(()),
             server_name: hub.server_name(&cfg.server_name),
             hub,
             timeout: Duration::from_millis(cfg.timeout_ms),
@@ -322,24 +325,38 @@ impl Uplink {
         Err(UplinkError::Unreachable(why))
     }
 
+    /// The live connection; `None` when there is none and an attempt may be made now; the
+    /// reason while backing off.
+    fn live(&self) -> Result<Option<quinn::Connection>, UplinkError> {
+        let s = self
+            .state
+            .lock()
+            .map_err(|_| UplinkError::Unreachable("state".into()))?;
+        if let Some(c) = s.conn.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(Some(c.clone()));
+        }
+        if let Some(t) = s.retry_at.filter(|t| Instant::now() < *t) {
+            let why = s.last_error.as_deref().unwrap_or("the last attempt failed");
+            return Err(UplinkError::Unreachable(format!(
+                "{why} (next attempt in {} ms)",
+                (t - Instant::now()).as_millis()
+            )));
+        }
+        Ok(None)
+    }
+
     /// The live connection to the hub (connecting if needed, within the backoff), for streams
     /// of the caller's own: model downloads.
     pub async fn connection(&self) -> Result<quinn::Connection, UplinkError> {
-        {
-            let s = self
-                .state
-                .lock()
-                .map_err(|_| UplinkError::Unreachable("state".into()))?;
-            if let Some(c) = s.conn.as_ref().filter(|c| c.close_reason().is_none()) {
-                return Ok(c.clone());
-            }
-            if let Some(t) = s.retry_at.filter(|t| Instant::now() < *t) {
-                let why = s.last_error.as_deref().unwrap_or("the last attempt failed");
-                return Err(UplinkError::Unreachable(format!(
-                    "{why} (next attempt in {} ms)",
-                    (t - Instant::now()).as_millis()
-                )));
-            }
+        if let Some(c) = self.live()? {
+            return Ok(c);
+        }
+        // One attempt at a time: callers arriving meanwhile take the connection it makes (a
+        // burst of first requests opens one connection, not one each: the hub caps
+        // connections per device) or its failure's backoff.
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.live()? {
+            return Ok(c);
         }
         let addrs = self.resolve().await?;
         let first = *addrs
