@@ -12,7 +12,7 @@
 //! - The folder is created 0700 and every file 0600 (created with that mode, never widened):
 //!   queued inputs are camera images and people's corrections.
 
-use super::record::{Class, Seq};
+use super::record::{self, Class, RecordError, Seq};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -23,17 +23,24 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 /// Mode of every folder the queue creates.
 pub(crate) const DIR_MODE: u32 = 0o700;
 
-/// A payload file operation that failed.
+/// A payload file that could not be written, read or removed, or whose bytes are not the
+/// record its index names.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {op} {}: {source}", .path.display())]
-pub(crate) struct PayloadError {
-    /// What was being done.
-    pub op: &'static str,
-    /// The file or folder.
-    pub path: PathBuf,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
+pub(crate) enum PayloadError {
+    /// A file operation failed.
+    #[error("cannot {op} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored bytes fail their checks.
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 /// The payload files of one queue.
@@ -65,7 +72,7 @@ impl PayloadFiles {
     /// The payload folder of the queue in `queue_dir`, created 0700 if missing.
     pub fn open(queue_dir: &Path) -> Result<Self, PayloadError> {
         let dir = queue_dir.join("payloads");
-        create_private_dir(&dir).map_err(|source| PayloadError {
+        create_private_dir(&dir).map_err(|source| PayloadError::Io {
             op: "create",
             path: dir.clone(),
             source,
@@ -92,7 +99,7 @@ impl PayloadFiles {
     /// still needs [`PayloadFiles::sync_dir`] before the index entry is flushed.
     pub fn write(&self, class: Class, seq: Seq, encoded: &[u8]) -> Result<(), PayloadError> {
         let path = self.path(class, seq);
-        let err = |op, source| PayloadError {
+        let err = |op, source| PayloadError::Io {
             op,
             path: path.clone(),
             source,
@@ -112,7 +119,7 @@ impl PayloadFiles {
     pub fn sync_dir(&self) -> Result<(), PayloadError> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|source| PayloadError {
+            .map_err(|source| PayloadError::Io {
                 op: "fsync",
                 path: self.dir.clone(),
                 source,
@@ -126,12 +133,24 @@ impl PayloadFiles {
         let mut buf = Vec::new();
         File::open(&path)
             .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut buf))
-            .map_err(|source| PayloadError {
+            .map_err(|source| PayloadError::Io {
                 op: "read",
                 path,
                 source,
             })?;
         Ok(buf)
+    }
+
+    /// The payload of the record stored under `key` with index value `value`: from the value
+    /// itself, or from its payload file, every check applied.
+    pub fn load(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, PayloadError> {
+        if !record::is_external(value) {
+            return Ok(record::decode(key, value)?.payload.to_vec());
+        }
+        record::check_index(key, value)?;
+        let (class, seq) = record::parse_key(key)?;
+        let file = self.read(class, seq, record::held_len(value))?;
+        Ok(record::decode_external(key, value, &file)?.payload.to_vec())
     }
 
     /// Deletes the file of `(class, seq)` if there is one.
@@ -148,7 +167,7 @@ impl PayloadFiles {
     /// index removal and the file's deletion, or a write whose batch never flushed), and any
     /// name that is not a payload file's. Returns the files and bytes removed.
     pub fn sweep(&self, indexed: impl Fn(Class, Seq) -> bool) -> Result<(u64, u64), PayloadError> {
-        let list_err = |source| PayloadError {
+        let list_err = |source| PayloadError::Io {
             op: "list",
             path: self.dir.clone(),
             source,
@@ -171,7 +190,7 @@ impl PayloadFiles {
             } else {
                 std::fs::remove_file(&path)
             };
-            removed.map_err(|source| PayloadError {
+            removed.map_err(|source| PayloadError::Io {
                 op: "delete",
                 path,
                 source,

@@ -19,7 +19,7 @@ use super::losses::LossLog;
 use super::open;
 use super::payload::{self, PayloadFiles};
 use super::record::{self, Class, Seq};
-use super::writer::{self, Cmd, FlushHook, Settings, Shared, Writer};
+use super::writer::{Cmd, FlushHook, Settings, Shared, Writer};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::path::Path;
@@ -182,7 +182,7 @@ impl Queue for SledQueue {
                     if !out.is_empty() && bytes + len > max_bytes {
                         break 'classes;
                     }
-                    match writer::load(&self.files, &k, &v) {
+                    match self.files.load(&k, &v) {
                         Ok(payload) => {
                             bytes += payload.len();
                             leased.insert(seq, class);

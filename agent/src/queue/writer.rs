@@ -384,7 +384,7 @@ impl Writer {
         }
         let k = record::key(class, seq);
         let Ok(Some(v)) = self.db.get(k) else { return };
-        let Err(e) = load(&self.files, &k, &v) else {
+        let Err(e) = self.files.load(&k, &v) else {
             return;
         };
         let len = record::held_len(&v);
@@ -399,22 +399,4 @@ impl Writer {
             "queue: corrupt record skipped and removed; it will not be delivered"
         );
     }
-}
-
-/// The payload of the record stored under `key` with index value `value`: from the value
-/// itself, or from its payload file, every check applied.
-pub(crate) fn load(files: &PayloadFiles, key: &[u8], value: &[u8]) -> Result<Vec<u8>, String> {
-    if !record::is_external(value) {
-        return record::decode(key, value)
-            .map(|r| r.payload.to_vec())
-            .map_err(|e| e.to_string());
-    }
-    record::check_index(key, value).map_err(|e| e.to_string())?;
-    let (class, seq) = record::parse_key(key).map_err(|e| e.to_string())?;
-    let file = files
-        .read(class, seq, record::held_len(value))
-        .map_err(|e| e.to_string())?;
-    record::decode_external(key, value, &file)
-        .map(|r| r.payload.to_vec())
-        .map_err(|e| e.to_string())
 }
