@@ -21,6 +21,7 @@ mod local;
 mod mqtt;
 mod procs;
 mod queue;
+mod queue_large;
 mod stats;
 mod swap;
 

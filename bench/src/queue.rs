@@ -8,6 +8,9 @@
 //! - Replay: what the delivery loop does minus the network: `lease` a batch, `ack` it, until
 //!   the queue is empty.
 //! - Memory: VmRSS sampled every 20 ms (the peak per phase), VmHWM at the end.
+//! - Large records ([`crate::queue_large`]): 100 KB and 1 MB records (payload files) in the
+//!   default 64 MiB budget: append and replay rates, and the folder's bytes against
+//!   `queue.max_bytes` over fill-twice-and-drain cycles and after a reopen.
 //! - MQTT (issue 4 item 7, second half; [`crate::mqtt`]): the agent's telemetry publish rate
 //!   at QoS 1 to the hub's mosquitto over TLS, next to the broker's limit measured with a plain
 //!   rumqttc client, same payload, same broker, same run; skipped with the reason (no
@@ -51,6 +54,13 @@ pub struct Args {
     /// removed afterwards.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Payload sizes of the large-record rows, bytes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
+    large_payload_bytes: Vec<usize>,
+    /// Fill-twice-and-drain cycles per large size before the disk footprint is read (0: no
+    /// large-record rows).
+    #[arg(long, default_value_t = 3)]
+    large_cycles: u32,
     /// MQTT messages per round and client (0: no MQTT rows).
     #[arg(long, default_value_t = 50_000)]
     mqtt_messages: u64,
@@ -163,6 +173,13 @@ fn append(q: &Arc<SledQueue>, a: &Args) -> anyhow::Result<u64> {
             })
         })
         .collect();
+    join_producers(threads)
+}
+
+/// Waits for every producer thread; the records they had accepted, summed.
+pub(crate) fn join_producers(
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<u64>>>,
+) -> anyhow::Result<u64> {
     let mut total = 0;
     for t in threads {
         total += t
@@ -172,7 +189,8 @@ fn append(q: &Arc<SledQueue>, a: &Args) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-fn replay(q: &SledQueue, batch: usize) -> anyhow::Result<u64> {
+/// Leases `batch` records and acknowledges them until the queue is empty.
+pub(crate) fn replay(q: &SledQueue, batch: usize) -> anyhow::Result<u64> {
     let mut total = 0;
     loop {
         let got = q.lease(batch, usize::MAX)?;
@@ -252,6 +270,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if replayed != appended || left != 0 {
         bail!("replayed {replayed} of {appended} records, {left} left");
     }
+    let mut large = Vec::new();
+    if a.large_cycles > 0 {
+        for &len in &a.large_payload_bytes {
+            let d = PathBuf::from(format!("{}-{len}", dir.display()));
+            large.push(crate::queue_large::measure(&d, len, a.large_cycles)?);
+        }
+    }
     let mqtt = (a.mqtt_messages > 0).then(|| {
         let r = crate::mqtt::run(
             a.mosquitto_bin.as_deref().unwrap_or(Path::new("")),
@@ -287,6 +312,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             r.phase, r.records, r.secs, r.rss_mib
         );
     }
+    crate::queue_large::print_rows(&large);
     let mqtt_line = match mqtt {
         None => "MQTT rows skipped: --mqtt-messages 0".to_string(),
         Some((Ok(Ok(r)), rss_mib)) => {
@@ -333,6 +359,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         base_mib,
         hwm_mib
     );
+    crate::queue_large::print_footprint(&large);
     println!("{mqtt_line}");
     println!("queue-append-per-s: {:.0}", appended as f64 / append_secs);
     Ok(())
