@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap clean
+.PHONY: setup build release test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet clean
 
 setup:
 	./scripts/setup.sh
@@ -53,6 +53,11 @@ bench-hub: release
 # bundle download throughput over QUIC on loopback. Last line: swap-failed-requests.
 bench-swap: release
 	target/release/tandem-bench swap
+
+# 1,000 devices (own certificate and QUIC connection each) reconnecting after the hub is
+# killed and restarted; last line `fleet-reconnect-s: N` (docs/benchmarks/fleet.md).
+bench-fleet: release
+	target/release/tandem-bench fleet
 
 clean:
 	$(CARGO) clean

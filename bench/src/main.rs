@@ -12,10 +12,13 @@
 //!   mosquitto next to the broker's limit.
 //! - [`swap`]: `tandem-bench swap` (make bench-swap): requests/s and failures before, during
 //!   and after a model swap under load; bundle download throughput over QUIC.
+//! - [`fleet`]: `tandem-bench fleet` (make bench-fleet): 1,000 devices reconnecting after the
+//!   hub is killed and restarted: time until 99% and 100% are back, handshakes/s, hub CPU/RSS.
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
 mod cascade;
+mod fleet;
 mod hub;
 mod local;
 mod mqtt;
@@ -48,6 +51,8 @@ enum Command {
     Hub(hub::Args),
     /// A model update under load (no failed request) and bundle download throughput.
     Swap(swap::Args),
+    /// A fleet (1,000 devices) reconnecting after the hub is killed and restarted.
+    Fleet(fleet::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::Queue(a) => queue::run(&a),
         Command::Hub(a) => hub::run(&a),
         Command::Swap(a) => swap::run(&a),
+        Command::Fleet(a) => fleet::run(&a),
     }
 }

@@ -66,15 +66,29 @@ impl Server {
 
     /// Resident set size of the process, in MiB.
     pub fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
+        pid_rss_mib(self.child.id())
     }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Resident set size of process `pid`, in MiB (NaN when it is gone).
+pub fn pid_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system) used so far by process `pid` (threads included), if it lives.
+pub fn pid_cpu_seconds(pid: u32) -> Option<f64> {
+    stat(&format!("/proc/{pid}/stat")).map(|(_, t)| t as f64 / 100.0)
 }
 
 /// Parent pid and CPU ticks (user + system) from a `/proc/.../stat` file.
@@ -131,7 +145,8 @@ fn wait_http(addr: &str, path: &str, child: &mut Child, timeout: Duration) -> an
                 return Ok(());
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Short polls: the fleet benchmark times from this moment.
+        std::thread::sleep(Duration::from_millis(20));
     }
     bail!("server at {addr} not ready within {} s", timeout.as_secs())
 }

@@ -65,7 +65,8 @@ struct Workload {
     rounds: u32,
 }
 
-fn fashion_inputs(repo: &Path, n: usize) -> anyhow::Result<Vec<wire::Input>> {
+/// The first `n` Fashion-MNIST test images as PNG inputs.
+pub(crate) fn fashion_inputs(repo: &Path, n: usize) -> anyhow::Result<Vec<wire::Input>> {
     let dir = repo.join("models/vision-fashion/data");
     let images = crate::cascade::gunzip(&dir.join("t10k-images-idx3-ubyte.gz"))?;
     images

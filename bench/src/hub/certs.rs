@@ -53,6 +53,11 @@ impl BenchPki {
         &self.devices
     }
 
+    /// Paths of a device's certificate and key.
+    pub fn device_files(&self, device: &str) -> (PathBuf, PathBuf) {
+        self.pki.device_files(device)
+    }
+
     /// The hub's server configuration, as its QUIC ingress uses it.
     pub fn server_config(&self) -> anyhow::Result<rustls::ServerConfig> {
         Ok(tandem_hub::ingress::tls::server_config(self.dir())?)

@@ -15,12 +15,14 @@
 //! - [`report`]: the tables and the targets.
 
 mod batching;
-mod certs;
+pub(crate) mod certs;
 mod framing;
 mod http1;
 mod report;
 mod rest;
 mod transport;
+
+pub(crate) use batching::fashion_inputs;
 
 /// Options.
 #[derive(Debug, clap::Args)]
