@@ -279,7 +279,8 @@ fn main() -> ExitCode {
                     eprintln!("tandem-hub: {e}");
                     ExitCode::from(match e {
                         tandem_hub::pki::PkiError::BadName(_)
-                        | tandem_hub::pki::PkiError::BadHubName(_) => 64,
+                        | tandem_hub::pki::PkiError::BadHubName(_)
+                        | tandem_hub::pki::PkiError::BadDays(_) => 64,
                         tandem_hub::pki::PkiError::Io { .. } => 74,
                         _ => 65,
                     })

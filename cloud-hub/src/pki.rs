@@ -12,6 +12,8 @@
 //!   ([`crl`]; the running hub re-signs it before it lapses and after every revocation).
 //! - `pki.lock`: taken around every change of the ledger (the CLI and the running hub).
 //! - `pki.json`: the ledger (next serial, devices with serial, expiry, revocation).
+//!
+//! Private keys are created with mode 0600 (never written wider and narrowed afterwards).
 
 mod config;
 mod crl;
@@ -68,6 +70,9 @@ pub enum PkiError {
     /// No such device.
     #[error("device `{0}` is not known to this PKI")]
     UnknownDevice(String),
+    /// A validity out of range (an expired or nearly eternal certificate).
+    #[error("--days {0}: a certificate is valid for 1 to {MAX_DAYS} days")]
+    BadDays(i64),
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -105,6 +110,18 @@ pub struct Ledger {
     pub devices: Vec<DeviceRecord>,
 }
 
+/// Longest validity of a certificate the PKI issues, in days (the CA's own).
+pub const MAX_DAYS: i64 = 3650;
+
+/// Checks a validity in days: 1 to [`MAX_DAYS`].
+pub fn check_days(days: i64) -> Result<(), PkiError> {
+    if (1..=MAX_DAYS).contains(&days) {
+        Ok(())
+    } else {
+        Err(PkiError::BadDays(days))
+    }
+}
+
 /// Checks a device name.
 pub fn valid_device_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
@@ -122,17 +139,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
+/// Writes a file; a secret one (a key) is created 0600 from the start: an older file is
+/// removed first, so the mode applies and no other user ever holds it open.
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
-    std::fs::write(path, text).map_err(io(path))?;
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    if !secret {
+        return std::fs::write(path, text).map_err(io(path));
     }
-    Ok(())
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path)(e)),
+        _ => {}
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let mut file = open.open(path).map_err(io(path))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
@@ -258,6 +284,7 @@ impl Pki {
         not_before: OffsetDateTime,
         days: i64,
     ) -> Result<DeviceRecord, PkiError> {
+        check_days(days)?;
         if !valid_device_name(name) {
             return Err(PkiError::BadName(name.to_string()));
         }

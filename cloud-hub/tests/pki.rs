@@ -113,3 +113,36 @@ fn devices_verify_until_revoked_and_expired_or_foreign_ones_never() {
         }
     }
 }
+
+#[test]
+fn keys_are_private_from_their_creation_and_validity_is_bounded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp("modes");
+    let pki = Pki::init(&dir).expect("init");
+    pki.add_device("cam-01", 1).expect("a day");
+    // A leftover key readable by all is replaced, not reused with its mode.
+    let (_, key) = pki.device_files("cam-02");
+    std::fs::write(&key, "old").expect("leftover");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    pki.add_device("cam-02", 3650).expect("ten years");
+    for f in [
+        "ca.key",
+        "hub.key",
+        "signing.key",
+        "devices/cam-01.key",
+        "devices/cam-02.key",
+    ] {
+        let mode = std::fs::metadata(dir.join(f))
+            .expect(f)
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}: {mode:o}");
+    }
+    for days in [0, -1, 3651] {
+        let err = pki.add_device("cam-03", days).expect_err("out of range");
+        assert!(matches!(err, PkiError::BadDays(d) if d == days), "{err}");
+        assert!(err.to_string().contains("1 to 3650 days"), "{err}");
+    }
+    assert!(!pki.device_files("cam-03").0.exists());
+}
