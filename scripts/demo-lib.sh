@@ -1,4 +1,14 @@
-# Shared by scripts/demo.sh and scripts/demo-rollout.sh (sourced): waiting for the daemons.
+# Shared by scripts/demo.sh and scripts/demo-rollout.sh (sourced): waiting for the daemons, and
+# the operator's calls to the hub's API.
+
+# hub_api PATH [CURL ARGS...]: the hub's operator routes (/v1/fleet, /v1/rollouts) with the
+# operator token the hub wrote at `init` or its first run (demo-out/pki/operator.token, 0600).
+hub_api() {
+  local path=$1; shift
+  local token
+  token=$(grep -v '^#' demo-out/pki/operator.token | head -n 1)
+  curl -sf -H "Authorization: Bearer $token" "$@" "http://127.0.0.1:8480$path"
+}
 
 # wait_hub PID LOG: until the hub logs that it is serving (up to 20 s); exits the demo with
 # the hub's log if the hub process dies first.

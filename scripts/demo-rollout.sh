@@ -12,7 +12,6 @@ BIN=${BIN:-target/release/tandem-agent}
 HUB=${HUB:-target/release/tandem-hub}
 CONF=demo/agent-rollout.toml
 URL=http://127.0.0.1:8470
-API=http://127.0.0.1:8480
 mkdir -p demo-out/logs
 # Kept after the demo, to look into.
 LOG=demo-out/logs/rollout-agent.log
@@ -42,8 +41,8 @@ PID=$!
 wait_agent "$URL" $PID "$LOG"
 fleet_versions() {
   # The version each device serves: from its telemetry (sent every second) when it has some.
-  for d in $(curl -sf "$API/v1/fleet" | python3 -c 'import json,sys; print(" ".join(d["device"] for d in json.load(sys.stdin)["devices"]))'); do
-    curl -sf "$API/v1/fleet/$d" | python3 -c 'import json,sys
+  for d in $(hub_api /v1/fleet | python3 -c 'import json,sys; print(" ".join(d["device"] for d in json.load(sys.stdin)["devices"]))'); do
+    hub_api "/v1/fleet/$d" | python3 -c 'import json,sys
 d = json.load(sys.stdin)
 t = (d.get("telemetry") or {}).get("models", {}).get("vision-fashion", {}).get("version")
 s = {m["name"]: m["version"] for m in (d.get("status") or {}).get("models", [])}.get("vision-fashion", "-")

@@ -76,7 +76,7 @@ echo "== MQTT: a subscriber on tandem/# saw (topic, then the start of the payloa
 cut -c1-150 "$SUBLOG" | grep -E '^tandem/' | tac | awk '!seen[$1]++' | tac | head -n 6 | sed 's/^/   /'
 echo "   ... $(grep -c '^tandem/' "$SUBLOG") messages so far"
 echo "== the hub's view of the fleet, from that telemetry (GET /v1/fleet):"
-curl -sf http://127.0.0.1:8480/v1/fleet | cut -c1-300; echo
+hub_api /v1/fleet | cut -c1-300; echo
 echo "== OIP v2 (Triton/KServe protocol): GET /v2/models/vision-fashion"
 curl -sf "$URL/v2/models/vision-fashion"; echo
 echo "== a bad request gets a precise error:"

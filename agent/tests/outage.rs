@@ -300,10 +300,12 @@ async fn scenario() {
     )
     .await;
     let fleet_url = |hub: &Hub| format!("{}/v1/fleet/{DEVICE}", hub.http);
+    // The fleet is an operator's read: the hub's operator token (written at its first run).
+    let token = tandem_tests::http::operator_token(pki.dir());
     let device = |url: String| {
-        let c = c.clone();
+        let (c, token) = (c.clone(), token.clone());
         async move {
-            let r = c.get(url).send().await.ok()?;
+            let r = c.get(url).bearer_auth(token).send().await.ok()?;
             if !r.status().is_success() {
                 return None;
             }

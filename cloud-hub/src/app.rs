@@ -221,6 +221,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         None => ingress,
     };
     let api = Arc::new(api);
+    let token_file = cfg.operator_token_file();
+    if crate::api::auth::create_token_file(&token_file).map_err(HttpError::from)? {
+        tracing::info!(file = %token_file.display(), "operator token created (0600; the hub's CLIs use it)");
+    }
     let server = HttpServer::bind(&cfg, api).await?;
     let (http_local, https) = (server.local_addr(), server.is_tls());
     let models: Vec<String> = engine

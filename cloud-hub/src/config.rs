@@ -52,9 +52,11 @@ pub struct Config {
 
 /// `[http]`: the HTTP API (OIP v2 REST on the cloud variants, `/metrics`, health).
 ///
-/// Authentication: on a loopback address none is required; anywhere else `bearer_token_file`
-/// or `tls` (or both) must be set, or the hub refuses to start. A configured token file is
-/// enforced on every address; `/v2/health/live` stays open.
+/// Authentication: operator routes always need operator credentials (the PKI's operator token,
+/// a token of `bearer_token_file`, an operator certificate; `api::rights`). On a loopback
+/// address inference and `/metrics` are open unless `bearer_token_file` is set; anywhere else
+/// `bearer_token_file` or `tls` (or both) must be set, or the hub refuses to start. Health
+/// stays open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
@@ -86,6 +88,10 @@ pub struct HttpConfig {
     /// Longest a connection may stay open with no request in progress (after its accept or its
     /// last response), in milliseconds.
     pub idle_timeout_ms: u64,
+    /// Host names clients reach the API by (the `Host` header; others get 421, against DNS
+    /// rebinding). `localhost`, loopback addresses and the listen address are always allowed
+    /// (any IP address when listening on `0.0.0.0`/`[::]`). Default: `["localhost"]`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl HttpConfig {
@@ -119,6 +125,7 @@ impl Default for HttpConfig {
             max_connections: 0,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
+            allowed_hosts: vec!["localhost".into()],
         }
     }
 }
@@ -284,6 +291,12 @@ impl Config {
     pub fn bearer_token_file(&self) -> Option<PathBuf> {
         let f = &self.http.bearer_token_file;
         (!f.as_os_str().is_empty()).then(|| tandem_engine::settings::resolve(&self.base_dir, f))
+    }
+
+    /// The hub's operator token file (`operator.token` in `pki_dir`, created by `tandem-hub
+    /// init` or the first `run`).
+    pub fn operator_token_file(&self) -> PathBuf {
+        self.pki_dir().join(crate::api::auth::OPERATOR_TOKEN_FILE)
     }
 
     /// The model registry's folder, resolved.

@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         action: DeviceCmd,
     },
+    /// Manage operator certificates (HTTPS API clients with every right).
+    Operator {
+        #[command(subcommand)]
+        action: tandem_hub::pki::operator::OperatorCmd,
+    },
     /// The feedback the fleet delivered (hard examples, corrections).
     Feedback {
         #[command(subcommand)]
@@ -213,8 +218,15 @@ fn pki_command(cmd: Command) -> Result<(), tandem_hub::pki::PkiError> {
         Command::Init { dir, names } => {
             let names = names.hub_names();
             Pki::init_for(&dir, &names)?;
+            let token = dir.join(tandem_hub::api::auth::OPERATOR_TOKEN_FILE);
+            tandem_hub::api::auth::create_token_file(&token).map_err(|e| {
+                tandem_hub::pki::PkiError::Io {
+                    path: token.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
             println!(
-                "created a PKI in {}: ca.pem, hub.pem/.key ({}), signing.key/.pub, crl.pem",
+                "created a PKI in {}: ca.pem, hub.pem/.key ({}), signing.key/.pub, crl.pem, operator.token",
                 dir.display(),
                 hub_names(&names)?
             );
@@ -269,24 +281,30 @@ fn pki_command(cmd: Command) -> Result<(), tandem_hub::pki::PkiError> {
     Ok(())
 }
 
+/// The exit of a PKI command: 64 for a bad argument, 74 for IO, 65 for the rest.
+fn pki_exit(result: Result<(), tandem_hub::pki::PkiError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem-hub: {e}");
+            ExitCode::from(match e {
+                tandem_hub::pki::PkiError::BadName(_)
+                | tandem_hub::pki::PkiError::BadHubName(_)
+                | tandem_hub::pki::PkiError::BadDays(_) => 64,
+                tandem_hub::pki::PkiError::Io { .. } => 74,
+                _ => 65,
+            })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         cmd @ (Command::Init { .. } | Command::Device { .. } | Command::Pki { .. }) => {
-            match pki_command(cmd) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tandem-hub: {e}");
-                    ExitCode::from(match e {
-                        tandem_hub::pki::PkiError::BadName(_)
-                        | tandem_hub::pki::PkiError::BadHubName(_)
-                        | tandem_hub::pki::PkiError::BadDays(_) => 64,
-                        tandem_hub::pki::PkiError::Io { .. } => 74,
-                        _ => 65,
-                    })
-                }
-            }
+            pki_exit(pki_command(cmd))
         }
+        Command::Operator { action } => pki_exit(tandem_hub::pki::operator::command(action)),
         Command::Feedback { action } => feedback_command(action),
         Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),

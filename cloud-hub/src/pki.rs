@@ -8,16 +8,20 @@
 //! - `signing.key`, `signing.pub`: the ed25519 model-signing key (bundles, issue 5).
 //! - `devices/<name>.pem`, `devices/<name>.key`: a device certificate, CN = the device name,
 //!   client authentication only. The name in the certificate is the device's identity.
+//! - `operators/<name>.pem`, `operators/<name>.key`: an operator certificate ([`operator`]).
 //! - `crl.pem`: the revocation list the hub loads into its TLS verifiers and its broker
 //!   ([`crl`]; the running hub re-signs it before it lapses and after every revocation).
 //! - `pki.lock`: taken around every change of the ledger (the CLI and the running hub).
-//! - `pki.json`: the ledger (next serial, devices with serial, expiry, revocation).
+//! - `pki.json`: the ledger (next serial, devices and operators with serial, expiry,
+//!   revocation).
 //!
 //! Private keys are created with mode 0600 (never written wider and narrowed afterwards).
 
 mod config;
 mod crl;
 mod hub_cert;
+pub mod operator;
+pub mod role;
 mod sign;
 
 pub use config::PkiConfig;
@@ -70,6 +74,9 @@ pub enum PkiError {
     /// No such device.
     #[error("device `{0}` is not known to this PKI")]
     UnknownDevice(String),
+    /// No such operator.
+    #[error("operator `{0}` is not known to this PKI")]
+    UnknownOperator(String),
     /// A validity out of range (an expired or nearly eternal certificate).
     #[error("--days {0}: a certificate is valid for 1 to {MAX_DAYS} days")]
     BadDays(i64),
@@ -108,6 +115,9 @@ pub struct Ledger {
     pub crl_number: u64,
     /// Every device certificate ever issued.
     pub devices: Vec<DeviceRecord>,
+    /// Every operator certificate ever issued (absent in ledgers from before operators).
+    #[serde(default)]
+    pub operators: Vec<DeviceRecord>,
 }
 
 /// Longest validity of a certificate the PKI issues, in days (the CA's own).
@@ -242,7 +252,7 @@ impl Pki {
         let mut ledger = Ledger {
             next_serial: 2,
             crl_number: 1,
-            devices: Vec::new(),
+            ..Ledger::default()
         };
         pki.write_hub_cert(names, 1)?;
         let signing = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;

@@ -283,11 +283,31 @@ impl Fleet {
         }
     }
 
-    /// `GET path` on a daemon's API, from inside its host: `(status, body)`, or why not.
+    /// `GET path` on a daemon's API, from inside its host (on the hub as its operator):
+    /// `(status, body)`, or why not.
     pub async fn get(&self, d: &Daemon, path: &str) -> Result<(u16, Vec<u8>), String> {
         self.rig
-            .http(&d.host, "GET", &format!("{}{path}", d.http), None)
+            .http_as(
+                &d.host,
+                "GET",
+                &format!("{}{path}", d.http),
+                None,
+                self.as_operator(d),
+            )
             .await
+    }
+
+    /// The headers of an operator's JSON call when `d` is the hub (its operator token, written
+    /// at `tandem-hub init`); none for an agent.
+    fn as_operator(&self, d: &Daemon) -> Vec<(&'static str, String)> {
+        if d.host != self.hub_host {
+            return Vec::new();
+        }
+        let token = crate::http::operator_token(&self.pki());
+        vec![
+            ("Authorization", format!("Bearer {token}")),
+            ("Content-Type", "application/json".into()),
+        ]
     }
 
     /// `GET path` as JSON when it answers 200; `None` otherwise.
@@ -306,15 +326,17 @@ impl Fleet {
         }
     }
 
-    /// `POST path` with `body` on a daemon's API, from inside its host.
+    /// `POST path` with `body` on a daemon's API, from inside its host (on the hub as its
+    /// operator, a JSON body).
     pub async fn post(
         &self,
         d: &Daemon,
         path: &str,
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), String> {
+        let url = format!("{}{path}", d.http);
         self.rig
-            .http(&d.host, "POST", &format!("{}{path}", d.http), Some(body))
+            .http_as(&d.host, "POST", &url, Some(body), self.as_operator(d))
             .await
     }
 }

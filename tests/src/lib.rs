@@ -2,8 +2,9 @@
 //! deadlines ([`wait`]), HTTP and Prometheus helpers ([`http`], [`metrics`]), free loopback
 //! ports ([`net`]), built daemons on loopback started from a config text ([`daemon`]), child
 //! processes with captured logs ([`process`]), TLS client configurations from PEM files
-//! ([`tls`]) and several hosts on one machine in network namespaces ([`netns`]), with a hub
-//! and agents on them ([`fleet`]) and fresh handshakes with the hub as a device ([`probe`]).
+//! ([`tls`]), hand-made HTTP(S) requests ([`raw`]) and several hosts on one machine in network
+//! namespaces ([`netns`]), with a hub and agents on them ([`fleet`]) and fresh handshakes with
+//! the hub as a device ([`probe`]).
 //!
 //! Generic on purpose: it depends on no Tandem crate, so `tandem-agent` and `tandem-hub` take it
 //! as a dev-dependency without a second copy of their own types.
@@ -17,6 +18,7 @@ pub mod netns;
 pub mod paths;
 pub mod probe;
 pub mod process;
+pub mod raw;
 pub mod tls;
 pub mod wait;
 

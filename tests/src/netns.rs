@@ -290,6 +290,19 @@ impl Rig {
         url: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>), String> {
+        self.http_as(name, method, url, body, Vec::new()).await
+    }
+
+    /// [`Rig::http`] with these headers (the hub's operator routes: `Authorization: Bearer
+    /// TOKEN`, `Content-Type: application/json`).
+    pub async fn http_as(
+        &self,
+        name: &str,
+        method: &str,
+        url: &str,
+        body: Option<Vec<u8>>,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let (method, url) = (method.to_string(), url.to_string());
         self.on(name, async move {
             let c = reqwest::Client::builder()
@@ -298,6 +311,9 @@ impl Rig {
                 .map_err(|e| e.to_string())?;
             let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
             let mut req = c.request(m, &url);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
             if let Some(b) = body {
                 req = req.body(b);
             }

@@ -112,7 +112,8 @@ impl Hub {
                 "--name-prefix",
                 "lab-",
             ])
-            .args(["--expires", expires, "--hub", &self.http]));
+            .args(["--expires", expires, "--hub", &self.http])
+            .env("TANDEM_HUB_TOKEN_FILE", self.operator_token_file()));
         assert!(out.status.success(), "{out:?}");
         let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -124,10 +125,20 @@ impl Hub {
         (token, id)
     }
 
+    /// `GET path` as the operator (the token `tandem-hub init` wrote).
     fn get(&self, path: &str) -> Value {
-        reqwest::blocking::get(format!("{}{path}", self.http))
+        let token = tandem_tests::http::operator_token(&self.dir.join("pki"));
+        reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.http))
+            .bearer_auth(token)
+            .send()
             .and_then(|r| r.json())
             .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The hub's operator token file, for the CLI (`TANDEM_HUB_TOKEN_FILE`).
+    fn operator_token_file(&self) -> PathBuf {
+        self.dir.join("pki").join("operator.token")
     }
 
     /// A counter from the hub's `/metrics`.
@@ -343,8 +354,9 @@ fn enrol_once_and_refuse_reuse_expiry_and_revocation() {
 
     // Revoked.
     let (revoked, rid) = hub.claim("1h");
-    let out =
-        run(Command::new(binary("tandem-hub")).args(["claim", "revoke", &rid, "--hub", &hub.http]));
+    let out = run(Command::new(binary("tandem-hub"))
+        .args(["claim", "revoke", &rid, "--hub", &hub.http])
+        .env("TANDEM_HUB_TOKEN_FILE", hub.operator_token_file()));
     assert!(out.status.success(), "{out:?}");
     let refused = enrol(&hub, &cfg2, &revoked, "cam2");
     assert_eq!(refused.status.code(), Some(77), "{refused:?}");

@@ -58,6 +58,7 @@ async fn a_device_on_another_host_enrols_by_claim_and_renews() {
             "10m",
         ])
         .args(["--hub", &hub.http])
+        .env("TANDEM_HUB_TOKEN_FILE", fleet.pki().join("operator.token"))
         .output()
         .expect("claim create");
     assert!(out.status.success(), "{out:?}");

@@ -1,24 +1,22 @@
-//! Bearer-token authentication of the HTTP API.
+//! Operator bearer tokens of the HTTP API.
 //!
-//! Tokens come from a file (`http.bearer_token_file`), one a line, and are kept only as SHA-256
-//! digests. A presented token is hashed and compared with every digest in constant time, so
-//! neither its content nor which token it nearly matched shows in the timing. A request
-//! without a valid token gets 401 with `WWW-Authenticate: Bearer` and the JSON error body;
-//! `/v2/health/live` stays open for probes.
+//! Tokens come from files, one a line: the hub's own operator token file
+//! ([`OPERATOR_TOKEN_FILE`] in the PKI folder, created 0600 by `tandem-hub init` or the first
+//! `run`) and `http.bearer_token_file`. They are kept only as SHA-256 digests. A presented
+//! token is hashed and compared with every digest in constant time, so neither its content nor
+//! which token it nearly matched shows in the timing. Every token is an operator's
+//! ([`super::gate`] decides what a request may do).
 
-use axum::Json;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tandem_engine::http::LIVE_PATH;
 
 /// Shortest token accepted, in characters.
 pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The hub's operator token file, in its PKI folder.
+pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
 
 /// Why the token file cannot be used (the messages never quote a token).
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +42,17 @@ pub enum AuthError {
     /// No token in the file.
     #[error("{0} holds no token (one a line; blank lines and `#` comments are ignored)")]
     Empty(PathBuf),
+    /// The operator token file cannot be created.
+    #[error("cannot create {path}: {source}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// IO error.
+        source: std::io::Error,
+    },
+    /// No random source for a new token.
+    #[error("no random source for a new operator token: {0}")]
+    Random(String),
 }
 
 /// The accepted tokens, as SHA-256 digests.
@@ -92,6 +101,27 @@ impl Tokens {
         Self::parse(&text, path)
     }
 
+    /// These tokens and `other`'s.
+    pub fn join(mut self, other: Self) -> Self {
+        self.0.extend(other.0);
+        self
+    }
+
+    /// The first token of a token file, for a client to present.
+    pub fn first_in(path: &Path) -> Result<String, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// Whether `presented` is one of the tokens; constant time in the presented token and
     /// over every configured one.
     pub fn accepts(&self, presented: &str) -> bool {
@@ -104,49 +134,40 @@ impl Tokens {
     }
 }
 
+/// Creates an operator token file with a new random token (256 bits, hex), mode 0600 from the
+/// start; `Ok(false)` when the file exists already (it is left as it is).
+pub fn create_token_file(path: &Path) -> Result<bool, AuthError> {
+    let create = |source| AuthError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        return Ok(false);
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| AuthError::Random(e.to_string()))?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let mut file = open.open(path).map_err(create)?;
+    let text = format!(
+        "# tandem-hub operator token: `Authorization: Bearer TOKEN` on the hub's API\n{}\n",
+        hex::encode(secret)
+    );
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(create)?;
+    file.sync_all().map_err(create)?;
+    Ok(true)
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-fn unauthorized(message: &str, challenge: &'static str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, challenge)],
-        Json(serde_json::json!({ "error": message })),
-    )
-        .into_response()
-}
-
-/// Middleware: lets a request with a valid bearer token (or to the liveness probe) through,
-/// answers 401 otherwise.
-pub async fn require_token(
-    State(tokens): State<Arc<Tokens>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if req.uri().path() == LIVE_PATH {
-        return next.run(req).await;
-    }
-    match bearer(req.headers()) {
-        Some(t) if tokens.accepts(t) => next.run(req).await,
-        Some(_) => {
-            tracing::debug!(path = %req.uri().path(), "invalid bearer token");
-            unauthorized(
-                "invalid bearer token",
-                "Bearer realm=\"tandem-hub\", error=\"invalid_token\"",
-            )
-        }
-        None => unauthorized(
-            "this API needs a bearer token: send `Authorization: Bearer TOKEN` (http.bearer_token_file)",
-            "Bearer realm=\"tandem-hub\"",
-        ),
-    }
 }
 
 #[cfg(test)]
@@ -181,6 +202,24 @@ mod tests {
             "the message quotes no token: {err}"
         );
         assert_eq!(format!("{t:?}"), "Tokens(2 configured)");
+    }
+
+    #[test]
+    fn a_new_operator_token_file_is_private_and_never_replaced() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(OPERATOR_TOKEN_FILE);
+        assert!(create_token_file(&path).expect("create"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let token = Tokens::first_in(&path).expect("token");
+        assert_eq!(token.len(), 64);
+        assert!(Tokens::load(&path).expect("load").accepts(&token));
+        assert!(!create_token_file(&path).expect("exists"));
+        assert_eq!(Tokens::first_in(&path).expect("same"), token);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! ([`TlsReload`]) and ends the open connections of the revoked certificates
 //! (`ingress::live::Revocable`).
 
+use super::gate::Peer;
 use crate::ingress::live::{LiveConns, Revocable, serial};
-use crate::ingress::tls::device_identity;
+use crate::pki::role::CertRole;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -87,24 +88,29 @@ impl TlsHandshake {
 
 impl Handshake for TlsHandshake {
     type Io = Stream;
-    type Info = SocketAddr;
+    /// The role of the client certificate, for the gate (`api::gate`).
+    type Info = Peer;
 
-    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(Stream, SocketAddr)> {
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(Stream, Peer)> {
         let acceptor = self.reload.current()?;
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
                 let chain = tls.get_ref().1.peer_certificates();
-                let identity = chain.and_then(device_identity);
+                let who = Peer::of(chain);
                 let cert_serial = chain.and_then(|c| serial(c.first()?));
-                tracing::debug!(%peer, identity = identity.as_deref().unwrap_or("?"), "HTTPS client accepted");
+                let identity = match who.role() {
+                    Some(CertRole::Device(d)) => d.clone(),
+                    Some(CertRole::Operator(o)) => format!("operator {o}"),
+                    None => "?".into(),
+                };
+                tracing::debug!(%peer, identity, "HTTPS client accepted");
                 let Some(cert_serial) = cert_serial else {
                     tracing::info!(%peer, "HTTPS client certificate without a readable serial: closed");
                     return None;
                 };
-                let device = identity.unwrap_or_default();
                 Some((
-                    Revocable::new(tls, &self.reload.live, cert_serial, &device),
-                    peer,
+                    Revocable::new(tls, &self.reload.live, cert_serial, &identity),
+                    who,
                 ))
             }
             Ok(Err(e)) => {

@@ -1,14 +1,18 @@
 //! The hub's HTTP API: OIP v2 REST on the cloud variants (the engine's shared handlers, answered
 //! straight from the hub's engine, dynamically batched), `/metrics`, and health; over HTTP, or
-//! HTTPS with client certificates, with optional bearer tokens.
+//! HTTPS with client certificates, with operator bearer tokens.
 //!
 //! # Layout
-//! - [`auth`]: bearer tokens (file, constant-time check, 401).
+//! - [`auth`]: operator bearer tokens (files, constant-time check).
+//! - [`rights`]: route classes × principals, the one table of who may call what.
+//! - [`gate`]: the middleware that applies it (Host, Origin, principal, rights, body type).
 //! - [`https`]: the TLS listener (mutual TLS, handshakes off the accept path).
 //! - this file: the [`OipService`] of the hub, and [`HttpServer`] (bind, serve until stopped).
 
 pub mod auth;
+pub mod gate;
 pub mod https;
+pub mod rights;
 
 use crate::config::Config;
 use crate::ingress::quic::IngressStats;
@@ -158,8 +162,9 @@ impl OipService for HubApi {
     }
 }
 
-/// The router: OIP v2 and `/metrics`, behind the bearer-token check when tokens are set.
-pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
+/// The router: OIP v2 and `/metrics` (and the fleet's, registry's and rollouts' routes),
+/// behind the [`gate`].
+pub fn router(api: Arc<HubApi>, gate: gate::Gate) -> Router {
     let mut routes = http::routes::<HubApi>();
     if let Some(f) = &api.fleet {
         routes = routes.merge(crate::fleet::http::routes(f.clone()));
@@ -173,12 +178,10 @@ pub fn router(api: Arc<HubApi>, tokens: Option<auth::Tokens>) -> Router {
     if let Some(e) = &api.enrolment {
         routes = routes.merge(crate::enrol::http::routes(e.claims().clone()));
     }
-    if let Some(t) = tokens {
-        routes = routes.layer(axum::middleware::from_fn_with_state(
-            Arc::new(t),
-            auth::require_token,
-        ));
-    }
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        Arc::new(gate),
+        gate::check,
+    ));
     http::finish(routes, api)
 }
 
@@ -199,12 +202,22 @@ impl std::fmt::Debug for HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `http.listen` with the `[http]` authentication (token file, TLS from `pki_dir`).
+    /// Binds `http.listen` with the `[http]` authentication (the operator token file of
+    /// `pki_dir` when there is one, `http.bearer_token_file`, TLS from `pki_dir`).
     pub async fn bind(cfg: &Config, api: Arc<HubApi>) -> Result<Self, HttpError> {
-        let tokens = cfg
+        let operator = cfg.operator_token_file();
+        let operator = operator
+            .exists()
+            .then(|| auth::Tokens::load(&operator))
+            .transpose()?;
+        let configured = cfg
             .bearer_token_file()
             .map(|p| auth::Tokens::load(&p))
             .transpose()?;
+        let tokens = match (operator, configured) {
+            (Some(a), Some(b)) => Some(a.join(b)),
+            (a, b) => a.or(b),
+        };
         let bind_err = |source| HttpError::Bind {
             addr: cfg.http.listen.clone(),
             source,
@@ -228,12 +241,17 @@ impl HttpServer {
         if !cfg.http.is_loopback() {
             tracing::info!(listen = %local, tokens = tokens.is_some(), tls = cfg.http.tls, "HTTP API off loopback: authenticated");
         }
+        let gate = gate::Gate {
+            tokens,
+            open: !cfg.http.tls && cfg.bearer_token_file().is_none(),
+            hosts: gate::HostPolicy::new(&cfg.http.allowed_hosts, local),
+        };
         Ok(Self {
             tcp,
             tls: tls_config.map(https::TlsHandshake::new),
             local,
             metrics: api.context.engine.metrics().clone(),
-            app: router(api, tokens),
+            app: router(api, gate),
             limits,
         })
     }

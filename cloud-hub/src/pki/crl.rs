@@ -102,12 +102,7 @@ impl Pki {
 }
 
 fn revoked(ledger: &Ledger) -> BTreeSet<u64> {
-    ledger
-        .devices
-        .iter()
-        .filter(|d| d.revoked_at.is_some())
-        .map(|d| d.serial)
-        .collect()
+    super::operator::revoked(ledger).map(|d| d.serial).collect()
 }
 
 #[cfg(test)]

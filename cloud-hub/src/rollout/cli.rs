@@ -14,9 +14,44 @@ pub struct HubArgs {
     /// The hub's HTTP API (default: from the config's http.listen).
     #[arg(long)]
     hub: Option<String>,
-    /// Hub config file (http.listen, http.bearer_token_file).
+    /// Hub config file (http.listen, pki_dir's operator.token, http.bearer_token_file).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// File whose first token is sent as the operator's bearer token (default: the
+    /// `TANDEM_HUB_TOKEN_FILE` environment variable, else `operator.token` in the config's
+    /// pki_dir, else the config's http.bearer_token_file).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// The environment variable naming the operator token file.
+pub const TOKEN_FILE_ENV: &str = "TANDEM_HUB_TOKEN_FILE";
+
+/// The operator token to send: from the file given (which must be readable), else the
+/// config's operator token file or token file when there is one.
+fn operator_token(
+    args: &HubArgs,
+    cfg: &crate::config::Config,
+) -> Result<Option<String>, (u8, String)> {
+    use crate::api::auth::Tokens;
+    let given = args
+        .token_file
+        .clone()
+        .or_else(|| std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from));
+    let path = match given {
+        Some(p) => p,
+        None => match [Some(cfg.operator_token_file()), cfg.bearer_token_file()]
+            .into_iter()
+            .flatten()
+            .find(|p| p.exists())
+        {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+    };
+    Tokens::first_in(&path)
+        .map(Some)
+        .map_err(|e| (78, e.to_string()))
 }
 
 /// `tandem-hub rollout ...`.
@@ -111,15 +146,7 @@ impl Client {
             .hub
             .clone()
             .unwrap_or_else(|| format!("http://{}", cfg.http.listen));
-        let token = match cfg.bearer_token_file() {
-            Some(path) => std::fs::read_to_string(&path)
-                .map_err(|e| (78, format!("{}: {e}", path.display())))?
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-            None => None,
-        };
+        let token = operator_token(args, &cfg)?;
         let http = reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

@@ -1,0 +1,163 @@
+//! Operator certificates: issued by the hub's CA with the operator role ([`super::role`]),
+//! kept in the ledger next to the devices (one serial sequence), revoked through the same CRL;
+//! and `tandem-hub operator add|revoke|list`.
+//!
+//! Files: `operators/<name>.pem`, `operators/<name>.key` (the key created 0600).
+
+use super::role::{OPERATOR_CN_PREFIX, operator_eku_extension};
+use super::{DeviceRecord, Ledger, Pki, PkiError, check_days, rfc3339, valid_device_name, write};
+use clap::Subcommand;
+use rcgen::{CertificateParams, DnType, KeyPair, SerialNumber};
+use std::path::PathBuf;
+use time::{Duration, OffsetDateTime};
+
+/// `tandem-hub operator ...`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCmd {
+    /// Issue an operator certificate (name: lowercase letters, digits and `-`): it may call
+    /// every route of the hub's HTTPS API, devices' certificates only their own.
+    Add {
+        /// Operator name.
+        name: String,
+        /// PKI folder.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// Validity in days (1 to 3650).
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+    },
+    /// Revoke an operator's certificate (through the CRL, as for devices).
+    Revoke {
+        /// Operator name.
+        name: String,
+        /// PKI folder.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+    },
+    /// List issued operator certificates.
+    List {
+        /// PKI folder.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+    },
+}
+
+/// Runs an `operator` subcommand, printing what it did.
+pub fn command(cmd: OperatorCmd) -> Result<(), PkiError> {
+    match cmd {
+        OperatorCmd::Add { name, dir, days } => {
+            let pki = Pki::open(&dir)?;
+            let rec = pki.add_operator(&name, days)?;
+            let (cert, key) = pki.operator_files(&name);
+            println!(
+                "operator {name}: serial {}, valid until {}\n  {}\n  {}",
+                rec.serial,
+                rec.not_after,
+                cert.display(),
+                key.display()
+            );
+        }
+        OperatorCmd::Revoke { name, dir } => {
+            let serials = Pki::open(&dir)?.revoke_operator(&name)?;
+            println!("operator {name}: revoked serial(s) {serials:?}; crl.pem rewritten");
+        }
+        OperatorCmd::List { dir } => {
+            for d in Pki::open(&dir)?.ledger()?.operators {
+                let state = d
+                    .revoked_at
+                    .map_or_else(|| "valid".to_string(), |t| format!("revoked {t}"));
+                println!(
+                    "{:24} serial {:6} until {}  {state}",
+                    d.name, d.serial, d.not_after
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Pki {
+    /// Paths of an operator's certificate and key.
+    pub fn operator_files(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self.dir.join("operators");
+        (d.join(format!("{name}.pem")), d.join(format!("{name}.key")))
+    }
+
+    /// Issues an operator certificate valid from now for `days` days.
+    pub fn add_operator(&self, name: &str, days: i64) -> Result<DeviceRecord, PkiError> {
+        check_days(days)?;
+        if !valid_device_name(name) {
+            return Err(PkiError::BadName(name.to_string()));
+        }
+        let _lock = self.lock()?;
+        let mut ledger = self.ledger()?;
+        if ledger
+            .operators
+            .iter()
+            .any(|d| d.name == name && d.revoked_at.is_none())
+        {
+            return Err(PkiError::Duplicate(name.to_string()));
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        // No subject name: a DNS name is a device's identity (and would make it neither).
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{OPERATOR_CN_PREFIX}{name}"));
+        p.custom_extensions = vec![operator_eku_extension()];
+        let serial = ledger.next_serial;
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        p.not_after = p.not_before + Duration::days(days);
+        let cert = p.signed_by(&key, &self.issuer()?)?;
+        let (cert_path, key_path) = self.operator_files(name);
+        write(&key_path, &key.serialize_pem(), true)?;
+        write(&cert_path, &cert.pem(), false)?;
+        let rec = DeviceRecord {
+            name: name.to_string(),
+            serial,
+            not_after: rfc3339(p.not_after),
+            revoked_at: None,
+        };
+        ledger.next_serial += 1;
+        ledger.operators.push(rec.clone());
+        self.save(&ledger)?;
+        Ok(rec)
+    }
+
+    /// Revokes every valid certificate of an operator and rewrites the CRL.
+    pub fn revoke_operator(&self, name: &str) -> Result<Vec<u64>, PkiError> {
+        let _lock = self.lock()?;
+        let mut ledger = self.ledger()?;
+        let serials = revoke(&mut ledger.operators, name);
+        if serials.is_empty() {
+            return Err(PkiError::UnknownOperator(name.to_string()));
+        }
+        // The ledger first, as for devices: whoever sees the new crl.pem finds the revocation.
+        self.save(&ledger)?;
+        self.write_crl(&mut ledger, super::CLI_CRL_VALIDITY_S)?;
+        self.save(&ledger)?;
+        Ok(serials)
+    }
+}
+
+/// Marks every valid record of `name` revoked now; their serials.
+fn revoke(records: &mut [DeviceRecord], name: &str) -> Vec<u64> {
+    let now = rfc3339(OffsetDateTime::now_utc());
+    records
+        .iter_mut()
+        .filter(|d| d.name == name && d.revoked_at.is_none())
+        .map(|d| {
+            d.revoked_at = Some(now.clone());
+            d.serial
+        })
+        .collect()
+}
+
+/// Every revoked certificate of the ledger, devices' and operators'.
+pub(super) fn revoked(ledger: &Ledger) -> impl Iterator<Item = &DeviceRecord> {
+    ledger
+        .devices
+        .iter()
+        .chain(&ledger.operators)
+        .filter(|d| d.revoked_at.is_some())
+}
