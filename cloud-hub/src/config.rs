@@ -89,8 +89,9 @@ pub struct HttpConfig {
     /// last response), in milliseconds.
     pub idle_timeout_ms: u64,
     /// Host names clients reach the API by (the `Host` header; others get 421, against DNS
-    /// rebinding). `localhost`, loopback addresses and the listen address are always allowed
-    /// (any IP address when listening on `0.0.0.0`/`[::]`). Default: `["localhost"]`.
+    /// rebinding). `localhost`, loopback addresses, the listen address and the DNS names of the
+    /// hub's certificate are always allowed (any IP address when listening on
+    /// `0.0.0.0`/`[::]`). Default: `["localhost"]`.
     pub allowed_hosts: Vec<String>,
 }
 

@@ -1,7 +1,8 @@
 //! Rights on the hub's HTTP API, route × principal, on real sockets (the hub's own listener,
 //! HTTP and HTTPS, with its registry and rollouts): no credentials, a wrong token, the
 //! operator token, an operator certificate, a device certificate, a revoked operator
-//! certificate; and the browser's attacks (a cross-site `text/plain` POST, a rebound `Host`).
+//! certificate; and the browser's attacks (a cross-site `text/plain` POST, a rebound `Host`;
+//! the names of the hub's certificate are its own).
 
 mod common;
 
@@ -32,7 +33,11 @@ struct Hub {
 /// vision-fashion 1.0.1, and the hub's API over them on a free loopback port.
 async fn hub(name: &str, tls: bool) -> Hub {
     let dir = scratch(name);
-    let pki = Pki::init(&dir.join("pki")).expect("pki");
+    let names = tandem_hub::pki::HubNames {
+        dns: vec!["hub.example".into()],
+        ips: Vec::new(),
+    };
+    let pki = Pki::init_for(&dir.join("pki"), &names).expect("pki");
     let token_file = pki.dir().join(tandem_hub::api::auth::OPERATOR_TOKEN_FILE);
     tandem_hub::api::auth::create_token_file(&token_file).expect("token");
     let token = tandem_tests::http::operator_token(pki.dir());
@@ -318,7 +323,12 @@ async fn a_web_page_cannot_reach_the_loopback_api() {
         assert_eq!(status, 421, "{}: {body}", req.path);
     }
     assert!(hub.rollouts(false).await.is_empty(), "nothing was started");
-    // The hub's own names pass, and a same-origin Origin too.
+    // The hub's own names pass (its certificate's too), and a same-origin Origin.
+    let named = format!("hub.example:{port}");
+    let (status, body) = hub
+        .http(Raw::get("/v2/models/vision-fashion").with_headers(&[("Host", named.as_str())]))
+        .await;
+    assert_eq!(status, 200, "{body}");
     let local = format!("localhost:{port}");
     let same = format!("http://localhost:{port}");
     for host in [

@@ -39,8 +39,9 @@ impl Peer {
     }
 }
 
-/// The `Host` names a request may carry: the configured names (`http.allowed_hosts`),
-/// `localhost` and loopback addresses, the listen address, and any IP address when the hub listens on all of
+/// The `Host` names a request may carry: the configured names (`http.allowed_hosts`), the
+/// names in the hub's certificate (`tandem-hub init --name`), `localhost` and loopback
+/// addresses, the listen address, and any IP address when the hub listens on all of
 /// them. An IP address cannot be rebound; a name can.
 #[derive(Debug, Clone)]
 pub struct HostPolicy {
@@ -79,6 +80,18 @@ impl HostPolicy {
             Err(_) => self.names.contains(&host),
         }
     }
+}
+
+/// The DNS names of the hub's certificate (`hub.pem` in the PKI folder; none when it is
+/// missing or unreadable: the configured names still apply).
+pub fn hub_cert_names(pki: &std::path::Path) -> Vec<String> {
+    use rustls_pki_types::pem::PemObject;
+    let Ok(der) = rustls_pki_types::CertificateDer::from_pem_file(pki.join("hub.pem")) else {
+        return Vec::new();
+    };
+    webpki::EndEntityCert::try_from(&der)
+        .map(|c| c.valid_dns_names().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// The host part of an authority: `[::1]:80` → `::1`, `name:80` → `name`.

@@ -244,7 +244,14 @@ impl HttpServer {
         let gate = gate::Gate {
             tokens,
             open: !cfg.http.tls && cfg.bearer_token_file().is_none(),
-            hosts: gate::HostPolicy::new(&cfg.http.allowed_hosts, local),
+            hosts: gate::HostPolicy::new(
+                &[
+                    cfg.http.allowed_hosts.clone(),
+                    gate::hub_cert_names(&cfg.pki_dir()),
+                ]
+                .concat(),
+                local,
+            ),
         };
         Ok(Self {
             tcp,
