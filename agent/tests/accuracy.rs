@@ -50,7 +50,8 @@ fn fashion_accuracy_matches_recorded_figures() {
         let e = engine(&["vision-fashion"], variant);
         let per = rows * cols;
         let mut correct = 0usize;
-        for (chunk, lab) in pixels.chunks(per * 500).zip(labels.chunks(500)) {
+        // At most engine.max_rows_per_request (64 by default) rows per request.
+        for (chunk, lab) in pixels.chunks(per * 64).zip(labels.chunks(64)) {
             let data: Vec<f32> = chunk
                 .iter()
                 .map(|p| (f32::from(*p) * scale - mean) / std)

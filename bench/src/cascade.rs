@@ -88,7 +88,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         let (_, engine) =
             tandem_engine::engine::start(&settings(&repo, variant), Default::default())?;
         let mut preds = Vec::with_capacity(n);
-        for (chunk, lab) in pixels.chunks(784 * 500).zip(labels.chunks(500)) {
+        // At most engine.max_rows_per_request (64 by default) rows per request.
+        for (chunk, lab) in pixels.chunks(784 * 64).zip(labels.chunks(64)) {
             let t = InputTensor {
                 name: "input".into(),
                 shape: vec![lab.len() as i64, 1, 28, 28],
