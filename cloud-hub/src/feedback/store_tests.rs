@@ -1,5 +1,5 @@
 //! The feedback store's unit tests: dedup (also under overlapping redeliveries), telemetry
-//! hand-off, rejected payloads, the quota, file modes.
+//! hand-off, rejected payloads, the quota, file modes, reopening at once after a drop.
 
 use super::*;
 use tandem_shared::record::{ExampleKind, Outcome};
@@ -66,6 +66,24 @@ fn stores_once_per_device_epoch_seq() {
         s.ingest("cam-1", &[(7, 1, &a)]).expect("after reopen"),
         vec![Ingested::Duplicate]
     );
+}
+
+#[test]
+fn opens_again_at_once_after_a_drop() {
+    // sled's thread pool may still hold the index file (and its lock) for a moment after the
+    // last `Db` handle is dropped; a dropped store waits for it, so the same process can open
+    // the store again at once (an in-process restart). Each round writes, so each drop has
+    // background log writes to finish.
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = example(None);
+    for seq in 0..20u64 {
+        let s = Store::open(dir.path()).expect("open again at once");
+        assert_eq!(
+            s.ingest("cam-1", &[(1, seq, &a)]).expect("ingest"),
+            vec![Ingested::New]
+        );
+        assert_eq!(s.len() as u64, seq + 1, "durable across every reopen");
+    }
 }
 
 #[test]
