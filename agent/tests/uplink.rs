@@ -1,7 +1,8 @@
 //! The agent's hub link: a reconnection to the same hub sends its first request as 0-RTT data,
 //! and the hub accepts it; a hub that refuses the device's certificate is reported with the
 //! cause; a hub that goes silent (packets lost, no close) is noticed after one timed-out
-//! request, and the keeper reconnects when it is back.
+//! request, and the keeper reconnects when it is back; a burst of requests while no connection
+//! is up opens one connection (the hub counts them).
 
 mod common;
 
@@ -78,13 +79,18 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn link(pki: &Pki, device: &str, addr: std::net::SocketAddr) -> Arc<Uplink> {
+    link_with(pki, device, addr, 1000)
+}
+
+/// [`link`] with its own `hub.timeout_ms`.
+fn link_with(pki: &Pki, device: &str, addr: std::net::SocketAddr, timeout_ms: u64) -> Arc<Uplink> {
     let (cert, key) = pki.device_files(device);
     let cfg = HubConfig {
         address: addr.to_string(),
         ca: pki.dir().join("ca.pem"),
         cert,
         key,
-        timeout_ms: 1000,
+        timeout_ms,
         ..Default::default()
     };
     Arc::new(Uplink::new(&cfg, |p| p.to_path_buf()).expect("uplink"))
@@ -228,5 +234,44 @@ async fn a_silent_hub_is_noticed_and_the_keeper_reconnects() {
         up.status().last_error,
         None,
         "a working link clears the error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_with_no_connection_opens_one() {
+    let dir = tmp("burst");
+    let pki = Pki::init(&dir).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let ingress =
+        tandem_hub::ingress::quic::QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), &dir)
+            .expect("bind hub");
+    let (addr, stats) = (ingress.local_addr().expect("addr"), ingress.stats());
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingress.run(async {
+        let _ = rx.await;
+    }));
+    // A handshake on a loaded machine may be slow: this test counts connections, not time.
+    let up = link_with(&pki, "cam-01", addr, 30_000);
+    // 48 requests at once and no connection up (no keeper): one connects, the others wait.
+    let calls: Vec<_> = (0..48u64)
+        .map(|n| {
+            let up = up.clone();
+            tokio::spawn(async move {
+                up.call(&Message::Ping { nonce: n }, Duration::from_secs(30))
+                    .await
+            })
+        })
+        .collect();
+    for (n, c) in (0..48u64).zip(calls) {
+        assert_eq!(
+            c.await.expect("join").expect("answered"),
+            Message::Pong { nonce: n }
+        );
+    }
+    assert_eq!(up.status().connects, 1, "{:?}", up.status());
+    assert_eq!(
+        stats.accepted.load(Ordering::Relaxed),
+        1,
+        "connections the hub accepted for one burst"
     );
 }

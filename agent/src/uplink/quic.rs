@@ -6,7 +6,9 @@
 //! A reconnection to a hub that gave this process a session ticket sends its first request as
 //! 0-RTT data (inference requests are idempotent). A failure never blocks a caller: while the
 //! link backs off, or while a hub that let a request time out has not answered a probe,
-//! [`Uplink::view`] says the hub is unavailable and the caller answers locally. When the hub
+//! [`Uplink::view`] says the hub is unavailable and the caller answers locally. One connection
+//! attempt at a time: callers that find none up while one is under way wait for it rather than
+//! open their own (a burst of requests opens one connection, not one each). When the hub
 //! closes the connection (for instance because the device certificate expired or was revoked)
 //! the close reason is logged at WARN and kept in [`Uplink::status`].
 
@@ -78,7 +80,8 @@ pub struct Uplink {
     /// The client configuration (TLS identity) new connections use; replaced by
     /// [`Uplink::reload_identity`] after a renewal.
     pub(super) client: Mutex<quinn::ClientConfig>,
-    /// Held while [`Uplink::connection`] makes a connection: one attempt at a time.
+    /// Held while [`Uplink::connection`] or the keeper makes a connection: one attempt at a
+    /// time.
     connecting: tokio::sync::Mutex<()>,
     /// `hub.address`, resolved at each connect.
     pub(super) hub: HubAddress,
@@ -282,6 +285,10 @@ impl Uplink {
 
     /// A full handshake (no 0-RTT: nothing is waiting to be sent), for the keeper.
     pub(super) async fn connect_full(&self) -> Result<quinn::Connection, UplinkError> {
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
         let addrs = self.resolve().await?;
         self.handshake(&addrs, None).await
     }
