@@ -17,11 +17,15 @@
 //! - [`runtime`]: finding and loading the ONNX Runtime library.
 //! - [`metrics`]: counters and latency histograms (Prometheus text).
 //! - [`settings`]: the config sections the engine reads.
+//! - `daemon` (feature `daemon`): sd_notify readiness and watchdog (engine progress), the
+//!   reloadable log filter, the shutdown tree; for the daemons.
 //! - `http` (feature `http`): the OIP v2 REST API and `/metrics` over an engine, for the
 //!   daemons.
 
 pub mod batch;
 pub mod bundle;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod engine;
 pub mod generations;
 #[cfg(feature = "http")]

@@ -7,6 +7,9 @@ use std::sync::OnceLock;
 /// The library file name `make setup` installs.
 pub const LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 
+/// Where the Debian packages install it (`tandem-onnxruntime`, `make deb`).
+pub const PACKAGED_DIR: &str = "/usr/lib/tandem";
+
 /// Why ONNX Runtime is not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -49,11 +52,16 @@ pub fn candidates(cfg: &EngineSettings) -> Vec<PathBuf> {
     {
         out.push(dir.join(LIB_NAME));
         out.push(dir.join("libonnxruntime.so"));
+        // Installed by the packages: <prefix>/bin/tandem-agent -> <prefix>/lib/tandem/
+        if let Some(prefix) = dir.parent() {
+            out.push(prefix.join("lib/tandem").join(LIB_NAME));
+        }
         // Inside a checkout: target/<profile>/tandem-agent -> <repo>/.ort/
         for up in dir.ancestors().skip(1).take(3) {
             out.push(up.join(".ort").join(LIB_NAME));
         }
     }
+    out.push(PathBuf::from(PACKAGED_DIR).join(LIB_NAME));
     out.push(PathBuf::from(".ort").join(LIB_NAME));
     out
 }

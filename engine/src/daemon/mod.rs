@@ -1,0 +1,13 @@
+//! What both daemons share with their service manager and for an orderly stop.
+//!
+//! # Layout
+//! - [`notify`]: the systemd notification protocol (`READY=1`, `WATCHDOG=1`, `RELOADING=1`,
+//!   `STOPPING=1` to `$NOTIFY_SOCKET`).
+//! - [`watchdog`]: the watchdog loop, fed only while the engine makes progress.
+//! - [`logging`]: the log filter from the config, replaced on reload.
+//! - [`shutdown`]: signals, the cancellation token tree, tracked tasks and the grace bound.
+
+pub mod logging;
+pub mod notify;
+pub mod shutdown;
+pub mod watchdog;
