@@ -1,6 +1,6 @@
-//! `tandem-agent run`: load the runtime and models, serve the local API, and shut down
-//! gracefully on SIGTERM/SIGINT (stop accepting, finish in-flight requests within the grace
-//! period, stop the workers). A second signal exits at once.
+//! `tandem-agent run`: load the runtime and models, serve the local API, report ready and feed
+//! the watchdog (systemd `Type=notify`), reload on SIGHUP, and shut down on SIGTERM/SIGINT
+//! through the shutdown tree (ARCHITECTURE.md "Shutdown"). A second signal exits at once (130).
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -9,6 +9,8 @@ use crate::inference::engine::StartError;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
+use tandem_engine::daemon::notify::Notifier;
+use tandem_engine::daemon::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
 /// Why the daemon stopped with an error.
@@ -135,29 +137,12 @@ pub fn open_queue(cfg: &Config) -> Result<Arc<dyn crate::queue::Queue>, AppError
     Ok(Arc::new(q))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
-/// Runs the daemon until a signal.
+/// Runs the daemon until a signal, then stops in the order ARCHITECTURE.md "Shutdown" gives,
+/// within `server.shutdown_grace_ms` in all.
 pub async fn run(cfg: Config) -> Result<(), AppError> {
+    let shutdown = Shutdown::new(Duration::from_millis(cfg.server.shutdown_grace_ms));
+    shutdown.on_signals("tandem-agent");
+    let notifier = Notifier::from_env();
     let engine = tokio::task::block_in_place(|| start_engine(&cfg))?;
     let addr = cfg.listen_addr();
     let listener = TcpListener::bind(addr)
@@ -178,13 +163,16 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         crate::enrol::recover(&cfg.resolve(&cfg.hub.key), &cfg.resolve(&cfg.hub.cert))
             .map_err(|e| AppError::Hub(crate::uplink::UplinkError::Setup(e.to_string())))?;
     }
-    let router = start_router_with(&cfg, engine.clone(), Some(feedback))?;
+    let router = start_router_with(&cfg, engine.clone(), Some(feedback.clone()))?;
+    let tasks = shutdown.tasks().clone();
+    let deliver_stop = shutdown.child();
     if let Some(u) = router.uplink() {
         u.keep();
-        tokio::spawn(crate::uplink::deliver::run(
+        tasks.spawn(crate::uplink::deliver::run_until(
             Arc::downgrade(u),
             queue.clone(),
             wake,
+            deliver_stop.clone(),
         ));
     }
     let mqtt = crate::telemetry::MqttService::start(&cfg, router.clone(), Some(queue.clone()))
@@ -197,29 +185,8 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             link,
         ));
     }
-    let state = Arc::new(AppState::new(&cfg, router));
+    let state = Arc::new(AppState::new(&cfg, router.clone()));
     let app = api::router(state);
-    let models: Vec<String> = engine
-        .models()
-        .map(|m| format!("{}@{}({})", m.name(), m.files.manifest.version, m.ep))
-        .collect();
-    tracing::info!(listen = %local, models = %models.join(", "), "tandem-agent serving");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "signal received: stopping (a second signal exits at once)"
-        );
-        let _ = stop_tx.send(true);
-        shutdown_signal().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let limits = tandem_engine::http::ConnLimits::from_config(
         "server",
         cfg.server.max_connections,
@@ -231,30 +198,54 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         max_connections = limits.max_connections,
         "local API connection cap"
     );
-    let server = tandem_engine::http::serve::serve(
+    // Stops taking connections when cancelled, then waits for the requests in flight.
+    let mut http = tasks.spawn(tandem_engine::http::serve::serve(
         listener,
         tandem_engine::http::serve::PlainTcp,
         app,
         limits,
         engine.metrics().clone(),
-        stopped(stop_rx.clone()),
-    );
-    let served = tokio::select! {
-        () = server => Ok(()),
-        () = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight requests did not finish within the grace period");
-            Ok(())
+        shutdown.child().cancelled_owned(),
+    ));
+    tandem_engine::daemon::watchdog::spawn(&tasks, &engine, &notifier, shutdown.child());
+    let (mut running, r) = (cfg.clone(), router.clone());
+    tandem_engine::daemon::shutdown::on_hangup(shutdown.child(), move || {
+        crate::reload::on_hangup(&mut running, &r)
+    });
+    let models: Vec<String> = engine
+        .models()
+        .map(|m| format!("{}@{}({})", m.name(), m.files.manifest.version, m.ep))
+        .collect();
+    tracing::info!(listen = %local, models = %models.join(", "), "tandem-agent serving");
+    notifier.ready(&format!("serving on {local}"));
+    tokio::select! {
+        () = shutdown.token().cancelled() => {}
+        r = &mut http => {
+            tracing::error!(result = ?r, "the local API stopped on its own: stopping");
+            shutdown.token().cancel();
         }
-    };
+    }
+    notifier.stopping();
+    let d = shutdown.deadline();
+    // 1-2. Stop accepting; requests in flight finish.
+    if !http.is_finished() {
+        d.step("HTTP requests in flight", &mut http).await;
+    }
+    // 3. The queue: no new delivery round; hard examples waiting are written (flushed).
+    deliver_stop.cancel();
+    d.step("hard examples to the queue", feedback.flush()).await;
+    // 4. MQTT: offline published, disconnected.
     if let Some(m) = mqtt {
-        m.shutdown(Duration::from_secs(2)).await;
+        d.step("MQTT disconnect", m.shutdown(shutdown.grace()))
+            .await;
     }
-    let e2 = engine.clone();
-    let stopped =
-        tokio::time::timeout(grace, tokio::task::spawn_blocking(move || e2.shutdown())).await;
-    if stopped.is_err() {
-        tracing::warn!("workers did not finish within the grace period");
+    // 5. QUIC: the delivery round in progress ends, then the connection closes.
+    tasks.close();
+    d.step("delivery round and watchdog", tasks.wait()).await;
+    if let Some(u) = router.uplink() {
+        d.step("QUIC close", u.close()).await;
     }
+    d.stop_engine(engine).await;
     tracing::info!("tandem-agent stopped");
-    served
+    Ok(())
 }

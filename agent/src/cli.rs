@@ -156,15 +156,9 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// Initialises logging from the config (RUST_LOG wins).
+/// Initialises logging from the config (RUST_LOG wins); `run` reloads the filter on SIGHUP.
 pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    tandem_engine::daemon::logging::init(filter);
 }
 
 fn run(cfg: Config) -> ExitCode {

@@ -74,6 +74,9 @@ pub struct Config {
     /// Directory relative paths are resolved against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file it was read from, read again on SIGHUP (not a key; `None`: the defaults).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -149,6 +152,7 @@ impl Default for Config {
             feedback: crate::feedback::FeedbackConfig::default(),
             labels: std::collections::BTreeMap::new(),
             base_dir: PathBuf::from("."),
+            source: None,
         }
     }
 }
@@ -185,7 +189,9 @@ impl Config {
                     .parent()
                     .filter(|b| !b.as_os_str().is_empty())
                     .unwrap_or(Path::new("."));
-                Self::from_toml(&text, &p.display().to_string(), base)
+                let mut cfg = Self::from_toml(&text, &p.display().to_string(), base)?;
+                cfg.source = Some(p.to_path_buf());
+                Ok(cfg)
             }
         }
     }

@@ -13,6 +13,7 @@
 //! - [`api`]: the local HTTP API (OIP v2, `/v1/classify`, `/metrics`).
 //! - [`telemetry`]: counters and histograms.
 //! - [`control`]: commands from the hub over MQTT (threshold, policy, telemetry now).
+//! - [`reload`]: SIGHUP: the config read again, routing policy and log filter applied.
 //! - [`app`]: wiring for `tandem-agent run`: start-up, serving, graceful shutdown.
 //! - [`cli`]: the command-line interface.
 
@@ -27,6 +28,7 @@ pub mod hybrid;
 pub mod models;
 pub mod policy;
 pub mod queue;
+pub mod reload;
 pub mod telemetry;
 pub mod uplink;
 

@@ -1,11 +1,14 @@
 //! `tandem-hub run`: the engine on the cloud variants, the QUIC ingress for devices, the HTTP
-//! API (OIP v2 REST, health, metrics); until SIGTERM/SIGINT, then a drain.
+//! API (OIP v2 REST, health, metrics); ready and watchdog reported to systemd, SIGHUP
+//! reloads; until SIGTERM/SIGINT, then the shutdown tree (ARCHITECTURE.md "Shutdown").
 
 use crate::api::{HttpError, HttpServer, HubApi};
 use crate::config::Config;
 use crate::ingress::quic::QuicIngress;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tandem_engine::daemon::notify::Notifier;
+use tandem_engine::daemon::shutdown::Shutdown;
 use tandem_engine::{Engine, metrics::Metrics};
 
 /// Why the hub stopped with an error.
@@ -40,21 +43,6 @@ pub enum AppError {
     /// The PKI folder.
     #[error(transparent)]
     Revocation(#[from] crate::revocation::RevocationError),
-}
-
-async fn signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut t) => {
-                t.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
 }
 
 /// Prometheus text: the engine's counters and histograms, model gauges (queue depth, model
@@ -148,8 +136,12 @@ fn render_limits(out: &mut String, l: &crate::ingress::limits::LimitStats) {
     }
 }
 
-/// Serves until a signal.
+/// Serves until a signal, then stops in the order ARCHITECTURE.md "Shutdown" gives, within
+/// `shutdown_grace_ms` in all; a second signal exits at once (130).
 pub async fn run(cfg: Config) -> Result<(), AppError> {
+    let shutdown = Shutdown::new(std::time::Duration::from_millis(cfg.shutdown_grace_ms));
+    shutdown.on_signals("tandem-hub");
+    let notifier = Notifier::from_env();
     let settings = cfg.engine_settings();
     let engine = tokio::task::block_in_place(|| -> Result<Arc<Engine>, AppError> {
         let (_, engine) = tandem_engine::engine::start(&settings, Arc::new(Metrics::default()))?;
@@ -232,43 +224,65 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         .map(|m| format!("{}@{}({})", m.name(), m.files.manifest.version, m.ep))
         .collect();
     tracing::info!(quic = %quic_local, http = %http_local, https, models = %models.join(", "), "tandem-hub serving");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let tasks = shutdown.tasks().clone();
     let listeners = crate::revocation::Listeners {
         quic: Some(ingress.reload()),
         https: server.tls_reload(),
     };
     let revocation =
         crate::revocation::Revocation::new(pki, cfg.pki.clone(), crl.as_ref(), listeners);
-    tokio::spawn(revocation.run(stopped(stop_rx.clone())));
-    let quic = tokio::spawn(ingress.run(stopped(stop_rx.clone())));
-    let enrol = enrol.map(|e| tokio::spawn(e.run(stopped(stop_rx.clone()))));
+    tasks.spawn(revocation.run(shutdown.child().cancelled_owned()));
+    let ingress = Arc::new(ingress);
+    let (i, accept_stop) = (ingress.clone(), shutdown.child());
+    let mut quic = tasks.spawn(async move { i.serve(accept_stop.cancelled_owned()).await });
+    let rollout_stop = shutdown.child();
+    let enrol = enrol.map(|e| tasks.spawn(e.run(shutdown.child().cancelled_owned())));
     if let (Some(m), Some(store)) = (&mqtt, rollouts) {
         let tick = std::time::Duration::from_secs(2);
-        tokio::spawn(crate::rollout::controller::run(
+        tasks.spawn(crate::rollout::controller::run(
             store,
             m.fleet(),
             tick,
-            stopped(stop_rx.clone()),
+            rollout_stop.clone().cancelled_owned(),
         ));
     }
-    let http = tokio::spawn(server.run(stopped(stop_rx)));
-    signal().await;
-    tracing::info!("signal received: stopping");
-    let _ = stop_tx.send(true);
-    let _ = quic.await;
-    if let Some(e) = enrol {
-        let _ = e.await;
+    let mut http = tasks.spawn(server.run(shutdown.child().cancelled_owned()));
+    tandem_engine::daemon::watchdog::spawn(&tasks, &engine, &notifier, shutdown.child());
+    let mut running = cfg.clone();
+    tandem_engine::daemon::shutdown::on_hangup(shutdown.child(), move || {
+        crate::reload::on_hangup(&mut running)
+    });
+    notifier.ready(&format!("serving: QUIC {quic_local}, HTTP {http_local}"));
+    tokio::select! {
+        () = shutdown.token().cancelled() => {}
+        r = &mut http => {
+            tracing::error!(result = ?r, "HTTP API stopped on its own: stopping");
+            shutdown.token().cancel();
+        }
     }
-    if let Ok(Err(e)) = http.await {
+    notifier.stopping();
+    let d = shutdown.deadline();
+    // 1-2. Stop accepting (HTTP, QUIC connections and streams); requests, deliveries (each
+    // stored and fsynced before its acknowledgement) and downloads in flight finish.
+    if !http.is_finished()
+        && let Some(Ok(Err(e))) = d.step("HTTP requests in flight", &mut http).await
+    {
         tracing::error!(error = %e, "HTTP API stopped with an error");
     }
-    if let Some(m) = mqtt {
-        m.stop().await;
+    d.step("QUIC streams in flight", &mut quic).await;
+    if let Some(e) = enrol {
+        d.step("enrolment requests in flight", e).await;
     }
-    let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+    // 3. Rollouts stop stepping; 4. MQTT: the hub's client and the broker stop.
+    rollout_stop.cancel();
+    if let Some(m) = mqtt {
+        d.step("MQTT disconnect", m.stop()).await;
+    }
+    // 5. QUIC: connections closed, the endpoint idle.
+    d.step("QUIC close", ingress.close()).await;
+    tasks.close();
+    d.step("tasks", tasks.wait()).await;
+    d.stop_engine(engine).await;
     tracing::info!("tandem-hub stopped");
     Ok(())
 }

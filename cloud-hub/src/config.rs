@@ -25,6 +25,9 @@ pub struct Config {
     /// Feedback store: records the devices delivered (hard examples, corrections, offline
     /// events and telemetry); `tandem-hub feedback export` reads it.
     pub feedback_dir: PathBuf,
+    /// Longest the whole stop may take on SIGTERM/SIGINT, in milliseconds (in-flight requests
+    /// and deliveries, MQTT, QUIC close); a second signal exits at once. Default 10000.
+    pub shutdown_grace_ms: u64,
     /// HTTP API (OIP v2 REST, health, metrics).
     pub http: HttpConfig,
     /// QUIC ingress for devices.
@@ -48,6 +51,9 @@ pub struct Config {
     /// Directory relative paths resolve against (not a key).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file it was read from, read again on SIGHUP (not a key; `None`: the defaults).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[http]`: the HTTP API (OIP v2 REST on the cloud variants, `/metrics`, health).
@@ -163,6 +169,7 @@ impl Default for Config {
             pki: crate::pki::PkiConfig::default(),
             registry_dir: PathBuf::from("registry"),
             feedback_dir: PathBuf::from("feedback"),
+            shutdown_grace_ms: 10_000,
             http: HttpConfig::default(),
             quic: QuicConfig::default(),
             feedback: crate::feedback::FeedbackConfig::default(),
@@ -174,6 +181,7 @@ impl Default for Config {
             fleet: crate::fleet::FleetConfig::default(),
             enrol: crate::enrol::EnrolConfig::default(),
             base_dir: PathBuf::from("."),
+            source: None,
         }
     }
 }
@@ -219,7 +227,11 @@ impl Config {
         overlay(&mut merged, toml::from_str(&text).map_err(parse_err)?);
         let mut cfg: Config = toml::Value::Table(merged).try_into().map_err(parse_err)?;
         cfg.base_dir = base;
+        cfg.source = path.map(Path::to_path_buf);
         let mut problems = Vec::new();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log_filter) {
+            problems.push(format!("log_filter: {e}"));
+        }
         for (key, addr) in [
             ("http.listen", &cfg.http.listen),
             ("quic.listen", &cfg.quic.listen),

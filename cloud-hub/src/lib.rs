@@ -13,6 +13,7 @@
 //! - [`registry`]: the model registry: signed bundles by model and version (`tandem-hub models`,
 //!   `GET /v1/models`).
 //! - [`rollout`]: staged rollouts of a model version (canary, stages, halts).
+//! - [`reload`]: SIGHUP: the config read again, the log filter applied.
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //! - [`revocation`]: the running hub keeps the CRL fresh and applies it live.
 //!
@@ -31,6 +32,7 @@ pub mod fleet;
 pub mod ingress;
 pub mod pki;
 pub mod registry;
+pub mod reload;
 pub mod revocation;
 pub mod rollout;
 pub mod serving;

@@ -331,13 +331,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(78);
                 }
             };
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_filter));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            tandem_engine::daemon::logging::init(&cfg.log_filter);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

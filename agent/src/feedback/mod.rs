@@ -74,6 +74,9 @@ pub struct Feedback {
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,
     stats: Arc<FeedbackStats>,
     wake: Arc<tokio::sync::Notify>,
+    /// Cancelled by [`Feedback::flush`]: the writer takes no more, queues what waits, ends.
+    closing: tokio_util::sync::CancellationToken,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn now_ms() -> u64 {
@@ -103,8 +106,19 @@ impl Feedback {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(cfg.max_pending.max(1));
         let stats = Arc::new(FeedbackStats::default());
         let (q, st, w) = (queue.clone(), stats.clone(), wake.clone());
-        tokio::spawn(async move {
-            while let Some(payload) = rx.recv().await {
+        let closing = tokio_util::sync::CancellationToken::new();
+        let closed = closing.clone();
+        let writer = tokio::spawn(async move {
+            loop {
+                let payload = tokio::select! {
+                    p = rx.recv() => p,
+                    () = closed.cancelled(), if !rx.is_closed() => {
+                        // Shutdown: refuse new ones, queue the ones already waiting.
+                        rx.close();
+                        continue;
+                    }
+                };
+                let Some(payload) = payload else { break };
                 let q = q.clone();
                 let done =
                     tokio::task::spawn_blocking(move || q.append(Class::HardExample, payload))
@@ -128,7 +142,19 @@ impl Feedback {
             tx,
             stats,
             wake,
+            closing,
+            writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// Shutdown: stops taking hard examples and returns once those already waiting are in the
+    /// queue (each flushed to disk before the queue accepts it).
+    pub async fn flush(&self) {
+        self.closing.cancel();
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
     }
 
     /// The queue records go to.

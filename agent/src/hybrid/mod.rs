@@ -188,6 +188,15 @@ impl Router {
         self.config.read().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// Replaces the whole routing policy (a reloaded config): changes made by commands since
+    /// are dropped, the file wins.
+    pub fn set_policy_config(&self, config: PolicyConfig) {
+        match self.config.write() {
+            Ok(mut c) => *c = config,
+            Err(_) => tracing::error!("policy lock poisoned: routing policy not reloaded"),
+        }
+    }
+
     /// Changes the routing of one model (or the default, `model = None`) at run time. Keys left
     /// `None` keep their value. The threshold must be in the range of the signal in force
     /// (`tandem_shared::mqtt::args`).

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tandem_shared::backoff::Backoff;
 use tandem_shared::wire::{DEFAULT_MAX_FRAME_BYTES, Message, encode_to_vec};
+use tokio_util::sync::CancellationToken;
 
 /// Most records per delivery stream.
 pub const DELIVER_MAX_RECORDS: usize = 256;
@@ -43,6 +44,17 @@ pub async fn run(
     queue: Arc<dyn Queue>,
     wake: Arc<tokio::sync::Notify>,
 ) {
+    run_until(link, queue, wake, CancellationToken::new()).await;
+}
+
+/// [`run`] until `stop` is cancelled (shutdown): no new round starts after it, a round in
+/// progress ends normally (what the hub acknowledged is deleted, the rest released).
+pub async fn run_until(
+    link: std::sync::Weak<Uplink>,
+    queue: Arc<dyn Queue>,
+    wake: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
     let epoch = queue.epoch();
     let Some(stats) = link.upgrade().map(|u| u.delivery_stats().clone()) else {
         return;
@@ -50,10 +62,16 @@ pub async fn run(
     let idle = Duration::from_millis(500);
     let mut backoff = Backoff::new(RETRY_BASE, RETRY_CAP);
     loop {
+        if stop.is_cancelled() {
+            return;
+        }
         let Some(up) = link.upgrade() else { return };
         if !up.view().available {
             drop(up);
-            tokio::time::sleep(idle).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(idle) => {}
+            }
             continue;
         }
         let q = queue.clone();
@@ -73,6 +91,7 @@ pub async fn run(
         if batch.is_empty() {
             drop(up);
             tokio::select! {
+                () = stop.cancelled() => return,
                 () = wake.notified() => {}
                 () = tokio::time::sleep(idle) => {}
             }

@@ -144,6 +144,14 @@ impl Uplink {
         tokio::spawn(super::keeper::run(Arc::downgrade(self)));
     }
 
+    /// Shutdown: closes the connection and the endpoint, and waits until the hub has been
+    /// told (or the close timed out); the keeper's reconnects fail from then on.
+    pub async fn close(&self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"agent shutting down");
+        self.endpoint.wait_idle().await;
+    }
+
     /// The delivery loop's counters.
     pub fn delivery_stats(&self) -> &Arc<super::deliver::DeliveryStats> {
         &self.delivery

@@ -269,6 +269,10 @@ impl Launch {
         let mut child = Command::new(&self.bin)
             .arg("-c")
             .arg(&self.files.conf)
+            // Debian's mosquitto speaks sd_notify: the hub's readiness is the hub's to report.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

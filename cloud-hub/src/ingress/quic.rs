@@ -128,6 +128,10 @@ struct Services {
     enroller: Option<Arc<crate::enrol::Enroller>>,
     /// Open connections by certificate serial (closed when it is revoked).
     live: Arc<super::live::LiveConns>,
+    /// The streams being answered (shutdown waits for them).
+    streams: tokio_util::task::TaskTracker,
+    /// Cancelled at shutdown: connections take no new streams.
+    draining: tokio_util::sync::CancellationToken,
 }
 
 impl QuicIngress {
@@ -200,8 +204,17 @@ impl QuicIngress {
         self.stats.clone()
     }
 
-    /// Accepts connections until `stop` resolves, then closes the endpoint.
+    /// Accepts connections until `stop` resolves, lets the streams in flight finish, then
+    /// closes the endpoint ([`QuicIngress::serve`] then [`QuicIngress::close`]).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        self.serve(stop).await;
+        self.close().await;
+    }
+
+    /// Accepts connections until `stop` resolves; then refuses new connections and new
+    /// streams, and returns once the streams in flight (requests, deliveries, downloads) are
+    /// answered. Connections stay open until [`QuicIngress::close`].
+    pub async fn serve(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let limits = self.limits;
         let shared = Shared {
@@ -233,6 +246,15 @@ impl QuicIngress {
                 }
             }
         }
+        self.endpoint.set_server_config(None);
+        self.services.draining.cancel();
+        self.services.streams.close();
+        self.services.streams.wait().await;
+    }
+
+    /// Closes every connection (code `CLOSE_SHUTDOWN`: devices reconnect with backoff) and
+    /// waits until the endpoint is idle.
+    pub async fn close(&self) {
         self.endpoint.close(
             quinn::VarInt::from_u32(CLOSE_SHUTDOWN),
             b"hub shutting down",
@@ -294,7 +316,14 @@ async fn handle_connection(
     let id = shared.admission.register(&device, &conn, &stats.limits);
     let budget = Budget::connection(&shared.limits, shared.budget.clone());
     loop {
-        match conn.accept_bi().await {
+        let accepted = tokio::select! {
+            () = services.draining.cancelled() => {
+                shared.admission.forget(&device, id);
+                return;
+            }
+            a = conn.accept_bi() => a,
+        };
+        match accepted {
             Ok((send, recv)) => {
                 let (conn, stats, device, services) = (
                     conn.clone(),
@@ -303,7 +332,8 @@ async fn handle_connection(
                     services.clone(),
                 );
                 let reader = FrameReader::new(recv, budget.clone(), &shared.limits);
-                tokio::spawn(async move {
+                let streams = services.streams.clone();
+                streams.spawn(async move {
                     handle_stream(&conn, &device, send, reader, &stats, &services).await
                 });
             }
