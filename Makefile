@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet clean
+.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet clean
 
 setup:
 	./scripts/setup.sh
@@ -13,6 +13,11 @@ build: setup
 
 release: setup
 	$(CARGO) build --workspace --release --bins
+
+# Debian packages of the release build in target/deb/: tandem-agent, tandem-hub and the
+# tandem-onnxruntime they share (README "Deployment"). dpkg-deb only, no network.
+deb: release
+	./scripts/deb.sh --profile release --out target/deb
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,6 +1,7 @@
 //! The shipped unit files pass `systemd-analyze verify` without a single warning, with
 //! `ExecStart` pointing at the built binaries (verify exits 0 on many mistakes, so any output
-//! counts as a failure).
+//! counts as a failure), and their `systemd-analyze security` exposure stays at most 3.0 (agent)
+//! and 4.0 (hub).
 
 use std::process::Command;
 use tandem_tests::{binary, repo};
@@ -41,18 +42,14 @@ fn verify(unit: &str, installed: &str, bin: &str) {
 fn agent_unit_verifies_cleanly() {
     verify(
         "tandem-agent.service",
-        "/usr/local/bin/tandem-agent",
+        "/usr/bin/tandem-agent",
         "tandem-agent",
     );
 }
 
 #[test]
 fn hub_unit_verifies_cleanly() {
-    verify(
-        "tandem-hub.service",
-        "/usr/local/bin/tandem-hub",
-        "tandem-hub",
-    );
+    verify("tandem-hub.service", "/usr/bin/tandem-hub", "tandem-hub");
 }
 
 #[test]
@@ -80,4 +77,58 @@ fn a_broken_unit_is_caught() {
         !printed.trim().is_empty(),
         "systemd-analyze printed nothing for a misspelt key"
     );
+}
+
+/// The overall exposure `systemd-analyze security --offline=yes` gives a unit file.
+fn exposure(unit: &str) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(repo().join("systemd").join(unit))
+        .output()
+        .expect("systemd-analyze runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.split_once("Overall exposure level for ")?
+                .1
+                .split_once(": ")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{unit}: no overall exposure in:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+#[test]
+fn units_are_sandboxed_tightly() {
+    let agent = exposure("tandem-agent.service");
+    let hub = exposure("tandem-hub.service");
+    assert!(agent <= 3.0, "agent exposure {agent} > 3.0");
+    assert!(hub <= 4.0, "hub exposure {hub} > 4.0");
+    for unit in ["tandem-agent.service", "tandem-hub.service"] {
+        let text = std::fs::read_to_string(repo().join("systemd").join(unit)).expect("unit");
+        for key in [
+            "Type=notify",
+            "WatchdogSec=",
+            "ExecReload=",
+            "UMask=0077",
+            "MemoryMax=",
+            "PrivateDevices=yes",
+            "SystemCallFilter=@system-service",
+            "CapabilityBoundingSet=\n",
+        ] {
+            assert!(text.contains(key), "{unit} lacks {key}");
+        }
+        assert!(
+            !text.contains("Environment=RUST_LOG"),
+            "{unit} overrides the config's log filter"
+        );
+    }
 }
