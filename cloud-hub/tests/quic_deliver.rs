@@ -70,6 +70,16 @@ async fn connect(h: &Hub, device: &str) -> Result<quinn::Connection, String> {
     Ok(conn)
 }
 
+/// Polls `cond` every 25 ms for up to 5 s (the assertion after it says what was expected).
+async fn until(cond: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// One stream: `frames` out, every answer frame back.
 async fn exchange(conn: &quinn::Connection, frames: &[u8]) -> Vec<Message> {
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
@@ -211,12 +221,8 @@ async fn connections_over_the_caps_are_refused_or_replace_the_oldest() {
 
     // cam-2 leaves; cam-3 connects again: its older connection gives way (one per device).
     b.close(0u32.into(), b"leaving");
-    for _ in 0..200 {
-        if h.stats.limits.connections.load(Ordering::Relaxed) == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    until(|| h.stats.limits.connections.load(Ordering::Relaxed) == 2).await;
+    assert_eq!(h.stats.limits.connections.load(Ordering::Relaxed), 2);
     let c2 = connect(&h, "cam-3").await.expect("cam-3 again");
     let reason = c.closed().await;
     assert!(
@@ -240,6 +246,14 @@ async fn handshakes_over_the_cap_are_refused_while_one_stalls() {
     };
     let h = hub(limits, FeedbackConfig::default());
     let before = connect(&h, "cam-1").await.expect("cam-1");
+    // The client's handshake ends before the hub's (the hub still waits for the client's
+    // Finished): until the hub has counted cam-1 in, cam-1 holds the only handshake place.
+    until(|| {
+        h.stats.accepted.load(Ordering::Relaxed) == 1
+            && h.stats.limits.handshakes.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    assert_eq!(h.stats.limits.handshakes.load(Ordering::Relaxed), 0);
     // A client that sends its Initial packet and then goes silent: catch a real client's first
     // datagram on a socket of ours and replay it to the hub from a socket that never answers.
     let trap = tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -260,13 +274,13 @@ async fn handshakes_over_the_cap_are_refused_while_one_stalls() {
         .await
         .expect("silent");
     silent.send_to(&initial[..n], h.addr).await.expect("replay");
-    for _ in 0..200 {
-        if h.stats.limits.handshakes.load(Ordering::Relaxed) == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    until(|| h.stats.limits.handshakes.load(Ordering::Relaxed) == 1).await;
     assert_eq!(h.stats.limits.handshakes.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        h.stats.limits.handshakes_refused.load(Ordering::Relaxed),
+        0,
+        "the silent client got the free place"
+    );
 
     let refused = connect(&h, "cam-3").await.expect_err("over max_handshakes");
     assert!(refused.to_lowercase().contains("refused"), "{refused}");
@@ -276,12 +290,7 @@ async fn handshakes_over_the_cap_are_refused_while_one_stalls() {
         "an established connection keeps working"
     );
     // The silent handshake is dropped after handshake_timeout_ms: the place is free again.
-    for _ in 0..200 {
-        if h.stats.limits.handshakes.load(Ordering::Relaxed) == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    until(|| h.stats.limits.handshakes.load(Ordering::Relaxed) == 0).await;
     assert_eq!(h.stats.limits.handshakes.load(Ordering::Relaxed), 0);
     let after = connect(&h, "cam-3").await.expect("a handshake place again");
     assert!(ping(&after).await);
