@@ -53,6 +53,10 @@ pub(super) struct State {
     /// A request timed out on `conn` at this instant: unavailable until the hub answers a
     /// probe (the keeper's), or for one `timeout` at most when no keeper runs.
     pub(super) suspect: Option<Instant>,
+    /// The hub has answered on `conn` (a request or the keeper's probe): until then a new
+    /// connection is not reported as connected (a hub that refuses the certificate closes it
+    /// right after the handshake).
+    answered: bool,
     /// Waits between connection attempts (full jitter; reset by any answer).
     backoff: Backoff,
     pub(super) retry_at: Option<Instant>,
@@ -63,7 +67,7 @@ pub(super) struct State {
 /// The link as an operator sees it (`/metrics`, telemetry).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LinkStatus {
-    /// A connection is up and not suspected dead.
+    /// A connection is up, the hub has answered on it, and it is not suspected dead.
     pub connected: bool,
     /// Connections established since start.
     pub connects: u64,
@@ -125,6 +129,7 @@ impl Uplink {
                 conn: None,
                 established: Arc::new(AtomicBool::new(false)),
                 suspect: None,
+                answered: false,
                 backoff: Backoff::new(RETRY_BASE, RETRY_CAP),
                 retry_at: None,
                 service_ms: None,
@@ -183,7 +188,9 @@ impl Uplink {
     pub fn status(&self) -> LinkStatus {
         let (connected, last_error) = self.state.lock().map_or((false, None), |s| {
             (
-                s.conn.as_ref().is_some_and(|c| c.close_reason().is_none()) && s.suspect.is_none(),
+                s.conn.as_ref().is_some_and(|c| c.close_reason().is_none())
+                    && s.answered
+                    && s.suspect.is_none(),
                 s.last_error.clone(),
             )
         });
@@ -262,6 +269,7 @@ impl Uplink {
         s.conn = Some(conn.clone());
         s.established = established;
         s.suspect = None;
+        s.answered = false;
         s.retry_at = None;
         self.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(hub = %self.hub, "connected to the hub");
@@ -519,6 +527,7 @@ impl Uplink {
 /// Any answer shows the hub is alive and accepts this device.
 fn confirm(s: &mut State, addr: &HubAddress) {
     s.suspect = None;
+    s.answered = true;
     s.backoff.reset();
     if let Some(e) = s.last_error.take() {
         tracing::info!(hub = %addr, after = %e, "hub link restored");
