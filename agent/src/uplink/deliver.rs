@@ -31,7 +31,7 @@ const RETRY_CAP: Duration = Duration::from_secs(5);
 /// Delivery counters since start.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
-    /// Records the hub acknowledged (then deleted here).
+    /// Records the hub acknowledged (counted before they are deleted here).
     pub acked: AtomicU64,
     /// Delivery rounds that failed (records released for a later round).
     pub failed_rounds: AtomicU64,
@@ -125,6 +125,9 @@ pub async fn run_until(
             }
         };
         drop(up);
+        // Counted before the records leave the queue: whoever sees the queue drained sees
+        // them counted.
+        stats.acked.fetch_add(acked.len() as u64, Ordering::Relaxed);
         let rest: Vec<Seq> = leased
             .iter()
             .copied()
@@ -140,7 +143,6 @@ pub async fn run_until(
         if let Ok(Err(e)) = &deleted {
             tracing::warn!(error = %e, "acknowledged records not deleted: they will be sent again");
         }
-        stats.acked.fetch_add(acked.len() as u64, Ordering::Relaxed);
         if acked.len() < leased.len() {
             stats.failed_rounds.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(backoff.next_delay()).await;
