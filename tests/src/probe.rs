@@ -127,15 +127,43 @@ impl Fleet {
         port: u16,
         path: &str,
     ) -> Result<(u16, String), String> {
+        self.https_get_text_with(host, device, port, path, None)
+            .await
+    }
+
+    /// [`Fleet::https_get_text`] as the hub's operator: its bearer token (`pki/operator.token`)
+    /// over `device`'s TLS connection (the token is the principal, not the certificate).
+    pub async fn https_get_text_as_operator(
+        &self,
+        host: &str,
+        device: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), String> {
+        let token = crate::http::operator_token(&self.pki());
+        self.https_get_text_with(host, device, port, path, Some(token))
+            .await
+    }
+
+    async fn https_get_text_with(
+        &self,
+        host: &str,
+        device: &str,
+        port: u16,
+        path: &str,
+        bearer: Option<String>,
+    ) -> Result<(u16, String), String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         let (ca, cert, key) = self.identity(device);
         let (addr, name, path) = (self.hub_addr(port), self.hub_name(), path.to_string());
         self.rig
             .on(host, async move {
                 let exchange = async {
                     let mut tls = connect_tls(ca, (cert, key), addr, name.clone()).await?;
-                    let req =
-                        format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+                    let req = format!(
+                        "GET {path} HTTP/1.1\r\nHost: {name}\r\n{auth}Connection: close\r\n\r\n"
+                    );
                     tls.write_all(req.as_bytes())
                         .await
                         .map_err(|e| e.to_string())?;

@@ -268,7 +268,7 @@ async fn short_lived() {
     }
     // The hub's own MQTT client kept its broker through every reload.
     let (_, metrics) = fleet
-        .https_get_text("a2", "cam-a2", HTTPS_PORT, "/metrics")
+        .https_get_text_as_operator("a2", "cam-a2", HTTPS_PORT, "/metrics")
         .await
         .expect("hub metrics over HTTPS");
     for line in [
