@@ -156,12 +156,27 @@ async fn revoke() {
         .https_get("a1", "cam-a1", HTTPS_PORT, "/v2/health/live")
         .await;
     assert!(https.is_err(), "HTTPS refuses a1: {https:?}");
-    // The broker restarted with the new CRL: the others are back on MQTT, a1 is not.
+    // The broker restarts with the new CRL (at the hub's next CRL check): a1's MQTT session
+    // ends and its reconnects are refused, while the others come back.
+    wait_for_async(
+        "the broker dropping a1's MQTT session",
+        CLOSE_WITHIN,
+        || async { one(&fleet.metrics(a1).await, "tandem_mqtt_connected") == 0.0 },
+    )
+    .await;
     wait_links_up(&fleet, others).await;
     for _ in 0..10 {
         let m = fleet.metrics(a1).await;
-        assert_eq!(one(&m, "tandem_mqtt_connected"), 0.0, "MQTT refuses a1");
-        assert_eq!(one(&m, "tandem_hub_connected"), 0.0, "QUIC refuses a1");
+        assert_eq!(
+            one(&m, "tandem_mqtt_connected"),
+            0.0,
+            "MQTT refuses a1:\n{m:?}"
+        );
+        assert_eq!(
+            one(&m, "tandem_hub_connected"),
+            0.0,
+            "QUIC refuses a1:\n{m:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(route(&fleet, a1).await, "local", "a1 answers locally");
