@@ -137,7 +137,7 @@ fn wait_http(addr: &str, path: &str, child: &mut Child, timeout: Duration) -> an
             use std::io::{Read, Write};
             let _ = write!(
                 s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
             );
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);

@@ -202,7 +202,7 @@ fn get(addr: &str, path: &str) -> Option<String> {
     s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = String::new();
