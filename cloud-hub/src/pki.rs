@@ -294,41 +294,53 @@ impl Pki {
         not_before: OffsetDateTime,
         days: i64,
     ) -> Result<DeviceRecord, PkiError> {
+        if name == crate::broker::HUB_IDENTITY {
+            return Err(PkiError::Reserved(name.to_string()));
+        }
+        let mut p = CertificateParams::new(vec![name.to_string()])?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let dir = self.dir.join("devices");
+        let files = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        self.issue(name, p, not_before, days, files, |l| &mut l.devices)
+    }
+
+    /// Signs `p` (subject and extensions set by the caller) for `name` with a new key, valid
+    /// from `not_before` for `days` days; writes `files` (certificate, key) and records it in
+    /// the ledger list `list` picks, under the ledger lock. A name that list holds unrevoked
+    /// is refused.
+    fn issue(
+        &self,
+        name: &str,
+        mut p: CertificateParams,
+        not_before: OffsetDateTime,
+        days: i64,
+        (cert_path, key_path): (PathBuf, PathBuf),
+        list: fn(&mut Ledger) -> &mut Vec<DeviceRecord>,
+    ) -> Result<DeviceRecord, PkiError> {
         check_days(days)?;
         if !valid_device_name(name) {
             return Err(PkiError::BadName(name.to_string()));
         }
-        if name == crate::broker::HUB_IDENTITY {
-            return Err(PkiError::Reserved(name.to_string()));
-        }
         let _lock = self.lock()?;
         let mut ledger = self.ledger()?;
-        if ledger
-            .devices
+        if list(&mut ledger)
             .iter()
             .any(|d| d.name == name && d.revoked_at.is_none())
         {
             return Err(PkiError::Duplicate(name.to_string()));
         }
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut p = CertificateParams::new(vec![name.to_string()])?;
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let serial = ledger.next_serial;
         p.serial_number = Some(SerialNumber::from(serial));
         p.not_before = not_before;
         p.not_after = not_before + Duration::days(days);
         let cert = p.signed_by(&key, &self.issuer()?)?;
-        write(
-            &self.dir.join("devices").join(format!("{name}.key")),
-            &key.serialize_pem(),
-            true,
-        )?;
-        write(
-            &self.dir.join("devices").join(format!("{name}.pem")),
-            &cert.pem(),
-            false,
-        )?;
+        write(&key_path, &key.serialize_pem(), true)?;
+        write(&cert_path, &cert.pem(), false)?;
         let rec = DeviceRecord {
             name: name.to_string(),
             serial,
@@ -336,7 +348,7 @@ impl Pki {
             revoked_at: None,
         };
         ledger.next_serial += 1;
-        ledger.devices.push(rec.clone());
+        list(&mut ledger).push(rec.clone());
         self.save(&ledger)?;
         Ok(rec)
     }

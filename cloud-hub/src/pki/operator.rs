@@ -5,9 +5,9 @@
 //! Files: `operators/<name>.pem`, `operators/<name>.key` (the key created 0600).
 
 use super::role::{OPERATOR_CN_PREFIX, operator_eku_extension};
-use super::{DeviceRecord, Ledger, Pki, PkiError, check_days, rfc3339, valid_device_name, write};
+use super::{DeviceRecord, Ledger, Pki, PkiError, rfc3339};
 use clap::Subcommand;
-use rcgen::{CertificateParams, DnType, KeyPair, SerialNumber};
+use rcgen::{CertificateParams, DnType};
 use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};
 
@@ -85,43 +85,14 @@ impl Pki {
 
     /// Issues an operator certificate valid from now for `days` days.
     pub fn add_operator(&self, name: &str, days: i64) -> Result<DeviceRecord, PkiError> {
-        check_days(days)?;
-        if !valid_device_name(name) {
-            return Err(PkiError::BadName(name.to_string()));
-        }
-        let _lock = self.lock()?;
-        let mut ledger = self.ledger()?;
-        if ledger
-            .operators
-            .iter()
-            .any(|d| d.name == name && d.revoked_at.is_none())
-        {
-            return Err(PkiError::Duplicate(name.to_string()));
-        }
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         // No subject name: a DNS name is a device's identity (and would make it neither).
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name
             .push(DnType::CommonName, format!("{OPERATOR_CN_PREFIX}{name}"));
         p.custom_extensions = vec![operator_eku_extension()];
-        let serial = ledger.next_serial;
-        p.serial_number = Some(SerialNumber::from(serial));
-        p.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
-        p.not_after = p.not_before + Duration::days(days);
-        let cert = p.signed_by(&key, &self.issuer()?)?;
-        let (cert_path, key_path) = self.operator_files(name);
-        write(&key_path, &key.serialize_pem(), true)?;
-        write(&cert_path, &cert.pem(), false)?;
-        let rec = DeviceRecord {
-            name: name.to_string(),
-            serial,
-            not_after: rfc3339(p.not_after),
-            revoked_at: None,
-        };
-        ledger.next_serial += 1;
-        ledger.operators.push(rec.clone());
-        self.save(&ledger)?;
-        Ok(rec)
+        let not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        let files = self.operator_files(name);
+        self.issue(name, p, not_before, days, files, |l| &mut l.operators)
     }
 
     /// Revokes every valid certificate of an operator and rewrites the CRL.
