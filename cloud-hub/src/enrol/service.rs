@@ -134,11 +134,7 @@ impl Enroller {
         now_ms: u64,
     ) -> Result<Issued, EnrolError> {
         let outcome = self.enrol_inner(token, proposed, csr, now_ms);
-        let counter = match outcome {
-            Ok(_) => &self.stats.enrolled,
-            Err(_) => &self.stats.enrol_refused,
-        };
-        counter.fetch_add(1, Relaxed);
+        count(&outcome, &self.stats.enrolled, &self.stats.enrol_refused);
         outcome
     }
 
@@ -191,11 +187,7 @@ impl Enroller {
     /// key of `csr`.
     pub fn renew(&self, device: &str, csr: &[u8], now_ms: u64) -> Result<Issued, EnrolError> {
         let outcome = self.renew_inner(device, csr, now_ms);
-        let counter = match outcome {
-            Ok(_) => &self.stats.renewed,
-            Err(_) => &self.stats.renew_refused,
-        };
-        counter.fetch_add(1, Relaxed);
+        count(&outcome, &self.stats.renewed, &self.stats.renew_refused);
         outcome
     }
 
@@ -222,4 +214,10 @@ impl Enroller {
             serial: signed.record.serial,
         })
     }
+}
+
+/// Counts an outcome: `done` when it issued a certificate, else `refused`.
+fn count<T, E>(outcome: &Result<T, E>, done: &AtomicU64, refused: &AtomicU64) {
+    let counter = if outcome.is_ok() { done } else { refused };
+    counter.fetch_add(1, Relaxed);
 }
