@@ -172,7 +172,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         source,
     })?;
     let (ingress, enrol, enroller) = crate::enrol::start(&cfg, ingress)?;
-    let mqtt = crate::fleet::FleetService::start(&cfg).await?;
+    // Devices' hub-assigned labels are their claims' (fleet view, rollout targets).
+    let assigned = enroller.as_ref().map(|e| {
+        Arc::new(crate::enrol::claims::ClaimLabels(e.claims().clone()))
+            as Arc<dyn crate::fleet::AssignedLabels>
+    });
+    let mqtt = crate::fleet::FleetService::start_with(&cfg, assigned).await?;
     let mut api = HubApi::new(&cfg, engine.clone(), Some(ingress.stats()));
     if let Some(e) = enroller {
         api = api.with_enrolment(e);

@@ -1,11 +1,19 @@
 //! Enrolment and renewal across hosts (issue 10 item 4 on the item 1 rig): the hub in one
-//! network namespace, a new device in another that holds only the CA certificate and a claim
-//! token. It enrols through `hub.tandem.test:4434` (the name the hub's certificate carries),
-//! offloads with the certificate it got, renews it over its QUIC connection, and keeps
-//! offloading on the renewed one. Needs root (CI runs as root): without it the rig fails the
-//! test, saying so.
+//! network namespace, new devices in others that hold only the CA certificate and a claim
+//! token. Needs root (CI runs as root): without it the rig fails the test, saying so.
+//!
+//! - `a_device_on_another_host_enrols_by_claim_and_renews`: a device enrols through
+//!   `hub.tandem.test:4434` (the name the hub's certificate carries), offloads with the
+//!   certificate it got, renews it over its QUIC connection, and keeps offloading on the
+//!   renewed one.
+//! - `claim_labels_select_the_rollout_targets`: two devices enrol with claims labelled
+//!   `site=north` and `site=south`; the south one says `site = "north"` in its own `[labels]`,
+//!   and the hub's label wins. `/v1/fleet` shows the merged labels and where each came from; a
+//!   rollout of 1.0.1 to `site=north` takes the north device (which installs it) and not the
+//!   south one.
 
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tandem_tests::fleet::{Daemon, Fleet, MODEL, samples};
 
@@ -37,6 +45,62 @@ async fn wait_offloaded(fleet: &Fleet, agent: &Daemon, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `tandem-hub claim create` on the hub's host, as its operator: the token.
+fn claim(fleet: &Fleet, hub: &Daemon, labels: &str) -> String {
+    let out = fleet
+        .rig
+        .command("hub", tandem_tests::binary("tandem-hub"))
+        .args([
+            "claim",
+            "create",
+            "--name-prefix",
+            "lab-",
+            "--expires",
+            "10m",
+        ])
+        .args(["--labels", labels, "--hub", &hub.http])
+        .env("TANDEM_HUB_TOKEN_FILE", fleet.pki().join("operator.token"))
+        .output()
+        .expect("claim create");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `tandem-agent enrol` on `host` as `name` with `token`: key and certificate land where
+/// [`Fleet::start_agent`] looks for device `lab-NAME` (`pki/devices/`).
+fn enrol(fleet: &Fleet, hub: &Daemon, host: &str, token: &str, name: &str) {
+    let pki = fleet.pki();
+    let enrol_cfg = fleet.dir.join(format!("enrol-{host}.toml"));
+    std::fs::write(
+        &enrol_cfg,
+        format!(
+            "[hub]\ncert = \"{}\"\nkey = \"{}\"\n",
+            pki.join(format!("devices/lab-{name}.pem")).display(),
+            pki.join(format!("devices/lab-{name}.key")).display()
+        ),
+    )
+    .expect("enrol config");
+    let out = fleet
+        .rig
+        .command(host, tandem_tests::binary("tandem-agent"))
+        .args([
+            "enrol",
+            "--hub",
+            &format!("{}:{ENROL_PORT}", fleet.hub_name()),
+        ])
+        .args(["--token", token, "--name", name, "--ca"])
+        .arg(pki.join("ca.pem"))
+        .arg("--config")
+        .arg(&enrol_cfg)
+        .output()
+        .expect("enrol");
+    assert!(out.status.success(), "{out:?}\n{}", hub.log_text());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("enrolled as lab-{name}")),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,4 +188,196 @@ async fn a_device_on_another_host_enrols_by_claim_and_renews() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     wait_offloaded(&fleet, &agent, "after renewal").await;
+}
+
+/// `tandem-hub` on the hub's host, as its operator; panics with the output unless it succeeds.
+fn hub_cli(fleet: &Fleet, args: &[&str]) -> String {
+    let out = fleet
+        .rig
+        .command("hub", tandem_tests::binary("tandem-hub"))
+        .args(args)
+        .env("TANDEM_HUB_TOKEN_FILE", fleet.pki().join("operator.token"))
+        .output()
+        .expect("tandem-hub");
+    assert!(out.status.success(), "tandem-hub {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The device's entry in `GET /v1/fleet`, once it is online.
+async fn online_entry(fleet: &Fleet, hub: &Daemon, device: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let entry = fleet
+            .get_json(hub, "/v1/fleet")
+            .await
+            .and_then(|v| v["devices"].as_array().cloned())
+            .and_then(|a| a.into_iter().find(|d| d["device"] == device));
+        if let Some(e) = entry.filter(|e| e["online"] == true) {
+            return e;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{device} never online:\n{}",
+            hub.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The model folder the north device serves and installs versions into (its own copy).
+fn models_copy(dir: &Path) -> PathBuf {
+    let models = dir.join("models-north");
+    let from = tandem_tests::models_dir().join(MODEL);
+    std::fs::create_dir_all(models.join(MODEL)).expect("models dir");
+    for f in ["manifest.json", "edge.onnx", "labels.txt"] {
+        std::fs::copy(from.join(f), models.join(MODEL).join(f)).expect("copy the model");
+    }
+    models
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_labels_select_the_rollout_targets() {
+    let fleet = Fleet::new("enrol-labels", "hub", &["a1", "a2"]);
+    let listen = format!("listen = \"0.0.0.0:{ENROL_PORT}\"");
+    let hub = fleet.start_hub(&[("enrol", &listen)]);
+    let north = claim(&fleet, &hub, "site=north,owner=ops");
+    let south = claim(&fleet, &hub, "site=south");
+    enrol(&fleet, &hub, "a1", &north, "north1");
+    enrol(&fleet, &hub, "a2", &south, "south1");
+
+    // The north device can install versions (its own model folder, the signing key); the
+    // south one says it is in the north itself.
+    let pki = fleet.pki();
+    let models = format!("dir = \"{}\"", models_copy(&fleet.dir).display());
+    let key = format!("trusted_key = \"{}\"", pki.join("signing.pub").display());
+    let a1 = fleet.start_agent(
+        "a1",
+        "lab-north1",
+        &[
+            ("models", &models),
+            ("models", &key),
+            ("models", "watch_window_s = 1"),
+            ("labels", "group = \"cams\""),
+        ],
+    );
+    let a2 = fleet.start_agent("a2", "lab-south1", &[("labels", "site = \"north\"")]);
+
+    // The fleet view: the merged labels, and where each came from.
+    let n = online_entry(&fleet, &hub, "lab-north1").await;
+    let s = online_entry(&fleet, &hub, "lab-south1").await;
+    assert_eq!(
+        n["labels"],
+        serde_json::json!({"group": "cams", "owner": "ops", "site": "north"}),
+        "{n}"
+    );
+    assert_eq!(n["hub_labels"]["site"], "north", "{n}");
+    assert_eq!(
+        n["agent_labels"],
+        serde_json::json!({"group": "cams"}),
+        "{n}"
+    );
+    assert_eq!(s["labels"]["site"], "south", "the hub's label wins: {s}");
+    assert_eq!(s["agent_labels"]["site"], "north", "{s}");
+    assert_eq!(s["hub_labels"]["site"], "south", "{s}");
+    let one_device = fleet
+        .get_json(&hub, "/v1/fleet/lab-south1")
+        .await
+        .expect("one device");
+    assert_eq!(one_device["labels"]["site"], "south", "{one_device}");
+
+    // Version 1.0.1 in the registry, then a rollout to site=north.
+    let bundle = fleet.dir.join("bundle-1.0.1");
+    let model_dir = tandem_tests::models_dir().join(MODEL);
+    let hub_cfg = fleet.dir.join("hub/hub.toml");
+    tokio::task::block_in_place(|| {
+        hub_cli(
+            &fleet,
+            &[
+                "models",
+                "pack",
+                &model_dir.display().to_string(),
+                &bundle.display().to_string(),
+                "--version",
+                "1.0.1",
+                "--expected",
+                "testdata",
+            ],
+        );
+        hub_cli(
+            &fleet,
+            &[
+                "models",
+                "push",
+                &bundle.display().to_string(),
+                "--config",
+                &hub_cfg.display().to_string(),
+            ],
+        );
+        hub_cli(
+            &fleet,
+            &[
+                "rollout",
+                "start",
+                "--model",
+                MODEL,
+                "--version",
+                "1.0.1",
+                "--canary",
+                "100",
+                "--labels",
+                "site=north",
+                "--hub",
+                &hub.http,
+            ],
+        );
+    });
+    let start = Instant::now();
+    let rollout = loop {
+        let r = fleet
+            .get_json(&hub, "/v1/rollouts")
+            .await
+            .and_then(|v| v["rollouts"].as_array().and_then(|a| a.first().cloned()));
+        if let Some(r) = r.filter(|r| r["phase"]["state"] != "running") {
+            break r;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the rollout did not finish:\nhub:\n{}\nnorth:\n{}",
+            hub.log_text(),
+            a1.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(rollout["phase"]["state"], "succeeded", "{rollout}");
+    let targets: Vec<&String> = rollout["targets"]
+        .as_object()
+        .expect("targets")
+        .keys()
+        .collect();
+    assert_eq!(targets, ["lab-north1"], "{rollout}");
+    assert_eq!(
+        rollout["targets"]["lab-north1"]["outcome"]["state"],
+        "active"
+    );
+    // The north device serves 1.0.1; the south one was never commanded.
+    let version = |e: &Value| {
+        e["models"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == MODEL))
+            .map(|m| m["version"].clone())
+    };
+    let n = online_entry(&fleet, &hub, "lab-north1").await;
+    assert_eq!(version(&n), Some(Value::from("1.0.1")), "{n}");
+    let s = online_entry(&fleet, &hub, "lab-south1").await;
+    assert_eq!(version(&s), Some(Value::from("1.0.0")), "{s}");
+    assert!(
+        a1.log_text().contains("update_model"),
+        "the north device logged its command:\n{}",
+        a1.log_text()
+    );
+    assert!(
+        !a2.log_text().contains("update_model"),
+        "the south device got no update command:\n{}",
+        a2.log_text()
+    );
 }

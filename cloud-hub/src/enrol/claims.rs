@@ -180,6 +180,38 @@ pub trait ClaimStore: Send + Sync + std::fmt::Debug {
     fn record(&self, issue: &IssueRecord) -> Result<(), ClaimError>;
     /// Every issued certificate recorded, oldest first.
     fn issued(&self) -> Result<Vec<IssueRecord>, ClaimError>;
+
+    /// The hub-assigned labels of each device: those of the claim it last enrolled with
+    /// (a renewal keeps them; a new claim after a lapse replaces them).
+    fn device_labels(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, ClaimError> {
+        let mut latest: BTreeMap<String, &IssueRecord> = BTreeMap::new();
+        let issued = self.issued()?;
+        for r in issued
+            .iter()
+            .filter(|r| matches!(r.by, IssuedBy::Claim { .. }))
+        {
+            let newer = latest
+                .get(&r.device)
+                .is_none_or(|k| (r.at_ms, r.serial) >= (k.at_ms, k.serial));
+            if newer {
+                latest.insert(r.device.clone(), r);
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .map(|(d, r)| (d, r.labels.clone()))
+            .collect())
+    }
+}
+
+/// The claim store as the fleet's source of hub-assigned labels (`fleet::labels`).
+#[derive(Debug, Clone)]
+pub struct ClaimLabels(pub std::sync::Arc<dyn ClaimStore>);
+
+impl crate::fleet::AssignedLabels for ClaimLabels {
+    fn assigned(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+        self.0.device_labels().map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +226,69 @@ mod tests {
         assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 64);
         assert_eq!(digest(&format!(" {a}\n")), da);
         assert_eq!(ida, hex::encode(&da[..8]));
+    }
+
+    /// A store of issue records only (the default `device_labels` over `issued`).
+    #[derive(Debug)]
+    struct Records(Vec<IssueRecord>);
+
+    impl ClaimStore for Records {
+        fn insert(&self, _: &TokenDigest, _: &Claim) -> Result<(), ClaimError> {
+            unimplemented!("not used")
+        }
+        fn list(&self) -> Result<Vec<Claim>, ClaimError> {
+            unimplemented!("not used")
+        }
+        fn peek(&self, _: &TokenDigest, _: u64) -> Result<Claim, ClaimError> {
+            unimplemented!("not used")
+        }
+        fn consume(&self, _: &TokenDigest, _: &str, _: u64) -> Result<Claim, ClaimError> {
+            unimplemented!("not used")
+        }
+        fn release(&self, _: &TokenDigest) -> Result<(), ClaimError> {
+            unimplemented!("not used")
+        }
+        fn revoke(&self, _: &str, _: u64) -> Result<Claim, ClaimError> {
+            unimplemented!("not used")
+        }
+        fn record(&self, _: &IssueRecord) -> Result<(), ClaimError> {
+            unimplemented!("not used")
+        }
+        fn issued(&self) -> Result<Vec<IssueRecord>, ClaimError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn issue(device: &str, serial: u64, at_ms: u64, site: Option<&str>) -> IssueRecord {
+        IssueRecord {
+            device: device.into(),
+            serial,
+            not_after: String::new(),
+            at_ms,
+            by: match site {
+                Some(_) => IssuedBy::Claim { claim: "c".into() },
+                None => IssuedBy::Renewal,
+            },
+            labels: site
+                .map(|s| BTreeMap::from([("site".to_string(), s.to_string())]))
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_device_keeps_its_latest_claims_labels_through_renewals() {
+        let store = Records(vec![
+            issue("a", 1, 10, Some("north")),
+            issue("b", 2, 11, Some("south")),
+            issue("a", 3, 20, None),
+            // `b` lapsed and enrolled again with another claim.
+            issue("b", 4, 30, Some("east")),
+            issue("b", 5, 40, None),
+        ]);
+        let labels = store.device_labels().expect("labels");
+        assert_eq!(labels["a"]["site"], "north");
+        assert_eq!(labels["b"]["site"], "east");
+        assert_eq!(labels.len(), 2);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The fleet's HTTP routes on the hub's API (behind the same authentication as the rest):
-//! - `GET /v1/fleet`: every device, summarised (online, last seen, agent version, models).
+//! - `GET /v1/fleet`: every device, summarised (online, last seen, agent version, models,
+//!   labels: `labels` the merged set rollouts select on, `hub_labels` from the claim it enrolled
+//!   with, `agent_labels` from its status; `fleet::labels`).
 //! - `GET /v1/fleet/{device}`: everything the hub knows about one device (last status and
-//!   telemetry).
+//!   telemetry, and the same three label sets).
 //! - `POST /v1/fleet/{device}/cmd/{name}[?timeout_ms=N]`: publishes the command (the body, a
 //!   JSON object; the hub sets `v` and `id`) and waits for the device's result: 200 with the
 //!   result when `ok`, 422 with it when the device refused, 504 when none came, 503 when the hub
@@ -33,12 +35,17 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
+    let assigned = match fleet.assigned_labels() {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
     match fleet.store().list() {
         Ok(devices) => {
             let summary: Vec<Value> = devices
                 .iter()
                 .map(|d| {
                     let status = d.status.as_ref();
+                    let labels = Fleet::labels_of(d, &assigned);
                     json!({
                         "device": d.device,
                         "online": d.online,
@@ -47,6 +54,9 @@ async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
                         "models": status.map(|s| s.models.clone()).unwrap_or_default(),
                         "telemetry_seq": d.telemetry.as_ref().map(|t| t.seq),
                         "unreadable": d.unreadable,
+                        "labels": labels.labels,
+                        "hub_labels": labels.hub_labels,
+                        "agent_labels": labels.agent_labels,
                     })
                 })
                 .collect();
@@ -57,8 +67,21 @@ async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
 }
 
 async fn one(State(fleet): State<Arc<Fleet>>, Path(device): Path<String>) -> Response {
+    let assigned = match fleet.assigned_labels() {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
     match fleet.store().get(&device) {
-        Ok(Some(d)) => Json(d).into_response(),
+        Ok(Some(d)) => {
+            let labels = Fleet::labels_of(&d, &assigned);
+            let mut v = json!(d);
+            if let (Some(o), Ok(Value::Object(l))) =
+                (v.as_object_mut(), serde_json::to_value(labels))
+            {
+                o.extend(l);
+            }
+            Json(v).into_response()
+        }
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("device `{device}` has not been heard of"),

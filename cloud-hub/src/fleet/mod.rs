@@ -7,21 +7,25 @@
 //! - [`store`]: [`FleetStore`]: per-device state in sled (last seen, online, versions, last
 //!   telemetry).
 //! - [`link`]: the hub's MQTT client: subscriptions, state updates, commands and their results.
+//! - [`labels`]: a device's labels, hub-assigned (its claim's) over its own.
 //! - [`http`]: `GET /v1/fleet`, `GET /v1/fleet/{device}`, `POST /v1/fleet/{device}/cmd/{name}`.
 //! - this file: [`Fleet`] (what the API reaches) and [`FleetService`] (start and stop it all
 //!   from the hub config).
 
 pub mod config;
 pub mod http;
+pub mod labels;
 pub mod link;
 pub mod store;
 
 pub use config::FleetConfig;
+pub use labels::{AssignedLabels, DeviceLabels, Labels};
 pub use link::{CommandError, Link, LinkError, LinkStats};
 pub use store::{DeviceState, FleetStore, StoreError};
 
 use crate::broker::{self, Broker, BrokerError, BrokerSpec, BrokerStats, MqttMode};
 use crate::config::Config;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -51,6 +55,7 @@ pub struct Fleet {
     link: Link,
     broker: Option<Arc<BrokerStats>>,
     command_timeout_ms: u64,
+    assigned: Option<Arc<dyn AssignedLabels>>,
 }
 
 impl Fleet {
@@ -67,6 +72,24 @@ impl Fleet {
     /// The supervisor's counters (embedded broker only).
     pub fn broker(&self) -> Option<&Arc<BrokerStats>> {
         self.broker.as_ref()
+    }
+
+    /// Every device's hub-assigned labels (none without a source: enrolment off).
+    pub fn assigned_labels(&self) -> Result<BTreeMap<String, Labels>, String> {
+        self.assigned
+            .as_ref()
+            .map_or_else(|| Ok(BTreeMap::new()), |a| a.assigned())
+    }
+
+    /// The labels of `d`: `assigned` (from [`Fleet::assigned_labels`]) over its reported ones.
+    pub fn labels_of(d: &DeviceState, assigned: &BTreeMap<String, Labels>) -> DeviceLabels {
+        DeviceLabels::merge(
+            assigned.get(&d.device).cloned().unwrap_or_default(),
+            d.status
+                .as_ref()
+                .map(|s| s.labels.clone())
+                .unwrap_or_default(),
+        )
     }
 
     /// Default wait for a command's result, in milliseconds.
@@ -144,8 +167,17 @@ pub struct FleetService {
 
 impl FleetService {
     /// Starts the broker (mode `embedded`), opens the fleet database and connects the hub's
-    /// client; `None` with `mqtt.mode = "off"`.
+    /// client; `None` with `mqtt.mode = "off"`. No hub-assigned labels (see
+    /// [`FleetService::start_with`]).
     pub async fn start(cfg: &Config) -> Result<Option<Self>, FleetError> {
+        Self::start_with(cfg, None).await
+    }
+
+    /// [`FleetService::start`], with devices' hub-assigned labels read from `assigned`.
+    pub async fn start_with(
+        cfg: &Config,
+        assigned: Option<Arc<dyn AssignedLabels>>,
+    ) -> Result<Option<Self>, FleetError> {
         let (broker, url) = match cfg.mqtt.mode {
             MqttMode::Off => return Ok(None),
             MqttMode::External => (None, BrokerUrl::parse(&cfg.mqtt.url)?),
@@ -169,6 +201,7 @@ impl FleetService {
             link,
             broker: broker.as_ref().map(Broker::stats),
             command_timeout_ms: cfg.mqtt.command_timeout_ms,
+            assigned,
         });
         Ok(Some(Self { broker, fleet }))
     }

@@ -69,9 +69,13 @@ pub enum RolloutCmd {
         /// Percentage of the targeted devices in the canary stage.
         #[arg(long)]
         canary: u8,
-        /// Only devices whose `group` label is this.
+        /// Only devices whose `group` label is this (the same as `--labels group=G`).
         #[arg(long)]
         group: Option<String>,
+        /// Only devices with all these labels, `k=v[,k=v]` (hub-assigned by their claim over
+        /// their own).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
         /// Later stages, percentages ending with 100 (e.g. `25,100`).
         #[arg(long, value_delimiter = ',', default_value = "100")]
         stages: Vec<u8>,
@@ -247,6 +251,7 @@ fn execute(cmd: RolloutCmd) -> Result<(), (u8, String)> {
             version,
             canary,
             group,
+            labels,
             stages,
             success_share,
             failure_share,
@@ -254,14 +259,22 @@ fn execute(cmd: RolloutCmd) -> Result<(), (u8, String)> {
             rollback,
             hub,
         } => {
+            let mut selector = BTreeMap::new();
+            for l in labels.iter().filter(|l| !l.is_empty()) {
+                let (k, v) = l
+                    .split_once('=')
+                    .ok_or_else(|| (64, format!("--labels `{l}`: expected k=v")))?;
+                selector.insert(k.to_string(), v.to_string());
+            }
+            if let Some(g) = group {
+                selector.insert("group".to_string(), g);
+            }
             let spec = Spec {
                 model,
                 version,
                 canary_pct: canary,
                 stages_pct: stages,
-                labels: group
-                    .map(|g| BTreeMap::from([("group".to_string(), g)]))
-                    .unwrap_or_default(),
+                labels: selector,
                 success_share,
                 failure_share,
                 stage_timeout_ms: stage_timeout_s.saturating_mul(1000),

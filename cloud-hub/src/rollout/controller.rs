@@ -8,8 +8,9 @@
 //! sent again at the next step, not after the rollout's `resend_after_ms`; silence leaves the
 //! device pending until the stage times out.
 //!
-//! Devices' labels come from their status (`--group`), their update states (`rejected`,
-//! `rolled_back` fail them) from their telemetry.
+//! Devices' labels are the hub-assigned ones (from the claim each enrolled with) over those in
+//! their status (`fleet::labels`; `--labels`, `--group`); their update states (`rejected`,
+//! `rolled_back` fail them) come from their telemetry.
 
 use super::plan::DeviceView;
 use super::plan::{Outcome, Target};
@@ -39,15 +40,19 @@ pub fn device_views(fleet: &Fleet, model: &str) -> Vec<DeviceView> {
             return Vec::new();
         }
     };
+    // Without the hub's labels a device could select itself by its own: no step this time.
+    let assigned = match fleet.assigned_labels() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "rollout controller: hub-assigned labels unreadable");
+            return Vec::new();
+        }
+    };
     devices
         .into_iter()
         .map(|d| DeviceView {
             version: served_version(&d, model),
-            labels: d
-                .status
-                .as_ref()
-                .map(|s| s.labels.clone())
-                .unwrap_or_default(),
+            labels: Fleet::labels_of(&d, &assigned).labels,
             updates: d
                 .telemetry
                 .as_ref()
