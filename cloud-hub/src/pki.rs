@@ -13,7 +13,7 @@
 //!   ([`crl`]; the running hub re-signs it before it lapses and after every revocation).
 //! - `pki.lock`: taken around every change of the ledger (the CLI and the running hub).
 //! - `pki.json`: the ledger (next serial, devices and operators with serial, expiry,
-//!   revocation).
+//!   revocation; a certificate replaced by a renewal is revoked as superseded, [`supersede`]).
 //!
 //! Private keys are created with mode 0600 (never written wider and narrowed afterwards).
 
@@ -23,6 +23,7 @@ mod hub_cert;
 pub mod operator;
 pub mod role;
 mod sign;
+mod supersede;
 
 pub use config::PkiConfig;
 pub use crl::{CLI_CRL_VALIDITY_S, CrlInfo};
@@ -104,6 +105,10 @@ pub struct DeviceRecord {
     pub not_after: String,
     /// Revocation time, RFC 3339, when revoked.
     pub revoked_at: Option<String>,
+    /// The serial of the renewed certificate that replaced this one, when it was revoked for
+    /// that (CRL reason `superseded`) rather than by an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<u64>,
 }
 
 /// The ledger kept in `pki.json`.
@@ -346,6 +351,7 @@ impl Pki {
             serial,
             not_after: rfc3339(p.not_after),
             revoked_at: None,
+            superseded_by: None,
         };
         ledger.next_serial += 1;
         list(&mut ledger).push(rec.clone());

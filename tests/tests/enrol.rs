@@ -9,7 +9,9 @@
 //!   with exit 77 and a message saying which.
 //! - `renewal_under_load_fails_no_request`: certificates of 6 s; every request is offloaded
 //!   (threshold 2.0) while the agent renews several times: every answer is a 200 from the hub,
-//!   none degraded; the hub recorded the renewals; MQTT reconnected with the new identity.
+//!   none degraded; the hub recorded the renewals, and revoked each replaced certificate as
+//!   superseded (1 s after the agent connected with its new one); MQTT reconnected with the
+//!   new identity.
 //! - `a_lapsed_certificate_recovers_through_a_new_claim`: the certificate expires while the
 //!   agent is stopped; started again, it cannot connect or renew (it says so); a new claim in
 //!   the token file its config names makes it enrol at its next start, under the same name,
@@ -65,7 +67,8 @@ fn start_hub(dir: &Path, lifetime_s: u64) -> Hub {
              [runtime]\nintra_op_threads = 1\n[engine]\nmax_batch = 8\nmax_batch_delay_us = 1000\n\
              [models]\ndir = \"{}\"\nenabled = [\"{MODEL}\"]\n\
              [mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\nruntime_dir = \"run/mqtt\"\n\
-             [enrol]\nlisten = \"127.0.0.1:{enrol}\"\ncert_lifetime_s = {lifetime_s}\n",
+             [enrol]\nlisten = \"127.0.0.1:{enrol}\"\ncert_lifetime_s = {lifetime_s}\n\
+             superseded_grace_ms = 1000\n[pki]\ncrl_check_ms = 250\n",
             models_dir().display()
         ),
     )
@@ -465,6 +468,12 @@ fn renewal_under_load_fails_no_request() {
     );
     assert!(hub.counter("tandem_hub_renewals_total") >= 3.0);
     assert_eq!(hub.counter("tandem_hub_renewals_refused_total"), 0.0);
+    // Revoking the replaced certificates (their connections closed) failed no request.
+    assert!(
+        hub.counter("tandem_hub_certificates_superseded_total") >= 2.0,
+        "{}",
+        hub.proc.log_text()
+    );
     let log = agent.log_text();
     assert!(
         log.matches("hub link moved to the renewed certificate")

@@ -5,7 +5,9 @@
 //! - `a_device_on_another_host_enrols_by_claim_and_renews`: a device enrols through
 //!   `hub.tandem.test:4434` (the name the hub's certificate carries), offloads with the
 //!   certificate it got, renews it over its QUIC connection, and keeps offloading on the
-//!   renewed one.
+//!   renewed one; once it connected with the renewed certificate, the first one is revoked as
+//!   superseded (after `enrol.superseded_grace_ms`): its next QUIC and MQTT handshakes are
+//!   refused, and the ledger says which certificate replaced it.
 //! - `claim_labels_select_the_rollout_targets`: two devices enrol with claims labelled
 //!   `site=north` and `site=south`; the south one says `site = "north"` in its own `[labels]`,
 //!   and the hub's label wins. `/v1/fleet` shows the merged labels and where each came from; a
@@ -15,7 +17,8 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tandem_tests::fleet::{Daemon, Fleet, MODEL, samples};
+use tandem_tests::fleet::{Daemon, Fleet, MODEL, MQTT_PORT, samples};
+use tandem_tests::metrics::one;
 
 /// Any one wait.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -103,62 +106,66 @@ fn enrol(fleet: &Fleet, hub: &Daemon, host: &str, token: &str, name: &str) {
     );
 }
 
+/// A fresh MQTT connection to the hub's broker from `host` with the certificate and key of
+/// `pki/devices/IDENTITY.{pem,key}`: whether the broker accepted it (`CONNACK` 0).
+fn mqtt_accepts(fleet: &Fleet, host: &str, identity: &str) -> bool {
+    let pki = fleet.pki();
+    let out = fleet
+        .rig
+        .command(host, "mosquitto_sub")
+        .args(["-d", "-h", &fleet.hub_name(), "-p", &MQTT_PORT.to_string()])
+        .arg("--cafile")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join(format!("devices/{identity}.pem")))
+        .arg("--key")
+        .arg(pki.join(format!("devices/{identity}.key")))
+        .args(["-t", "tandem/probe", "-C", "1", "-W", "2"])
+        .output()
+        .expect("mosquitto_sub (make setup installs mosquitto-clients)");
+    String::from_utf8_lossy(&out.stdout).contains("CONNACK (0)")
+}
+
+/// Copies `pki/devices/FROM.{pem,key}` to `TO.{pem,key}`.
+fn keep_identity(pki: &Path, from: &str, to: &str) {
+    for ext in ["pem", "key"] {
+        let dir: PathBuf = pki.join("devices");
+        std::fs::copy(
+            dir.join(format!("{from}.{ext}")),
+            dir.join(format!("{to}.{ext}")),
+        )
+        .expect("copy the identity");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_on_another_host_enrols_by_claim_and_renews() {
     let fleet = Fleet::new("enrol-rig", "hub", &["a1"]);
     let listen = format!("listen = \"0.0.0.0:{ENROL_PORT}\"");
-    let hub = fleet.start_hub(&[("enrol", &listen), ("enrol", "cert_lifetime_s = 20")]);
+    let hub = fleet.start_hub(&[
+        ("enrol", &listen),
+        ("enrol", "cert_lifetime_s = 20"),
+        ("enrol", "superseded_grace_ms = 1000"),
+        ("pki", "crl_check_ms = 250"),
+        ("mqtt", "crl_check_ms = 250"),
+    ]);
 
-    // The operator, on the hub's host: a claim.
-    let out = fleet
-        .rig
-        .command("hub", tandem_tests::binary("tandem-hub"))
-        .args([
-            "claim",
-            "create",
-            "--name-prefix",
-            "lab-",
-            "--expires",
-            "10m",
-        ])
-        .args(["--hub", &hub.http])
-        .env("TANDEM_HUB_TOKEN_FILE", fleet.pki().join("operator.token"))
-        .output()
-        .expect("claim create");
-    assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-
-    // The device, on its own host, with the CA and the token: key and certificate where
-    // the agent's config (below) expects them.
+    // The operator makes a claim on the hub's host; the device, on its own host with the CA
+    // and the token, enrols (key and certificate where the agent's config expects them).
+    let token = claim(&fleet, &hub, "site=lab");
+    enrol(&fleet, &hub, "a1", &token, "cam1");
+    // The first certificate, kept aside to try it again once it is superseded; before that,
+    // both the QUIC ingress and the broker take it.
     let pki = fleet.pki();
-    let enrol_cfg = fleet.dir.join("enrol.toml");
-    std::fs::write(
-        &enrol_cfg,
-        format!(
-            "[hub]\ncert = \"{}\"\nkey = \"{}\"\n",
-            pki.join("devices/lab-cam1.pem").display(),
-            pki.join("devices/lab-cam1.key").display()
-        ),
-    )
-    .expect("enrol config");
-    let out = fleet
-        .rig
-        .command("a1", tandem_tests::binary("tandem-agent"))
-        .args([
-            "enrol",
-            "--hub",
-            &format!("{}:{ENROL_PORT}", fleet.hub_name()),
-        ])
-        .args(["--token", &token, "--name", "cam1", "--ca"])
-        .arg(pki.join("ca.pem"))
-        .arg("--config")
-        .arg(&enrol_cfg)
-        .output()
-        .expect("enrol");
-    assert!(out.status.success(), "{out:?}\n{}", hub.log_text());
+    keep_identity(&pki, "lab-cam1", "lab-first");
+    let first_serial = serial_of(&pki, "lab-first");
+    fleet
+        .quic_handshake("a1", "lab-first")
+        .await
+        .expect("QUIC takes the first certificate");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("enrolled as lab-cam1"),
-        "{out:?}"
+        tokio::task::block_in_place(|| mqtt_accepts(&fleet, "a1", "lab-first")),
+        "MQTT takes the first certificate"
     );
 
     let agent = fleet.start_agent("a1", "lab-cam1", &[("hub", "timeout_ms = 5000")]);
@@ -188,6 +195,67 @@ async fn a_device_on_another_host_enrols_by_claim_and_renews() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     wait_offloaded(&fleet, &agent, "after renewal").await;
+
+    // Superseded: once the agent connected with the renewed certificate (and the grace of
+    // 1 s passed), the first one is revoked; the hub and its broker refuse it from then on.
+    let start = Instant::now();
+    while one(
+        &fleet.metrics(&hub).await,
+        "tandem_hub_certificates_superseded_total",
+    ) < 1.0
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "nothing superseded:\n{}",
+            hub.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ledger = tandem_tests::paths::read_json(&pki.join("pki.json"));
+    let first = ledger["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["serial"] == first_serial)
+        .cloned()
+        .expect("the first certificate in the ledger");
+    assert!(
+        first["revoked_at"].is_string() && first["superseded_by"].as_u64() > Some(first_serial),
+        "{first}"
+    );
+    let start = Instant::now();
+    loop {
+        let quic = fleet.quic_handshake("a1", "lab-first").await;
+        let mqtt = tokio::task::block_in_place(|| mqtt_accepts(&fleet, "a1", "lab-first"));
+        if quic.is_err() && !mqtt {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the superseded certificate still works (QUIC {quic:?}, MQTT {mqtt}):\n{}",
+            hub.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The device carries on, on its renewed certificate.
+    wait_offloaded(&fleet, &agent, "after the old certificate was superseded").await;
+    let m = fleet.metrics(&agent).await;
+    assert_eq!(one(&m, "tandem_mqtt_connected"), 1.0, "MQTT up: {m:?}");
+}
+
+/// The serial of the certificate `pki/devices/NAME.pem`, from `openssl x509`.
+fn serial_of(pki: &Path, name: &str) -> u64 {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(pki.join(format!("devices/{name}.pem")))
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let hex = text
+        .trim()
+        .strip_prefix("serial=")
+        .unwrap_or_else(|| panic!("serial in {text:?}"));
+    u64::from_str_radix(hex, 16).expect("a hex serial")
 }
 
 /// `tandem-hub` on the hub's host, as its operator; panics with the output unless it succeeds.

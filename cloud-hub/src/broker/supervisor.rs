@@ -8,11 +8,13 @@
 //!   the restart (`tandem_hub_broker_restarts_total`), wait (full jitter: a random wait up to
 //!   `mqtt.restart_backoff_ms`, the bound doubling up to `restart_backoff_max_ms`, reset after
 //!   30 s up; `tandem_shared::backoff`) and start it again on the same port. `crl.pem` is
-//!   watched (both counted as a reload): a change that revokes a certificate restarts
-//!   mosquitto, which drops the connections of the revoked devices (mosquitto closes no open
-//!   connection on its own); a change that only re-signs the same list (the hub does so at
-//!   half its validity) is loaded with SIGHUP, which mosquitto 2 answers by reading its CRL
-//!   and certificates again, and every connection stays up.
+//!   watched (both counted as a reload): a change that revokes a certificate for cause (an
+//!   operator's `device revoke`) restarts mosquitto, which drops the connections of the
+//!   revoked devices (mosquitto closes no open connection on its own); a change that only
+//!   re-signs the list (the hub does so at half its validity) or adds certificates a renewal
+//!   superseded (their device reconnected with its new one when it renewed) is loaded with
+//!   SIGHUP, which mosquitto 2 answers by reading its CRL and certificates again, and every
+//!   connection stays up.
 //! - Stop: SIGTERM (mosquitto saves retained messages), SIGKILL after 5 s.
 
 use super::mosquitto::{self, ConfigSpec, Files};
@@ -446,10 +448,11 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     stopped || *stop.borrow()
 }
 
-/// The revoked serials in the PKI's ledger (`None` when it cannot be read).
+/// The serials the PKI's ledger revokes for cause, not superseded ones (`None` when it
+/// cannot be read).
 fn revoked_serials(pki_dir: &Path) -> Option<std::collections::BTreeSet<u64>> {
     crate::pki::Pki::open(pki_dir)
-        .and_then(|p| p.revoked_serials())
+        .and_then(|p| p.revoked_for_cause())
         .ok()
 }
 

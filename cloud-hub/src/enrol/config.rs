@@ -20,6 +20,10 @@ pub struct EnrolConfig {
     pub cert_lifetime_s: u64,
     /// Most enrolment connections open at once; more are refused at once. Default 64.
     pub max_connections: usize,
+    /// After a device first connects (QUIC) with a renewed certificate, how long its older
+    /// certificates stay valid before they are revoked as superseded, in milliseconds: time
+    /// for what is in flight on its old connection to finish. Default 30000 (30 s).
+    pub superseded_grace_ms: u64,
 }
 
 impl Default for EnrolConfig {
@@ -29,6 +33,7 @@ impl Default for EnrolConfig {
             dir: PathBuf::from("claims"),
             cert_lifetime_s: 365 * 24 * 3600,
             max_connections: 64,
+            superseded_grace_ms: 30_000,
         }
     }
 }

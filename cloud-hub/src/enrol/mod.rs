@@ -20,7 +20,7 @@ mod store;
 pub use claims::{Claim, ClaimError, ClaimStore, IssueRecord, IssuedBy};
 pub use config::EnrolConfig;
 pub use endpoint::EnrolEndpoint;
-pub use service::{EnrolError, EnrolStats, Enroller, Issued};
+pub use service::{EnrolError, EnrolStats, Enroller, Issued, SupersedePolicy};
 pub use store::SledClaims;
 
 use crate::ingress::quic::QuicIngress;
@@ -52,7 +52,12 @@ pub fn start(
     };
     let claims: Arc<dyn ClaimStore> = Arc::new(store);
     let lifetime = std::time::Duration::from_secs(cfg.enrol.cert_lifetime_s);
-    let enroller = Arc::new(Enroller::new(pki, claims, lifetime));
+    let enroller = Arc::new(
+        Enroller::new(pki, claims, lifetime).with_supersede(SupersedePolicy {
+            grace: std::time::Duration::from_millis(cfg.enrol.superseded_grace_ms),
+            crl_validity_s: cfg.pki.crl_validity_s,
+        }),
+    );
     let endpoint = if cfg.enrol.listen.is_empty() {
         None
     } else {

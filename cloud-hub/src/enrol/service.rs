@@ -1,9 +1,15 @@
 //! The enrolment service: turns a claim token and a certificate request into a device
 //! certificate, and a renewal request from an authenticated device into a new one; records
 //! both (claim store, PKI ledger, an INFO event). Blocking: call it from `spawn_blocking`.
+//!
+//! A renewed device's older certificates are revoked as superseded once it connects with the
+//! new one ([`Enroller::connected`], called by the QUIC ingress), after
+//! `enrol.superseded_grace_ms`: one usable certificate per device. Pending ones (a name with
+//! several valid certificates in the ledger) are read back at start.
 
 use super::claims::{ClaimError, ClaimStore, IssueRecord, IssuedBy, digest};
 use crate::pki::{Pki, PkiError, Purpose, SignError};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,6 +63,17 @@ pub struct EnrolStats {
     pub renewed: AtomicU64,
     /// Renewals refused.
     pub renew_refused: AtomicU64,
+    /// Certificates revoked because a renewal superseded them.
+    pub superseded: AtomicU64,
+}
+
+/// When superseded certificates are revoked.
+#[derive(Debug, Clone, Copy)]
+pub struct SupersedePolicy {
+    /// After the device's first connection with its renewed certificate.
+    pub grace: Duration,
+    /// Validity of the CRL signed then, in seconds (`pki.crl_validity_s`).
+    pub crl_validity_s: u64,
 }
 
 /// Signs device certificates for claims and renewals. One at a time (one ledger writer).
@@ -67,6 +84,9 @@ pub struct Enroller {
     lifetime: Duration,
     lock: Mutex<()>,
     stats: EnrolStats,
+    /// Renewed devices whose older certificates are still valid: name → newest serial.
+    superseding: Mutex<BTreeMap<String, u64>>,
+    supersede: Option<SupersedePolicy>,
 }
 
 impl Enroller {
@@ -78,7 +98,61 @@ impl Enroller {
             lifetime,
             lock: Mutex::new(()),
             stats: EnrolStats::default(),
+            superseding: Mutex::new(BTreeMap::new()),
+            supersede: None,
         }
+    }
+
+    /// Revokes superseded certificates as `policy` says, starting with the renewals the
+    /// ledger shows pending (an unreadable ledger: a WARN, and only later renewals).
+    pub fn with_supersede(mut self, policy: SupersedePolicy) -> Self {
+        match self.pki.superseding() {
+            Ok(pending) => self.superseding = Mutex::new(pending),
+            Err(e) => {
+                tracing::warn!(error = %e, "renewals pending before this start are not superseded (ledger unreadable)")
+            }
+        }
+        self.supersede = Some(policy);
+        self
+    }
+
+    /// A device connected with the certificate `serial`: when that is its renewed one, its
+    /// older certificates are revoked as superseded after the grace (on a task; the CRL is
+    /// re-signed, and the hub's revocation task applies it).
+    pub fn connected(self: &Arc<Self>, device: &str, serial: u64) {
+        let Some(policy) = self.supersede else {
+            return;
+        };
+        {
+            let mut pending = self.superseding.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get(device) {
+                Some(newest) if serial >= *newest => pending.remove(device),
+                _ => return,
+            };
+        }
+        let (this, device) = (self.clone(), device.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(policy.grace).await;
+            let name = device.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                this.pki
+                    .supersede(&name, serial, policy.crl_validity_s)
+                    .inspect(|s| {
+                        this.stats.superseded.fetch_add(s.len() as u64, Relaxed);
+                    })
+            })
+            .await;
+            match done {
+                Ok(Ok(s)) if s.is_empty() => {}
+                Ok(Ok(s)) => {
+                    tracing::info!(device = %device, serial, superseded = ?s, "older certificates of a renewed device revoked as superseded");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(device = %device, error = %e, "superseded certificates not revoked (they stay valid until they expire)");
+                }
+                Err(e) => tracing::error!(device = %device, error = %e, "superseding task failed"),
+            }
+        });
     }
 
     /// Prometheus text: enrolments and renewals, done and refused.
@@ -105,6 +179,11 @@ impl Enroller {
                 "tandem_hub_renewals_refused_total",
                 "Renewals refused (bad request, no valid certificate of that name).",
                 &s.renew_refused,
+            ),
+            (
+                "tandem_hub_certificates_superseded_total",
+                "Device certificates revoked as superseded once the device used its renewed one.",
+                &s.superseded,
             ),
         ] {
             tandem_engine::metrics::write_one(
@@ -208,6 +287,10 @@ impl Enroller {
             tracing::warn!(device = %device, error = %e, "renewal not recorded in the claim store (the PKI ledger has it)");
         }
         tracing::info!(device = %device, serial = signed.record.serial, not_after = %signed.record.not_after, "device renewed its certificate");
+        self.superseding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device.to_string(), signed.record.serial);
         Ok(Issued {
             name: device.to_string(),
             cert: signed.der,

@@ -310,6 +310,10 @@ async fn handle_connection(
     };
     // Registered while this handler runs: a revocation closes it (`revocation`).
     let _registered = services.live.register(&conn, serial, &device);
+    // A renewed certificate in use: the older ones of this device are superseded (enrol).
+    if let Some(e) = &services.enroller {
+        e.connected(&device, serial);
+    }
     stats.accepted.fetch_add(1, Ordering::Relaxed);
     push_bounded(&stats.recent_devices, device.clone());
     tracing::info!(device = %device, remote = %remote, "device connected");

@@ -48,6 +48,17 @@ impl Pki {
         Ok(revoked(&self.ledger()?))
     }
 
+    /// Serials revoked by an operator (`device revoke`, `operator revoke`), not those a
+    /// renewal superseded: what the broker restarts for (a superseded certificate's device has
+    /// moved to its new one; reloading the CRL refuses the old one's next handshake).
+    pub fn revoked_for_cause(&self) -> Result<BTreeSet<u64>, PkiError> {
+        let ledger = self.ledger()?;
+        Ok(super::operator::revoked(&ledger)
+            .filter(|d| d.superseded_by.is_none())
+            .map(|d| d.serial)
+            .collect())
+    }
+
     /// Signs and writes a new CRL valid for `validity_s` seconds (the ledger's next CRL
     /// number), under the ledger lock.
     pub fn refresh_crl(&self, validity_s: u64) -> Result<CrlInfo, PkiError> {
@@ -68,12 +79,14 @@ impl Pki {
         let now = OffsetDateTime::now_utc();
         let validity = Duration::seconds(i64::try_from(validity_s).unwrap_or(i64::MAX / 2));
         let revoked_set = revoked(ledger);
-        let revoked_certs = revoked_set
-            .iter()
-            .map(|serial| RevokedCertParams {
-                serial_number: SerialNumber::from(*serial),
+        let revoked_certs = super::operator::revoked(ledger)
+            .map(|d| RevokedCertParams {
+                serial_number: SerialNumber::from(d.serial),
                 revocation_time: now,
-                reason_code: Some(RevocationReason::CessationOfOperation),
+                reason_code: Some(match d.superseded_by {
+                    Some(_) => RevocationReason::Superseded,
+                    None => RevocationReason::CessationOfOperation,
+                }),
                 invalidity_date: None,
             })
             .collect();

@@ -46,7 +46,7 @@ pub struct Signed {
 }
 
 /// Whether a ledger entry is a valid certificate at `now` (not revoked, not expired).
-fn is_valid(d: &DeviceRecord, now: OffsetDateTime) -> bool {
+pub(super) fn is_valid(d: &DeviceRecord, now: OffsetDateTime) -> bool {
     d.revoked_at.is_none()
         && OffsetDateTime::parse(&d.not_after, &time::format_description::well_known::Rfc3339)
             .is_ok_and(|t| t > now)
@@ -119,6 +119,7 @@ impl Pki {
             serial,
             not_after: rfc3339(p.not_after),
             revoked_at: None,
+            superseded_by: None,
         };
         ledger.next_serial += 1;
         ledger.devices.push(record.clone());
