@@ -6,7 +6,9 @@
 //! - telemetry arrives and reads with the shared schema, from the same counters as `/metrics`;
 //! - `set_threshold` changes the routing and answers `ok`; malformed or impossible commands
 //!   answer with an error and the agent keeps working;
-//! - with the broker gone, events are dropped and counted, and inference goes on.
+//! - with the broker gone and no durable queue, events are dropped and counted, and inference
+//!   goes on; with a durable queue, every event sampled meanwhile waits there, and so do
+//!   telemetry snapshots.
 
 mod common;
 
@@ -489,9 +491,24 @@ async fn the_daemon_reports_over_mqtt_and_says_offline_on_sigterm() {
     assert!(status.success(), "{status:?}: {}", daemon.log_text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_broker_telemetry_waits_in_the_durable_queue() {
-    let w = world(|cfg| cfg.mqtt.telemetry_interval_ms = 100).await;
+fn link_up(router: &Router) -> bool {
+    router
+        .counters()
+        .mqtt
+        .connected
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The MQTT service of a [`World`] with a durable queue, connected.
+struct Queued {
+    _dir: tempfile::TempDir,
+    broker: Broker,
+    router: Arc<Router>,
+    queue: Arc<dyn tandem_agent::queue::Queue>,
+    svc: MqttService,
+}
+
+async fn with_queue(w: World) -> Queued {
     let World {
         _dir,
         broker,
@@ -501,17 +518,24 @@ async fn without_a_broker_telemetry_waits_in_the_durable_queue() {
     } = w;
     cfg.queue.dir = _dir.path().join("queue");
     let queue = tandem_agent::app::open_queue(&cfg).expect("queue");
-    let counters = router.counters().clone();
     let svc = MqttService::start(&cfg, router.clone(), Some(queue.clone()))
         .expect("mqtt set up")
         .expect("mqtt on");
-    let connected = || {
-        counters
-            .mqtt
-            .connected
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    wait_for("the connection", PATIENCE, connected).await;
+    wait_for("the connection", PATIENCE, || link_up(&router)).await;
+    Queued {
+        _dir,
+        broker,
+        router,
+        queue,
+        svc,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_telemetry_waits_in_the_durable_queue() {
+    let q = with_queue(world(|cfg| cfg.mqtt.telemetry_interval_ms = 100).await).await;
+    let (broker, queue, svc) = (q.broker, q.queue, q.svc);
+    let connected = || link_up(&q.router);
     let telemetry = |q: &Arc<dyn tandem_agent::queue::Queue>| {
         q.stats().class(tandem_agent::queue::Class::Telemetry).depth
     };
@@ -533,5 +557,56 @@ async fn without_a_broker_telemetry_waits_in_the_durable_queue() {
         }
         other => panic!("expected telemetry, got {other:?}"),
     }
+    svc.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_events_wait_in_the_durable_queue() {
+    let q = with_queue(world(|cfg| cfg.mqtt.telemetry_interval_ms = 60_000).await).await;
+    let (broker, router, queue, svc) = (q.broker, q.router, q.queue, q.svc);
+    let counters = router.counters().clone();
+    let connected = || link_up(&router);
+    // Connected: events go to the broker, not the queue.
+    router
+        .classify(MODEL, image("0_9.png"), None)
+        .await
+        .expect("answers");
+    let events = |q: &Arc<dyn tandem_agent::queue::Queue>| {
+        q.stats().class(tandem_agent::queue::Class::Event).depth
+    };
+    assert_eq!(counters.mqtt.queued_count(Class::Events), 1);
+    broker.stop().await;
+    wait_for("the disconnection", PATIENCE, || !connected()).await;
+    const N: u64 = 12;
+    for _ in 0..N {
+        router
+            .classify(MODEL, image("0_9.png"), None)
+            .await
+            .expect("answers without the broker");
+    }
+    wait_for("the events in the durable queue", PATIENCE, || {
+        events(&queue) >= N
+    })
+    .await;
+    assert_eq!(events(&queue), N, "one record per sampled event");
+    assert_eq!(counters.mqtt.dropped_count(Class::Events), 0);
+    let leased = queue.lease(64, 1 << 20).expect("lease");
+    let kept: Vec<MqttEvent> = leased
+        .iter()
+        .filter(|d| d.class == tandem_agent::queue::Class::Event)
+        .map(
+            |d| match tandem_shared::record::decode(&d.payload).expect("a record") {
+                tandem_shared::record::Record::Event(v) => {
+                    MqttEvent::decode(&serde_json::to_vec(&v).expect("json")).expect("an event")
+                }
+                other => panic!("expected an event, got {other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(kept.len() as u64, N);
+    assert!(
+        kept.iter().all(|e| e.model == MODEL && e.route == "local"),
+        "{kept:?}"
+    );
     svc.shutdown(Duration::from_millis(200)).await;
 }

@@ -11,7 +11,10 @@
 //! again on the same state and the queue drains. Then, both stopped, by key: the hub's feedback
 //! store holds every sequence number the agent's queue gave out in its epoch, once; every
 //! degraded answer's hard example is there once; the telemetry snapshots queued offline reached
-//! the fleet state once each (`late_telemetry`) without replacing newer telemetry.
+//! the fleet state once each (`late_telemetry`) without replacing newer telemetry; every answer
+//! (events sampled at 1.0) asked for after the agent reported its broker gone and answered
+//! before the hub started again has its event in the store, and no more events are there from
+//! that time than answers.
 //!
 //! The hub is this test binary started again (`hub_process`, an ignored test that does nothing
 //! unless `TANDEM_TEST_HUB_CONFIG` is set): the hub code of this very build, in a process group
@@ -154,6 +157,9 @@ fn stop_agent(agent: &mut common::Daemon) {
 #[derive(Debug, Clone)]
 struct Answered {
     phase: u8,
+    /// When it was asked for and when its answer came (ms since the epoch).
+    sent_ms: u64,
+    done_ms: u64,
     request_id: String,
     route: String,
     degraded: bool,
@@ -200,6 +206,7 @@ fn load(
                 let mut n = w;
                 while !stop.load(Relaxed) {
                     let p = phase.load(Relaxed);
+                    let sent_ms = now_ms();
                     let r = c
                         .post(format!("{base}/v1/classify/{MODEL}"))
                         .body(samples[n % samples.len()].clone())
@@ -210,6 +217,8 @@ fn load(
                     let v: Value = r.json().await.expect("json");
                     out.lock().expect("answers").push(Answered {
                         phase: p,
+                        sent_ms,
+                        done_ms: now_ms(),
                         request_id: v["request_id"].as_str().expect("request_id").into(),
                         route: v["route"].as_str().unwrap_or_default().into(),
                         degraded: v["degraded"] == true,
@@ -250,7 +259,7 @@ fn agent_config(dir: &Path, pki: &tandem_hub::pki::Pki, quic: u16, mqtt: u16) ->
          timeout_ms = 1000\nkeep_alive_ms = 500\nidle_timeout_ms = 2000\n\
          [policy.models.{MODEL}]\nthreshold = 2.0\n\
          [mqtt]\nurl = \"mqtts://127.0.0.1:{mqtt}\"\ntelemetry_interval_ms = 200\n\
-         events_sample_rate = 0.0\nkeep_alive_ms = 2000\n\
+         events_sample_rate = 1.0\nkeep_alive_ms = 2000\n\
          [queue]\ndir = \"{}\"\nmax_bytes = {MAX_BYTES}\n\
          [feedback]\nsample_rate = 1.0\nmax_per_minute = 0\nmax_per_hour = 0\nmax_per_day = 0\n\
          max_pending = 4096\n",
@@ -347,7 +356,8 @@ async fn scenario() {
     let killed_ms = now_ms();
     let t = Instant::now();
     let mut peak_bytes = 0.0f64;
-    let mut saw_mqtt_down = false;
+    // The first time the agent was seen without its broker (after that scrape came back).
+    let mut mqtt_down_ms = None;
     while t.elapsed() < OUTAGE {
         let m = metrics(&c, &base).await;
         let bytes = family(&m, "tandem_outbox_bytes");
@@ -357,13 +367,15 @@ async fn scenario() {
             "queue bytes {bytes} over the budget {MAX_BYTES}"
         );
         peak_bytes = peak_bytes.max(bytes);
-        saw_mqtt_down |= one(&m, "tandem_mqtt_connected") == 0.0;
+        if mqtt_down_ms.is_none() && one(&m, "tandem_mqtt_connected") == 0.0 {
+            mqtt_down_ms = Some(now_ms());
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let down = metrics(&c, &base).await;
-    assert!(saw_mqtt_down, "the agent saw its broker go");
+    let mqtt_down_ms = mqtt_down_ms.expect("the agent saw its broker go");
     assert_eq!(one(&down, "tandem_hub_connected"), 0.0);
-    for class in ["hard_example", "telemetry"] {
+    for class in ["hard_example", "event", "telemetry"] {
         assert!(
             one(
                 &down,
@@ -394,6 +406,7 @@ async fn scenario() {
     );
 
     // The hub again, same state and ports; the queue drains.
+    let relaunch_ms = now_ms();
     let mut hub = tokio::task::block_in_place(|| {
         drop(hub);
         Hub::start(&hub_toml)
@@ -519,6 +532,39 @@ async fn scenario() {
         offline >= 5,
         "telemetry taken during the outage reached the hub: {offline}"
     );
+    // Events sampled while the broker was known to be gone: each one at the hub.
+    let events: Vec<&Value> = records
+        .iter()
+        .filter(|r| r.kind == "event")
+        .filter_map(|r| r.payload.as_ref())
+        .collect();
+    let in_outage: Vec<&&Value> = events
+        .iter()
+        .filter(|e| {
+            let ts = e["ts_ms"].as_u64().unwrap_or(0);
+            ts >= mqtt_down_ms && ts <= relaunch_ms
+        })
+        .collect();
+    let must = all
+        .iter()
+        .filter(|a| a.sent_ms >= mqtt_down_ms && a.done_ms <= relaunch_ms)
+        .count();
+    let could = all
+        .iter()
+        .filter(|a| a.sent_ms <= relaunch_ms && a.done_ms >= mqtt_down_ms)
+        .count();
+    assert!(
+        must >= 10 && in_outage.len() >= must && in_outage.len() <= could,
+        "events sampled during the outage at the hub: {} (answers wholly inside it {must}, \
+         overlapping it {could})",
+        in_outage.len()
+    );
+    assert!(
+        in_outage
+            .iter()
+            .all(|e| e["degraded"] == true && e["model"] == MODEL),
+        "{in_outage:?}"
+    );
     let tseqs: BTreeSet<u64> = telemetry.iter().filter_map(|t| t["seq"].as_u64()).collect();
     assert_eq!(tseqs.len(), telemetry.len(), "each snapshot once");
     let newest_late = telemetry
@@ -544,12 +590,14 @@ async fn scenario() {
     assert!(d.last_seen_ms >= restarted_ms);
     eprintln!(
         "outage: {} answers ({} degraded while down), queue peak {peak_bytes} B of {MAX_BYTES}, \
-         {} records delivered ({} examples, {} telemetry, {offline} taken offline), \
-         hub redeliveries {redelivered}",
+         {} records delivered ({} examples, {} telemetry, {offline} taken offline, {} events, \
+         {} of them sampled offline), hub redeliveries {redelivered}",
         all.len(),
         degraded_down,
         records.len(),
         examples.len(),
-        telemetry.len()
+        telemetry.len(),
+        events.len(),
+        in_outage.len()
     );
 }

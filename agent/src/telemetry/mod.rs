@@ -5,12 +5,14 @@
 //! - [`metrics`]: the engine's counters and histograms (re-exported).
 //! - [`counters`]: the agent's own: route mix, MQTT link.
 //! - [`events`]: sampled per-inference events.
+//! - [`offline`]: what the broker cannot take, kept in the durable queue.
 //! - [`process`]: CPU time and resident memory.
 //! - [`report`]: the `online` status and telemetry payloads built from all of the above.
 //! - [`service`]: the MQTT side of the agent (link, periodic telemetry, events, commands).
 
 pub mod counters;
 pub mod events;
+pub mod offline;
 pub mod process;
 pub mod report;
 pub mod service;

@@ -2,8 +2,13 @@
 //! (`mqtt.telemetry_interval_ms`; at once, with the retained status again, when a model update
 //! changes state: the hub sees a swap as it happens), sampled events from the router's answer
 //! path, and commands carried out by [`crate::control`]. Off when `mqtt.url` is empty.
+//!
+//! With a durable queue, what the broker cannot take waits there ([`super::offline`]): events
+//! sampled while the link is down or its outgoing queue is full (and those it held when the
+//! connection dropped), and telemetry snapshots taken while it is down.
 
 use super::events::EventSink;
+use super::offline::Outbox;
 use super::{AgentCounters, Class, Reporter};
 use crate::config::Config;
 use crate::hybrid::Router;
@@ -18,6 +23,7 @@ struct AgentHandler {
     reporter: Arc<Reporter>,
     counters: Arc<AgentCounters>,
     device: String,
+    outbox: Option<Outbox>,
 }
 
 impl Handler for AgentHandler {
@@ -42,6 +48,31 @@ impl Handler for AgentHandler {
             payload: handled.result.encode(),
         });
         out
+    }
+
+    fn undelivered(&self, event: Outgoing) {
+        keep_or_drop(self.outbox.as_ref(), &self.counters, event);
+    }
+}
+
+/// Puts a message the link could not take in the durable queue; dropped and counted when
+/// there is none or no room on the way to it.
+fn keep_or_drop(outbox: Option<&Outbox>, counters: &AgentCounters, m: Outgoing) {
+    if !outbox.is_some_and(|o| o.offer(m.class, m.payload)) {
+        counters.mqtt.dropped(m.class);
+    }
+}
+
+/// Publishes a sampled event, or keeps it in the durable queue while the broker is unreachable
+/// or the link's outgoing queue is full.
+fn publish_event(link: &MqttLink, outbox: Option<&Outbox>, counters: &AgentCounters, m: Outgoing) {
+    match outbox {
+        Some(o) if !link.is_connected() => keep_or_drop(Some(o), counters, m),
+        _ => match link.offer(m) {
+            Ok(()) => {}
+            Err(Some(m)) => keep_or_drop(outbox, counters, m),
+            Err(None) => counters.mqtt.dropped(Class::Events),
+        },
     }
 }
 
@@ -76,12 +107,15 @@ impl MqttService {
             .filter(|n| valid_device_name(n))
             .ok_or_else(|| MqttError::Identity(cfg.resolve(&cfg.hub.cert)))?;
         let counters = router.counters().clone();
-        let outbox = queue.clone();
+        let outbox = queue
+            .clone()
+            .map(|q| Outbox::start(q, cfg.mqtt.max_pending));
         let reporter = Arc::new(Reporter::new(router, queue));
         let handler = Arc::new(AgentHandler {
             reporter: reporter.clone(),
             counters: counters.clone(),
             device: device.clone(),
+            outbox: outbox.clone(),
         });
         let link = Arc::new(MqttLink::start(
             &url,
@@ -93,15 +127,17 @@ impl MqttService {
         ));
         let weak = Arc::downgrade(&link);
         let topic = Topic::events(&device);
+        let (events_outbox, c) = (outbox.clone(), counters.clone());
         counters.set_event_sink(Some(EventSink::new(
             cfg.mqtt.events_sample_rate,
             move |payload| {
                 if let Some(l) = weak.upgrade() {
-                    l.publish(Outgoing {
+                    let m = Outgoing {
                         class: Class::Events,
                         topic: topic.clone(),
                         payload,
-                    });
+                    };
+                    publish_event(&l, events_outbox.as_ref(), &c, m);
                 }
             },
         )));
@@ -125,8 +161,10 @@ impl MqttService {
                 match &outbox {
                     // The broker is unreachable: the snapshot waits in the durable queue and
                     // reaches the hub over QUIC (the lowest class: evicted first when full).
-                    Some(q) if !c.mqtt.connected.load(std::sync::atomic::Ordering::Relaxed) => {
-                        keep_offline(q.clone(), &payload).await;
+                    Some(o) if !l.is_connected() => {
+                        if !o.offer(Class::Telemetry, payload) {
+                            c.mqtt.dropped(Class::Telemetry);
+                        }
                     }
                     _ => {
                         l.publish(Outgoing {
@@ -181,21 +219,5 @@ async fn next_change(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
     if gone {
         *changes = None;
         std::future::pending::<()>().await;
-    }
-}
-
-/// Queues a telemetry snapshot taken while the broker is unreachable.
-async fn keep_offline(q: Arc<dyn Queue>, payload: &[u8]) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
-        return;
-    };
-    let record = tandem_shared::record::encode(&tandem_shared::record::Record::Telemetry(v));
-    let queued = tokio::task::spawn_blocking(move || {
-        q.submit(crate::queue::Class::Telemetry, record)
-            .map(|_pending| ())
-    })
-    .await;
-    if let Ok(Err(e)) = queued {
-        tracing::debug!(error = %e, "offline telemetry not queued");
     }
 }

@@ -26,7 +26,9 @@ pub struct MqttConfig {
     /// Fraction of answered requests sent as events (0 to 1; 0 sends none).
     pub events_sample_rate: f64,
     /// Outgoing messages (telemetry, events, results) waiting for the broker; when full, a new
-    /// message is dropped and counted (`tandem_mqtt_dropped_total`). Never blocks inference.
+    /// message is dropped and counted (`tandem_mqtt_dropped_total`), except events, which go
+    /// to the durable queue (through a channel of this size too). Never blocks inference.
+    /// Default 256.
     pub max_pending: usize,
     /// MQTT keep-alive, in milliseconds: a dead connection is noticed within about 1.5 times
     /// this, and the broker then publishes the device's last will (`offline`).

@@ -10,7 +10,8 @@
 //!   (`tandem_mqtt_dropped_total`). Telemetry is QoS 0 (1 with `mqtt.telemetry_qos = 1`),
 //!   events QoS 0, results QoS 1; the broker's PUBACKs are counted (`tandem_mqtt_acked_total`),
 //!   and a QoS 1 message holds its place in rumqttc's inflight window until acked. What was
-//!   being written when a connection dropped may be lost (the session is clean).
+//!   being written when a connection dropped may be lost (the session is clean); the events
+//!   still waiting in the queue then go to [`Handler::undelivered`] (the durable queue).
 //! - Commands are handled on the connection's task as they arrive (the handler is quick: a
 //!   policy update or a telemetry snapshot); their answers go out ahead of the queue.
 //! - Reconnects on its own: exponential backoff with full jitter (a random wait up to 0.5 s,
@@ -54,6 +55,9 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles command `name`; returns what to publish at once (its result, and whatever
     /// else the command produced).
     fn command(&self, name: &str, payload: &[u8]) -> Vec<Outgoing>;
+    /// A sampled event that was waiting in the outgoing queue when the connection dropped
+    /// (rumqttc would discard it on reconnecting: the session is clean). Default: dropped.
+    fn undelivered(&self, _event: Outgoing) {}
 }
 
 fn qos(class: Class, telemetry: QoS) -> QoS {
@@ -139,19 +143,35 @@ impl MqttLink {
     /// Queues a message without waiting; `false` when the queue was full (dropped, counted).
     pub fn publish(&self, m: Outgoing) -> bool {
         let class = m.class;
+        let queued = self.offer(m).is_ok();
+        if !queued {
+            self.counters.mqtt.dropped(class);
+        }
+        queued
+    }
+
+    /// Queues a message without waiting (counted as queued); when the queue is full, the
+    /// message comes back (`None` only if rumqttc returned something else), not counted, for
+    /// the caller to keep elsewhere or drop.
+    pub fn offer(&self, m: Outgoing) -> Result<(), Option<Outgoing>> {
+        let class = m.class;
         match self
             .client
             .try_publish(m.topic, qos(class, self.telemetry_qos), false, m.payload)
         {
             Ok(()) => {
                 self.counters.mqtt.queued(class);
-                true
+                Ok(())
             }
-            Err(_) => {
-                self.counters.mqtt.dropped(class);
-                false
+            Err(rumqttc::ClientError::Request(r) | rumqttc::ClientError::TryRequest(r)) => {
+                Err(returned(class, r))
             }
         }
+    }
+
+    /// Connected to the broker now.
+    pub fn is_connected(&self) -> bool {
+        self.counters.mqtt.connected.load(Relaxed)
     }
 
     /// Publishes `status` (retained, QoS 1) again while connected, e.g. after a model swap, so
@@ -222,6 +242,42 @@ impl MqttLink {
     }
 }
 
+/// The message a refused request carried.
+fn returned(class: Class, r: Request) -> Option<Outgoing> {
+    match r {
+        Request::Publish(p) => Some(Outgoing {
+            class,
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+        }),
+        _ => None,
+    }
+}
+
+/// Hands the events waiting in rumqttc's pending list (after a drop, what was in its request
+/// channel too) to the handler: on reconnecting with a clean session rumqttc discards them.
+fn salvage_events(el: &mut EventLoop, handler: &dyn Handler) {
+    el.pending.retain(|r| match r {
+        Request::Publish(p)
+            if matches!(
+                Topic::parse(&p.topic),
+                Ok(Topic {
+                    kind: TopicKind::Events,
+                    ..
+                })
+            ) =>
+        {
+            handler.undelivered(Outgoing {
+                class: Class::Events,
+                topic: p.topic.clone(),
+                payload: p.payload.to_vec(),
+            });
+            false
+        }
+        _ => true,
+    });
+}
+
 impl Drop for MqttLink {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
@@ -250,6 +306,7 @@ async fn run(
                     // Unacknowledged messages go back to the queue; the next poll reconnects.
                     el.clean();
                     el.network = None;
+                    salvage_events(&mut el, handler.as_ref());
                     if m.connected.swap(false, Relaxed) {
                         m.disconnects.fetch_add(1, Relaxed);
                     }
@@ -308,6 +365,7 @@ async fn run(
                     tracing::debug!(device, error = %e, attempts, "MQTT broker still unreachable");
                 }
                 *m.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                salvage_events(&mut el, handler.as_ref());
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.wait_for(|s| *s) => return,
