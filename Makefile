@@ -5,8 +5,9 @@ CARGO ?= cargo
 
 .PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet clean
 
+# EPS=gpu,webgpu,qnn,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
 setup:
-	./scripts/setup.sh
+	./scripts/setup.sh $(if $(EPS),--ep $(EPS))
 
 build: setup
 	$(CARGO) build --workspace --bins

@@ -5,8 +5,19 @@
 #    unzip, curl, mosquitto (the hub's MQTT broker), iproute2 (network namespaces of the
 #    multi-host tests)
 #  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient, FastAPI peer)
+#  - accelerator packages (scripts/provision-ep.sh, sha256-pinned, into .ort/): the OpenVINO
+#    plugin EP always (the tests run it on this CPU); more with `--ep gpu,webgpu,qnn,trt-rtx`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+EXTRA_EPS=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --ep) EXTRA_EPS=${2:?--ep needs a list, e.g. gpu,qnn}; shift 2 ;;
+    --ep=*) EXTRA_EPS=${1#--ep=}; shift ;;
+    *) echo "usage: scripts/setup.sh [--ep gpu,webgpu,qnn,trt-rtx]" >&2; exit 2 ;;
+  esac
+done
 
 ORT_VERSION=1.31.1
 ORT_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
@@ -58,6 +69,8 @@ ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so.1"
 ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
 # Test fixture: an older release, which the agent must refuse with a clear message.
 fetch_ort 1.30.0 c902c70b3003c0e99fada202f37478c515ae9bba7944c2b2abd0017bae0c82ed "$ORT_DIR/old"
+# Plugin execution providers (and, on request, the GPU runtime): .ort/ep/<name>/, .ort/gpu/.
+./scripts/provision-ep.sh "openvino${EXTRA_EPS:+,$EXTRA_EPS}"
 
 # --- Python venv for tests and peers ----------------------------------------
 req=scripts/requirements-test.txt
