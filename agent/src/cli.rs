@@ -204,6 +204,10 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
         Ok(r) => r,
         Err(e) => return fail(EX_CONFIG, e),
     };
+    let measured: Vec<_> = engine
+        .model(model_name)
+        .map(|h| h.ep_measured.iter().map(|m| m.to_contract()).collect())
+        .unwrap_or_default();
     let (is_image, skipped) = match (engine.model(model_name), router.remote().get(model_name)) {
         (Some(h), _) => {
             for (ep, why) in &h.skipped_eps {
@@ -238,7 +242,7 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
             Input::Texts(vec![arg.clone()])
         };
         match rt.block_on(router.classify(model_name, input, None)) {
-            Ok(answer) => print_answer(arg, &answer, json, &skipped),
+            Ok(answer) => print_answer(arg, &answer, json, &skipped, &measured),
             Err(e) => {
                 eprintln!("tandem-agent: {arg}: {e}");
                 let code = match e {
@@ -260,10 +264,12 @@ fn print_answer(
     answer: &Answer,
     json: bool,
     skipped: &[(tandem_shared::provider::ExecutionProvider, String)],
+    measured: &[tandem_shared::provider::EpMeasurement],
 ) {
     let mut line = answer.to_json();
     if json {
         line.insert("input".into(), json!(input));
+        line.insert("ep_measured".into(), json!(measured));
         line.insert(
             "ep_skipped".into(),
             skipped

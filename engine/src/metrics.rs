@@ -290,7 +290,34 @@ pub fn model_gauges(engine: &crate::Engine) -> Vec<Gauge> {
             1.0,
         )
     });
-    depths.chain(info).collect()
+    let measured = engine.models().flat_map(|m| {
+        m.ep_measured.iter().flat_map(move |e| {
+            let labels = || {
+                vec![
+                    ("model", m.name().to_string()),
+                    ("ep", e.ep.to_string()),
+                ]
+            };
+            let diff = e.max_abs_diff.map(|d| {
+                (
+                    "tandem_ep_reference_max_abs_diff",
+                    "Largest |output - reference output| of a provider on a model's reference cases (the accuracy gate).",
+                    labels(),
+                    d,
+                )
+            });
+            let speed = e.median_us.filter(|_| e.accurate).map(|t| {
+                (
+                    "tandem_ep_reference_median_us",
+                    "Median run time of one reference case on a provider, microseconds (what `auto` chooses by).",
+                    labels(),
+                    t,
+                )
+            });
+            diff.into_iter().chain(speed)
+        })
+    });
+    depths.chain(info).chain(measured).collect()
 }
 
 #[cfg(test)]

@@ -95,3 +95,8 @@ pub fn init(
     let (p, env) = LOADED.get_or_init(|| (path, env));
     Ok((p.as_path(), env.clone()))
 }
+
+/// The library [`init`] loaded, once it has (plugin libraries are looked for beside it).
+pub fn loaded_path() -> Option<&'static Path> {
+    LOADED.get().map(|(p, _)| p.as_path())
+}

@@ -1,6 +1,7 @@
 //! Engine settings: the `[runtime]`, `[engine]`, `[models]` and `[image]` sections a daemon's
 //! TOML config embeds (agent and hub alike), their defaults and their validation.
 
+use crate::provider::options::EpOptions;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tandem_shared::manifest::VariantRole;
@@ -12,8 +13,21 @@ use tandem_shared::provider::ExecutionProvider;
 pub struct RuntimeConfig {
     /// ONNX Runtime library path; empty means search.
     pub onnxruntime_lib: String,
-    /// Execution providers in order of preference.
+    /// Execution providers in order of preference (the first that loads the model and
+    /// reproduces its reference outputs serves), or `["auto"]`: the fastest accurate one,
+    /// measured per model (default `["cpu"]`).
     pub execution_providers: Vec<String>,
+    /// Plugin EP libraries to register (OpenVINO, QNN, WebGPU, TensorRT-RTX). Empty (the
+    /// default): those `scripts/provision-ep.sh` put in `ep/*/` beside the ONNX Runtime
+    /// library, registered only when `execution_providers` asks for a plugin EP or `auto`.
+    pub ep_plugins: Vec<String>,
+    /// Options of each execution provider (`[runtime.ep.openvino]`, `.cuda`, `.tensorrt`,
+    /// `.qnn`, `.webgpu`).
+    pub ep: EpOptions,
+    /// Largest |output - reference output| a provider may give on the model's reference cases
+    /// (`testdata/reference.json`) and still serve it (default 0.01; OpenVINO at bf16 drifts
+    /// by ~0.09 on vision-fashion's cloud model).
+    pub accuracy_max_abs_diff: f64,
     /// Intra-op threads per session.
     pub intra_op_threads: usize,
     /// Whether ONNX Runtime's intra-op threads spin while waiting for work (lower latency for
@@ -111,6 +125,9 @@ impl Default for RuntimeConfig {
         Self {
             onnxruntime_lib: String::new(),
             execution_providers: vec!["cpu".into()],
+            ep_plugins: Vec::new(),
+            ep: EpOptions::default(),
+            accuracy_max_abs_diff: 0.01,
             intra_op_threads: 1,
             intra_op_spinning: true,
         }
@@ -192,13 +209,23 @@ impl EngineSettings {
         resolve(&self.base_dir, p)
     }
 
-    /// Execution providers (validated).
+    /// Execution providers (validated); `auto`: every candidate, in [`AUTO_ORDER`].
+    ///
+    /// [`AUTO_ORDER`]: crate::provider::AUTO_ORDER
     pub fn providers(&self) -> Vec<ExecutionProvider> {
+        if self.auto_providers() {
+            return crate::provider::AUTO_ORDER.to_vec();
+        }
         self.runtime
             .execution_providers
             .iter()
             .filter_map(|e| e.parse().ok())
             .collect()
+    }
+
+    /// `execution_providers = ["auto"]`: the provider is chosen by measurement.
+    pub fn auto_providers(&self) -> bool {
+        self.runtime.execution_providers == ["auto"]
     }
 
     /// The variant to run (validated).
@@ -213,8 +240,23 @@ impl EngineSettings {
             p.push("runtime.execution_providers is empty (use [\"cpu\"])".into());
         }
         for ep in &self.runtime.execution_providers {
-            if let Err(e) = ep.parse::<ExecutionProvider>() {
+            if ep == "auto" {
+                if self.runtime.execution_providers.len() > 1 {
+                    p.push("runtime.execution_providers: `auto` stands alone".into());
+                }
+            } else if let Err(e) = ep.parse::<ExecutionProvider>() {
                 p.push(format!("runtime.execution_providers: {e}"));
+            }
+        }
+        p.extend(self.runtime.ep.problems());
+        if !(self.runtime.accuracy_max_abs_diff.is_finite()
+            && self.runtime.accuracy_max_abs_diff > 0.0)
+        {
+            p.push("runtime.accuracy_max_abs_diff must be a number > 0".into());
+        }
+        for (i, lib) in self.runtime.ep_plugins.iter().enumerate() {
+            if lib.is_empty() {
+                p.push(format!("runtime.ep_plugins[{i}] is empty"));
             }
         }
         if !(1..=256).contains(&self.runtime.intra_op_threads) {

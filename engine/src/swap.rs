@@ -106,6 +106,7 @@ impl Engine {
         let h = Self::load_model(
             &self.settings,
             &self.env,
+            &self.plugins,
             files,
             self.metrics().clone(),
             false,

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// An ONNX Runtime execution provider the agent can ask for, in config spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ExecutionProvider {
     /// NVIDIA TensorRT.
     Tensorrt,
@@ -24,20 +24,26 @@ pub enum ExecutionProvider {
     Rocm,
     /// XNNPACK (optimised CPU kernels for ARM/x86).
     Xnnpack,
+    /// WebGPU (plugin EP: Vulkan, D3D12 or Metal GPUs).
+    Webgpu,
+    /// NVIDIA TensorRT for RTX (plugin EP).
+    TensorrtRtx,
     /// The default CPU provider: always available, the last resort.
     Cpu,
 }
 
 impl ExecutionProvider {
     /// Every provider, in the order of preference used when a config asks for `auto`.
-    pub const ALL: [ExecutionProvider; 9] = [
+    pub const ALL: [ExecutionProvider; 11] = [
         Self::Tensorrt,
+        Self::TensorrtRtx,
         Self::Cuda,
         Self::Openvino,
         Self::Coreml,
         Self::Qnn,
         Self::Directml,
         Self::Rocm,
+        Self::Webgpu,
         Self::Xnnpack,
         Self::Cpu,
     ];
@@ -53,6 +59,8 @@ impl ExecutionProvider {
             Self::Directml => "directml",
             Self::Rocm => "rocm",
             Self::Xnnpack => "xnnpack",
+            Self::Webgpu => "webgpu",
+            Self::TensorrtRtx => "tensorrt_rtx",
             Self::Cpu => "cpu",
         }
     }
@@ -67,7 +75,7 @@ impl fmt::Display for ExecutionProvider {
 /// A name that is not an execution provider.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown execution provider `{0}` (known: tensorrt, cuda, openvino, coreml, qnn, directml, rocm, xnnpack, cpu)"
+    "unknown execution provider `{0}` (known: tensorrt, tensorrt_rtx, cuda, openvino, coreml, qnn, directml, rocm, webgpu, xnnpack, cpu; or auto alone)"
 )]
 pub struct UnknownProvider(pub String);
 
@@ -78,6 +86,54 @@ impl FromStr for ExecutionProvider {
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| UnknownProvider(s.to_string()))
+    }
+}
+
+/// What was measured of one provider on one model: the accuracy gate against the model's
+/// reference outputs, and with `auto` its speed (status, telemetry, `/v2/models/{m}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpMeasurement {
+    /// The provider (config spelling).
+    pub ep: String,
+    /// Whether it loaded the model and reproduced the reference outputs.
+    pub accurate: bool,
+    /// Largest |output - reference| (absent when it did not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_diff: Option<f64>,
+    /// Median run time of one reference case, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median_us: Option<f64>,
+    /// Time to build the session, milliseconds.
+    pub build_ms: f64,
+    /// Why it is not used (absent when it could be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Taken from the cache of an earlier measurement (same model digest, provider, options,
+    /// hardware).
+    #[serde(default)]
+    pub cached: bool,
+}
+
+/// A device ONNX Runtime discovers on the machine (the hardware inventory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accelerator {
+    /// The EP offering it (`CPUExecutionProvider`, `OpenVINOExecutionProvider`, ...).
+    pub ep: String,
+    /// The EP's vendor.
+    pub ep_vendor: String,
+    /// `cpu`, `gpu`, `npu` (or `fpga`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The hardware vendor.
+    pub vendor: String,
+    /// The hardware device id.
+    pub device_id: u32,
+}
+
+impl Accelerator {
+    /// The label a rollout can target: `<type>:<ep>`, e.g. `cpu:OpenVINOExecutionProvider`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind, self.ep)
     }
 }
 

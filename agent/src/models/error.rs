@@ -35,14 +35,6 @@ pub enum InstallError {
     /// The new version could not be loaded or swapped in.
     #[error(transparent)]
     Swap(#[from] SwapError),
-    /// The new version runs on another execution provider than the serving one.
-    #[error("the new version runs on {staged}, the serving one on {active}")]
-    EpFallback {
-        /// The serving version's provider.
-        active: String,
-        /// The new version's.
-        staged: String,
-    },
     /// A self-test gave another answer.
     #[error("self-test {index} ({input}) failed: {message}")]
     SelfTest {
@@ -103,7 +95,6 @@ impl InstallError {
             Self::NotServed(_) => "not_served",
             Self::Model(_) => "model",
             Self::Swap(_) => "load_failed",
-            Self::EpFallback { .. } => "ep_fallback",
             Self::SelfTest { .. } => "selftest_failed",
             Self::Latency { .. } => "latency",
             Self::RolledBackBefore { .. } => "rolled_back",

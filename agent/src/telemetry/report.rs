@@ -64,6 +64,7 @@ impl Reporter {
             .collect();
         let mut status = Status::online(now_ms(), AGENT_VERSION, models);
         status.labels = self.router.labels_of_device().clone();
+        status.accelerators = self.router.engine().accelerators();
         status
     }
 
@@ -92,6 +93,8 @@ impl Reporter {
                         count: s.latency_count,
                         sum_s: s.latency_sum,
                     },
+                    ep_measured: m.ep_measured.iter().map(|e| e.to_contract()).collect(),
+                    ep_failovers: 0,
                 };
                 (m.name().to_string(), t)
             })

@@ -70,6 +70,11 @@ pub struct ModelHandle {
     pub ep: ExecutionProvider,
     /// Providers passed over, with reasons.
     pub skipped_eps: Vec<(ExecutionProvider, String)>,
+    /// What was measured of each provider tried (accuracy against the reference outputs,
+    /// speed with `auto`).
+    pub ep_measured: Vec<provider::Measure>,
+    /// Whether the provider was chosen by measurement (`execution_providers = ["auto"]`).
+    pub ep_auto: bool,
     capacity: usize,
     max_rows: usize,
     lanes: Mutex<Option<Vec<Lane>>>,
@@ -238,6 +243,8 @@ pub struct Engine {
     /// What a swap loads the new version with.
     pub(crate) settings: EngineSettings,
     pub(crate) env: ort::environment::Environment,
+    /// The plugin EP libraries of the config, registered.
+    pub(crate) plugins: Vec<provider::plugins::Plugin>,
     /// One swap at a time.
     pub(crate) swapping: Mutex<()>,
 }
@@ -257,11 +264,12 @@ impl Engine {
         } else {
             (cfg.models.enabled.clone(), true)
         };
+        let plugins = provider::plugins_for(cfg, env);
         let mut models = BTreeMap::new();
         for name in names {
             match model::open(&dir, &name, cfg.variant(), cfg.models.verify_sha256) {
                 Ok(files) => {
-                    let h = Self::load_model(cfg, env, files, metrics.clone(), true)?;
+                    let h = Self::load_model(cfg, env, &plugins, files, metrics.clone(), true)?;
                     tracing::info!(model = %name, ep = %h.ep, variant = cfg.variant().as_str(), "model loaded");
                     models.insert(name, Generations::new(Arc::new(h)));
                 }
@@ -281,6 +289,7 @@ impl Engine {
             metrics,
             settings: cfg.clone(),
             env: env.clone(),
+            plugins,
             swapping: Mutex::new(()),
         })
     }
@@ -289,6 +298,7 @@ impl Engine {
     pub(crate) fn load_model(
         cfg: &EngineSettings,
         env: &ort::environment::Environment,
+        plugins: &[provider::plugins::Plugin],
         files: ModelFiles,
         metrics: Arc<Metrics>,
         live: bool,
@@ -305,28 +315,36 @@ impl Engine {
                 })?,
             )),
         };
-        let order = cfg.providers();
+        let path = files.onnx_path();
+        let selector = provider::Selector {
+            params: provider::session::Params {
+                env,
+                path: &path,
+                intra_threads: cfg.runtime.intra_op_threads,
+                spinning: cfg.runtime.intra_op_spinning,
+                options: &cfg.runtime.ep,
+                plugins,
+            },
+            order: cfg.providers(),
+            auto: cfg.auto_providers(),
+            cases: provider::accuracy::load(&files).map_err(|message| EngineError::Reference {
+                model: name.clone(),
+                message,
+            })?,
+            tolerance: cfg.runtime.accuracy_max_abs_diff,
+            digest: files
+                .manifest
+                .files
+                .get(&files.variant.file)
+                .cloned()
+                .unwrap_or_default(),
+        };
         let mut sessions = Vec::with_capacity(cfg.engine.workers);
-        let first = provider::build_session(
-            env,
-            &files.onnx_path(),
-            &order,
-            cfg.runtime.intra_op_threads,
-            cfg.runtime.intra_op_spinning,
-        )?;
-        let (ep, skipped_eps) = (first.ep, first.skipped);
+        let first = selector.build()?;
+        let (ep, skipped_eps, ep_measured) = (first.ep, first.skipped, first.measured);
         sessions.push(first.session);
         for _ in 1..cfg.engine.workers {
-            sessions.push(
-                provider::build_session(
-                    env,
-                    &files.onnx_path(),
-                    &[ep],
-                    cfg.runtime.intra_op_threads,
-                    cfg.runtime.intra_op_spinning,
-                )?
-                .session,
-            );
+            sessions.push(selector.build_on(ep)?);
         }
         let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
         let live = Arc::new(AtomicBool::new(live));
@@ -367,6 +385,8 @@ impl Engine {
             files,
             ep,
             skipped_eps,
+            ep_measured,
+            ep_auto: cfg.auto_providers(),
             capacity: cfg.engine.queue_capacity,
             max_rows: cfg.engine.max_rows_per_request,
             lanes: Mutex::new(Some(lanes)),
@@ -392,6 +412,12 @@ impl Engine {
     /// One loaded model (the version serving now).
     pub fn model(&self, name: &str) -> Option<&Arc<ModelHandle>> {
         self.models.get(name)?.current()
+    }
+
+    /// The devices ONNX Runtime discovers here, with this config's plugins registered (the
+    /// hardware inventory in the agent's status and the hub's fleet view).
+    pub fn accelerators(&self) -> Vec<tandem_shared::provider::Accelerator> {
+        provider::plugins::inventory(&self.env)
     }
 
     /// The shared metrics.

@@ -189,6 +189,14 @@ pub enum EngineError {
         /// What failed.
         message: String,
     },
+    /// The model's reference outputs (the accuracy gate) cannot be read.
+    #[error("reference outputs of `{model}`: {message}")]
+    Reference {
+        /// Model name.
+        model: String,
+        /// What failed.
+        message: String,
+    },
     /// Nothing to serve.
     #[error("no models to load from {0}")]
     NoModels(String),

@@ -98,6 +98,8 @@ pub fn metadata(h: &ModelHandle) -> Value {
             "task": h.files.manifest.task,
             "variant": h.files.role.as_str(),
             "execution_provider": h.ep.as_str(),
+            "execution_provider_auto": h.ep_auto,
+            "execution_providers_measured": h.ep_measured.iter().map(|m| m.to_contract()).collect::<Vec<_>>(),
             "quantization": v.quantization,
             "labels": h.files.labels.len(),
             "max_batch_size": h.max_rows(),

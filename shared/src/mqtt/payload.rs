@@ -134,6 +134,9 @@ pub struct Status {
     /// rollouts select devices by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The devices ONNX Runtime discovers here (CPU, plugin EPs' GPUs and NPUs; online only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accelerators: Vec<crate::provider::Accelerator>,
 }
 
 impl Status {
@@ -147,6 +150,7 @@ impl Status {
             agent_version: Some(agent_version.to_string()),
             models,
             labels: BTreeMap::new(),
+            accelerators: Vec::new(),
         }
     }
 
@@ -165,6 +169,7 @@ impl Status {
             agent_version: None,
             models: Vec::new(),
             labels: BTreeMap::new(),
+            accelerators: Vec::new(),
         }
     }
 }
@@ -200,6 +205,17 @@ pub struct ModelTelemetry {
     pub queue_depth: u64,
     /// Time from submission to answer of successful inferences.
     pub latency: Histogram,
+    /// What was measured of each provider tried for this model (accuracy gate; speed with
+    /// `auto`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ep_measured: Vec<crate::provider::EpMeasurement>,
+    /// Times the model's sessions moved to the next provider after run-time failures.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ep_failovers: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Answers of one model by route (`local`, `cloud`, `failed`) and reason (`confident`,
