@@ -274,7 +274,9 @@ async fn hard_examples_and_corrections_reach_the_hub_once() {
 }
 
 /// A hub whose feedback store refuses more than ~2 records a window: the agent's records wait
-/// in its queue through the `Busy` refusals and all arrive, each once.
+/// in its queue through the `Busy` refusals and all arrive, each once. The agent honours each
+/// refusal's `retry_after_ms` (the rest of the window): one refusal per window, not a retry
+/// every few hundred milliseconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_over_the_hub_quota_wait_and_arrive_later() {
     use tandem_agent::queue::Class;
@@ -285,7 +287,7 @@ async fn records_over_the_hub_quota_wait_and_arrive_later() {
     pki.add_device("cam-01", 365).expect("device");
     let quota = tandem_hub::feedback::FeedbackConfig {
         quota_bytes_per_device: 250_000,
-        quota_window_ms: 1_000,
+        quota_window_ms: 2_000,
     };
     let store = Arc::new(
         Store::open(&dir.join("hub-feedback"))
@@ -326,13 +328,17 @@ async fn records_over_the_hub_quota_wait_and_arrive_later() {
         store.len() as u64 == records
     })
     .await;
+    // Two records fit a window: 5 windows, a refusal ending each of the first 4. An agent that
+    // retried on its own backoff (200 ms doubling) would be refused several times a window.
+    let refused = hub_stats
+        .limits
+        .over_quota
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!("{refused} quota refusals for {records} records");
+    assert!(refused > 0, "the quota refused some deliveries on the way");
     assert!(
-        hub_stats
-            .limits
-            .over_quota
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0,
-        "the quota refused some deliveries on the way"
+        refused <= records / 2,
+        "{refused} refusals for {records} records: the agent did not wait out the window"
     );
     let mut seen: Vec<u64> = store
         .iter()

@@ -55,16 +55,33 @@ impl Backoff {
     pub fn next_delay_with(&mut self, draw: u64) -> Duration {
         let ceiling = self.ceiling();
         self.failures = self.failures.saturating_add(1);
-        let nanos = ceiling.as_nanos().min(u128::from(u64::MAX - 1)) as u64;
-        // Multiply-shift maps the draw onto [0, nanos] with no modulo bias worth the name.
-        let scaled = (u128::from(draw) * (u128::from(nanos) + 1)) >> 64;
-        Duration::from_nanos(scaled as u64)
+        scale(ceiling, draw)
     }
 
     /// A success: the next failure waits up to `base` again.
     pub fn reset(&mut self) {
         self.failures = 0;
     }
+}
+
+/// `draw` (uniform over all of `u64`) mapped onto [0, max].
+fn scale(max: Duration, draw: u64) -> Duration {
+    let nanos = max.as_nanos().min(u128::from(u64::MAX - 1)) as u64;
+    // Multiply-shift maps the draw onto [0, nanos] with no modulo bias worth the name.
+    let scaled = (u128::from(draw) * (u128::from(nanos) + 1)) >> 64;
+    Duration::from_nanos(scaled as u64)
+}
+
+/// The wait before trying again when the other side said how long (`Busy { retry_after_ms }`):
+/// uniform in [hint, 1.5 · hint], drawn from the operating system's random source. Never
+/// earlier than asked; devices told the same moment spread over half the hint after it.
+pub fn after_hint(hint: Duration) -> Duration {
+    after_hint_with(hint, getrandom::u64().unwrap_or(u64::MAX / 2))
+}
+
+/// [`after_hint`] with the random draw handed in (uniform over all of `u64`).
+pub fn after_hint_with(hint: Duration, draw: u64) -> Duration {
+    hint.saturating_add(scale(hint / 2, draw))
 }
 
 #[cfg(test)]
@@ -104,6 +121,20 @@ mod tests {
         let top = b.next_delay_with(u64::MAX);
         assert!(top <= 1_000 * MS && top > 999 * MS, "{top:?}");
         assert_eq!(b.next_delay_with(u64::MAX / 2 + 1).as_millis(), 500);
+    }
+
+    #[test]
+    fn a_hinted_wait_is_never_shorter_than_the_hint() {
+        let hint = 1_000 * MS;
+        assert_eq!(after_hint_with(hint, 0), hint);
+        let top = after_hint_with(hint, u64::MAX);
+        assert!(top <= 1_500 * MS && top > 1_499 * MS, "{top:?}");
+        assert_eq!(after_hint_with(hint, u64::MAX / 2 + 1).as_millis(), 1_250);
+        for _ in 0..1_000 {
+            let d = after_hint(hint);
+            assert!((hint..=1_500 * MS).contains(&d), "{d:?}");
+        }
+        assert_eq!(after_hint_with(Duration::MAX, u64::MAX), Duration::MAX);
     }
 
     /// 1,000 devices losing the hub at once: their first waits spread over the whole window.

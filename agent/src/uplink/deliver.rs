@@ -8,14 +8,16 @@
 //! sent again later: at-least-once, and the hub deduplicates by (device, epoch, seq). While the
 //! hub is unreachable the loop waits for the link (the keeper reconnects it) instead of spinning.
 //! After a round that was not wholly acknowledged it waits a random time up to 200 ms, doubling
-//! per failed round to 5 s (full jitter, `tandem_shared::backoff`).
+//! per failed round to 5 s (full jitter, `tandem_shared::backoff`); when the hub answered
+//! `Busy` (the device's quota), the time it asked for instead (`retry_after_ms`, at most an
+//! hour), plus up to half of it again at random (`backoff::after_hint`). Shutdown ends a wait.
 
 use super::quic::Uplink;
 use crate::queue::{Queue, Seq};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tandem_shared::backoff::Backoff;
+use tandem_shared::backoff::{Backoff, after_hint};
 use tandem_shared::wire::{DEFAULT_MAX_FRAME_BYTES, Message, encode_to_vec};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +29,8 @@ pub const DELIVER_MAX_BYTES: usize = 4 << 20;
 const RETRY_BASE: Duration = Duration::from_millis(200);
 /// Longest wait after failed rounds.
 const RETRY_CAP: Duration = Duration::from_secs(5);
+/// Longest wait a hub's `Busy` hint is taken for (its quota windows are an hour by default).
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
 /// Delivery counters since start.
 #[derive(Debug, Default)]
@@ -113,15 +117,18 @@ pub async fn run_until(
         }
         let leased: Vec<Seq> = batch.iter().map(|d| d.seq).collect();
         let timeout = up.timeout().max(Duration::from_secs(5));
-        let acked = match up.deliver(&frames, timeout).await {
-            Ok(acks) => acks
-                .into_iter()
-                .filter(|(e, s)| *e == epoch && leased.contains(s))
-                .map(|(_, s)| s)
-                .collect::<Vec<_>>(),
+        let (acked, retry_after) = match up.deliver(&frames, timeout).await {
+            Ok(d) => (
+                d.acks
+                    .into_iter()
+                    .filter(|(e, s)| *e == epoch && leased.contains(s))
+                    .map(|(_, s)| s)
+                    .collect::<Vec<_>>(),
+                d.retry_after,
+            ),
             Err(e) => {
                 tracing::debug!(records = leased.len(), error = %e, "delivery failed: records kept");
-                Vec::new()
+                (Vec::new(), None)
             }
         };
         drop(up);
@@ -145,7 +152,19 @@ pub async fn run_until(
         }
         if acked.len() < leased.len() {
             stats.failed_rounds.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(backoff.next_delay()).await;
+            let wait = match retry_after {
+                Some(hint) => after_hint(hint.min(RETRY_AFTER_CAP)),
+                None => backoff.next_delay(),
+            };
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                busy = retry_after.is_some(),
+                "delivery round incomplete: waiting"
+            );
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
         } else {
             backoff.reset();
         }

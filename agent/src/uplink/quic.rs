@@ -469,14 +469,23 @@ impl Uplink {
     }
 }
 
+/// The hub's answer to a delivery.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// `(epoch, seq)` of every record it acknowledged (stored durably).
+    pub acks: Vec<(u64, u64)>,
+    /// It takes no more from this device for now (`Busy`, its quota): try again after this.
+    pub retry_after: Option<Duration>,
+}
+
 impl Uplink {
     /// Sends `frames` (`Deliver` frames, back to back) on one stream and returns the
-    /// `(epoch, seq)` of every `Ack` the hub answered with.
+    /// `(epoch, seq)` of every `Ack` the hub answered with, and its `Busy` hint if it sent one.
     pub async fn deliver(
         &self,
         frames: &[u8],
         timeout: Duration,
-    ) -> Result<Vec<(u64, u64)>, UplinkError> {
+    ) -> Result<Delivered, UplinkError> {
         let conn = self.connection().await?;
         let bytes = match tokio::time::timeout(timeout, exchange(&conn, frames)).await {
             Ok(Ok(b)) => b,
@@ -488,18 +497,19 @@ impl Uplink {
         };
         let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
         d.feed(&bytes);
-        let mut acks = Vec::new();
+        let mut out = Delivered::default();
         loop {
             match d.next_message() {
-                Ok(Some(Message::Ack { epoch, seq })) => acks.push((epoch, seq)),
+                Ok(Some(Message::Ack { epoch, seq })) => out.acks.push((epoch, seq)),
                 // Over this device's quota: keep what was acknowledged; the rest waits for a
-                // later round (the delivery loop's backoff).
+                // later round, after the hub's hint (the delivery loop).
                 Ok(Some(Message::Busy { retry_after_ms, .. })) => {
                     tracing::info!(
-                        acked = acks.len(),
+                        acked = out.acks.len(),
                         retry_after_ms,
                         "the hub takes no more records from this device for now (quota): the rest stays queued"
                     );
+                    out.retry_after = Some(Duration::from_millis(u64::from(retry_after_ms)));
                     break;
                 }
                 Ok(Some(Message::Error { message, .. })) => {
@@ -520,7 +530,7 @@ impl Uplink {
         if let Ok(mut s) = self.state.lock() {
             confirm(&mut s, &self.hub);
         }
-        Ok(acks)
+        Ok(out)
     }
 }
 
