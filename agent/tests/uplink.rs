@@ -2,7 +2,8 @@
 //! and the hub accepts it; a hub that refuses the device's certificate is reported with the
 //! cause; a hub that goes silent (packets lost, no close) is noticed after one timed-out
 //! request, and the keeper reconnects when it is back; a burst of requests while no connection
-//! is up opens one connection (the hub counts them).
+//! is up opens one connection (the hub counts them); a connection the hub closed is replaced
+//! only after the backoff.
 
 mod common;
 
@@ -274,4 +275,65 @@ async fn a_burst_of_requests_with_no_connection_opens_one() {
         1,
         "connections the hub accepted for one burst"
     );
+}
+
+/// The hub closes the device's connection (as a hub restart closes every device's at one
+/// moment) while it would take a new one: the next request does not reconnect at once but waits the link's backoff (up to
+/// 200 ms after a first loss), then reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_hub_closed_is_replaced_only_after_the_backoff() {
+    let dir = tmp("closed");
+    let pki = Pki::init(&dir).expect("pki");
+    let serial = pki.add_device("cam-01", 365).expect("device").serial;
+    let ingress =
+        tandem_hub::ingress::quic::QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), &dir)
+            .expect("bind hub");
+    let (addr, stats, reload) = (
+        ingress.local_addr().expect("addr"),
+        ingress.stats(),
+        ingress.reload(),
+    );
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingress.run(async {
+        let _ = rx.await;
+    }));
+    // No keeper: the request path alone meets the closed connection.
+    let up = link_with(&pki, "cam-01", addr, 30_000);
+    let ping = |n| Message::Ping { nonce: n };
+    up.call(&ping(1), Duration::from_secs(30))
+        .await
+        .expect("answered");
+    assert!(up.status().connected);
+    // The hub ends the connection (by serial, as for a revocation), then takes that
+    // certificate again (an empty revoked list): a reconnect would be accepted.
+    let closed = reload
+        .apply(&dir, &std::collections::BTreeSet::from([serial]))
+        .expect("close");
+    assert_eq!(closed, ["cam-01"]);
+    reload
+        .apply(&dir, &std::collections::BTreeSet::new())
+        .expect("accept it again");
+    until("the link to see the close", || !up.status().connected).await;
+    match up.connection().await {
+        Err(UplinkError::Unreachable(why)) => {
+            assert!(why.contains("next attempt in"), "{why}")
+        }
+        other => panic!("reconnected at once: {other:?}"),
+    }
+    assert_eq!(
+        stats.accepted.load(Ordering::Relaxed),
+        1,
+        "no new connection"
+    );
+    // After the backoff it reconnects.
+    let mut answered = false;
+    for n in 0..100 {
+        if up.call(&ping(n), Duration::from_secs(30)).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "never reconnected: {:?}", up.status());
+    assert_eq!(up.status().connects, 2, "{:?}", up.status());
 }

@@ -1,7 +1,10 @@
 //! The keeper: a background task per [`Uplink`] that makes the hub connection long-lived.
 //!
-//! - Connects at start and again after every loss, once the backoff has passed, so the first
-//!   request after an outage finds a connection instead of paying for the handshake.
+//! - Connects at start (after a random wait up to the backoff's base, 200 ms: a fleet started
+//!   at once does not connect in one burst) and again after every loss, once the backoff has
+//!   passed, so the first request after an outage finds a connection instead of paying for the
+//!   handshake. A connection found closed is recorded as lost first (its backoff), never
+//!   replaced at once.
 //! - Watches the connection: when it closes (the hub shut down, refused this device's
 //!   certificate, or went silent past `hub.idle_timeout_ms` despite keep-alives) the reason is
 //!   recorded and reported once at WARN, and the backoff starts.
@@ -22,6 +25,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// Runs until the link is dropped.
 pub(super) async fn run(link: Weak<Uplink>) {
     let mut nonce = 0u64;
+    tokio::time::sleep(super::quic::first_connect_delay()).await;
     loop {
         let Some(up) = link.upgrade() else { return };
         match up.current() {
@@ -38,6 +42,7 @@ pub(super) async fn run(link: Weak<Uplink>) {
                 }
             }
             None => {
+                up.record_closed();
                 let wait = up
                     .state
                     .lock()

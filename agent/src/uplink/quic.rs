@@ -28,6 +28,11 @@ const RETRY_BASE: Duration = Duration::from_millis(200);
 /// Longest wait between attempts to reach the hub.
 const RETRY_CAP: Duration = Duration::from_secs(10);
 
+/// The keeper's wait before its first connection: uniform in [0, the backoff's base].
+pub(super) fn first_connect_delay() -> Duration {
+    Backoff::new(RETRY_BASE, RETRY_BASE).next_delay()
+}
+
 /// Why the hub did not answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UplinkError {
@@ -348,9 +353,26 @@ impl Uplink {
         Err(UplinkError::Unreachable(why))
     }
 
+    /// Records the loss of a connection that closed without anyone noticing yet (no keeper,
+    /// or the keeper not there yet), so that the next attempt waits its backoff like after
+    /// every other loss. Without it, a request right after the hub closed every device's
+    /// connection at one moment (a hub restart) would reconnect at once, the whole fleet in
+    /// one wave.
+    pub(super) fn record_closed(&self) {
+        let closed = self.state.lock().ok().and_then(|s| {
+            s.conn
+                .as_ref()
+                .and_then(|c| c.close_reason().map(|r| (c.clone(), r.to_string())))
+        });
+        if let Some((conn, why)) = closed {
+            self.fail(Some(&conn), &why);
+        }
+    }
+
     /// The live connection; `None` when there is none and an attempt may be made now; the
     /// reason while backing off.
     fn live(&self) -> Result<Option<quinn::Connection>, UplinkError> {
+        self.record_closed();
         let s = self
             .state
             .lock()
