@@ -16,6 +16,7 @@
 //! - [`reload`]: SIGHUP: the config read again, the log filter applied.
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //! - [`revocation`]: the running hub keeps the CRL fresh and applies it live.
+//! - [`sled_release`]: a closed sled database can be opened again at once.
 //!
 //! - [`feedback`]: hard examples, corrections and telemetry delivered from devices' queues
 //!   (deduplicated, stored as a dataset; `tandem-hub feedback export`).
@@ -36,3 +37,4 @@ pub mod reload;
 pub mod revocation;
 pub mod rollout;
 pub mod serving;
+pub mod sled_release;

@@ -1,7 +1,8 @@
 //! The sled implementation of [`ClaimStore`] (the hub's default): one database under
 //! `enrol.dir`, tree `claims` (token digest → claim JSON) and tree `issued` (big-endian serial
 //! → issue record JSON). A claim is consumed by compare-and-swap on its key. No sled type
-//! leaves this module.
+//! leaves this module. Dropping the last handle waits until sled unlocked the database
+//! (`crate::sled_release`).
 
 use super::claims::{Claim, ClaimError, ClaimStore, ClaimUse, IssueRecord, TokenDigest};
 use std::path::Path;
@@ -12,6 +13,9 @@ pub struct SledClaims {
     db: sled::Db,
     claims: sled::Tree,
     issued: sled::Tree,
+    /// Last: the last clone dropped waits until sled unlocked the database
+    /// (`crate::sled_release`).
+    _released: std::sync::Arc<crate::sled_release::Released>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> ClaimError {
@@ -29,14 +33,20 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ClaimError> {
 impl SledClaims {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, ClaimError> {
+        let path = dir.join("claims.db");
         let db = sled::Config::new()
-            .path(dir.join("claims.db"))
+            .path(&path)
             .cache_capacity(4 << 20)
             .open()
             .map_err(|e| ClaimError::Store(format!("{}: {e}", dir.display())))?;
         let claims = db.open_tree("claims").map_err(store_err)?;
         let issued = db.open_tree("issued").map_err(store_err)?;
-        Ok(Self { db, claims, issued })
+        Ok(Self {
+            db,
+            claims,
+            issued,
+            _released: std::sync::Arc::new(crate::sled_release::Released::new(&path)),
+        })
     }
 
     /// Replaces the claim under `digest` with `change(claim)` when the stored bytes are still
@@ -188,6 +198,19 @@ mod tests {
                 .filter_map(|r| r.as_ref().err())
                 .all(|e| matches!(e, ClaimError::Used { .. }))
         );
+    }
+
+    #[test]
+    fn opens_again_at_once_after_a_drop() {
+        // sled's threads may hold the database's lock for a moment after the last handle is
+        // dropped; a dropped store waits for it (an in-process hub restart reopens at once).
+        let dir = tempfile::tempdir().expect("tmp");
+        for n in 1..=20usize {
+            let s = SledClaims::open(dir.path()).expect("open again at once");
+            let (_, d, id) = new_token().expect("token");
+            s.insert(&d, &claim(&id, u64::MAX)).expect("insert");
+            assert_eq!(s.list().expect("list").len(), n, "kept across reopens");
+        }
     }
 
     #[test]

@@ -20,13 +20,13 @@
 //!   duplicate does not.
 
 use super::quota::{FeedbackConfig, OverQuota, Quota};
+use crate::sled_release::Released;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 use tandem_shared::dedup::DeliveryKey;
 use tandem_shared::record::{self, ExampleMeta, Record};
 
@@ -157,44 +157,9 @@ pub struct Store {
     stats: FeedbackStats,
     telemetry_sink: Sink,
     quota: Quota,
-    /// Last: dropped after `records` and `db`.
+    /// Last: dropped after `records` and `db`, it waits until sled unlocked the index
+    /// (`crate::sled_release`; reopening at once could otherwise fail as `Locked`).
     _released: Released,
-}
-
-/// How long dropping a [`Store`] waits for sled's background work to close the index file.
-const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
-
-/// The index's lock file (`index/db`), waited for when the [`Store`] is dropped (after the
-/// sled handles, being its last field): sled 0.34 releases its file lock only when its last
-/// handle to the file is closed, and its thread pool may still hold one (a log write, a
-/// segment truncation) for a moment after the last `Db` is dropped. Without this, opening the
-/// store again in the same process (a test, an in-process hub restart) could fail as
-/// [`FeedbackError::Locked`]. Once dropped, the file is unlocked, or [`RELEASE_PATIENCE`] passed
-/// (logged).
-#[derive(Debug)]
-struct Released(PathBuf);
-
-impl Drop for Released {
-    fn drop(&mut self) {
-        use rustix::fs::{FlockOperation, flock};
-        let deadline = Instant::now() + RELEASE_PATIENCE;
-        let Ok(file) = std::fs::File::open(&self.0) else {
-            return;
-        };
-        loop {
-            // Closing `file` releases the lock taken here.
-            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return,
-                Err(e) if e == rustix::io::Errno::WOULDBLOCK && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => {
-                    tracing::warn!(file = %self.0.display(), error = %e, "the feedback index is still locked after the store was closed");
-                    return;
-                }
-            }
-        }
-    }
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -259,7 +224,7 @@ impl Store {
             stats: FeedbackStats::default(),
             telemetry_sink: Sink(std::sync::OnceLock::new()),
             quota: Quota::new(FeedbackConfig::default()),
-            _released: Released(index.join("db")),
+            _released: Released::new(&index),
         })
     }
 

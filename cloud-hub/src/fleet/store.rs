@@ -112,6 +112,9 @@ pub struct FleetStore {
     db: sled::Db,
     /// Serialises read-modify-write updates.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Last: the last clone dropped waits until sled unlocked the database
+    /// (`crate::sled_release`).
+    _released: std::sync::Arc<crate::sled_release::Released>,
 }
 
 fn open_once(path: &Path, cache_bytes: u64) -> Result<sled::Db, (bool, String)> {
@@ -155,6 +158,7 @@ impl FleetStore {
         Ok(Self {
             db,
             writer: Default::default(),
+            _released: std::sync::Arc::new(crate::sled_release::Released::new(&path)),
         })
     }
 
@@ -303,6 +307,26 @@ mod tests {
             .expect("get")
             .expect("a device first heard of late");
         assert_eq!((ok_count(&d), d.late_telemetry, d.online), (70, 1, false));
+    }
+
+    #[test]
+    fn opens_again_at_once_after_a_drop() {
+        // sled's threads may hold the database's lock for a moment after the last handle is
+        // dropped; a dropped store waits for it (an in-process hub restart reopens at once).
+        let dir = tempfile::tempdir().expect("tmp");
+        for n in 1..=20u64 {
+            let s = FleetStore::open(dir.path(), 1 << 20).expect("open again at once");
+            let d = s
+                .update(&format!("cam-{n:02}"), |d| d.last_seen_ms = n)
+                .expect("update");
+            assert_eq!(d.last_seen_ms, n);
+            s.flush();
+            assert_eq!(
+                s.list().expect("list").len() as u64,
+                n,
+                "kept across reopens"
+            );
+        }
     }
 
     #[test]

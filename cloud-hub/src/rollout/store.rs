@@ -48,6 +48,9 @@ pub struct RolloutStore {
     /// Serialises read-modify-write (create, change, tick): the controller's step and a
     /// command's answer (or an operator's pause) change the same rollout concurrently.
     writes: Arc<Mutex<()>>,
+    /// Last: the last clone dropped waits until sled unlocked the database
+    /// (`crate::sled_release`).
+    _released: Arc<crate::sled_release::Released>,
 }
 
 impl RolloutStore {
@@ -61,6 +64,7 @@ impl RolloutStore {
             path: dir.to_path_buf(),
             tree,
             writes: Arc::new(Mutex::new(())),
+            _released: Arc::new(crate::sled_release::Released::new(dir)),
         })
     }
 
@@ -206,4 +210,33 @@ pub struct Command {
     pub version: String,
     /// An ordered rollback (the device accepts a version older than the one it serves).
     pub rollback: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_again_at_once_after_a_drop() {
+        // sled's threads may hold the database's lock for a moment after the last handle is
+        // dropped; a dropped store waits for it (an in-process hub restart reopens at once).
+        let dir = tempfile::tempdir().expect("tmp");
+        for n in 1..=20usize {
+            let s = RolloutStore::open(dir.path()).expect("open again at once");
+            let spec = Spec {
+                model: format!("m{n}"),
+                version: "1.0.1".into(),
+                canary_pct: 100,
+                stages_pct: vec![100],
+                labels: Default::default(),
+                success_share: 0.9,
+                failure_share: 0.2,
+                stage_timeout_ms: 1_000,
+                resend_after_ms: 1_000,
+                rollback: false,
+            };
+            s.create(spec, true, 1).expect("create");
+            assert_eq!(s.list().expect("list").len(), n, "kept across reopens");
+        }
+    }
 }
