@@ -236,6 +236,17 @@ impl Rig {
         c
     }
 
+    /// Puts `ip NAME.tandem.test` first in host `host`'s hosts file: that host resolves `name`
+    /// to `ip` and then to its own address (an address that answers nothing tries a client's
+    /// fallback to the next one). Processes started afterwards see it.
+    pub fn prepend_address(&self, host: &str, ip: Ipv4Addr, name: &str) {
+        let file = hosts_dir(&self.host(host).ns).join("hosts");
+        let old =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        std::fs::write(&file, format!("{ip} {name}.{DOMAIN}\n{old}"))
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+
     /// Takes host `name`'s cable out: its link on the bridge goes down (the host's own
     /// interface stays configured; packets to and from it are lost).
     pub fn cut(&self, name: &str) {

@@ -2,7 +2,8 @@
 //! three agents in three others, joined by a bridge (`tandem_tests::netns`). The agents reach
 //! the hub only by its DNS name (`hub.tandem.test`, in each host's hosts file, and in the hub's
 //! certificate through `tandem-hub init --name`) over the bridge: loopback in an agent's host
-//! is not the hub's. Needs root (CI runs as root): without it the rig fails the test, saying so.
+//! is not the hub's; a name whose first address is dead still connects (every address is
+//! tried). Needs root (CI runs as root): without it the rig fails the test, saying so.
 
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -226,4 +227,43 @@ async fn three_hosts() {
         }
         hub.stop(PATIENCE);
     });
+}
+
+/// `hub.address` and `mqtt.url` name the hub; the name is resolved at each connect and every
+/// address it resolves to is tried in turn. In the agent's host the hub's name resolves first
+/// to an address nobody has (`getent` shows the order), then to the hub's: the agent still
+/// offloads over QUIC and connects over MQTT (here: QUIC about 1 s after start, its handshake
+/// timeout on the dead address; MQTT about 3 s after, the failed neighbour resolution).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_name_whose_first_address_is_dead_still_connects() {
+    let fleet = Fleet::new("names", "hub", &["a1"]);
+    // No host has .3 in this rig (hub .1, a1 .2): it shares more leading bits with a1's
+    // address than the hub's does, so even an RFC 6724 sort keeps it first.
+    let dead = Ipv4Addr::new(10, 213, 0, 3);
+    fleet.rig.prepend_address("a1", dead, "hub");
+    let out = fleet
+        .rig
+        .command("a1", "getent")
+        .args(["ahostsv4", &fleet.hub_name()])
+        .output()
+        .expect("getent");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let order: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("STREAM"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(order, ["10.213.0.3", "10.213.0.1"], "{text}");
+    fleet.add_device("cam-a1");
+    let _hub = tokio::task::block_in_place(|| fleet.start_hub(&[]));
+    let agent = tokio::task::block_in_place(|| fleet.start_agent("a1", "cam-a1", &[]));
+    let image = samples().remove(0);
+    wait_for_async("a1 to offload past the dead address", PATIENCE, || async {
+        classify(&fleet, &agent, &image).await == ("cloud".to_string(), false)
+    })
+    .await;
+    wait_for_async("a1's MQTT link past the dead address", PATIENCE, || async {
+        one(&fleet.metrics(&agent).await, "tandem_mqtt_connected") == 1.0
+    })
+    .await;
 }
