@@ -285,7 +285,7 @@ pub fn model_gauges(engine: &crate::Engine) -> Vec<Gauge> {
                 ("model", m.name().to_string()),
                 ("version", m.files.manifest.version.clone()),
                 ("variant", m.files.role.as_str().to_string()),
-                ("ep", m.ep.to_string()),
+                ("ep", m.ep_now().to_string()),
             ],
             1.0,
         )
@@ -317,7 +317,19 @@ pub fn model_gauges(engine: &crate::Engine) -> Vec<Gauge> {
             diff.into_iter().chain(speed)
         })
     });
-    depths.chain(info).chain(measured).collect()
+    let failovers = engine.models().map(|m| {
+        (
+            "tandem_ep_failovers",
+            "Times the serving version's sessions moved to the next execution provider after run-time failures.",
+            vec![("model", m.name().to_string())],
+            m.ep_failovers() as f64,
+        )
+    });
+    depths
+        .chain(info)
+        .chain(measured)
+        .chain(failovers)
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,6 +28,10 @@ pub struct RuntimeConfig {
     /// (`testdata/reference.json`) and still serve it (default 0.01; OpenVINO at bf16 drifts
     /// by ~0.09 on vision-fashion's cloud model).
     pub accuracy_max_abs_diff: f64,
+    /// After a session moved to the next provider because its own failed at run time, the
+    /// first wait before the better provider is tried again, in milliseconds (then doubling,
+    /// with jitter, up to 32 times this; default 30000).
+    pub ep_retry_after_ms: u64,
     /// Intra-op threads per session.
     pub intra_op_threads: usize,
     /// Whether ONNX Runtime's intra-op threads spin while waiting for work (lower latency for
@@ -128,6 +132,7 @@ impl Default for RuntimeConfig {
             ep_plugins: Vec::new(),
             ep: EpOptions::default(),
             accuracy_max_abs_diff: 0.01,
+            ep_retry_after_ms: 30_000,
             intra_op_threads: 1,
             intra_op_spinning: true,
         }
@@ -253,6 +258,9 @@ impl EngineSettings {
             && self.runtime.accuracy_max_abs_diff > 0.0)
         {
             p.push("runtime.accuracy_max_abs_diff must be a number > 0".into());
+        }
+        if !(1..=3_600_000).contains(&self.runtime.ep_retry_after_ms) {
+            p.push("runtime.ep_retry_after_ms must be between 1 and 3600000".into());
         }
         for (i, lib) in self.runtime.ep_plugins.iter().enumerate() {
             if lib.is_empty() {

@@ -59,7 +59,7 @@ impl Reporter {
                 name: m.name().to_string(),
                 version: m.files.manifest.version.clone(),
                 variant: m.files.role.as_str().to_string(),
-                ep: m.ep.to_string(),
+                ep: m.ep_now().to_string(),
             })
             .collect();
         let mut status = Status::online(now_ms(), AGENT_VERSION, models);
@@ -79,7 +79,7 @@ impl Reporter {
                 let t = ModelTelemetry {
                     version: m.files.manifest.version.clone(),
                     variant: m.files.role.as_str().to_string(),
-                    ep: m.ep.to_string(),
+                    ep: m.ep_now().to_string(),
                     inferences: s
                         .inferences
                         .iter()
@@ -94,7 +94,7 @@ impl Reporter {
                         sum_s: s.latency_sum,
                     },
                     ep_measured: m.ep_measured.iter().map(|e| e.to_contract()).collect(),
-                    ep_failovers: 0,
+                    ep_failovers: m.ep_failovers(),
                 };
                 (m.name().to_string(), t)
             })

@@ -14,6 +14,7 @@
 //! Layout: `request` (what callers send and get back, and the errors), `worker` (the worker
 //! threads: batching, pre-processing, the run, post-processing).
 
+mod failover;
 mod prepare;
 mod request;
 #[cfg(test)]
@@ -75,6 +76,15 @@ pub struct ModelHandle {
     pub ep_measured: Vec<provider::Measure>,
     /// Whether the provider was chosen by measurement (`execution_providers = ["auto"]`).
     pub ep_auto: bool,
+    /// Failover order (the configured list; with `auto` the accurate providers, fastest first).
+    ep_order: Vec<ExecutionProvider>,
+    /// Times a worker's session moved to the next provider after a run-time failure.
+    ep_failovers: Arc<std::sync::atomic::AtomicU64>,
+    /// Index in `ep_order` of the provider the last move went to.
+    ep_current: Arc<AtomicUsize>,
+    /// Test hook shared with the workers: runs on this provider fail like a lost device.
+    #[cfg(test)]
+    lost: Arc<Mutex<Option<ExecutionProvider>>>,
     capacity: usize,
     max_rows: usize,
     lanes: Mutex<Option<Vec<Lane>>>,
@@ -201,6 +211,26 @@ impl ModelHandle {
         }
     }
 
+    /// Times a worker's session moved to the next provider after a run-time failure.
+    pub fn ep_failovers(&self) -> u64 {
+        self.ep_failovers.load(Ordering::Acquire)
+    }
+
+    /// The provider serving now: the one chosen at load, or the one the last failover (or
+    /// return after one) moved to.
+    pub fn ep_now(&self) -> ExecutionProvider {
+        self.ep_order
+            .get(self.ep_current.load(Ordering::Acquire))
+            .copied()
+            .unwrap_or(self.ep)
+    }
+
+    /// Test hook: runs on `ep` fail as on a lost device (None: they work again).
+    #[cfg(test)]
+    pub(crate) fn lose_device(&self, ep: Option<ExecutionProvider>) {
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = ep;
+    }
+
     /// Test hook: the next run on this model panics inside the worker.
     #[cfg(test)]
     pub(crate) fn fail_next(&self) {
@@ -315,6 +345,16 @@ impl Engine {
                 })?,
             )),
         };
+        let cases = provider::accuracy::load(&files).map_err(|message| EngineError::Reference {
+            model: name.clone(),
+            message,
+        })?;
+        let digest = files
+            .manifest
+            .files
+            .get(&files.variant.file)
+            .cloned()
+            .unwrap_or_default();
         let path = files.onnx_path();
         let selector = provider::Selector {
             params: provider::session::Params {
@@ -327,17 +367,9 @@ impl Engine {
             },
             order: cfg.providers(),
             auto: cfg.auto_providers(),
-            cases: provider::accuracy::load(&files).map_err(|message| EngineError::Reference {
-                model: name.clone(),
-                message,
-            })?,
+            cases: cases.clone(),
             tolerance: cfg.runtime.accuracy_max_abs_diff,
-            digest: files
-                .manifest
-                .files
-                .get(&files.variant.file)
-                .cloned()
-                .unwrap_or_default(),
+            digest: digest.clone(),
         };
         let mut sessions = Vec::with_capacity(cfg.engine.workers);
         let first = selector.build()?;
@@ -346,6 +378,26 @@ impl Engine {
         for _ in 1..cfg.engine.workers {
             sessions.push(selector.build_on(ep)?);
         }
+        let ep_order = failover::order(cfg, &ep_measured);
+        let ep_current = Arc::new(AtomicUsize::new(
+            ep_order.iter().position(|e| *e == ep).unwrap_or(0),
+        ));
+        let ep_failovers = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        #[cfg(test)]
+        let lost = Arc::new(Mutex::new(None));
+        let rebuild = failover::Rebuild {
+            env: env.clone(),
+            settings: cfg.clone(),
+            plugins: plugins.to_vec(),
+            path: path.clone(),
+            cases,
+            digest,
+            order: ep_order.clone(),
+            failovers: ep_failovers.clone(),
+            current: ep_current.clone(),
+            #[cfg(test)]
+            lost: lost.clone(),
+        };
         let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
         let live = Arc::new(AtomicBool::new(live));
         let stats = Arc::new(VersionStats::default());
@@ -365,6 +417,7 @@ impl Engine {
             metrics,
             live: live.clone(),
             stats: stats.clone(),
+            rebuild,
             #[cfg(test)]
             fail_next: fail_next.clone(),
         });
@@ -376,7 +429,10 @@ impl Engine {
             let (ctx, l) = (ctx.clone(), load.clone());
             let h = std::thread::Builder::new()
                 .name(format!("infer-{name}-{i}"))
-                .spawn(move || worker::run(session, &ctx, &rx, &l))
+                .spawn(move || {
+                    let slot = failover::Slot::new(session, ep, &ctx.rebuild);
+                    worker::run(slot, &ctx, &rx, &l);
+                })
                 .map_err(EngineError::Thread)?;
             workers.push(h);
             lanes.push(Lane { tx, load });
@@ -387,6 +443,11 @@ impl Engine {
             skipped_eps,
             ep_measured,
             ep_auto: cfg.auto_providers(),
+            ep_order,
+            ep_failovers,
+            ep_current,
+            #[cfg(test)]
+            lost,
             capacity: cfg.engine.queue_capacity,
             max_rows: cfg.engine.max_rows_per_request,
             lanes: Mutex::new(Some(lanes)),

@@ -96,3 +96,57 @@ fn rows_over_the_cap_are_refused_and_rows_under_it_run_in_chunks() {
         all.predictions[3 + imgs.len()].index
     );
 }
+
+#[test]
+fn a_provider_lost_at_run_time_fails_over_without_dropping_queued_requests() {
+    use tandem_shared::provider::ExecutionProvider::{Cpu, Openvino};
+    let e = engine(|s| {
+        s.runtime.execution_providers = vec!["openvino".into(), "cpu".into()];
+        s.runtime.ep_retry_after_ms = 20;
+    });
+    let h = e.model("vision-fashion").expect("loaded").clone();
+    assert_eq!(
+        h.ep, Openvino,
+        "the OpenVINO plugin serves (run `make setup`)"
+    );
+    h.lose_device(Some(Openvino));
+    let imgs = samples();
+    // Queued before the worker meets the failure: every one must be answered, on the CPU.
+    let replies: Vec<_> = (0..16)
+        .map(|i| {
+            e.submit(
+                "vision-fashion",
+                Input::Images(vec![imgs[i % imgs.len()].clone()]),
+            )
+            .expect("queued")
+        })
+        .collect();
+    for r in replies {
+        let inf = r
+            .blocking_recv()
+            .expect("answered")
+            .expect("no request fails");
+        assert_eq!(inf.ep, Cpu);
+    }
+    assert_eq!(h.ep_failovers(), 1, "one move, however many requests");
+    assert_eq!(h.ep_now(), Cpu);
+    assert_eq!(e.metrics().inference_count("vision-fashion", "ok"), 16);
+    // The device comes back: after the backoff the worker returns to OpenVINO.
+    h.lose_device(None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let inf = e
+            .infer_blocking("vision-fashion", Input::Images(vec![imgs[0].clone()]))
+            .expect("answered");
+        if inf.ep == Openvino {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never went back to OpenVINO"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(h.ep_now(), Openvino);
+    assert_eq!(h.ep_failovers(), 1);
+}

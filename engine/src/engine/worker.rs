@@ -1,6 +1,7 @@
 //! The worker threads of a model lane: each owns an ONNX Runtime session, gathers jobs into a
 //! batch, pre-processes, runs and post-processes them, and answers each caller.
 
+use super::failover::{Rebuild, Slot};
 use super::prepare::prepare;
 use super::{Inference, InferenceError, Input, Job, OutputTensor, Timing};
 use crate::batch;
@@ -43,6 +44,8 @@ pub(super) struct Ctx {
     pub(super) metrics: Arc<Metrics>,
     pub(super) live: Arc<AtomicBool>,
     pub(super) stats: Arc<VersionStats>,
+    /// Building the session again on another provider (run-time failover).
+    pub(super) rebuild: Rebuild,
     /// Test hook: the next run panics (see `ModelHandle::fail_next`).
     #[cfg(test)]
     pub(super) fail_next: Arc<AtomicBool>,
@@ -70,12 +73,13 @@ fn next_job(rx: &Receiver<Job>, spin: Duration) -> Option<Job> {
     rx.recv().ok()
 }
 
-pub(super) fn run(mut session: Session, ctx: &Ctx, rx: &Receiver<Job>, load: &AtomicUsize) {
+pub(super) fn run(mut session: Slot, ctx: &Ctx, rx: &Receiver<Job>, load: &AtomicUsize) {
     let mut carry: Option<Job> = None;
     loop {
         let Some(first) = carry.take().or_else(|| next_job(rx, ctx.spin)) else {
             return;
         };
+        session.maybe_fail_back(&ctx.rebuild, &ctx.model);
         if first.reply.is_closed() {
             load.fetch_sub(1, Ordering::AcqRel);
             continue;
@@ -138,7 +142,7 @@ fn guarded(
 
 /// Runs one request, or several as one batch; a batch that fails on its input is retried one
 /// request at a time, so only the bad request gets the error.
-fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize) {
+fn run_jobs(session: &mut Slot, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize) {
     let finish = |job: Job, result: Result<Inference, InferenceError>| {
         let took = job.enqueued.elapsed();
         let result = result.map(|mut inf| {
@@ -163,12 +167,21 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
         let _ = job.reply.send(result);
     };
     // `requests`: how many requests this run answers (the batch-size histogram).
-    let run_one = |session: &mut Session, input: Input, enqueued: Instant, requests: usize| {
+    let run_one = |slot: &mut Slot, input: Input, enqueued: Instant, requests: usize| {
         if ctx.counted() {
             ctx.metrics.batch(&ctx.model, requests);
         }
         let from_tensors = input.is_tensors();
-        guarded(ctx, || run_job(session, ctx, input, enqueued)).map_err(|e| match e {
+        // Tensors the model refuses are the caller's error; anything else failing in the run
+        // is the session's, and the request runs again on the next provider.
+        let again = (!from_tensors).then(|| input.clone());
+        let mut result = attempt(slot, ctx, input, enqueued);
+        if let (Err(InferenceError::Runtime(why)), Some(input)) = (&result, again)
+            && slot.fail_over(&ctx.rebuild, &ctx.model, why)
+        {
+            result = attempt(slot, ctx, input, enqueued);
+        }
+        result.map_err(|e| match e {
             InferenceError::Runtime(m) if from_tensors => {
                 InferenceError::BadInput(format!("the model refused the tensors: {m}"))
             }
@@ -225,6 +238,27 @@ fn run_jobs(session: &mut Session, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize
             }
         }
     }
+}
+
+/// One run on the slot's session, answered as coming from its provider.
+fn attempt(
+    slot: &mut Slot,
+    ctx: &Ctx,
+    input: Input,
+    enqueued: Instant,
+) -> Result<Inference, InferenceError> {
+    #[cfg(test)]
+    if *ctx.rebuild.lost.lock().unwrap_or_else(|p| p.into_inner()) == Some(slot.ep) {
+        return Err(InferenceError::Runtime(format!(
+            "{} device lost (injected by a test)",
+            slot.ep
+        )));
+    }
+    let ep = slot.ep;
+    guarded(ctx, || run_job(&mut slot.session, ctx, input, enqueued)).map(|mut inf| {
+        inf.ep = ep;
+        inf
+    })
 }
 
 fn micros_of(d: Duration) -> u64 {

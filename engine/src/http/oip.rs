@@ -97,8 +97,9 @@ pub fn metadata(h: &ModelHandle) -> Value {
         "parameters": {
             "task": h.files.manifest.task,
             "variant": h.files.role.as_str(),
-            "execution_provider": h.ep.as_str(),
+            "execution_provider": h.ep_now().as_str(),
             "execution_provider_auto": h.ep_auto,
+            "execution_provider_failovers": h.ep_failovers(),
             "execution_providers_measured": h.ep_measured.iter().map(|m| m.to_contract()).collect::<Vec<_>>(),
             "quantization": v.quantization,
             "labels": h.files.labels.len(),

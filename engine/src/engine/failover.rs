@@ -1,0 +1,156 @@
+//! Run-time failover of a worker's session: when a run fails on its provider (device lost,
+//! driver error, out of device memory), the worker rebuilds its session on the next provider
+//! of the model's order that passes the accuracy gate and runs the request again there, so
+//! nothing queued is dropped. Each move is counted and logged once; the better provider is
+//! tried again after a backoff (doubling, with jitter, up to 32 times the first wait).
+
+use crate::provider::{self, Selector, accuracy::Case, plugins::Plugin, session::Params};
+use crate::settings::EngineSettings;
+use ort::environment::Environment;
+use ort::session::Session;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tandem_shared::backoff::Backoff;
+use tandem_shared::provider::ExecutionProvider;
+
+/// What a worker needs to build its session again on another provider.
+pub(crate) struct Rebuild {
+    pub(crate) env: Environment,
+    pub(crate) settings: EngineSettings,
+    pub(crate) plugins: Vec<Plugin>,
+    pub(crate) path: PathBuf,
+    pub(crate) cases: Vec<Case>,
+    pub(crate) digest: String,
+    /// Providers in order of preference (with `auto`: the accurate ones, fastest first).
+    pub(crate) order: Vec<ExecutionProvider>,
+    /// Failovers of this model version (all workers).
+    pub(crate) failovers: Arc<AtomicU64>,
+    /// Index in `order` of the provider the last move went to (reported as the model's).
+    pub(crate) current: Arc<AtomicUsize>,
+    /// Test hook: this provider's device is lost (runs fail, it cannot be built again).
+    #[cfg(test)]
+    pub(crate) lost: Arc<std::sync::Mutex<Option<ExecutionProvider>>>,
+}
+
+impl Rebuild {
+    fn selector(&self, order: &[ExecutionProvider]) -> Selector<'_> {
+        let rt = &self.settings.runtime;
+        Selector {
+            params: Params {
+                env: &self.env,
+                path: &self.path,
+                intra_threads: rt.intra_op_threads,
+                spinning: rt.intra_op_spinning,
+                options: &rt.ep,
+                plugins: &self.plugins,
+            },
+            order: order.to_vec(),
+            auto: false,
+            cases: self.cases.clone(),
+            tolerance: rt.accuracy_max_abs_diff,
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+/// A worker's session and the provider it runs on.
+pub(crate) struct Slot {
+    pub(crate) session: Session,
+    pub(crate) ep: ExecutionProvider,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+impl Slot {
+    pub(crate) fn new(session: Session, ep: ExecutionProvider, rb: &Rebuild) -> Self {
+        let first = Duration::from_millis(rb.settings.runtime.ep_retry_after_ms);
+        Self {
+            session,
+            ep,
+            backoff: Backoff::new(first, first * 32),
+            retry_at: None,
+        }
+    }
+
+    fn position(&self, rb: &Rebuild) -> usize {
+        rb.order
+            .iter()
+            .position(|e| *e == self.ep)
+            .unwrap_or(rb.order.len())
+    }
+
+    /// The session failed with `why`: move to the next provider that builds and passes the
+    /// gate. False when there is none (the error stands).
+    pub(crate) fn fail_over(&mut self, rb: &Rebuild, model: &str, why: &str) -> bool {
+        let from = self.ep;
+        let rest = rb.order.get(self.position(rb) + 1..).unwrap_or_default();
+        if rest.is_empty() {
+            return false;
+        }
+        match rb.selector(rest).first_accurate(rest) {
+            Ok(built) => {
+                self.session = built.session;
+                self.ep = built.ep;
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+                rb.failovers.fetch_add(1, Ordering::AcqRel);
+                rb.current.store(self.position(rb), Ordering::Release);
+                tracing::warn!(model = %model, from = %from, to = %built.ep, error = %why, "execution provider failed at run time: session moved to the next provider; queued requests go on there");
+                true
+            }
+            Err(e) => {
+                tracing::error!(model = %model, from = %from, error = %why, next = %e, "execution provider failed at run time and no other provider can take the model");
+                false
+            }
+        }
+    }
+
+    /// After a failover, once the backoff has passed: try the better providers again.
+    pub(crate) fn maybe_fail_back(&mut self, rb: &Rebuild, model: &str) {
+        let Some(at) = self.retry_at else { return };
+        if Instant::now() < at {
+            return;
+        }
+        let better = rb.order.get(..self.position(rb)).unwrap_or_default();
+        #[cfg(test)]
+        let lost = *rb.lost.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(test)]
+        let better: Vec<_> = better
+            .iter()
+            .copied()
+            .filter(|e| Some(*e) != lost)
+            .collect();
+        #[cfg(test)]
+        let better = better.as_slice();
+        match rb.selector(better).first_accurate(better) {
+            Ok(built) => {
+                tracing::info!(model = %model, from = %self.ep, to = %built.ep, "execution provider back after a failover");
+                self.session = built.session;
+                self.ep = built.ep;
+                self.retry_at = None;
+                self.backoff.reset();
+                rb.current.store(self.position(rb), Ordering::Release);
+            }
+            Err(_) => self.retry_at = Some(Instant::now() + self.backoff.next_delay()),
+        }
+    }
+}
+
+/// The failover order of a model: the configured list, or with `auto` the accurate providers
+/// measured, fastest first.
+pub(crate) fn order(
+    settings: &EngineSettings,
+    measured: &[provider::Measure],
+) -> Vec<ExecutionProvider> {
+    if !settings.auto_providers() {
+        return settings.providers();
+    }
+    let mut ok: Vec<_> = measured
+        .iter()
+        .filter(|m| m.accurate)
+        .map(|m| (m.ep, m.median_us.unwrap_or(f64::MAX)))
+        .collect();
+    ok.sort_by(|a, b| a.1.total_cmp(&b.1));
+    ok.into_iter().map(|(e, _)| e).collect()
+}
