@@ -141,6 +141,26 @@ async fn an_operators_rollout_reaches_the_device_and_completes() {
             .is_some_and(|d| d.online)
     })
     .await;
+    // The hardware inventory reaches the fleet view, and each accelerator is a label a
+    // rollout can target.
+    let status = fleet
+        .store()
+        .get("cam-01")
+        .ok()
+        .flatten()
+        .and_then(|d| d.status)
+        .expect("a status");
+    assert!(
+        status
+            .accelerators
+            .iter()
+            .any(|a| a.ep == "CPUExecutionProvider" && a.kind == "cpu"),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.labels.get("accelerator.cpu.cpu").map(String::as_str),
+        Some("true")
+    );
 
     // The operator's rollout: everyone at once (one device).
     let spec = Spec {

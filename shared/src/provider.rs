@@ -131,15 +131,39 @@ pub struct Accelerator {
 }
 
 impl Accelerator {
-    /// The label a rollout can target: `<type>:<ep>`, e.g. `cpu:OpenVINOExecutionProvider`.
-    pub fn label(&self) -> String {
-        format!("{}:{}", self.kind, self.ep)
+    /// The label the device reports for it, which a rollout can target (`--labels
+    /// accelerator.gpu.cuda=true`): `accelerator.<type>.<ep>` with the EP's name lowercased
+    /// and without `ExecutionProvider` (`accelerator.cpu.openvino`, `accelerator.npu.qnn`).
+    pub fn label_key(&self) -> String {
+        let ep = self.ep.split('.').next().unwrap_or(&self.ep);
+        let ep = ep.strip_suffix("ExecutionProvider").unwrap_or(ep);
+        format!("accelerator.{}.{}", self.kind, ep.to_lowercase())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accelerators_become_labels() {
+        let a = |ep: &str, kind: &str| Accelerator {
+            ep: ep.into(),
+            ep_vendor: String::new(),
+            kind: kind.into(),
+            vendor: "Intel".into(),
+            device_id: 0,
+        };
+        assert_eq!(
+            a("OpenVINOExecutionProvider", "cpu").label_key(),
+            "accelerator.cpu.openvino"
+        );
+        assert_eq!(
+            a("CUDAExecutionProvider", "gpu").label_key(),
+            "accelerator.gpu.cuda"
+        );
+        assert_eq!(a("qnn", "npu").label_key(), "accelerator.npu.qnn");
+    }
 
     #[test]
     fn names_round_trip() {

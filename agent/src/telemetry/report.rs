@@ -65,6 +65,14 @@ impl Reporter {
         let mut status = Status::online(now_ms(), AGENT_VERSION, models);
         status.labels = self.router.labels_of_device().clone();
         status.accelerators = self.router.engine().accelerators();
+        // What a rollout can target by: `accelerator.<type>.<ep> = "true"` (the config's own
+        // labels win on a clash).
+        for a in &status.accelerators {
+            status
+                .labels
+                .entry(a.label_key())
+                .or_insert_with(|| "true".into());
+        }
         status
     }
 

@@ -52,6 +52,7 @@ async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
                         "last_seen_ms": d.last_seen_ms,
                         "agent_version": status.and_then(|s| s.agent_version.clone()),
                         "models": status.map(|s| s.models.clone()).unwrap_or_default(),
+                        "accelerators": status.map(|s| s.accelerators.clone()).unwrap_or_default(),
                         "telemetry_seq": d.telemetry.as_ref().map(|t| t.seq),
                         "unreadable": d.unreadable,
                         "labels": labels.labels,
