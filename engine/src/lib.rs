@@ -16,6 +16,7 @@
 //! - [`postprocess`]: softmax, top-k, routing signals.
 //! - [`runtime`]: finding and loading the ONNX Runtime library.
 //! - [`metrics`]: counters and latency histograms (Prometheus text).
+//! - [`exposition`]: label sets for the Prometheus text format (every value escaped).
 //! - [`settings`]: the config sections the engine reads.
 //! - `daemon` (feature `daemon`): sd_notify readiness and watchdog (engine progress), the
 //!   reloadable log filter, the shutdown tree; for the daemons.
@@ -27,6 +28,7 @@ pub mod bundle;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod engine;
+pub mod exposition;
 pub mod generations;
 #[cfg(feature = "http")]
 pub mod http;

@@ -1,6 +1,7 @@
 //! One set of counters and histograms (latency, batch size), rendered in the Prometheus text
 //! format.
 
+use crate::exposition::write_sample;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -43,17 +44,29 @@ impl<const N: usize> Histogram<N> {
     /// Appends the series of one model: cumulative buckets, `+Inf`, sum and count.
     fn render(&self, out: &mut String, name: &str, model: &str, bounds: &[f64; N]) {
         let mut cum = 0;
+        let bucket = format!("{name}_bucket");
         for (b, c) in bounds.iter().zip(self.counts) {
             cum += c;
-            let _ = writeln!(out, "{name}_bucket{{model=\"{model}\",le=\"{b}\"}} {cum}");
+            write_sample(
+                out,
+                &bucket,
+                &[("model", model), ("le", &b.to_string())],
+                cum,
+            );
         }
-        let _ = writeln!(
+        write_sample(
             out,
-            "{name}_bucket{{model=\"{model}\",le=\"+Inf\"}} {}",
-            self.count
+            &bucket,
+            &[("model", model), ("le", "+Inf")],
+            self.count,
         );
-        let _ = writeln!(out, "{name}_sum{{model=\"{model}\"}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{model=\"{model}\"}} {}", self.count);
+        write_sample(out, &format!("{name}_sum"), &[("model", model)], self.sum);
+        write_sample(
+            out,
+            &format!("{name}_count"),
+            &[("model", model)],
+            self.count,
+        );
     }
 }
 
@@ -203,7 +216,7 @@ impl Metrics {
             out.push_str("# HELP tandem_inferences_total Inferences finished, by model and outcome.\n# TYPE tandem_inferences_total counter\n");
             for (m, outcomes) in &i.inferences {
                 for (o, n) in outcomes {
-                    let _ = writeln!(out, "tandem_inferences_total{{model=\"{m}\",outcome=\"{o}\"}} {n}");
+                    write_sample(&mut out, "tandem_inferences_total", &[("model", m), ("outcome", o)], n);
                 }
             }
             out.push_str("# HELP tandem_inference_duration_seconds Time from submission to answer of successful inferences.\n# TYPE tandem_inference_duration_seconds histogram\n");
@@ -216,17 +229,17 @@ impl Metrics {
             }
             out.push_str("# HELP tandem_queue_rejected_total Requests refused because the model queue was full.\n# TYPE tandem_queue_rejected_total counter\n");
             for (m, n) in &i.rejected {
-                let _ = writeln!(out, "tandem_queue_rejected_total{{model=\"{m}\"}} {n}");
+                write_sample(&mut out, "tandem_queue_rejected_total", &[("model", m)], n);
             }
             out.push_str("# HELP tandem_http_responses_total HTTP responses of the API, by route and status.\n# TYPE tandem_http_responses_total counter\n");
             for (r, statuses) in &i.http {
                 for (s, n) in statuses {
-                    let _ = writeln!(out, "tandem_http_responses_total{{route=\"{r}\",status=\"{s}\"}} {n}");
+                    write_sample(&mut out, "tandem_http_responses_total", &[("route", r), ("status", &s.to_string())], n);
                 }
             }
             out.push_str("# HELP tandem_http_refused_total HTTP connections and requests refused or closed by the listener, by reason.\n# TYPE tandem_http_refused_total counter\n");
             for (r, n) in &i.http_refused {
-                let _ = writeln!(out, "tandem_http_refused_total{{reason=\"{r}\"}} {n}");
+                write_sample(&mut out, "tandem_http_refused_total", &[("reason", r)], n);
             }
             let _ = writeln!(
                 out,
@@ -245,8 +258,8 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
                 last = name;
             }
-            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            let _ = writeln!(out, "{name}{{{}}} {value}", l.join(","));
+            let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            write_sample(&mut out, name, &pairs, value);
         }
         out
     }

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
+use tandem_engine::exposition::write_sample;
 use tandem_shared::mqtt::RouteCount;
 
 /// What an outgoing MQTT message is, for flow control and counting.
@@ -211,10 +212,17 @@ impl AgentCounters {
     pub fn render(&self, out: &mut String) {
         out.push_str("# HELP tandem_route_answers_total Requests by model, route (local, cloud, failed), reason and degraded.\n# TYPE tandem_route_answers_total counter\n");
         for r in self.routes() {
-            let _ = writeln!(
+            let degraded = if r.degraded { "true" } else { "false" };
+            write_sample(
                 out,
-                "tandem_route_answers_total{{model=\"{}\",route=\"{}\",reason=\"{}\",degraded=\"{}\"}} {}",
-                r.model, r.route, r.reason, r.degraded, r.count
+                "tandem_route_answers_total",
+                &[
+                    ("model", &r.model),
+                    ("route", &r.route),
+                    ("reason", &r.reason),
+                    ("degraded", degraded),
+                ],
+                r.count,
             );
         }
         let m = &self.mqtt;
@@ -247,20 +255,22 @@ impl AgentCounters {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for c in Class::ALL {
-                let _ = writeln!(
+                write_sample(
                     out,
-                    "{name}{{class=\"{}\"}} {}",
-                    c.as_str(),
-                    a[c.index()].load(Relaxed)
+                    name,
+                    &[("class", c.as_str())],
+                    a[c.index()].load(Relaxed),
                 );
             }
         }
         out.push_str("# HELP tandem_mqtt_commands_total Commands handled, by name and outcome.\n# TYPE tandem_mqtt_commands_total counter\n");
         for (k, n) in m.commands.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let (name, outcome) = k.rsplit_once('/').unwrap_or((k, ""));
-            let _ = writeln!(
+            write_sample(
                 out,
-                "tandem_mqtt_commands_total{{name=\"{name}\",outcome=\"{outcome}\"}} {n}"
+                "tandem_mqtt_commands_total",
+                &[("name", name), ("outcome", outcome)],
+                n,
             );
         }
     }

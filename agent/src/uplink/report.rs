@@ -70,7 +70,7 @@ pub fn render(out: &mut String, uplink: Option<&Uplink>, feedback: Option<&Feedb
             .iter()
             .map(|c| {
                 (
-                    format!("{{class=\"{}\"}}", c.as_str()),
+                    tandem_engine::exposition::labels(&[("class", c.as_str())]),
                     get(&q.class(*c)) as f64,
                 )
             })

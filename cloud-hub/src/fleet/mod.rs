@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use tandem_engine::exposition::write_sample;
 use tandem_shared::mqtt::BrokerUrl;
 
 /// Why the MQTT side of the hub cannot start.
@@ -122,7 +123,12 @@ impl Fleet {
             s.commands.load(Relaxed),
         );
         for (kind, n) in s.received.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "tandem_hub_mqtt_messages_total{{kind=\"{kind}\"}} {n}");
+            write_sample(
+                &mut out,
+                "tandem_hub_mqtt_messages_total",
+                &[("kind", kind)],
+                n,
+            );
         }
         let devices = self.store.list().unwrap_or_default();
         let _ = writeln!(
@@ -131,11 +137,11 @@ impl Fleet {
              # TYPE tandem_hub_fleet_device_online gauge"
         );
         for d in &devices {
-            let _ = writeln!(
-                out,
-                "tandem_hub_fleet_device_online{{device=\"{}\"}} {}",
-                d.device,
-                u8::from(d.online)
+            write_sample(
+                &mut out,
+                "tandem_hub_fleet_device_online",
+                &[("device", &d.device)],
+                u8::from(d.online),
             );
         }
         let _ = writeln!(
@@ -146,10 +152,15 @@ impl Fleet {
         for d in &devices {
             for (model, m) in d.telemetry.iter().flat_map(|t| t.models.iter()) {
                 for (outcome, n) in &m.inferences {
-                    let _ = writeln!(
-                        out,
-                        "tandem_hub_fleet_inferences_total{{device=\"{}\",model=\"{model}\",outcome=\"{outcome}\"}} {n}",
-                        d.device
+                    write_sample(
+                        &mut out,
+                        "tandem_hub_fleet_inferences_total",
+                        &[
+                            ("device", &d.device),
+                            ("model", model),
+                            ("outcome", outcome),
+                        ],
+                        n,
                     );
                 }
             }
