@@ -68,7 +68,8 @@ impl OipService for AppState {
         &self.context
     }
 
-    /// The engine's metrics and model gauges, the route mix and the MQTT link's counters.
+    /// The engine's metrics and model gauges, the route mix, the MQTT link's counters, and
+    /// the process and build-info families.
     fn metrics_text(&self) -> String {
         let engine = self.engine();
         let mut text = engine
@@ -79,6 +80,11 @@ impl OipService for AppState {
             &mut text,
             self.router.uplink().map(|u| &**u),
             self.router.feedback().map(|f| &**f),
+        );
+        tandem_engine::daemon::process::render(
+            &mut text,
+            tandem_buildinfo::VERSION,
+            tandem_buildinfo::COMMIT,
         );
         text
     }

@@ -158,6 +158,11 @@ impl OipService for HubApi {
         if let Some(e) = &self.enrolment {
             text.push_str(&e.render());
         }
+        tandem_engine::daemon::process::render(
+            &mut text,
+            tandem_buildinfo::VERSION,
+            tandem_buildinfo::COMMIT,
+        );
         text
     }
 }

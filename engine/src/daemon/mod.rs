@@ -6,8 +6,10 @@
 //! - [`watchdog`]: the watchdog loop, fed only while the engine makes progress.
 //! - [`logging`]: the log filter from the config, replaced on reload.
 //! - [`shutdown`]: signals, the cancellation token tree, tracked tasks and the grace bound.
+//! - [`process`]: the `process_*` metrics from `/proc/self` and `tandem_build_info`.
 
 pub mod logging;
 pub mod notify;
+pub mod process;
 pub mod shutdown;
 pub mod watchdog;
