@@ -113,10 +113,23 @@ pub fn start_router_with(
         router = router.with_models(m);
     }
     router = router.with_labels(cfg.labels.clone());
+    if let Some(device) = device_name(cfg) {
+        router = router.with_device(device);
+    }
     if let Some(f) = feedback {
         router = router.with_feedback(f);
     }
     Ok(Arc::new(router))
+}
+
+/// The device's name for log spans: its certificate's CN (`hub.cert`), when it has one.
+fn device_name(cfg: &Config) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    if cfg.hub.cert.as_os_str().is_empty() {
+        return None;
+    }
+    let der = rustls_pki_types::CertificateDer::from_pem_file(cfg.resolve(&cfg.hub.cert)).ok()?;
+    crate::uplink::mqtt::identity::common_name(&der)
 }
 
 /// Opens the durable queue at `queue.dir` (resolved against the config's folder).

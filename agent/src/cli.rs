@@ -156,13 +156,14 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// Initialises logging from the config (RUST_LOG wins); `run` reloads the filter on SIGHUP.
-pub fn init_tracing(filter: &str) {
-    tandem_engine::daemon::logging::init(filter);
+/// Initialises logging from the config (RUST_LOG wins for the filter); `run` reloads the
+/// filter on SIGHUP.
+pub fn init_tracing(log: &crate::config::LogConfig) {
+    tandem_engine::daemon::logging::init(&log.filter, log.format);
 }
 
 fn run(cfg: Config) -> ExitCode {
-    init_tracing(&cfg.log.filter);
+    init_tracing(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -182,11 +183,11 @@ fn run(cfg: Config) -> ExitCode {
 }
 
 fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitCode {
-    init_tracing(if json {
-        "warn,ort=error"
-    } else {
-        &cfg.log.filter
-    });
+    let quiet = crate::config::LogConfig {
+        filter: "warn,ort=error".into(),
+        ..cfg.log.clone()
+    };
+    init_tracing(if json { &quiet } else { &cfg.log });
     let engine = match app::start_engine(cfg) {
         Ok(e) => e,
         Err(e) => return fail(EX_UNAVAILABLE, e),

@@ -111,8 +111,13 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// tracing filter.
+    /// tracing filter (RUST_LOG syntax; `RUST_LOG` overrides it); SIGHUP reloads it. Default
+    /// `info,ort=warn`.
     pub filter: String,
+    /// How lines are written: `text` (default), `json` (one object per line) or `journald`
+    /// (native journal fields, under systemd); the same field names in each. Read at start
+    /// only.
+    pub format: tandem_engine::daemon::logging::LogFormat,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +138,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             filter: "info,ort=warn".into(),
+            format: Default::default(),
         }
     }
 }

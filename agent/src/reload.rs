@@ -43,7 +43,8 @@ pub fn reload(running: &mut Config, router: &Router) -> Result<Reloaded, ReloadE
         out.policy = true;
     }
     out.log = tandem_engine::daemon::logging::reload(&new.log.filter)?;
-    let sections: [(&'static str, bool); 10] = [
+    let sections: [(&'static str, bool); 11] = [
+        ("log.format", new.log.format != running.log.format),
         ("server", new.server != running.server),
         ("runtime", new.runtime != running.runtime),
         ("engine", new.engine != running.engine),

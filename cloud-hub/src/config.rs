@@ -14,8 +14,11 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Logging filter.
+    /// Logging filter (RUST_LOG syntax; `RUST_LOG` overrides it); SIGHUP reloads it. Default
+    /// `info,ort=warn`.
     pub log_filter: String,
+    /// How log lines are written (`[log] format`).
+    pub log: LogConfig,
     /// PKI folder (`tandem-hub init`): CA, hub certificate, CRL.
     pub pki_dir: PathBuf,
     /// The CRL the running hub keeps fresh.
@@ -54,6 +57,15 @@ pub struct Config {
     /// The file it was read from, read again on SIGHUP (not a key; `None`: the defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[log]`: the log output (the filter is the top-level `log_filter`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default), `json` (one object per line) or `journald` (native journal fields,
+    /// under systemd); the same field names in each. Read at start only.
+    pub format: tandem_engine::daemon::logging::LogFormat,
 }
 
 /// `[http]`: the HTTP API (OIP v2 REST on the cloud variants, `/metrics`, health).
@@ -165,6 +177,7 @@ impl Default for Config {
         };
         Self {
             log_filter: "info,ort=warn".into(),
+            log: LogConfig::default(),
             pki_dir: PathBuf::from("pki"),
             pki: crate::pki::PkiConfig::default(),
             registry_dir: PathBuf::from("registry"),

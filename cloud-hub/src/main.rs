@@ -331,7 +331,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(78);
                 }
             };
-            tandem_engine::daemon::logging::init(&cfg.log_filter);
+            tandem_engine::daemon::logging::init(&cfg.log_filter, cfg.log.format);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -13,6 +13,7 @@ use tandem_engine::{Engine, InferenceError, Input};
 use tandem_shared::convert;
 use tandem_shared::oip::{InputTensor, TensorData};
 use tandem_shared::wire::{self, ErrorCode, Message, Timing};
+use tracing::Instrument as _;
 
 /// Answers kept for idempotency.
 pub const RECENT_ANSWERS: usize = 4096;
@@ -54,37 +55,59 @@ impl Serving {
         deadline_ms: u32,
         input: wire::Input,
     ) -> Message {
-        let key = (device.to_string(), request_id, model.clone());
-        if let Some(m) = self
-            .recent
-            .lock()
-            .ok()
-            .and_then(|r| r.answers.get(&key).cloned())
-        {
-            tracing::debug!(device, request_id, "repeated request: answered from memory");
-            return m;
-        }
-        let answer = infer(
-            &self.engine,
-            request_id,
-            model,
-            model_version,
-            deadline_ms,
-            input,
-        )
-        .await;
-        if matches!(answer, Message::InferResponse { .. })
-            && let Ok(mut r) = self.recent.lock()
-        {
-            if r.order.len() >= RECENT_ANSWERS
-                && let Some(old) = r.order.pop_front()
+        // The agent's span keys: the device's lines and the hub's for one request match up.
+        let span = tracing::info_span!(
+            "request",
+            device,
+            model = %model,
+            request_id = %format_args!("{request_id:016x}")
+        );
+        async move {
+            let key = (device.to_string(), request_id, model.clone());
+            if let Some(m) = self
+                .recent
+                .lock()
+                .ok()
+                .and_then(|r| r.answers.get(&key).cloned())
             {
-                r.answers.remove(&old);
+                tracing::debug!(device, request_id, "repeated request: answered from memory");
+                return m;
             }
-            r.order.push_back(key.clone());
-            r.answers.insert(key, answer.clone());
+            let answer = infer(
+                &self.engine,
+                request_id,
+                model,
+                model_version,
+                deadline_ms,
+                input,
+            )
+            .await;
+            if matches!(answer, Message::InferResponse { .. })
+                && let Ok(mut r) = self.recent.lock()
+            {
+                if r.order.len() >= RECENT_ANSWERS
+                    && let Some(old) = r.order.pop_front()
+                {
+                    r.answers.remove(&old);
+                }
+                r.order.push_back(key.clone());
+                r.answers.insert(key, answer.clone());
+            }
+            match &answer {
+                Message::InferResponse { timing, .. } => {
+                    tracing::debug!(
+                        queue_us = timing.queue_us,
+                        service_us = timing.service_us,
+                        batch_size = timing.batch_size,
+                        "offloaded request answered"
+                    );
+                }
+                other => tracing::debug!(kind = ?other.kind(), "offloaded request not answered"),
+            }
+            answer
         }
-        answer
+        .instrument(span)
+        .await
     }
 }
 

@@ -26,6 +26,7 @@ use tandem_engine::{Engine, InferenceError, Input};
 use tandem_shared::manifest::{Manifest, OutputKind, Preprocess, Signal, VariantRole};
 use tandem_shared::mqtt::args::check_threshold;
 use tandem_shared::wire::{self, Message};
+use tracing::Instrument as _;
 
 /// Why a request got no answer at all.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,7 @@ pub struct Router {
     counters: Arc<crate::telemetry::AgentCounters>,
     models: Option<Arc<crate::models::Manager>>,
     labels: BTreeMap<String, String>,
+    device: String,
 }
 
 /// How an offload attempt ended, when it gave no answer.
@@ -83,12 +85,19 @@ impl Router {
             counters: Arc::default(),
             models: None,
             labels: BTreeMap::new(),
+            device: String::new(),
         }
     }
 
     /// The device's labels (`[labels]` in the config), reported in its status.
     pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
         self.labels = labels;
+        self
+    }
+
+    /// The device's name (its certificate's CN), carried by every request's log span.
+    pub fn with_device(mut self, device: String) -> Self {
+        self.device = device;
         self
     }
 
@@ -299,9 +308,30 @@ impl Router {
             _ => None,
         };
         let started = Instant::now();
+        // Every line on this request's path (engine, offload, hub link) carries these fields.
+        let span = tracing::info_span!(
+            "request",
+            device = tracing::field::Empty,
+            model,
+            request_id = %format_args!("{id:016x}")
+        );
+        if !self.device.is_empty() {
+            span.record("device", self.device.as_str());
+        }
         let routed = self
             .route(id, model, input, single.clone(), deadline_ms)
+            .instrument(span.clone())
             .await;
+        span.in_scope(|| match &routed {
+            Ok(a) => tracing::debug!(
+                route = if a.cloud.is_some() { "cloud" } else { "local" },
+                reason = %crate::telemetry::counters::reason_name(Some(a.reason)),
+                degraded = a.degraded,
+                took_us = started.elapsed().as_micros() as u64,
+                "answered"
+            ),
+            Err(e) => tracing::debug!(error = %e, "not answered"),
+        });
         self.counters.answered(model, &routed, started.elapsed());
         let answer = routed?;
         if let Some(f) = &self.feedback {

@@ -46,6 +46,9 @@ pub(crate) struct Job {
     input: Input,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Inference, InferenceError>>,
+    /// The submitter's span (a daemon's `request{device, model, request_id}`): the worker
+    /// logs the job's outcome in it.
+    span: tracing::Span,
 }
 
 /// Where a job's answer arrives.
@@ -58,6 +61,7 @@ impl Job {
             input,
             enqueued: Instant::now(),
             reply,
+            span: tracing::Span::current(),
         };
         (job, rx)
     }

@@ -164,6 +164,16 @@ fn run_jobs(session: &mut Slot, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize) {
             }
         }
         load.fetch_sub(1, Ordering::AcqRel);
+        job.span.in_scope(|| match &result {
+            Ok(i) => tracing::debug!(
+                version = %i.version,
+                queue_us = i.timing.queue_us,
+                run_us = i.timing.run_us,
+                batch_size = i.timing.batch_size,
+                "engine answered"
+            ),
+            Err(e) => tracing::debug!(error = %e, "engine failed"),
+        });
         let _ = job.reply.send(result);
     };
     // `requests`: how many requests this run answers (the batch-size histogram).
