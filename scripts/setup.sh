@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Brings a fresh machine to a working state for Tandem; idempotent (a second run does nothing).
 #  - ONNX Runtime 1.31.1 C library from the PyPI `onnxruntime` wheel, checked by sha256, into .ort/
-#  - Debian packages the project uses (installed only when missing): systemd (unit checks),
+#  - Debian packages the project uses (installed only when missing): systemd (unit checks,
+#    the journald test),
 #    unzip, curl, mosquitto (the hub's MQTT broker), iproute2 (network namespaces of the
 #    multi-host tests)
-#  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient, FastAPI peer)
+#  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient,
+#    FastAPI peer, prometheus_client's strict exposition parser)
 #  - accelerator packages (scripts/provision-ep.sh, sha256-pinned, into .ort/): the OpenVINO
 #    plugin EP always (the tests run it on this CPU); more with `--ep gpu,webgpu,qnn,trt-rtx`
 set -euo pipefail
@@ -30,6 +32,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------
 need_apt=()
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# tests/tests/journald.rs runs a real journal in a private mount namespace.
+[ -x /lib/systemd/systemd-journald ] || need_apt+=(systemd)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v curl >/dev/null || need_apt+=(curl)
 # The MQTT broker the hub runs and supervises (its own process; the system service is not used).

@@ -199,10 +199,7 @@ impl Fleet {
             .env_remove("RUST_LOG");
         let (proc, http) = Logged::spawn(&mut cmd, START_PATIENCE, |line| {
             line.contains("tandem-hub serving")
-                .then(|| {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix("http="))
-                })
+                .then(|| log_field(line, "http"))
                 .flatten()
                 .map(|a| format!("http://{a}"))
         });
@@ -269,10 +266,8 @@ impl Fleet {
         cmd.args(["run", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG");
-        let (proc, addr) = Logged::spawn(&mut cmd, START_PATIENCE, |line| {
-            let i = line.find("listen=")?;
-            line[i + 7..].split_whitespace().next().map(str::to_string)
-        });
+        let (proc, addr) =
+            Logged::spawn(&mut cmd, START_PATIENCE, |line| log_field(line, "listen"));
         match addr {
             Some(a) => Daemon {
                 proc,
@@ -339,6 +334,20 @@ impl Fleet {
             .http_as(&d.host, "POST", &url, Some(body), self.as_operator(d))
             .await
     }
+}
+
+/// Field `key` of a log line: `key=value` of a text line, or the key of a JSON line
+/// (`[log] format = "json"`).
+pub fn log_field(line: &str, key: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let v: Value = serde_json::from_str(line).ok()?;
+        return v.get(key)?.as_str().map(str::to_string);
+    }
+    let i = line.find(&format!("{key}="))?;
+    line[i + key.len() + 1..]
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
 }
 
 /// The sample images of [`MODEL`] (PNG bytes), in name order.
