@@ -329,6 +329,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                     rate.per_s() * r.payload_bytes as f64 / (1 << 20) as f64
                 );
             }
+            let ratios = r.agent.ratios(&r.plain);
+            println!(
+                "| MQTT agent / plain: overall {:.2}, per round [{}], lowest {:.2} | - | - | - | - | - |",
+                r.agent.per_s() / r.plain.per_s().max(f64::EPSILON),
+                ratios
+                    .iter()
+                    .map(|v| format!("{v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ratios.iter().copied().fold(f64::INFINITY, f64::min)
+            );
             let rounds = |x: &crate::mqtt::Rate| {
                 x.rounds
                     .iter()
@@ -337,7 +348,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                     .join(", ")
             };
             format!(
-                "MQTT ({}; TLS 1.3 with client certificates, QoS 1, {} B telemetry): agent {:.0}/s = {:.2} x plain rumqttc {:.0}/s; per round agent [{}], plain [{}]; {} offers refused by the agent's full queue and offered again",
+                "MQTT ({}; TLS 1.3 with client certificates, QoS 1, {} B telemetry): agent {:.0}/s = {:.2} x plain rumqttc {:.0}/s; per round agent [{}], plain [{}]; {} offers found the agent's queue full and waited for room",
                 r.broker,
                 r.payload_bytes,
                 r.agent.per_s(),

@@ -169,6 +169,25 @@ impl MqttLink {
         }
     }
 
+    /// Queues a message, waiting while the queue is full: for a producer that may wait (never
+    /// the request path, which uses [`MqttLink::publish`]); `false` when the link has stopped
+    /// (dropped, counted).
+    pub async fn publish_when_room(&self, m: Outgoing) -> bool {
+        let class = m.class;
+        let qos = qos(class, self.telemetry_qos);
+        let queued = self
+            .client
+            .publish(m.topic, qos, false, m.payload)
+            .await
+            .is_ok();
+        if queued {
+            self.counters.mqtt.queued(class);
+        } else {
+            self.counters.mqtt.dropped(class);
+        }
+        queued
+    }
+
     /// Connected to the broker now.
     pub fn is_connected(&self) -> bool {
         self.counters.mqtt.connected.load(Relaxed)
