@@ -10,13 +10,15 @@
 //!
 //! Devices' labels are the hub-assigned ones (from the claim each enrolled with) over those in
 //! their status (`fleet::labels`; `--labels`, `--group`); their update states (`rejected`,
-//! `rolled_back` fail them) come from their telemetry.
+//! `rolled_back` fail them) come from their telemetry. The fleet is read once per step
+//! ([`FleetNow`]); a step is skipped when it cannot be read.
 
 use super::plan::DeviceView;
 use super::plan::{Outcome, Target};
 use super::store::{Command, RolloutStore};
-use crate::fleet::Fleet;
 use crate::fleet::link::CommandError;
+use crate::fleet::{DeviceState, Fleet, Labels};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,49 +33,63 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The fleet as the rollout plan sees it, for `model`.
-pub fn device_views(fleet: &Fleet, model: &str) -> Vec<DeviceView> {
-    let devices = match fleet.store().list() {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, "rollout controller: fleet state unreadable");
-            return Vec::new();
-        }
-    };
-    // Without the hub's labels a device could select itself by its own: no step this time.
-    let assigned = match fleet.assigned_labels() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e, "rollout controller: hub-assigned labels unreadable");
-            return Vec::new();
-        }
-    };
-    devices
-        .into_iter()
-        .map(|d| DeviceView {
-            version: served_version(&d, model),
-            labels: Fleet::labels_of(&d, &assigned).labels,
-            updates: d
-                .telemetry
-                .as_ref()
-                .map(|t| {
-                    t.updates
-                        .iter()
-                        .filter(|u| u.model == model)
-                        .map(|u| (u.version.clone(), u.state.clone(), u.reason.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            reported_ms: d.telemetry_at_ms,
-            device: d.device,
-            online: d.online,
-        })
-        .collect()
+/// The fleet as read once for a controller step: every device's state and hub-assigned
+/// labels. A step is skipped when either cannot be read: stepping with no devices could halt a
+/// stage ("no device matches"), and without the hub's labels a device could select itself by
+/// its own.
+#[derive(Debug)]
+pub struct FleetNow {
+    devices: Vec<DeviceState>,
+    assigned: BTreeMap<String, Labels>,
+}
+
+impl FleetNow {
+    /// Reads the fleet's state and labels; the error says which could not be read.
+    pub fn read(fleet: &Fleet) -> Result<Self, String> {
+        let devices = fleet
+            .store()
+            .list()
+            .map_err(|e| format!("fleet state unreadable: {e}"))?;
+        let assigned = fleet
+            .assigned_labels()
+            .map_err(|e| format!("hub-assigned labels unreadable: {e}"))?;
+        Ok(Self { devices, assigned })
+    }
+
+    /// From states and labels already read.
+    pub fn new(devices: Vec<DeviceState>, assigned: BTreeMap<String, Labels>) -> Self {
+        Self { devices, assigned }
+    }
+
+    /// The fleet as the rollout plan sees it, for `model`.
+    pub fn views(&self, model: &str) -> Vec<DeviceView> {
+        self.devices
+            .iter()
+            .map(|d| DeviceView {
+                version: served_version(d, model),
+                labels: Fleet::labels_of(d, &self.assigned).labels,
+                updates: d
+                    .telemetry
+                    .as_ref()
+                    .map(|t| {
+                        t.updates
+                            .iter()
+                            .filter(|u| u.model == model)
+                            .map(|u| (u.version.clone(), u.state.clone(), u.reason.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                reported_ms: d.telemetry_at_ms,
+                device: d.device.clone(),
+                online: d.online,
+            })
+            .collect()
+    }
 }
 
 /// The version of `model` a device serves: from its telemetry (every few seconds, so it shows
 /// a swap) when that is newer than its status (sent when it connects).
-fn served_version(d: &crate::fleet::store::DeviceState, model: &str) -> Option<String> {
+fn served_version(d: &DeviceState, model: &str) -> Option<String> {
     let from_status = d.status.as_ref().and_then(|s| {
         s.models
             .iter()
@@ -106,13 +122,16 @@ pub async fn run(
             _ = every.tick() => {}
         }
         let (s, f) = (store.clone(), fleet.clone());
-        let stepped =
-            tokio::task::spawn_blocking(move || s.tick(|model| device_views(&f, model), now_ms()))
-                .await;
+        let stepped = tokio::task::spawn_blocking(move || {
+            let now = FleetNow::read(&f)?;
+            s.tick(|model| now.views(model), now_ms())
+                .map_err(|e| format!("step failed: {e}"))
+        })
+        .await;
         let commands = match stepped {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "rollout controller: step failed");
+                tracing::warn!(error = %e, "rollout controller: no step this time");
                 continue;
             }
             Err(_) => continue,
@@ -175,5 +194,56 @@ async fn change_target(
     .await;
     if let Ok(Err(e)) = changed {
         tracing::warn!(error = %e, "rollout controller: a target's change was not saved");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_shared::mqtt::Status;
+
+    fn device(name: &str, own: &[(&str, &str)]) -> DeviceState {
+        let mut status = Status::online(1, "0.1.0", Vec::new());
+        status.labels = own
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut d: DeviceState = serde_json::from_value(serde_json::json!({
+            "device": name, "online": true, "last_seen_ms": 1, "status": null,
+            "telemetry": null, "unreadable": 0, "last_error": null
+        }))
+        .expect("a state");
+        d.status = Some(status);
+        d
+    }
+
+    #[test]
+    fn views_carry_the_hubs_labels_over_the_devices() {
+        let now = FleetNow::new(
+            vec![
+                device("north", &[]),
+                device("south", &[("site", "north"), ("group", "cams")]),
+            ],
+            BTreeMap::from([
+                (
+                    "north".to_string(),
+                    Labels::from([("site".into(), "north".into())]),
+                ),
+                (
+                    "south".to_string(),
+                    Labels::from([("site".into(), "south".into())]),
+                ),
+            ]),
+        );
+        let views = now.views("vision-fashion");
+        let site = |name: &str| {
+            views
+                .iter()
+                .find(|v| v.device == name)
+                .and_then(|v| v.labels.get("site").cloned())
+        };
+        assert_eq!(site("north").as_deref(), Some("north"));
+        assert_eq!(site("south").as_deref(), Some("south"), "the hub wins");
+        assert_eq!(views[1].labels["group"], "cams");
     }
 }
