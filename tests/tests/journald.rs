@@ -4,7 +4,8 @@
 //! `journalctl -o json` reads the entries back: the request's entries carry `DEVICE`, `MODEL`
 //! and `REQUEST_ID` (the JSON and text formats' `device`, `model`, `request_id`), and
 //! `SYSLOG_IDENTIFIER=tandem-agent`. Before the journal starts, the same agent finds no socket:
-//! it says so on stderr and logs text there instead. Needs root (as CI runs) and
+//! it says so on stderr and logs text there instead, where a request's lines show the same keys
+//! (`request{device=... model=... request_id=...}`). Needs root (as CI runs) and
 //! `/lib/systemd/systemd-journald` (Debian's `systemd` package); without them the test fails
 //! saying so.
 
@@ -23,6 +24,8 @@ mkdir -p /run/systemd/journal
 ready() { for _ in $(seq 1200); do curl -sf "http://$ADDR/v2/health/ready" >/dev/null && return 0; sleep 0.1; done; return 1; }
 "$AGENT" run --config "$DIR/agent.toml" 2> "$DIR/fallback.err" & pid=$!
 ready || { kill $pid; exit 11; }
+curl -sf -X POST -H 'Content-Type: image/png' --data-binary "@$IMAGE" \
+  "http://$ADDR/v1/classify/vision-fashion" > "$DIR/fallback-answer.json"
 kill -TERM $pid; wait $pid || true
 "$JOURNALD" 2> "$DIR/journald.err" & jd=$!
 for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
@@ -102,6 +105,18 @@ fn journald_entries_carry_the_request_fields() {
         "{fallback}"
     );
     assert!(fallback.contains("tandem-agent serving"), "{fallback}");
+    // The text format shows the same keys, in the span's prefix.
+    let first: Value = serde_json::from_str(&read("fallback-answer.json")).expect("an answer");
+    let span = format!(
+        "request{{device=\"cam-01\" model=\"vision-fashion\" request_id={}}}",
+        first["request_id"].as_str().expect("request_id")
+    );
+    assert!(
+        fallback
+            .lines()
+            .any(|l| l.contains(&span) && l.contains("engine answered")),
+        "no text line with {span}:\n{fallback}"
+    );
 
     // With the journal: nothing on stderr, the request's entries in the journal.
     let answer: Value = serde_json::from_str(&read("answer.json")).expect("the answer");

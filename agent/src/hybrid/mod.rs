@@ -309,15 +309,12 @@ impl Router {
         };
         let started = Instant::now();
         // Every line on this request's path (engine, offload, hub link) carries these fields.
-        let span = tracing::info_span!(
-            "request",
-            device = tracing::field::Empty,
-            model,
-            request_id = %format_args!("{id:016x}")
-        );
-        if !self.device.is_empty() {
-            span.record("device", self.device.as_str());
-        }
+        let rid = format!("{id:016x}");
+        let span = if self.device.is_empty() {
+            tracing::info_span!("request", model, request_id = %rid)
+        } else {
+            tracing::info_span!("request", device = self.device.as_str(), model, request_id = %rid)
+        };
         let routed = self
             .route(id, model, input, single.clone(), deadline_ms)
             .instrument(span.clone())
