@@ -140,7 +140,7 @@ async fn scenario() {
         assert_eq!(
             build[0].0["commit"],
             head_commit(),
-            "{who}: built from another commit?"
+            "{who}: the binary is from another commit than HEAD (run `cargo build --workspace --bins`)"
         );
         if who == "hub" {
             let odd: Vec<_> = parsed["tandem_hub_fleet_inferences_total"]
