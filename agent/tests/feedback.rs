@@ -288,6 +288,7 @@ async fn records_over_the_hub_quota_wait_and_arrive_later() {
     let quota = tandem_hub::feedback::FeedbackConfig {
         quota_bytes_per_device: 250_000,
         quota_window_ms: 2_000,
+        ..Default::default()
     };
     let store = Arc::new(
         Store::open(&dir.join("hub-feedback"))

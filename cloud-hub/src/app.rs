@@ -204,6 +204,25 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             tracing::warn!(error = %e, "model registry unavailable (registry_dir): /v1/models is off")
         }
     }
+    api = api.with_feedback(feedback.clone());
+    match crate::eval::store::SledReports::open(&cfg.eval_dir()) {
+        Ok(reports) => {
+            let evaluator = crate::eval::Evaluator {
+                settings: cfg.engine_settings(),
+                cfg: cfg.eval.clone(),
+                reports: Arc::new(reports),
+                feedback: Some(feedback.clone()),
+            };
+            let fleet = mqtt.as_ref().map(|m| m.fleet());
+            api = api.with_eval(Arc::new(crate::eval::http::EvalApi::new(
+                Arc::new(evaluator),
+                fleet,
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "evaluation reports unavailable (eval.dir): /v1/eval is off")
+        }
+    }
     if let Some(m) = &mqtt {
         api = api.with_fleet(m.fleet());
         // Telemetry a device queued while its broker was unreachable updates the fleet state
@@ -241,6 +260,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let (i, accept_stop) = (ingress.clone(), shutdown.child());
     let mut quic = tasks.spawn(async move { i.serve(accept_stop.cancelled_owned()).await });
     let rollout_stop = shutdown.child();
+    tasks.spawn(crate::feedback::retention::run(
+        feedback.clone(),
+        shutdown.child().cancelled_owned(),
+    ));
     let enrol = enrol.map(|e| tasks.spawn(e.run(shutdown.child().cancelled_owned())));
     if let (Some(m), Some(store)) = (&mqtt, rollouts) {
         let tick = std::time::Duration::from_secs(2);

@@ -35,8 +35,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// QUIC ingress for devices.
     pub quic: QuicConfig,
-    /// Limits on what devices deliver (the per-device quota).
+    /// Limits on what devices deliver (the per-device quota), retention, splits.
     pub feedback: crate::feedback::FeedbackConfig,
+    /// Model evaluation: the report store, bounds.
+    pub eval: crate::eval::EvalConfig,
     /// ONNX Runtime.
     pub runtime: RuntimeConfig,
     /// Workers, queues, batching.
@@ -186,6 +188,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             quic: QuicConfig::default(),
             feedback: crate::feedback::FeedbackConfig::default(),
+            eval: crate::eval::EvalConfig::default(),
             runtime,
             engine,
             models,
@@ -256,6 +259,7 @@ impl Config {
         problems.extend(cfg.http_problems());
         problems.extend(cfg.quic.limits.problems());
         problems.extend(cfg.feedback.problems());
+        problems.extend(cfg.eval.problems());
         problems.extend(cfg.mqtt.problems());
         problems.extend(cfg.enrol.problems());
         problems.extend(cfg.pki.problems());
@@ -343,6 +347,11 @@ impl Config {
     /// The feedback store's folder, resolved.
     pub fn feedback_dir(&self) -> PathBuf {
         tandem_engine::settings::resolve(&self.base_dir, &self.feedback_dir)
+    }
+
+    /// The report store's folder (`eval.dir`), resolved.
+    pub fn eval_dir(&self) -> PathBuf {
+        tandem_engine::settings::resolve(&self.base_dir, &self.eval.dir)
     }
 }
 

@@ -19,7 +19,9 @@
 //! - [`sled_release`]: a closed sled database can be opened again at once.
 //!
 //! - [`feedback`]: hard examples, corrections and telemetry delivered from devices' queues
-//!   (deduplicated, stored as a dataset; `tandem-hub feedback export`).
+//!   (deduplicated, stored as a dataset; `tandem-hub feedback export`, `/v1/feedback`).
+//! - [`eval`]: evaluation reports of a model version on a labelled set (`tandem-hub eval`,
+//!   `/v1/eval`).
 //!
 //! The fleet console page is still to come (ARCHITECTURE.md, "Still to build").
 
@@ -28,6 +30,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod enrol;
+pub mod eval;
 pub mod feedback;
 pub mod fleet;
 pub mod ingress;

@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         action: tandem_hub::pki::operator::OperatorCmd,
     },
+    /// Evaluate a model version on a labelled set (reports kept per version).
+    Eval {
+        #[command(subcommand)]
+        action: tandem_hub::eval::cli::EvalCmd,
+    },
     /// The feedback the fleet delivered (hard examples, corrections).
     Feedback {
         #[command(subcommand)]
@@ -307,6 +312,7 @@ fn main() -> ExitCode {
         Command::Operator { action } => pki_exit(tandem_hub::pki::operator::command(action)),
         Command::Feedback { action } => feedback_command(action),
         Command::Models { action } => tandem_hub::registry::cli::run(action),
+        Command::Eval { action } => tandem_hub::eval::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),
         Command::Claim { action } => tandem_hub::enrol::cli::run(action),
         Command::PrintDefaultConfig => {

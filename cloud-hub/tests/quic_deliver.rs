@@ -163,6 +163,7 @@ async fn over_quota_acks_what_was_stored_then_answers_busy() {
     let quota = FeedbackConfig {
         quota_bytes_per_device: 64 << 10,
         quota_window_ms: 3_600_000,
+        ..Default::default()
     };
     let h = hub(QuicLimits::default(), quota);
     let conn = connect(&h, "cam-1").await.expect("connect");

@@ -59,6 +59,8 @@ pub struct HubApi {
     registry: Option<Arc<crate::registry::Registry>>,
     rollouts: Option<Arc<crate::rollout::http::RolloutApi>>,
     enrolment: Option<Arc<crate::enrol::Enroller>>,
+    feedback: Option<Arc<crate::feedback::Store>>,
+    eval: Option<Arc<crate::eval::http::EvalApi>>,
 }
 
 impl HubApi {
@@ -82,6 +84,8 @@ impl HubApi {
             registry: None,
             rollouts: None,
             enrolment: None,
+            feedback: None,
+            eval: None,
         }
     }
 
@@ -102,6 +106,18 @@ impl HubApi {
     /// Adds the rollouts' routes (`/v1/rollouts`).
     pub fn with_rollouts(mut self, rollouts: Arc<crate::rollout::http::RolloutApi>) -> Self {
         self.rollouts = Some(rollouts);
+        self
+    }
+
+    /// Adds the feedback store's routes (`/v1/feedback/...`) and its metrics.
+    pub fn with_feedback(mut self, store: Arc<crate::feedback::Store>) -> Self {
+        self.feedback = Some(store);
+        self
+    }
+
+    /// Adds the evaluation routes (`/v1/eval...`).
+    pub fn with_eval(mut self, eval: Arc<crate::eval::http::EvalApi>) -> Self {
+        self.eval = Some(eval);
         self
     }
 
@@ -158,6 +174,9 @@ impl OipService for HubApi {
         if let Some(e) = &self.enrolment {
             text.push_str(&e.render());
         }
+        if let Some(f) = &self.feedback {
+            text.push_str(&crate::feedback::http::render(f));
+        }
         tandem_engine::daemon::process::render(
             &mut text,
             tandem_buildinfo::VERSION,
@@ -182,6 +201,12 @@ pub fn router(api: Arc<HubApi>, gate: gate::Gate) -> Router {
     }
     if let Some(e) = &api.enrolment {
         routes = routes.merge(crate::enrol::http::routes(e.claims().clone()));
+    }
+    if let Some(f) = &api.feedback {
+        routes = routes.merge(crate::feedback::http::routes(f.clone()));
+    }
+    if let Some(e) = &api.eval {
+        routes = routes.merge(crate::eval::http::routes(e.clone()));
     }
     let routes = routes.layer(axum::middleware::from_fn_with_state(
         Arc::new(gate),

@@ -6,8 +6,8 @@
 //! | `Health`: `/v2/health/live`, `/v2/health/ready` | yes     | yes    | yes      |
 //! | `Inference`: `/v2`, `/v2/models/...` (metadata, ready, infer) | open API only | yes | yes |
 //! | `Metrics`: `/metrics`                         | open API only | no | yes      |
-//! | `FleetRead`: `GET /v1/fleet...`, `GET /v1/models`, `GET /v1/rollouts...` | no | no | yes |
-//! | `Operate`: every other route (`POST /v1/fleet/{d}/cmd/{name}`, `POST /v1/rollouts...`, `/v1/claims...`, `/v1/enrolments`, unknown ones) | no | no | yes |
+//! | `FleetRead`: `GET /v1/fleet...`, `GET /v1/models`, `GET /v1/rollouts...`, `GET /v1/feedback...`, `GET /v1/eval...` | no | no | yes |
+//! | `Operate`: every other route (`POST /v1/fleet/{d}/cmd/{name}`, `POST /v1/rollouts...`, `POST /v1/eval`, `/v1/claims...`, `/v1/enrolments`, unknown ones) | no | no | yes |
 //!
 //! "Open API" is plain HTTP without `http.bearer_token_file` (which the config allows only on a
 //! loopback address). A device never reads the fleet, not even its own entry: it knows its own
@@ -42,7 +42,13 @@ impl RouteClass {
             "/v2/health/live" | "/v2/health/ready" => Self::Health,
             "/metrics" => Self::Metrics,
             _ if under("/v2") => Self::Inference,
-            _ if read && (under("/v1/fleet") || under("/v1/rollouts") || path == "/v1/models") => {
+            _ if read
+                && (under("/v1/fleet")
+                    || under("/v1/rollouts")
+                    || under("/v1/feedback")
+                    || under("/v1/eval")
+                    || path == "/v1/models") =>
+            {
                 Self::FleetRead
             }
             _ => Self::Operate,
@@ -99,6 +105,10 @@ mod tests {
             (&get, "/v1/fleet/cam-a", RouteClass::FleetRead),
             (&get, "/v1/models", RouteClass::FleetRead),
             (&get, "/v1/rollouts/r1", RouteClass::FleetRead),
+            (&get, "/v1/feedback/records", RouteClass::FleetRead),
+            (&get, "/v1/eval/reports", RouteClass::FleetRead),
+            (&post, "/v1/eval", RouteClass::Operate),
+            (&get, "/v1/feedbackx", RouteClass::Operate),
             (
                 &post,
                 "/v1/fleet/cam-b/cmd/set_threshold",

@@ -1,6 +1,7 @@
 //! `tandem-hub feedback export --format jsonl DIR`: the stored examples as a dataset a training
 //! job can read — `DIR/dataset.jsonl` (one example per line: device, model, kind, the right
-//! label for corrections, both models' answers, versions, times, the input's file), the
+//! label for corrections, both models' answers, versions, times, the input's file, its
+//! digest and split), the
 //! inputs under `DIR/inputs/`, and `DIR/events.jsonl` for the events and telemetry that were
 //! queued offline. Rejected payloads are listed in `DIR/rejected.jsonl`.
 
@@ -93,6 +94,12 @@ impl Store {
                         "cloud": ex.cloud,
                         "time_ms": ex.time_ms,
                         "received_ms": r.received_ms,
+                        "digest": r.digest,
+                        "split": r
+                            .digest
+                            .as_deref()
+                            .and_then(|d| hex::decode(d).ok()?.try_into().ok())
+                            .map(|d| self.split_of(&d)),
                     });
                     (line, (&mut dataset, "dataset.jsonl"))
                 }

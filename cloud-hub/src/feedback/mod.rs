@@ -5,13 +5,23 @@
 //!
 //! Layout: `store` (the sled index and the content-addressed input files, ingest with
 //! deduplication, durable before acknowledgement; new telemetry handed on to the fleet
-//! state), `quota` (the per-device byte quota and `[feedback]`), `export`
-//! (`tandem-hub feedback export`).
+//! state), `index` (arrival order, records by input digest and by request, written with each
+//! record), `listing` (cursor pages of records with their links; examples collapsed by
+//! input), `split` (train/calibration/test by input digest), `retention` (eviction by count
+//! and age), `quota` (the per-device byte quota and `[feedback]`), `export`
+//! (`tandem-hub feedback export`), `http` (`/v1/feedback/...`).
 
 mod export;
+pub mod http;
+mod index;
+mod listing;
 mod quota;
+pub mod retention;
+mod split;
 mod store;
 
 pub use export::{ExportFormat, ExportSummary};
+pub use listing::{Example, ExampleFilter, Labelled, Listed, Page, record_id};
 pub use quota::FeedbackConfig;
+pub use split::Split;
 pub use store::{FeedbackError, FeedbackStats, Ingested, Put, Store, StoredRecord, TelemetrySink};

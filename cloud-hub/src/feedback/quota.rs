@@ -1,4 +1,5 @@
-//! The per-device byte quota on delivered records (`[feedback]` in the config).
+//! `[feedback]` in the config (quota, retention, splits) and the per-device byte quota on
+//! delivered records.
 //!
 //! Policy: each device may have at most `quota_bytes_per_device` bytes of *new* records
 //! (delivered payloads, duplicates not counted) stored per window of `quota_window_ms`; the
@@ -23,6 +24,17 @@ pub struct FeedbackConfig {
     pub quota_bytes_per_device: u64,
     /// Length of the quota window in milliseconds (default 3600000, one hour).
     pub quota_window_ms: u64,
+    /// Records kept at most (default 1000000); past it the oldest arrivals are evicted
+    /// (`tandem_hub_feedback_evicted_total`). 0: no limit.
+    pub max_records: u64,
+    /// Records older than this (since the hub stored them) are evicted, in milliseconds
+    /// (default 7776000000, 90 days). 0: kept whatever their age.
+    pub max_age_ms: u64,
+    /// Share of inputs (by content digest) in the training split, in percent (default 70).
+    pub split_train_pct: u64,
+    /// Share of inputs in the calibration split, in percent (default 15); the rest is the test
+    /// split.
+    pub split_calibration_pct: u64,
 }
 
 impl Default for FeedbackConfig {
@@ -30,6 +42,10 @@ impl Default for FeedbackConfig {
         Self {
             quota_bytes_per_device: 256 << 20,
             quota_window_ms: 3_600_000,
+            max_records: 1_000_000,
+            max_age_ms: 90 * 24 * 3_600_000,
+            split_train_pct: 70,
+            split_calibration_pct: 15,
         }
     }
 }
@@ -40,6 +56,11 @@ impl FeedbackConfig {
         let mut p = Vec::new();
         if self.quota_window_ms == 0 {
             p.push("feedback.quota_window_ms must be > 0".into());
+        }
+        if self.split_train_pct + self.split_calibration_pct > 100 {
+            p.push(
+                "feedback.split_train_pct + feedback.split_calibration_pct must be <= 100".into(),
+            );
         }
         p
     }
@@ -131,6 +152,7 @@ mod tests {
         let q = Quota::new(FeedbackConfig {
             quota_bytes_per_device: 100,
             quota_window_ms: 1000,
+            ..FeedbackConfig::default()
         });
         q.reserve("cam-1", 60, 10).expect("within");
         let over = q.reserve("cam-1", 50, 20).expect_err("over");
@@ -152,6 +174,7 @@ mod tests {
         let off = Quota::new(FeedbackConfig {
             quota_bytes_per_device: 0,
             quota_window_ms: 1,
+            ..FeedbackConfig::default()
         });
         off.reserve("cam-1", u64::MAX, 0).expect("0: no quota");
     }

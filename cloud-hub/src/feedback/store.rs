@@ -4,8 +4,9 @@
 //!
 //! # Invariants
 //! - A delivery is stored at most once, even when two streams of one device deliver it at the
-//!   same moment: the index entry is inserted with a compare-and-swap on an absent key, and
-//!   whoever loses the swap reports a duplicate (acknowledged again and counted).
+//!   same moment: the index entry is inserted in a sled transaction that finds the key absent
+//!   (with its arrival, input and request entries: `super::index`), and whoever finds it
+//!   present reports a duplicate (acknowledged again and counted).
 //! - [`Store::put`] writes one record as its frame arrives (its input file fsynced before its
 //!   index entry exists); [`Store::commit`] makes every record put so far durable (index
 //!   flushed). The hub acknowledges a record only after a commit that followed its put (or, for
@@ -110,6 +111,13 @@ pub struct StoredRecord {
     /// Why a rejected payload did not decode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its arrival number: increasing in the order records were committed (the listing's
+    /// cursor); 0 in records stored before arrivals were numbered, until the store is opened.
+    #[serde(default)]
+    pub arrival: u64,
+    /// An example's input digest (sha256, hex): the same input delivered twice has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// Counters since start.
@@ -121,6 +129,8 @@ pub struct FeedbackStats {
     pub duplicates: AtomicU64,
     /// Payloads that did not decode.
     pub rejected: AtomicU64,
+    /// Records evicted by the retention limits (`feedback.max_records`, `max_age_ms`).
+    pub evicted: AtomicU64,
 }
 
 /// Told of each telemetry snapshot newly stored: (device, the telemetry JSON as the device
@@ -157,6 +167,13 @@ pub struct Store {
     stats: FeedbackStats,
     telemetry_sink: Sink,
     quota: Quota,
+    pub(super) cfg: FeedbackConfig,
+    pub(super) index: super::index::Index,
+    /// Held while records are added or evicted: arrival numbers commit in order, and an input
+    /// file is never deleted between a writer seeing it and naming it.
+    pub(super) writer: std::sync::Mutex<()>,
+    /// Records held (kept in step with `records` under `writer`).
+    pub(super) held: AtomicU64,
     /// Last: dropped after `records` and `db`, it waits until sled unlocked the index
     /// (`crate::sled_release`; reopening at once could otherwise fail as `Locked`).
     _released: Released,
@@ -217,20 +234,28 @@ impl Store {
                 _ => db_err(e),
             })?;
         let records = db.open_tree("records").map_err(db_err)?;
-        Ok(Self {
+        let idx = super::index::Index::open(&db).map_err(db_err)?;
+        let store = Self {
             dir: dir.to_path_buf(),
+            held: AtomicU64::new(records.len() as u64),
             records,
             db,
             stats: FeedbackStats::default(),
             telemetry_sink: Sink(std::sync::OnceLock::new()),
             quota: Quota::new(FeedbackConfig::default()),
+            cfg: FeedbackConfig::default(),
+            index: idx,
+            writer: std::sync::Mutex::new(()),
             _released: Released::new(&index),
-        })
+        };
+        store.number_old_records()?;
+        Ok(store)
     }
 
     /// Applies `[feedback]` (the per-device quota; [`FeedbackConfig::default`] until called).
     pub fn with_config(mut self, cfg: FeedbackConfig) -> Self {
         self.quota = Quota::new(cfg);
+        self.cfg = cfg;
         self
     }
 
@@ -248,6 +273,11 @@ impl Store {
     /// Counters since start.
     pub fn stats(&self) -> &FeedbackStats {
         &self.stats
+    }
+
+    /// Records held now (all kinds; kept in step as records are added and evicted).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Records stored (all kinds).
@@ -274,15 +304,17 @@ impl Store {
         })
     }
 
-    fn write_input(&self, kind: &str, bytes: &[u8]) -> Result<String, FeedbackError> {
-        let name = format!(
-            "inputs/{}.{}",
-            hex::encode(Sha256::digest(bytes)),
-            extension(kind, bytes)
-        );
+    /// Writes an input file named by its digest unless it is there; (its name, its digest).
+    pub(super) fn write_input(
+        &self,
+        kind: &str,
+        bytes: &[u8],
+    ) -> Result<(String, [u8; 32]), FeedbackError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let name = format!("inputs/{}.{}", hex::encode(digest), extension(kind, bytes));
         let path = self.dir.join(&name);
         if path.is_file() {
-            return Ok(name);
+            return Ok((name, digest));
         }
         // A name of its own: two streams may write the same content at once.
         let tmp = self.dir.join(format!(
@@ -304,7 +336,7 @@ impl Store {
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
-        Ok(name)
+        Ok((name, digest))
     }
 
     /// Stores a batch of deliveries from `device` — `(epoch, seq, payload)` each — and returns
@@ -334,6 +366,7 @@ impl Store {
         telemetry: &[serde_json::Value],
     ) -> Result<(), FeedbackError> {
         self.db.flush().map_err(|e| self.db_err(e))?;
+        self.enforce_retention(now_ms())?;
         if let Some(sink) = self.telemetry_sink.0.get() {
             for v in telemetry {
                 sink(device, v);
@@ -342,7 +375,22 @@ impl Store {
         Ok(())
     }
 
-    fn db_err(&self, e: sled::Error) -> FeedbackError {
+    /// The records tree (device, epoch, seq → record JSON).
+    pub(super) fn records_tree(&self) -> &sled::Tree {
+        &self.records
+    }
+
+    /// Flushes the index to disk.
+    pub(super) fn flush_index(&self) -> Result<(), FeedbackError> {
+        self.db.flush().map_err(|e| self.db_err(e)).map(|_| ())
+    }
+
+    /// A new arrival number (from 1; increasing); call under `writer`.
+    pub(super) fn next_arrival(&self) -> Result<u64, FeedbackError> {
+        Ok(self.db.generate_id().map_err(|e| self.db_err(e))? + 1)
+    }
+
+    pub(super) fn db_err(&self, e: impl std::fmt::Display) -> FeedbackError {
         FeedbackError::Db {
             path: self.dir.join("index"),
             message: e.to_string(),
@@ -421,11 +469,17 @@ impl Store {
             input: None,
             payload: None,
             error: None,
+            arrival: 0,
+            digest: None,
         };
         let mut telemetry = None;
+        let mut input = None;
         let outcome = match record::decode(payload) {
-            Ok(Record::Example { meta, input }) => {
-                rec.input = Some(self.write_input(&meta.input_kind, &input)?);
+            Ok(Record::Example { meta, input: bytes }) => {
+                let (name, digest) = self.write_input(&meta.input_kind, &bytes)?;
+                rec.input = Some(name);
+                rec.digest = Some(hex::encode(digest));
+                input = Some((digest, bytes));
                 rec.kind = "example".into();
                 rec.example = Some(*meta);
                 Ingested::New
@@ -450,21 +504,37 @@ impl Store {
                 Ingested::Rejected
             }
         };
-        let value = serde_json::to_vec(&rec).map_err(|e| FeedbackError::Db {
-            path: self.dir.join("index"),
-            message: e.to_string(),
-        })?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(name), Some((_, bytes)), Some(ex)) = (&rec.input, &input, &rec.example)
+            && !self.dir.join(name).is_file()
+        {
+            // Evicted between the write above and this lock: written again.
+            self.write_input(&ex.input_kind, bytes)?;
+        }
+        rec.arrival = self.next_arrival()?;
+        let value = serde_json::to_vec(&rec).map_err(|e| self.db_err(e))?;
+        let entry = super::index::Entry {
+            key: &key,
+            value: &value,
+            arrival: rec.arrival,
+            received_ms: rec.received_ms,
+            digest: input.as_ref().map(|(d, _)| *d),
+            request: rec
+                .example
+                .as_ref()
+                .map(|ex| (device, ex.request_id.as_str())),
+        };
         // The one place a key becomes present: of two overlapping redeliveries, one wins.
-        let swapped = self
-            .records
-            .compare_and_swap(&key, None::<&[u8]>, Some(value))
-            .map_err(|e| self.db_err(e))?;
-        Ok(match swapped {
-            Ok(()) => Put { outcome, telemetry },
-            Err(_) => Put {
+        Ok(match self.index.insert(&self.records, &entry, false) {
+            Ok(()) => {
+                self.held.fetch_add(1, Ordering::Relaxed);
+                Put { outcome, telemetry }
+            }
+            Err(super::index::IndexError::Present) => Put {
                 outcome: Ingested::Duplicate,
                 telemetry: None,
             },
+            Err(super::index::IndexError::Db(e)) => return Err(self.db_err(e)),
         })
     }
 }

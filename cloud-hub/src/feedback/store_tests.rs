@@ -181,6 +181,7 @@ fn over_quota_stores_nothing_and_duplicates_still_pass() {
         .with_config(FeedbackConfig {
             quota_bytes_per_device: 100,
             quota_window_ms: 3_600_000,
+            ..FeedbackConfig::default()
         });
     let big = vec![7u8; 60];
     assert_eq!(

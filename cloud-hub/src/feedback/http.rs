@@ -1,0 +1,194 @@
+//! The feedback store's HTTP routes on the hub's API (operator reads, `api::rights`), served
+//! while the hub runs:
+//! - `GET /v1/feedback/records?after=N&limit=L`: records in arrival order after the cursor `N`
+//!   (0: from the first), at most `L` (default 100, at most 1000): `{items, cursor, more}`;
+//!   keep `cursor` and ask again later for what arrived since (each record seen once).
+//! - `GET /v1/feedback/examples?after=DIGEST&limit=L&model=M&split=S&labelled=true`: examples
+//!   collapsed by input, in digest order: `{items, cursor, more}`.
+//! - `GET /v1/feedback/inputs/{digest}`: an input's bytes.
+//!
+//! Also the store's metrics (records held, evicted).
+
+use super::listing::ExampleFilter;
+use super::split::Split;
+use super::store::Store;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Largest page.
+pub const MAX_PAGE: usize = 1000;
+/// Page when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// The routes, for any router state (they carry their own).
+pub fn routes<S: Clone + Send + Sync + 'static>(store: Arc<Store>) -> axum::Router<S> {
+    axum::Router::new()
+        .route("/v1/feedback/records", get(records))
+        .route("/v1/feedback/examples", get(examples))
+        .route("/v1/feedback/inputs/{digest}", get(input))
+        .with_state(store)
+}
+
+/// The store's lines of `/metrics`.
+pub fn render(store: &Store) -> String {
+    let mut out = String::new();
+    let s = store.stats();
+    for (name, kind, help, v) in [
+        (
+            "tandem_hub_feedback_records",
+            "gauge",
+            "Records held in the feedback store.",
+            store.held(),
+        ),
+        (
+            "tandem_hub_feedback_evicted_total",
+            "counter",
+            "Feedback records evicted by the retention limits (feedback.max_records, max_age_ms).",
+            s.evicted.load(Relaxed),
+        ),
+    ] {
+        tandem_engine::metrics::write_one(&mut out, name, kind, help, v as f64);
+    }
+    out
+}
+
+fn bad(message: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.to_string()})),
+    )
+        .into_response()
+}
+
+fn limit(l: Option<usize>) -> Result<usize, String> {
+    match l.unwrap_or(DEFAULT_PAGE) {
+        n @ 1..=MAX_PAGE => Ok(n),
+        n => Err(format!("limit {n} is not between 1 and {MAX_PAGE}")),
+    }
+}
+
+/// The parsed query and its page size.
+fn args<T>(
+    q: Result<Query<T>, QueryRejection>,
+    limit_of: impl Fn(&T) -> Option<usize>,
+) -> Result<(T, usize), String> {
+    let Query(q) = q.map_err(|e| e.body_text())?;
+    let l = limit(limit_of(&q))?;
+    Ok((q, l))
+}
+
+fn digest(s: &str) -> Result<[u8; 32], String> {
+    hex::decode(s)
+        .ok()
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| format!("`{s}` is not a sha256 digest (64 hex digits)"))
+}
+
+async fn blocking<T: serde::Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<T, super::FeedbackError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn records(
+    State(store): State<Arc<Store>>,
+    q: Result<Query<RecordsQuery>, QueryRejection>,
+) -> Response {
+    let (q, limit) = match args(q, |q: &RecordsQuery| q.limit) {
+        Ok(a) => a,
+        Err(e) => return bad(e),
+    };
+    let after = q.after.unwrap_or(0);
+    blocking(move || store.records_after(after, limit)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExamplesQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+    model: Option<String>,
+    split: Option<String>,
+    #[serde(default)]
+    labelled: bool,
+}
+
+async fn examples(
+    State(store): State<Arc<Store>>,
+    q: Result<Query<ExamplesQuery>, QueryRejection>,
+) -> Response {
+    let (q, limit) = match args(q, |q: &ExamplesQuery| q.limit) {
+        Ok(a) => a,
+        Err(e) => return bad(e),
+    };
+    let after = match q.after.as_deref().map(digest).transpose() {
+        Ok(a) => a,
+        Err(e) => return bad(e),
+    };
+    let split = match q.split.as_deref().map(str::parse::<Split>).transpose() {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    let filter = ExampleFilter {
+        model: q.model,
+        split,
+        labelled: q.labelled,
+    };
+    blocking(move || store.examples_after(after, limit, &filter)).await
+}
+
+async fn input(State(store): State<Arc<Store>>, Path(d): Path<String>) -> Response {
+    let d = match digest(&d) {
+        Ok(d) => d,
+        Err(e) => return bad(e),
+    };
+    let found = tokio::task::spawn_blocking(move || {
+        let path = store.input_path(&d).ok().flatten()?;
+        let bytes = std::fs::read(&path).ok()?;
+        Some((path, bytes))
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((path, bytes)) = found else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no stored record has this input"})),
+        )
+            .into_response();
+    };
+    let ct = match path.extension().and_then(|e| e.to_str()) {
+        Some("png") => "image/png",
+        Some("jpg") => "image/jpeg",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    ([(header::CONTENT_TYPE, ct)], bytes).into_response()
+}
