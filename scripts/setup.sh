@@ -4,7 +4,7 @@
 #  - Debian packages the project uses (installed only when missing): systemd (unit checks,
 #    the journald test),
 #    unzip, curl, mosquitto (the hub's MQTT broker), iproute2 (network namespaces of the
-#    multi-host tests)
+#    multi-host tests), mesa-vulkan-drivers + libvulkan1 (lavapipe, for the wgpu pre-processing test)
 #  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient,
 #    FastAPI peer, prometheus_client's strict exposition parser)
 #  - accelerator packages (scripts/provision-ep.sh, sha256-pinned, into .ort/): the OpenVINO
@@ -40,6 +40,10 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)  # make demo's subscriber
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)  # multi-host tests (netns)
+# Vulkan loader and lavapipe (software Vulkan): the wgpu pre-processing path's equality test.
+[ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -e /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ] \
+  || need_apt+=(mesa-vulkan-drivers)
+ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' || need_apt+=(libvulkan1)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -77,6 +77,7 @@ fn spec(layout: Layout, resize: Resize) -> ImagePreprocess {
         scale: 1.0,
         mean: vec![0.0],
         std: vec![1.0],
+        pad_value: 0,
     }
 }
 

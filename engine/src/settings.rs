@@ -122,6 +122,22 @@ pub struct ImageConfig {
     pub max_height: u32,
     /// Max decoder allocation, bytes.
     pub max_alloc_bytes: u64,
+    /// Where resize/normalise run: `auto` (default: measured per model input at start-up),
+    /// `cpu`, or `gpu` (wgpu on Vulkan; needs the `gpu` build feature, else the CPU).
+    pub preprocess_device: PreprocessDevice,
+}
+
+/// `[image] preprocess_device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreprocessDevice {
+    /// Measure both at start-up and keep the faster (the CPU when there is no GPU).
+    #[default]
+    Auto,
+    /// Always the CPU path.
+    Cpu,
+    /// The GPU path whenever a Vulkan adapter opens (the CPU path otherwise).
+    Gpu,
 }
 
 impl Default for RuntimeConfig {
@@ -179,6 +195,7 @@ impl Default for ImageConfig {
             max_width: 8192,
             max_height: 8192,
             max_alloc_bytes: 256 * 1024 * 1024,
+            preprocess_device: PreprocessDevice::Auto,
         }
     }
 }

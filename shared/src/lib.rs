@@ -6,6 +6,7 @@
 //! - [`bundle`]: signed model bundles (docs/bundle.md): `bundle.json`, `bundle.sig`, the
 //!   checks before an agent installs one.
 //! - [`dedup`]: hub-side deduplication of queued records by (device, epoch, seq).
+//! - [`frame`]: raw camera frames (RGB24, NV12, YUYV): checks and a self-describing header.
 //! - [`convert`]: wire tensors to and from decoded element data.
 //! - [`record`]: store-and-forward record payloads (hard examples, corrections, events,
 //!   telemetry) carried by `Deliver` frames.
@@ -24,6 +25,7 @@ pub mod backoff;
 pub mod bundle;
 pub mod convert;
 pub mod dedup;
+pub mod frame;
 pub mod manifest;
 pub mod mqtt;
 pub mod oip;

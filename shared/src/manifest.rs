@@ -218,6 +218,10 @@ pub struct ImagePreprocess {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation.
     pub std: Vec<f32>,
+    /// For [`Resize::Letterbox`]: the pixel value (0..255, before `scale`/`mean`/`std`) of the
+    /// border around the fitted image. Default 0.
+    #[serde(default)]
+    pub pad_value: u8,
 }
 
 /// Tensor layout of an image input.
@@ -257,6 +261,9 @@ pub enum Resize {
     Stretch,
     /// Shorter side to `shorter_side`, then the centre width x height.
     ShorterSideCenterCrop,
+    /// Scaled to fit inside width x height with the aspect ratio kept, centred, the border
+    /// filled with `pad_value` (detection models).
+    Letterbox,
 }
 
 /// Text pre-processing through a Hugging Face `tokenizer.json`.

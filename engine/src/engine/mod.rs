@@ -339,7 +339,11 @@ impl Engine {
     ) -> Result<ModelHandle, EngineError> {
         let name = files.manifest.name.clone();
         let prep = match &files.variant.preprocess {
-            Preprocess::Image(p) => Prep::Image(p.clone(), Limits::from(&cfg.image)),
+            Preprocess::Image(p) => {
+                let (backend, why) = crate::preprocess::choose(p, cfg.image.preprocess_device);
+                tracing::info!(model = %name, backend = ?backend, "image pre-processing: {why}");
+                Prep::Image(p.clone(), Limits::from(&cfg.image), backend)
+            }
             Preprocess::Text(t) => Prep::Text(Box::new(
                 TextEncoder::load(&files.dir.join(&t.tokenizer), t).map_err(|message| {
                     EngineError::Tokenizer {

@@ -11,9 +11,9 @@ use tandem_shared::oip::{InputTensor, TensorData};
 pub(super) fn prepare(ctx: &Ctx, input: Input) -> Result<Arc<Vec<InputTensor>>, InferenceError> {
     let name = &ctx.model;
     match (input, &ctx.prep) {
-        (Input::Images(images), Prep::Image(p, limits)) => {
+        (Input::Images(images), Prep::Image(p, limits, backend)) => {
             let refs: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
-            let (shape, data) = img::prepare_batch(&refs, p, limits)?;
+            let (shape, data, _plans) = img::prepare_batch_with(&refs, p, limits, backend)?;
             let input_name = ctx
                 .files
                 .variant

@@ -25,7 +25,11 @@ use tandem_shared::oip::TensorData;
 use tandem_shared::provider::ExecutionProvider;
 
 pub(super) enum Prep {
-    Image(tandem_shared::manifest::ImagePreprocess, Limits),
+    Image(
+        tandem_shared::manifest::ImagePreprocess,
+        Limits,
+        crate::preprocess::image::Backend,
+    ),
     Text(Box<TextEncoder>),
 }
 

@@ -1,18 +1,46 @@
-//! Image pre-processing: strict decoding with size limits, resize, normalise, lay out.
+//! Image pre-processing: strict decoding with size limits, then resize, normalise and lay out.
 //!
-//! JPEG goes through zune-jpeg in strict mode (the `image` crate's default decoder accepts a
-//! JPEG cut to 30% of its bytes); PNG through `image` with explicit `Limits`. Dimensions are
-//! checked from the header before any pixel is decoded.
+//! RGB JPEG goes through jpeg-decoder (at a reduced DCT scale, 1/2 to 1/8, when the model's
+//! input is that much smaller, as PIL's `draft` does); gray and CMYK JPEG through zune-jpeg in
+//! strict mode (the `image` crate's default decoder accepts a JPEG cut to 30%); PNG through
+//! `image` with explicit `Limits`; raw camera frames (`tandem_shared::frame`) through
+//! [`super::frame`]. Dimensions are checked from the header before any pixel is decoded.
+//! The pixels then go through [`super::resize`] and [`super::tensor`] (or the GPU path).
 
 use super::PreprocessError;
+use super::geometry::Plan;
 use crate::settings::ImageConfig;
-use image::imageops::FilterType;
-use image::{DynamicImage, ImageBuffer, Luma, Rgb};
-use tandem_shared::manifest::{Color, ImagePreprocess, Layout, Resize};
+use tandem_shared::frame::FrameSpec;
+use tandem_shared::manifest::{Color, ImagePreprocess, Layout};
 use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
+
+/// Decoded 8-bit pixels, packed rows (`width * channels` bytes each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    /// Width, pixels.
+    pub width: u32,
+    /// Height, pixels.
+    pub height: u32,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    /// `width * height * channels` bytes.
+    pub data: Vec<u8>,
+}
+
+impl Pixels {
+    /// `data` as a `width` x `height` image, if it has exactly the bytes that takes.
+    pub fn new(width: u32, height: u32, channels: usize, data: Vec<u8>) -> Option<Self> {
+        (data.len() == width as usize * height as usize * channels).then_some(Self {
+            width,
+            height,
+            channels,
+            data,
+        })
+    }
+}
 
 /// Decoding limits.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +63,7 @@ impl From<&ImageConfig> for Limits {
     }
 }
 
-fn check_dims(width: u32, height: u32, limits: &Limits) -> Result<(), PreprocessError> {
+pub(super) fn check_dims(width: u32, height: u32, limits: &Limits) -> Result<(), PreprocessError> {
     if width > limits.max_width || height > limits.max_height {
         return Err(PreprocessError::TooLarge {
             width,
@@ -47,11 +75,7 @@ fn check_dims(width: u32, height: u32, limits: &Limits) -> Result<(), Preprocess
     Ok(())
 }
 
-fn decode_jpeg(
-    bytes: &[u8],
-    color: Color,
-    limits: &Limits,
-) -> Result<DynamicImage, PreprocessError> {
+fn decode_jpeg(bytes: &[u8], color: Color, limits: &Limits) -> Result<Pixels, PreprocessError> {
     let out = match color {
         Color::Gray => ColorSpace::Luma,
         Color::Rgb => ColorSpace::RGB,
@@ -79,15 +103,8 @@ fn decode_jpeg(
     let pixels = dec
         .decode()
         .map_err(|e| PreprocessError::Decode(format!("JPEG: {e}")))?;
-    let img = match color {
-        Color::Gray => {
-            ImageBuffer::<Luma<u8>, _>::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
-        }
-        Color::Rgb => {
-            ImageBuffer::<Rgb<u8>, _>::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
-        }
-    };
-    img.ok_or_else(|| PreprocessError::Decode("JPEG decoder returned a short pixel buffer".into()))
+    Pixels::new(w, h, color.channels(), pixels)
+        .ok_or_else(|| PreprocessError::Decode("JPEG decoder returned a short pixel buffer".into()))
 }
 
 /// zune reports over-limit dimensions as a decode error; turn that into `TooLarge` when the
@@ -107,7 +124,7 @@ fn dims_or_decode(msg: &str, limits: &Limits, bytes: &[u8]) -> PreprocessError {
 }
 
 /// Width and height from the first SOF marker, without decoding.
-fn jpeg_sof_dims(b: &[u8]) -> Option<(u32, u32)> {
+pub(super) fn jpeg_sof_dims(b: &[u8]) -> Option<(u32, u32)> {
     let mut i = 2;
     while i + 9 < b.len() {
         if b[i] != 0xFF {
@@ -125,7 +142,7 @@ fn jpeg_sof_dims(b: &[u8]) -> Option<(u32, u32)> {
     None
 }
 
-fn decode_png(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, PreprocessError> {
+fn decode_png(bytes: &[u8], color: Color, limits: &Limits) -> Result<Pixels, PreprocessError> {
     let png =
         || image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
     let (w, h) = png()
@@ -138,102 +155,175 @@ fn decode_png(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, PreprocessE
     l.max_alloc = Some(limits.max_alloc_bytes);
     let mut reader = png();
     reader.limits(l);
-    reader
+    let img = reader
         .decode()
-        .map_err(|e| PreprocessError::Decode(format!("PNG: {e}")))
+        .map_err(|e| PreprocessError::Decode(format!("PNG: {e}")))?;
+    let (w, h) = (img.width(), img.height());
+    let raw = match color {
+        Color::Gray => img.into_luma8().into_raw(),
+        Color::Rgb => img.into_rgb8().into_raw(),
+    };
+    Pixels::new(w, h, color.channels(), raw)
+        .ok_or_else(|| PreprocessError::Decode("PNG decoder returned a short pixel buffer".into()))
 }
 
-/// Decodes JPEG or PNG bytes into the manifest's colour, refusing anything else.
-pub fn decode(
+/// Width and height from the header of a JPEG, PNG or raw frame, without decoding.
+pub fn peek_dims(bytes: &[u8]) -> Result<(u32, u32), PreprocessError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        jpeg_sof_dims(bytes).ok_or_else(|| PreprocessError::Decode("JPEG: no frame header".into()))
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
+        let be =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        Ok((be(16), be(20)))
+    } else if bytes.starts_with(tandem_shared::frame::MAGIC) {
+        let s = FrameSpec::peek(bytes)?;
+        Ok((s.width, s.height))
+    } else {
+        Err(unsupported(bytes))
+    }
+}
+
+fn unsupported(bytes: &[u8]) -> PreprocessError {
+    if bytes.is_empty() {
+        return PreprocessError::UnsupportedFormat("the body is empty".into());
+    }
+    let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    PreprocessError::UnsupportedFormat(format!("first bytes {}", head.join(" ")))
+}
+
+/// Decodes JPEG, PNG or raw-frame bytes into the manifest's colour at full size.
+pub fn decode(bytes: &[u8], color: Color, limits: &Limits) -> Result<Pixels, PreprocessError> {
+    decode_at_least(bytes, color, limits, (u32::MAX, u32::MAX))
+}
+
+/// Decodes like [`decode`], but a JPEG may come out smaller (a reduced DCT scale) as long as
+/// it stays at least `min` (width, height).
+pub fn decode_at_least(
     bytes: &[u8],
     color: Color,
     limits: &Limits,
-) -> Result<DynamicImage, PreprocessError> {
+    min: (u32, u32),
+) -> Result<Pixels, PreprocessError> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if color == Color::Rgb
+            && let Some(p) = super::jpeg_scaled::decode(bytes, limits, min)?
+        {
+            return Ok(p);
+        }
         decode_jpeg(bytes, color, limits)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        decode_png(bytes, limits)
-    } else if bytes.is_empty() {
-        Err(PreprocessError::UnsupportedFormat(
-            "the body is empty".into(),
-        ))
+        decode_png(bytes, color, limits)
+    } else if bytes.starts_with(tandem_shared::frame::MAGIC) {
+        let spec = FrameSpec::peek(bytes)?;
+        check_dims(spec.width, spec.height, limits)?;
+        let (spec, data) = FrameSpec::decode(bytes)?;
+        Ok(super::frame::to_pixels(&spec, data, color))
     } else {
-        let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        Err(PreprocessError::UnsupportedFormat(format!(
-            "first bytes {}",
-            head.join(" ")
-        )))
+        Err(unsupported(bytes))
     }
 }
 
-/// Resizes per the manifest (bilinear, antialiased like PIL's BILINEAR).
-pub fn resize(img: &DynamicImage, p: &ImagePreprocess) -> DynamicImage {
-    match p.resize {
-        Resize::Stretch => img.resize_exact(p.width, p.height, FilterType::Triangle),
-        Resize::ShorterSideCenterCrop => {
-            let side = p.shorter_side.unwrap_or(p.width.max(p.height));
-            let (w, h) = (img.width().max(1), img.height().max(1));
-            let (nw, nh) = if w <= h {
-                (
-                    side,
-                    ((u64::from(h) * u64::from(side)) / u64::from(w)) as u32,
-                )
-            } else {
-                (
-                    ((u64::from(w) * u64::from(side)) / u64::from(h)) as u32,
-                    side,
-                )
-            };
-            let r = img.resize_exact(nw.max(p.width), nh.max(p.height), FilterType::Triangle);
-            let x = (r.width() - p.width) / 2;
-            let y = (r.height() - p.height) / 2;
-            r.crop_imm(x, y, p.width, p.height)
-        }
-    }
+/// Where pre-processing runs after decoding.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// SIMD resize and the fused normalise/layout pass on this thread.
+    #[default]
+    Cpu,
+    /// The wgpu compute path.
+    #[cfg(feature = "gpu")]
+    Gpu(std::sync::Arc<super::gpu::Gpu>),
 }
 
-/// Writes one normalised image into `out` (length C*H*W) in the manifest's layout.
-pub fn normalise_into(img: &DynamicImage, p: &ImagePreprocess, out: &mut [f32]) {
-    let c = p.color.channels();
-    let (w, h) = (p.width as usize, p.height as usize);
-    let mean = |ch: usize| p.mean.get(ch).or(p.mean.first()).copied().unwrap_or(0.0);
-    let std = |ch: usize| p.std.get(ch).or(p.std.first()).copied().unwrap_or(1.0);
-    let raw: Vec<u8> = match p.color {
-        Color::Gray => img.to_luma8().into_raw(),
-        Color::Rgb => img.to_rgb8().into_raw(),
+/// Decoded pixels at the plan's output size into the tensor slice, on the CPU.
+pub fn finish_cpu(
+    px: &Pixels,
+    plan: &Plan,
+    p: &ImagePreprocess,
+    out: &mut [f32],
+) -> Result<(), PreprocessError> {
+    if plan.identity() {
+        super::tensor::write(&px.data, plan, p, out);
+    } else {
+        let r = super::resize::resize(px, plan)?;
+        super::tensor::write(&r.data, plan, p, out);
+    }
+    Ok(())
+}
+
+/// One encoded image into `out` (C*H*W floats); returns its placement in source pixels.
+pub fn prepare_into(
+    bytes: &[u8],
+    p: &ImagePreprocess,
+    limits: &Limits,
+    backend: &Backend,
+    out: &mut [f32],
+) -> Result<Plan, PreprocessError> {
+    let (w, h) = peek_dims(bytes)?;
+    check_dims(w, h, limits)?;
+    let plan = Plan::new(w, h, p);
+    // Twice the smallest size: the resize after a reduced DCT scale still shrinks by 2 or
+    // more, which keeps the result within the tolerance of the full decode (a 512-pixel photo
+    // for a 224 input is decoded in full; 1080p and 4K at 1/2 to 1/8).
+    let (mw, mh) = plan.min_source();
+    let px = decode_at_least(bytes, p.color, limits, (mw * 2, mh * 2))?;
+    let local = if (px.width, px.height) == (w, h) {
+        plan
+    } else {
+        plan.rescaled(px.width, px.height)
     };
-    let (m, s): (Vec<f32>, Vec<f32>) = (0..c).map(|ch| (mean(ch), std(ch))).unzip();
-    for (i, px) in raw.chunks_exact(c).enumerate() {
-        let (y, x) = (i / w, i % w);
-        for ch in 0..c {
-            let v = (f32::from(px[ch]) * p.scale - m[ch]) / s[ch];
-            let idx = match p.layout {
-                Layout::NCHW => ch * h * w + y * w + x,
-                Layout::NHWC => (y * w + x) * c + ch,
-            };
-            out[idx] = v;
+    match backend {
+        Backend::Cpu => finish_cpu(&px, &local, p, out)?,
+        #[cfg(feature = "gpu")]
+        Backend::Gpu(g) => {
+            if let Err(e) = g.prepare(&px, &local, p, out) {
+                tracing::warn!(error = %e, "GPU pre-processing failed; this image on the CPU");
+                finish_cpu(&px, &local, p, out)?;
+            }
         }
+    }
+    Ok(plan)
+}
+
+/// The tensor shape of `n` images.
+pub fn batch_shape(p: &ImagePreprocess, n: usize) -> Vec<i64> {
+    let (h, w, c) = (
+        i64::from(p.height),
+        i64::from(p.width),
+        p.color.channels() as i64,
+    );
+    let n = n as i64;
+    match p.layout {
+        Layout::NCHW => vec![n, c, h, w],
+        Layout::NHWC => vec![n, h, w, c],
     }
 }
 
-/// Decodes, resizes and normalises a batch of encoded images into one tensor.
+/// A batch tensor's shape and data, and each image's placement.
+pub type Prepared = (Vec<i64>, Vec<f32>, Vec<Plan>);
+
+/// Decodes, resizes and normalises a batch of encoded images into one tensor; also returns
+/// each image's placement (detection maps boxes back through it).
+pub fn prepare_batch_with(
+    images: &[&[u8]],
+    p: &ImagePreprocess,
+    limits: &Limits,
+    backend: &Backend,
+) -> Result<Prepared, PreprocessError> {
+    let per = p.color.channels() * p.width as usize * p.height as usize;
+    let mut data = vec![0.0f32; per * images.len()];
+    let mut plans = Vec::with_capacity(images.len());
+    for (bytes, out) in images.iter().zip(data.chunks_exact_mut(per)) {
+        plans.push(prepare_into(bytes, p, limits, backend, out)?);
+    }
+    Ok((batch_shape(p, images.len()), data, plans))
+}
+
+/// [`prepare_batch_with`] on the CPU, without the placements.
 pub fn prepare_batch(
     images: &[&[u8]],
     p: &ImagePreprocess,
     limits: &Limits,
 ) -> Result<(Vec<i64>, Vec<f32>), PreprocessError> {
-    let c = p.color.channels();
-    let per = c * p.width as usize * p.height as usize;
-    let mut data = vec![0.0f32; per * images.len()];
-    for (bytes, out) in images.iter().zip(data.chunks_exact_mut(per)) {
-        let img = decode(bytes, p.color, limits)?;
-        normalise_into(&resize(&img, p), p, out);
-    }
-    let (h, w, c) = (i64::from(p.height), i64::from(p.width), c as i64);
-    let n = images.len() as i64;
-    let shape = match p.layout {
-        Layout::NCHW => vec![n, c, h, w],
-        Layout::NHWC => vec![n, h, w, c],
-    };
+    let (shape, data, _) = prepare_batch_with(images, p, limits, &Backend::Cpu)?;
     Ok((shape, data))
 }
