@@ -275,7 +275,7 @@ fn returned(class: Class, r: Request) -> Option<Outgoing> {
 
 /// Hands the events waiting in rumqttc's pending list (after a drop, what was in its request
 /// channel too) to the handler: on reconnecting with a clean session rumqttc discards them.
-fn salvage_events(el: &mut EventLoop, handler: &dyn Handler) {
+pub(super) fn salvage_events(el: &mut EventLoop, handler: &dyn Handler) {
     el.pending.retain(|r| match r {
         Request::Publish(p)
             if matches!(

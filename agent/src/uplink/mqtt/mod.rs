@@ -9,6 +9,8 @@
 pub mod config;
 pub mod identity;
 pub mod link;
+#[cfg(test)]
+mod link_tests;
 
 pub use config::MqttConfig;
 pub use link::{Handler, MqttLink, Outgoing};
