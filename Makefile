@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet clean
+.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps clean
 
 # EPS=gpu,webgpu,qnn,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
 setup:
@@ -64,6 +64,12 @@ bench-swap: release
 # killed and restarted; last line `fleet-reconnect-s: N` (docs/benchmarks/fleet.md).
 bench-fleet: release
 	target/release/tandem-bench fleet
+
+# Every model on every execution provider available here (CPU, the provisioned plugins, CUDA and
+# TensorRT with the GPU runtime): p50/p99 at batch 1, throughput at concurrency 8, session build
+# time, difference from the CPU outputs. Last line: `eps: best=<ep> speedup_vs_cpu=X`.
+bench-eps: release
+	target/release/tandem-bench eps
 
 clean:
 	$(CARGO) clean

@@ -14,10 +14,13 @@
 //!   and after a model swap under load; bundle download throughput over QUIC.
 //! - [`fleet`]: `tandem-bench fleet` (make bench-fleet): 1,000 devices reconnecting after the
 //!   hub is killed and restarted: time until 99% and 100% are back, handshakes/s, hub CPU/RSS.
+//! - [`eps`]: `tandem-bench eps` (make bench-eps): every model on every execution provider
+//!   available here: latency, throughput, session build time, difference from the CPU EP.
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
 mod cascade;
+mod eps;
 mod fleet;
 mod hub;
 mod local;
@@ -53,6 +56,8 @@ enum Command {
     Swap(swap::Args),
     /// A fleet (1,000 devices) reconnecting after the hub is killed and restarted.
     Fleet(fleet::Args),
+    /// Every model on every available execution provider (latency, throughput, accuracy).
+    Eps(eps::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Command::Hub(a) => hub::run(&a),
         Command::Swap(a) => swap::run(&a),
         Command::Fleet(a) => fleet::run(&a),
+        Command::Eps(a) => eps::run(&a),
     }
 }

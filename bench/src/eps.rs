@@ -1,0 +1,190 @@
+//! `tandem-bench eps` (make bench-eps): every shipped model variant on every execution provider
+//! available here (the CPU EP, the plugins `make setup` provisioned, CUDA/TensorRT with the GPU
+//! runtime): p50/p99 latency at batch 1, throughput at concurrency 8, the first session's build
+//! time, and the largest difference from the CPU EP's reference outputs (whether it passes the
+//! accuracy gate at `runtime.accuracy_max_abs_diff`). Last line:
+//! `eps: best=<ep> speedup_vs_cpu=X` for vision-imagenet's edge variant, among the providers that
+//! pass the gate.
+
+use crate::procs;
+use crate::stats::{Stats, summarise};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_engine::metrics::Metrics;
+use tandem_engine::settings::EngineSettings;
+use tandem_engine::{Engine, Input};
+
+/// Options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds per measurement (batch-1 latency, then concurrency 8).
+    #[arg(long, default_value_t = 2)]
+    seconds: u64,
+    /// Providers to try (unavailable ones are reported and skipped).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cpu,openvino,cuda,tensorrt,webgpu,qnn,tensorrt_rtx"
+    )]
+    eps: Vec<String>,
+}
+
+const VARIANTS: [(&str, &str); 5] = [
+    ("vision-fashion", "edge"),
+    ("vision-fashion", "cloud"),
+    ("vision-imagenet", "edge"),
+    ("vision-imagenet", "cloud"),
+    ("text-sentiment", "edge"),
+];
+
+fn input(repo: &std::path::Path, model: &str) -> anyhow::Result<Input> {
+    let dir = repo.join("models").join(model).join("samples");
+    if model.starts_with("text") {
+        let text = std::fs::read_to_string(dir.join("sentences.jsonl"))?;
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().unwrap_or_default())?;
+        return Ok(Input::Texts(vec![
+            first["text"].as_str().unwrap_or_default().to_string(),
+        ]));
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let first = files
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no samples in {}", dir.display()))?;
+    Ok(Input::Images(vec![Bytes::from(std::fs::read(first)?)]))
+}
+
+struct Row {
+    model: String,
+    ep: String,
+    build_ms: f64,
+    diff: f64,
+    gate: bool,
+    single: Stats,
+    conc8_rps: f64,
+}
+
+fn measure(engine: &Arc<Engine>, model: &str, input: &Input, secs: u64) -> (Stats, f64) {
+    let window = Duration::from_secs(secs);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let t = Instant::now();
+        match engine.infer_blocking(model, input.clone()) {
+            Ok(_) => lat.push(t.elapsed()),
+            Err(_) => errors += 1,
+        }
+    }
+    let single = summarise(lat, start.elapsed(), errors);
+    let start = Instant::now();
+    let done: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0usize;
+                    while start.elapsed() < window {
+                        if engine.infer_blocking(model, input.clone()).is_ok() {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    (single, done as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs the table.
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let repo = procs::repo()?;
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    println!(
+        "{:<24} {:<13} {:>9} {:>10} {:>6} {:>9} {:>9} {:>10}",
+        "model", "ep", "build_ms", "max_diff", "gate", "p50_us", "p99_us", "c8_rps"
+    );
+    let mut rows = Vec::new();
+    for (model, variant) in VARIANTS {
+        let input = input(&repo, model)?;
+        for ep in &a.eps {
+            let mut s = EngineSettings {
+                base_dir: repo.clone(),
+                ..Default::default()
+            };
+            s.models.enabled = vec![model.into()];
+            s.models.variant = variant.into();
+            s.runtime.execution_providers = vec![ep.clone()];
+            s.runtime.intra_op_threads = threads;
+            s.engine.workers = 2;
+            s.engine.queue_capacity = 64;
+            // Measure every provider, also one the gate would refuse (reported in `gate`).
+            let gate_at = s.runtime.accuracy_max_abs_diff;
+            s.runtime.accuracy_max_abs_diff = f64::MAX;
+            let (_, env) = tandem_engine::runtime::init(&s)?;
+            let engine = match Engine::start(&s, &env, Arc::new(Metrics::default())) {
+                Ok(e) => Arc::new(e),
+                Err(e) => {
+                    println!(
+                        "{:<24} {ep:<13} unavailable: {e}",
+                        format!("{model}/{variant}")
+                    );
+                    continue;
+                }
+            };
+            let Some(h) = engine.model(model) else {
+                continue;
+            };
+            let m = h.ep_measured.last().cloned();
+            let diff = m.as_ref().and_then(|m| m.max_abs_diff).unwrap_or(f64::NAN);
+            let build_ms = m.as_ref().map_or(f64::NAN, |m| m.build_ms);
+            let (single, conc8_rps) = measure(&engine, model, &input, a.seconds);
+            let row = Row {
+                model: format!("{model}/{variant}"),
+                ep: ep.clone(),
+                build_ms,
+                diff,
+                gate: diff <= gate_at,
+                single,
+                conc8_rps,
+            };
+            println!(
+                "{:<24} {:<13} {:>9.1} {:>10.2e} {:>6} {:>9.0} {:>9.0} {:>10.0}",
+                row.model,
+                row.ep,
+                row.build_ms,
+                row.diff,
+                if row.gate { "pass" } else { "FAIL" },
+                row.single.p50_us,
+                row.single.p99_us,
+                row.conc8_rps
+            );
+            rows.push(row);
+        }
+    }
+    let imagenet: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.model == "vision-imagenet/edge")
+        .collect();
+    let cpu = imagenet
+        .iter()
+        .find(|r| r.ep == "cpu")
+        .map(|r| r.single.p50_us)
+        .ok_or_else(|| anyhow::anyhow!("vision-imagenet/edge did not run on the CPU EP"))?;
+    let best = imagenet
+        .iter()
+        .filter(|r| r.gate)
+        .min_by(|a, b| a.single.p50_us.total_cmp(&b.single.p50_us))
+        .ok_or_else(|| anyhow::anyhow!("no accurate provider for vision-imagenet/edge"))?;
+    println!(
+        "eps: best={} speedup_vs_cpu={:.2}",
+        best.ep,
+        cpu / best.single.p50_us
+    );
+    Ok(())
+}
