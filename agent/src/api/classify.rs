@@ -1,5 +1,5 @@
 //! `POST /v1/classify/{model}`: the convenience endpoint. The body is the raw image file
-//! (JPEG/PNG) or the UTF-8 text; the answer is the label, score, top-k and how it was made
+//! (JPEG/PNG), a raw camera frame described by the query ([`super::frame`]) or the UTF-8 text; the answer is the label, score, top-k and how it was made
 //! (`route`, `degraded`, `reason`, both models' results when both ran).
 
 use super::AppState;
@@ -8,7 +8,8 @@ use crate::inference::Input;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use serde_json::Value;
 use std::sync::Arc;
 use tandem_shared::manifest::Preprocess;
@@ -17,15 +18,17 @@ use tandem_shared::manifest::Preprocess;
 pub async fn classify(
     State(s): State<Arc<AppState>>,
     Path(model): Path<String>,
+    query: Result<Query<super::frame::FrameQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(|e| ApiError::from_body(e, s.limits()))?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let prep = s
         .router
         .preprocess(&model)
         .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
     let input = match prep {
-        Preprocess::Image(_) => Input::Images(vec![body]),
+        Preprocess::Image(_) => Input::Images(vec![super::frame::body(&query, body)?]),
         Preprocess::Text(_) => {
             Input::Texts(vec![String::from_utf8(body.to_vec()).map_err(|_| {
                 ApiError::BadRequest("text body is not valid UTF-8".into())

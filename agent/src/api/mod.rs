@@ -7,11 +7,13 @@
 //!   `/metrics`: the engine's shared handlers (`tandem_engine::http`), answering through the
 //!   hybrid router (this file's [`OipService`] implementation).
 //! - [`classify`]: `POST /v1/classify/{model}` with raw image bytes or text.
+//! - [`frame`]: raw camera frames (RGB24, NV12, YUYV) described by the query.
 //! - [`feedback`]: `POST /v1/feedback`: a person's correction of an earlier answer.
 //! - this file: the router and shared state.
 
 pub mod classify;
 pub mod feedback;
+pub mod frame;
 
 pub use tandem_engine::http::error;
 

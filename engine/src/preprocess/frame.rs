@@ -2,7 +2,7 @@
 //!
 //! YUV is BT.601 limited range ("video range", what V4L2 webcams and most ISPs emit), chroma
 //! taken from the nearest sample (each U,V pair covers 2x2 pixels in NV12, 2x1 in YUYV), in
-//! 8.8 fixed point: within 1 level of the float formula (`scripts/frames/yuv_reference.py`).
+//! 8.8 fixed point: within 1 level of the float formula (tested over a grid of Y, U, V).
 //! Gray models take the Y plane as it is; RGB24 to gray uses the `image` crate's weights.
 
 use super::image::Pixels;
@@ -110,6 +110,63 @@ mod tests {
         assert_eq!(yuv_to_rgb(235, 128, 128), [255, 255, 255]);
         let red = yuv_to_rgb(65, 100, 212);
         assert!(red[0] >= 190 && red[1] <= 2 && red[2] <= 2, "{red:?}");
+    }
+
+    #[test]
+    fn within_one_level_of_the_float_formula() {
+        // R = 1.164383 (Y-16) + 1.596027 (V-128), G = 1.164383 (Y-16) - 0.391762 (U-128)
+        // - 0.812968 (V-128), B = 1.164383 (Y-16) + 2.017232 (U-128) (BT.601 limited range,
+        // as numpy/OpenCV's COLOR_YUV2RGB_NV12 compute it), over a grid of Y, U, V.
+        let q = |v: f64| v.round().clamp(0.0, 255.0) as i32;
+        for y in (0..=255).step_by(3) {
+            for u in (0..=255).step_by(5) {
+                for v in (0..=255).step_by(5) {
+                    let (c, d, e) = (
+                        f64::from(y) - 16.0,
+                        f64::from(u) - 128.0,
+                        f64::from(v) - 128.0,
+                    );
+                    let want = [
+                        q(1.164383 * c + 1.596027 * e),
+                        q(1.164383 * c - 0.391762 * d - 0.812968 * e),
+                        q(1.164383 * c + 2.017232 * d),
+                    ];
+                    let got = yuv_to_rgb(y as u8, u as u8, v as u8);
+                    for ch in 0..3 {
+                        assert!(
+                            (i32::from(got[ch]) - want[ch]).abs() <= 1,
+                            "Y{y} U{u} V{v}: {got:?} vs {want:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nv12_and_yuyv_share_chroma_per_block() {
+        // 2x2 NV12: four Y values, one U,V pair; YUYV 2x1 the same per row.
+        let nv12 = FrameSpec {
+            format: FrameFormat::Nv12,
+            width: 2,
+            height: 2,
+            stride: 2,
+        };
+        let p = to_pixels(&nv12, &[16, 235, 126, 81, 90, 240], Color::Rgb);
+        assert_eq!(&p.data[..3], &yuv_to_rgb(16, 90, 240));
+        assert_eq!(&p.data[9..], &yuv_to_rgb(81, 90, 240));
+        let yuyv = FrameSpec {
+            format: FrameFormat::Yuyv,
+            width: 2,
+            height: 1,
+            stride: 4,
+        };
+        let p = to_pixels(&yuyv, &[50, 100, 200, 150], Color::Rgb);
+        assert_eq!(&p.data[3..], &yuv_to_rgb(200, 100, 150));
+        assert_eq!(
+            to_pixels(&yuyv, &[50, 100, 200, 150], Color::Gray).data,
+            vec![50, 200]
+        );
     }
 
     #[test]
