@@ -10,6 +10,7 @@
 //! - [`feedback`]: hard examples (sampled) and corrections, queued for the hub's dataset.
 //! - [`models`]: the model manager: signed bundles verified, installed, self-tested and
 //!   swapped in without a failed request.
+//! - [`camera`]: per-camera frame streams with a bounded drop-oldest queue.
 //! - [`api`]: the local HTTP API (OIP v2, `/v1/classify`, `/metrics`).
 //! - [`telemetry`]: counters and histograms.
 //! - [`control`]: commands from the hub over MQTT (threshold, policy, telemetry now).
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod app;
+pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -7,10 +7,12 @@
 //!   `/metrics`: the engine's shared handlers (`tandem_engine::http`), answering through the
 //!   hybrid router (this file's [`OipService`] implementation).
 //! - [`classify`]: `POST /v1/classify/{model}` with raw image bytes or text.
+//! - [`camera`]: per-camera frame streams (`/v1/cameras/...`).
 //! - [`frame`]: raw camera frames (RGB24, NV12, YUYV) described by the query.
 //! - [`feedback`]: `POST /v1/feedback`: a person's correction of an earlier answer.
 //! - this file: the router and shared state.
 
+pub mod camera;
 pub mod classify;
 pub mod feedback;
 pub mod frame;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub router: Arc<crate::hybrid::Router>,
     /// The router's engine, the `[server]` limits, the server name.
     pub context: ApiContext,
+    /// Per-camera frame streams.
+    pub cameras: crate::camera::Cameras,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
                 server_name: "tandem-agent",
             },
             router,
+            cameras: Default::default(),
         }
     }
 
@@ -78,6 +83,7 @@ impl OipService for AppState {
             .metrics()
             .render(&tandem_engine::metrics::model_gauges(engine));
         self.router.counters().render(&mut text);
+        self.cameras.render(&mut text);
         crate::uplink::report::render(
             &mut text,
             self.router.uplink().map(|u| &**u),
@@ -125,6 +131,11 @@ pub fn route_error(e: crate::hybrid::RouteError) -> ApiError {
 pub fn router(state: Arc<AppState>) -> Router {
     let routes = http::routes::<AppState>()
         .route("/v1/classify/{model}", post(classify::classify))
-        .route("/v1/feedback", post(feedback::correct));
+        .route("/v1/feedback", post(feedback::correct))
+        .route(
+            "/v1/cameras/{camera}/frames/{model}",
+            post(camera::post_frame),
+        )
+        .route("/v1/cameras/{camera}", axum::routing::get(camera::report));
     http::finish(routes, state)
 }
