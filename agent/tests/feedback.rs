@@ -39,6 +39,23 @@ fn start_hub(
     (bound, tx, task)
 }
 
+/// The agent of `cfg` with feedback on and its queue delivering to the hub, serving its API:
+/// (base URL, feedback, queue).
+async fn start_agent(
+    cfg: &tandem_agent::config::Config,
+) -> (String, Arc<Feedback>, Arc<dyn tandem_agent::queue::Queue>) {
+    let engine = app::start_engine(cfg).expect("agent engine");
+    let queue = app::open_queue(cfg).expect("queue");
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let fb = Feedback::start(queue.clone(), cfg.feedback.clone(), wake.clone());
+    let router = app::start_router_with(cfg, engine, Some(fb.clone())).expect("router");
+    let uplink = router.uplink().expect("uplink").clone();
+    uplink.keep();
+    tokio::spawn(deliver::run(Arc::downgrade(&uplink), queue.clone(), wake));
+    let base = common::serve_api(cfg, router).await;
+    (base, fb, queue)
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..600 {
         if f() {
@@ -72,15 +89,7 @@ async fn hard_examples_and_corrections_reach_the_hub_once() {
     cfg.hub.ca = pki.dir().join("ca.pem");
     (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
     cfg.queue.dir = dir.join("agent-queue");
-    let engine = app::start_engine(&cfg).expect("agent engine");
-    let queue = app::open_queue(&cfg).expect("queue");
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let fb = Feedback::start(queue.clone(), cfg.feedback.clone(), wake.clone());
-    let router = app::start_router_with(&cfg, engine, Some(fb.clone())).expect("router");
-    let uplink = router.uplink().expect("uplink").clone();
-    uplink.keep();
-    tokio::spawn(deliver::run(Arc::downgrade(&uplink), queue.clone(), wake));
-    let base = common::serve_api(&cfg, router).await;
+    let (base, fb, queue) = start_agent(&cfg).await;
     let c = reqwest::Client::new();
     let classify = |file: String| {
         let (c, base) = (c.clone(), base.clone());
@@ -359,4 +368,122 @@ async fn records_over_the_hub_quota_wait_and_arrive_later() {
             >= records
     })
     .await;
+}
+
+/// Shadow samples (issue 13 item 2): with the switch on, confident answers are still answered
+/// locally, and a rate-, count- and byte-limited share of their inputs reaches the hub as
+/// `shadow` examples (the local answer only); the hub's teacher judges them with the cloud
+/// model once, and the examples collapsed by input carry its label. Off (the default): none
+/// leave the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_samples_are_limited_and_judged_by_the_cloud_model() {
+    let dir = std::env::temp_dir().join(format!("tandem-shadow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::init(&dir.join("pki")).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));
+    let (hub_addr, _stop, _task) =
+        start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), store.clone());
+    let mut files: Vec<String> = std::fs::read_dir(models_dir().join("vision-fashion/samples"))
+        .expect("samples")
+        .map(|e| {
+            format!(
+                "samples/{}",
+                e.expect("entry").file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    files.sort();
+
+    for (on, device) in [(false, "cam-off"), (true, "cam-01")] {
+        let mut cfg = common::config(&["vision-fashion"], "edge", &["cpu"]);
+        cfg.hub.address = hub_addr.to_string();
+        cfg.hub.ca = pki.dir().join("ca.pem");
+        pki.add_device(device, 365).ok();
+        (cfg.hub.cert, cfg.hub.key) = pki.device_files(device);
+        cfg.queue.dir = dir.join(format!("queue-{device}"));
+        // Every answer confident: none is offloaded, none is a hard example.
+        cfg.policy.models.insert(
+            "vision-fashion".into(),
+            tandem_agent::hybrid::ModelPolicyConfig {
+                threshold: Some(0.0),
+                ..Default::default()
+            },
+        );
+        cfg.feedback.shadow_enabled = on;
+        cfg.feedback.shadow_rate = 1.0;
+        cfg.feedback.shadow_max_per_minute = 3;
+        let (base, fb, _queue) = start_agent(&cfg).await;
+        let c = reqwest::Client::new();
+        for f in &files {
+            let body = std::fs::read(models_dir().join("vision-fashion").join(f)).expect("sample");
+            let r = c
+                .post(format!("{base}/v1/classify/vision-fashion"))
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status().as_u16(), 200);
+            let v: Value = r.json().await.expect("json");
+            assert_eq!(v["route"], "local", "{f}: answered locally as usual");
+        }
+        let want = if on { 3 } else { 0 };
+        assert_eq!(
+            fb.stats().shadow.load(std::sync::atomic::Ordering::Relaxed),
+            want,
+            "3 a minute at rate 1.0 (10 confident answers)"
+        );
+    }
+    until("the shadow samples are stored by the hub", || {
+        examples(&store).len() >= 3
+    })
+    .await;
+    let shadows: Vec<_> = examples(&store);
+    assert_eq!(shadows.len(), 3, "the switch off sends none");
+    for r in &shadows {
+        let ex = r.example.as_ref().expect("example");
+        assert_eq!(r.device, "cam-01");
+        assert_eq!(ex.kind, tandem_shared::record::ExampleKind::Shadow);
+        assert!(ex.local.is_some() && ex.cloud.is_none(), "{ex:?}");
+        assert_eq!(ex.reason, "confident");
+    }
+    // The hub's teacher: each judged once by the cloud model, then the label of its example.
+    let cloud = common::hub_engine();
+    let judged = tokio::task::block_in_place(|| {
+        tandem_hub::feedback::teacher::judge_pending(&store, &cloud).expect("teacher")
+    });
+    assert_eq!(judged, 3);
+    let again = tokio::task::block_in_place(|| {
+        tandem_hub::feedback::teacher::judge_pending(&store, &cloud).expect("teacher")
+    });
+    assert_eq!(again, 0, "the cursor moved past them");
+    let page = store
+        .examples_after(None, 100, &tandem_hub::feedback::ExampleFilter::default())
+        .expect("examples");
+    assert_eq!(page.items.len(), 3);
+    for e in &page.items {
+        assert_eq!(
+            e.label_source,
+            Some(tandem_hub::feedback::Labelled::Teacher)
+        );
+        let stored = std::fs::read(store.dir().join(&e.input)).expect("stored input");
+        let file = files
+            .iter()
+            .find(|f| {
+                std::fs::read(models_dir().join("vision-fashion").join(f)).ok()
+                    == Some(stored.clone())
+            })
+            .expect("one of the samples");
+        // What Python onnxruntime answered with the cloud model (testdata/expected.json).
+        let expected = read_json(&models_dir().join("vision-fashion/testdata/expected.json"));
+        let want = expected["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .find(|k| k["variant"] == "cloud" && k["input"] == file.as_str())
+            .map(|k| k["top1"].as_str().expect("top1").to_string())
+            .expect("an expected cloud answer");
+        // No record carries a cloud answer: the label is the teacher's.
+        assert_eq!(e.label.as_deref(), Some(want.as_str()), "{file}");
+    }
 }

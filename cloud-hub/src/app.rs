@@ -264,6 +264,11 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         feedback.clone(),
         shutdown.child().cancelled_owned(),
     ));
+    tasks.spawn(crate::feedback::teacher::run(
+        feedback.clone(),
+        engine.clone(),
+        shutdown.child().cancelled_owned(),
+    ));
     let enrol = enrol.map(|e| tasks.spawn(e.run(shutdown.child().cancelled_owned())));
     if let (Some(m), Some(store)) = (&mqtt, rollouts) {
         let tick = std::time::Duration::from_secs(2);

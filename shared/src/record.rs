@@ -54,6 +54,10 @@ pub enum ExampleKind {
     Degraded,
     /// A person gave the right label (`POST /v1/feedback`).
     Correction,
+    /// A confident local answer sampled for the hub to judge with the cloud model (the agent's
+    /// `feedback.shadow_*`): an unbiased sample of what the device answers alone. Only the local
+    /// answer is known. A hub older than this kind keeps the record as rejected.
+    Shadow,
 }
 
 /// One model's answer, as kept with an example.

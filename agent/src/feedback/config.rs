@@ -24,6 +24,18 @@ pub struct FeedbackConfig {
     /// Hard examples waiting to be written to the queue; when full, new ones are dropped and
     /// counted (inference never waits for the disk).
     pub max_pending: usize,
+    /// Send shadow samples (default false): a share of the inputs answered confidently on the
+    /// device (answered locally as usual) also goes to the hub, which judges them with the
+    /// cloud model. The privacy switch: it sends inputs that would otherwise stay on the
+    /// device (`enabled = false` stops every input leaving it).
+    pub shadow_enabled: bool,
+    /// Share of confident answers sampled, 0.0–1.0 (default 0.01).
+    pub shadow_rate: f64,
+    /// At most this many shadow samples per minute (default 6; 0 = no cap).
+    pub shadow_max_per_minute: u32,
+    /// At most this many input bytes of shadow samples per hour (default 8388608, 8 MiB;
+    /// 0 = no cap).
+    pub shadow_max_bytes_per_hour: u64,
 }
 
 impl Default for FeedbackConfig {
@@ -37,6 +49,10 @@ impl Default for FeedbackConfig {
             recent_requests: 256,
             recent_max_bytes: 32 * 1024 * 1024,
             max_pending: 64,
+            shadow_enabled: false,
+            shadow_rate: 0.01,
+            shadow_max_per_minute: 6,
+            shadow_max_bytes_per_hour: 8 << 20,
         }
     }
 }
@@ -47,6 +63,9 @@ impl FeedbackConfig {
         let mut p = Vec::new();
         if !(0.0..=1.0).contains(&self.sample_rate) {
             p.push("feedback.sample_rate must be between 0.0 and 1.0".into());
+        }
+        if !(0.0..=1.0).contains(&self.shadow_rate) {
+            p.push("feedback.shadow_rate must be between 0.0 and 1.0".into());
         }
         if self.max_pending == 0 {
             p.push("feedback.max_pending must be at least 1".into());

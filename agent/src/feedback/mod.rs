@@ -9,16 +9,23 @@
 //! queue's writer; when it is full they are dropped and counted — inference never waits for
 //! the disk. A correction is answered only once it is on disk.
 //!
-//! Layout: `config` (`[feedback]`), `sampler` (rate and caps), `recent` (the requests a person
-//! may still correct).
+//! Shadow samples (`feedback.shadow_enabled`, off by default: the privacy switch): a share of
+//! the confident local answers, rate-, count- and byte-limited, is queued the same way (kind
+//! `shadow`, the local answer only) for the hub to judge with the cloud model; the caller gets
+//! its local answer as usual.
+//!
+//! Layout: `config` (`[feedback]`), `sampler` (rate and caps), `shadow` (the shadow samples'
+//! rate, count and bytes), `recent` (the requests a person may still correct).
 
 mod config;
 mod recent;
 mod sampler;
+mod shadow;
 
 pub use config::FeedbackConfig;
 pub use recent::{ClaimError, Corrected, Recent, Remembered};
 pub use sampler::Sampler;
+pub use shadow::ShadowSampler;
 
 use crate::hybrid::Answer;
 use crate::policy::Reason;
@@ -62,6 +69,8 @@ pub struct FeedbackStats {
     pub dropped: AtomicU64,
     /// Corrections accepted (on disk).
     pub corrections: AtomicU64,
+    /// Shadow samples handed to the queue's writer.
+    pub shadow: AtomicU64,
 }
 
 /// The feedback side of the agent.
@@ -70,6 +79,7 @@ pub struct Feedback {
     queue: Arc<dyn Queue>,
     cfg: FeedbackConfig,
     sampler: Mutex<(Sampler, u64)>,
+    shadow: Mutex<ShadowSampler>,
     recent: Mutex<Recent>,
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,
     stats: Arc<FeedbackStats>,
@@ -137,6 +147,7 @@ impl Feedback {
         Arc::new(Self {
             queue,
             sampler: Mutex::new((Sampler::new(&cfg), seed)),
+            shadow: Mutex::new(ShadowSampler::new(&cfg)),
             recent: Mutex::new(Recent::new(cfg.recent_requests, cfg.recent_max_bytes)),
             cfg,
             tx,
@@ -214,21 +225,32 @@ impl Feedback {
                 None,
                 true,
             ) => ExampleKind::Degraded,
+            (Reason::Confident, None, false) if local.is_some() && self.cfg.shadow_enabled => {
+                ExampleKind::Shadow
+            }
             _ => return,
         };
         if !self.cfg.enabled {
             return;
         }
-        let keep = self.sampler.lock().is_ok_and(|mut s| {
-            // xorshift64: a uniform draw without a dependency.
-            let mut x = s.1;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            s.1 = x;
-            let draw = (x >> 11) as f64 / (1u64 << 53) as f64;
-            s.0.take(time_ms, draw)
-        });
+        let Ok(mut sampler) = self.sampler.lock() else {
+            return;
+        };
+        // xorshift64: a uniform draw without a dependency.
+        let mut x = sampler.1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        sampler.1 = x;
+        let draw = (x >> 11) as f64 / (1u64 << 53) as f64;
+        let keep = match example_kind {
+            ExampleKind::Shadow => self
+                .shadow
+                .lock()
+                .is_ok_and(|mut s| s.take(time_ms, draw, bytes.len() as u64)),
+            _ => sampler.0.take(time_ms, draw),
+        };
+        drop(sampler);
         if !keep {
             return;
         }
@@ -246,7 +268,11 @@ impl Feedback {
             }),
             input: bytes.to_vec(),
         });
-        if self.tx.try_send(payload).is_err() {
+        let sent = self.tx.try_send(payload);
+        if sent.is_ok() && example_kind == ExampleKind::Shadow {
+            self.stats.shadow.fetch_add(1, Ordering::Relaxed);
+        }
+        if sent.is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(model = %answer.model, "hard example dropped: feedback.max_pending are waiting");
         }

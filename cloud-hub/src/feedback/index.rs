@@ -29,6 +29,11 @@ pub(super) struct Index {
     pub(super) arrivals: sled::Tree,
     pub(super) inputs: sled::Tree,
     pub(super) requests: sled::Tree,
+    /// The cloud model's answers to inputs delivered without one: digest ‖ model → JSON
+    /// (`super::teacher`).
+    pub(super) teacher: sled::Tree,
+    /// Small state: the teacher's cursor.
+    pub(super) state: sled::Tree,
 }
 
 /// What one record adds to the index.
@@ -90,6 +95,8 @@ impl Index {
             arrivals: db.open_tree("arrivals")?,
             inputs: db.open_tree("inputs")?,
             requests: db.open_tree("requests")?,
+            teacher: db.open_tree("teacher")?,
+            state: db.open_tree("state")?,
         })
     }
 

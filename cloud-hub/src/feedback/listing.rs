@@ -225,6 +225,9 @@ impl Store {
                 teacher = Some(c.label.clone());
             }
         }
+        if teacher.is_none() {
+            teacher = self.teacher_of(digest, &ex.model).map(|o| o.label);
+        }
         let label_source = match (&label, &teacher) {
             (Some(_), _) => Some(Labelled::Correction),
             (None, Some(_)) => Some(Labelled::Teacher),

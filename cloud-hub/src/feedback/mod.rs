@@ -8,7 +8,8 @@
 //! state), `index` (arrival order, records by input digest and by request, written with each
 //! record), `listing` (cursor pages of records with their links; examples collapsed by
 //! input), `split` (train/calibration/test by input digest), `retention` (eviction by count
-//! and age), `quota` (the per-device byte quota and `[feedback]`), `export`
+//! and age), `teacher` (the cloud model's answer to shadow samples and degraded examples),
+//! `quota` (the per-device byte quota and `[feedback]`), `export`
 //! (`tandem-hub feedback export`), `http` (`/v1/feedback/...`).
 
 mod export;
@@ -19,6 +20,7 @@ mod quota;
 pub mod retention;
 mod split;
 mod store;
+pub mod teacher;
 
 pub use export::{ExportFormat, ExportSummary};
 pub use listing::{Example, ExampleFilter, Labelled, Listed, Page, record_id};
