@@ -23,7 +23,12 @@ async fn a_slow_consumer_drops_the_oldest_frames_and_counts_them() {
         .expect("sample");
     let url = format!("{base}/v1/cameras/porch-1/frames/vision-imagenet");
     for seq in 1..=FRAMES {
-        let r = client.post(&url).body(jpg.clone()).send().await.expect("post");
+        let r = client
+            .post(&url)
+            .body(jpg.clone())
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status().as_u16(), 202);
         let v: Value = r.json().await.expect("json");
         assert_eq!(v["seq"], seq);
@@ -43,7 +48,10 @@ async fn a_slow_consumer_drops_the_oldest_frames_and_counts_them() {
         if v["queued"] == 0 && v["latest"]["seq"] == FRAMES {
             break v;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "stream stuck: {v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "stream stuck: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let n = |k: &str| v[k].as_u64().expect(k);
@@ -67,8 +75,16 @@ async fn a_slow_consumer_drops_the_oldest_frames_and_counts_them() {
     assert!(metrics.contains(&line), "{line} not in /metrics");
 
     for (path, status, needle) in [
-        ("/v1/cameras/a%22b/frames/vision-imagenet", 400, "must be 1-64 characters"),
-        ("/v1/cameras/porch-1/frames/nope", 404, "model `nope` is not loaded"),
+        (
+            "/v1/cameras/a%22b/frames/vision-imagenet",
+            400,
+            "must be 1-64 characters",
+        ),
+        (
+            "/v1/cameras/porch-1/frames/nope",
+            404,
+            "model `nope` is not loaded",
+        ),
         (
             "/v1/cameras/porch-1/frames/vision-imagenet?format=nv12&width=3&height=2",
             400,
