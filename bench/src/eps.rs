@@ -8,12 +8,12 @@
 
 use crate::procs;
 use crate::stats::{Stats, summarise};
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_engine::metrics::Metrics;
 use tandem_engine::settings::EngineSettings;
 use tandem_engine::{Engine, Input};
+use tandem_shared::oip::{InputTensor, TensorData};
 
 /// Options.
 #[derive(Debug, clap::Args)]
@@ -38,24 +38,40 @@ const VARIANTS: [(&str, &str); 5] = [
     ("text-sentiment", "edge"),
 ];
 
-fn input(repo: &std::path::Path, model: &str) -> anyhow::Result<Input> {
-    let dir = repo.join("models").join(model).join("samples");
-    if model.starts_with("text") {
-        let text = std::fs::read_to_string(dir.join("sentences.jsonl"))?;
-        let first: serde_json::Value =
-            serde_json::from_str(text.lines().next().unwrap_or_default())?;
-        return Ok(Input::Texts(vec![
-            first["text"].as_str().unwrap_or_default().to_string(),
-        ]));
+/// The model variant's first reference case as prepared tensors: the bench times the
+/// providers, not image decoding.
+fn input(repo: &std::path::Path, model: &str, variant: &str) -> anyhow::Result<Input> {
+    let dir = repo.join("models").join(model);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("testdata/reference.json"))?)?;
+    let case = doc["cases"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["variant"] == variant))
+        .ok_or_else(|| anyhow::anyhow!("{model}: no {variant} reference case"))?;
+    let mut tensors = Vec::new();
+    for i in case["inputs"].as_array().into_iter().flatten() {
+        let bytes = std::fs::read(dir.join(i["file"].as_str().unwrap_or_default()))?;
+        let data = match i["dtype"].as_str() {
+            Some("int64") => TensorData::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            ),
+            _ => TensorData::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+                    .collect(),
+            ),
+        };
+        tensors.push(InputTensor {
+            name: i["name"].as_str().unwrap_or_default().to_string(),
+            shape: serde_json::from_value(i["shape"].clone())?,
+            data,
+        });
     }
-    let mut files: Vec<_> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    let first = files
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no samples in {}", dir.display()))?;
-    Ok(Input::Images(vec![Bytes::from(std::fs::read(first)?)]))
+    Ok(Input::tensors(tensors))
 }
 
 struct Row {
@@ -111,7 +127,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for (model, variant) in VARIANTS {
-        let input = input(&repo, model)?;
+        let input = input(&repo, model, variant)?;
         for ep in &a.eps {
             let mut s = EngineSettings {
                 base_dir: repo.clone(),
