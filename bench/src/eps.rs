@@ -126,9 +126,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "model", "ep", "build_ms", "max_diff", "gate", "p50_us", "p99_us", "c8_rps"
     );
     let mut rows = Vec::new();
+    let mut unavailable = std::collections::BTreeSet::new();
     for (model, variant) in VARIANTS {
         let input = input(&repo, model, variant)?;
         for ep in &a.eps {
+            if unavailable.contains(ep) {
+                continue;
+            }
             let mut s = EngineSettings {
                 base_dir: repo.clone(),
                 ..Default::default()
@@ -146,10 +150,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             let engine = match Engine::start(&s, &env, Arc::new(Metrics::default())) {
                 Ok(e) => Arc::new(e),
                 Err(e) => {
-                    println!(
-                        "{:<24} {ep:<13} unavailable: {e}",
-                        format!("{model}/{variant}")
-                    );
+                    let e = e.to_string();
+                    let why = e
+                        .split_once(&format!("{ep}: "))
+                        .map_or(e.as_str(), |(_, w)| w);
+                    println!("{:<24} {ep:<13} unavailable here: {why}", "(any)");
+                    unavailable.insert(ep.clone());
                     continue;
                 }
             };
