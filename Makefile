@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps clean
+.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames clean
 
 # EPS=gpu,webgpu,qnn,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
 setup:
@@ -70,6 +70,11 @@ bench-fleet: release
 # time, difference from the CPU outputs. Last line: `eps: best=<ep> speedup_vs_cpu=X`.
 bench-eps: release
 	target/release/tandem-bench eps
+
+# Pre-processing and end-to-end time (ImageNet samples, 1080p and 4K frames): CPU before and
+# after, wgpu, the inference floor and a FastAPI + PIL peer. Last line: `frames: ...`.
+bench-frames: release
+	target/release/tandem-bench frames
 
 clean:
 	$(CARGO) clean

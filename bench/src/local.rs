@@ -169,10 +169,14 @@ fn workload(repo: &Path, model: &str) -> anyhow::Result<Workload> {
 }
 
 /// Latencies of successful calls and the count of failed ones, for one window.
-type Window = (Vec<Duration>, usize);
+pub(crate) type Window = (Vec<Duration>, usize);
 
 /// Calls `f` from `c` threads for `window`; `f` returns whether the call worked.
-fn threads_window(c: usize, window: Duration, f: &(dyn Fn(usize) -> bool + Sync)) -> Window {
+pub(crate) fn threads_window(
+    c: usize,
+    window: Duration,
+    f: &(dyn Fn(usize) -> bool + Sync),
+) -> Window {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..c)
             .map(|i| {
@@ -203,7 +207,7 @@ fn threads_window(c: usize, window: Duration, f: &(dyn Fn(usize) -> bool + Sync)
 }
 
 /// POSTs `body` to `url` from `c` tasks on a single-threaded client runtime for `window`.
-fn http_window(
+pub(crate) fn http_window(
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     c: usize,
@@ -252,11 +256,11 @@ fn http_window(
 }
 
 /// A named system under test: runs one window.
-type System<'a> = (&'static str, Box<dyn Fn(Duration) -> Window + 'a>);
+pub(crate) type System<'a> = (&'static str, Box<dyn Fn(Duration) -> Window + 'a>);
 
 /// Measures every system in interleaved rounds (so drift in machine speed hits all alike):
 /// a warm-up each, then `rounds` x (each system for window / rounds).
-fn interleaved(systems: &[System<'_>], window: Duration, rounds: u32) -> Vec<Stats> {
+pub(crate) fn interleaved(systems: &[System<'_>], window: Duration, rounds: u32) -> Vec<Stats> {
     for (_, f) in systems {
         f(WARMUP);
     }

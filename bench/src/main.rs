@@ -16,12 +16,16 @@
 //!   hub is killed and restarted: time until 99% and 100% are back, handshakes/s, hub CPU/RSS.
 //! - [`eps`]: `tandem-bench eps` (make bench-eps): every model on every execution provider
 //!   available here: latency, throughput, session build time, difference from the CPU EP.
+//! - [`frames`]: `tandem-bench frames` (make bench-frames): pre-processing and end-to-end
+//!   time, before/after/wgpu, for ImageNet samples and 1080p/4K frames, next to the floor and
+//!   a FastAPI + PIL peer.
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
 mod cascade;
 mod eps;
 mod fleet;
+mod frames;
 mod hub;
 mod local;
 mod mqtt;
@@ -58,6 +62,9 @@ enum Command {
     Fleet(fleet::Args),
     /// Every model on every available execution provider (latency, throughput, accuracy).
     Eps(eps::Args),
+    /// Pre-processing and end to end: ImageNet samples, 1080p and 4K frames; CPU before and
+    /// after, wgpu; the inference floor and a FastAPI + PIL peer.
+    Frames(frames::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,5 +76,6 @@ fn main() -> anyhow::Result<()> {
         Command::Swap(a) => swap::run(&a),
         Command::Fleet(a) => fleet::run(&a),
         Command::Eps(a) => eps::run(&a),
+        Command::Frames(a) => frames::run(&a),
     }
 }
