@@ -82,25 +82,7 @@ def calibration_images():
 
 def calibration_tensors(size, n_crops=6):
     """Each shipped photo whole plus seeded random crops/flips of it."""
-    from PIL import Image
-
-    rng = np.random.default_rng(SEED)
-    out = []
-    for f in calibration_images():
-        img = Image.open(f).convert("RGB")
-        w, h = img.size
-        if min(w, h) < 64:
-            continue
-        out.append(preprocess(img, size))
-        for _ in range(n_crops):
-            s = rng.uniform(0.4, 1.0)
-            cw, ch = int(w * s), int(h * s)
-            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            crop = img.crop((x0, y0, x0 + cw, y0 + ch))
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-            out.append(preprocess(crop, size))
-    return out
+    return [preprocess(img, size) for img in common.calibration_views(calibration_images(), SEED, n_crops)]
 
 
 def quantize_edge(fp32_path, out_path, size):

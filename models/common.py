@@ -112,3 +112,25 @@ def count_params_onnx(path: str) -> int:
 
     m = onnx.load(path)
     return int(sum(numpy_helper.to_array(i).size for i in m.graph.initializer))
+
+
+def calibration_views(files, seed: int, n_crops: int):
+    """Each photo (at least 64 px a side) whole, then `n_crops` seeded random crops (40-100 %
+    of each side) flipped half the time: PIL RGB images for calibration."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for f in files:
+        img = Image.open(f).convert("RGB")
+        w, h = img.size
+        if min(w, h) < 64:
+            continue
+        yield img
+        for _ in range(n_crops):
+            s = rng.uniform(0.4, 1.0)
+            cw, ch = int(w * s), int(h * s)
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            crop = img.crop((x0, y0, x0 + cw, y0 + ch))
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            yield crop

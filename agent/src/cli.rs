@@ -281,6 +281,22 @@ fn print_answer(
         println!("{}", serde_json::Value::Object(line));
         return;
     }
+    if let Some(d) = answer.local.as_ref().and_then(|l| l.detections.first()) {
+        println!(
+            "{input}\n  {} box(es) in {}x{}",
+            d.boxes.len(),
+            d.width,
+            d.height
+        );
+        for b in &d.boxes {
+            let [x1, y1, x2, y2] = b.bbox;
+            println!(
+                "    {:<14} {:.3}  [{x1:.1}, {y1:.1}, {x2:.1}, {y2:.1}]",
+                b.label, b.score
+            );
+        }
+        return;
+    }
     let Some(p) = answer.prediction() else {
         return;
     };

@@ -5,41 +5,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{engine, model_names, models_dir, read_json, variant_present};
-use serde_json::Value;
+use common::{
+    engine, infer_reference_case, model_names, models_dir, read_json, variant_cases,
+    variant_present,
+};
 use tandem_agent::inference::Input;
-use tandem_shared::oip::{InputTensor, TensorData};
-
-fn read_tensor(model: &str, spec: &Value) -> InputTensor {
-    let path = models_dir()
-        .join(model)
-        .join(spec["file"].as_str().expect("file"));
-    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let shape: Vec<i64> = spec["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|v| v.as_i64().expect("dim"))
-        .collect();
-    let data = match spec["dtype"].as_str().expect("dtype") {
-        "float32" => TensorData::F32(
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        "int64" => TensorData::I64(
-            raw.chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
-        other => panic!("dtype {other}"),
-    };
-    InputTensor {
-        name: spec["name"].as_str().expect("name").to_string(),
-        shape,
-        data,
-    }
-}
+use tandem_shared::oip::TensorData;
 
 fn argmax(v: &[f32]) -> usize {
     v.iter()
@@ -64,21 +35,8 @@ fn engine_outputs_match_python_onnxruntime() {
                 .unwrap_or("none")
                 != "none";
             let e = engine(&[&model], variant);
-            for case in refs["cases"]
-                .as_array()
-                .expect("cases")
-                .iter()
-                .filter(|c| c["variant"] == variant)
-            {
-                let inputs = case["inputs"]
-                    .as_array()
-                    .expect("inputs")
-                    .iter()
-                    .map(|s| read_tensor(&model, s))
-                    .collect();
-                let inf = e
-                    .infer_blocking(&model, Input::tensors(inputs))
-                    .expect("inference runs");
+            for case in variant_cases(&refs, variant) {
+                let inf = infer_reference_case(&e, &model, case);
                 for want in case["outputs"].as_array().expect("outputs") {
                     let name = want["name"].as_str().expect("name");
                     let got = inf

@@ -98,7 +98,7 @@ fn sample_input(model: &str, m: &Manifest) -> anyhow::Result<Input> {
         Task::TextClassification => Input::Texts(vec![
             "A thoughtful, well acted film that never quite finds its rhythm.".into(),
         ]),
-        Task::ImageClassification => {
+        Task::ImageClassification | Task::Detection => {
             let dir = repo().join("models").join(model).join("samples");
             let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
                 .filter_map(Result::ok)

@@ -180,6 +180,7 @@ pub fn concat(parts: Vec<Inference>) -> Option<Inference> {
             }
         }
         all.predictions.extend(p.predictions);
+        all.detections.extend(p.detections);
         all.timing.preprocess_us += p.timing.preprocess_us;
         all.timing.run_us += p.timing.run_us;
         all.timing.postprocess_us += p.timing.postprocess_us;
@@ -241,6 +242,11 @@ pub fn split(inf: &Inference, rows: &[usize]) -> Vec<Inference> {
                 outputs: inf.outputs.iter().map(|o| slice_rows(o, from, n)).collect(),
                 predictions: inf
                     .predictions
+                    .get(from..from + n)
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default(),
+                detections: inf
+                    .detections
                     .get(from..from + n)
                     .map(<[_]>::to_vec)
                     .unwrap_or_default(),

@@ -14,6 +14,8 @@
 //! - [`provider`]: execution-provider selection with fallback.
 //! - [`preprocess`]: images and texts to tensors.
 //! - [`postprocess`]: softmax, top-k, routing signals.
+//! - [`detect`]: detection models: image placements, raw head outputs to boxes (decode and
+//!   NMS from `tandem_shared::detect`) and the `detections` tensor.
 //! - [`runtime`]: finding and loading the ONNX Runtime library.
 //! - [`metrics`]: counters and latency histograms (Prometheus text).
 //! - [`exposition`]: label sets for the Prometheus text format (every value escaped).
@@ -27,6 +29,7 @@ pub mod batch;
 pub mod bundle;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod detect;
 pub mod engine;
 pub mod exposition;
 pub mod generations;

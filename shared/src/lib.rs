@@ -5,6 +5,8 @@
 //!   pre-processing, labels, file hashes.
 //! - [`bundle`]: signed model bundles (docs/bundle.md): `bundle.json`, `bundle.sig`, the
 //!   checks before an agent installs one.
+//! - [`detect`]: object detection: the manifest's decode block, typed boxes, NanoDet and
+//!   CenterFace decoding, NMS (the same post-processing on hub and agent).
 //! - [`dedup`]: hub-side deduplication of queued records by (device, epoch, seq).
 //! - [`frame`]: raw camera frames (RGB24, NV12, YUYV): checks and a self-describing header.
 //! - [`convert`]: wire tensors to and from decoded element data.
@@ -25,6 +27,7 @@ pub mod backoff;
 pub mod bundle;
 pub mod convert;
 pub mod dedup;
+pub mod detect;
 pub mod frame;
 pub mod manifest;
 pub mod mqtt;

@@ -2,6 +2,7 @@
 //!
 //! Parsing and validation only; reading files and checking hashes is the caller's job.
 
+use crate::detect::DetectionSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -38,6 +39,8 @@ pub enum Task {
     ImageClassification,
     /// One label per text.
     TextClassification,
+    /// Boxes, classes and scores per image (`variants.<v>.detection` says how to decode).
+    Detection,
 }
 
 /// Where a variant is meant to run.
@@ -102,6 +105,9 @@ pub struct Variant {
     /// Measured accuracy, when recorded.
     #[serde(default)]
     pub accuracy: Option<Accuracy>,
+    /// For task `detection`: how the outputs become boxes.
+    #[serde(default)]
+    pub detection: Option<DetectionSpec>,
 }
 
 /// A routing signal computed from the output probabilities.
@@ -171,6 +177,8 @@ pub enum OutputKind {
     Logits,
     /// Already a probability distribution.
     Probabilities,
+    /// Read by the task's decoder (`detection`), not as class scores.
+    Raw,
 }
 
 /// An output tensor and how to read it.
@@ -224,6 +232,20 @@ pub struct ImagePreprocess {
     pub pad_value: u8,
 }
 
+impl ImagePreprocess {
+    /// The same pre-processing with the colour read as RGB: for [`Color::Bgr`], RGB with
+    /// `mean` and `std` reversed, whose tensor with its channels reversed is the BGR one.
+    pub fn rgb_equivalent(&self) -> Self {
+        let mut p = self.clone();
+        if p.color == Color::Bgr {
+            p.color = Color::Rgb;
+            p.mean.reverse();
+            p.std.reverse();
+        }
+        p
+    }
+}
+
 /// Tensor layout of an image input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Layout {
@@ -241,6 +263,8 @@ pub enum Color {
     Gray,
     /// Red, green, blue.
     Rgb,
+    /// Blue, green, red (models trained on OpenCV frames).
+    Bgr,
 }
 
 impl Color {
@@ -248,7 +272,7 @@ impl Color {
     pub fn channels(self) -> usize {
         match self {
             Self::Gray => 1,
-            Self::Rgb => 3,
+            Self::Rgb | Self::Bgr => 3,
         }
     }
 }
@@ -361,8 +385,9 @@ impl Manifest {
             if v.outputs.is_empty() {
                 p.push(format!("variants.{r}.outputs is empty"));
             }
+            p.extend(detection_problems(r, v, self.task));
             match (&v.preprocess, self.task) {
-                (Preprocess::Image(img), Task::ImageClassification) => {
+                (Preprocess::Image(img), Task::ImageClassification | Task::Detection) => {
                     let c = img.color.channels();
                     for (key, vals) in [("mean", &img.mean), ("std", &img.std)] {
                         if vals.len() != 1 && vals.len() != c {
@@ -438,6 +463,37 @@ impl Manifest {
     }
 }
 
+/// The `detection` block: present exactly for task `detection`, its outputs declared.
+fn detection_problems(r: &str, v: &Variant, task: Task) -> Vec<String> {
+    let mut p = Vec::new();
+    match (&v.detection, task) {
+        (None, Task::Detection) => p.push(format!("variants.{r}.detection is missing")),
+        (Some(_), Task::ImageClassification | Task::TextClassification) => {
+            p.push(format!("variants.{r}.detection is only for task detection"))
+        }
+        (Some(d), Task::Detection) => {
+            for name in d.decode.output_names() {
+                if !v.outputs.iter().any(|o| o.name == name) {
+                    p.push(format!(
+                        "variants.{r}.detection reads output `{name}`, not among the outputs"
+                    ));
+                }
+            }
+            if !(0.0..=1.0).contains(&d.score_threshold) || !(0.0..=1.0).contains(&d.iou_threshold)
+            {
+                p.push(format!(
+                    "variants.{r}.detection thresholds must be within 0..1"
+                ));
+            }
+            if d.max_detections == 0 {
+                p.push(format!("variants.{r}.detection.max_detections must be > 0"));
+            }
+        }
+        (None, _) => {}
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +536,25 @@ mod tests {
                 assert!(p.iter().any(|s| s.contains("std has 2 values")), "{p:?}");
                 assert!(p.iter().any(|s| s.contains("std has a zero")), "{p:?}");
                 assert!(p.iter().any(|s| s.contains("not a sha256")), "{p:?}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_detection_manifest_needs_its_decode_block() {
+        let real = include_str!("../../models/detect-coco/manifest.json");
+        let m = Manifest::from_json(real).expect("the shipped detection manifest is valid");
+        assert_eq!(m.task, Task::Detection);
+        let edge = &m.variants[&VariantRole::Edge];
+        assert!(matches!(&edge.preprocess, Preprocess::Image(p) if p.color == Color::Bgr));
+        let no_block = real.replace("\"detection\":", "\"unused_detection\":");
+        assert!(Manifest::from_json(&no_block).is_err());
+        let mut v: serde_json::Value = serde_json::from_str(real).expect("json");
+        v["variants"]["edge"]["detection"]["decode"]["levels"][0]["scores"] = "nope".into();
+        match Manifest::from_json(&v.to_string()) {
+            Err(ManifestError::Invalid(p)) => {
+                assert!(p.iter().any(|s| s.contains("reads output `nope`")), "{p:?}")
             }
             other => panic!("expected Invalid, got {other:?}"),
         }

@@ -27,6 +27,11 @@ pub async fn classify(
         .router
         .preprocess(&model)
         .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not loaded")))?;
+    if s.router.detects(&model) == Some(true) {
+        return Err(ApiError::BadRequest(format!(
+            "model `{model}` is a detection model: use /v1/detect/{model}"
+        )));
+    }
     let input = match prep {
         Preprocess::Image(_) => Input::Images(vec![super::frame::body(&query, body)?]),
         Preprocess::Text(_) => {

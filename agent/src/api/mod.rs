@@ -9,11 +9,13 @@
 //! - [`classify`]: `POST /v1/classify/{model}` with raw image bytes or text.
 //! - [`camera`]: per-camera frame streams (`/v1/cameras/...`).
 //! - [`frame`]: raw camera frames (RGB24, NV12, YUYV) described by the query.
+//! - [`detect`]: `POST /v1/detect/{model}` with raw image bytes: boxes.
 //! - [`feedback`]: `POST /v1/feedback`: a person's correction of an earlier answer.
 //! - this file: the router and shared state.
 
 pub mod camera;
 pub mod classify;
+pub mod detect;
 pub mod feedback;
 pub mod frame;
 
@@ -127,10 +129,11 @@ pub fn route_error(e: crate::hybrid::RouteError) -> ApiError {
     }
 }
 
-/// Builds the router: OIP v2, `/metrics`, and `/v1/classify/{model}`.
+/// Builds the router: OIP v2, `/metrics`, `/v1/classify/{model}` and `/v1/detect/{model}`.
 pub fn router(state: Arc<AppState>) -> Router {
     let routes = http::routes::<AppState>()
         .route("/v1/classify/{model}", post(classify::classify))
+        .route("/v1/detect/{model}", post(detect::detect))
         .route("/v1/feedback", post(feedback::correct))
         .route(
             "/v1/cameras/{camera}/frames/{model}",

@@ -58,7 +58,7 @@ impl Answer {
     pub fn rows(&self) -> usize {
         match (&self.cloud, &self.local) {
             (Some(_), _) => 1,
-            (None, Some(l)) => l.predictions.len(),
+            (None, Some(l)) => l.predictions.len().max(l.detections.len()),
             (None, None) => 0,
         }
     }
@@ -83,6 +83,7 @@ impl Answer {
                 ep: local.as_ref().map_or(ExecutionProvider::Cpu, |l| l.ep),
                 outputs: c.outputs.clone(),
                 predictions: vec![c.prediction.clone()],
+                detections: Vec::new(),
                 timing: local.as_ref().map_or_else(Timing::default, |l| l.timing),
             },
             (None, None) => Inference {
@@ -92,6 +93,7 @@ impl Answer {
                 ep: ExecutionProvider::Cpu,
                 outputs: Vec::new(),
                 predictions: Vec::new(),
+                detections: Vec::new(),
                 timing: Timing::default(),
             },
         }

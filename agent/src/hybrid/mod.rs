@@ -192,6 +192,22 @@ impl Router {
         }
     }
 
+    /// Whether `model` is a detection model (its variant declares a `detection` block).
+    pub fn detects(&self, model: &str) -> Option<bool> {
+        match self.engine.model(model) {
+            Some(h) => Some(h.files.variant.detection.is_some()),
+            None => Some(
+                self.remote
+                    .get(model)?
+                    .manifest
+                    .variants
+                    .get(&VariantRole::Cloud)?
+                    .detection
+                    .is_some(),
+            ),
+        }
+    }
+
     /// The policy configuration now in force.
     pub fn policy_config(&self) -> PolicyConfig {
         self.config.read().map(|c| c.clone()).unwrap_or_default()

