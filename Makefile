@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames clean
+.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames bench-detect clean
 
 # EPS=gpu,webgpu,qnn,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
 setup:
@@ -75,6 +75,11 @@ bench-eps: release
 # after, wgpu, the inference floor and a FastAPI + PIL peer. Last line: `frames: ...`.
 bench-frames: release
 	target/release/tandem-bench frames
+
+# Detection on models/detection-set (labelled photos): mAP@0.5, precision, recall of edge,
+# cloud and cascade, offload share, per-frame latency. Last line: detect: cascade_map50_ratio.
+bench-detect: release
+	target/release/tandem-bench detect
 
 clean:
 	$(CARGO) clean

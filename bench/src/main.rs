@@ -19,10 +19,15 @@
 //! - [`frames`]: `tandem-bench frames` (make bench-frames): pre-processing and end-to-end
 //!   time, before/after/wgpu, for ImageNet samples and 1080p/4K frames, next to the floor and
 //!   a FastAPI + PIL peer.
+//! - [`detect`]: `tandem-bench detect` (make bench-detect): mAP@0.5, precision, recall of the
+//!   edge and cloud detectors and the cascade on `models/detection-set`, offload share,
+//!   per-frame latency ([`detect_eval`]: the metrics).
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
 mod cascade;
+mod detect;
+mod detect_eval;
 mod eps;
 mod fleet;
 mod frames;
@@ -65,6 +70,8 @@ enum Command {
     /// Pre-processing and end to end: ImageNet samples, 1080p and 4K frames; CPU before and
     /// after, wgpu; the inference floor and a FastAPI + PIL peer.
     Frames(frames::Args),
+    /// Detection on the labelled photos: mAP@0.5, precision, recall, offload, latency.
+    Detect(detect::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,5 +84,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fleet(a) => fleet::run(&a),
         Command::Eps(a) => eps::run(&a),
         Command::Frames(a) => frames::run(&a),
+        Command::Detect(a) => detect::run(&a),
     }
 }

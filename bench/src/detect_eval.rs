@@ -1,0 +1,159 @@
+//! Detection metrics for `tandem-bench detect`: average precision at IoU 0.5 per class (all
+//! points of the precision/recall curve, as PASCAL VOC since 2010), its mean over the classes
+//! the labels hold, and precision/recall of the boxes as answered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use tandem_shared::detect::nms::iou;
+
+/// A labelled box.
+#[derive(Debug, Clone)]
+pub struct Truth {
+    /// Class label.
+    pub label: String,
+    /// x1, y1, x2, y2.
+    pub bbox: [f32; 4],
+}
+
+/// A predicted box.
+#[derive(Debug, Clone)]
+pub struct Pred {
+    /// Class label.
+    pub label: String,
+    /// x1, y1, x2, y2.
+    pub bbox: [f32; 4],
+    /// Confidence.
+    pub score: f32,
+}
+
+/// Scores over a set of images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// Mean over the labelled classes of AP at IoU 0.5.
+    pub map50: f64,
+    /// Matched predictions / predictions (of labelled classes).
+    pub precision: f64,
+    /// Matched labels / labels.
+    pub recall: f64,
+}
+
+/// Evaluates `preds[i]` against `truth[i]` per image. Predictions of classes no label has are
+/// left out (the set does not label them).
+pub fn evaluate(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Scores {
+    let classes: BTreeSet<&str> = truth.iter().flatten().map(|t| t.label.as_str()).collect();
+    let mut aps = Vec::new();
+    let (mut tp_all, mut pred_all, mut gt_all) = (0usize, 0usize, 0usize);
+    for class in &classes {
+        // (score, image, box) of this class, best first.
+        let mut dets: Vec<(f32, usize, [f32; 4])> = preds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ps)| {
+                ps.iter()
+                    .filter(|p| p.label == *class)
+                    .map(move |p| (p.score, i, p.bbox))
+            })
+            .collect();
+        dets.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let gts: BTreeMap<usize, Vec<[f32; 4]>> = truth
+            .iter()
+            .enumerate()
+            .map(|(i, ts)| {
+                (
+                    i,
+                    ts.iter()
+                        .filter(|t| t.label == *class)
+                        .map(|t| t.bbox)
+                        .collect(),
+                )
+            })
+            .collect();
+        let n_gt: usize = gts.values().map(Vec::len).sum();
+        let mut used: BTreeMap<usize, Vec<bool>> = gts
+            .iter()
+            .map(|(i, v)| (*i, vec![false; v.len()]))
+            .collect();
+        let (mut tp, mut fp) = (0usize, 0usize);
+        let mut curve = Vec::with_capacity(dets.len());
+        for (_, img, b) in &dets {
+            let boxes = &gts[img];
+            let best = boxes
+                .iter()
+                .enumerate()
+                .map(|(j, g)| (j, iou(b, g)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((j, v)) if v >= 0.5 && !used[img][j] => {
+                    if let Some(u) = used.get_mut(img) {
+                        u[j] = true;
+                    }
+                    tp += 1;
+                }
+                _ => fp += 1,
+            }
+            curve.push((tp as f64 / n_gt.max(1) as f64, tp as f64 / (tp + fp) as f64));
+        }
+        aps.push(average_precision(&curve));
+        tp_all += tp;
+        pred_all += tp + fp;
+        gt_all += n_gt;
+    }
+    Scores {
+        map50: aps.iter().sum::<f64>() / aps.len().max(1) as f64,
+        precision: tp_all as f64 / pred_all.max(1) as f64,
+        recall: tp_all as f64 / gt_all.max(1) as f64,
+    }
+}
+
+/// Area under a (recall, precision) curve, precision made monotone from the right.
+fn average_precision(curve: &[(f64, f64)]) -> f64 {
+    let mut ap = 0.0;
+    let mut prev_recall = 0.0;
+    for (k, (r, _)) in curve.iter().enumerate() {
+        let p = curve[k..].iter().map(|c| c.1).fold(0.0, f64::max);
+        ap += (r - prev_recall) * p;
+        prev_recall = *r;
+    }
+    ap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(label: &str, b: [f32; 4]) -> Truth {
+        Truth {
+            label: label.into(),
+            bbox: b,
+        }
+    }
+    fn p(label: &str, b: [f32; 4], score: f32) -> Pred {
+        Pred {
+            label: label.into(),
+            bbox: b,
+            score,
+        }
+    }
+
+    #[test]
+    fn perfect_half_and_unlabelled_classes() {
+        let truth = vec![vec![
+            t("a", [0.0, 0.0, 10.0, 10.0]),
+            t("b", [20.0, 20.0, 30.0, 30.0]),
+        ]];
+        let all = vec![vec![
+            p("a", [0.0, 0.0, 10.0, 10.0], 0.9),
+            p("b", [20.0, 20.0, 30.0, 31.0], 0.8),
+            p("zebra", [0.0, 0.0, 5.0, 5.0], 0.99),
+        ]];
+        let s = evaluate(&truth, &all);
+        assert_eq!((s.map50, s.precision, s.recall), (1.0, 1.0, 1.0));
+        // A false positive ranked above the one true box of `a`: AP(a) = 0.5.
+        let fp_first = vec![vec![
+            p("a", [50.0, 50.0, 60.0, 60.0], 0.95),
+            p("a", [0.0, 0.0, 10.0, 10.0], 0.9),
+        ]];
+        let s = evaluate(&truth, &fp_first);
+        assert!((s.map50 - 0.25).abs() < 1e-9, "{s:?}"); // (0.5 + 0) / 2
+        assert_eq!((s.precision, s.recall), (0.5, 0.5));
+    }
+}
