@@ -131,7 +131,8 @@ pub struct ImageConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PreprocessDevice {
-    /// Measure both at start-up and keep the faster (the CPU when there is no GPU).
+    /// Measure both at start-up and keep the faster (the CPU, without opening Vulkan, when
+    /// the kernel exposes no GPU device node: /dev/dri/renderD*, /dev/nvidia*).
     #[default]
     Auto,
     /// Always the CPU path.

@@ -3,6 +3,7 @@
 //! and the faster one serves. On a real GPU
 //! the answer depends on the card, the bus and the model's input size. A software adapter
 //! (lavapipe) is not measured: it runs on the same cores as the CPU path, with more work.
+//! With `auto`, Vulkan is not even opened when the kernel exposes no GPU device node.
 
 use super::Gpu;
 use crate::preprocess::geometry::Plan;
@@ -68,6 +69,17 @@ fn median_us(mut f: impl FnMut() -> bool) -> Option<f64> {
     Some(t[RUNS / 2])
 }
 
+/// Whether the kernel exposes a GPU to this process: a DRM render node or an NVIDIA device.
+fn kernel_has_gpu() -> bool {
+    let has = |dir: &str, prefix: &str| {
+        std::fs::read_dir(dir).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        })
+    };
+    has("/dev/dri", "renderD") || has("/dev", "nvidia")
+}
+
 /// Measures (or, for `Cpu`/`Gpu`, just opens) and chooses the path for models taking `p`.
 /// Results are kept per input size for the process, so model reloads do not measure again.
 pub fn measure(p: &ImagePreprocess, device: Device) -> Choice {
@@ -80,6 +92,15 @@ pub fn measure(p: &ImagePreprocess, device: Device) -> Choice {
     };
     if device == Device::Cpu {
         return cpu_only("preprocess_device = cpu".into(), None);
+    }
+    if device == Device::Auto && !kernel_has_gpu() {
+        // Opening Vulkan on a machine with no GPU finds at most a software rasteriser, which
+        // `auto` never picks, and costs start-up time and stderr noise (Mesa's device-select
+        // layer writes "XDG_RUNTIME_DIR is invalid" under a service manager).
+        return cpu_only(
+            "no GPU device node (/dev/dri/renderD*, /dev/nvidia*): not probed".into(),
+            None,
+        );
     }
     let gpu = match shared_gpu() {
         Ok(g) => g,
