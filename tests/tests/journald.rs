@@ -21,9 +21,6 @@ const JOURNALD: &str = "/lib/systemd/systemd-journald";
 const SCRIPT: &str = r#"set -eu
 mount -t tmpfs tmpfs /run
 mkdir -p /run/systemd/journal
-# Mesa (the Vulkan driver the GPU pre-processing probe opens) writes "XDG_RUNTIME_DIR is invalid"
-# to stderr when the variable is unset; give it one, so stderr holds only what the agent wrote.
-mkdir -m 0700 -p /run/user/0; export XDG_RUNTIME_DIR=/run/user/0
 ready() { for _ in $(seq 1200); do curl -sf "http://$ADDR/v2/health/ready" >/dev/null && return 0; sleep 0.1; done; return 1; }
 "$AGENT" run --config "$DIR/agent.toml" 2> "$DIR/fallback.err" & pid=$!
 ready || { kill $pid; exit 11; }
