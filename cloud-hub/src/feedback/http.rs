@@ -95,16 +95,15 @@ fn digest(s: &str) -> Result<[u8; 32], String> {
 async fn blocking<T: serde::Serialize + Send + 'static>(
     f: impl FnOnce() -> Result<T, super::FeedbackError> + Send + 'static,
 ) -> Response {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+    let done = tokio::task::spawn_blocking(f).await;
+    match done
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        Ok(v) => Json(v).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": e.to_string()})),
+            Json(json!({ "error": e })),
         )
             .into_response(),
     }
