@@ -5,10 +5,8 @@
 
 mod common;
 
-use common::{config, models_dir, repo};
+use common::{config, models_dir, repo, serve_api};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use tandem_agent::api::{self, AppState};
 use tandem_agent::app;
 use tandem_shared::detect::nms::iou;
 use tandem_shared::detect::{DetectAnswer, Detections};
@@ -21,13 +19,7 @@ async fn serve() -> String {
     let cfg = config(&["detect-coco", "vision-fashion"], "edge", &["cpu"]);
     let engine = app::start_engine(&cfg).expect("engine");
     let router = app::start_router(&cfg, engine).expect("router");
-    let state = Arc::new(AppState::new(&cfg, router));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    format!("http://{addr}")
+    serve_api(&cfg, router).await
 }
 
 fn photo() -> Vec<u8> {
