@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         action: tandem_hub::pki::operator::OperatorCmd,
     },
+    /// Read-only MQTT identities for dashboards (status, telemetry, events; no writes).
+    Subscriber {
+        #[command(subcommand)]
+        action: tandem_hub::pki::subscriber::SubscriberCmd,
+    },
     /// Evaluate a model version on a labelled set (reports kept per version).
     Eval {
         #[command(subcommand)]
@@ -310,6 +315,7 @@ fn main() -> ExitCode {
             pki_exit(pki_command(cmd))
         }
         Command::Operator { action } => pki_exit(tandem_hub::pki::operator::command(action)),
+        Command::Subscriber { action } => pki_exit(tandem_hub::pki::subscriber::command(action)),
         Command::Feedback { action } => feedback_command(action),
         Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::Eval { action } => tandem_hub::eval::cli::run(action),

@@ -9,6 +9,8 @@
 //! - `devices/<name>.pem`, `devices/<name>.key`: a device certificate, CN = the device name,
 //!   client authentication only. The name in the certificate is the device's identity.
 //! - `operators/<name>.pem`, `operators/<name>.key`: an operator certificate ([`operator`]).
+//! - `subscribers/<name>.pem`, `subscribers/<name>.key` (or where `subscriber add --out`
+//!   says): a read-only MQTT subscriber's certificate ([`subscriber`]).
 //! - `crl.pem`: the revocation list the hub loads into its TLS verifiers and its broker
 //!   ([`crl`]; the running hub re-signs it before it lapses and after every revocation).
 //! - `pki.lock`: taken around every change of the ledger (the CLI and the running hub).
@@ -23,6 +25,7 @@ mod hub_cert;
 pub mod operator;
 pub mod role;
 mod sign;
+pub mod subscriber;
 mod supersede;
 
 pub use config::PkiConfig;
@@ -78,6 +81,9 @@ pub enum PkiError {
     /// No such operator.
     #[error("operator `{0}` is not known to this PKI")]
     UnknownOperator(String),
+    /// No such subscriber.
+    #[error("subscriber `{0}` is not known to this PKI (`tandem-hub subscriber list`)")]
+    UnknownSubscriber(String),
     /// A validity out of range (an expired or nearly eternal certificate).
     #[error("--days {0}: a certificate is valid for 1 to {MAX_DAYS} days")]
     BadDays(i64),
@@ -123,6 +129,9 @@ pub struct Ledger {
     /// Every operator certificate ever issued (absent in ledgers from before operators).
     #[serde(default)]
     pub operators: Vec<DeviceRecord>,
+    /// Every subscriber certificate ever issued (absent in older ledgers).
+    #[serde(default)]
+    pub subscribers: Vec<DeviceRecord>,
 }
 
 /// Longest validity of a certificate the PKI issues, in days (the CA's own).

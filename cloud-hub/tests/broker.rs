@@ -7,151 +7,15 @@
 //! - the hub's fleet: state from status and telemetry, commands answered through MQTT;
 //! - no mosquitto binary: a start-up error naming `make setup`.
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+mod broker_kit;
+
+use broker_kit::*;
+use rumqttc::{QoS, Transport};
 use std::path::PathBuf;
-use std::time::Duration;
-use tandem_hub::broker::{Broker, BrokerSpec};
-use tandem_hub::pki::{Pki, PkiError};
-use tandem_shared::mqtt::BrokerUrl;
+use tandem_hub::broker::Broker;
+use tandem_hub::pki::PkiError;
 use tandem_tests::tls::client_config as tls;
 use tandem_tests::wait_for;
-use tokio::sync::mpsc;
-
-/// Longest wait for anything expected to happen (a failure, never a timing claim).
-const PATIENCE: Duration = Duration::from_secs(20);
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    pki: Pki,
-    runtime: PathBuf,
-}
-
-fn setup(devices: &[&str]) -> Setup {
-    let dir = tempfile::tempdir().expect("tmp");
-    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
-    for d in devices {
-        pki.add_device(d, 30).expect("device");
-    }
-    let runtime = dir.path().join("run");
-    Setup {
-        _dir: dir,
-        pki,
-        runtime,
-    }
-}
-
-fn spec(s: &Setup) -> BrokerSpec {
-    BrokerSpec {
-        mosquitto_bin: PathBuf::new(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        pki_dir: s.pki.dir().to_path_buf(),
-        runtime_dir: s.runtime.clone(),
-        restart_backoff: Duration::from_millis(100),
-        restart_backoff_max: Duration::from_secs(2),
-        ready_timeout: Duration::from_secs(10),
-        crl_check: Duration::from_millis(100),
-    }
-}
-
-fn hub_identity(pki: &Pki) -> Option<(PathBuf, PathBuf)> {
-    Some((pki.dir().join("hub.pem"), pki.dir().join("hub.key")))
-}
-
-fn device_identity(pki: &Pki, name: &str) -> Option<(PathBuf, PathBuf)> {
-    Some(pki.device_files(name))
-}
-
-/// What a test client saw.
-#[derive(Debug)]
-enum Seen {
-    Connected,
-    Subscribed,
-    Message(String, Vec<u8>),
-    Failed(String),
-}
-
-/// An MQTT 3.1.1 client whose events arrive on a channel; it does not reconnect.
-async fn client(
-    url: &BrokerUrl,
-    id: &str,
-    tls: rustls::ClientConfig,
-) -> (AsyncClient, mpsc::UnboundedReceiver<Seen>) {
-    let mut o = MqttOptions::new(id, url.host.clone(), url.port);
-    o.set_transport(Transport::tls_with_config(tls.into()))
-        .set_keep_alive(Duration::from_secs(5));
-    let (c, mut ev) = AsyncClient::new(o, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let seen = match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => Seen::Connected,
-                Ok(Event::Incoming(Packet::SubAck(_))) => Seen::Subscribed,
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    Seen::Message(p.topic.clone(), p.payload.to_vec())
-                }
-                Ok(_) => continue,
-                Err(e) => {
-                    let _ = tx.send(Seen::Failed(e.to_string()));
-                    return;
-                }
-            };
-            if tx.send(seen).is_err() {
-                return;
-            }
-        }
-    });
-    (c, rx)
-}
-
-async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-    tokio::time::timeout(PATIENCE, rx.recv())
-        .await
-        .expect("an MQTT event in time")
-        .expect("client task alive")
-}
-
-/// Connects; panics unless the broker accepts.
-async fn connected(
-    url: &BrokerUrl,
-    id: &str,
-    tls: rustls::ClientConfig,
-) -> (AsyncClient, mpsc::UnboundedReceiver<Seen>) {
-    let (c, mut rx) = client(url, id, tls).await;
-    match next(&mut rx).await {
-        Seen::Connected => (c, rx),
-        other => panic!("{id}: expected a connection, got {other:?}"),
-    }
-}
-
-async fn subscribe(c: &AsyncClient, rx: &mut mpsc::UnboundedReceiver<Seen>, filter: &str) {
-    c.subscribe(filter, QoS::AtLeastOnce).await.expect("queue");
-    match next(rx).await {
-        Seen::Subscribed => {}
-        other => panic!("expected SUBACK for {filter}, got {other:?}"),
-    }
-}
-
-/// The next message, skipping nothing.
-async fn message(rx: &mut mpsc::UnboundedReceiver<Seen>) -> (String, Vec<u8>) {
-    match next(rx).await {
-        Seen::Message(t, p) => (t, p),
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-/// Whether a client with this TLS configuration is refused (the connection fails rather than
-/// being acknowledged).
-async fn refused(url: &BrokerUrl, id: &str, tls: rustls::ClientConfig) -> Result<String, String> {
-    let (_c, mut rx) = client(url, id, tls).await;
-    match next(&mut rx).await {
-        Seen::Failed(e) => Ok(e),
-        other => Err(format!("{id} was let in: {other:?}")),
-    }
-}
-
-fn ca(s: &Setup) -> PathBuf {
-    s.pki.dir().join("ca.pem")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_is_restarted_and_counted() {

@@ -201,7 +201,9 @@ fn principal(
     Some(match peer.and_then(|p| p.0.role.clone()) {
         Some(CertRole::Operator(name)) => Principal::Operator(name),
         Some(CertRole::Device(name)) => Principal::Device(name),
-        None => Principal::Anonymous,
+        // A subscriber reads the broker's topics; the API sees no credentials in its
+        // certificate.
+        Some(CertRole::Subscriber(_)) | None => Principal::Anonymous,
     })
 }
 

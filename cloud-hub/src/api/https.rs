@@ -101,6 +101,7 @@ impl Handshake for TlsHandshake {
                 let identity = match who.role() {
                     Some(CertRole::Device(d)) => d.clone(),
                     Some(CertRole::Operator(o)) => format!("operator {o}"),
+                    Some(CertRole::Subscriber(s)) => format!("subscriber {s}"),
                     None => "?".into(),
                 };
                 tracing::debug!(%peer, identity, "HTTPS client accepted");

@@ -5,10 +5,12 @@
 //!
 //! # Layout
 //! - [`config`]: `[mqtt]` (mode `embedded` | `external` | `off`, listener, runtime folder).
-//! - [`mosquitto`]: finding the binary; the generated `mosquitto.conf` and ACL.
+//! - [`mosquitto`]: finding the binary; the generated `mosquitto.conf`.
+//! - [`acl`]: the generated ACL (hub, subscribers, devices), rewritten when subscribers change.
 //! - [`supervisor`]: [`Broker`]: start, readiness, restart with backoff, restart on a new CRL,
 //!   stop.
 
+pub mod acl;
 pub mod config;
 pub mod mosquitto;
 pub mod supervisor;

@@ -14,7 +14,8 @@
 //!   re-signs the list (the hub does so at half its validity) or adds certificates a renewal
 //!   superseded (their device reconnected with its new one when it renewed) is loaded with
 //!   SIGHUP, which mosquitto 2 answers by reading its CRL and certificates again, and every
-//!   connection stays up.
+//!   connection stays up. The ledger's subscribers are watched too (`super::acl`): a new or
+//!   revoked subscriber rewrites the ACL, loaded with SIGHUP.
 //! - Stop: SIGTERM (mosquitto saves retained messages), SIGKILL after 5 s.
 
 use super::mosquitto::{self, ConfigSpec, Files};
@@ -193,10 +194,9 @@ impl Broker {
             files: &files,
             as_root: rustix::process::geteuid().is_root(),
         })?;
-        for (path, text) in [
-            (&files.conf, conf),
-            (&files.acl, mosquitto::acl_text(HUB_IDENTITY)),
-        ] {
+        let acl = super::acl::current(&spec.pki_dir, HUB_IDENTITY)
+            .unwrap_or_else(|| super::acl::acl_text(HUB_IDENTITY, &[]));
+        for (path, text) in [(&files.conf, conf), (&files.acl, acl)] {
             std::fs::write(path, text)
                 .map_err(BrokerError::io(format!("write {}", path.display())))?;
         }
@@ -367,8 +367,15 @@ async fn supervise(
     let mut crl_seen = modified(&crl);
     let mut revoked = revoked_serials(&spec.pki_dir);
     let mut backoff = Backoff::new(spec.restart_backoff, spec.restart_backoff_max);
+    let mut acl = std::fs::read_to_string(&launch.files.acl).unwrap_or_default();
     loop {
         let wake = tokio::select! {
+            text = super::acl::changed(&spec.pki_dir, HUB_IDENTITY, &acl, spec.crl_check) => {
+                if reload_acl(&launch.files.acl, &text, running.child.id(), &stats) {
+                    acl = text;
+                }
+                continue;
+            }
             status = running.child.wait() => {
                 Wake::Exited(status.map_or_else(|e| e.to_string(), |s| s.to_string()))
             }
@@ -436,6 +443,26 @@ async fn supervise(
                 }
             }
         };
+    }
+}
+
+/// A subscriber was added or revoked: writes the new ACL, which mosquitto reads again on
+/// SIGHUP (connections stay up); `false` when the file cannot be written (tried again at the
+/// next check).
+fn reload_acl(path: &Path, text: &str, pid: Option<u32>, stats: &BrokerStats) -> bool {
+    match std::fs::write(path, text) {
+        Ok(()) => {
+            if let Some(pid) = pid {
+                signal(pid, rustix::process::Signal::HUP);
+            }
+            tracing::info!(acl = %path.display(), "subscribers changed: mosquitto reloads its ACL (SIGHUP)");
+            stats.reloads.fetch_add(1, Relaxed);
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, acl = %path.display(), "cannot rewrite the broker's ACL: subscriber changes wait for the next attempt");
+            false
+        }
     }
 }
 

@@ -111,10 +111,11 @@ pub fn enrol_config(pki: &Path) -> Result<rustls::ServerConfig, TlsError> {
 
 /// The device name a verified client certificate carries (its first DNS subject name, which
 /// `tandem-hub device add` sets to the device name). Never taken from a payload. An operator
-/// certificate names no device ([`crate::pki::role`]): QUIC and MQTT carry device traffic only.
+/// or subscriber certificate names no device ([`crate::pki::role`]): QUIC and MQTT carry device
+/// traffic only.
 pub fn device_identity(chain: &[CertificateDer<'_>]) -> Option<String> {
     match crate::pki::role::cert_role(chain)? {
         crate::pki::role::CertRole::Device(name) => Some(name),
-        crate::pki::role::CertRole::Operator(_) => None,
+        crate::pki::role::CertRole::Operator(_) | crate::pki::role::CertRole::Subscriber(_) => None,
     }
 }

@@ -112,7 +112,7 @@ impl Pki {
 }
 
 /// Marks every valid record of `name` revoked now; their serials.
-fn revoke(records: &mut [DeviceRecord], name: &str) -> Vec<u64> {
+pub(super) fn revoke(records: &mut [DeviceRecord], name: &str) -> Vec<u64> {
     let now = rfc3339(OffsetDateTime::now_utc());
     records
         .iter_mut()
@@ -124,11 +124,12 @@ fn revoke(records: &mut [DeviceRecord], name: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Every revoked certificate of the ledger, devices' and operators'.
+/// Every revoked certificate of the ledger, devices', operators' and subscribers'.
 pub(super) fn revoked(ledger: &Ledger) -> impl Iterator<Item = &DeviceRecord> {
     ledger
         .devices
         .iter()
         .chain(&ledger.operators)
+        .chain(&ledger.subscribers)
         .filter(|d| d.revoked_at.is_some())
 }

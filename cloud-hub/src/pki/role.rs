@@ -1,13 +1,15 @@
 //! The role the hub's CA writes into a certificate, and the principal a verified client
-//! certificate names: a device (its DNS name) or an operator (the operator key purpose).
+//! certificate names: a device (its DNS name), an operator (the operator key purpose) or a
+//! subscriber (the subscriber key purpose: a read-only MQTT client, `pki::subscriber`).
 //!
 //! The role is only ever what the hub put into the certificate: device certificates carry
 //! their name as the DNS subject name and client authentication as their one key purpose;
 //! operator certificates carry no DNS name, the CN `operator:NAME`, and an extended key usage
-//! of client authentication plus [`OPERATOR_PURPOSE`]. Whoever signs a certificate request
+//! of client authentication plus [`OPERATOR_PURPOSE`]; subscriber certificates likewise carry
+//! no DNS name, the CN `subscriber:NAME` and [`SUBSCRIBER_PURPOSE`]. Whoever signs a certificate request
 //! must build the certificate from the hub's own parameters and take only the public key from
-//! the request. A certificate that names both roles (a DNS name and the operator purpose) is
-//! neither: it is refused everywhere.
+//! the request. A certificate that names more than one role (a DNS name and a purpose, or both
+//! purposes) is none of them: it is refused everywhere.
 
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -22,6 +24,16 @@ const OPERATOR_PURPOSE_DER: [u8; 20] = [
     0xc4, 0xa0, 0xb0, 0x43,
 ];
 
+/// The subscriber key purpose: an OID under `2.25` like [`OPERATOR_PURPOSE`] (UUID
+/// 26aa1300-02c8-4dac-a9d9-4aa5899de39b).
+pub const SUBSCRIBER_PURPOSE: &str = "2.25.51393739672421315239796580814704993179";
+
+/// The DER content of [`SUBSCRIBER_PURPOSE`].
+const SUBSCRIBER_PURPOSE_DER: [u8; 19] = [
+    0x69, 0xcd, 0xaa, 0x89, 0xc0, 0x80, 0xac, 0xc2, 0xb6, 0xd9, 0xa9, 0xec, 0xd2, 0xd4, 0xd8, 0xcc,
+    0xf7, 0xc7, 0x1b,
+];
+
 /// The DER content of id-kp-clientAuth (1.3.6.1.5.5.7.3.2).
 const CLIENT_AUTH_DER: [u8; 8] = [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 
@@ -32,6 +44,10 @@ const EKU_OID: [u64; 4] = [2, 5, 29, 37];
 /// identity (as the MQTT broker's username, say) never equals a device's.
 pub const OPERATOR_CN_PREFIX: &str = "operator:";
 
+/// The prefix of a subscriber certificate's CN (its MQTT username): `:` keeps it apart from
+/// every device name, and the prefix from every operator's.
+pub const SUBSCRIBER_CN_PREFIX: &str = "subscriber:";
+
 /// Who a verified client certificate names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertRole {
@@ -39,13 +55,25 @@ pub enum CertRole {
     Device(String),
     /// An operator, by name.
     Operator(String),
+    /// A read-only MQTT subscriber, by name: no right on the hub's API or QUIC ingress.
+    Subscriber(String),
 }
 
 /// The extended key usage extension of an operator certificate: client authentication and
 /// [`OPERATOR_PURPOSE`] (written by hand: rcgen's own builder takes only 64-bit OID arcs).
 pub fn operator_eku_extension() -> rcgen::CustomExtension {
+    eku_extension(&OPERATOR_PURPOSE_DER)
+}
+
+/// The extended key usage extension of a subscriber certificate: client authentication and
+/// [`SUBSCRIBER_PURPOSE`].
+pub fn subscriber_eku_extension() -> rcgen::CustomExtension {
+    eku_extension(&SUBSCRIBER_PURPOSE_DER)
+}
+
+fn eku_extension(purpose: &[u8]) -> rcgen::CustomExtension {
     let mut oids = Vec::new();
-    for oid in [&CLIENT_AUTH_DER[..], &OPERATOR_PURPOSE_DER[..]] {
+    for oid in [&CLIENT_AUTH_DER[..], purpose] {
         oids.push(0x06);
         oids.push(u8::try_from(oid.len()).expect("an OID of the table is under 128 bytes"));
         oids.extend_from_slice(oid);
@@ -68,19 +96,26 @@ pub fn cert_role(chain: &[CertificateDer<'_>]) -> Option<CertRole> {
         .next()
         .map(str::to_string);
     let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
-    let operator = cert.extended_key_usage().ok().flatten().is_some_and(|e| {
-        e.value
-            .other
-            .iter()
-            .any(|oid| oid.as_bytes() == OPERATOR_PURPOSE_DER)
-    });
-    match (operator, dns) {
-        (false, Some(device)) => Some(CertRole::Device(device)),
-        (true, None) => {
-            let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
-            let name = cn.strip_prefix(OPERATOR_CN_PREFIX)?;
-            super::valid_device_name(name).then(|| CertRole::Operator(name.to_string()))
-        }
+    let purposes = cert
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .map(|e| e.value.other.clone())
+        .unwrap_or_default();
+    let has = |der: &[u8]| purposes.iter().any(|oid| oid.as_bytes() == der);
+    let named = |prefix: &str| {
+        let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+        let name = cn.strip_prefix(prefix)?;
+        super::valid_device_name(name).then(|| name.to_string())
+    };
+    match (
+        has(&OPERATOR_PURPOSE_DER),
+        has(&SUBSCRIBER_PURPOSE_DER),
+        dns,
+    ) {
+        (false, false, Some(device)) => Some(CertRole::Device(device)),
+        (true, false, None) => named(OPERATOR_CN_PREFIX).map(CertRole::Operator),
+        (false, true, None) => named(SUBSCRIBER_CN_PREFIX).map(CertRole::Subscriber),
         _ => None,
     }
 }
@@ -117,6 +152,7 @@ mod tests {
     #[test]
     fn the_oids_encode_their_dotted_forms() {
         assert_eq!(dotted(&OPERATOR_PURPOSE_DER), OPERATOR_PURPOSE);
+        assert_eq!(dotted(&SUBSCRIBER_PURPOSE_DER), SUBSCRIBER_PURPOSE);
         assert_eq!(dotted(&CLIENT_AUTH_DER), "1.3.6.1.5.5.7.3.2");
     }
 }

@@ -1,0 +1,133 @@
+//! Read-only subscribers on the hub's real mosquitto (`tandem-hub subscriber add`): added while
+//! the broker runs (the ACL is rewritten and reloaded), a subscriber reads devices' telemetry,
+//! status and events; every publish it makes is refused (MQTT 5: PUBACK 0x87) and reaches no
+//! one; its subscription to `tandem/+/cmd/#` delivers nothing; once revoked it is dropped and
+//! cannot connect again.
+
+mod broker_kit;
+
+use broker_kit::*;
+use rumqttc::v5::mqttbytes::QoS as Qos5;
+use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
+use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+use rumqttc::{QoS, Transport};
+use tandem_hub::broker::Broker;
+use tandem_hub::pki::subscriber::subscriber_files;
+use tandem_tests::tls::client_config as tls;
+use tandem_tests::wait_for;
+
+/// Publishes to each topic at QoS 1 over MQTT 5 with this identity; returns the PUBACK reasons in order.
+async fn publish_all(
+    url: &tandem_shared::mqtt::BrokerUrl,
+    tls: rustls::ClientConfig,
+    topics: &[&str],
+) -> Vec<PubAckReason> {
+    let mut o = Options5::new("ignored", url.host.clone(), url.port);
+    o.set_transport(Transport::tls_with_config(tls.into()));
+    let (c, mut ev) = Client5::new(o, 16);
+    for t in topics {
+        c.publish(*t, Qos5::AtLeastOnce, false, "forged")
+            .await
+            .expect("queue");
+    }
+    let mut acks = Vec::new();
+    while acks.len() < topics.len() {
+        match tokio::time::timeout(PATIENCE, ev.poll())
+            .await
+            .expect("a PUBACK in time")
+        {
+            Ok(Event5::Incoming(Packet5::PubAck(a))) => acks.push(a.reason),
+            Ok(_) => {}
+            Err(e) => panic!("the subscriber lost its connection: {e}"),
+        }
+    }
+    acks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_reads_telemetry_writes_nothing_and_is_revocable() {
+    let s = setup(&["cam-01"]);
+    let broker = Broker::start(spec(&s)).await.expect("mosquitto starts");
+    let url = broker.url();
+    let stats = broker.stats();
+    let ca = s.pki.dir().join("ca.pem");
+
+    // Added while the broker runs: the hub's supervisor rewrites the ACL and reloads it.
+    let out = s.runtime.with_file_name("dash-certs");
+    s.pki.add_subscriber("dash", 30, &out).expect("subscriber");
+    wait_for("the ACL reload", PATIENCE, || stats.reloads() == 1).await;
+    let acl = std::fs::read_to_string(s.runtime.join("acl")).expect("acl");
+    assert!(acl.contains("user subscriber:dash\n"), "{acl}");
+    let identity = || Some(subscriber_files(&out, "dash"));
+    let (dev, mut dev_rx) =
+        connected(&url, "cam-01", tls(&ca, device_identity(&s.pki, "cam-01"))).await;
+    subscribe(&dev, &mut dev_rx, "tandem/cam-01/#").await;
+
+    // Every publish is refused, under devices' trees, its own name's, discovery and anywhere
+    // (the broker takes the CN as client id: this connection is the subscriber's only one
+    // until it closes).
+    let topics = [
+        "tandem/cam-01/cmd/set_policy",
+        "tandem/cam-01/telemetry",
+        "tandem/cam-01/status",
+        "tandem/subscriber:dash/status",
+        "homeassistant/sensor/x/config",
+        "elsewhere",
+    ];
+    let acks = publish_all(&url, tls(&ca, identity()), &topics).await;
+    assert_eq!(
+        acks,
+        vec![PubAckReason::NotAuthorized; topics.len()],
+        "{topics:?}"
+    );
+    // The device, reading its own tree, got none of them: its next message is its own.
+    dev.publish("tandem/cam-01/events", QoS::AtLeastOnce, false, "control")
+        .await
+        .expect("queue");
+    let (topic, body) = message(&mut dev_rx).await;
+    assert_eq!(
+        (topic.as_str(), body.as_slice()),
+        ("tandem/cam-01/events", &b"control"[..])
+    );
+
+    let (dash, mut seen) = connected(&url, "dash", tls(&ca, identity())).await;
+    for filter in ["tandem/+/cmd/#", "tandem/+/telemetry", "#"] {
+        subscribe(&dash, &mut seen, filter).await;
+    }
+    // A command to the device, then its telemetry: the subscriber gets the telemetry first.
+    dev.publish(
+        "tandem/cam-01/cmd/set_policy",
+        QoS::AtLeastOnce,
+        false,
+        "secret",
+    )
+    .await
+    .expect("queue");
+    dev.publish(
+        "tandem/cam-01/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        r#"{"seq":1}"#,
+    )
+    .await
+    .expect("queue");
+    let (topic, body) = message(&mut seen).await;
+    assert_eq!(
+        (topic.as_str(), body.as_slice()),
+        ("tandem/cam-01/telemetry", &br#"{"seq":1}"#[..]),
+        "the subscriber reads telemetry, and no command"
+    );
+
+    // Revoked: the broker restarts on the new CRL, dropping it; it cannot connect again.
+    s.pki.revoke_subscriber("dash").expect("revoke");
+    match next(&mut seen).await {
+        Seen::Failed(e) => eprintln!("dropped: {e}"),
+        other => panic!("the revoked subscriber stayed connected: {other:?}"),
+    }
+    wait_for("the broker back up", PATIENCE, || stats.is_up()).await;
+    let e = refused(&url, "dash", tls(&ca, identity()))
+        .await
+        .expect("a revoked subscriber is refused");
+    eprintln!("refused: {e}");
+    broker.stop().await;
+}
