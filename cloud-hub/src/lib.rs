@@ -22,6 +22,8 @@
 //!   (deduplicated, stored as a dataset; `tandem-hub feedback export`, `/v1/feedback`).
 //! - [`eval`]: evaluation reports of a model version on a labelled set (`tandem-hub eval`,
 //!   `/v1/eval`).
+//! - [`train`]: retraining a model's edge head from feedback, exported as a bundle
+//!   (`tandem-hub train`, `/v1/train`).
 //!
 //! The fleet console page is still to come (ARCHITECTURE.md, "Still to build").
 
@@ -41,3 +43,4 @@ pub mod revocation;
 pub mod rollout;
 pub mod serving;
 pub mod sled_release;
+pub mod train;

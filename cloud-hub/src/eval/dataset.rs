@@ -46,6 +46,30 @@ pub enum Payload {
     Text(String),
 }
 
+/// One engine request of same-kind payloads (those of the first one's kind).
+pub fn engine_input(chunk: &[Payload]) -> tandem_engine::Input {
+    match chunk.first() {
+        Some(Payload::Text(_)) => tandem_engine::Input::Texts(
+            chunk
+                .iter()
+                .filter_map(|p| match p {
+                    Payload::Text(t) => Some(t.clone()),
+                    Payload::Image(_) => None,
+                })
+                .collect(),
+        ),
+        _ => tandem_engine::Input::Images(
+            chunk
+                .iter()
+                .filter_map(|p| match p {
+                    Payload::Image(b) => Some(b.clone()),
+                    Payload::Text(_) => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// Where an item's true label comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

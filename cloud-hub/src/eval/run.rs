@@ -9,7 +9,6 @@ use super::report::{Report, SetInfo, ShiftMetrics, SliceMetrics};
 use super::shift::Shift;
 use std::collections::BTreeMap;
 use tandem_engine::Engine;
-use tandem_engine::Input;
 use tandem_engine::settings::EngineSettings;
 
 /// What to judge and how to slice.
@@ -63,27 +62,7 @@ fn predict(
             .last()
             .map_or(start + 1, |i| i + 1);
         let chunk = &inputs[start..end];
-        let input = if text {
-            Input::Texts(
-                chunk
-                    .iter()
-                    .filter_map(|p| match p {
-                        Payload::Text(t) => Some(t.clone()),
-                        Payload::Image(_) => None,
-                    })
-                    .collect(),
-            )
-        } else {
-            Input::Images(
-                chunk
-                    .iter()
-                    .filter_map(|p| match p {
-                        Payload::Image(b) => Some(b.clone()),
-                        Payload::Text(_) => None,
-                    })
-                    .collect(),
-            )
-        };
+        let input = super::dataset::engine_input(chunk);
         let inf = engine
             .infer_blocking(model, input)
             .map_err(|e| EvalError::Inference(e.to_string()))?;

@@ -1,0 +1,96 @@
+//! `[train]`: where candidates and decisions are kept, how a head is fitted, and the gate.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Who starts the rollout of a candidate the gate passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Promotion {
+    /// The hub signs it, stores it in the registry and starts the rollout at once.
+    #[default]
+    Auto,
+    /// The decision waits for an operator (`tandem-hub train promote`, `POST
+    /// /v1/train/decisions/{id}/promote`).
+    Operator,
+}
+
+/// `[train]`: retraining a model's edge head from the fleet's feedback, and the gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Folder of candidates (bundles, `candidate.json`) and decisions (default `train`,
+    /// relative to the config file).
+    pub dir: PathBuf,
+    /// Fewest labelled training examples a training run accepts (default 20).
+    pub min_examples: usize,
+    /// Most training examples one run reads (default 20000).
+    pub max_examples: usize,
+    /// L2 pull toward the serving head on standardised features (default 0.01).
+    pub l2: f64,
+    /// Gradient steps at most (default 300).
+    pub max_steps: usize,
+    /// The candidate must beat the serving version's accuracy on the target (feedback test)
+    /// set by more than this (default 0.0: strictly better).
+    pub min_gain: f64,
+    /// Largest accuracy drop allowed on the original test set and on any slice of the target
+    /// set (default 0.01).
+    pub tolerance: f64,
+    /// Slices with fewer items are reported but not gated (default 20).
+    pub min_slice_items: u64,
+    /// Fewest target items a gate decides on (default 20).
+    pub min_target_items: u64,
+    /// Items of the original (shipped) test set the gate judges on (default 2000).
+    pub original_items: usize,
+    /// Who starts the rollout of a passed candidate (default `auto`).
+    pub promotion: Promotion,
+    /// Canary percentage of a promotion's rollout (default 10).
+    pub canary_pct: u8,
+    /// Later stages of a promotion's rollout (default `[50, 100]`).
+    pub stages_pct: Vec<u8>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("train"),
+            min_examples: 20,
+            max_examples: 20_000,
+            l2: 0.01,
+            max_steps: 300,
+            min_gain: 0.0,
+            tolerance: 0.01,
+            min_slice_items: 20,
+            min_target_items: 20,
+            original_items: 2000,
+            promotion: Promotion::Auto,
+            canary_pct: 10,
+            stages_pct: vec![50, 100],
+        }
+    }
+}
+
+impl TrainConfig {
+    /// What is wrong with the values, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.min_examples == 0 || self.max_examples < self.min_examples {
+            p.push("train.min_examples must be > 0 and <= train.max_examples".into());
+        }
+        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
+            p.push("train.l2 must be a finite number >= 0".into());
+        }
+        if self.max_steps == 0 {
+            p.push("train.max_steps must be > 0".into());
+        }
+        for (k, v) in [("min_gain", self.min_gain), ("tolerance", self.tolerance)] {
+            if !(0.0..=1.0).contains(&v) {
+                p.push(format!("train.{k} must be between 0 and 1"));
+            }
+        }
+        if self.original_items == 0 {
+            p.push("train.original_items must be > 0".into());
+        }
+        p
+    }
+}

@@ -1,0 +1,171 @@
+//! Retraining an edge head on real data with the real engine: the head reader gives the
+//! shipped models' own answers, training on Fashion-MNIST under a brightness shift improves
+//! the edge model on held-out shifted images, and the exported bundle (same inputs and
+//! outputs) is one the registry signs and a device accepts.
+
+use std::path::Path;
+use tandem_hub::eval::dataset::{self, LabelledSet, Payload};
+use tandem_hub::eval::shift::Shift;
+use tandem_hub::train::head::LinearHead;
+use tandem_hub::train::{Trainer, features, graph};
+use tandem_tests::repo;
+
+fn settings() -> tandem_engine::settings::EngineSettings {
+    tandem_hub::config::Config {
+        base_dir: repo(),
+        ..Default::default()
+    }
+    .engine_settings()
+}
+
+fn fashion() -> std::path::PathBuf {
+    repo().join("models/vision-fashion")
+}
+
+/// Items `from..to` of the shipped Fashion-MNIST test set, brightened by `shift`.
+fn shifted(from: usize, to: usize, shift: &str) -> LabelledSet {
+    let mut set = dataset::shipped(&fashion(), to).expect("shipped set");
+    let shift: Shift = shift.parse().expect("shift");
+    set.items.drain(..from);
+    for (i, item) in set.items.iter_mut().enumerate() {
+        item.input = shift.apply(&item.input, i as u64).expect("shift applies");
+    }
+    set.name = format!("shipped[{from}..{to}]+{shift}");
+    set
+}
+
+/// Accuracy of the model folder `dir` (named as its model) on `set`, by the engine.
+fn accuracy(dir: &Path, set: &LabelledSet) -> f64 {
+    let name = dir.file_name().and_then(|n| n.to_str()).expect("name");
+    let engine = features::engine_on(&settings(), dir, name).expect("engine");
+    let inputs: Vec<Payload> = set.items.iter().map(|i| i.input.clone()).collect();
+    let mut right = 0;
+    for (chunk, items) in inputs.chunks(64).zip(set.items.chunks(64)) {
+        let inf = engine
+            .infer_blocking(name, dataset::engine_input(chunk))
+            .expect("infers");
+        right += inf
+            .predictions
+            .iter()
+            .zip(items)
+            .filter(|(p, i)| p.index == i.truth)
+            .count();
+    }
+    engine.shutdown();
+    right as f64 / set.items.len() as f64
+}
+
+/// The head read from each shipped edge graph, applied to the features the engine computes,
+/// gives the model's own outputs (FP32 head vs the quantized one: within the quantization
+/// step).
+#[test]
+fn head_reader_reproduces_the_shipped_models() {
+    let cases: [(&str, &str, usize, usize, f32); 2] = [
+        ("vision-fashion", "/Flatten_output_0", 64, 10, 0.5),
+        ("text-sentiment", "/Div_1_output_0", 384, 2, 0.02),
+    ];
+    for (model, feature, dim, classes, tol) in cases {
+        let dir = repo().join("models").join(model);
+        let folder = features::read_folder(&dir).expect("model folder");
+        let head = graph::head(&folder.onnx).expect("head found");
+        assert_eq!(
+            (head.feature.as_str(), head.dim, head.classes),
+            (feature, dim, classes),
+            "{model}"
+        );
+        let set = dataset::shipped(&dir, 40).expect("set");
+        let inputs: Vec<Payload> = set.items.iter().map(|i| i.input.clone()).collect();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let xs =
+            features::extract(&settings(), &folder, &head, &inputs, tmp.path()).expect("features");
+        assert_eq!(xs.len(), inputs.len());
+        let engine = features::engine_on(&settings(), &dir, model).expect("engine");
+        let outs = features::output_rows(&engine, model, &inputs, &head.output, 16).expect("run");
+        engine.shutdown();
+        let lin = LinearHead {
+            dim,
+            classes,
+            weights: head.weights.clone(),
+            bias: head.bias.clone(),
+        };
+        let probs = folder.manifest["variants"]["edge"]["outputs"][0]["kind"] == "probabilities";
+        let mut worst = 0.0f32;
+        let mut agree = 0;
+        for (x, out) in xs.iter().zip(&outs) {
+            let mut z = lin.logits(x);
+            if probs {
+                let m = z.iter().copied().fold(f32::MIN, f32::max);
+                let s: f32 = z.iter().map(|v| (v - m).exp()).sum();
+                z.iter_mut().for_each(|v| *v = (*v - m).exp() / s);
+            }
+            worst = z
+                .iter()
+                .zip(out)
+                .map(|(a, b)| (a - b).abs())
+                .fold(worst, f32::max);
+            agree += usize::from(lin.predict(x) == tandem_hub::train::head::argmax(out));
+        }
+        eprintln!("{model}: read head vs model, largest difference {worst}");
+        assert!(worst < tol, "{model}: the read head differs by {worst}");
+        assert!(
+            agree >= xs.len() - 1,
+            "{model}: {agree}/{} top-1 agree",
+            xs.len()
+        );
+    }
+}
+
+/// 600 brightened images (labels from the set: corrections) adapt the head; on 500 other
+/// brightened images the candidate beats the serving model clearly; the bundle's model gives
+/// the fitted head's outputs (checked in `export`), passes the registry's checks and keeps the
+/// serving version's inputs and outputs.
+#[test]
+fn training_on_shifted_images_improves_the_edge_model() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let trainer = Trainer {
+        settings: settings(),
+        cfg: Default::default(),
+        dir: tmp.path().join("train"),
+    };
+    let train = shifted(8000, 8600, "brightness:0.3");
+    let held_out = shifted(9000, 9500, "brightness:0.3");
+    let c = trainer
+        .train(&fashion(), &train, |_| false)
+        .expect("trains");
+    assert_eq!(
+        (c.model.as_str(), c.base_version.as_str()),
+        ("vision-fashion", "1.0.0")
+    );
+    assert_eq!(c.version, "1.0.1");
+    assert_eq!(c.fit.examples, 600);
+    assert!(
+        c.fit.train_accuracy_after > c.fit.train_accuracy_before + 0.2,
+        "{:?}",
+        c.fit
+    );
+    assert!(c.export_max_abs_diff < 1e-3, "{}", c.export_max_abs_diff);
+    let before = accuracy(&fashion(), &held_out);
+    let after = accuracy(&c.bundle, &held_out);
+    eprintln!("held-out brightened accuracy: serving {before:.4}, candidate {after:.4}");
+    assert!(after > before + 0.2, "serving {before}, candidate {after}");
+
+    // The registry signs it; a device's checks accept it in place of 1.0.0.
+    let read = tandem_engine::bundle::read_folder(&c.bundle).expect("bundle folder");
+    let (doc, _) = tandem_shared::bundle::inspect(
+        &read.bundle_json,
+        &read.files,
+        Some(tandem_shared::manifest::VariantRole::Edge),
+    )
+    .expect("valid bundle");
+    let base = tandem_engine::model::read_manifest(&fashion()).expect("base manifest");
+    let role = tandem_shared::manifest::VariantRole::Edge;
+    let (new, old) = (&doc.manifest.variants[&role], &base.variants[&role]);
+    assert_eq!((&new.inputs, &new.outputs), (&old.inputs, &old.outputs));
+    assert!(doc.selftests.len() >= 5, "self-tests recorded");
+    let pki = tmp.path().join("pki");
+    tandem_hub::pki::Pki::init(&pki).expect("pki");
+    let signer = tandem_hub::registry::load_signer(&pki).expect("signer");
+    let reg = tandem_hub::registry::Registry::open(&tmp.path().join("registry")).expect("registry");
+    reg.push(&c.bundle, &signer)
+        .expect("the registry takes the candidate");
+}
