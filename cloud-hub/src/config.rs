@@ -39,6 +39,8 @@ pub struct Config {
     pub feedback: crate::feedback::FeedbackConfig,
     /// Model evaluation: the report store, bounds.
     pub eval: crate::eval::EvalConfig,
+    /// Retraining edge heads from feedback, the promotion gate.
+    pub train: crate::train::TrainConfig,
     /// ONNX Runtime.
     pub runtime: RuntimeConfig,
     /// Workers, queues, batching.
@@ -189,6 +191,7 @@ impl Default for Config {
             quic: QuicConfig::default(),
             feedback: crate::feedback::FeedbackConfig::default(),
             eval: crate::eval::EvalConfig::default(),
+            train: crate::train::TrainConfig::default(),
             runtime,
             engine,
             models,
@@ -260,6 +263,7 @@ impl Config {
         problems.extend(cfg.quic.limits.problems());
         problems.extend(cfg.feedback.problems());
         problems.extend(cfg.eval.problems());
+        problems.extend(cfg.train.problems());
         problems.extend(cfg.mqtt.problems());
         problems.extend(cfg.enrol.problems());
         problems.extend(cfg.pki.problems());
@@ -352,6 +356,11 @@ impl Config {
     /// The report store's folder (`eval.dir`), resolved.
     pub fn eval_dir(&self) -> PathBuf {
         tandem_engine::settings::resolve(&self.base_dir, &self.eval.dir)
+    }
+
+    /// The candidates' and decisions' folder (`train.dir`), resolved.
+    pub fn train_dir(&self) -> PathBuf {
+        tandem_engine::settings::resolve(&self.base_dir, &self.train.dir)
     }
 }
 

@@ -122,25 +122,49 @@ pub fn write_model(
     Ok(m)
 }
 
-/// An engine serving only the model folder `dir` (named `name`) on its edge variant.
+/// An engine serving only the model folder `dir` as model `name` on its edge variant (through
+/// a link in a scratch folder when the folder has another name, e.g. a registry bundle).
 pub fn engine_on(settings: &EngineSettings, dir: &Path, name: &str) -> Result<Engine, TrainError> {
-    let models = dir
-        .parent()
-        .ok_or_else(|| TrainError::Invalid("model folder without parent".into()))?;
-    if dir.file_name().and_then(|n| n.to_str()) != Some(name) {
-        return Err(TrainError::Invalid(format!(
-            "{} is not named {name}",
-            dir.display()
-        )));
-    }
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+    let direct = dir.file_name().and_then(|n| n.to_str()) == Some(name);
+    let scratch = std::env::temp_dir().join(format!(
+        "tandem-train-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let models = match dir.parent() {
+        Some(p) if direct => p.to_path_buf(),
+        _ => {
+            std::fs::create_dir_all(&scratch).map_err(io(&scratch))?;
+            link(&dir, &scratch.join(name))?;
+            scratch.clone()
+        }
+    };
     let mut s = settings.clone();
-    s.models.dir = std::fs::canonicalize(models).map_err(io(models))?;
+    s.models.dir = models;
     s.models.enabled = vec![name.to_string()];
     s.models.variant = "edge".into();
     s.engine.workers = 1;
-    let (_, engine) = tandem_engine::engine::start(&s, Default::default())
-        .map_err(|e| TrainError::Engine(e.to_string()))?;
+    let started = tandem_engine::engine::start(&s, Default::default());
+    if !direct {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    let (_, engine) = started.map_err(|e| TrainError::Engine(e.to_string()))?;
     Ok(engine)
+}
+
+#[cfg(unix)]
+fn link(target: &Path, at: &Path) -> Result<(), TrainError> {
+    std::os::unix::fs::symlink(target, at).map_err(io(at))
+}
+
+#[cfg(not(unix))]
+fn link(_target: &Path, at: &Path) -> Result<(), TrainError> {
+    Err(TrainError::Io {
+        path: at.to_path_buf(),
+        source: std::io::Error::other("serving a differently named folder needs symbolic links"),
+    })
 }
 
 /// The rows of the FP32 output `name` of each chunk of `inputs` run on `engine`.

@@ -10,13 +10,17 @@
 //! - [`head`]: the linear head and its fit (pure).
 //! - [`features`]: the head's features of a set, computed by the real engine.
 //! - [`export`]: the fitted head as a bundle, checked against the engine.
+//! - [`gate`]: the promotion rule over evaluation reports (pure).
+//! - [`service`]: a turn: train, evaluate, gate, sign and roll out; decisions kept.
 //! - [`config`]: the `[train]` section.
 
 pub mod config;
 pub mod export;
 pub mod features;
+pub mod gate;
 pub mod graph;
 pub mod head;
+pub mod service;
 pub mod wire;
 
 pub use config::{Promotion, TrainConfig};
@@ -70,6 +74,18 @@ pub enum TrainError {
     /// The labelled set.
     #[error(transparent)]
     Dataset(#[from] crate::eval::dataset::DatasetError),
+    /// Evaluating the candidate or the serving version failed.
+    #[error("evaluation: {0}")]
+    Eval(String),
+    /// No such model or decision.
+    #[error("{0}")]
+    NotFound(String),
+    /// The decision's state does not allow the step.
+    #[error("{0}")]
+    Phase(String),
+    /// Signing into the registry or starting the rollout failed.
+    #[error("promotion: {0}")]
+    Promote(String),
 }
 
 /// A trained, exported candidate version (kept as `candidate.json` beside its bundle).

@@ -1,0 +1,155 @@
+//! The gate and promotion on real data with the real engine, registry and rollout store: a
+//! candidate trained on wrong labels is refused with its reason recorded and never reaches
+//! the registry; a candidate trained on a real shift passes, waits for the operator
+//! (`promotion = "operator"`), and once promoted is signed into the registry and starts a
+//! staged rollout; every decision is kept with its four reports.
+
+use std::sync::Arc;
+use tandem_hub::eval::dataset::{self, LabelledSet};
+use tandem_hub::eval::shift::Shift;
+use tandem_hub::eval::store::{ReportStore, SledReports};
+use tandem_hub::train::service::{Status, TrainService};
+use tandem_hub::train::{Promotion, TrainConfig, TrainError, Trainer};
+use tandem_tests::repo;
+
+/// Items `from..to` of the shipped Fashion-MNIST test set, every other one brightened (a
+/// fleet where some cameras see a brighter scene).
+fn half_bright(from: usize, to: usize) -> LabelledSet {
+    let mut set = dataset::shipped(&repo().join("models/vision-fashion"), to).expect("set");
+    set.items.drain(..from);
+    let shift: Shift = "brightness:0.3".parse().expect("shift");
+    for (i, item) in set.items.iter_mut().enumerate().filter(|(i, _)| i % 2 == 0) {
+        item.input = shift.apply(&item.input, i as u64).expect("shift");
+    }
+    set
+}
+
+#[test]
+fn gate_refuses_a_worse_candidate_and_promotes_a_better_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tandem_hub::config::Config {
+        base_dir: repo(),
+        ..Default::default()
+    };
+    let pki = tmp.path().join("pki");
+    tandem_hub::pki::Pki::init(&pki).expect("pki");
+    let reports = Arc::new(SledReports::open(&tmp.path().join("eval")).expect("reports"));
+    let rollouts =
+        tandem_hub::rollout::RolloutStore::open(&tmp.path().join("rollouts")).expect("rollouts");
+    let svc = TrainService {
+        trainer: Trainer {
+            settings: cfg.engine_settings(),
+            cfg: TrainConfig {
+                promotion: Promotion::Operator,
+                original_items: 1000,
+                // 600 examples cost the head about 2.5 points on the original set (measured:
+                // 0.915 -> 0.888); this test's fleet accepts 3 (the default, 0.01, refuses it).
+                tolerance: 0.03,
+                ..TrainConfig::default()
+            },
+            dir: tmp.path().join("train"),
+        },
+        models_dir: repo().join("models"),
+        window_ms: 0,
+        reports: reports.clone(),
+        feedback: None,
+        registry: Arc::new(
+            tandem_hub::registry::Registry::open(&tmp.path().join("registry")).expect("registry"),
+        ),
+        pki_dir: pki,
+        rollouts: Some(rollouts.clone()),
+    };
+    let train = half_bright(8000, 8600);
+    let target = half_bright(9000, 9400);
+
+    // Wrong labels (each shifted by one class): refused, reason recorded, nothing signed.
+    let mut wrong = train.clone();
+    for i in &mut wrong.items {
+        i.truth = (i.truth + 1) % 10;
+    }
+    let refused = svc
+        .run_on("vision-fashion", &wrong, &target)
+        .expect("decides");
+    assert_eq!(refused.status, Status::Refused, "{refused:?}");
+    assert!(
+        refused
+            .reasons
+            .iter()
+            .any(|r| r.contains("not better on the target set")),
+        "{:?}",
+        refused.reasons
+    );
+    assert!(
+        svc.registry
+            .get("vision-fashion", &refused.candidate.version)
+            .expect("registry")
+            .is_none()
+    );
+    assert!(matches!(
+        svc.promote(&refused.id),
+        Err(TrainError::Phase(_))
+    ));
+
+    // Real labels: passes, waits for the operator, then is signed and rolled out.
+    let passed = svc
+        .run_on("vision-fashion", &train, &target)
+        .expect("decides");
+    let figures: Vec<String> = passed
+        .checks
+        .iter()
+        .map(|c| format!("{} {:.4}->{:.4}", c.what, c.serving, c.candidate))
+        .collect();
+    eprintln!("gate: {figures:?}");
+    assert_eq!(
+        passed.status,
+        Status::AwaitingOperator,
+        "{:?}",
+        passed.reasons
+    );
+    assert_ne!(
+        passed.candidate.version, refused.candidate.version,
+        "each candidate its own version"
+    );
+    assert!(
+        rollouts.list().expect("list").is_empty(),
+        "no rollout before the operator"
+    );
+    let promoted = svc.promote(&passed.id).expect("promotes");
+    assert_eq!(promoted.status, Status::RolledOut);
+    let rollout = rollouts
+        .get(promoted.rollout.as_deref().expect("rollout id"))
+        .expect("rollout stored");
+    assert_eq!(
+        (rollout.spec.model.as_str(), rollout.spec.version.as_str()),
+        ("vision-fashion", passed.candidate.version.as_str())
+    );
+    assert!(
+        svc.registry
+            .get("vision-fashion", &passed.candidate.version)
+            .expect("registry")
+            .is_some()
+    );
+
+    // Decisions and their reports stay visible; the next turn starts from the promoted version.
+    let listed: Vec<_> = svc
+        .list(Some("vision-fashion"))
+        .expect("list")
+        .into_iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (refused.id.clone(), Status::Refused),
+            (passed.id.clone(), Status::RolledOut)
+        ]
+    );
+    for id in promoted.reports.iter().chain(&refused.reports) {
+        assert!(reports.get(id).expect("get").is_some(), "report {id} kept");
+    }
+    assert_eq!(
+        svc.serving_dir("vision-fashion").expect("serving"),
+        svc.registry
+            .bundle_dir("vision-fashion", &passed.candidate.version)
+    );
+}
