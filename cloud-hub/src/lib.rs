@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`config`]: the TOML configuration.
 //! - [`app`]: `tandem-hub run`: serve until a signal.
+//! - [`client`]: the command line's client of a running hub's API (HTTP or HTTPS, a client
+//!   certificate or a bearer token).
 //! - [`api`]: the HTTP API (OIP v2 REST on the cloud variants, `/metrics`; bearer tokens, HTTPS
 //!   with client certificates).
 //! - [`ingress`]: the QUIC endpoint devices connect to (mutual TLS, identity from the certificate).
@@ -30,6 +32,7 @@
 pub mod api;
 pub mod app;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod enrol;
 pub mod eval;

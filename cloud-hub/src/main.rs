@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         action: tandem_hub::pki::operator::OperatorCmd,
     },
+    /// The fleet: list devices, show one, send a command (through the running hub's API).
+    Fleet {
+        #[command(subcommand)]
+        action: tandem_hub::fleet::cli::FleetCmd,
+    },
     /// Read-only MQTT identities for dashboards (status, telemetry, events; no writes).
     Subscriber {
         #[command(subcommand)]
@@ -321,6 +326,7 @@ fn main() -> ExitCode {
         Command::Eval { action } => tandem_hub::eval::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),
         Command::Claim { action } => tandem_hub::enrol::cli::run(action),
+        Command::Fleet { action } => tandem_hub::fleet::cli::run(action),
         Command::PrintDefaultConfig => {
             print!("{}", tandem_hub::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS

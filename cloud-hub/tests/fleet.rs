@@ -5,13 +5,12 @@
 
 mod mqtt_kit;
 
-use mqtt_kit::{device_client, fleet_hub};
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use mqtt_kit::{answering_device as device, fleet_hub, publish_online};
+use rumqttc::QoS;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
-use tandem_hub::pki::Pki;
-use tandem_shared::mqtt::{Command, CommandResult, ModelStatus, Status, Topic};
+use tandem_shared::mqtt::{Status, Topic};
 use tandem_tests::http::get_json;
 use tandem_tests::wait_for;
 
@@ -23,42 +22,6 @@ fn telemetry_fixture() -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// A device that answers `set_threshold` with ok and anything else with an error.
-fn device(pki: &Pki, url: &tandem_shared::mqtt::BrokerUrl) -> AsyncClient {
-    let (c, mut ev) = device_client(pki, url, "cam-01");
-    let c2 = c.clone();
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    c2.subscribe("tandem/cam-01/cmd/+", QoS::AtLeastOnce)
-                        .await
-                        .expect("subscribe");
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let name = p.topic.rsplit('/').next().unwrap_or("").to_string();
-                    let result = match Command::decode(&name, &p.payload) {
-                        Ok((id, Command::SetThreshold { .. })) => CommandResult::ok(&id),
-                        Ok((id, _)) => CommandResult::error(Some(&id), "not here"),
-                        Err(e) => CommandResult::error(e.id.as_deref(), e.to_string()),
-                    };
-                    c2.publish(
-                        Topic::command_result("cam-01", &name),
-                        QoS::AtLeastOnce,
-                        false,
-                        result.encode(),
-                    )
-                    .await
-                    .expect("result");
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_state_and_commands_over_mqtt() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -67,24 +30,7 @@ async fn fleet_state_and_commands_over_mqtt() {
     let fleet = svc.fleet();
 
     let dev = device(&pki, &url);
-    let online = Status::online(
-        1,
-        "0.1.0",
-        vec![ModelStatus {
-            name: "vision-fashion".into(),
-            version: "1.0.0".into(),
-            variant: "edge".into(),
-            ep: "cpu".into(),
-        }],
-    );
-    dev.publish(
-        Topic::status("cam-01"),
-        QoS::AtLeastOnce,
-        true,
-        online.encode(),
-    )
-    .await
-    .expect("status");
+    publish_online(&dev).await;
     dev.publish(
         Topic::telemetry("cam-01"),
         QoS::AtLeastOnce,

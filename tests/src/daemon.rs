@@ -41,6 +41,12 @@ impl Daemon {
     /// `tandem-hub run` (QUIC and HTTP on free ports, MQTT off) with vision-fashion (cloud) and
     /// `http_extra` appended to its `[http]` section.
     pub fn hub(name: &str, http_extra: &str) -> Daemon {
+        Self::hub_with(name, http_extra, "mode = \"off\"")
+    }
+
+    /// [`Daemon::hub`] with `mqtt` as its `[mqtt]` section (its own mosquitto: `listen` and
+    /// `runtime_dir`).
+    pub fn hub_with(name: &str, http_extra: &str, mqtt: &str) -> Daemon {
         let dir = scratch(name);
         let init = Command::new(binary("tandem-hub"))
             .args(["init", "--dir"])
@@ -51,7 +57,7 @@ impl Daemon {
         let config = format!(
             "pki_dir = \"pki\"\nregistry_dir = \"registry\"\nfeedback_dir = \"feedback\"\n\
              [http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n[quic]\nlisten = \"127.0.0.1:0\"\n\
-             [mqtt]\nmode = \"off\"\n[models]\ndir = \"{}\"\nenabled = [\"vision-fashion\"]\n",
+             [mqtt]\n{mqtt}\n[models]\ndir = \"{}\"\nenabled = [\"vision-fashion\"]\n",
             models_dir().display()
         );
         let path = dir.join("hub.toml");

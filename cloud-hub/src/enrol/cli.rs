@@ -1,7 +1,7 @@
 //! `tandem-hub claim create|list|revoke`: a client of the running hub's `/v1/claims` API (the
 //! hub alone opens the claim store).
 
-use crate::rollout::cli::{Client, HubArgs};
+use crate::client::{Client, HubArgs};
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -9,9 +9,11 @@
 //! - [`link`]: the hub's MQTT client: subscriptions, state updates, commands and their results.
 //! - [`labels`]: a device's labels, hub-assigned (its claim's) over its own.
 //! - [`http`]: `GET /v1/fleet`, `GET /v1/fleet/{device}`, `POST /v1/fleet/{device}/cmd/{name}`.
+//! - [`cli`]: `tandem-hub fleet list|show|cmd`, a client of those routes.
 //! - this file: [`Fleet`] (what the API reaches) and [`FleetService`] (start and stop it all
 //!   from the hub config).
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod labels;

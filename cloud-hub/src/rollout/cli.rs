@@ -1,58 +1,13 @@
 //! `tandem-hub rollout start|status|pause|resume|abort`: a client of the running hub's
-//! `/v1/rollouts` API (the hub alone opens the rollout database).
+//! `/v1/rollouts` API (the hub alone opens the rollout database), through [`crate::client`].
 
 use super::plan::Spec;
 use clap::Subcommand;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Where the hub's API is.
-#[derive(Debug, clap::Args)]
-pub struct HubArgs {
-    /// The hub's HTTP API (default: from the config's http.listen).
-    #[arg(long)]
-    hub: Option<String>,
-    /// Hub config file (http.listen, pki_dir's operator.token, http.bearer_token_file).
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// File whose first token is sent as the operator's bearer token (default: the
-    /// `TANDEM_HUB_TOKEN_FILE` environment variable, else `operator.token` in the config's
-    /// pki_dir, else the config's http.bearer_token_file).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-}
-
-/// The environment variable naming the operator token file.
-pub const TOKEN_FILE_ENV: &str = "TANDEM_HUB_TOKEN_FILE";
-
-/// The operator token to send: from the file given (which must be readable), else the
-/// config's operator token file or token file when there is one.
-fn operator_token(
-    args: &HubArgs,
-    cfg: &crate::config::Config,
-) -> Result<Option<String>, (u8, String)> {
-    use crate::api::auth::Tokens;
-    let given = args
-        .token_file
-        .clone()
-        .or_else(|| std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from));
-    let path = match given {
-        Some(p) => p,
-        None => match [Some(cfg.operator_token_file()), cfg.bearer_token_file()]
-            .into_iter()
-            .flatten()
-            .find(|p| p.exists())
-        {
-            Some(p) => p,
-            None => return Ok(None),
-        },
-    };
-    Tokens::first_in(&path)
-        .map(Some)
-        .map_err(|e| (78, e.to_string()))
-}
+pub use crate::client::{Client, HubArgs};
 
 /// `tandem-hub rollout ...`.
 #[derive(Debug, Subcommand)]
@@ -126,72 +81,6 @@ pub enum RolloutCmd {
         #[command(flatten)]
         hub: HubArgs,
     },
-}
-
-/// A client of the running hub's API (bearer token from the config); also `claim`'s.
-pub(crate) struct Client {
-    base: String,
-    token: Option<String>,
-    http: reqwest::blocking::Client,
-}
-
-impl Client {
-    pub(crate) fn new(args: &HubArgs) -> Result<Self, (u8, String)> {
-        let cfg =
-            crate::config::Config::load(args.config.as_deref()).map_err(|e| (78, e.to_string()))?;
-        if args.hub.is_none() && cfg.http.tls {
-            return Err((
-                64,
-                "the hub's API is HTTPS (http.tls): give --hub http://... of a plain listener"
-                    .into(),
-            ));
-        }
-        let base = args
-            .hub
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", cfg.http.listen));
-        let token = operator_token(args, &cfg)?;
-        let http = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| (70, e.to_string()))?;
-        Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            http,
-        })
-    }
-
-    pub(crate) fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, (u8, String)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .map_err(|e| (69, format!("the hub at {} does not answer: {e}", self.base)))?;
-        let status = resp.status();
-        let value: Value = resp.json().unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            let message = value["error"].as_str().unwrap_or("no details").to_string();
-            let code = if status.as_u16() == 409 || status.as_u16() == 422 {
-                65
-            } else {
-                69
-            };
-            Err((code, format!("{status}: {message}")))
-        }
-    }
 }
 
 fn summary(r: &Value) -> String {
