@@ -155,6 +155,43 @@ async fn every_operator_command_works_over_https_and_failures_say_what_to_fix() 
     let unknown = operator(&["fleet", "show", "cam-99"]);
     fails(&unknown, 65, &["404", "cam-99"], "an unknown device");
 
+    // The registry and evaluations on the running hub (whose stores only it may open).
+    let o = operator(&["models", "list"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stdout.contains("registry of the hub at https://"),
+        "{}",
+        o.stdout
+    );
+    let o = operator(&[
+        "eval",
+        "run",
+        "--model",
+        "vision-fashion",
+        "--limit",
+        "20",
+        "--no-shifts",
+        "--json",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).expect("report JSON");
+    let id = report["id"].as_str().expect("report id").to_string();
+    assert_eq!(report["overall"]["n"], 20, "{report}");
+    let o = operator(&["eval", "list", "--model", "vision-fashion"]);
+    assert!(
+        o.code == Some(0) && o.stdout.contains(&id),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = operator(&["eval", "show", &id]);
+    assert!(
+        o.code == Some(0) && o.stdout.contains("accuracy"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+
     // The same through environment variables; rollout and claim too.
     let env = [
         ("TANDEM_HUB_URL", base.as_str()),

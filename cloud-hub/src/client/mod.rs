@@ -26,13 +26,21 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 /// Where the hub's API is and how to call it (flattened into every command that talks to it).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct HubArgs {
+    /// Hub config file (http.listen, http.tls, pki_dir's ca.pem and operator.token).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// [`HubArgs`] without the config file, for commands that have their own `--config` and work
+/// on this machine's stores unless `--hub` names a running hub.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RemoteArgs {
     /// The hub's API, `https://HOST:PORT` or `http://HOST:PORT` (default: the config's
     /// http.listen, HTTPS when http.tls).
     #[arg(long, env = "TANDEM_HUB_URL")]
     pub hub: Option<String>,
-    /// Hub config file (http.listen, http.tls, pki_dir's ca.pem and operator.token).
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
     /// The CA that signed the hub's certificate (default: ca.pem in the config's pki_dir).
     #[arg(long, env = "TANDEM_HUB_CA")]
     pub ca: Option<PathBuf>,
@@ -153,8 +161,14 @@ pub struct Client {
 impl Client {
     /// The client `args` describe (see [`HubArgs`] for the defaults).
     pub fn new(args: &HubArgs) -> Result<Self, ClientError> {
-        let cfg = crate::config::Config::load(args.config.as_deref())
-            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Self::with(&args.remote, args.config.as_deref())
+    }
+
+    /// The client of `args` with the hub config at `config` (the built-in default when
+    /// `None`) for what they leave out.
+    pub fn with(args: &RemoteArgs, config: Option<&std::path::Path>) -> Result<Self, ClientError> {
+        let cfg =
+            crate::config::Config::load(config).map_err(|e| ClientError::Config(e.to_string()))?;
         let base = match &args.hub {
             Some(h) => h.trim_end_matches('/').to_string(),
             None => default_url(&cfg),
@@ -252,7 +266,7 @@ fn default_url(cfg: &crate::config::Config) -> String {
 /// The bearer token to send: `TANDEM_HUB_TOKEN`, else the file given (which must be
 /// readable), else (when `defaults`) the config's operator token file or token file.
 fn token(
-    args: &HubArgs,
+    args: &RemoteArgs,
     cfg: &crate::config::Config,
     defaults: bool,
 ) -> Result<Option<String>, ClientError> {
@@ -305,16 +319,19 @@ mod tests {
 
     #[test]
     fn a_plain_url_takes_no_certificate() {
-        let args = HubArgs {
+        let args = RemoteArgs {
             hub: Some("http://127.0.0.1:1".into()),
             cert: Some("c.pem".into()),
             key: Some("c.key".into()),
             ..Default::default()
         };
-        let e = Client::new(&args).expect_err("refused");
+        let e = Client::with(&args, None).expect_err("refused");
         assert!(matches!(e, ClientError::Usage(_)), "{e}");
         let args = HubArgs {
-            hub: Some("127.0.0.1:1".into()),
+            remote: RemoteArgs {
+                hub: Some("127.0.0.1:1".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(

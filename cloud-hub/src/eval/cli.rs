@@ -1,9 +1,10 @@
 //! `tandem-hub eval run|list|show`: evaluation from the command line, on this machine's
-//! engine and report store (stop the hub first, or use `POST /v1/eval` on the running hub:
-//! the stores are one process's at a time).
+//! engine and report store (stop the hub first: the stores are one process's at a time), or
+//! with `--hub` on the running hub's `/v1/eval` ([`crate::client`], HTTP or HTTPS).
 
 use super::store::{ReportStore, SledReports};
 use super::{EvalRequest, Evaluator, SetKind};
+use crate::client::{Client, RemoteArgs};
 use crate::feedback::Split;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ pub enum EvalCmd {
         /// Hub config file (`models.dir`, `eval.dir`, `feedback_dir`).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// The stored reports, oldest first.
     List {
@@ -50,6 +53,8 @@ pub enum EvalCmd {
         /// Hub config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// One stored report.
     Show {
@@ -61,7 +66,35 @@ pub enum EvalCmd {
         /// Hub config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
+}
+
+/// The running hub's client when `--hub` (or `TANDEM_HUB_URL`) names one.
+fn remote_client(
+    remote: &RemoteArgs,
+    config: Option<&std::path::Path>,
+) -> Result<Option<Client>, Failure> {
+    match remote.hub {
+        Some(_) => Ok(Some(Client::with(remote, config)?)),
+        None => Ok(None),
+    }
+}
+
+fn print_report(report: &super::report::Report, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.table());
+    }
+}
+
+fn from_hub<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Failure> {
+    serde_json::from_value(v).map_err(|e| (69, format!("the hub's answer is not a report: {e}")))
 }
 
 type Failure = (u8, String);
@@ -74,7 +107,7 @@ fn reports(cfg: &crate::config::Config) -> Result<SledReports, Failure> {
     SledReports::open(&cfg.eval_dir()).map_err(|e| {
         (
             75,
-            format!("{e} (a running hub holds it: use POST /v1/eval, GET /v1/eval/reports)"),
+            format!("{e} (a running hub holds it: give --hub URL to ask it)"),
         )
     })
 }
@@ -91,14 +124,34 @@ fn execute(cmd: EvalCmd) -> Result<(), Failure> {
             no_shifts,
             json,
             config: path,
+            remote,
         } => {
-            let cfg = config(path.as_deref())?;
             let set = match set.as_str() {
                 "shipped" => SetKind::Shipped,
                 "feedback" => SetKind::Feedback,
                 other => return Err((64, format!("--set `{other}`: shipped or feedback"))),
             };
             let split: Split = split.parse().map_err(|e| (64, format!("--split: {e}")))?;
+            let shifts = match (no_shifts, shifts.is_empty()) {
+                (true, _) => Some(Vec::new()),
+                (false, true) => None,
+                (false, false) => Some(shifts),
+            };
+            let req = EvalRequest {
+                model,
+                variant,
+                set,
+                split: Some(split),
+                limit,
+                shifts,
+            };
+            if let Some(hub) = remote_client(&remote, path.as_deref())? {
+                let body = serde_json::to_value(&req).map_err(|e| (70, e.to_string()))?;
+                let v = hub.call(reqwest::Method::POST, "/v1/eval", Some(&body))?;
+                print_report(&from_hub(v)?, json);
+                return Ok(());
+            }
+            let cfg = config(path.as_deref())?;
             let feedback = match set {
                 SetKind::Feedback => Some(Arc::new(
                     crate::feedback::Store::open(&cfg.feedback_dir())
@@ -113,39 +166,31 @@ fn execute(cmd: EvalCmd) -> Result<(), Failure> {
                 reports: Arc::new(reports(&cfg)?),
                 feedback,
             };
-            let req = EvalRequest {
-                model,
-                variant,
-                set,
-                split: Some(split),
-                limit,
-                shifts: match (no_shifts, shifts.is_empty()) {
-                    (true, _) => Some(Vec::new()),
-                    (false, true) => None,
-                    (false, false) => Some(shifts),
-                },
-            };
             let report = evaluator
                 .run(&req, Default::default())
                 .map_err(|e| (65, e.to_string()))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(&report, json);
             Ok(())
         }
         EvalCmd::List {
             model,
             config: path,
+            remote,
         } => {
-            let cfg = config(path.as_deref())?;
-            let list = reports(&cfg)?
-                .list(model.as_deref())
-                .map_err(|e| (74, e.to_string()))?;
+            let list: Vec<super::report::ReportSummary> =
+                match remote_client(&remote, path.as_deref())? {
+                    Some(hub) => {
+                        let v = hub.call(reqwest::Method::GET, "/v1/eval/reports", None)?;
+                        let all: Vec<super::report::ReportSummary> =
+                            from_hub(v["reports"].clone())?;
+                        all.into_iter()
+                            .filter(|r| model.as_ref().is_none_or(|m| &r.model == m))
+                            .collect()
+                    }
+                    None => reports(&config(path.as_deref())?)?
+                        .list(model.as_deref())
+                        .map_err(|e| (74, e.to_string()))?,
+                };
             println!("| id | model | version | variant | set | n | accuracy | macro-F1 | ECE |");
             println!("|---|---|---|---|---|---|---|---|---|");
             for r in list {
@@ -160,17 +205,20 @@ fn execute(cmd: EvalCmd) -> Result<(), Failure> {
             id,
             json,
             config: path,
+            remote,
         } => {
-            let cfg = config(path.as_deref())?;
-            let r = reports(&cfg)?
-                .get(&id)
-                .map_err(|e| (74, e.to_string()))?
-                .ok_or_else(|| (66, format!("no report {id}")))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            } else {
-                print!("{}", r.table());
-            }
+            let r = match remote_client(&remote, path.as_deref())? {
+                Some(hub) => from_hub(hub.call(
+                    reqwest::Method::GET,
+                    &format!("/v1/eval/reports/{id}"),
+                    None,
+                )?)?,
+                None => reports(&config(path.as_deref())?)?
+                    .get(&id)
+                    .map_err(|e| (74, e.to_string()))?
+                    .ok_or_else(|| (66, format!("no report {id}")))?,
+            };
+            print_report(&r, json);
             Ok(())
         }
     }

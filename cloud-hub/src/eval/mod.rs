@@ -63,7 +63,7 @@ pub enum EvalError {
 }
 
 /// Which set to judge on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SetKind {
     /// The model's shipped test set.
@@ -74,7 +74,7 @@ pub enum SetKind {
 }
 
 /// What to evaluate (the body of `POST /v1/eval`, the flags of `tandem-hub eval`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalRequest {
     /// The model (a folder of `models.dir`).

@@ -1,4 +1,4 @@
-//! `tandem-hub models push|list|pack`.
+//! `tandem-hub models push|list|pack` (`list --hub`: the running hub's, [`crate::client`]).
 
 use super::pack::{PackOptions, pack};
 use super::store::{Pushed, Registry, RegistryError, load_signer};
@@ -17,7 +17,7 @@ pub enum ModelsCmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// List the stored model versions.
+    /// List the stored model versions (with --hub: the running hub's registry).
     List {
         /// Hub config file naming `registry_dir` (default: the built-in default).
         #[arg(long, short)]
@@ -25,6 +25,8 @@ pub enum ModelsCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: crate::client::RemoteArgs,
     },
     /// Make an unsigned bundle from a model folder (`models/<name>`): the device variant's
     /// files and self-tests from testdata/expected.json.
@@ -64,6 +66,25 @@ pub fn run(cmd: ModelsCmd) -> ExitCode {
     }
 }
 
+/// The running hub's registry entries (`GET /v1/models`), every version of every model.
+fn remote_entries(
+    remote: &crate::client::RemoteArgs,
+    config: Option<&Path>,
+) -> Result<Vec<super::store::Entry>, (u8, String)> {
+    let v = crate::client::Client::with(remote, config)?.call(
+        reqwest::Method::GET,
+        "/v1/models",
+        None,
+    )?;
+    let mut entries = Vec::new();
+    for m in v["models"].as_array().into_iter().flatten() {
+        let versions: Vec<super::store::Entry> = serde_json::from_value(m["versions"].clone())
+            .map_err(|e| (69, format!("the hub's answer is not a model list: {e}")))?;
+        entries.extend(versions);
+    }
+    Ok(entries)
+}
+
 fn load_config(path: Option<&Path>) -> Result<crate::config::Config, (u8, String)> {
     crate::config::Config::load(path).map_err(|e| (78, e.to_string()))
 }
@@ -98,17 +119,27 @@ fn execute(cmd: ModelsCmd) -> Result<(), (u8, String)> {
                 ),
             }
         }
-        ModelsCmd::List { config, json } => {
+        ModelsCmd::List {
+            config,
+            json,
+            remote,
+        } => {
             let cfg = load_config(config.as_deref())?;
-            let entries = Registry::open(&cfg.registry_dir())
-                .and_then(|r| r.list())
-                .map_err(failed)?;
+            let entries = match remote.hub {
+                Some(_) => remote_entries(&remote, config.as_deref())?,
+                None => Registry::open(&cfg.registry_dir())
+                    .and_then(|r| r.list())
+                    .map_err(failed)?,
+            };
             if json {
                 let text =
                     serde_json::to_string_pretty(&entries).map_err(|e| (70, e.to_string()))?;
                 println!("{text}");
             } else if entries.is_empty() {
-                println!("the registry at {} is empty", cfg.registry_dir().display());
+                match &remote.hub {
+                    Some(hub) => println!("the registry of the hub at {hub} is empty"),
+                    None => println!("the registry at {} is empty", cfg.registry_dir().display()),
+                }
             } else {
                 for e in entries {
                     println!(
