@@ -63,6 +63,13 @@ pub fn start_engine(cfg: &Config) -> Result<Arc<Engine>, AppError> {
     // An installed model version loads only if it verifies again (signature, sha256).
     crate::models::check_installed(&cfg.engine_settings());
     let mut settings = cfg.engine_settings();
+    let dir = settings.resolve(&settings.models.dir);
+    // Images leave only through the hub link or the broker: the blur needs the face detector.
+    let linked = !cfg.hub.address.is_empty() || !cfg.mqtt.url.is_empty();
+    if linked && crate::privacy::needs_face_model(&cfg.privacy, &dir, &settings.models.enabled) {
+        // `[privacy]`: loaded like the other models, served too.
+        settings.models.enabled.push(cfg.privacy.face_model.clone());
+    }
     if !cfg.hub.address.is_empty() && !settings.models.enabled.is_empty() {
         let dir = settings.resolve(&settings.models.dir);
         let role = settings.variant();
@@ -119,6 +126,8 @@ pub fn start_router_with(
     if let Some(f) = feedback {
         router = router.with_feedback(f);
     }
+    let privacy = crate::privacy::start(cfg, &router);
+    router = router.with_privacy(privacy);
     Ok(Arc::new(router))
 }
 

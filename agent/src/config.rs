@@ -68,6 +68,8 @@ pub struct Config {
     pub queue: crate::queue::QueueConfig,
     /// Hard examples and corrections for the hub's dataset.
     pub feedback: crate::feedback::FeedbackConfig,
+    /// Faces blurred in the images that leave the device.
+    pub privacy: crate::privacy::PrivacyConfig,
     /// This device's labels (`group = "cameras-north"`), reported in its MQTT status: rollouts
     /// select devices by them (`tandem-hub rollout start --group`).
     pub labels: std::collections::BTreeMap<String, String>,
@@ -156,6 +158,7 @@ impl Default for Config {
             mqtt: crate::uplink::mqtt::MqttConfig::default(),
             queue: crate::queue::QueueConfig::default(),
             feedback: crate::feedback::FeedbackConfig::default(),
+            privacy: crate::privacy::PrivacyConfig::default(),
             labels: std::collections::BTreeMap::new(),
             base_dir: PathBuf::from("."),
             source: None,
@@ -269,6 +272,7 @@ impl Config {
         }
         p.extend(self.queue.problems());
         p.extend(self.feedback.problems());
+        p.extend(self.privacy.problems());
         p.extend(self.mqtt.problems());
         if !self.mqtt.url.is_empty()
             && (self.hub.cert.as_os_str().is_empty() || self.hub.key.as_os_str().is_empty())

@@ -8,6 +8,7 @@
 //! - [`uplink`]: the QUIC link to the hub (mTLS, backoff, RTT).
 //! - [`queue`]: the durable store-and-forward queue (sled; accepted once flushed).
 //! - [`feedback`]: hard examples (sampled) and corrections, queued for the hub's dataset.
+//! - [`privacy`]: faces blurred in every image that leaves the device (CenterFace).
 //! - [`models`]: the model manager: signed bundles verified, installed, self-tested and
 //!   swapped in without a failed request.
 //! - [`camera`]: per-camera frame streams with a bounded drop-oldest queue.
@@ -29,6 +30,7 @@ pub mod feedback;
 pub mod hybrid;
 pub mod models;
 pub mod policy;
+pub mod privacy;
 pub mod queue;
 pub mod reload;
 pub mod telemetry;

@@ -45,6 +45,8 @@ pub enum Reason {
     NoLocalVariant,
     /// The local queue was full: the hub is asked instead.
     LocalBusy,
+    /// The faces in the image could not be blurred (`[privacy]`): it was not offloaded.
+    BlurFailed,
 }
 
 /// A model's routing settings.

@@ -91,6 +91,9 @@ impl OipService for AppState {
             self.router.uplink().map(|u| &**u),
             self.router.feedback().map(|f| &**f),
         );
+        if let Some(p) = self.router.privacy() {
+            crate::privacy::report::render(&mut text, p);
+        }
         tandem_engine::daemon::process::render(
             &mut text,
             tandem_buildinfo::VERSION,

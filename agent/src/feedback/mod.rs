@@ -14,6 +14,9 @@
 //! `shadow`, the local answer only) for the hub to judge with the cloud model; the caller gets
 //! its local answer as usual.
 //!
+//! Faces: each image leaves through `crate::privacy` (blurred where `[privacy]` applies; an
+//! image whose blur failed is dropped and counted there, a correction of it refused).
+//!
 //! Layout: `config` (`[feedback]`), `sampler` (rate and caps), `shadow` (the shadow samples'
 //! rate, count and bytes), `recent` (the requests a person may still correct).
 
@@ -29,10 +32,11 @@ pub use shadow::ShadowSampler;
 
 use crate::hybrid::Answer;
 use crate::policy::Reason;
+use crate::privacy::{Leaving, Privacy, PrivacyError};
 use crate::queue::{Class, Queue, QueueError, Seq};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tandem_engine::postprocess::Prediction;
 use tandem_shared::record::{self, ExampleKind, ExampleMeta, Outcome, Record};
 
@@ -58,6 +62,16 @@ pub enum FeedbackError {
     /// The queue refused or failed.
     #[error("the correction could not be stored: {0}")]
     Queue(#[from] QueueError),
+    /// The faces in its image could not be blurred: it stays on the device.
+    #[error("the correction is not sent: {0}")]
+    Privacy(#[from] PrivacyError),
+}
+
+/// An example on its way to the queue: its input is scrubbed by the writer.
+#[derive(Debug)]
+struct Pending {
+    meta: ExampleMeta,
+    input: Bytes,
 }
 
 /// Counters since start.
@@ -81,7 +95,8 @@ pub struct Feedback {
     sampler: Mutex<(Sampler, u64)>,
     shadow: Mutex<ShadowSampler>,
     recent: Mutex<Recent>,
-    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    tx: tokio::sync::mpsc::Sender<Pending>,
+    privacy: Arc<OnceLock<Arc<Privacy>>>,
     stats: Arc<FeedbackStats>,
     wake: Arc<tokio::sync::Notify>,
     /// Cancelled by [`Feedback::flush`]: the writer takes no more, queues what waits, ends.
@@ -113,9 +128,11 @@ impl Feedback {
         cfg: FeedbackConfig,
         wake: Arc<tokio::sync::Notify>,
     ) -> Arc<Self> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(cfg.max_pending.max(1));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(cfg.max_pending.max(1));
         let stats = Arc::new(FeedbackStats::default());
         let (q, st, w) = (queue.clone(), stats.clone(), wake.clone());
+        let privacy = Arc::new(OnceLock::<Arc<Privacy>>::new());
+        let faces = privacy.clone();
         let closing = tokio_util::sync::CancellationToken::new();
         let closed = closing.clone();
         let writer = tokio::spawn(async move {
@@ -128,7 +145,27 @@ impl Feedback {
                         continue;
                     }
                 };
-                let Some(payload) = payload else { break };
+                let Some(Pending { meta, input }) = payload else {
+                    break;
+                };
+                let input = match faces.get() {
+                    Some(p) if meta.input_kind == "image" => {
+                        let path = match meta.kind {
+                            ExampleKind::Shadow => Leaving::Shadow,
+                            _ => Leaving::HardExample,
+                        };
+                        match p.scrub(path, &meta.model, input).await {
+                            Ok(b) => b,
+                            // Counted and logged by the privacy side; dropped here.
+                            Err(_) => continue,
+                        }
+                    }
+                    _ => input,
+                };
+                let payload = record::encode(&Record::Example {
+                    meta: Box::new(meta),
+                    input: input.to_vec(),
+                });
                 let q = q.clone();
                 let done =
                     tokio::task::spawn_blocking(move || q.append(Class::HardExample, payload))
@@ -151,6 +188,7 @@ impl Feedback {
             recent: Mutex::new(Recent::new(cfg.recent_requests, cfg.recent_max_bytes)),
             cfg,
             tx,
+            privacy,
             stats,
             wake,
             closing,
@@ -166,6 +204,12 @@ impl Feedback {
         if let Some(w) = writer {
             let _ = w.await;
         }
+    }
+
+    /// Blurs faces in the images of examples and corrections before they are queued (set
+    /// once, by the router; a second call is ignored).
+    pub fn set_privacy(&self, privacy: Arc<Privacy>) {
+        let _ = self.privacy.set(privacy);
     }
 
     /// The queue records go to.
@@ -254,8 +298,8 @@ impl Feedback {
         if !keep {
             return;
         }
-        let payload = record::encode(&Record::Example {
-            meta: Box::new(ExampleMeta {
+        let sent = self.tx.try_send(Pending {
+            meta: ExampleMeta {
                 kind: example_kind,
                 request_id: answer.request_id.clone(),
                 model: answer.model.clone(),
@@ -265,10 +309,9 @@ impl Feedback {
                 local,
                 cloud,
                 label: None,
-            }),
-            input: bytes.to_vec(),
+            },
+            input: bytes,
         });
-        let sent = self.tx.try_send(payload);
         if sent.is_ok() && example_kind == ExampleKind::Shadow {
             self.stats.shadow.fetch_add(1, Ordering::Relaxed);
         }
@@ -304,25 +347,37 @@ impl Feedback {
                 },
             },
         })?;
-        let payload = record::encode(&Record::Example {
-            meta: Box::new(ExampleMeta {
-                kind: ExampleKind::Correction,
-                request_id: request_id.to_string(),
-                model: r.model,
-                time_ms: r.time_ms,
-                input_kind: r.input_kind.to_string(),
-                reason: r.reason,
-                local: r.local,
-                cloud: r.cloud,
-                label: Some(label.to_string()),
-            }),
-            input: r.input.to_vec(),
-        });
-        let q = self.queue.clone();
-        let stored = tokio::task::spawn_blocking(move || q.append(Class::Correction, payload))
-            .await
-            .map_err(|_| FeedbackError::Queue(QueueError::Closed))
-            .and_then(|r| r.map_err(FeedbackError::Queue));
+        let input = match self.privacy.get() {
+            Some(p) if r.input_kind == "image" => {
+                p.scrub(Leaving::Correction, &r.model, r.input.clone())
+                    .await
+            }
+            _ => Ok(r.input.clone()),
+        };
+        let stored = match input {
+            Ok(input) => {
+                let payload = record::encode(&Record::Example {
+                    meta: Box::new(ExampleMeta {
+                        kind: ExampleKind::Correction,
+                        request_id: request_id.to_string(),
+                        model: r.model,
+                        time_ms: r.time_ms,
+                        input_kind: r.input_kind.to_string(),
+                        reason: r.reason,
+                        local: r.local,
+                        cloud: r.cloud,
+                        label: Some(label.to_string()),
+                    }),
+                    input: input.to_vec(),
+                });
+                let q = self.queue.clone();
+                tokio::task::spawn_blocking(move || q.append(Class::Correction, payload))
+                    .await
+                    .map_err(|_| FeedbackError::Queue(QueueError::Closed))
+                    .and_then(|r| r.map_err(FeedbackError::Queue))
+            }
+            Err(e) => Err(FeedbackError::Privacy(e)),
+        };
         if let Ok(mut g) = self.recent.lock() {
             match &stored {
                 Ok(seq) => g.settle(request_id, *seq),

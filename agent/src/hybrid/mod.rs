@@ -16,6 +16,7 @@ pub use config::{ModelPolicyConfig, PolicyConfig};
 pub use remote::RemoteModel;
 
 use crate::policy::{self, Context, Decision, Local, Mode, ModelPolicy, Reason};
+use crate::privacy::Leaving;
 use crate::uplink::{Uplink, UplinkError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,7 @@ pub struct Router {
     models: Option<Arc<crate::models::Manager>>,
     labels: BTreeMap<String, String>,
     device: String,
+    privacy: Option<Arc<crate::privacy::Privacy>>,
 }
 
 /// How an offload attempt ended, when it gave no answer.
@@ -86,7 +88,22 @@ impl Router {
             models: None,
             labels: BTreeMap::new(),
             device: String::new(),
+            privacy: None,
         }
+    }
+
+    /// Blurs faces in the images that leave the device (`[privacy]`), offloads and feedback.
+    pub fn with_privacy(mut self, privacy: Arc<crate::privacy::Privacy>) -> Self {
+        if let Some(f) = &self.feedback {
+            f.set_privacy(privacy.clone());
+        }
+        self.privacy = Some(privacy);
+        self
+    }
+
+    /// The face blur every image leaving the device goes through, when configured.
+    pub fn privacy(&self) -> Option<&Arc<crate::privacy::Privacy>> {
+        self.privacy.as_ref()
     }
 
     /// The device's labels (`[labels]` in the config), reported in its status.
@@ -440,6 +457,23 @@ impl Router {
         let budget = ctx.remaining_ms.map_or(uplink.timeout(), |ms| {
             Duration::from_secs_f64(ms.max(1.0) / 1000.0)
         });
+        // Fail closed: an image whose faces could not be blurred stays on the device.
+        let bytes = match (&self.privacy, kind) {
+            (Some(p), "image") => match p.scrub(Leaving::Offload, model, bytes).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let detail = Some(format!("not offloaded: {e}"));
+                    return missed(
+                        Missed {
+                            reason: Reason::BlurFailed,
+                            detail,
+                        },
+                        local,
+                    );
+                }
+            },
+            _ => bytes,
+        };
         // The wire message owns its bytes: the one copy, made only when offloading.
         let wire_input = match (kind, std::str::from_utf8(&bytes)) {
             ("text", Ok(t)) => wire::Input::Text(t.to_string()),

@@ -131,6 +131,11 @@ impl Reporter {
                 .models()
                 .map(|m| m.reports())
                 .unwrap_or_default(),
+            privacy: self
+                .router
+                .privacy()
+                .filter(|p| p.active())
+                .map(|p| crate::privacy::report::telemetry(p.stats())),
         }
     }
 }

@@ -298,6 +298,25 @@ pub struct Telemetry {
     /// recent versions, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<UpdateReport>,
+    /// The face blur on images leaving the device, when a served model has it on
+    /// (`[privacy]`). Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyCounters>,
+}
+
+/// The face blur's counters since the agent started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacyCounters {
+    /// Images leaving the device that the face detector checked first.
+    pub images_checked: u64,
+    /// Of those, images with at least one face blurred.
+    pub images_blurred: u64,
+    /// Face boxes blurred.
+    pub faces_blurred: u64,
+    /// Images kept on the device because the blur failed, by path (`offload`,
+    /// `hard_example`, `shadow`, `correction`, `snapshot`; zeros left out).
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
 }
 
 /// Where a model update stands on the device (the rollout controller reads it).
