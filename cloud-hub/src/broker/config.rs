@@ -50,6 +50,11 @@ pub struct MqttConfig {
     pub crl_check_ms: u64,
     /// Default wait for a device's answer to a command, in milliseconds.
     pub command_timeout_ms: u64,
+    /// Publish Home Assistant MQTT discovery (retained, under `homeassistant/`) for every
+    /// device heard online: connectivity, offload share, latency and model versions over the
+    /// device's own status and telemetry topics (docs/mqtt.md). Off by default: it adds
+    /// retained messages to the broker that only a Home Assistant installation reads.
+    pub ha_discovery: bool,
 }
 
 impl Default for MqttConfig {
@@ -65,6 +70,7 @@ impl Default for MqttConfig {
             ready_timeout_ms: 10_000,
             crl_check_ms: 2000,
             command_timeout_ms: 5000,
+            ha_discovery: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! It reconnects on its own (full-jitter backoff: a random wait up to 0.2 s, doubling to 5 s)
 //! and subscribes again on every connection, ahead of anything queued.
 
+use super::discovery::Discovery;
 use super::store::FleetStore;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Request, Subscribe, SubscribeFilter,
@@ -135,12 +136,15 @@ pub fn now_ms() -> u64 {
 }
 
 impl Link {
-    /// Connects (in the background) to `url` as the hub; received state goes to `store`.
+    /// Connects (in the background) to `url` as the hub; received state goes to `store`;
+    /// with `ha_discovery`, devices heard online are announced to Home Assistant
+    /// ([`super::discovery`]).
     pub fn start(
         url: &BrokerUrl,
         pki_dir: &Path,
         client_id: &str,
         store: FleetStore,
+        ha_discovery: bool,
     ) -> Result<Self, LinkError> {
         let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
         opts.set_transport(Transport::tls_with_config(tls_config(pki_dir)?.into()))
@@ -151,11 +155,13 @@ impl Link {
         let waiters = Arc::new(Waiters::default());
         let stats = Arc::new(LinkStats::default());
         let (stop, stop_rx) = watch::channel(false);
+        let discovery = ha_discovery.then(|| (client.clone(), Discovery::default()));
         tokio::spawn(run(
             eventloop,
             store,
             waiters.clone(),
             stats.clone(),
+            discovery,
             stop_rx,
         ));
         Ok(Self {
@@ -250,6 +256,7 @@ async fn run(
     store: FleetStore,
     waiters: Arc<Waiters>,
     stats: Arc<LinkStats>,
+    discovery: Option<(AsyncClient, Discovery)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -272,6 +279,14 @@ async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 dispatch(&p.topic, &p.payload, &store, &waiters, &stats);
+                if let Some((client, d)) = &discovery
+                    && let Ok(t) = Topic::parse(&p.topic)
+                    && t.kind == TopicKind::Status
+                    && let Ok(s) = Status::decode(&p.payload)
+                    && s.state == State::Online
+                {
+                    d.on_status(client, &t.device, &s);
+                }
             }
             Ok(_) => {}
             Err(e) => {

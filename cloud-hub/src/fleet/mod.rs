@@ -10,11 +10,13 @@
 //! - [`labels`]: a device's labels, hub-assigned (its claim's) over its own.
 //! - [`http`]: `GET /v1/fleet`, `GET /v1/fleet/{device}`, `POST /v1/fleet/{device}/cmd/{name}`.
 //! - [`cli`]: `tandem-hub fleet list|show|cmd`, a client of those routes.
+//! - [`discovery`]: Home Assistant discovery messages per device (`mqtt.ha_discovery`).
 //! - this file: [`Fleet`] (what the API reaches) and [`FleetService`] (start and stop it all
 //!   from the hub config).
 
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod http;
 pub mod labels;
 pub mod link;
@@ -207,7 +209,13 @@ impl FleetService {
             &tandem_engine::settings::resolve(&cfg.base_dir, &cfg.fleet.dir),
             cfg.fleet.cache_bytes,
         )?;
-        let link = Link::start(&url, &cfg.pki_dir(), broker::HUB_IDENTITY, store.clone())?;
+        let link = Link::start(
+            &url,
+            &cfg.pki_dir(),
+            broker::HUB_IDENTITY,
+            store.clone(),
+            cfg.mqtt.ha_discovery,
+        )?;
         tracing::info!(broker = %url, mode = ?cfg.mqtt.mode, "fleet over MQTT");
         let fleet = Arc::new(Fleet {
             store,
