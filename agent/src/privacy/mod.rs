@@ -313,3 +313,51 @@ pub fn start(cfg: &crate::config::Config, router: &crate::hybrid::Router) -> Arc
     }
     Arc::new(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_face_model_is_loaded_only_for_a_model_the_blur_applies_to() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let cfg = PrivacyConfig::default();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(needs_face_model(&cfg, &dir, &names(&["detect-coco"])));
+        assert!(!needs_face_model(&cfg, &dir, &names(&["vision-imagenet"])));
+        assert!(!needs_face_model(
+            &cfg,
+            &dir,
+            &names(&["detect-coco", "detect-face"])
+        ));
+        assert!(
+            !needs_face_model(&cfg, &dir, &[]),
+            "an empty list loads every model"
+        );
+        let on = PrivacyConfig {
+            blur_faces: Some(true),
+            ..PrivacyConfig::default()
+        };
+        assert!(needs_face_model(&on, &dir, &names(&["vision-imagenet"])));
+        assert!(
+            !needs_face_model(&on, &dir, &names(&["text-sentiment"])),
+            "text"
+        );
+        let missing = PrivacyConfig {
+            face_model: "no-such-model".into(),
+            ..on
+        };
+        assert!(!needs_face_model(&missing, &dir, &names(&["detect-coco"])));
+    }
+
+    #[test]
+    fn each_path_counts_apart() {
+        let s = PrivacyStats::default();
+        for (i, l) in Leaving::ALL.iter().enumerate() {
+            assert_eq!(*l as usize, i);
+            s.refused[i].fetch_add(i as u64 + 1, Relaxed);
+        }
+        assert_eq!(s.refused(Leaving::Snapshot), 5);
+        assert_eq!(s.refused_total(), 15);
+    }
+}
