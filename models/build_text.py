@@ -186,13 +186,7 @@ def embed_all(variant, texts, batch=64):
     with torch.no_grad():
         for i in range(0, len(texts), batch):
             idx = order[i:i + batch]
-            encs = [tok.encode(texts[j]) for j in idx]
-            T = max(len(e.ids) for e in encs)
-            ids = np.full((len(encs), T), pad_id, dtype=np.int64)
-            mask = np.zeros((len(encs), T), dtype=np.int64)
-            for r, e in enumerate(encs):
-                ids[r, :len(e.ids)] = e.ids
-                mask[r, :len(e.ids)] = 1
+            ids, mask = common.pad_batch([tok.encode(texts[j]) for j in idx], pad_id)
             out[idx] = net(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     print(f"[{variant}] embedded {len(texts)} texts in {time.time() - t0:.0f}s", flush=True)
     np.save(cache, out)
@@ -317,12 +311,7 @@ def write_outputs(test):
     if len(variants_built) == 2:
         pe = np.load(os.path.join(common.CACHE_DIR, "text-edge-testprobs.npy"))
         pc = np.load(os.path.join(common.CACHE_DIR, "text-cloud-testprobs.npy"))
-        sweep = []
-        for t in (0.6, 0.7, 0.8, 0.9):
-            off = pe.max(1) < t
-            pred = np.where(off, pc.argmax(1), pe.argmax(1))
-            sweep.append({"threshold": t, "offloaded": round(float(off.mean()), 4), "top1": round(float((pred == ydata).mean()), 4)})
-            print("cascade", sweep[-1])
+        sweep = common.cascade_sweep(pe, pc, ydata)
         c = next(x for x in sweep if x["threshold"] == THRESHOLD)
         manifest["cascade"] = {"signal": "max_prob", "dataset": "data/sentences-test.jsonl", "chosen_threshold": THRESHOLD,
                                "offloaded": c["offloaded"], "top1": c["top1"], "sweep": sweep}

@@ -61,6 +61,28 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def pad_batch(encs, pad_id: int):
+    """int64 ids and attention mask [B, longest] of tokenizer encodings, padded on the right."""
+    T = max(len(e.ids) for e in encs)
+    ids = np.full((len(encs), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encs), T), dtype=np.int64)
+    for r, e in enumerate(encs):
+        ids[r, :len(e.ids)] = e.ids
+        mask[r, :len(e.ids)] = 1
+    return ids, mask
+
+
+def cascade_sweep(p_edge: np.ndarray, p_cloud: np.ndarray, y: np.ndarray, thresholds=(0.6, 0.7, 0.8, 0.9)) -> list:
+    """Edge max_prob below the threshold -> cloud: offloaded share and accuracy per threshold."""
+    sweep = []
+    for t in thresholds:
+        off = p_edge.max(1) < t
+        pred = np.where(off, p_cloud.argmax(1), p_edge.argmax(1))
+        sweep.append({"threshold": t, "offloaded": round(float(off.mean()), 4), "top1": round(float((pred == y).mean()), 4)})
+        print("cascade", sweep[-1])
+    return sweep
+
+
 def write_json(path: str, obj) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
