@@ -2,7 +2,7 @@
 //! the broker runs (the ACL is rewritten and reloaded), a subscriber reads devices' telemetry,
 //! status and events; every publish it makes is refused (MQTT 5: PUBACK 0x87) and reaches no
 //! one; its subscription to `tandem/+/cmd/#` delivers nothing; once revoked it is dropped and
-//! cannot connect again.
+//! cannot connect again; and `tandem-hub subscriber add|list|revoke` as the operator runs it.
 
 mod broker_kit;
 
@@ -130,4 +130,50 @@ async fn a_subscriber_reads_telemetry_writes_nothing_and_is_revocable() {
         .expect("a revoked subscriber is refused");
     eprintln!("refused: {e}");
     broker.stop().await;
+}
+
+/// `tandem-hub ARGS`: (exit code, stdout + stderr).
+fn hub_cli(args: &[&str]) -> (i32, String) {
+    tandem_tests::process::output_text(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub")).args(args),
+    )
+}
+
+#[test]
+fn the_cli_adds_lists_and_revokes_subscribers() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = dir.path().join("pki");
+    let pki_arg = pki.to_str().expect("utf-8");
+    let out = dir.path().join("telegraf");
+    let out_arg = out.to_str().expect("utf-8");
+    assert_eq!(hub_cli(&["init", "--dir", pki_arg]).0, 0);
+    let (code, text) = hub_cli(&[
+        "subscriber",
+        "add",
+        "grafana",
+        "--dir",
+        pki_arg,
+        "--out",
+        out_arg,
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("MQTT username subscriber:grafana"), "{text}");
+    let (cert, key) = subscriber_files(&out, "grafana");
+    assert!(cert.is_file());
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key is private");
+    let (code, text) = hub_cli(&["subscriber", "add", "Bad_Name", "--dir", pki_arg]);
+    assert_eq!(code, 64, "{text}");
+    let (code, text) = hub_cli(&["subscriber", "list", "--dir", pki_arg]);
+    assert!(
+        code == 0 && text.contains("grafana") && text.contains("valid"),
+        "{text}"
+    );
+    let (code, text) = hub_cli(&["subscriber", "revoke", "grafana", "--dir", pki_arg]);
+    assert!(code == 0 && text.contains("crl.pem rewritten"), "{text}");
+    let (_, text) = hub_cli(&["subscriber", "list", "--dir", pki_arg]);
+    assert!(text.contains("revoked"), "{text}");
+    let (code, text) = hub_cli(&["subscriber", "revoke", "nobody", "--dir", pki_arg]);
+    assert!(code == 65 && text.contains("subscriber list"), "{text}");
 }

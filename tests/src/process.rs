@@ -85,3 +85,15 @@ pub async fn output_ok(mut cmd: Command) -> std::process::Output {
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
+
+/// Runs `cmd` to the end: its exit code (`-1` when a signal ended it) and its stdout followed
+/// by its stderr, for tests that check a command line's message.
+pub fn output_text(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}

@@ -24,16 +24,7 @@ const DOWNGRADE: &str = r#"{"model": "vision-fashion", "version": "1.0.1", "roll
 
 /// `tandem-hub ARGS` run to its end: exit code, stdout and stderr.
 fn hub_cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(binary("tandem-hub"))
-        .args(args)
-        .output()
-        .expect("run tandem-hub");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    tandem_tests::process::output_text(Command::new(binary("tandem-hub")).args(args))
 }
 
 fn ok(args: &[&str]) -> String {
