@@ -1,7 +1,8 @@
 //! Hostile-input suite, rights (issue 11, Found 1, 2 and part of 9), against the built
 //! `tandem-hub` run as a daemon, as a hostile user would try it:
 //! - a device certificate on the HTTPS API is no fleet administrator: cam-a cannot change
-//!   cam-b's threshold, downgrade it, start a rollout or read the fleet;
+//!   cam-b's threshold, downgrade it, start a rollout or read the fleet; an operator's or a
+//!   subscriber's certificate is no device on QUIC;
 //! - the loopback API refuses a local user without the operator token (a rollout, a forced
 //!   downgrade), a web page's cross-site `text/plain` POST, and a rebound `Host`;
 //! - the CLI uses the operator token the hub wrote (0600), keys are 0600, and a certificate
@@ -199,30 +200,36 @@ async fn a_device_certificate_is_no_fleet_administrator() {
     // Past the gate, to the fleet: no device answers (504), or the hub's own MQTT link is not
     // up yet (503).
     assert!(matches!(status, 503 | 504), "{status}: {body}");
-    // An operator certificate is no device on QUIC: it names none, and the hub closes it.
-    let quic = tandem_tests::tls::quic_client_config(
-        &hub.pki().join("ca.pem"),
-        Some((
-            hub.pki().join("operators/alice.pem"),
-            hub.pki().join("operators/alice.key"),
-        )),
-        b"tandem/1",
-    );
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    endpoint.set_default_client_config(quic);
-    let conn = endpoint
-        .connect(hub.quic, "localhost")
-        .expect("connect")
-        .await
-        .expect("the handshake itself succeeds: the certificate is valid");
-    let closed = tokio::time::timeout(PATIENCE, conn.closed())
-        .await
-        .expect("the hub closes the connection");
-    assert!(
-        closed.to_string().contains("certificate names no device"),
-        "{closed}"
-    );
+    // An operator's or a subscriber's certificate is no device on QUIC: it names none, and
+    // the hub closes it.
+    let pki = hub.pki().display().to_string();
+    let (code, text) = hub_cli(&["subscriber", "add", "dash", "--dir", &pki]);
+    assert_eq!(code, 0, "{text}");
+    for who in ["operators/alice", "subscribers/dash"] {
+        let quic = tandem_tests::tls::quic_client_config(
+            &hub.pki().join("ca.pem"),
+            Some((
+                hub.pki().join(format!("{who}.pem")),
+                hub.pki().join(format!("{who}.key")),
+            )),
+            b"tandem/1",
+        );
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(quic);
+        let conn = endpoint
+            .connect(hub.quic, "localhost")
+            .expect("connect")
+            .await
+            .expect("the handshake itself succeeds: the certificate is valid");
+        let closed = tokio::time::timeout(PATIENCE, conn.closed())
+            .await
+            .expect("the hub closes the connection");
+        assert!(
+            closed.to_string().contains("certificate names no device"),
+            "{who}: {closed}"
+        );
+    }
     let log = hub.proc.log_text();
     assert!(
         log.contains("a device called an operator route: refused"),
