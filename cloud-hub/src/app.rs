@@ -207,10 +207,21 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     api = api.with_feedback(feedback.clone());
     match crate::eval::store::SledReports::open(&cfg.eval_dir()) {
         Ok(reports) => {
+            let reports: Arc<dyn crate::eval::store::ReportStore> = Arc::new(reports);
+            if let Some(registry) = &downloads {
+                let train = crate::train::service::TrainService::from_config(
+                    &cfg,
+                    reports.clone(),
+                    Some(feedback.clone()),
+                    registry.clone(),
+                    rollouts.clone(),
+                );
+                api = api.with_train(Arc::new(crate::train::http::TrainApi::new(Arc::new(train))));
+            }
             let evaluator = crate::eval::Evaluator {
                 settings: cfg.engine_settings(),
                 cfg: cfg.eval.clone(),
-                reports: Arc::new(reports),
+                reports,
                 feedback: Some(feedback.clone()),
             };
             let fleet = mqtt.as_ref().map(|m| m.fleet());

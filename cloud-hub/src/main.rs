@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         action: tandem_hub::eval::cli::EvalCmd,
     },
+    /// Retrain a model's edge head from feedback, gate it, promote it (decisions kept).
+    Train {
+        #[command(subcommand)]
+        action: tandem_hub::train::cli::TrainCmd,
+    },
     /// The feedback the fleet delivered (hard examples, corrections).
     Feedback {
         #[command(subcommand)]
@@ -324,6 +329,7 @@ fn main() -> ExitCode {
         Command::Feedback { action } => feedback_command(action),
         Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::Eval { action } => tandem_hub::eval::cli::run(action),
+        Command::Train { action } => tandem_hub::train::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),
         Command::Claim { action } => tandem_hub::enrol::cli::run(action),
         Command::Fleet { action } => tandem_hub::fleet::cli::run(action),

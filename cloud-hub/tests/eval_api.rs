@@ -11,7 +11,7 @@ use common::{TOKEN, config, repo, scratch};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tandem_hub::api::{HttpServer, HubApi};
+use tandem_hub::api::HubApi;
 use tandem_hub::eval::Evaluator;
 use tandem_hub::eval::http::EvalApi;
 use tandem_hub::eval::store::SledReports;
@@ -170,12 +170,7 @@ async fn feedback_is_listed_by_cursor_and_evaluated() {
     let api = HubApi::new(&cfg, Arc::new(engine), None)
         .with_feedback(store.clone())
         .with_eval(Arc::new(EvalApi::new(Arc::new(evaluator), None)));
-    let server = HttpServer::bind(&cfg, Arc::new(api)).await.expect("bind");
-    let base = format!("http://{}", server.local_addr());
-    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
+    let (base, _stop) = common::serve_hub_api(&cfg, api).await;
     let c = reqwest::Client::new();
 
     // Operator only.

@@ -61,6 +61,7 @@ pub struct HubApi {
     enrolment: Option<Arc<crate::enrol::Enroller>>,
     feedback: Option<Arc<crate::feedback::Store>>,
     eval: Option<Arc<crate::eval::http::EvalApi>>,
+    train: Option<Arc<crate::train::http::TrainApi>>,
 }
 
 impl HubApi {
@@ -86,6 +87,7 @@ impl HubApi {
             enrolment: None,
             feedback: None,
             eval: None,
+            train: None,
         }
     }
 
@@ -118,6 +120,12 @@ impl HubApi {
     /// Adds the evaluation routes (`/v1/eval...`).
     pub fn with_eval(mut self, eval: Arc<crate::eval::http::EvalApi>) -> Self {
         self.eval = Some(eval);
+        self
+    }
+
+    /// Adds the training routes (`/v1/train...`).
+    pub fn with_train(mut self, train: Arc<crate::train::http::TrainApi>) -> Self {
+        self.train = Some(train);
         self
     }
 
@@ -207,6 +215,9 @@ pub fn router(api: Arc<HubApi>, gate: gate::Gate) -> Router {
     }
     if let Some(e) = &api.eval {
         routes = routes.merge(crate::eval::http::routes(e.clone()));
+    }
+    if let Some(t) = &api.train {
+        routes = routes.merge(crate::train::http::routes(t.clone()));
     }
     let routes = routes.layer(axum::middleware::from_fn_with_state(
         Arc::new(gate),

@@ -12,14 +12,16 @@
 //! - [`export`]: the fitted head as a bundle, checked against the engine.
 //! - [`gate`]: the promotion rule over evaluation reports (pure).
 //! - [`service`]: a turn: train, evaluate, gate, sign and roll out; decisions kept.
-//! - [`config`]: the `[train]` section.
+//! - [`http`]: `/v1/train`; [`cli`]: `tandem-hub train`; [`config`]: the `[train]` section.
 
+pub mod cli;
 pub mod config;
 pub mod export;
 pub mod features;
 pub mod gate;
 pub mod graph;
 pub mod head;
+pub mod http;
 pub mod service;
 pub mod wire;
 

@@ -99,6 +99,33 @@ fn valid_name(model: &str) -> Result<(), TrainError> {
 }
 
 impl TrainService {
+    /// The service on the stores of `cfg` (`train.dir`, `models.dir`, `registry_dir`,
+    /// `pki_dir`); the report store, feedback store and rollouts are the caller's (one process
+    /// holds each).
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        reports: Arc<dyn ReportStore>,
+        feedback: Option<Arc<crate::feedback::Store>>,
+        registry: Arc<Registry>,
+        rollouts: Option<RolloutStore>,
+    ) -> Self {
+        let settings = cfg.engine_settings();
+        Self {
+            models_dir: settings.resolve(&settings.models.dir),
+            trainer: Trainer {
+                settings,
+                cfg: cfg.train.clone(),
+                dir: cfg.train_dir(),
+            },
+            window_ms: cfg.eval.window_ms,
+            reports,
+            feedback,
+            registry,
+            pki_dir: cfg.pki_dir(),
+            rollouts,
+        }
+    }
+
     fn decisions_dir(&self) -> PathBuf {
         self.trainer.dir.join("decisions")
     }
@@ -147,7 +174,7 @@ impl TrainService {
 
     /// A turn on the fleet's feedback: trained on the train split, gated on the test split.
     pub fn run(&self, req: &TrainRequest) -> Result<Decision, TrainError> {
-        valid_name(&req.model)?;
+        self.serving_dir(&req.model)?;
         let limit = match req.limit {
             0 => self.trainer.cfg.max_examples,
             n => n.min(self.trainer.cfg.max_examples),

@@ -44,6 +44,20 @@ pub async fn serve(cfg: &Config) -> (SocketAddr, Arc<Engine>, tokio::sync::onesh
     (addr, engine, tx)
 }
 
+/// Serves `api` on `cfg`'s address until the returned sender is dropped; its base URL.
+pub async fn serve_hub_api(
+    cfg: &Config,
+    api: HubApi,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let server = HttpServer::bind(cfg, Arc::new(api)).await.expect("bind");
+    let base = format!("http://{}", server.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    (base, tx)
+}
+
 /// `(model, sample file, expected top-1 label)` of the cloud variant.
 fn image_request(file: &[u8]) -> (Vec<u8>, usize) {
     let header = serde_json::to_vec(&json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": file.len() + 4}}], "outputs": [{"name": "logits", "parameters": {"classification": 1}}]})).expect("json");

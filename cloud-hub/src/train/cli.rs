@@ -1,0 +1,184 @@
+//! `tandem-hub train run|list|show|promote`: the loop's training turn from the command line,
+//! on this machine's stores (stop the hub first, or use `POST /v1/train` and
+//! `POST /v1/train/decisions/{id}/promote` on the running hub: the feedback, report and
+//! rollout stores are one process's at a time).
+
+use super::service::{Decision, TrainRequest, TrainService};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `tandem-hub train ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TrainCmd {
+    /// Train a candidate from the feedback's train split, gate it on the test split and the
+    /// original test set, promote it per `train.promotion`; print the decision.
+    Run {
+        /// The model (a folder of `models.dir`).
+        #[arg(long)]
+        model: String,
+        /// Training examples at most (0: `train.max_examples`).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Print the decision as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Hub config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The decisions, oldest first.
+    List {
+        /// Only this model's.
+        #[arg(long)]
+        model: Option<String>,
+        /// Hub config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// One decision as JSON (checks, reasons, report ids).
+    Show {
+        /// Its id.
+        id: String,
+        /// Hub config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Sign a passed candidate into the registry and start its staged rollout.
+    Promote {
+        /// The decision's id.
+        id: String,
+        /// Hub config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+type Failure = (u8, String);
+
+fn busy(e: impl std::fmt::Display) -> Failure {
+    (75, format!("{e} (a running hub holds it: use /v1/train)"))
+}
+
+/// The service on this machine's stores; the feedback store only when `feedback`.
+fn service(path: Option<&std::path::Path>, feedback: bool) -> Result<TrainService, Failure> {
+    let cfg = crate::config::Config::load(path).map_err(|e| (78, e.to_string()))?;
+    let reports = crate::eval::store::SledReports::open(&cfg.eval_dir()).map_err(busy)?;
+    let store = if feedback {
+        Some(Arc::new(
+            crate::feedback::Store::open(&cfg.feedback_dir())
+                .map(|s| s.with_config(cfg.feedback))
+                .map_err(busy)?,
+        ))
+    } else {
+        None
+    };
+    let registry =
+        crate::registry::Registry::open(&cfg.registry_dir()).map_err(|e| (74, e.to_string()))?;
+    let rollouts =
+        crate::rollout::RolloutStore::open(&cfg.registry_dir().join(".rollouts")).map_err(busy)?;
+    Ok(TrainService::from_config(
+        &cfg,
+        Arc::new(reports),
+        store,
+        Arc::new(registry),
+        Some(rollouts),
+    ))
+}
+
+fn line(d: &Decision) -> String {
+    format!(
+        "| {} | {} | {} | {} | {:?} | {} | {} |",
+        d.id,
+        d.candidate.model,
+        d.serving_version,
+        d.candidate.version,
+        d.status,
+        d.rollout.as_deref().unwrap_or("-"),
+        if d.reasons.is_empty() {
+            "-".to_string()
+        } else {
+            d.reasons.join("; ")
+        }
+    )
+}
+
+const HEADER: &str = "| id | model | serving | candidate | status | rollout | reasons |\n|---|---|---|---|---|---|---|";
+
+fn json(d: &Decision) -> String {
+    serde_json::to_string_pretty(d).unwrap_or_default()
+}
+
+fn execute(cmd: TrainCmd) -> Result<(), Failure> {
+    let code = |e: super::TrainError| {
+        (
+            if super::http::status_of(&e).is_client_error() {
+                65
+            } else {
+                70
+            },
+            e.to_string(),
+        )
+    };
+    match cmd {
+        TrainCmd::Run {
+            model,
+            limit,
+            json: as_json,
+            config,
+        } => {
+            let d = service(config.as_deref(), true)?
+                .run(&TrainRequest { model, limit })
+                .map_err(code)?;
+            if as_json {
+                println!("{}", json(&d));
+            } else {
+                println!("{HEADER}\n{}", line(&d));
+                for c in &d.checks {
+                    println!(
+                        "  {}: n={} serving {:.4} candidate {:.4} {}",
+                        c.what,
+                        c.n,
+                        c.serving,
+                        c.candidate,
+                        if c.passed { "ok" } else { "FAILED" }
+                    );
+                }
+            }
+        }
+        TrainCmd::List { model, config } => {
+            println!("{HEADER}");
+            for d in service(config.as_deref(), false)?
+                .list(model.as_deref())
+                .map_err(code)?
+            {
+                println!("{}", line(&d));
+            }
+        }
+        TrainCmd::Show { id, config } => {
+            let d = service(config.as_deref(), false)?
+                .get(&id)
+                .map_err(code)?
+                .ok_or_else(|| (66, format!("no decision {id}")))?;
+            println!("{}", json(&d));
+        }
+        TrainCmd::Promote { id, config } => {
+            let d = service(config.as_deref(), false)?
+                .promote(&id)
+                .map_err(code)?;
+            println!("{HEADER}\n{}", line(&d));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the command; the exit status says how it went.
+pub fn run(cmd: TrainCmd) -> ExitCode {
+    match execute(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("tandem-hub train: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
