@@ -169,3 +169,41 @@ fn training_on_shifted_images_improves_the_edge_model() {
     reg.push(&c.bundle, &signer)
         .expect("the registry takes the candidate");
 }
+
+/// The text model's head (dynamic-quantized `MatMulInteger` + `Add` + `Softmax`) is replaced by
+/// an FP32 `Gemm` + `Softmax` writing the same `probs`: the bundle loads in the engine with the
+/// same inputs and outputs and gives the fitted head's probabilities (checked in `export`).
+#[test]
+fn the_text_head_exports_with_the_same_inputs_and_outputs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = repo().join("models/text-sentiment");
+    let trainer = Trainer {
+        settings: settings(),
+        cfg: Default::default(),
+        dir: tmp.path().join("train"),
+    };
+    let mut set = dataset::shipped(&dir, 1200).expect("sentences");
+    set.items.drain(..1000);
+    let c = trainer.train(&dir, &set, |_| false).expect("trains");
+    assert_eq!((c.feature.as_str(), c.dim), ("/Div_1_output_0", 384));
+    assert!(c.export_max_abs_diff < 1e-3, "{}", c.export_max_abs_diff);
+    assert!(c.fit.loss_after < c.fit.loss_before, "{:?}", c.fit);
+    let read = tandem_engine::bundle::read_folder(&c.bundle).expect("bundle folder");
+    let (doc, _) = tandem_shared::bundle::inspect(
+        &read.bundle_json,
+        &read.files,
+        Some(tandem_shared::manifest::VariantRole::Edge),
+    )
+    .expect("valid bundle");
+    let base = tandem_engine::model::read_manifest(&dir).expect("base manifest");
+    let role = tandem_shared::manifest::VariantRole::Edge;
+    let (new, old) = (&doc.manifest.variants[&role], &base.variants[&role]);
+    assert_eq!((&new.inputs, &new.outputs), (&old.inputs, &old.outputs));
+    assert_eq!(new.preprocess, old.preprocess);
+    // The new head is the FP32 Gemm; the quantized head's weights are gone.
+    let onnx = std::fs::read(c.bundle.join("edge.onnx")).expect("onnx");
+    let head = graph::head(&onnx).expect("head of the new graph");
+    assert_eq!(head.feature, "/Div_1_output_0");
+    let has = |s: &[u8]| onnx.windows(s.len()).any(|w| w == s);
+    assert!(has(b"tandem.head.gemm") && !has(b"w_quantized"));
+}
