@@ -3,7 +3,7 @@
 //! `POST /v1/train` trains on the train split and gates on the test split and the shipped set
 //! (real engine), the decision is listed and shown, an operator promotes it (signed into the
 //! registry, rollout started), a second promotion is refused; precise 4xx answers; operator
-//! only.
+//! only; `tandem-hub train list --hub` shows the decision.
 
 mod common;
 
@@ -250,4 +250,21 @@ async fn a_training_turn_through_the_api() {
     )
     .await;
     assert_eq!(s, 409, "{e}");
+
+    // The CLI against the running hub shows the same decision.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"))
+            .args(["train", "list", "--model", "vision-fashion", "--hub", &base])
+            .arg("--token-file")
+            .arg(dir.join("tokens"))
+            .output()
+    })
+    .expect("tandem-hub runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&id) && text.contains("RolledOut"), "{text}");
 }

@@ -1,9 +1,10 @@
 //! `tandem-hub train run|list|show|promote`: the loop's training turn from the command line,
-//! on this machine's stores (stop the hub first, or use `POST /v1/train` and
-//! `POST /v1/train/decisions/{id}/promote` on the running hub: the feedback, report and
-//! rollout stores are one process's at a time).
+//! on this machine's stores (stop the hub first: the feedback, report and rollout stores are
+//! one process's at a time), or with `--hub` on the running hub's `/v1/train`
+//! ([`crate::client`], HTTP or HTTPS).
 
 use super::service::{Decision, TrainRequest, TrainService};
+use crate::client::{Client, RemoteArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub enum TrainCmd {
         /// Hub config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// The decisions, oldest first.
     List {
@@ -35,6 +38,8 @@ pub enum TrainCmd {
         /// Hub config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// One decision as JSON (checks, reasons, report ids).
     Show {
@@ -43,6 +48,8 @@ pub enum TrainCmd {
         /// Hub config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Sign a passed candidate into the registry and start its staged rollout.
     Promote {
@@ -51,13 +58,18 @@ pub enum TrainCmd {
         /// Hub config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
 type Failure = (u8, String);
 
 fn busy(e: impl std::fmt::Display) -> Failure {
-    (75, format!("{e} (a running hub holds it: use /v1/train)"))
+    (
+        75,
+        format!("{e} (a running hub holds it: give --hub URL to ask it)"),
+    )
 }
 
 /// The service on this machine's stores; the feedback store only when `feedback`.
@@ -86,6 +98,21 @@ fn service(path: Option<&std::path::Path>, feedback: bool) -> Result<TrainServic
     ))
 }
 
+/// The running hub's client when `--hub` (or `TANDEM_HUB_URL`) names one.
+fn remote_client(
+    remote: &RemoteArgs,
+    config: Option<&std::path::Path>,
+) -> Result<Option<Client>, Failure> {
+    match remote.hub {
+        Some(_) => Ok(Some(Client::with(remote, config)?)),
+        None => Ok(None),
+    }
+}
+
+fn from_hub<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Failure> {
+    serde_json::from_value(v).map_err(|e| (69, format!("the hub's answer is not a decision: {e}")))
+}
+
 fn line(d: &Decision) -> String {
     format!(
         "| {} | {} | {} | {} | {:?} | {} | {} |",
@@ -111,14 +138,8 @@ fn json(d: &Decision) -> String {
 
 fn execute(cmd: TrainCmd) -> Result<(), Failure> {
     let code = |e: super::TrainError| {
-        (
-            if super::http::status_of(&e).is_client_error() {
-                65
-            } else {
-                70
-            },
-            e.to_string(),
-        )
+        let client = super::http::status_of(&e).is_client_error();
+        (if client { 65 } else { 70 }, e.to_string())
     };
     match cmd {
         TrainCmd::Run {
@@ -126,46 +147,74 @@ fn execute(cmd: TrainCmd) -> Result<(), Failure> {
             limit,
             json: as_json,
             config,
+            remote,
         } => {
-            let d = service(config.as_deref(), true)?
-                .run(&TrainRequest { model, limit })
-                .map_err(code)?;
+            let req = TrainRequest { model, limit };
+            let d: Decision = match remote_client(&remote, config.as_deref())? {
+                Some(hub) => {
+                    let body = serde_json::json!({"model": req.model, "limit": req.limit});
+                    from_hub(hub.call(reqwest::Method::POST, "/v1/train", Some(&body))?)?
+                }
+                None => service(config.as_deref(), true)?.run(&req).map_err(code)?,
+            };
             if as_json {
                 println!("{}", json(&d));
             } else {
                 println!("{HEADER}\n{}", line(&d));
                 for c in &d.checks {
+                    let verdict = if c.passed { "ok" } else { "FAILED" };
                     println!(
-                        "  {}: n={} serving {:.4} candidate {:.4} {}",
-                        c.what,
-                        c.n,
-                        c.serving,
-                        c.candidate,
-                        if c.passed { "ok" } else { "FAILED" }
+                        "  {}: n={} serving {:.4} candidate {:.4} {verdict}",
+                        c.what, c.n, c.serving, c.candidate
                     );
                 }
             }
         }
-        TrainCmd::List { model, config } => {
+        TrainCmd::List {
+            model,
+            config,
+            remote,
+        } => {
+            let all: Vec<Decision> = match remote_client(&remote, config.as_deref())? {
+                Some(hub) => {
+                    let v = hub.call(reqwest::Method::GET, "/v1/train/decisions", None)?;
+                    let all: Vec<Decision> = from_hub(v["decisions"].clone())?;
+                    all.into_iter()
+                        .filter(|d| model.as_ref().is_none_or(|m| &d.candidate.model == m))
+                        .collect()
+                }
+                None => service(config.as_deref(), false)?
+                    .list(model.as_deref())
+                    .map_err(code)?,
+            };
             println!("{HEADER}");
-            for d in service(config.as_deref(), false)?
-                .list(model.as_deref())
-                .map_err(code)?
-            {
+            for d in all {
                 println!("{}", line(&d));
             }
         }
-        TrainCmd::Show { id, config } => {
-            let d = service(config.as_deref(), false)?
-                .get(&id)
-                .map_err(code)?
-                .ok_or_else(|| (66, format!("no decision {id}")))?;
+        TrainCmd::Show { id, config, remote } => {
+            let d: Decision = match remote_client(&remote, config.as_deref())? {
+                Some(hub) => {
+                    let path = format!("/v1/train/decisions/{id}");
+                    from_hub(hub.call(reqwest::Method::GET, &path, None)?)?
+                }
+                None => service(config.as_deref(), false)?
+                    .get(&id)
+                    .map_err(code)?
+                    .ok_or_else(|| (66, format!("no decision {id}")))?,
+            };
             println!("{}", json(&d));
         }
-        TrainCmd::Promote { id, config } => {
-            let d = service(config.as_deref(), false)?
-                .promote(&id)
-                .map_err(code)?;
+        TrainCmd::Promote { id, config, remote } => {
+            let d: Decision = match remote_client(&remote, config.as_deref())? {
+                Some(hub) => {
+                    let path = format!("/v1/train/decisions/{id}/promote");
+                    from_hub(hub.call(reqwest::Method::POST, &path, None)?)?
+                }
+                None => service(config.as_deref(), false)?
+                    .promote(&id)
+                    .map_err(code)?,
+            };
             println!("{HEADER}\n{}", line(&d));
         }
     }
