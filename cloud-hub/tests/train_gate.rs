@@ -89,6 +89,10 @@ fn gate_refuses_a_worse_candidate_and_promotes_a_better_one() {
         svc.promote(&refused.id),
         Err(TrainError::Phase(_))
     ));
+    assert!(
+        !refused.candidate.bundle.exists(),
+        "a refused bundle is not kept"
+    );
 
     // Real labels: passes, waits for the operator, then is signed and rolled out.
     let passed = svc
@@ -114,7 +118,12 @@ fn gate_refuses_a_worse_candidate_and_promotes_a_better_one() {
         rollouts.list().expect("list").is_empty(),
         "no rollout before the operator"
     );
+    assert!(passed.candidate.bundle.is_dir(), "kept while it waits");
     let promoted = svc.promote(&passed.id).expect("promotes");
+    assert!(
+        !passed.candidate.bundle.exists(),
+        "the registry holds the signed copy"
+    );
     assert_eq!(promoted.status, Status::RolledOut);
     let rollout = rollouts
         .get(promoted.rollout.as_deref().expect("rollout id"))

@@ -83,6 +83,14 @@ pub struct TrainService {
     pub rollouts: Option<RolloutStore>,
 }
 
+/// Removes a candidate's unsigned bundle once nothing needs it (refused, or copied into the
+/// registry): a text candidate is ~23 MB. `candidate.json` stays, keeping its version taken.
+fn drop_bundle(c: &Candidate) {
+    if let Err(e) = std::fs::remove_dir_all(&c.bundle) {
+        tracing::warn!(bundle = %c.bundle.display(), error = %e, "candidate bundle not removed");
+    }
+}
+
 fn valid_name(model: &str) -> Result<(), TrainError> {
     let ok = !model.is_empty()
         && !model.starts_with('.')
@@ -228,6 +236,9 @@ impl TrainService {
         };
         self.save(&d)?;
         tracing::info!(id = %d.id, model, version = %d.candidate.version, status = ?d.status, reasons = ?d.reasons, "gate decision");
+        if d.status == Status::Refused {
+            drop_bundle(&d.candidate);
+        }
         if d.status == Status::AwaitingOperator && self.trainer.cfg.promotion == Promotion::Auto {
             d = self.promote(&d.id)?;
         }
@@ -296,6 +307,7 @@ impl TrainService {
         d.status = Status::RolledOut;
         d.rollout = Some(r.id.clone());
         self.save(&d)?;
+        drop_bundle(&d.candidate);
         tracing::info!(id = %d.id, rollout = %r.id, "candidate signed and rolling out");
         Ok(d)
     }
