@@ -269,6 +269,11 @@ impl Config {
             if let Some(Err(e)) = m.threshold.map(|t| check_threshold(Some(signal), t)) {
                 p.push(format!("policy.models.{name}.{e}"));
             }
+            p.extend(
+                m.box_problems()
+                    .iter()
+                    .map(|e| format!("policy.models.{name}.{e}")),
+            );
         }
         p.extend(self.queue.problems());
         p.extend(self.feedback.problems());

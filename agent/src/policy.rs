@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use tandem_engine::postprocess::Signals;
+use tandem_shared::detect::DetectionSignals;
+use tandem_shared::detect::cascade::CascadeSpec;
 use tandem_shared::manifest::Signal;
 
 /// How a model is routed.
@@ -58,6 +60,9 @@ pub struct ModelPolicy {
     pub signal: Signal,
     /// Threshold: max_prob / margin at or above it, or entropy at or below it, is confident.
     pub threshold: f32,
+    /// A detection model's frame policy (uncertain band, box count); `None`: every frame of a
+    /// detection model is confident.
+    pub boxes: Option<CascadeSpec>,
 }
 
 /// What the agent knows about the hub right now.
@@ -76,6 +81,8 @@ pub struct HubView {
 pub enum Local {
     /// The local variant answered with these confidence signals.
     Answered(Signals),
+    /// The local detection variant answered with these per-frame signals.
+    Boxes(DetectionSignals),
     /// The model has no local variant.
     NoVariant,
     /// The local queue was full.
@@ -133,9 +140,15 @@ pub fn decide(p: &ModelPolicy, ctx: &Context) -> Decision {
             return Decision::Local(Reason::Confident);
         }
         (Local::Answered(_), Mode::Cascade) => Reason::LowConfidence,
+        (Local::Boxes(_), Mode::Local) => return Decision::Local(Reason::PolicyLocal),
+        (Local::Boxes(_), Mode::Cloud) => Reason::PolicyCloud,
+        (Local::Boxes(s), Mode::Cascade) if p.boxes.is_none_or(|b| b.confident(&s)) => {
+            return Decision::Local(Reason::Confident);
+        }
+        (Local::Boxes(_), Mode::Cascade) => Reason::LowConfidence,
     };
     let fallback = |r| match ctx.local {
-        Local::Answered(_) => Decision::Degraded(r),
+        Local::Answered(_) | Local::Boxes(_) => Decision::Degraded(r),
         _ => Decision::Fail(r),
     };
     if !ctx.offloadable {
@@ -177,6 +190,7 @@ mod tests {
         mode: Mode::Cascade,
         signal: Signal::MaxProb,
         threshold: 0.7,
+        boxes: None,
     };
 
     #[test]
@@ -255,6 +269,45 @@ mod tests {
             decide(&CASCADE, &c),
             Decision::Degraded(Reason::NotOffloadable)
         );
+    }
+
+    #[test]
+    fn a_detection_frame_goes_by_its_uncertain_boxes() {
+        let boxes = ModelPolicy {
+            boxes: Some(CascadeSpec {
+                uncertain_low: 0.3,
+                uncertain_high: 0.5,
+                uncertain_boxes: 1,
+                max_boxes: None,
+            }),
+            ..CASCADE
+        };
+        let frame = |uncertain| {
+            let mut c = ctx(0.0);
+            c.local = Local::Boxes(DetectionSignals {
+                count: 3,
+                min_score: 0.4,
+                max_score: 0.9,
+                uncertain,
+            });
+            c
+        };
+        assert_eq!(
+            decide(&boxes, &frame(0)),
+            Decision::Local(Reason::Confident)
+        );
+        assert_eq!(
+            decide(&boxes, &frame(1)),
+            Decision::Offload(Reason::LowConfidence)
+        );
+        // No frame policy: detection frames stay local, whatever the classification threshold.
+        assert_eq!(
+            decide(&CASCADE, &frame(5)),
+            Decision::Local(Reason::Confident)
+        );
+        let mut late = frame(2);
+        late.remaining_ms = Some(1.0);
+        assert_eq!(decide(&boxes, &late), Decision::Degraded(Reason::Deadline));
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn correction(n: usize) -> Vec<u8> {
             local: None,
             cloud: None,
             label: Some("Bag".into()),
+            boxes: None,
         }),
         input: vec![n as u8; 64],
     })

@@ -62,6 +62,7 @@ fn example(
             local: Some(outcome(0, 0.4)),
             cloud: cloud.map(|c| outcome(c, 0.9)),
             label: label.map(|l| LABELS[l].to_string()),
+            boxes: None,
         }),
         input,
     })

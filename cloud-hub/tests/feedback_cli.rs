@@ -54,6 +54,7 @@ fn export_writes_a_dataset_and_refuses_clearly() {
             }),
             cloud: None,
             label: Some("Bag".into()),
+            boxes: None,
         }),
         input: b"\x89PNG fake".to_vec(),
     });

@@ -19,6 +19,7 @@ fn text_example(text: &str, request: &str) -> Vec<u8> {
             local: None,
             cloud: None,
             label: None,
+            boxes: None,
         }),
         input: text.as_bytes().to_vec(),
     })

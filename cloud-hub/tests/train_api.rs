@@ -50,6 +50,7 @@ fn corrections() -> Vec<(String, Vec<u8>)> {
                     local: None,
                     cloud: None,
                     label: Some(set.labels[item.truth].clone()),
+                    boxes: None,
                 }),
                 input: bytes.to_vec(),
             });

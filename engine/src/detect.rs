@@ -4,9 +4,9 @@
 
 use crate::engine::{InferenceError, OutputTensor};
 use crate::preprocess::geometry::Plan;
-use tandem_shared::detect::nms::{InputPixels, ToSource, detect};
+use tandem_shared::detect::nms::{InputPixels, ToSource, detect_with_below};
 use tandem_shared::detect::{
-    DETECTION_FIELDS, DETECTIONS_OUTPUT, DetectionSpec, Detections, decode::RowOutput,
+    DETECTION_FIELDS, DETECTIONS_OUTPUT, Detection, DetectionSpec, Detections, decode::RowOutput,
 };
 use tandem_shared::manifest::{ImagePreprocess, Layout};
 use tandem_shared::oip::TensorData;
@@ -35,6 +35,18 @@ pub fn rgb_to_bgr(data: &mut [f32], p: &ImagePreprocess) {
     }
 }
 
+/// One batch's detections: per image, the boxes answered and those kept under the answer
+/// threshold for the cascade's signals; and the `detections` tensor (answered boxes only).
+#[derive(Debug)]
+pub struct Detected {
+    /// Per image, the answer.
+    pub detections: Vec<Detections>,
+    /// Per image, boxes NMS kept under `score_threshold` down to the cascade band's bottom.
+    pub below: Vec<Vec<Detection>>,
+    /// `[rows, max_detections, 6]`.
+    pub tensor: OutputTensor,
+}
+
 /// The raw outputs of `rows` images to their detections and the `detections` tensor
 /// (`[rows, max_detections, 6]`). Without placements (prepared tensors), boxes stay in
 /// model-input pixels of `input_size`.
@@ -44,7 +56,7 @@ pub fn postprocess(
     places: Option<&[Plan]>,
     input_size: (u32, u32),
     labels: &[String],
-) -> Result<(Vec<Detections>, OutputTensor), InferenceError> {
+) -> Result<Detected, InferenceError> {
     let rows = raw
         .first()
         .and_then(|o| o.shape.first())
@@ -52,6 +64,7 @@ pub fn postprocess(
         .unwrap_or(0)
         .max(0) as usize;
     let mut all = Vec::with_capacity(rows);
+    let mut below = Vec::with_capacity(rows);
     for row in 0..rows {
         let outs: Vec<RowOutput<'_>> = raw
             .iter()
@@ -68,10 +81,10 @@ pub fn postprocess(
             })
             .collect();
         let found = match places.and_then(|p| p.get(row)) {
-            Some(place) => detect(spec, &outs, input_size, place, labels),
+            Some(place) => detect_with_below(spec, &outs, input_size, place, labels),
             None => {
                 let (width, height) = input_size;
-                detect(
+                detect_with_below(
                     spec,
                     &outs,
                     input_size,
@@ -80,7 +93,9 @@ pub fn postprocess(
                 )
             }
         };
-        all.push(found.map_err(|e| InferenceError::Runtime(e.to_string()))?);
+        let (answer, under) = found.map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        all.push(answer);
+        below.push(under);
     }
     let slots = spec.max_detections;
     let mut data = Vec::with_capacity(rows * slots * DETECTION_FIELDS);
@@ -92,7 +107,11 @@ pub fn postprocess(
         shape: vec![rows as i64, slots as i64, DETECTION_FIELDS as i64],
         data: TensorData::F32(data),
     };
-    Ok((all, tensor))
+    Ok(Detected {
+        detections: all,
+        below,
+        tensor,
+    })
 }
 
 #[cfg(test)]

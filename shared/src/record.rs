@@ -96,6 +96,19 @@ pub struct ExampleMeta {
     pub cloud: Option<Outcome>,
     /// The right label (corrections only).
     pub label: Option<String>,
+    /// A detection model's boxes (its `local`/`cloud` outcomes are then `None`); absent for
+    /// classification and in records written before detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boxes: Option<ExampleBoxes>,
+}
+
+/// Both models' boxes of a detection example: a hard example carries both sets.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ExampleBoxes {
+    /// The device's boxes, when it ran.
+    pub local: Option<Vec<crate::detect::Detection>>,
+    /// The hub's boxes, when it answered.
+    pub cloud: Option<Vec<crate::detect::Detection>>,
 }
 
 /// A queued record.
@@ -206,6 +219,7 @@ mod tests {
                 }),
                 cloud: None,
                 label: None,
+                boxes: None,
             }),
             input,
         }

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tandem_engine::postprocess::Prediction;
-use tandem_shared::record::{self, ExampleKind, ExampleMeta, Outcome, Record};
+use tandem_shared::record::{self, ExampleBoxes, ExampleKind, ExampleMeta, Outcome, Record};
 
 /// Why a correction was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +238,19 @@ impl Feedback {
         let cloud = answer
             .cloud
             .as_ref()
-            .map(|c| outcome(&c.version, &c.prediction));
+            .and_then(|c| Some(outcome(&c.version, c.prediction.as_ref()?)));
+        // A detection model's boxes: a hard example carries both sets.
+        let boxes = ExampleBoxes {
+            local: answer
+                .local
+                .as_ref()
+                .and_then(|l| Some(l.detections.first()?.boxes.clone())),
+            cloud: answer
+                .cloud
+                .as_ref()
+                .and_then(|c| Some(c.detections.as_ref()?.boxes.clone())),
+        };
+        let boxes = (boxes.local.is_some() || boxes.cloud.is_some()).then_some(boxes);
         let time_ms = now_ms();
         let reason = serde_json::to_value(answer.reason)
             .ok()
@@ -309,6 +321,7 @@ impl Feedback {
                 local,
                 cloud,
                 label: None,
+                boxes,
             },
             input: bytes,
         });
@@ -367,6 +380,7 @@ impl Feedback {
                         local: r.local,
                         cloud: r.cloud,
                         label: Some(label.to_string()),
+                        boxes: None,
                     }),
                     input: input.to_vec(),
                 });

@@ -1,10 +1,12 @@
 //! `[policy]` in the agent config: the default routing mode and deadline, and per-model
-//! overrides. The router holds it behind a lock so an operator can change it at run time
-//! (MQTT `cmd/set_policy`, `cmd/set_threshold`).
+//! overrides (a detection model's uncertain band and box count among them). The router holds it
+//! behind a lock so an operator can change it at run time (MQTT `cmd/set_policy`,
+//! `cmd/set_threshold`).
 
 use crate::policy::Mode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tandem_shared::detect::cascade::CascadeSpec;
 use tandem_shared::manifest::Signal;
 
 /// `[policy]` in the agent config.
@@ -31,6 +33,68 @@ pub struct ModelPolicyConfig {
     pub threshold: Option<f32>,
     /// Default deadline, milliseconds.
     pub deadline_ms: Option<u32>,
+    /// Detection models: bottom of the uncertain score band (0..1; default: the manifest's
+    /// `detection.cascade.uncertain_low`). A band reaching under the variant's decode floor
+    /// (`DetectionSpec::candidate_floor`) counts no box there.
+    pub uncertain_low: Option<f32>,
+    /// Detection models: top of the band, excluded (0..1; default: the manifest's).
+    pub uncertain_high: Option<f32>,
+    /// Detection models: frames with at least this many boxes in the band go to the hub
+    /// (>= 1; default: the manifest's, else 1).
+    pub uncertain_boxes: Option<usize>,
+    /// Detection models: frames with more boxes than this go to the hub (default: the
+    /// manifest's, else no limit).
+    pub max_boxes: Option<usize>,
+}
+
+impl ModelPolicyConfig {
+    /// The detection frame policy in force: the manifest's, with the keys set here on top.
+    /// `None` when neither gives a band.
+    pub fn boxes(&self, manifest: Option<CascadeSpec>) -> Option<CascadeSpec> {
+        let base = manifest.or_else(|| {
+            Some(CascadeSpec {
+                uncertain_low: self.uncertain_low?,
+                uncertain_high: self.uncertain_high?,
+                uncertain_boxes: 1,
+                max_boxes: None,
+            })
+        })?;
+        Some(CascadeSpec {
+            uncertain_low: self.uncertain_low.unwrap_or(base.uncertain_low),
+            uncertain_high: self.uncertain_high.unwrap_or(base.uncertain_high),
+            uncertain_boxes: self.uncertain_boxes.unwrap_or(base.uncertain_boxes),
+            max_boxes: self.max_boxes.or(base.max_boxes),
+        })
+    }
+
+    /// What is wrong with the detection keys (each a `key: problem` line).
+    pub fn box_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (key, v) in [
+            ("uncertain_low", self.uncertain_low),
+            ("uncertain_high", self.uncertain_high),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && (0.0..=1.0).contains(&v))
+            {
+                p.push(format!("{key}: {v} is not a score in 0..1"));
+            }
+        }
+        if let (Some(low), Some(high)) = (self.uncertain_low, self.uncertain_high)
+            && low >= high
+        {
+            p.push(format!(
+                "uncertain_low: {low} must be below uncertain_high ({high})"
+            ));
+        }
+        if self.uncertain_boxes == Some(0) {
+            p.push(
+                "uncertain_boxes: must be at least 1 (0 offloads every frame: use mode `cloud`)"
+                    .into(),
+            );
+        }
+        p
+    }
 }
 
 impl Default for PolicyConfig {

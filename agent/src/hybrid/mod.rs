@@ -4,10 +4,11 @@
 //! the local queue had no room for, goes to the hub directly; only then can a hub failure
 //! reach the caller (as [`RouteError::Hub`]).
 //!
-//! Layout: `config` (`[policy]`), `answer` (the routed answer and its JSON), `remote` (models
-//! only the hub runs).
+//! Layout: `config` (`[policy]`), `answer` (the routed answer and its JSON), `boxes` (a
+//! detection model's frame signals and the hub's boxes), `remote` (models only the hub runs).
 
 mod answer;
+mod boxes;
 mod config;
 mod remote;
 
@@ -24,6 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tandem_engine::postprocess::{self, Prediction};
 use tandem_engine::{Engine, InferenceError, Input};
+use tandem_shared::detect::Detections;
 use tandem_shared::manifest::{Manifest, OutputKind, Preprocess, Signal, VariantRole};
 use tandem_shared::mqtt::args::check_threshold;
 use tandem_shared::wire::{self, Message};
@@ -294,6 +296,7 @@ impl Router {
                 mode: Mode::Local,
                 signal: Signal::MaxProb,
                 threshold: 0.5,
+                boxes: None,
             };
         };
         let o = c.models.get(model);
@@ -313,6 +316,7 @@ impl Router {
                 .and_then(|o| o.threshold)
                 .or(variant.and_then(|v| v.threshold))
                 .unwrap_or(0.5),
+            boxes: boxes::frame_policy(model, o, variant),
         }
     }
 
@@ -363,7 +367,10 @@ impl Router {
             Err(e) => tracing::debug!(error = %e, "not answered"),
         });
         self.counters.answered(model, &routed, started.elapsed());
-        let answer = routed?;
+        let mut answer = routed?;
+        if let Some(l) = &answer.local {
+            answer.frame = boxes::frame_signals(&self.policy(model), l);
+        }
         if let Some(f) = &self.feedback {
             f.observe(&answer, single);
         }
@@ -386,17 +393,21 @@ impl Router {
         } else {
             match self.engine.infer(model, input).await {
                 Ok(inf) => {
-                    let Some(signals) = inf.predictions.first().map(|p| p.signals) else {
-                        return Ok(self.answer(
-                            &request_id,
-                            model,
-                            Some(inf),
-                            None,
-                            false,
-                            Reason::PolicyLocal,
-                        ));
-                    };
-                    (Some(inf), Local::Answered(signals), None)
+                    if let Some(signals) = boxes::frame_signals(&policy, &inf) {
+                        (Some(inf), Local::Boxes(signals), None)
+                    } else {
+                        let Some(signals) = inf.predictions.first().map(|p| p.signals) else {
+                            return Ok(self.answer(
+                                &request_id,
+                                model,
+                                Some(inf),
+                                None,
+                                false,
+                                Reason::PolicyLocal,
+                            ));
+                        };
+                        (Some(inf), Local::Answered(signals), None)
+                    }
                 }
                 Err(e @ InferenceError::QueueFull { .. }) => (None, Local::QueueFull, Some(e)),
                 Err(e) => return Err(e.into()),
@@ -418,6 +429,7 @@ impl Router {
                 degraded: true,
                 reason: m.reason,
                 detail: m.detail,
+                frame: None,
             }),
             None => Err(match queue_full {
                 // The caller sees the local refusal (503, retry later), with the hub's story logged.
@@ -479,11 +491,21 @@ impl Router {
             ("text", Ok(t)) => wire::Input::Text(t.to_string()),
             _ => wire::Input::ImageBytes(bytes.to_vec()),
         };
+        let size = local
+            .as_ref()
+            .and_then(|l| l.detections.first())
+            .map(|d| (d.width, d.height));
         match self
             .offload(uplink, id, model, wire_input, budget, deadline.is_some())
             .await
         {
-            Ok(cloud) => Ok(self.answer(&request_id, model, local, Some(cloud), false, reason)),
+            Ok(mut cloud) => {
+                // The hub's boxes are in the image's pixels; its size is the device's to say.
+                if let (Some(d), Some((w, h))) = (cloud.detections.as_mut(), size) {
+                    (d.width, d.height) = (w, h);
+                }
+                Ok(self.answer(&request_id, model, local, Some(cloud), false, reason))
+            }
             Err(m) => missed(m, local),
         }
     }
@@ -505,6 +527,7 @@ impl Router {
             degraded,
             reason,
             detail: None,
+            frame: None,
         }
     }
 
@@ -532,9 +555,10 @@ impl Router {
                 outputs,
                 timing,
                 ..
-            }) => match self.cloud_prediction(model, &outputs) {
-                Some(prediction) => Ok(CloudAnswer {
+            }) => match self.cloud_result(model, &outputs) {
+                Some((prediction, detections)) => Ok(CloudAnswer {
                     prediction,
+                    detections,
                     version: model_version,
                     round_trip_ms: t.elapsed().as_secs_f64() * 1000.0,
                     batch_size: timing.batch_size,
@@ -582,13 +606,19 @@ impl Router {
         }
     }
 
-    fn cloud_prediction(&self, model: &str, outputs: &[wire::Tensor]) -> Option<Prediction> {
+    /// The hub's answer read with the cloud variant's manifest: a prediction, or (detection
+    /// models) the boxes, in image pixels (the image's size left 0).
+    fn cloud_result(
+        &self,
+        model: &str,
+        outputs: &[wire::Tensor],
+    ) -> Option<(Option<Prediction>, Option<Detections>)> {
         let (manifest, labels) = self.cloud_manifest(model)?;
-        let spec = manifest
-            .variants
-            .get(&VariantRole::Cloud)?
-            .outputs
-            .first()?;
+        let cloud = manifest.variants.get(&VariantRole::Cloud)?;
+        if cloud.detection.is_some() {
+            return boxes::cloud_boxes(outputs, labels).map(|d| (None, Some(d)));
+        }
+        let spec = cloud.outputs.first()?;
         let out = outputs.iter().find(|t| t.name == spec.name)?;
         if out.dtype != wire::DType::F32 {
             return None;
@@ -601,7 +631,7 @@ impl Router {
         if spec.kind == OutputKind::Logits {
             postprocess::softmax(&mut probs);
         }
-        Some(postprocess::classify(&probs, labels, 5))
+        Some((Some(postprocess::classify(&probs, labels, 5)), None))
     }
 }
 

@@ -247,6 +247,28 @@ pub fn start_hub(
     (bound, tx, task)
 }
 
+/// A real hub (QUIC + mTLS) on a free loopback port with `engine` and a feedback `store`;
+/// stops when the sender is used or dropped.
+pub fn start_feedback_hub(
+    pki: &tandem_hub::pki::Pki,
+    engine: Arc<tandem_engine::Engine>,
+    store: Arc<tandem_hub::feedback::Store>,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let ingress = tandem_hub::ingress::quic::QuicIngress::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        pki.dir(),
+    )
+    .expect("bind hub")
+    .with_engine(engine)
+    .with_feedback(store);
+    let bound = ingress.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingress.run(async {
+        let _ = rx.await;
+    }));
+    (bound, tx)
+}
+
 /// Serves the agent's API for `router` on a free loopback port; returns `http://IP:PORT`.
 pub async fn serve_api(cfg: &Config, router: Arc<tandem_agent::hybrid::Router>) -> String {
     let state = Arc::new(tandem_agent::api::AppState::new(cfg, router));

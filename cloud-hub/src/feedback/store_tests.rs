@@ -26,6 +26,7 @@ fn example(label: Option<&str>) -> Vec<u8> {
             }),
             cloud: None,
             label: label.map(str::to_string),
+            boxes: None,
         }),
         input: b"\x89PNG....".to_vec(),
     })

@@ -7,7 +7,7 @@ use crate::preprocess::PreprocessError;
 use crate::provider::NoProvider;
 use bytes::Bytes;
 use std::sync::Arc;
-use tandem_shared::detect::{DetectAnswer, Detections};
+use tandem_shared::detect::{DetectAnswer, Detection, Detections};
 use tandem_shared::manifest::VariantRole;
 use tandem_shared::oip::{InputTensor, TensorData};
 use tandem_shared::provider::ExecutionProvider;
@@ -86,6 +86,9 @@ pub struct Inference {
     pub predictions: Vec<Prediction>,
     /// One set of boxes per batch row (detection models; empty for classification).
     pub detections: Vec<Detections>,
+    /// Per batch row of a detection model, the boxes NMS kept under the answer threshold down
+    /// to the cascade band's bottom (`DetectionSpec::candidate_floor`): routing signals only.
+    pub below: Vec<Vec<Detection>>,
     /// Timings.
     pub timing: Timing,
 }

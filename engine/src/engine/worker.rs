@@ -377,8 +377,11 @@ fn run_chunk(
             .first()
             .and_then(|t| input_size(&t.shape, &ctx.prep))
             .unwrap_or(size);
-        let (detections, tensor) =
-            detect::postprocess(spec, &raw, places.as_deref(), size, &ctx.files.labels)?;
+        let detect::Detected {
+            detections,
+            below,
+            tensor,
+        } = detect::postprocess(spec, &raw, places.as_deref(), size, &ctx.files.labels)?;
         return Ok(Inference {
             model: ctx.model.clone(),
             version: ctx.version.clone(),
@@ -387,6 +390,7 @@ fn run_chunk(
             outputs: vec![tensor],
             predictions: Vec::new(),
             detections,
+            below,
             timing: Timing {
                 queue_us,
                 preprocess_us,
@@ -429,6 +433,7 @@ fn run_chunk(
         outputs: raw,
         predictions,
         detections: Vec::new(),
+        below: Vec::new(),
         timing: Timing {
             queue_us,
             preprocess_us,

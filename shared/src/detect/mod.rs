@@ -2,8 +2,9 @@
 //! boxes), the typed answer both daemons serialise (boxes, class, score), the fixed-size tensor
 //! that carries an answer over OIP v2 and the wire, and the post-processing itself
 //! ([`decode`]: NanoDet and CenterFace heads; [`nms`]: per-class non-maximum suppression), so
-//! the hub and the agent run the same code.
+//! the hub and the agent run the same code; [`cascade`]: which frames go to the hub.
 
+pub mod cascade;
 pub mod decode;
 pub mod nms;
 
@@ -31,6 +32,19 @@ pub struct DetectionSpec {
     pub class_agnostic: bool,
     /// The head's output layout.
     pub decode: Decode,
+    /// The cascade's default policy for this (edge) variant: which frames go to the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<cascade::CascadeSpec>,
+}
+
+impl DetectionSpec {
+    /// The lowest score decoded: the answer's `score_threshold`, or the cascade band's bottom
+    /// when it reaches under it (those boxes feed the routing signals, not the answer).
+    pub fn candidate_floor(&self) -> f32 {
+        self.cascade.map_or(self.score_threshold, |c| {
+            c.uncertain_low.min(self.score_threshold)
+        })
+    }
 }
 
 /// A detection head's output layout.
@@ -116,6 +130,23 @@ pub struct DetectionSignals {
     pub min_score: f32,
     /// Score of the most confident kept box (0.0 with no box).
     pub max_score: f32,
+    /// Boxes in the cascade's uncertain band, including those under the answer threshold (0
+    /// without a cascade policy).
+    #[serde(default)]
+    pub uncertain: usize,
+}
+
+impl DetectionSignals {
+    /// Count and score range of `boxes` (`uncertain` left 0).
+    pub fn of(boxes: &[Detection]) -> Self {
+        let scores = boxes.iter().map(|d| d.score);
+        Self {
+            count: boxes.len(),
+            min_score: scores.clone().fold(1.0, f32::min),
+            max_score: scores.fold(0.0, f32::max),
+            uncertain: 0,
+        }
+    }
 }
 
 /// The detections of one image.
@@ -132,12 +163,7 @@ pub struct Detections {
 impl Detections {
     /// The routing signals of these boxes.
     pub fn signals(&self) -> DetectionSignals {
-        let scores = self.boxes.iter().map(|d| d.score);
-        DetectionSignals {
-            count: self.boxes.len(),
-            min_score: scores.clone().fold(1.0, f32::min),
-            max_score: scores.fold(0.0, f32::max),
-        }
+        DetectionSignals::of(&self.boxes)
     }
 
     /// Appends this image's row to a [`DETECTIONS_OUTPUT`] tensor body of `slots` boxes.

@@ -70,11 +70,25 @@ impl ToSource for InputPixels {
 pub fn detect(
     spec: &DetectionSpec,
     outputs: &[RowOutput<'_>],
-    (in_w, in_h): (u32, u32),
+    input: (u32, u32),
     source: &impl ToSource,
     labels: &[String],
 ) -> Result<Detections, DecodeError> {
-    let cands = decode(&spec.decode, outputs, in_w, in_h, spec.score_threshold)?;
+    detect_with_below(spec, outputs, input, source, labels).map(|(d, _)| d)
+}
+
+/// [`detect`], plus the boxes NMS kept under `score_threshold` down to the cascade band's
+/// bottom ([`DetectionSpec::candidate_floor`]), best first: the routing signals read them, the
+/// answer leaves them out. The answered boxes are those [`detect`] gives: a box is only ever
+/// suppressed by a better one, so decoding lower changes nothing above the threshold.
+pub fn detect_with_below(
+    spec: &DetectionSpec,
+    outputs: &[RowOutput<'_>],
+    (in_w, in_h): (u32, u32),
+    source: &impl ToSource,
+    labels: &[String],
+) -> Result<(Detections, Vec<Detection>), DecodeError> {
+    let cands = decode(&spec.decode, outputs, in_w, in_h, spec.candidate_floor())?;
     let keep = nms(
         &cands,
         spec.iou_threshold,
@@ -83,7 +97,7 @@ pub fn detect(
     );
     let (w, h) = source.source_size();
     let (fw, fh) = (w as f32, h as f32);
-    let boxes = keep
+    let mut boxes: Vec<Detection> = keep
         .into_iter()
         .map(|i| {
             let c = &cands[i];
@@ -102,11 +116,20 @@ pub fn detect(
             }
         })
         .collect();
-    Ok(Detections {
-        width: w,
-        height: h,
-        boxes,
-    })
+    // Best first: the boxes under the answer threshold are the tail.
+    let answered = boxes
+        .iter()
+        .position(|d| d.score <= spec.score_threshold)
+        .unwrap_or(boxes.len());
+    let below = boxes.split_off(answered);
+    Ok((
+        Detections {
+            width: w,
+            height: h,
+            boxes,
+        },
+        below,
+    ))
 }
 
 #[cfg(test)]
