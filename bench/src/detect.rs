@@ -1,11 +1,13 @@
 //! `tandem-bench detect` (make bench-detect): the detection models on the labelled photos of
 //! `models/detection-set/` (labels.json): mAP@0.5, precision and recall of the boxes as the
 //! engine answers them, for the edge variant, the cloud variant and the cascade (a frame goes
-//! to the cloud variant when the edge answer holds a box scoring under the band's top: an
-//! uncertain box), the share of frames offloaded, and the engine's per-frame latency on this
-//! machine (in process, 2 intra-op threads, one frame at a time; no network).
+//! to the cloud variant when the agent's frame policy, `tandem_shared::detect::cascade`, finds
+//! it unsure), the share of frames offloaded, and the engine's per-frame latency on this
+//! machine (in process, 2 intra-op threads, one frame at a time; no network). The cascade's
+//! policy is fitted and judged on disjoint frames (k-fold cross-validation, [`detect_fit`]).
 
 use crate::detect_eval::{Pred, Scores, Truth, evaluate};
+use crate::detect_fit::{self, Frame};
 use anyhow::Context as _;
 use bytes::Bytes;
 use std::time::Instant;
@@ -16,9 +18,15 @@ use tandem_shared::detect::Detections;
 /// Options.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Most frames offloaded in the cascade (the band is the widest that stays under it).
+    /// Most frames the fitted policy may offload (on the frames it is fitted on).
     #[arg(long, default_value_t = 0.30)]
     max_offload: f64,
+    /// Folds of the cross-validation (frame i is in fold i mod k).
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Lowest uncertain-band bottom tried (the edge decodes down to it for the signals).
+    #[arg(long, default_value_t = 0.10)]
+    floor: f32,
 }
 
 struct Image {
@@ -71,15 +79,51 @@ fn load(repo: &std::path::Path) -> anyhow::Result<Vec<Image>> {
     Ok(out)
 }
 
-/// Each image's detections and the wall time of its inference, in milliseconds.
-fn run_variant(
+/// A copy of `repo`'s model `model` under a temporary folder whose `variant` decodes down to
+/// `floor` (its `detection.cascade.uncertain_low`; the model files are links): the boxes it
+/// answers are unchanged, those under its threshold come back as `Inference::below`.
+fn with_floor(
     repo: &std::path::Path,
     model: &str,
     variant: &str,
+    floor: f32,
+) -> anyhow::Result<std::path::PathBuf> {
+    let src = repo.join("models").join(model);
+    let base = std::env::temp_dir().join(format!("tandem-bench-detect-{}", std::process::id()));
+    let dir = base.join("models").join(model);
+    std::fs::create_dir_all(&dir)?;
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json"))?)?;
+    let det = &mut m["variants"][variant]["detection"];
+    let high = det["cascade"]["uncertain_high"].as_f64().unwrap_or(1.0);
+    det["cascade"] = serde_json::json!({"uncertain_low": floor, "uncertain_high": high});
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m)?)?;
+    for entry in std::fs::read_dir(&src)? {
+        let name = entry?.file_name();
+        let link = dir.join(&name);
+        if name != "manifest.json" && !link.exists() {
+            std::os::unix::fs::symlink(src.join(&name), link)?;
+        }
+    }
+    Ok(base)
+}
+
+/// One variant's answers on the images, and the wall time of each inference (ms).
+struct Run {
+    dets: Vec<Detections>,
+    below: Vec<Vec<tandem_shared::detect::Detection>>,
+    ms: Vec<f64>,
+}
+
+/// Each image's detections and the wall time of its inference, in milliseconds.
+fn run_variant(
+    base: &std::path::Path,
+    model: &str,
+    variant: &str,
     images: &[&Image],
-) -> anyhow::Result<(Vec<Detections>, Vec<f64>)> {
+) -> anyhow::Result<Run> {
     let mut s = EngineSettings {
-        base_dir: repo.to_path_buf(),
+        base_dir: base.to_path_buf(),
         ..Default::default()
     };
     s.models.enabled = vec![model.into()];
@@ -90,16 +134,23 @@ fn run_variant(
     if let Some(first) = images.first() {
         engine.infer_blocking(model, Input::Images(vec![first.bytes.clone()]))?;
     }
-    let (mut dets, mut ms) = (Vec::new(), Vec::new());
+    let mut run = Run {
+        dets: Vec::new(),
+        below: Vec::new(),
+        ms: Vec::new(),
+    };
     for im in images {
         let t = Instant::now();
         let inf = engine
             .infer_blocking(model, Input::Images(vec![im.bytes.clone()]))
             .with_context(|| format!("{model} {variant} {}", im.file))?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        dets.push(inf.detections.into_iter().next().unwrap_or_default());
+        run.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        run.dets
+            .push(inf.detections.into_iter().next().unwrap_or_default());
+        run.below
+            .push(inf.below.into_iter().next().unwrap_or_default());
     }
-    Ok((dets, ms))
+    Ok(run)
 }
 
 fn preds(d: &Detections, face: bool) -> Vec<Pred> {
@@ -151,9 +202,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     );
     header();
     for variant in ["edge", "cloud"] {
-        let (d, ms) = run_variant(&repo, "detect-face", variant, &faced)?;
-        let p: Vec<Vec<Pred>> = d.iter().map(|d| preds(d, true)).collect();
-        row(variant, &evaluate(&face_truth, &p), 0.0, median(&ms));
+        let r = run_variant(&repo, "detect-face", variant, &faced)?;
+        let p: Vec<Vec<Pred>> = r.dets.iter().map(|d| preds(d, true)).collect();
+        row(variant, &evaluate(&face_truth, &p), 0.0, median(&r.ms));
     }
 
     // Objects: NanoDet-g edge (INT8 416) vs cloud (FP32 416, boxes down to 0.2) vs cascade.
@@ -164,51 +215,58 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         imgs.len(),
         truth.iter().map(Vec::len).sum::<usize>()
     );
-    let (edge, edge_ms) = run_variant(&repo, "detect-coco", "edge", &imgs)?;
-    let (cloud, cloud_ms) = run_variant(&repo, "detect-coco", "cloud", &imgs)?;
-    let ep: Vec<Vec<Pred>> = edge.iter().map(|d| preds(d, false)).collect();
-    let cp: Vec<Vec<Pred>> = cloud.iter().map(|d| preds(d, false)).collect();
+    let floored = with_floor(&repo, "detect-coco", "edge", a.floor)?;
+    let edge = run_variant(&floored, "detect-coco", "edge", &imgs);
+    let _ = std::fs::remove_dir_all(&floored);
+    let edge = edge?;
+    let cloud = run_variant(&repo, "detect-coco", "cloud", &imgs)?;
+    let ep: Vec<Vec<Pred>> = edge.dets.iter().map(|d| preds(d, false)).collect();
+    let cp: Vec<Vec<Pred>> = cloud.dets.iter().map(|d| preds(d, false)).collect();
     let (es, cs) = (evaluate(&truth, &ep), evaluate(&truth, &cp));
-    let (em, cm) = (median(&edge_ms), median(&cloud_ms));
+    let (em, cm) = (median(&edge.ms), median(&cloud.ms));
     header();
     row("edge (INT8 416)", &es, 0.0, em);
     row("cloud (FP32 416, >= 0.2)", &cs, 1.0, cm);
 
-    // The band sweep: offload when a kept edge box scores under `top`.
-    let mut best: Option<(f32, Scores, f64)> = None;
-    let mut top = 0.36f32;
-    while top <= 0.80 {
-        let send: Vec<bool> = edge
-            .iter()
-            .map(|d| d.boxes.iter().any(|b| b.score < top))
-            .collect();
-        let offload = send.iter().filter(|s| **s).count() as f64 / send.len().max(1) as f64;
-        let mixed: Vec<Vec<Pred>> = send
-            .iter()
-            .enumerate()
-            .map(|(i, s)| if *s { cp[i].clone() } else { ep[i].clone() })
-            .collect();
-        let s = evaluate(&truth, &mixed);
-        println!(
-            "  cascade, uncertain box < {top:.2}: mAP@0.5 {:.3}, offload {:.1}%",
-            s.map50,
-            offload * 100.0
-        );
-        if offload <= a.max_offload + 1e-9 && best.as_ref().is_none_or(|b| s.map50 > b.1.map50) {
-            best = Some((top, s, offload));
-        }
-        top += 0.04;
-    }
-    let (top, s, offload) = best.context("no band keeps the offload under --max-offload")?;
+    let frames: Vec<Frame> = (0..imgs.len())
+        .map(|i| Frame {
+            edge: edge.dets[i].boxes.clone(),
+            below: edge.below[i].clone(),
+            edge_preds: ep[i].clone(),
+            cloud_preds: cp[i].clone(),
+            truth: truth[i].clone(),
+        })
+        .collect();
+    let grid = detect_fit::grid(a.floor);
+    let (s, offload, folds) = detect_fit::cross_validate(&frames, &grid, a.max_offload, a.folds)
+        .context("no policy of the grid keeps the offload under --max-offload")?;
     row(
-        &format!("cascade (box < {top:.2})"),
+        &format!("cascade ({}-fold held-out)", a.folds),
         &s,
         offload,
         em + offload * cm,
     );
+    for (k, p) in folds.iter().enumerate() {
+        println!("  fold {k} policy (fitted on the other folds): {}", show(p));
+    }
+    let all: Vec<&Frame> = frames.iter().collect();
+    if let Some(f) = detect_fit::fit(&all, &grid, a.max_offload) {
+        println!(
+            "  fitted on all {} frames (the manifest's default; in-sample mAP@0.5 {:.3}, \
+             offload {:.1}%: not the figure): {}",
+            frames.len(),
+            f.scores.map50,
+            f.offload * 100.0,
+            show(&f.policy)
+        );
+    }
     println!(
-        "cascade latency: edge p50 + offload share x cloud p50 (in process, no network); \
-         band chosen on this same set (indicative)"
+        "cascade: policy fitted on {}/{} of the frames, mAP@0.5 and offload on the held-out \
+         rest, {} folds pooled (never on what was fitted); latency: edge p50 + offload share x \
+         cloud p50 (in process, no network)",
+        a.folds - 1,
+        a.folds,
+        a.folds
     );
     println!(
         "detect: cascade_map50_ratio={:.3} offload={:.3}",
@@ -216,4 +274,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         offload
     );
     Ok(())
+}
+
+fn show(p: &tandem_shared::detect::cascade::CascadeSpec) -> String {
+    format!(
+        "band [{:.2}, {:.2}), >= {} box(es) in it{}",
+        p.uncertain_low,
+        p.uncertain_high,
+        p.uncertain_boxes,
+        p.max_boxes
+            .map(|m| format!(", or > {m} boxes"))
+            .unwrap_or_default()
+    )
 }

@@ -21,13 +21,15 @@
 //!   a FastAPI + PIL peer.
 //! - [`detect`]: `tandem-bench detect` (make bench-detect): mAP@0.5, precision, recall of the
 //!   edge and cloud detectors and the cascade on `models/detection-set`, offload share,
-//!   per-frame latency ([`detect_eval`]: the metrics).
+//!   per-frame latency ([`detect_eval`]: the metrics; [`detect_fit`]: the cascade's policy,
+//!   fitted and judged on disjoint folds).
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
 mod cascade;
 mod detect;
 mod detect_eval;
+mod detect_fit;
 mod eps;
 mod fleet;
 mod frames;

@@ -1,0 +1,192 @@
+//! Fitting the detection cascade's frame policy (`tandem_shared::detect::cascade`) for
+//! `tandem-bench detect`, and judging it on frames it was not fitted on: a grid of policies
+//! (uncertain band, boxes in it, most boxes), the best on the fitting frames under an offload
+//! cap, and k-fold cross-validation whose held-out decisions are pooled into one figure.
+
+use crate::detect_eval::{Pred, Scores, Truth, evaluate};
+use tandem_shared::detect::Detection;
+use tandem_shared::detect::cascade::CascadeSpec;
+
+/// One labelled frame: the edge's answer and the boxes it kept under its threshold, the
+/// cloud's answer, the labels.
+pub struct Frame {
+    /// Edge boxes as answered.
+    pub edge: Vec<Detection>,
+    /// Edge boxes under the answer threshold (down to the bench's decode floor).
+    pub below: Vec<Detection>,
+    /// Edge answer as scored.
+    pub edge_preds: Vec<Pred>,
+    /// Cloud answer as scored.
+    pub cloud_preds: Vec<Pred>,
+    /// Labels.
+    pub truth: Vec<Truth>,
+}
+
+/// A fitted policy and how it did.
+#[derive(Debug, Clone, Copy)]
+pub struct Fitted {
+    /// The policy.
+    pub policy: CascadeSpec,
+    /// Scores of the cascade's answers.
+    pub scores: Scores,
+    /// Share of frames offloaded.
+    pub offload: f64,
+}
+
+/// Every policy of the grid (bottoms from `floor`).
+pub fn grid(floor: f32) -> Vec<CascadeSpec> {
+    let steps = |from: f32, to: f32| {
+        (0..=20)
+            .map(move |i| from + 0.05 * i as f32)
+            .take_while(move |v| *v <= to + 1e-6)
+    };
+    let mut out = Vec::new();
+    for low in steps(floor, 0.45) {
+        for high in steps(low + 0.05, 0.70) {
+            for uncertain_boxes in [1, 2, 3, 4, 6] {
+                for max_boxes in [None, Some(6), Some(10)] {
+                    out.push(CascadeSpec {
+                        uncertain_low: low,
+                        uncertain_high: high,
+                        uncertain_boxes,
+                        max_boxes,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `policy` sends `f` to the hub (the agent's rule: `CascadeSpec::confident`).
+pub fn offloads(policy: &CascadeSpec, f: &Frame) -> bool {
+    !policy.confident(&policy.signals(&f.edge, &f.below))
+}
+
+/// The cascade's answers on `frames` under per-frame decisions `send`, scored.
+pub fn score(frames: &[&Frame], send: &[bool]) -> (Scores, f64) {
+    let truth: Vec<Vec<Truth>> = frames.iter().map(|f| f.truth.clone()).collect();
+    let preds: Vec<Vec<Pred>> = frames
+        .iter()
+        .zip(send)
+        .map(|(f, s)| {
+            if *s {
+                f.cloud_preds.clone()
+            } else {
+                f.edge_preds.clone()
+            }
+        })
+        .collect();
+    let sent = send.iter().filter(|s| **s).count() as f64 / send.len().max(1) as f64;
+    (evaluate(&truth, &preds), sent)
+}
+
+/// The grid's best policy on `frames` (highest mAP@0.5 with at most `max_offload` of them
+/// offloaded; ties to the lower offload, then to the first in the grid).
+pub fn fit(frames: &[&Frame], grid: &[CascadeSpec], max_offload: f64) -> Option<Fitted> {
+    let mut best: Option<Fitted> = None;
+    for policy in grid {
+        let send: Vec<bool> = frames.iter().map(|f| offloads(policy, f)).collect();
+        let (scores, offload) = score(frames, &send);
+        if offload > max_offload + 1e-9 {
+            continue;
+        }
+        let better = best.as_ref().is_none_or(|b| {
+            scores.map50 > b.scores.map50 + 1e-12
+                || ((scores.map50 - b.scores.map50).abs() <= 1e-12 && offload < b.offload)
+        });
+        if better {
+            best = Some(Fitted {
+                policy: *policy,
+                scores,
+                offload,
+            });
+        }
+    }
+    best
+}
+
+/// k-fold cross-validation: frame `i` is in fold `i % k`; each fold's frames are decided by
+/// the policy fitted on the other folds. Returns the pooled held-out scores and offload share,
+/// and each fold's policy.
+pub fn cross_validate(
+    frames: &[Frame],
+    grid: &[CascadeSpec],
+    max_offload: f64,
+    k: usize,
+) -> Option<(Scores, f64, Vec<CascadeSpec>)> {
+    let mut send = vec![false; frames.len()];
+    let mut policies = Vec::with_capacity(k);
+    for fold in 0..k {
+        let fitting: Vec<&Frame> = frames
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % k != fold)
+            .map(|(_, f)| f)
+            .collect();
+        let p = fit(&fitting, grid, max_offload)?.policy;
+        for (i, f) in frames.iter().enumerate().filter(|(i, _)| i % k == fold) {
+            send[i] = offloads(&p, f);
+        }
+        policies.push(p);
+    }
+    let all: Vec<&Frame> = frames.iter().collect();
+    let (scores, offload) = score(&all, &send);
+    Some((scores, offload, policies))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(score: f32) -> Detection {
+        Detection {
+            bbox: [0.0, 0.0, 10.0, 10.0],
+            class: 0,
+            label: "a".into(),
+            score,
+        }
+    }
+    fn pred(score: f32, hit: bool) -> Pred {
+        let x = if hit { 0.0 } else { 50.0 };
+        Pred {
+            label: "a".into(),
+            bbox: [x, x, x + 10.0, x + 10.0],
+            score,
+        }
+    }
+
+    /// Frame `i` is unsure (a box at 0.3) exactly when the cloud finds its object and the edge
+    /// does not: a good policy offloads the unsure frames, and only those.
+    fn frames(n: usize) -> Vec<Frame> {
+        (0..n)
+            .map(|i| {
+                let unsure = i % 4 == 0;
+                Frame {
+                    edge: vec![det(0.9)],
+                    below: if unsure { vec![det(0.3)] } else { Vec::new() },
+                    edge_preds: vec![pred(0.9, !unsure)],
+                    cloud_preds: vec![pred(0.9, true)],
+                    truth: vec![Truth {
+                        label: "a".into(),
+                        bbox: [0.0, 0.0, 10.0, 10.0],
+                    }],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_fitted_band_catches_the_unsure_frames_held_out() {
+        let f = frames(20);
+        let g = grid(0.1);
+        assert!(g.iter().all(|p| p.validate().is_ok()));
+        let (scores, offload, policies) = cross_validate(&f, &g, 0.3, 5).expect("fits");
+        assert_eq!(policies.len(), 5);
+        assert_eq!(scores.map50, 1.0);
+        assert!((offload - 0.25).abs() < 1e-9, "{offload}");
+        // An offload cap under the unsure share leaves some frames to the edge.
+        let capped = fit(&f.iter().collect::<Vec<_>>(), &g, 0.1).expect("fits");
+        assert!(capped.offload <= 0.1 && capped.scores.map50 < 1.0);
+    }
+}
