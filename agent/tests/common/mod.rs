@@ -48,11 +48,11 @@ pub fn variant_present(model: &str, variant: &str) -> bool {
                 .unwrap_or(false);
             assert!(
                 present || optional,
-                "{model}/{f} is missing and not optional"
+                "{model}/{f} is missing and not optional (`make setup` builds text-sentiment/cloud.onnx)"
             );
             if !present {
                 eprintln!(
-                    "note: {model} {variant} variant absent (optional; `make models` builds it)"
+                    "note: {model} {variant} variant absent (optional; `make setup` or `make models` builds it)"
                 );
             }
             present
