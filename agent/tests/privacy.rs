@@ -18,6 +18,7 @@ use tandem_agent::config::Config;
 use tandem_agent::feedback::Feedback;
 use tandem_agent::hybrid::{ModelPolicyConfig, Router};
 use tandem_agent::inference::{Engine, Input};
+use tandem_agent::policy::Mode;
 use tandem_agent::privacy::ModelPrivacy;
 use tandem_agent::uplink::deliver;
 use tandem_hub::feedback::Store;
@@ -79,6 +80,38 @@ fn received(store: &Store) -> Vec<(String, ExampleKind, Vec<u8>)> {
         .collect()
 }
 
+/// A real hub in process: QUIC + mTLS with a development PKI (device `cam-01`), the engine of
+/// [`hub_engine`], a feedback store; in a fresh folder `tandem-privacy-<tag>-<pid>`.
+struct Hub {
+    dir: std::path::PathBuf,
+    pki: Pki,
+    engine: Arc<Engine>,
+    store: Arc<Store>,
+    addr: SocketAddr,
+}
+
+fn start_hub(tag: &str) -> Hub {
+    let dir = std::env::temp_dir().join(format!("tandem-privacy-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::init(&dir.join("pki")).expect("pki");
+    pki.add_device("cam-01", 365).expect("device");
+    let engine = hub_engine();
+    let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));
+    let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
+        .expect("bind hub")
+        .with_engine(engine.clone())
+        .with_feedback(store.clone());
+    let addr = ingress.local_addr().expect("addr");
+    tokio::spawn(ingress.run(std::future::pending::<()>()));
+    Hub {
+        dir,
+        pki,
+        engine,
+        store,
+        addr,
+    }
+}
+
 /// An agent of `cfg` serving its API, its feedback queue delivering to the hub.
 async fn start_agent(cfg: &tandem_agent::config::Config) -> (String, Arc<Router>) {
     let engine = app::start_engine(cfg).expect("agent engine");
@@ -138,18 +171,13 @@ async fn post(c: &reqwest::Client, base: &str, body: Vec<u8>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_finds_no_face_in_what_the_agent_sends() {
-    let dir = std::env::temp_dir().join(format!("tandem-privacy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pki = Pki::init(&dir.join("pki")).expect("pki");
-    pki.add_device("cam-01", 365).expect("device");
-    let hub = hub_engine();
-    let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));
-    let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
-        .expect("bind hub")
-        .with_engine(hub.clone())
-        .with_feedback(store.clone());
-    let hub_addr = ingress.local_addr().expect("addr");
-    tokio::spawn(ingress.run(std::future::pending::<()>()));
+    let Hub {
+        dir,
+        pki,
+        engine: hub,
+        store,
+        addr: hub_addr,
+    } = start_hub("examples");
     let (base, router) = start_agent(&agent_config(&dir, &pki, hub_addr, "on")).await;
     let c = reqwest::Client::new();
 
@@ -255,5 +283,55 @@ async fn the_hub_finds_no_face_in_what_the_agent_sends() {
         received(&store).len(),
         expected,
         "nothing more reached the hub"
+    );
+}
+
+/// The offloaded frame itself: a face detection model whose every frame goes to the hub. The
+/// hub runs its CenterFace FP32 on what it received and sends its boxes back: none, while the
+/// device's CenterFace INT8 found faces in the same photo before the blur.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offloaded_frame_reaches_the_hub_with_its_faces_blurred() {
+    let h = start_hub("offload");
+    let mut cfg = agent_config(&h.dir, &h.pki, h.addr, "offload");
+    cfg.models.enabled = vec!["detect-face".into()];
+    cfg.privacy = Default::default(); // detection models: on by default
+    cfg.policy.models.insert(
+        "detect-face".into(),
+        ModelPolicyConfig {
+            mode: Some(Mode::Cloud),
+            ..Default::default()
+        },
+    );
+    let (base, _router) = start_agent(&cfg).await;
+    let c = reqwest::Client::new();
+    let mut offloaded = 0;
+    for f in photos_with_faces().iter().take(12) {
+        if faces(&h.engine, photo(f)).await == 0 {
+            continue;
+        }
+        let r = c
+            .post(format!("{base}/v1/detect/detect-face"))
+            .body(photo(f))
+            .send()
+            .await
+            .expect("request");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["route"], "cloud", "{f}: {v}");
+        assert_eq!(v["degraded"], false, "{f}: {v}");
+        let local = v["local"]["detections"].as_array().map_or(0, Vec::len);
+        assert!(local > 0, "{f}: the device finds no face: {v}");
+        let hub = v["detections"].as_array().expect("the hub's boxes");
+        assert!(
+            hub.is_empty(),
+            "{f}: the hub finds {} face(s) in what it received",
+            hub.len()
+        );
+        offloaded += 1;
+    }
+    assert!(offloaded >= 8, "{offloaded} frames checked");
+    let m = parse(&scrape_text(&c, &base).await);
+    assert_eq!(
+        one(&m, "tandem_privacy_images_blurred_total"),
+        f64::from(offloaded)
     );
 }
