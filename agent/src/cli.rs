@@ -281,9 +281,14 @@ fn print_answer(
         println!("{}", serde_json::Value::Object(line));
         return;
     }
-    if let Some(d) = answer.local.as_ref().and_then(|l| l.detections.first()) {
+    if let Some(d) = answer.detections() {
+        let route = match (&answer.cloud, answer.degraded) {
+            (Some(c), _) => format!("cloud (hub {})", c.version),
+            (None, true) => "local, DEGRADED".to_string(),
+            (None, false) => "local".to_string(),
+        };
         println!(
-            "{input}\n  {} box(es) in {}x{}",
+            "{input}\n  {} box(es) in {}x{}, {route}",
             d.boxes.len(),
             d.width,
             d.height

@@ -118,6 +118,44 @@ async fn unsure_frames_get_the_hubs_boxes_and_a_deadline_still_wins() {
     assert_eq!(a.detections, hub_boxes, "the hub's boxes are returned");
     assert_eq!(v["cloud"]["version"], "1.0.0");
 
+    // `infer` routes the same way and prints the hub's boxes, as JSON and as text.
+    let conf = dir.join("agent.toml");
+    let (cert, key) = pki.device_files("cam-01");
+    std::fs::write(
+        &conf,
+        format!(
+            "[models]\ndir = \"{}\"\n[hub]\naddress = \"{hub_addr}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[privacy]\nblur_faces = false\n",
+            models_dir().display(),
+            pki.dir().join("ca.pem").display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let infer = |json: bool| {
+        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-agent"));
+        cli.arg("infer");
+        if json {
+            cli.arg("--json");
+        }
+        cli.args(["--model", "detect-coco", "--config"])
+            .arg(&conf)
+            .arg(models_dir().join(UNSURE));
+        tandem_tests::process::output_ok(cli)
+    };
+    let out = infer(true).await;
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(line["route"], "cloud", "{line}");
+    assert_eq!(parse_boxes(&line["detections"]), hub_boxes);
+    let text = String::from_utf8_lossy(&infer(false).await.stdout).to_string();
+    assert!(
+        text.contains(&format!(
+            "{} box(es) in 500x375, cloud (hub 1.0.0)",
+            hub_boxes.len()
+        )),
+        "{text}"
+    );
+
     // Confident: answered on the device.
     let v = detect(SURE).await;
     let a: DetectAnswer = serde_json::from_value(v.clone()).expect("a DetectAnswer");

@@ -1,5 +1,6 @@
 //! `POST /v1/detect/{model}`: the body is one raw image file (JPEG/PNG); the answer is
-//! `tandem_shared::detect::DetectAnswer` (boxes in image pixels, class, score, signals) plus
+//! `tandem_shared::detect::DetectAnswer` (boxes in image pixels, class, score, signals; the
+//! hub's boxes when the cascade offloaded the frame, the device's then in `local`) plus
 //! `request_id` and `reason`.
 
 use super::AppState;
@@ -35,13 +36,9 @@ pub async fn detect(
     .await
     .map_err(|_| ApiError::timeout(s.limits()))?
     .map_err(super::route_error)?;
-    if answer
-        .local
-        .as_ref()
-        .is_none_or(|l| l.detections.is_empty())
-    {
+    if answer.detections().is_none() {
         return Err(ApiError::Unavailable(format!(
-            "model `{model}` gave no detections for the image (only the hub runs it?)"
+            "model `{model}` gave no detections for the image"
         )));
     }
     Ok(Json(Value::Object(answer.to_json())))
