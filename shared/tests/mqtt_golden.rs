@@ -3,7 +3,11 @@
 //! contract, the code and the documentation cannot drift apart.
 
 use serde_json::Value;
-use tandem_shared::mqtt::{Command, CommandResult, Event, PayloadError, Status, Telemetry};
+use tandem_shared::mqtt::objects::snapshot_path;
+use tandem_shared::mqtt::{
+    Command, CommandResult, Event, GoneReason, ObjectEvent, ObjectEventType, PayloadError,
+    SnapshotRef, Status, Telemetry, VERSION,
+};
 
 fn fixture(name: &str) -> String {
     let path = format!(
@@ -43,6 +47,80 @@ fn device_payloads() {
         json(&Status::last_will().encode()),
         json(fixture("status_offline_will").as_bytes())
     );
+}
+
+/// The three object events of one track, built from the typed structs the agent fills: each
+/// serialises to its golden file, and the file decodes back to it.
+#[test]
+fn object_events() {
+    let id = "1764518461200-7";
+    let snap = |ts_ms, score, bbox| {
+        Some(SnapshotRef {
+            path: snapshot_path("porch-1", id),
+            ts_ms,
+            score,
+            bbox,
+        })
+    };
+    let first = [412.5, 96.0, 530.0, 377.25];
+    let best = [468.0, 101.5, 590.0, 380.0];
+    let appeared = ObjectEvent {
+        v: VERSION,
+        kind: ObjectEventType::Appeared,
+        ts_ms: 1_764_518_461_300,
+        camera: "porch-1".into(),
+        id: id.into(),
+        model: "detect-coco".into(),
+        label: "person".into(),
+        class: 0,
+        score: 0.71,
+        best_score: 0.71,
+        bbox: first,
+        width: 1000,
+        height: 563,
+        first_seen_ms: 1_764_518_461_200,
+        last_seen_ms: 1_764_518_461_300,
+        frames: 2,
+        snapshot: snap(1_764_518_461_300, 0.71, first),
+        reason: None,
+    };
+    let updated = ObjectEvent {
+        kind: ObjectEventType::Updated,
+        ts_ms: 1_764_518_462_500,
+        score: 0.83,
+        best_score: 0.83,
+        bbox: best,
+        last_seen_ms: 1_764_518_462_500,
+        frames: 14,
+        snapshot: snap(1_764_518_462_500, 0.83, best),
+        ..appeared.clone()
+    };
+    let gone = ObjectEvent {
+        kind: ObjectEventType::Gone,
+        ts_ms: 1_764_518_468_100,
+        score: 0.64,
+        bbox: [702.0, 110.0, 815.5, 371.0],
+        last_seen_ms: 1_764_518_463_100,
+        frames: 20,
+        reason: Some(GoneReason::Unseen),
+        ..updated.clone()
+    };
+    for (name, event) in [
+        ("object_appeared", appeared),
+        ("object_updated", updated),
+        ("object_gone", gone),
+    ] {
+        assert_eq!(
+            json(&event.encode()),
+            json(fixture(name).as_bytes()),
+            "{name}"
+        );
+        round_trip(name, ObjectEvent::decode, ObjectEvent::encode);
+        assert_eq!(
+            ObjectEvent::decode(fixture(name).as_bytes()).expect("decodes"),
+            event
+        );
+    }
 }
 
 #[test]

@@ -367,7 +367,7 @@ fn dispatch(topic: &str, payload: &[u8], store: &FleetStore, waiters: &Waiters, 
                 Err(e) => return unreadable(e.to_string()),
             }
         }
-        TopicKind::Events | TopicKind::Command(_) => {
+        TopicKind::Events | TopicKind::Objects | TopicKind::Command(_) => {
             count(stats, "other");
             return;
         }

@@ -7,6 +7,7 @@
 //!   builders, the hub's subscription filters, and a parser for incoming topics.
 //! - [`payload`]: the version check every payload goes through, and the device-to-hub payloads
 //!   ([`Status`], [`Telemetry`], [`Event`]).
+//! - [`objects`]: object events from a camera's tracker ([`ObjectEvent`]).
 //! - [`command`]: the commands and their results (`set_threshold`, `set_policy`, ...).
 //! - [`args`]: the ranges of command arguments (thresholds per signal, model names, versions).
 //! - [`url`]: broker addresses (`mqtts://HOST[:PORT]`).
@@ -21,12 +22,14 @@
 
 pub mod args;
 pub mod command;
+pub mod objects;
 pub mod payload;
 pub mod topic;
 pub mod url;
 
 pub use args::ArgError;
 pub use command::{Command, CommandError, CommandName, CommandResult, PolicyMode, PolicyView};
+pub use objects::{GoneReason, ObjectEvent, ObjectEventType, SnapshotRef};
 pub use payload::{
     Event, Histogram, ModelStatus, ModelTelemetry, MqttCounters, PayloadError, ProcessStats,
     QueueStats, RouteCount, State, Status, Telemetry, UpdateReport, VERSION,

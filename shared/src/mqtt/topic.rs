@@ -1,4 +1,5 @@
-//! Topic names: `tandem/{device}/status`, `/telemetry`, `/events`, `/cmd/{name}` and
+//! Topic names: `tandem/{device}/status`, `/telemetry`, `/events`, `/events/objects`,
+//! `/cmd/{name}` and
 //! `/cmd/{name}/result`. A device name is 1-63 lowercase letters, digits and `-`, not starting
 //! or ending with `-` (the certificate CN the broker uses as identity); a command name is 1-32
 //! lowercase letters, digits and `_`.
@@ -40,7 +41,9 @@ pub enum TopicError {
         name: String,
     },
     /// Levels after the device that match no topic of the contract.
-    #[error("topic `{0}` is not one of status, telemetry, events, cmd/NAME, cmd/NAME/result")]
+    #[error(
+        "topic `{0}` is not one of status, telemetry, events, events/objects, cmd/NAME, cmd/NAME/result"
+    )]
     Kind(String),
 }
 
@@ -72,6 +75,8 @@ pub enum TopicKind {
     Telemetry,
     /// Sampled per-inference events.
     Events,
+    /// Object events from camera trackers (`events/objects`).
+    Objects,
     /// A command to the device.
     Command(String),
     /// The device's answer to a command.
@@ -101,6 +106,11 @@ impl Topic {
     /// `tandem/{device}/events`.
     pub fn events(device: &str) -> String {
         format!("{ROOT}/{device}/events")
+    }
+
+    /// `tandem/{device}/events/objects`.
+    pub fn objects(device: &str) -> String {
+        format!("{ROOT}/{device}/events/objects")
     }
 
     /// `tandem/{device}/cmd/{name}`.
@@ -136,6 +146,7 @@ impl Topic {
             ["status"] => TopicKind::Status,
             ["telemetry"] => TopicKind::Telemetry,
             ["events"] => TopicKind::Events,
+            ["events", "objects"] => TopicKind::Objects,
             ["cmd", name] | ["cmd", name, "result"] => {
                 if !valid_command_name(name) {
                     return Err(TopicError::CommandName {
@@ -165,6 +176,7 @@ impl fmt::Display for Topic {
             TopicKind::Status => write!(f, "{ROOT}/{d}/status"),
             TopicKind::Telemetry => write!(f, "{ROOT}/{d}/telemetry"),
             TopicKind::Events => write!(f, "{ROOT}/{d}/events"),
+            TopicKind::Objects => write!(f, "{ROOT}/{d}/events/objects"),
             TopicKind::Command(n) => write!(f, "{ROOT}/{d}/cmd/{n}"),
             TopicKind::CommandResult(n) => write!(f, "{ROOT}/{d}/cmd/{n}/result"),
         }
@@ -181,6 +193,7 @@ mod tests {
             (Topic::status("cam-01"), TopicKind::Status),
             (Topic::telemetry("cam-01"), TopicKind::Telemetry),
             (Topic::events("cam-01"), TopicKind::Events),
+            (Topic::objects("cam-01"), TopicKind::Objects),
             (
                 Topic::command("cam-01", "set_threshold"),
                 TopicKind::Command("set_threshold".into()),
@@ -216,6 +229,7 @@ mod tests {
             "tandem/cam-01/cmd/set/result/x",
             "tandem/cam-01/cmd/set/results",
             "tandem/cam-01/cmd/+",
+            "tandem/cam-01/events/people",
         ] {
             assert!(Topic::parse(bad).is_err(), "{bad:?} parsed");
         }
