@@ -208,7 +208,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         ));
     }
     let state = Arc::new(AppState::new(&cfg, router.clone()));
-    let app = api::router(state);
+    state
+        .cameras
+        .set_sink(mqtt.as_ref().map(|m| m.object_sink()));
+    let app = api::router(state.clone());
     let limits = tandem_engine::http::ConnLimits::from_config(
         "server",
         cfg.server.max_connections,
@@ -253,6 +256,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     if !http.is_finished() {
         d.step("HTTP requests in flight", &mut http).await;
     }
+    // 2b. Camera streams: the frame in flight finishes, the waiting ones are counted, live
+    // tracks end (`gone` events, while MQTT is still up).
+    d.step("camera streams", state.cameras.shutdown()).await;
     // 3. The queue: no new delivery round; hard examples waiting are written (flushed).
     deliver_stop.cancel();
     d.step("hard examples to the queue", feedback.flush()).await;

@@ -70,6 +70,8 @@ pub struct Config {
     pub feedback: crate::feedback::FeedbackConfig,
     /// Faces blurred in the images that leave the device.
     pub privacy: crate::privacy::PrivacyConfig,
+    /// Camera frame streams: queue, drop policy, object tracker and snapshots.
+    pub cameras: crate::track::CamerasConfig,
     /// This device's labels (`group = "cameras-north"`), reported in its MQTT status: rollouts
     /// select devices by them (`tandem-hub rollout start --group`).
     pub labels: std::collections::BTreeMap<String, String>,
@@ -159,6 +161,7 @@ impl Default for Config {
             queue: crate::queue::QueueConfig::default(),
             feedback: crate::feedback::FeedbackConfig::default(),
             privacy: crate::privacy::PrivacyConfig::default(),
+            cameras: crate::track::CamerasConfig::default(),
             labels: std::collections::BTreeMap::new(),
             base_dir: PathBuf::from("."),
             source: None,
@@ -279,6 +282,7 @@ impl Config {
         p.extend(self.feedback.problems());
         p.extend(self.privacy.problems());
         p.extend(self.mqtt.problems());
+        p.extend(self.cameras.problems());
         if !self.mqtt.url.is_empty()
             && (self.hub.cert.as_os_str().is_empty() || self.hub.key.as_os_str().is_empty())
         {

@@ -11,7 +11,8 @@
 //! - [`privacy`]: faces blurred in every image that leaves the device (CenterFace).
 //! - [`models`]: the model manager: signed bundles verified, installed, self-tested and
 //!   swapped in without a failed request.
-//! - [`camera`]: per-camera frame streams with a bounded drop-oldest queue.
+//! - [`camera`]: per-camera frame streams with a bounded queue (drop oldest or newest).
+//! - [`track`]: per-camera object tracking: object events and their snapshots.
 //! - [`api`]: the local HTTP API (OIP v2, `/v1/classify`, `/metrics`).
 //! - [`telemetry`]: counters and histograms.
 //! - [`control`]: commands from the hub over MQTT (threshold, policy, telemetry now).
@@ -34,6 +35,7 @@ pub mod privacy;
 pub mod queue;
 pub mod reload;
 pub mod telemetry;
+pub mod track;
 pub mod uplink;
 
 pub use tandem_engine as inference;

@@ -1,7 +1,8 @@
 //! `POST /v1/cameras/{camera}/frames/{model}` (a JPEG/PNG or a raw frame described by the
 //! query, as `/v1/classify`) queues a frame on the camera's stream and answers 202 at once;
-//! `GET /v1/cameras/{camera}` reports the stream (counters, queue, latest answer). See
-//! [`crate::camera`].
+//! `GET /v1/cameras/{camera}` reports the stream (counters, queue, tracks, latest answer);
+//! `GET /v1/cameras/{camera}/events/{id}/snapshot.jpg` is the best frame of an object event's
+//! track (through [`crate::track::snapshot::leaving`]). See [`crate::camera`].
 
 use super::AppState;
 use super::error::ApiError;
@@ -10,7 +11,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::sync::Arc;
 use tandem_shared::manifest::Preprocess;
@@ -40,6 +42,7 @@ pub async fn post_frame(
         .map_err(|e| match e {
             CameraError::BadId(_) => ApiError::BadRequest(e.to_string()),
             CameraError::TooMany(_) => ApiError::Busy(e.to_string()),
+            CameraError::Stopping => ApiError::Unavailable(e.to_string()),
         })?;
     Ok((StatusCode::ACCEPTED, Json(report)))
 }
@@ -53,4 +56,18 @@ pub async fn report(
         .get(&camera)
         .map(|st| Json(st.report(&camera)))
         .ok_or_else(|| ApiError::NotFound(format!("camera `{camera}` has posted no frame")))
+}
+
+/// The snapshot JPEG of track `id` of `camera`: 404 once evicted (or never kept).
+pub async fn snapshot(
+    State(s): State<Arc<AppState>>,
+    Path((camera, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let jpeg = s.cameras.snapshot(&camera, &id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "camera `{camera}` keeps no snapshot of track `{id}` (unknown, or evicted: [cameras.snapshots])"
+        ))
+    })?;
+    let jpeg = crate::track::snapshot::leaving(jpeg).await;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
 }

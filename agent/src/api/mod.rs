@@ -57,7 +57,10 @@ impl AppState {
                 server_name: "tandem-agent",
             },
             router,
-            cameras: Default::default(),
+            cameras: crate::camera::Cameras::new(
+                cfg.cameras.clone(),
+                tandem_engine::preprocess::image::Limits::from(&cfg.image),
+            ),
         }
     }
 
@@ -142,6 +145,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/cameras/{camera}/frames/{model}",
             post(camera::post_frame),
         )
-        .route("/v1/cameras/{camera}", axum::routing::get(camera::report));
+        .route("/v1/cameras/{camera}", axum::routing::get(camera::report))
+        .route(
+            "/v1/cameras/{camera}/events/{id}/snapshot.jpg",
+            axum::routing::get(camera::snapshot),
+        );
     http::finish(routes, state)
 }

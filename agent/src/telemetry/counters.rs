@@ -22,11 +22,13 @@ pub enum Class {
     Events,
     /// Command results.
     Results,
+    /// Object events from camera trackers (`events/objects`).
+    Objects,
 }
 
 impl Class {
     /// Every class.
-    pub const ALL: [Class; 3] = [Self::Telemetry, Self::Events, Self::Results];
+    pub const ALL: [Class; 4] = [Self::Telemetry, Self::Events, Self::Results, Self::Objects];
 
     /// Its name in metrics and telemetry.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Class {
             Self::Telemetry => "telemetry",
             Self::Events => "events",
             Self::Results => "results",
+            Self::Objects => "objects",
         }
     }
 
@@ -54,8 +57,8 @@ pub struct MqttCounters {
     /// QoS 1 messages the broker acknowledged (PUBACK): status, results, and telemetry when
     /// `mqtt.telemetry_qos = 1`.
     pub acked: AtomicU64,
-    queued: [AtomicU64; 3],
-    dropped: [AtomicU64; 3],
+    queued: [AtomicU64; 4],
+    dropped: [AtomicU64; 4],
     commands: Mutex<BTreeMap<String, u64>>,
     /// Why the last connection attempt failed or the connection dropped.
     pub last_error: Mutex<Option<String>>,
@@ -95,7 +98,7 @@ impl MqttCounters {
 
     /// The counters as telemetry carries them.
     pub fn to_telemetry(&self) -> tandem_shared::mqtt::MqttCounters {
-        let by_class = |a: &[AtomicU64; 3]| {
+        let by_class = |a: &[AtomicU64; 4]| {
             Class::ALL
                 .iter()
                 .map(|c| (c.as_str().to_string(), a[c.index()].load(Relaxed)))

@@ -1,5 +1,5 @@
-//! What the broker cannot take goes to the durable queue instead: sampled events (class
-//! `event`) and telemetry snapshots (class `telemetry`), kept as shared `record`s and delivered
+//! What the broker cannot take goes to the durable queue instead: sampled events and object
+//! events (class `event`) and telemetry snapshots (class `telemetry`), kept as shared `record`s and delivered
 //! to the hub over QUIC by the delivery loop when it is reachable.
 //!
 //! Producers never wait: [`Outbox::offer`] is a `try_send` into a bounded channel
@@ -46,7 +46,9 @@ impl Outbox {
 fn to_record(class: Class, payload: &[u8]) -> Option<(QueueClass, Vec<u8>)> {
     let v = serde_json::from_slice::<serde_json::Value>(payload).ok()?;
     match class {
-        Class::Events => Some((QueueClass::Event, record::encode(&Record::Event(v)))),
+        Class::Events | Class::Objects => {
+            Some((QueueClass::Event, record::encode(&Record::Event(v))))
+        }
         Class::Telemetry => Some((QueueClass::Telemetry, record::encode(&Record::Telemetry(v)))),
         Class::Results => None,
     }

@@ -1,7 +1,8 @@
 //! The MQTT side of the agent (flow 4): the link to the broker, periodic telemetry
 //! (`mqtt.telemetry_interval_ms`; at once, with the retained status again, when a model update
 //! changes state: the hub sees a swap as it happens), sampled events from the router's answer
-//! path, and commands carried out by [`crate::control`]. Off when `mqtt.url` is empty.
+//! path, object events from the camera trackers ([`MqttService::object_sink`]), and commands
+//! carried out by [`crate::control`]. Off when `mqtt.url` is empty.
 //!
 //! With a durable queue, what the broker cannot take waits there ([`super::offline`]): events
 //! sampled while the link is down or its outgoing queue is full (and those it held when the
@@ -66,12 +67,13 @@ fn keep_or_drop(outbox: Option<&Outbox>, counters: &AgentCounters, m: Outgoing) 
 /// Publishes a sampled event, or keeps it in the durable queue while the broker is unreachable
 /// or the link's outgoing queue is full.
 fn publish_event(link: &MqttLink, outbox: Option<&Outbox>, counters: &AgentCounters, m: Outgoing) {
+    let class = m.class;
     match outbox {
         Some(o) if !link.is_connected() => keep_or_drop(Some(o), counters, m),
         _ => match link.offer(m) {
             Ok(()) => {}
             Err(Some(m)) => keep_or_drop(outbox, counters, m),
-            Err(None) => counters.mqtt.dropped(Class::Events),
+            Err(None) => counters.mqtt.dropped(class),
         },
     }
 }
@@ -81,6 +83,8 @@ fn publish_event(link: &MqttLink, outbox: Option<&Outbox>, counters: &AgentCount
 pub struct MqttService {
     link: Arc<MqttLink>,
     reporter: Arc<Reporter>,
+    outbox: Option<Outbox>,
+    counters: Arc<AgentCounters>,
     ticker: tokio::task::JoinHandle<()>,
 }
 
@@ -141,6 +145,7 @@ impl MqttService {
                 }
             },
         )));
+        let (events_outbox_for_objects, counters_for_objects) = (outbox.clone(), counters.clone());
         let every = Duration::from_millis(cfg.mqtt.telemetry_interval_ms);
         let (l, r, c) = (link.clone(), reporter.clone(), counters.clone());
         let mut changes = r.router().models().map(|m| m.changes());
@@ -180,6 +185,8 @@ impl MqttService {
         Ok(Some(Self {
             link,
             reporter,
+            outbox: events_outbox_for_objects,
+            counters: counters_for_objects,
             ticker,
         }))
     }
@@ -187,6 +194,25 @@ impl MqttService {
     /// The device name (from the certificate).
     pub fn device(&self) -> &str {
         self.link.device()
+    }
+
+    /// Where camera trackers' object events go: `tandem/{device}/events/objects` (QoS 1), or,
+    /// as sampled events do, the durable queue (class `event`) while the broker is unreachable
+    /// or the outgoing queue is full; dropped and counted without one. Never blocks.
+    pub fn object_sink(&self) -> crate::camera::ObjectSink {
+        let weak = Arc::downgrade(&self.link);
+        let topic = Topic::objects(self.device());
+        let (outbox, counters) = (self.outbox.clone(), self.counters.clone());
+        Arc::new(move |e: &tandem_shared::mqtt::ObjectEvent| {
+            if let Some(l) = weak.upgrade() {
+                let m = Outgoing {
+                    class: Class::Objects,
+                    topic: topic.clone(),
+                    payload: e.encode(),
+                };
+                publish_event(&l, outbox.as_ref(), &counters, m);
+            }
+        })
     }
 
     /// Builds the payloads.

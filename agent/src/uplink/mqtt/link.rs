@@ -8,10 +8,11 @@
 //! - Outgoing: one bounded queue (`mqtt.max_pending`, rumqttc's request channel). Publishing
 //!   never waits: a message that does not fit is dropped and counted by class
 //!   (`tandem_mqtt_dropped_total`). Telemetry is QoS 0 (1 with `mqtt.telemetry_qos = 1`),
-//!   events QoS 0, results QoS 1; the broker's PUBACKs are counted (`tandem_mqtt_acked_total`),
+//!   events QoS 0, results and object events QoS 1; the broker's PUBACKs are counted (`tandem_mqtt_acked_total`),
 //!   and a QoS 1 message holds its place in rumqttc's inflight window until acked. What was
 //!   being written when a connection dropped may be lost (the session is clean); the events
-//!   still waiting in the queue then go to [`Handler::undelivered`] (the durable queue).
+//!   and object events still waiting in the queue then go to [`Handler::undelivered`] (the
+//!   durable queue).
 //! - Commands are handled on the connection's task as they arrive (the handler is quick: a
 //!   policy update or a telemetry snapshot); their answers go out ahead of the queue.
 //! - Reconnects on its own: exponential backoff with full jitter (a random wait up to 0.5 s,
@@ -64,7 +65,7 @@ fn qos(class: Class, telemetry: QoS) -> QoS {
     match class {
         Class::Telemetry => telemetry,
         Class::Events => QoS::AtMostOnce,
-        Class::Results => QoS::AtLeastOnce,
+        Class::Results | Class::Objects => QoS::AtLeastOnce,
     }
 }
 
@@ -276,24 +277,25 @@ fn returned(class: Class, r: Request) -> Option<Outgoing> {
 /// Hands the events waiting in rumqttc's pending list (after a drop, what was in its request
 /// channel too) to the handler: on reconnecting with a clean session rumqttc discards them.
 pub(super) fn salvage_events(el: &mut EventLoop, handler: &dyn Handler) {
-    el.pending.retain(|r| match r {
-        Request::Publish(p)
-            if matches!(
-                Topic::parse(&p.topic),
-                Ok(Topic {
-                    kind: TopicKind::Events,
-                    ..
-                })
-            ) =>
-        {
-            handler.undelivered(Outgoing {
-                class: Class::Events,
-                topic: p.topic.clone(),
-                payload: p.payload.to_vec(),
-            });
-            false
-        }
-        _ => true,
+    el.pending.retain(|r| {
+        let Request::Publish(p) = r else { return true };
+        let class = match Topic::parse(&p.topic) {
+            Ok(Topic {
+                kind: TopicKind::Events,
+                ..
+            }) => Class::Events,
+            Ok(Topic {
+                kind: TopicKind::Objects,
+                ..
+            }) => Class::Objects,
+            _ => return true,
+        };
+        handler.undelivered(Outgoing {
+            class,
+            topic: p.topic.clone(),
+            payload: p.payload.to_vec(),
+        });
+        false
     });
 }
 
