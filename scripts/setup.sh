@@ -41,7 +41,7 @@ command -v unzip >/dev/null || need_apt+=(unzip)
 command -v curl >/dev/null || need_apt+=(curl)
 # The MQTT broker the hub runs and supervises (its own process; the system service is not used).
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
-command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)  # make demo's subscriber
+command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)  # make demo's subscriber; object_events test
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)  # multi-host tests (netns)
 # Vulkan loader and lavapipe (software Vulkan): the wgpu pre-processing path's equality test.
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -e /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ] \

@@ -13,14 +13,13 @@
 mod common;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_agent::config::Config;
 use tandem_agent::hybrid::Router;
 use tandem_agent::inference::Input;
 use tandem_agent::telemetry::{Class, MqttService};
-use tandem_hub::broker::{Broker, BrokerSpec};
+use tandem_hub::broker::Broker;
 use tandem_hub::pki::Pki;
 use tandem_shared::manifest::Signal;
 use tandem_shared::mqtt::{BrokerUrl, CommandResult, Event as MqttEvent, State, Status, Telemetry};
@@ -41,21 +40,7 @@ struct World {
 }
 
 async fn world(tweak: impl FnOnce(&mut Config)) -> World {
-    let dir = tempfile::tempdir().expect("tmp");
-    let pki = Pki::init(&dir.path().join("pki")).expect("pki");
-    pki.add_device("cam-01", 30).expect("device");
-    let broker = Broker::start(BrokerSpec {
-        mosquitto_bin: PathBuf::new(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        pki_dir: pki.dir().to_path_buf(),
-        runtime_dir: dir.path().join("run"),
-        restart_backoff: Duration::from_millis(100),
-        restart_backoff_max: Duration::from_secs(2),
-        ready_timeout: Duration::from_secs(10),
-        crl_check: Duration::from_secs(1),
-    })
-    .await
-    .expect("mosquitto starts (run `make setup`)");
+    let (dir, pki, broker) = common::mqtt::broker("cam-01").await;
     let mut cfg = common::config(&[MODEL], "edge", &["cpu"]);
     cfg.hub.ca = pki.dir().join("ca.pem");
     (cfg.hub.cert, cfg.hub.key) = pki.device_files("cam-01");
@@ -456,14 +441,8 @@ async fn without_a_broker_events_are_dropped_and_inference_goes_on() {
 async fn the_daemon_reports_over_mqtt_and_says_offline_on_sigterm() {
     let w = world(|_| {}).await;
     let mut hub = hub(&w, "tandem/cam-01/#").await;
-    let (cert, key) = w.pki.device_files("cam-01");
-    let extra = format!(
-        "[hub]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[mqtt]\nurl = \"{}\"\ntelemetry_interval_ms = 200\n",
-        w.pki.dir().join("ca.pem").display(),
-        cert.display(),
-        key.display(),
-        w.broker.url()
-    );
+    let extra = common::mqtt::daemon_sections(&w.pki, &w.broker, "cam-01")
+        + "telemetry_interval_ms = 200\n";
     let dir = w._dir.path().join("agent");
     std::fs::create_dir_all(&dir).expect("dir");
     let mut daemon = tokio::task::block_in_place(|| {

@@ -1,6 +1,8 @@
 //! Shared helpers for the agent's integration tests: paths, configs, engines, a daemon process.
 #![allow(dead_code)]
 
+pub mod mqtt;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
