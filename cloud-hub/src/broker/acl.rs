@@ -6,11 +6,13 @@
 use std::path::Path;
 
 /// The topics a subscriber may read (and no other; it may write none): every device's status,
-/// telemetry and events, and the Home Assistant discovery messages the hub publishes.
-pub const SUBSCRIBER_READ: [&str; 4] = [
+/// telemetry, events and object events, and the Home Assistant discovery messages the hub
+/// publishes.
+pub const SUBSCRIBER_READ: [&str; 5] = [
     "tandem/+/status",
     "tandem/+/telemetry",
     "tandem/+/events",
+    "tandem/+/events/objects",
     "homeassistant/#",
 ];
 
