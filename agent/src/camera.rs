@@ -276,9 +276,11 @@ impl Cameras {
         self.streams.lock().ok()?.get(camera).cloned()
     }
 
-    /// The snapshot JPEG of track `id` of `camera`, while kept.
-    pub fn snapshot(&self, camera: &str, id: &str) -> Option<Bytes> {
-        self.get(camera)?.objects.lock().ok()?.snapshot(id)
+    /// The snapshot JPEG of track `id` of `camera`, while kept, and the model that tracked it.
+    pub fn snapshot(&self, camera: &str, id: &str) -> Option<(Bytes, String)> {
+        let s = self.get(camera)?;
+        let o = s.objects.lock().ok()?;
+        Some((o.snapshot(id)?, o.model().to_string()))
     }
 
     /// Stops every camera task: each finishes its frame in flight, counts the waiting ones

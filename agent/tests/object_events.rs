@@ -4,7 +4,8 @@
 //! a street video (a car, a truck and a person), the next two frames of it (the car scores
 //! higher), then photos of a cup without any of them. The subscriber must see, per track,
 //! `appeared`, then `updated` (the car's better score), then `gone` (`unseen`), in order; the
-//! snapshot endpoint must return the best frame as a JPEG; on SIGTERM the cup's live track ends
+//! snapshot endpoint must return the best frame as a JPEG, checked by the face blur first; on
+//! SIGTERM the cup's live track ends
 //! with `gone` (`shutdown`) before the agent goes offline.
 
 mod common;
@@ -259,6 +260,14 @@ async fn a_camera_stream_publishes_appeared_updated_gone_with_a_snapshot() {
         .expect("get");
     assert_eq!(r.status().as_u16(), 404);
     let metrics = tandem_tests::http::get_text(&c, &daemon.url("/metrics")).await;
+    let checked = tandem_tests::metrics::one(
+        &tandem_tests::metrics::parse(&metrics),
+        "tandem_privacy_images_checked_total",
+    );
+    assert!(
+        checked >= 1.0,
+        "the snapshot went through the face blur: {metrics}"
+    );
     let gone = tracks.len();
     assert!(
         metrics.contains(&format!(

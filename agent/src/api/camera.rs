@@ -58,16 +58,21 @@ pub async fn report(
         .ok_or_else(|| ApiError::NotFound(format!("camera `{camera}` has posted no frame")))
 }
 
-/// The snapshot JPEG of track `id` of `camera`: 404 once evicted (or never kept).
+/// The snapshot JPEG of track `id` of `camera`, faces blurred per `[privacy]`: 404 once
+/// evicted (or never kept), 503 when the blur cannot run (the snapshot stays on the device).
 pub async fn snapshot(
     State(s): State<Arc<AppState>>,
     Path((camera, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let jpeg = s.cameras.snapshot(&camera, &id).ok_or_else(|| {
+    let (jpeg, model) = s.cameras.snapshot(&camera, &id).ok_or_else(|| {
         ApiError::NotFound(format!(
             "camera `{camera}` keeps no snapshot of track `{id}` (unknown, or evicted: [cameras.snapshots])"
         ))
     })?;
-    let jpeg = crate::track::snapshot::leaving(jpeg).await;
+    let jpeg = crate::track::snapshot::leaving(&s.router, &model, jpeg)
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(format!("the snapshot may not leave the device: {e}"))
+        })?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
 }

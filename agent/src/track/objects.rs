@@ -110,6 +110,11 @@ impl CameraObjects {
         self.tracker.next_deadline_ms()
     }
 
+    /// The detection model of the frames tracked now.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     /// Track `id`'s snapshot JPEG, while kept.
     pub fn snapshot(&self, id: &str) -> Option<Bytes> {
         self.snapshots.get(id).map(|s| s.jpeg.clone())

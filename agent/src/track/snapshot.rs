@@ -8,8 +8,8 @@
 //! bytes are shared with the request body); a PNG or raw frame is encoded once, when it
 //! becomes a track's best.
 //!
-//! Every snapshot leaves the device through [`leaving`]: the one place where an image is
-//! prepared for the outside (face blur, issue 14 item 7).
+//! Every snapshot leaves the device through [`leaving`]: the face blur of `[privacy]`
+//! (`crate::privacy`), failing closed.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -129,11 +129,22 @@ pub fn to_jpeg(frame: &Bytes, limits: &Limits, quality: u8) -> Result<Bytes, Sna
     Ok(Bytes::from(out))
 }
 
-/// **Privacy hook**: every snapshot JPEG passes through here on its way off the device
-/// (`GET .../snapshot.jpg`). Face blur (`privacy.blur_faces`, issue 14 item 7) belongs here;
-/// until it lands, the JPEG leaves as it was kept.
-pub async fn leaving(jpeg: Bytes) -> Bytes {
-    jpeg
+/// Every snapshot passes through here on its way off the device (`GET .../snapshot.jpg`):
+/// faces blurred where `[privacy]` applies to `model` (detection models by default; the JPEG
+/// as kept where it does not, or where no face is found). Fail closed: an error means the
+/// snapshot must not leave (no face detector here, or the blur failed; counted by privacy).
+pub async fn leaving(
+    router: &crate::hybrid::Router,
+    model: &str,
+    jpeg: Bytes,
+) -> Result<Bytes, crate::privacy::PrivacyError> {
+    let Some(p) = router.privacy() else {
+        return Err(crate::privacy::PrivacyError::NoFaceModel(
+            "(no [privacy] on this router)".into(),
+        ));
+    };
+    p.scrub(crate::privacy::Leaving::Snapshot, model, jpeg)
+        .await
 }
 
 #[cfg(test)]
