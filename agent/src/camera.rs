@@ -397,13 +397,8 @@ async fn process(shared: &Arc<Shared>, router: &Arc<Router>, stream: &Arc<Stream
     }
     stream.processed.fetch_add(1, Ordering::Relaxed);
     let tracked = shared.cfg.tracker.enabled && router.detects(&frame.model) == Some(true);
-    let Some(dets) = answer
-        .local
-        .as_ref()
-        .and_then(|l| l.detections.first())
-        .filter(|_| tracked)
-        .cloned()
-    else {
+    // The boxes answered: the hub's for an offloaded frame (the cascade), else the device's.
+    let Some(dets) = answer.detections().filter(|_| tracked).cloned() else {
         return;
     };
     let objects = stream.objects.clone();
