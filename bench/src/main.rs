@@ -9,7 +9,7 @@
 //!   off under 64 devices, the hub's REST endpoint vs a Triton peer.
 //! - [`queue`]: `tandem-bench queue` (make bench-queue): the agent's durable queue, append and
 //!   replay records/s and memory; with [`mqtt`], the agent's telemetry publish rate at QoS 1 to
-//!   mosquitto next to the broker's limit.
+//!   mosquitto next to the broker's limit and a control client ([`mqtt_rounds`]: the rounds).
 //! - [`swap`]: `tandem-bench swap` (make bench-swap): requests/s and failures before, during
 //!   and after a model swap under load; bundle download throughput over QUIC.
 //! - [`fleet`]: `tandem-bench fleet` (make bench-fleet): 1,000 devices reconnecting after the
@@ -36,6 +36,7 @@ mod frames;
 mod hub;
 mod local;
 mod mqtt;
+mod mqtt_rounds;
 mod procs;
 mod queue;
 mod queue_large;

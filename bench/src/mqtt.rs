@@ -19,10 +19,17 @@
 //!   settings, inflight window (rumqttc's default, 100) and request channel (`max_pending`),
 //!   `publish(..).await` in a loop (waiting, not refused, when full); PUBACKs counted from its
 //!   event loop, timed the same way.
+//! - Control: a second plain client (a third certificate), the same code as the first: its
+//!   ratio to the first is what the broker and the machine alone do to a round.
 //! - Payload: one telemetry message, the golden example of docs/mqtt.md (the same bytes for
-//!   both). Rounds alternate (plain, agent, plain, agent, ...) so that a change in the
-//!   machine's load hits both.
+//!   all three). Rounds of six legs, each client twice in a mirrored order
+//!   ([`crate::mqtt_rounds`]), so that a change in the machine's load hits all three.
+//! - Where a client's time goes (no profiler needed): the producer's time waiting for room in
+//!   the full outgoing queue, its time building and handing over messages, and (the agent) the
+//!   offers refused. A producer that waits most of the round kept the connection's queue
+//!   full: the pace was set by TLS, the event loop and the broker, not by the producer.
 
+use crate::mqtt_rounds::{Client, Leg, Rate, schedule};
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use std::path::Path;
@@ -38,42 +45,8 @@ use tandem_shared::mqtt::{BrokerUrl, Status, Telemetry, Topic};
 /// The golden telemetry message (docs/mqtt.md), as the agent encodes it.
 const TELEMETRY: &[u8] = include_bytes!("../../shared/tests/fixtures/mqtt/telemetry.json");
 
-/// Longest wait for the acknowledgements of one round, beyond one second per 1,000 messages.
+/// Longest wait for the acknowledgements of one leg, beyond one second per 1,000 messages.
 const ROUND_SLACK: Duration = Duration::from_secs(30);
-
-/// One client's totals over its rounds.
-#[derive(Debug, Clone, Default)]
-pub struct Rate {
-    /// Messages acknowledged.
-    pub messages: u64,
-    /// Seconds, first offer to last acknowledgement, summed over the rounds.
-    pub secs: f64,
-    /// Each round's messages/s.
-    pub rounds: Vec<f64>,
-}
-
-impl Rate {
-    /// Each round's rate over `other`'s in the same round (rounds alternate, so round `i` of
-    /// both ran back to back).
-    pub fn ratios(&self, other: &Rate) -> Vec<f64> {
-        self.rounds
-            .iter()
-            .zip(&other.rounds)
-            .map(|(a, b)| a / b.max(f64::EPSILON))
-            .collect()
-    }
-
-    /// Messages per second over all rounds.
-    pub fn per_s(&self) -> f64 {
-        self.messages as f64 / self.secs.max(f64::EPSILON)
-    }
-
-    fn add(&mut self, messages: u64, secs: f64) {
-        self.messages += messages;
-        self.secs += secs;
-        self.rounds.push(messages as f64 / secs.max(f64::EPSILON));
-    }
-}
 
 /// What was measured.
 #[derive(Debug, Clone)]
@@ -82,10 +55,10 @@ pub struct Report {
     pub payload_bytes: usize,
     /// The agent's telemetry path.
     pub agent: Rate,
-    /// A plain rumqttc client.
+    /// A plain rumqttc client (the reference).
     pub plain: Rate,
-    /// Offers the agent's full queue refused (then waited for room).
-    pub refused: u64,
+    /// A second plain rumqttc client (the control).
+    pub control: Rate,
     /// mosquitto's version line.
     pub broker: String,
 }
@@ -103,7 +76,7 @@ impl Handler for Quiet {
     }
 }
 
-/// Measures both rates, `rounds` rounds of `messages` each; `Ok(Err(why))` when the broker
+/// Measures the three rates, `rounds` rounds of six legs of `messages` each; `Ok(Err(why))` when the broker
 /// cannot run here (mosquitto missing).
 pub fn run(
     mosquitto_bin: &Path,
@@ -138,7 +111,7 @@ async fn measure(
     rounds: u32,
 ) -> anyhow::Result<Result<Report, String>> {
     let pki = tandem_hub::pki::Pki::init(&dir.join("pki")).context("development PKI")?;
-    for d in ["bench-agent", "bench-plain"] {
+    for d in ["bench-agent", "bench-plain", "bench-control"] {
         pki.add_device(d, 1).context("device certificate")?;
     }
     let spec = BrokerSpec {
@@ -177,22 +150,29 @@ async fn measure(
     };
     let agent = AgentSide::connect(&url, &hub_files(pki.dir(), "bench-agent"), &cfg).await?;
     let plain = PlainSide::connect(&url, &hub_files(pki.dir(), "bench-plain"), &cfg).await?;
+    let control = PlainSide::connect(&url, &hub_files(pki.dir(), "bench-control"), &cfg).await?;
     let mut report = Report {
         payload_bytes: payload.len(),
         agent: Rate::default(),
         plain: Rate::default(),
-        refused: 0,
+        control: Rate::default(),
         broker: version,
     };
-    for _ in 0..rounds.max(1) {
-        let secs = plain.round(&payload, messages).await?;
-        report.plain.add(messages, secs);
-        let (secs, refused) = agent.round(&payload, messages).await?;
-        report.agent.add(messages, secs);
-        report.refused += refused;
+    for round in 0..rounds.max(1) {
+        for who in schedule(round) {
+            match who {
+                Client::Agent => report.agent.add(agent.leg(&payload, messages).await?),
+                Client::Plain => report.plain.add(plain.leg(&payload, messages).await?),
+                Client::Control => report.control.add(control.leg(&payload, messages).await?),
+            }
+        }
+        for r in [&mut report.agent, &mut report.plain, &mut report.control] {
+            r.end_round();
+        }
     }
     agent.link.shutdown(Duration::from_secs(2)).await;
     plain.close().await;
+    control.close().await;
     broker.stop().await;
     Ok(Ok(report))
 }
@@ -258,13 +238,16 @@ impl AgentSide {
     }
 
     /// Offers `n` telemetry messages as fast as the link takes them, waiting for room after a
-    /// refusal; seconds until the last is acknowledged, and the offers refused on the way.
-    async fn round(&self, payload: &[u8], n: u64) -> anyhow::Result<(f64, u64)> {
+    /// refusal; until the last is acknowledged.
+    async fn leg(&self, payload: &[u8], n: u64) -> anyhow::Result<Leg> {
         let m = &self.counters.mqtt;
         let start = m.acked.load(Relaxed);
         let t = Instant::now();
-        let (mut sent, mut refused) = (0, 0);
-        while sent < n {
+        let mut leg = Leg {
+            messages: n,
+            ..Leg::default()
+        };
+        for _ in 0..n {
             let m = Outgoing {
                 class: Class::Telemetry,
                 topic: self.topic.clone(),
@@ -273,23 +256,26 @@ impl AgentSide {
             match self.link.offer(m) {
                 Ok(()) => {}
                 Err(Some(m)) => {
-                    refused += 1;
+                    leg.refused += 1;
+                    let w = Instant::now();
                     if !self.link.publish_when_room(m).await {
                         bail!("the agent's link stopped");
                     }
+                    leg.wait_secs += w.elapsed().as_secs_f64();
                 }
                 Err(None) => bail!("the agent's link refused a publish with something else"),
             }
-            sent += 1;
         }
+        leg.busy_secs = t.elapsed().as_secs_f64() - leg.wait_secs;
         acked_by(
-            "agent round",
+            "agent leg",
             || m.acked.load(Relaxed) - start,
             n,
             deadline(n),
         )
         .await?;
-        Ok((t.elapsed().as_secs_f64(), refused))
+        leg.secs = t.elapsed().as_secs_f64();
+        Ok(leg)
     }
 }
 
@@ -357,24 +343,34 @@ impl PlainSide {
         }
     }
 
-    /// Publishes `n` messages, waiting whenever its queue is full; seconds until the last is
-    /// acknowledged.
-    async fn round(&self, payload: &[u8], n: u64) -> anyhow::Result<f64> {
+    /// Publishes `n` messages, waiting whenever its queue is full; until the last is
+    /// acknowledged. Each `publish(..).await` counts as waiting (when there is room it returns
+    /// at once, so the wait is a few hundred nanoseconds per message).
+    async fn leg(&self, payload: &[u8], n: u64) -> anyhow::Result<Leg> {
         let start = self.acked.load(Relaxed);
         let t = Instant::now();
+        let mut leg = Leg {
+            messages: n,
+            ..Leg::default()
+        };
         for _ in 0..n {
+            let (topic, payload) = (self.topic.clone(), payload.to_vec());
+            let w = Instant::now();
             self.client
-                .publish(&self.topic, QoS::AtLeastOnce, false, payload.to_vec())
+                .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
                 .context("plain publish")?;
+            leg.wait_secs += w.elapsed().as_secs_f64();
         }
+        leg.busy_secs = t.elapsed().as_secs_f64() - leg.wait_secs;
         acked_by(
-            "plain round",
+            "plain leg",
             || self.acked.load(Relaxed) - start,
             n,
             deadline(n),
         )
         .await?;
-        Ok(t.elapsed().as_secs_f64())
+        leg.secs = t.elapsed().as_secs_f64();
+        Ok(leg)
     }
 }

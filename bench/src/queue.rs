@@ -61,11 +61,12 @@ pub struct Args {
     /// large-record rows).
     #[arg(long, default_value_t = 3)]
     large_cycles: u32,
-    /// MQTT messages per round and client (0: no MQTT rows).
-    #[arg(long, default_value_t = 50_000)]
+    /// MQTT messages per leg (0: no MQTT rows); a round is six legs, each client twice.
+    #[arg(long, default_value_t = 100_000)]
     mqtt_messages: u64,
-    /// MQTT rounds per client (alternating plain, agent, plain, agent, ...).
-    #[arg(long, default_value_t = 3)]
+    /// MQTT rounds (each: plain, agent and control plain client twice, in a mirrored order
+    /// rotated per round; `crate::mqtt_rounds`).
+    #[arg(long, default_value_t = 5)]
     mqtt_rounds: u32,
     /// The mosquitto binary; default: searched as the hub does (`PATH`, then /usr/sbin).
     #[arg(long)]
@@ -202,7 +203,8 @@ pub(crate) fn replay(q: &SledQueue, batch: usize) -> anyhow::Result<u64> {
     }
 }
 
-/// Runs the benchmark and prints the table, then `queue-append-per-s: N`.
+/// Runs the benchmark and prints the table, then (with MQTT) the `mqtt-ratio:` line, then
+/// `queue-append-per-s: N`.
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let (dir, owned) = match &a.dir {
         Some(d) => (d.clone(), false),
@@ -313,54 +315,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
     crate::queue_large::print_rows(&large);
-    let mqtt_line = match mqtt {
-        None => "MQTT rows skipped: --mqtt-messages 0".to_string(),
+    let mqtt_lines = match mqtt {
+        None => vec!["MQTT rows skipped: --mqtt-messages 0".to_string()],
         Some((Ok(Ok(r)), rss_mib)) => {
-            for (who, rate) in [
-                ("agent telemetry path", &r.agent),
-                ("plain rumqttc (broker limit)", &r.plain),
-            ] {
-                println!(
-                    "| MQTT QoS 1 {} B: {who} | {} | {:.3} | {:.0} | {:.1} | {rss_mib:.1} |",
-                    r.payload_bytes,
-                    rate.messages,
-                    rate.secs,
-                    rate.per_s(),
-                    rate.per_s() * r.payload_bytes as f64 / (1 << 20) as f64
-                );
+            for row in crate::mqtt_rounds::table_rows(&r, rss_mib) {
+                println!("{row}");
             }
-            let ratios = r.agent.ratios(&r.plain);
-            println!(
-                "| MQTT agent / plain: overall {:.2}, per round [{}], lowest {:.2} | - | - | - | - | - |",
-                r.agent.per_s() / r.plain.per_s().max(f64::EPSILON),
-                ratios
-                    .iter()
-                    .map(|v| format!("{v:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                ratios.iter().copied().fold(f64::INFINITY, f64::min)
-            );
-            let rounds = |x: &crate::mqtt::Rate| {
-                x.rounds
-                    .iter()
-                    .map(|v| format!("{v:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            format!(
-                "MQTT ({}; TLS 1.3 with client certificates, QoS 1, {} B telemetry): agent {:.0}/s = {:.2} x plain rumqttc {:.0}/s; per round agent [{}], plain [{}]; {} offers found the agent's queue full and waited for room",
-                r.broker,
-                r.payload_bytes,
-                r.agent.per_s(),
-                r.agent.per_s() / r.plain.per_s().max(f64::EPSILON),
-                r.plain.per_s(),
-                rounds(&r.agent),
-                rounds(&r.plain),
-                r.refused
-            )
+            crate::mqtt_rounds::tail_lines(&r, a.mqtt_messages)
         }
-        Some((Ok(Err(why)), _)) => format!("MQTT rows skipped: {why}"),
-        Some((Err(e), _)) => format!("MQTT rows skipped: the measurement failed: {e:#}"),
+        Some((Ok(Err(why)), _)) => vec![format!("MQTT rows skipped: {why}")],
+        Some((Err(e), _)) => vec![format!("MQTT rows skipped: the measurement failed: {e:#}")],
     };
     println!(
         "flushes {flushes} ({:.0} records per flush); on disk after append {:.1} MiB for {:.1} MiB of records; RSS before {:.1} MiB, VmHWM {:.1} MiB",
@@ -371,7 +335,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         hwm_mib
     );
     crate::queue_large::print_footprint(&large);
-    println!("{mqtt_line}");
+    for l in mqtt_lines {
+        println!("{l}");
+    }
     println!("queue-append-per-s: {:.0}", appended as f64 / append_secs);
     Ok(())
 }
