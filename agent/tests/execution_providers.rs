@@ -80,18 +80,22 @@ fn a_provider_refused_by_the_accuracy_gate_is_reported_with_its_difference() {
     );
 }
 
-#[test]
-fn infer_json_reports_the_measured_auto_choice() {
-    let out = agent()
-        .args([
-            "infer",
-            "--json",
-            "--model",
-            "vision-fashion",
-            "--ep",
-            "auto",
-            "models/vision-fashion/samples/0_9.png",
-        ])
+/// `tandem-agent infer --json --ep auto` on a vision-fashion sample (with `config`): its line.
+fn infer_auto(config: Option<&std::path::Path>) -> Value {
+    let mut c = agent();
+    c.args([
+        "infer",
+        "--json",
+        "--model",
+        "vision-fashion",
+        "--ep",
+        "auto",
+    ]);
+    if let Some(path) = config {
+        c.arg("--config").arg(path);
+    }
+    let out = c
+        .arg("models/vision-fashion/samples/0_9.png")
         .output()
         .expect("run");
     assert!(
@@ -99,7 +103,12 @@ fn infer_json_reports_the_measured_auto_choice() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn infer_json_reports_the_measured_auto_choice() {
+    let line = infer_auto(None);
     let measured = line["ep_measured"].as_array().expect("ep_measured");
     let accurate: Vec<&Value> = measured.iter().filter(|m| m["accurate"] == true).collect();
     let names: Vec<&str> = accurate.iter().filter_map(|m| m["ep"].as_str()).collect();
@@ -143,4 +152,42 @@ fn validate_names_bad_provider_options() {
     ] {
         assert!(err.contains(key), "`{key}` not named in: {err}");
     }
+}
+
+/// `infer --ep auto` twice with `runtime.ep_choice_cache` set: the second process takes every
+/// measurement from the file (the first measured, the cache survived the restart); with another
+/// provider option (a key part) it measures again.
+#[test]
+fn the_auto_choice_survives_a_restart_in_the_cache_file() {
+    let d = tmpdir("choice-cache");
+    let path = d.join("agent.toml");
+    let write = |precision: &str| {
+        let extra = format!(
+            "[runtime]\nep_choice_cache = \"state/ep-choice.json\"\n[runtime.ep.openvino]\nprecision = \"{precision}\"\n"
+        );
+        std::fs::write(&path, daemon_config(&["vision-fashion"], "edge", &extra)).expect("write");
+    };
+    let run = || -> Vec<Value> {
+        infer_auto(Some(&path))["ep_measured"]
+            .as_array()
+            .expect("ep_measured")
+            .clone()
+    };
+    let cached = |m: &[Value]| m.iter().filter(|m| m["cached"] == true).count();
+    write("f32");
+    let first = run();
+    assert_eq!(cached(&first), 0, "{first:?}");
+    let file = d.join("state/ep-choice.json");
+    assert!(file.is_file(), "no cache file at {}", file.display());
+    let second = run();
+    assert_eq!(cached(&second), second.len(), "{second:?}");
+    assert_eq!(second.len(), first.len());
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!((&a["ep"], &a["median_us"]), (&b["ep"], &b["median_us"]));
+    }
+    // Another OpenVINO precision changes the key of every provider (the options are hashed).
+    write("f16");
+    let third = run();
+    assert_eq!(cached(&third), 0, "{third:?}");
+    let _ = std::fs::remove_dir_all(&d);
 }

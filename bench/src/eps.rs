@@ -2,7 +2,8 @@
 //! available here (the CPU EP, the plugins `make setup` provisioned, CUDA/TensorRT with the GPU
 //! runtime): p50/p99 latency at batch 1, throughput at concurrency 8, the first session's build
 //! time, and the largest difference from the CPU EP's reference outputs (whether it passes the
-//! accuracy gate at `runtime.accuracy_max_abs_diff`). Last line:
+//! accuracy gate at the variant's tolerance: `runtime.accuracy_max_abs_diff`, or the manifest's
+//! `ep_max_abs_diff`). Last line:
 //! `eps: best=<ep> speedup_vs_cpu=X` for vision-imagenet's edge variant, among the providers that
 //! pass the gate.
 
@@ -144,7 +145,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             s.engine.workers = 2;
             s.engine.queue_capacity = 64;
             // Measure every provider, also one the gate would refuse (reported in `gate`).
-            let gate_at = s.runtime.accuracy_max_abs_diff;
+            let manifest = tandem_shared::manifest::Manifest::from_json(&std::fs::read_to_string(
+                repo.join("models").join(model).join("manifest.json"),
+            )?)?;
+            let stated = variant
+                .parse()
+                .ok()
+                .and_then(|r| manifest.variants.get(&r))
+                .and_then(|v| v.ep_max_abs_diff);
+            let gate_at = s.runtime.accuracy_tolerance(stated).0;
             s.runtime.accuracy_max_abs_diff = f64::MAX;
             let (_, env) = tandem_engine::runtime::init(&s)?;
             let engine = match Engine::start(&s, &env, Arc::new(Metrics::default())) {

@@ -25,9 +25,17 @@ pub struct RuntimeConfig {
     /// `.qnn`, `.webgpu`).
     pub ep: EpOptions,
     /// Largest |output - reference output| a provider may give on the model's reference cases
-    /// (`testdata/reference.json`) and still serve it (default 0.01; OpenVINO at bf16 drifts
-    /// by ~0.09 on vision-fashion's cloud model).
+    /// (`testdata/reference.json`) and still serve it (default 0.01; OpenVINO at bf16 drifts by
+    /// ~0.09 on vision-fashion's cloud model). A variant's manifest may raise it for itself
+    /// (`ep_max_abs_diff`, e.g. an INT8 model), up to `accuracy_max_abs_diff_cap`.
     pub accuracy_max_abs_diff: f64,
+    /// Most a manifest's `ep_max_abs_diff` may raise the tolerance to (default 1.0); set it to
+    /// `accuracy_max_abs_diff` to hold every model to that.
+    pub accuracy_max_abs_diff_cap: f64,
+    /// File where `execution_providers = ["auto"]` keeps its measurements (bounded, keyed by
+    /// model digest, provider, options and hardware), so a restart does not measure again;
+    /// relative to the config's directory. Empty (the default): kept in memory only.
+    pub ep_choice_cache: String,
     /// After a session moved to the next provider because its own failed at run time, the
     /// first wait before the better provider is tried again, in milliseconds (then doubling,
     /// with jitter, up to 32 times this; default 30000).
@@ -141,6 +149,27 @@ pub enum PreprocessDevice {
     Gpu,
 }
 
+impl RuntimeConfig {
+    /// The accuracy gate's tolerance for a variant whose manifest states `manifest`
+    /// (`ep_max_abs_diff`): at least `accuracy_max_abs_diff`, raised to the manifest's value
+    /// but not beyond `accuracy_max_abs_diff_cap`; and the setting it comes from (for the
+    /// skip reason).
+    pub fn accuracy_tolerance(&self, manifest: Option<f64>) -> (f64, &'static str) {
+        let base = (self.accuracy_max_abs_diff, "runtime.accuracy_max_abs_diff");
+        match manifest {
+            Some(t) if t > self.accuracy_max_abs_diff_cap => {
+                let cap = (
+                    self.accuracy_max_abs_diff_cap,
+                    "runtime.accuracy_max_abs_diff_cap",
+                );
+                if cap.0 > base.0 { cap } else { base }
+            }
+            Some(t) if t > base.0 => (t, "the manifest's ep_max_abs_diff"),
+            _ => base,
+        }
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
@@ -149,6 +178,8 @@ impl Default for RuntimeConfig {
             ep_plugins: Vec::new(),
             ep: EpOptions::default(),
             accuracy_max_abs_diff: 0.01,
+            accuracy_max_abs_diff_cap: 1.0,
+            ep_choice_cache: String::new(),
             ep_retry_after_ms: 30_000,
             intra_op_threads: 1,
             intra_op_spinning: true,
@@ -232,6 +263,12 @@ impl EngineSettings {
         resolve(&self.base_dir, p)
     }
 
+    /// `runtime.ep_choice_cache`, resolved (`None` when empty).
+    pub fn ep_choice_cache(&self) -> Option<PathBuf> {
+        let p = &self.runtime.ep_choice_cache;
+        (!p.is_empty()).then(|| self.resolve(Path::new(p)))
+    }
+
     /// Execution providers (validated); `auto`: every candidate, in [`AUTO_ORDER`].
     ///
     /// [`AUTO_ORDER`]: crate::provider::AUTO_ORDER
@@ -276,6 +313,11 @@ impl EngineSettings {
             && self.runtime.accuracy_max_abs_diff > 0.0)
         {
             p.push("runtime.accuracy_max_abs_diff must be a number > 0".into());
+        }
+        if !(self.runtime.accuracy_max_abs_diff_cap.is_finite()
+            && self.runtime.accuracy_max_abs_diff_cap > 0.0)
+        {
+            p.push("runtime.accuracy_max_abs_diff_cap must be a number > 0".into());
         }
         if !(1..=3_600_000).contains(&self.runtime.ep_retry_after_ms) {
             p.push("runtime.ep_retry_after_ms must be between 1 and 3600000".into());
@@ -360,3 +402,7 @@ impl EngineSettings {
         p
     }
 }
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;

@@ -87,15 +87,13 @@ fn top1(v: &[f32]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// Every shipped model variant on OpenVINO (f32) against the CPU EP. Where OpenVINO stays
-/// within `runtime.accuracy_max_abs_diff` of the reference it serves and its answer equals the
-/// CPU's within 1e-3; where it does not (an INT8 model whose quantized arithmetic OpenVINO
-/// rounds differently), the gate refuses it with the measured difference, and with the
-/// tolerance opened it gives the CPU's top-1 class.
+/// Every shipped model variant on OpenVINO (f32) against the CPU EP: each passes the gate at
+/// its own tolerance (`runtime.accuracy_max_abs_diff`, or the manifest's `ep_max_abs_diff`)
+/// and serves, with the CPU's top-1 class and outputs within that tolerance of the CPU's.
 #[test]
 fn openvino_matches_the_cpu_ep_on_every_shipped_model() {
     openvino_plugin();
-    let (mut served, mut checked) = (0, 0);
+    let mut checked = 0;
     for model in ["vision-fashion", "vision-imagenet", "text-sentiment"] {
         for variant in ["edge", "cloud"] {
             if !variant_present(model, variant) {
@@ -104,43 +102,114 @@ fn openvino_matches_the_cpu_ep_on_every_shipped_model() {
             checked += 1;
             let cpu = start(&settings(model, variant, &["cpu"]));
             let want = first_output(&cpu, model);
-            let mut s = settings(model, variant, &["openvino", "cpu"]);
+            let s = settings(model, variant, &["openvino", "cpu"]);
+            let (tol, _) = s
+                .runtime
+                .accuracy_tolerance(manifest_tolerance(model, variant));
             let ov = start(&s);
             let h = ov.model(model).expect("loaded");
             let diff = h.ep_measured[0]
                 .max_abs_diff
                 .expect("the reference cases ran");
-            eprintln!("{model} {variant}: OpenVINO f32 max |diff| vs the CPU reference {diff:.2e}");
-            let got = if h.ep == ExecutionProvider::Openvino {
-                served += 1;
-                first_output(&ov, model)
-            } else {
-                let why = &h.skipped_eps[0].1;
-                assert!(why.contains("differ from the reference by"), "{why}");
-                assert!(diff > s.runtime.accuracy_max_abs_diff);
-                s.runtime.accuracy_max_abs_diff = 1.0;
-                let loose = start(&s);
-                assert_eq!(
-                    loose.model(model).expect("loaded").ep,
-                    ExecutionProvider::Openvino
-                );
-                let got = first_output(&loose, model);
-                assert_eq!(top1(&got), top1(&want), "{model} {variant}: top-1 differs");
-                continue;
-            };
+            eprintln!(
+                "{model} {variant}: OpenVINO f32 max |diff| vs the CPU reference {diff:.2e} (tolerance {tol})"
+            );
+            assert_eq!(
+                h.ep,
+                ExecutionProvider::Openvino,
+                "{model} {variant}: {:?}",
+                h.skipped_eps
+            );
+            let got = first_output(&ov, model);
             assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst <= 1e-3, "{model} {variant}: OpenVINO vs CPU {worst}");
+            assert_eq!(top1(&got), top1(&want), "{model} {variant}: top-1 differs");
+            let worst = max_abs_diff(&got, &want);
+            assert!(
+                f64::from(worst) <= tol.max(1e-3),
+                "{model} {variant}: OpenVINO vs CPU {worst}"
+            );
         }
     }
     assert!(checked >= 5, "only {checked} model variants checked");
+}
+
+fn manifest_tolerance(model: &str, variant: &str) -> Option<f64> {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("models").join(model).join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    m["variants"][variant]["ep_max_abs_diff"].as_f64()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn softmax(v: &[f32]) -> Vec<f32> {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
+/// vision-imagenet's INT8 edge model: OpenVINO rounds its quantized arithmetic differently
+/// from the CPU EP (logits apart by more than the default 0.01), so its manifest states its
+/// own tolerance. What justifies the value, on every shipped sample: the same top-1 class,
+/// probabilities within 0.05 of the CPU's, logits within the tolerance; and the gate refuses
+/// OpenVINO there when the operator caps the tolerance at the default.
+#[test]
+fn the_int8_imagenet_model_serves_on_openvino_within_its_manifest_tolerance() {
+    openvino_plugin();
+    let (model, variant) = ("vision-imagenet", "edge");
+    let stated = manifest_tolerance(model, variant).expect("the manifest states a tolerance");
+    let cpu = start(&settings(model, variant, &["cpu"]));
+    let mut s = settings(model, variant, &["openvino", "cpu"]);
+    let ov = start(&s);
+    assert_eq!(
+        ov.model(model).expect("loaded").ep,
+        ExecutionProvider::Openvino
+    );
+    let dir = repo().join("models").join(model).join("samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("samples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let (mut agree, mut logit, mut prob) = (0, 0.0f32, 0.0f32);
+    for f in &files {
+        let run = |e: &Engine| {
+            let input = Input::Images(vec![Bytes::from(std::fs::read(f).expect("sample"))]);
+            match &e.infer_blocking(model, input).expect("inference").outputs[0].data {
+                tandem_shared::oip::TensorData::F32(d) => d.clone(),
+                other => panic!("unexpected output {other:?}"),
+            }
+        };
+        let (c, o) = (run(&cpu), run(&ov));
+        agree += usize::from(top1(&c) == top1(&o));
+        logit = logit.max(max_abs_diff(&c, &o));
+        prob = prob.max(max_abs_diff(&softmax(&c), &softmax(&o)));
+    }
+    eprintln!(
+        "{model} {variant} OpenVINO f32 vs CPU on {} samples: top-1 agrees on {agree}, max |logit diff| {logit:.3}, max |prob diff| {prob:.4}; manifest ep_max_abs_diff {stated}",
+        files.len()
+    );
+    assert!(files.len() >= 20, "{} samples", files.len());
+    assert_eq!(agree, files.len(), "top-1 differs on some sample");
+    assert!(prob <= 0.05, "probabilities differ by {prob}");
+    assert!(f64::from(logit) <= stated, "logits differ by {logit}");
+
+    s.runtime.accuracy_max_abs_diff_cap = s.runtime.accuracy_max_abs_diff;
+    let capped = start(&s);
+    let h = capped.model(model).expect("loaded");
+    assert_eq!(h.ep, ExecutionProvider::Cpu);
+    let why = &h.skipped_eps[0].1;
     assert!(
-        served >= checked - 1,
-        "OpenVINO served {served} of {checked}"
+        why.contains("differ from the reference by")
+            && why.contains("runtime.accuracy_max_abs_diff"),
+        "{why}"
     );
 }
 

@@ -105,6 +105,14 @@ pub struct Variant {
     /// Measured accuracy, when recorded.
     #[serde(default)]
     pub accuracy: Option<Accuracy>,
+    /// The largest |output - reference output| an execution provider may give on this
+    /// variant's reference cases and still serve it, when this variant needs more than the
+    /// runtime's `accuracy_max_abs_diff` (an INT8 model whose quantized arithmetic another
+    /// provider rounds differently); measured and justified when the model is built
+    /// (docs/manifest.md). It only raises the runtime's value, up to
+    /// `runtime.accuracy_max_abs_diff_cap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ep_max_abs_diff: Option<f64>,
     /// For task `detection`: how the outputs become boxes.
     #[serde(default)]
     pub detection: Option<DetectionSpec>,
@@ -385,6 +393,11 @@ impl Manifest {
             if v.outputs.is_empty() {
                 p.push(format!("variants.{r}.outputs is empty"));
             }
+            if v.ep_max_abs_diff
+                .is_some_and(|t| !(t.is_finite() && t > 0.0))
+            {
+                p.push(format!("variants.{r}.ep_max_abs_diff must be a number > 0"));
+            }
             p.extend(detection_problems(r, v, self.task));
             match (&v.preprocess, self.task) {
                 (Preprocess::Image(img), Task::ImageClassification | Task::Detection) => {
@@ -538,6 +551,35 @@ mod tests {
                 assert!(p.iter().any(|s| s.contains("not a sha256")), "{p:?}");
             }
             other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_variant_may_state_its_own_provider_tolerance_if_it_is_positive() {
+        let with = |t: &str| {
+            sample().replace(
+                "\"threshold\":0.7,",
+                &format!("\"threshold\":0.7,\"ep_max_abs_diff\":{t},"),
+            )
+        };
+        let m = Manifest::from_json(&with("0.4")).expect("valid");
+        assert_eq!(m.variants[&VariantRole::Edge].ep_max_abs_diff, Some(0.4));
+        let none = Manifest::from_json(&sample()).expect("valid");
+        assert_eq!(none.variants[&VariantRole::Edge].ep_max_abs_diff, None);
+        assert!(
+            !serde_json::to_string(&none)
+                .expect("json")
+                .contains("ep_max_abs_diff")
+        );
+        for bad in ["0", "-1"] {
+            match Manifest::from_json(&with(bad)) {
+                Err(ManifestError::Invalid(p)) => assert!(
+                    p.iter()
+                        .any(|s| s.contains("variants.edge.ep_max_abs_diff must be")),
+                    "{p:?}"
+                ),
+                other => panic!("{bad}: expected Invalid, got {other:?}"),
+            }
         }
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct Rebuild {
     pub(crate) plugins: Vec<Plugin>,
     pub(crate) path: PathBuf,
     pub(crate) cases: Vec<Case>,
+    /// The accuracy gate's tolerance and its source (as the first build had it).
+    pub(crate) tolerance: (f64, &'static str),
     pub(crate) digest: String,
     /// Providers in order of preference (with `auto`: the accurate ones, fastest first).
     pub(crate) order: Vec<ExecutionProvider>,
@@ -49,8 +51,9 @@ impl Rebuild {
             order: order.to_vec(),
             auto: false,
             cases: self.cases.clone(),
-            tolerance: rt.accuracy_max_abs_diff,
+            tolerance: self.tolerance,
             digest: self.digest.clone(),
+            cache_file: None,
         }
     }
 }

@@ -378,8 +378,11 @@ impl Engine {
             order: cfg.providers(),
             auto: cfg.auto_providers(),
             cases: cases.clone(),
-            tolerance: cfg.runtime.accuracy_max_abs_diff,
+            tolerance: cfg
+                .runtime
+                .accuracy_tolerance(files.variant.ep_max_abs_diff),
             digest: digest.clone(),
+            cache_file: cfg.ep_choice_cache(),
         };
         let mut sessions = Vec::with_capacity(cfg.engine.workers);
         let first = selector.build()?;
@@ -401,6 +404,7 @@ impl Engine {
             plugins: plugins.to_vec(),
             path: path.clone(),
             cases,
+            tolerance: selector.tolerance,
             digest,
             order: ep_order.clone(),
             failovers: ep_failovers.clone(),

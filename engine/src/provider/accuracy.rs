@@ -1,6 +1,7 @@
 //! The accuracy gate: a session may serve only if it reproduces the model's reference outputs
 //! (`testdata/reference.json`: the raw input tensors and the outputs ONNX Runtime's CPU EP
-//! gave when the model was built) within `runtime.accuracy_max_abs_diff`. The same runs time
+//! gave when the model was built) within the variant's tolerance (its manifest's `ep_max_abs_diff`,
+//! else `runtime.accuracy_max_abs_diff`; `RuntimeConfig::accuracy_tolerance`). The same runs time
 //! the session, for the measured `auto` choice.
 
 use crate::model::ModelFiles;

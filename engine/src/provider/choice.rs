@@ -1,10 +1,11 @@
 //! The measured `auto` choice: every candidate provider that loads the model and passes the
 //! accuracy gate is timed on the reference cases (at most [`BUDGET_MS`] each), and the fastest
-//! serves. Measurements are cached per process by model digest, provider, options and
-//! hardware, so a restart of the same model or a re-stage skips them.
+//! serves. Measurements are cached by model digest, provider, options and hardware: per
+//! process, and in `runtime.ep_choice_cache` when set ([`super::choice_store`]), so a
+//! re-stage or an agent restart skips them.
 
 use super::{Built, NoProvider, Selector, plugins};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,7 +28,7 @@ pub const BUDGET_MS: u64 = 150;
 const RUNS: usize = 20;
 
 /// What was measured of one provider on one model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measure {
     /// The provider.
     pub ep: ExecutionProvider,
@@ -42,6 +43,7 @@ pub struct Measure {
     /// Why it is not used (absent when it could be).
     pub error: Option<String>,
     /// Taken from the cache of an earlier measurement.
+    #[serde(default)]
     pub cached: bool,
 }
 
@@ -82,9 +84,24 @@ static CACHE: Mutex<Option<HashMap<String, Measure>>> = Mutex::new(None);
 fn key(sel: &Selector<'_>, e: ExecutionProvider) -> String {
     let hw = serde_json::to_string(&plugins::inventory(sel.params.env)).unwrap_or_default();
     let opts = serde_json::to_string(sel.params.options).unwrap_or_default();
+    let libs: Vec<String> = sel
+        .params
+        .plugins
+        .iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p.path).map_or(0, |m| m.len());
+            format!("{}:{len}", p.path.display())
+        })
+        .collect();
+    let ort = crate::runtime::loaded_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let text = format!(
-        "{}|{e}|{opts}|{}|{}|{hw}",
-        sel.digest, sel.params.intra_threads, sel.tolerance
+        "{}|{e}|{opts}|{}|{}|{hw}|{}|{ort}",
+        sel.digest,
+        sel.params.intra_threads,
+        sel.tolerance.0,
+        libs.join(",")
     );
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -95,10 +112,15 @@ pub(super) fn measured(sel: &Selector<'_>) -> Result<Built, NoProvider> {
     let mut best: Option<(ExecutionProvider, f64, Option<ort::session::Session>)> = None;
     for &e in &sel.order {
         let k = key(sel, e);
+        let store = sel
+            .cache_file
+            .as_deref()
+            .map(super::choice_store::Store::new);
         let cached = CACHE
             .lock()
             .ok()
-            .and_then(|c| c.as_ref().and_then(|c| c.get(&k).cloned()));
+            .and_then(|c| c.as_ref().and_then(|c| c.get(&k).cloned()))
+            .or_else(|| store.as_ref().and_then(|s| s.get(&k)));
         let (session, m) = match cached {
             Some(mut m) => {
                 m.cached = true;
@@ -106,6 +128,9 @@ pub(super) fn measured(sel: &Selector<'_>) -> Result<Built, NoProvider> {
             }
             None => {
                 let (s, m) = sel.try_ep(e, RUNS, BUDGET_MS);
+                if let Some(s) = &store {
+                    s.put(&k, &m);
+                }
                 if let Ok(mut c) = CACHE.lock() {
                     c.get_or_insert_with(HashMap::new).insert(k, m.clone());
                 }

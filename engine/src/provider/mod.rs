@@ -4,10 +4,12 @@
 //!
 //! Layout: `options` (`[runtime.ep.*]`), `plugins` (plugin EP libraries, device inventory),
 //! `session` (one session pinned to one provider's devices), `accuracy` (the reference-output
-//! gate and its timing), `choice` (the measured `auto` choice and its cache).
+//! gate and its timing), `choice` (the measured `auto` choice and its cache), `choice_store`
+//! (that cache on disk).
 
 pub mod accuracy;
 mod choice;
+pub mod choice_store;
 pub mod options;
 pub mod plugins;
 pub mod session;
@@ -55,10 +57,14 @@ pub struct Selector<'a> {
     pub auto: bool,
     /// The variant's reference cases (empty: no gate).
     pub cases: Vec<accuracy::Case>,
-    /// `runtime.accuracy_max_abs_diff`.
-    pub tolerance: f64,
+    /// The gate's tolerance and where it comes from
+    /// ([`crate::settings::RuntimeConfig::accuracy_tolerance`]).
+    pub tolerance: (f64, &'static str),
     /// The model file's sha256 (the measurement cache key).
     pub digest: String,
+    /// `runtime.ep_choice_cache`, resolved: where `auto`'s measurements persist (`None`: in
+    /// this process only).
+    pub cache_file: Option<PathBuf>,
 }
 
 /// The plugin libraries a config uses: `runtime.ep_plugins`, or, when the provider list needs
@@ -147,13 +153,13 @@ impl Selector<'_> {
             Ok(c) => {
                 m.max_abs_diff = Some(c.max_abs_diff);
                 m.median_us = Some(c.median_us);
-                if c.max_abs_diff <= self.tolerance {
+                if c.max_abs_diff <= self.tolerance.0 {
                     m.accurate = true;
                     (Some(session), m)
                 } else {
                     m.error = Some(format!(
-                        "outputs differ from the reference by {:.3e} (more than runtime.accuracy_max_abs_diff = {})",
-                        c.max_abs_diff, self.tolerance
+                        "outputs differ from the reference by {:.3e} (more than {} = {})",
+                        c.max_abs_diff, self.tolerance.1, self.tolerance.0
                     ));
                     (None, m)
                 }
