@@ -115,7 +115,8 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-/// A gauge sampled at render time: `(name, help, labels, value)`.
+/// A value sampled at render time: `(name, help, labels, value)`; typed `counter` when the
+/// name ends in `_total`, `gauge` otherwise.
 pub type Gauge = (&'static str, &'static str, Vec<(&'static str, String)>, f64);
 
 impl Metrics {
@@ -255,7 +256,13 @@ impl Metrics {
         let mut last = "";
         for (name, help, labels, value) in gauges {
             if *name != last {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                // A `_total` family counts up (per model version, so a swap starts a new series).
+                let kind = if name.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
                 last = name;
             }
             let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -321,10 +328,10 @@ pub fn model_gauges(engine: &crate::Engine) -> Vec<Gauge> {
             });
             let speed = e.median_us.filter(|_| e.accurate).map(|t| {
                 (
-                    "tandem_ep_reference_median_us",
-                    "Median run time of one reference case on a provider, microseconds (what `auto` chooses by).",
+                    "tandem_ep_reference_median_seconds",
+                    "Median run time of one reference case on a provider (what `auto` chooses by).",
                     labels(),
-                    t,
+                    t / 1e6,
                 )
             });
             diff.into_iter().chain(speed)
@@ -332,9 +339,12 @@ pub fn model_gauges(engine: &crate::Engine) -> Vec<Gauge> {
     });
     let failovers = engine.models().map(|m| {
         (
-            "tandem_ep_failovers",
+            "tandem_ep_failovers_total",
             "Times the serving version's sessions moved to the next execution provider after run-time failures.",
-            vec![("model", m.name().to_string())],
+            vec![
+                ("model", m.name().to_string()),
+                ("version", m.files.manifest.version.clone()),
+            ],
             m.ep_failovers() as f64,
         )
     });

@@ -149,4 +149,15 @@ fn a_provider_lost_at_run_time_fails_over_without_dropping_queued_requests() {
     }
     assert_eq!(h.ep_now(), Openvino);
     assert_eq!(h.ep_failovers(), 1);
+    let text = e.metrics().render(&crate::metrics::model_gauges(&e));
+    assert!(
+        text.contains("# TYPE tandem_ep_failovers_total counter\n"),
+        "{text}"
+    );
+    let sample = format!(
+        "tandem_ep_failovers_total{{model=\"vision-fashion\",version=\"{}\"}} 1\n",
+        h.files.manifest.version
+    );
+    assert!(text.contains(&sample), "{text}");
+    assert!(text.contains("# TYPE tandem_ep_reference_median_seconds gauge\n"));
 }
