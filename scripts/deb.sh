@@ -3,18 +3,22 @@
 #   tandem-onnxruntime  libonnxruntime 1.31.1 (from .ort/, sha256-checked by setup.sh) in /usr/lib/tandem
 #   tandem-agent        /usr/bin/tandem-agent, its unit, /etc/tandem/agent.toml, the edge models
 #   tandem-hub          /usr/bin/tandem-hub, its unit, /etc/tandem/hub.toml, the cloud models
-# Usage: scripts/deb.sh [--profile release|debug] [--out DIR] [--fast]
+#   tandem-ep-NAME      with --ep: the plugin EP provisioned in .ort/ep/NAME/ (scripts/provision-ep.sh)
+#                       in /usr/lib/tandem/ep/NAME/, where the agent and hub find it
+# Usage: scripts/deb.sh [--profile release|debug] [--out DIR] [--fast] [--ep NAME[,NAME]]
 #   --profile  which cargo build to package (release by default; `make deb` builds it first)
 #   --fast     gzip level 1 instead of xz (the packages test packages a debug build this way)
+#   --ep       also package these provisioned plugins (openvino, webgpu, qnn, trt-rtx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile=release out=target/deb fast=0
+profile=release out=target/deb fast=0 eps=
 while [ $# -gt 0 ]; do
   case $1 in
     --profile) profile=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --fast) fast=1; shift ;;
+    --ep) eps=${2//,/ }; shift 2 ;;
     *) echo "deb.sh: unknown argument $1" >&2; exit 64 ;;
   esac
 done
@@ -94,3 +98,15 @@ control tandem-hub "$version" "tandem-onnxruntime (= $ORT_VERSION-1), mosquitto,
   "Tandem cloud hub: batched serving, model registry, fleet, MQTT broker supervision"
 build tandem-agent
 build tandem-hub
+
+# tandem-ep-NAME: a provisioned plugin folder, whole (its libraries find each other via $ORIGIN)
+for ep in $eps; do
+  [ -d ".ort/ep/$ep" ] || { echo "deb.sh: .ort/ep/$ep missing (scripts/provision-ep.sh $ep)" >&2; exit 66; }
+  p=$stage/tandem-ep-$ep
+  mkdir -p "$p/usr/lib/tandem/ep"
+  cp -r ".ort/ep/$ep" "$p/usr/lib/tandem/ep/$ep"
+  rm -f "$p/usr/lib/tandem/ep/$ep/.wheel-sha256"
+  control "tandem-ep-$ep" "$version" "tandem-onnxruntime (= $ORT_VERSION-1)" \
+    "ONNX Runtime plugin execution provider $ep for Tandem (/usr/lib/tandem/ep/$ep)"
+  build "tandem-ep-$ep"
+done

@@ -44,28 +44,39 @@ pub fn name_of(path: &Path) -> String {
     stem.strip_suffix("_plugin").unwrap_or(stem).to_string()
 }
 
-/// Plugin libraries provisioned beside the ONNX Runtime library (`<dir>/ep/*/`), sorted.
+/// Plugin libraries provisioned beside the ONNX Runtime library (`<dir>/ep/*/`), then those
+/// in the packaged folder (`/usr/lib/tandem/ep/*/`, the `tandem-ep-<name>` packages) that
+/// name no plugin already found; sorted within each folder.
 pub fn discover(ort_lib: &Path) -> Vec<PathBuf> {
-    let Some(root) = ort_lib.parent().map(|d| d.join(PLUGIN_SUBDIR)) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = f.file_name().to_string_lossy().to_string();
-            if name.starts_with("libonnxruntime_providers_")
-                && name.ends_with(".so")
-                && !name.contains("_shared")
+    let packaged = Path::new(crate::runtime::PACKAGED_DIR).join(PLUGIN_SUBDIR);
+    let beside = ort_lib.parent().map(|d| d.join(PLUGIN_SUBDIR));
+    discover_in(beside.iter().chain([&packaged]))
+}
+
+/// The plugin libraries in `<root>/*/` for each root, the first of each name kept.
+fn discover_in<'a>(roots: impl IntoIterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for root in roots {
+        let mut found = Vec::new();
+        for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
             {
-                out.push(f.path());
+                let name = f.file_name().to_string_lossy().to_string();
+                if name.starts_with("libonnxruntime_providers_")
+                    && name.ends_with(".so")
+                    && !name.contains("_shared")
+                {
+                    found.push(f.path());
+                }
             }
         }
+        found.sort();
+        out.extend(found.into_iter().filter(|p| seen.insert(name_of(p))));
     }
-    out.sort();
     out
 }
 
@@ -157,5 +168,29 @@ mod tests {
         ] {
             assert_eq!(name_of(Path::new(file)), name);
         }
+    }
+
+    #[test]
+    fn plugins_are_found_beside_the_library_then_in_the_packaged_folder() {
+        let tmp = std::env::temp_dir().join(format!("tandem-discover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let (a, b) = (tmp.join("a/ep"), tmp.join("b/ep"));
+        for (root, ep) in [(&a, "openvino"), (&b, "openvino"), (&b, "qnn")] {
+            let dir = root.join(ep);
+            std::fs::create_dir_all(&dir).expect("dir");
+            let lib = format!("libonnxruntime_providers_{ep}_plugin.so");
+            std::fs::write(dir.join(lib), b"").expect("file");
+            std::fs::write(dir.join("libonnxruntime_providers_shared.so"), b"").expect("file");
+        }
+        let got = discover_in([&a, &b]);
+        assert_eq!(
+            got,
+            [
+                a.join("openvino/libonnxruntime_providers_openvino_plugin.so"),
+                b.join("qnn/libonnxruntime_providers_qnn_plugin.so"),
+            ]
+        );
+        assert_eq!(crate::runtime::PACKAGED_DIR, "/usr/lib/tandem");
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 }
