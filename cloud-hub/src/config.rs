@@ -265,6 +265,7 @@ impl Config {
         problems.extend(cfg.eval.problems());
         problems.extend(cfg.train.problems());
         problems.extend(cfg.mqtt.problems());
+        problems.extend(cfg.fleet.problems());
         problems.extend(cfg.enrol.problems());
         problems.extend(cfg.pki.problems());
         problems.extend(cfg.engine_settings().problems());

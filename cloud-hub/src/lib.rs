@@ -44,6 +44,7 @@ pub mod registry;
 pub mod reload;
 pub mod revocation;
 pub mod rollout;
+pub mod series;
 pub mod serving;
 pub mod sled_release;
 pub mod train;

@@ -1,4 +1,5 @@
-//! `[fleet]` in the hub config: where fleet state is kept.
+//! `[fleet]` in the hub config: where fleet state is kept, and the bounds of the per-device
+//! time series (`[fleet.series]`).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ pub struct FleetConfig {
     pub dir: PathBuf,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// `[fleet.series]`: the per-device time series for the console (in memory; bounds).
+    pub series: crate::series::SeriesConfig,
 }
 
 impl Default for FleetConfig {
@@ -19,6 +22,14 @@ impl Default for FleetConfig {
         Self {
             dir: PathBuf::from("state"),
             cache_bytes: 16 * 1024 * 1024,
+            series: crate::series::SeriesConfig::default(),
         }
+    }
+}
+
+impl FleetConfig {
+    /// What is wrong with it, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        self.series.problems()
     }
 }

@@ -4,6 +4,7 @@
 //!   with, `agent_labels` from its status; `fleet::labels`).
 //! - `GET /v1/fleet/{device}`: everything the hub knows about one device (last status and
 //!   telemetry, and the same three label sets).
+//! - `GET /v1/fleet/{device}/series`: its time series for the plots (`series::http`).
 //! - `POST /v1/fleet/{device}/cmd/{name}[?timeout_ms=N]`: publishes the command (the body, a
 //!   JSON object; the hub sets `v` and `id`) and waits for the device's result: 200 with the
 //!   result when `ok`, 422 with it when the device refused, 504 when none came, 503 when the hub
@@ -27,6 +28,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(fleet: Arc<Fleet>) -> axum::Rout
         .route("/v1/fleet", get(list))
         .route("/v1/fleet/{device}", get(one))
         .route("/v1/fleet/{device}/cmd/{name}", post(command))
+        .route(
+            "/v1/fleet/{device}/series",
+            get(crate::series::http::series),
+        )
         .with_state(fleet)
 }
 

@@ -1,5 +1,6 @@
 //! The hub's own MQTT client: TLS with the hub certificate (identity `tandem-hub`), subscribed
-//! to every device's status, telemetry and command results; it feeds the [`FleetStore`] and
+//! to every device's status, telemetry and command results; it feeds the [`FleetStore`] (and
+//! each newer telemetry message to the per-device series, `crate::series`) and
 //! publishes commands, matching each result to its waiting caller by (device, id).
 //!
 //! It reconnects on its own (full-jitter backoff: a random wait up to 0.2 s, doubling to 5 s)
@@ -7,6 +8,7 @@
 
 use super::discovery::Discovery;
 use super::store::FleetStore;
+use crate::series::SeriesStore;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Request, Subscribe, SubscribeFilter,
     Transport,
@@ -144,6 +146,7 @@ impl Link {
         pki_dir: &Path,
         client_id: &str,
         store: FleetStore,
+        series: Arc<dyn SeriesStore>,
         ha_discovery: bool,
     ) -> Result<Self, LinkError> {
         let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
@@ -158,7 +161,7 @@ impl Link {
         let discovery = ha_discovery.then(|| (client.clone(), Discovery::default()));
         tokio::spawn(run(
             eventloop,
-            store,
+            Sinks { store, series },
             waiters.clone(),
             stats.clone(),
             discovery,
@@ -253,7 +256,7 @@ impl Link {
 
 async fn run(
     mut eventloop: EventLoop,
-    store: FleetStore,
+    sinks: Sinks,
     waiters: Arc<Waiters>,
     stats: Arc<LinkStats>,
     discovery: Option<(AsyncClient, Discovery)>,
@@ -278,7 +281,7 @@ async fn run(
                 tracing::info!("hub connected to the MQTT broker");
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                dispatch(&p.topic, &p.payload, &store, &waiters, &stats);
+                dispatch(&p.topic, &p.payload, &sinks, &waiters, &stats);
                 if let Some((client, d)) = &discovery
                     && let Ok(t) = Topic::parse(&p.topic)
                     && t.kind == TopicKind::Status
@@ -305,7 +308,14 @@ async fn run(
     }
 }
 
-fn dispatch(topic: &str, payload: &[u8], store: &FleetStore, waiters: &Waiters, stats: &LinkStats) {
+/// Where received state goes.
+struct Sinks {
+    store: FleetStore,
+    series: Arc<dyn SeriesStore>,
+}
+
+fn dispatch(topic: &str, payload: &[u8], sinks: &Sinks, waiters: &Waiters, stats: &LinkStats) {
+    let store = &sinks.store;
     let Ok(t) = Topic::parse(topic) else {
         count(stats, "other");
         return;
@@ -342,9 +352,17 @@ fn dispatch(topic: &str, payload: &[u8], store: &FleetStore, waiters: &Waiters, 
         TopicKind::Telemetry => {
             count(stats, "telemetry");
             match Telemetry::decode(payload) {
-                Ok(tm) => store.update(device, |d| {
-                    d.take_telemetry(tm, now, false);
-                }),
+                Ok(tm) => {
+                    let mut newer = false;
+                    let r = store.update(device, |d| {
+                        newer = d.take_telemetry(tm.clone(), now, false);
+                    });
+                    // An older sample (a device clock set back) would be a point out of order.
+                    if newer {
+                        sinks.series.record(device, &tm, now);
+                    }
+                    r
+                }
                 Err(e) => return unreadable(e.to_string()),
             }
         }

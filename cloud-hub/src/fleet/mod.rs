@@ -29,6 +29,7 @@ pub use store::{DeviceState, FleetStore, StoreError};
 
 use crate::broker::{self, Broker, BrokerError, BrokerSpec, BrokerStats, MqttMode};
 use crate::config::Config;
+use crate::series::{MemorySeries, SeriesStore};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -61,12 +62,18 @@ pub struct Fleet {
     broker: Option<Arc<BrokerStats>>,
     command_timeout_ms: u64,
     assigned: Option<Arc<dyn AssignedLabels>>,
+    series: Arc<dyn SeriesStore>,
 }
 
 impl Fleet {
     /// The fleet database.
     pub fn store(&self) -> &FleetStore {
         &self.store
+    }
+
+    /// The per-device time series (fed by the link from each telemetry message).
+    pub fn series(&self) -> &Arc<dyn SeriesStore> {
+        &self.series
     }
 
     /// The hub's MQTT client.
@@ -209,11 +216,13 @@ impl FleetService {
             &tandem_engine::settings::resolve(&cfg.base_dir, &cfg.fleet.dir),
             cfg.fleet.cache_bytes,
         )?;
+        let series: Arc<dyn SeriesStore> = Arc::new(MemorySeries::new(cfg.fleet.series.clone()));
         let link = Link::start(
             &url,
             &cfg.pki_dir(),
             broker::HUB_IDENTITY,
             store.clone(),
+            series.clone(),
             cfg.mqtt.ha_discovery,
         )?;
         tracing::info!(broker = %url, mode = ?cfg.mqtt.mode, "fleet over MQTT");
@@ -223,6 +232,7 @@ impl FleetService {
             broker: broker.as_ref().map(Broker::stats),
             command_timeout_ms: cfg.mqtt.command_timeout_ms,
             assigned,
+            series,
         });
         Ok(Some(Self { broker, fleet }))
     }
