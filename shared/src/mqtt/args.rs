@@ -43,6 +43,11 @@ pub enum ArgError {
     /// A version that is not dotted decimal numbers.
     #[error("version `{0}` is not a model version (1 to 8 dot-separated decimal numbers)")]
     Version(String),
+    /// `set_threshold` with `source: manifest` (a device reports it, nobody sets it).
+    #[error(
+        "a threshold's source is `hub-calibrated` or `operator` (`manifest` is reported, not set)"
+    )]
+    Source,
 }
 
 /// The range of thresholds for `signal`.

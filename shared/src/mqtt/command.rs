@@ -30,6 +30,30 @@ pub enum PolicyMode {
     Cascade,
 }
 
+/// Where a model's routing threshold comes from (reported in telemetry; carried by
+/// `set_threshold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdSource {
+    /// The model's manifest (nothing set it on the device).
+    Manifest,
+    /// Fitted by the hub's calibration and pushed as desired state.
+    HubCalibrated,
+    /// Set by a person: the agent's config file, an operator's command or a hub pin.
+    Operator,
+}
+
+impl ThresholdSource {
+    /// The name as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manifest => "manifest",
+            Self::HubCalibrated => "hub-calibrated",
+            Self::Operator => "operator",
+        }
+    }
+}
+
 /// The commands this build knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandName {
@@ -79,6 +103,9 @@ pub enum Command {
         threshold: f32,
         /// Signal; unchanged when absent.
         signal: Option<Signal>,
+        /// Who set it: `hub-calibrated` or `operator` (absent: `operator`); the device keeps
+        /// the value across restarts and reports it with this source. `manifest` is refused.
+        source: Option<ThresholdSource>,
     },
     /// Set the routing mode of one model, or the default when `model` is absent.
     SetPolicy {
@@ -112,6 +139,8 @@ struct SetThresholdBody {
     threshold: f32,
     #[serde(default)]
     signal: Option<Signal>,
+    #[serde(default)]
+    source: Option<ThresholdSource>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +229,7 @@ impl Command {
                     model: b.model,
                     threshold: b.threshold,
                     signal: b.signal,
+                    source: b.source,
                 })
             }
             CommandName::SetPolicy => {
@@ -232,8 +262,12 @@ impl Command {
                 model,
                 threshold,
                 signal,
+                source,
             } => {
                 check_model_name(model)?;
+                if *source == Some(ThresholdSource::Manifest) {
+                    return Err(ArgError::Source);
+                }
                 check_threshold(*signal, *threshold)
             }
             Self::SetPolicy { model, .. } => model.as_deref().map_or(Ok(()), check_model_name),
@@ -252,10 +286,12 @@ impl Command {
                 model,
                 threshold,
                 signal,
+                source,
             } => Body::SetThreshold {
                 model,
                 threshold: *threshold,
                 signal: *signal,
+                source: *source,
             },
             Self::SetPolicy { model, mode } => Body::SetPolicy {
                 model: model.as_deref(),
@@ -298,6 +334,8 @@ enum Body<'a> {
         threshold: f32,
         #[serde(skip_serializing_if = "Option::is_none")]
         signal: Option<Signal>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<ThresholdSource>,
     },
     SetPolicy {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,6 +372,9 @@ pub struct PolicyView {
     /// Threshold in force (models only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
+    /// Where that threshold comes from (models only; absent from agents before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ThresholdSource>,
 }
 
 /// `tandem/{device}/cmd/{name}/result`.
@@ -403,11 +444,13 @@ mod tests {
                 model: "m".into(),
                 threshold: 0.75,
                 signal: Some(Signal::Margin),
+                source: Some(ThresholdSource::HubCalibrated),
             },
             Command::SetThreshold {
                 model: "m".into(),
                 threshold: 0.5,
                 signal: None,
+                source: None,
             },
             Command::SetPolicy {
                 model: None,
@@ -476,6 +519,10 @@ mod tests {
             ),
             ("set_threshold", r#""model":"m","threshold":1e39"#),
             ("set_threshold", r#""model":"../m","threshold":0.5"#),
+            (
+                "set_threshold",
+                r#""model":"m","threshold":0.5,"source":"manifest""#,
+            ),
             ("set_policy", r#""model":"M/x","mode":"local""#),
             ("update_model", r#""model":"m","version":"../../etc""#),
             ("update_model", r#""model":"","version":"1.0.0""#),
@@ -501,6 +548,7 @@ mod tests {
             mode: PolicyMode::Cascade,
             signal: Some(Signal::MaxProb),
             threshold: Some(0.8),
+            source: Some(ThresholdSource::Operator),
         });
         assert_eq!(CommandResult::decode(&r.encode()), Ok(r));
         let e = CommandResult::error(None, "payload is not JSON");

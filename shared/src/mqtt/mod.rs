@@ -28,11 +28,13 @@ pub mod topic;
 pub mod url;
 
 pub use args::ArgError;
-pub use command::{Command, CommandError, CommandName, CommandResult, PolicyMode, PolicyView};
+pub use command::{
+    Command, CommandError, CommandName, CommandResult, PolicyMode, PolicyView, ThresholdSource,
+};
 pub use objects::{GoneReason, ObjectEvent, ObjectEventType, SnapshotRef};
 pub use payload::{
     Event, Histogram, ModelStatus, ModelTelemetry, MqttCounters, PayloadError, ProcessStats,
-    QueueStats, RouteCount, State, Status, Telemetry, UpdateReport, VERSION,
+    QueueStats, RouteCount, State, Status, Telemetry, ThresholdView, UpdateReport, VERSION,
 };
 pub use topic::{Topic, TopicError, TopicKind, valid_device_name};
 pub use url::{BrokerUrl, UrlError};

@@ -302,6 +302,10 @@ pub struct Telemetry {
     /// (`[privacy]`). Absent from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyCounters>,
+    /// The routing threshold in force per model, with its signal and source (what the hub's
+    /// calibration compares with its desired state); absent from agents before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub thresholds: BTreeMap<String, ThresholdView>,
 }
 
 /// The face blur's counters since the agent started.
@@ -317,6 +321,17 @@ pub struct PrivacyCounters {
     /// `hard_example`, `shadow`, `correction`, `snapshot`; zeros left out).
     #[serde(default)]
     pub refused: BTreeMap<String, u64>,
+}
+
+/// A model's routing threshold as the device uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdView {
+    /// The threshold.
+    pub threshold: f32,
+    /// The signal it applies to.
+    pub signal: crate::manifest::Signal,
+    /// Where it comes from.
+    pub source: super::command::ThresholdSource,
 }
 
 /// Where a model update stands on the device (the rollout controller reads it).
