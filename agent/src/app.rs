@@ -120,6 +120,11 @@ pub fn start_router_with(
         router = router.with_models(m);
     }
     router = router.with_labels(cfg.labels.clone());
+    if !cfg.policy.thresholds_file.as_os_str().is_empty() {
+        router = router.with_thresholds(crate::hybrid::thresholds::Overrides::open(
+            &cfg.resolve(&cfg.policy.thresholds_file),
+        ));
+    }
     if let Some(device) = device_name(cfg) {
         router = router.with_device(device);
     }

@@ -2,7 +2,9 @@
 //! schema and applied to the router's policy. Every command, well-formed or not, gets exactly
 //! one result; a malformed one gets an error result, never a crash.
 //!
-//! - `set_threshold {model, threshold, signal?}`: a model's confidence threshold (and signal).
+//! - `set_threshold {model, threshold, signal?, source?}`: a model's confidence threshold (and
+//!   signal), kept across restarts (`policy.thresholds_file`) and reported with its source
+//!   (`operator` unless the hub's calibration says `hub-calibrated`).
 //! - `set_policy {model?, mode}`: a model's routing mode, or the default one.
 //! - `telemetry_now {}`: telemetry at once (returned for the caller to publish).
 //! - `update_model {model, version, rollback?}`: download and install a model version from the
@@ -11,7 +13,9 @@
 use crate::hybrid::Router;
 use crate::policy::Mode;
 use crate::telemetry::Reporter;
-use tandem_shared::mqtt::{Command, CommandResult, PolicyMode, PolicyView, Telemetry};
+use tandem_shared::mqtt::{
+    Command, CommandResult, PolicyMode, PolicyView, Telemetry, ThresholdSource,
+};
 
 /// What a command produced: its result, and telemetry to publish for `telemetry_now`.
 #[derive(Debug)]
@@ -49,6 +53,7 @@ fn view(router: &Router, model: Option<&str>) -> PolicyView {
                 mode: policy_mode(p.mode),
                 signal: Some(p.signal),
                 threshold: Some(p.threshold),
+                source: Some(router.threshold_view(m).source),
             }
         }
         None => PolicyView {
@@ -56,6 +61,7 @@ fn view(router: &Router, model: Option<&str>) -> PolicyView {
             mode: policy_mode(router.policy_config().mode),
             signal: None,
             threshold: None,
+            source: None,
         },
     }
 }
@@ -78,9 +84,15 @@ pub fn handle(reporter: &Reporter, name: &str, payload: &[u8]) -> Handled {
             model,
             threshold,
             signal,
+            source,
         } => router
-            .update_policy(Some(model), None, *signal, Some(*threshold))
-            .map(|_| Some(view(router, Some(model)))),
+            .set_threshold(
+                model,
+                *threshold,
+                *signal,
+                source.unwrap_or(ThresholdSource::Operator),
+            )
+            .map(|()| Some(view(router, Some(model)))),
         Command::SetPolicy { model, mode: m } => router
             .update_policy(model.as_deref(), Some(mode(*m)), None, None)
             .map(|_| Some(view(router, model.as_deref()))),

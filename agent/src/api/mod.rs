@@ -88,6 +88,7 @@ impl OipService for AppState {
             .metrics()
             .render(&tandem_engine::metrics::model_gauges(engine));
         self.router.counters().render(&mut text);
+        crate::hybrid::thresholds::render(&mut text, self.router.thresholds().into_iter());
         self.cameras.render(&mut text);
         crate::uplink::report::render(
             &mut text,

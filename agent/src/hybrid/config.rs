@@ -19,6 +19,11 @@ pub struct PolicyConfig {
     pub deadline_ms: u32,
     /// Per-model overrides.
     pub models: BTreeMap<String, ModelPolicyConfig>,
+    /// Where thresholds set at run time (`set_threshold` from an operator or the hub's
+    /// calibration) are kept so they survive restarts (default `thresholds.json`, relative to
+    /// the config file; empty: kept in memory only). They win over `models.NAME.threshold`.
+    /// Read at start.
+    pub thresholds_file: std::path::PathBuf,
 }
 
 /// `[policy.models.NAME]`: any key left out comes from `[policy]` or the model's manifest.
@@ -103,6 +108,7 @@ impl Default for PolicyConfig {
             mode: Mode::Cascade,
             deadline_ms: 0,
             models: BTreeMap::new(),
+            thresholds_file: std::path::PathBuf::from("thresholds.json"),
         }
     }
 }

@@ -5,12 +5,14 @@
 //! reach the caller (as [`RouteError::Hub`]).
 //!
 //! Layout: `config` (`[policy]`), `answer` (the routed answer and its JSON), `boxes` (a
-//! detection model's frame signals and the hub's boxes), `remote` (models only the hub runs).
+//! detection model's frame signals and the hub's boxes), `remote` (models only the hub runs),
+//! `thresholds` (thresholds set at run time, kept across restarts).
 
 mod answer;
 mod boxes;
 mod config;
 mod remote;
+pub mod thresholds;
 
 pub use answer::{Answer, CloudAnswer};
 pub use config::{ModelPolicyConfig, PolicyConfig};
@@ -28,6 +30,7 @@ use tandem_engine::{Engine, InferenceError, Input};
 use tandem_shared::detect::Detections;
 use tandem_shared::manifest::{Manifest, OutputKind, Preprocess, Signal, VariantRole};
 use tandem_shared::mqtt::args::check_threshold;
+use tandem_shared::mqtt::{ThresholdSource, ThresholdView};
 use tandem_shared::wire::{self, Message};
 use tracing::Instrument as _;
 
@@ -65,6 +68,7 @@ pub struct Router {
     labels: BTreeMap<String, String>,
     device: String,
     privacy: Option<Arc<crate::privacy::Privacy>>,
+    thresholds: thresholds::Overrides,
 }
 
 /// How an offload attempt ended, when it gave no answer.
@@ -91,6 +95,82 @@ impl Router {
             labels: BTreeMap::new(),
             device: String::new(),
             privacy: None,
+            thresholds: thresholds::Overrides::in_memory(),
+        }
+    }
+
+    /// Keeps thresholds set at run time in this store (`policy.thresholds_file`).
+    pub fn with_thresholds(mut self, thresholds: thresholds::Overrides) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+
+    /// Sets `model`'s threshold at run time (`set_threshold`) and keeps it across restarts:
+    /// durable before it is in force. The value must be in the range of the signal in force.
+    pub fn set_threshold(
+        &self,
+        model: &str,
+        threshold: f32,
+        signal: Option<Signal>,
+        source: ThresholdSource,
+    ) -> Result<(), String> {
+        if self.engine.model(model).is_none() && !self.remote.contains_key(model) {
+            return Err(format!("model `{model}` is not served here"));
+        }
+        let effective = signal.unwrap_or_else(|| self.policy(model).signal);
+        check_threshold(Some(effective), threshold).map_err(|e| e.to_string())?;
+        let set_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let value = thresholds::Override {
+            threshold,
+            signal,
+            source,
+            set_ms,
+        };
+        self.thresholds
+            .set(model, value)
+            .map_err(|e| format!("not kept: {e}"))?;
+        tracing::info!(
+            model,
+            threshold,
+            ?signal,
+            source = source.as_str(),
+            "routing threshold set"
+        );
+        Ok(())
+    }
+
+    /// The thresholds in force of the classification models served here (telemetry,
+    /// `/metrics`).
+    pub fn thresholds(&self) -> BTreeMap<String, ThresholdView> {
+        self.engine
+            .models()
+            .filter(|m| m.files.variant.detection.is_none())
+            .map(|m| (m.name().to_string(), self.threshold_view(m.name())))
+            .collect()
+    }
+
+    /// `model`'s threshold in force, its signal and where it comes from.
+    pub fn threshold_view(&self, model: &str) -> ThresholdView {
+        let p = self.policy(model);
+        let source = if let Some(o) = self.thresholds.get(model) {
+            o.source
+        } else if self
+            .config
+            .read()
+            .ok()
+            .and_then(|c| c.models.get(model).and_then(|m| m.threshold))
+            .is_some()
+        {
+            ThresholdSource::Operator
+        } else {
+            ThresholdSource::Manifest
+        };
+        ThresholdView {
+            threshold: p.threshold,
+            signal: p.signal,
+            source,
         }
     }
 
@@ -300,6 +380,7 @@ impl Router {
             };
         };
         let o = c.models.get(model);
+        let set = self.thresholds.get(model);
         let variant = self.engine.model(model).map(|h| &h.files.variant);
         let mode = if self.uplink.is_none() {
             Mode::Local
@@ -308,12 +389,14 @@ impl Router {
         };
         ModelPolicy {
             mode,
-            signal: o
-                .and_then(|o| o.signal)
+            signal: set
+                .and_then(|s| s.signal)
+                .or(o.and_then(|o| o.signal))
                 .or(variant.and_then(|v| v.threshold_signal))
                 .unwrap_or(Signal::MaxProb),
-            threshold: o
-                .and_then(|o| o.threshold)
+            threshold: set
+                .map(|s| s.threshold)
+                .or(o.and_then(|o| o.threshold))
                 .or(variant.and_then(|v| v.threshold))
                 .unwrap_or(0.5),
             boxes: boxes::frame_policy(model, o, variant),

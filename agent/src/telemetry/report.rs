@@ -136,6 +136,7 @@ impl Reporter {
                 .privacy()
                 .filter(|p| p.active())
                 .map(|p| crate::privacy::report::telemetry(p.stats())),
+            thresholds: self.router.thresholds(),
         }
     }
 }

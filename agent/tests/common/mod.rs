@@ -26,6 +26,8 @@ pub fn config(models: &[&str], variant: &str, eps: &[&str]) -> Config {
     cfg.models.variant = variant.to_string();
     cfg.runtime.execution_providers = eps.iter().map(|s| s.to_string()).collect();
     cfg.runtime.intra_op_threads = 2;
+    // Thresholds set by commands stay in memory: the config's folder is the checkout.
+    cfg.policy.thresholds_file = PathBuf::new();
     cfg
 }
 
