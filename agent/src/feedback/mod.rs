@@ -222,6 +222,11 @@ impl Feedback {
         &self.stats
     }
 
+    /// Confident answers not sent as shadow samples (rate, cap or byte budget).
+    pub fn shadow_skipped(&self) -> u64 {
+        self.shadow.lock().map_or(0, |s| s.skipped)
+    }
+
     /// Answers skipped by the sampler (rate or caps).
     pub fn skipped(&self) -> u64 {
         self.sampler.lock().map_or(0, |s| s.0.skipped)

@@ -161,4 +161,18 @@ pub fn render(out: &mut String, uplink: Option<&Uplink>, feedback: Option<&Feedb
         "Corrections accepted (on disk).",
         s.corrections.load(Relaxed) as f64,
     );
+    one(
+        out,
+        "tandem_feedback_shadow_samples_total",
+        "counter",
+        "Confident answers sent to the hub as shadow samples (feedback.shadow_enabled).",
+        s.shadow.load(Relaxed) as f64,
+    );
+    one(
+        out,
+        "tandem_feedback_shadow_skipped_total",
+        "counter",
+        "Confident answers not sent as shadow samples (shadow_rate, per-minute cap, byte budget).",
+        f.shadow_skipped() as f64,
+    );
 }
