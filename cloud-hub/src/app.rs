@@ -234,6 +234,26 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             tracing::warn!(error = %e, "evaluation reports unavailable (eval.dir): /v1/eval is off")
         }
     }
+    let calibrations = match crate::calibrate::store::SledCalibrations::open(&cfg.calibrate_dir()) {
+        Ok(store) => {
+            let store: Arc<dyn crate::calibrate::store::CalibrationStore> = Arc::new(store);
+            let calibrator = crate::calibrate::Calibrator {
+                settings: cfg.engine_settings(),
+                cfg: cfg.calibrate.clone(),
+                store: store.clone(),
+                feedback: feedback.clone(),
+            };
+            api = api.with_calibrate(Arc::new(crate::calibrate::http::CalibrateApi::new(
+                Arc::new(calibrator),
+                mqtt.as_ref().map(|m| m.fleet()),
+            )));
+            Some(store)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "calibration store unavailable (calibrate.dir): /v1/calibrations is off");
+            None
+        }
+    };
     if let Some(m) = &mqtt {
         api = api.with_fleet(m.fleet());
         // Telemetry a device queued while its broker was unreachable updates the fleet state
@@ -290,6 +310,14 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             rollout_stop.clone().cancelled_owned(),
         ));
     }
+    if let (Some(m), Some(store)) = (&mqtt, calibrations) {
+        tasks.spawn(crate::calibrate::push::run(
+            store,
+            m.fleet(),
+            cfg.calibrate.clone(),
+            rollout_stop.clone().cancelled_owned(),
+        ));
+    }
     let mut http = tasks.spawn(server.run(shutdown.child().cancelled_owned()));
     tandem_engine::daemon::watchdog::spawn(&tasks, &engine, &notifier, shutdown.child());
     let mut running = cfg.clone();
@@ -317,7 +345,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     if let Some(e) = enrol {
         d.step("enrolment requests in flight", e).await;
     }
-    // 3. Rollouts stop stepping; 4. MQTT: the hub's client and the broker stop.
+    // 3. Rollouts and threshold pushes stop stepping; 4. MQTT: the hub's client and the broker stop.
     rollout_stop.cancel();
     if let Some(m) = mqtt {
         d.step("MQTT disconnect", m.stop()).await;

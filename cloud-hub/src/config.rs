@@ -41,6 +41,8 @@ pub struct Config {
     pub eval: crate::eval::EvalConfig,
     /// Retraining edge heads from feedback, the promotion gate.
     pub train: crate::train::TrainConfig,
+    /// Routing-threshold calibration: the store, sample minimums, weights, pushing.
+    pub calibrate: crate::calibrate::CalibrateConfig,
     /// ONNX Runtime.
     pub runtime: RuntimeConfig,
     /// Workers, queues, batching.
@@ -192,6 +194,7 @@ impl Default for Config {
             feedback: crate::feedback::FeedbackConfig::default(),
             eval: crate::eval::EvalConfig::default(),
             train: crate::train::TrainConfig::default(),
+            calibrate: crate::calibrate::CalibrateConfig::default(),
             runtime,
             engine,
             models,
@@ -264,6 +267,7 @@ impl Config {
         problems.extend(cfg.feedback.problems());
         problems.extend(cfg.eval.problems());
         problems.extend(cfg.train.problems());
+        problems.extend(cfg.calibrate.problems());
         problems.extend(cfg.mqtt.problems());
         problems.extend(cfg.fleet.problems());
         problems.extend(cfg.enrol.problems());
@@ -362,6 +366,11 @@ impl Config {
     /// The candidates' and decisions' folder (`train.dir`), resolved.
     pub fn train_dir(&self) -> PathBuf {
         tandem_engine::settings::resolve(&self.base_dir, &self.train.dir)
+    }
+
+    /// The calibration store's folder (`calibrate.dir`), resolved.
+    pub fn calibrate_dir(&self) -> PathBuf {
+        tandem_engine::settings::resolve(&self.base_dir, &self.calibrate.dir)
     }
 }
 

@@ -26,12 +26,15 @@
 //!   `/v1/eval`).
 //! - [`train`]: retraining a model's edge head from feedback, exported as a bundle
 //!   (`tandem-hub train`, `/v1/train`).
+//! - [`calibrate`]: routing thresholds fitted from feedback, pushed as devices' desired state
+//!   (`tandem-hub calibrate`, `/v1/calibrations`, `/v1/thresholds`).
 //!
 //! The fleet console page is still to come (ARCHITECTURE.md, "Still to build").
 
 pub mod api;
 pub mod app;
 pub mod broker;
+pub mod calibrate;
 pub mod client;
 pub mod config;
 pub mod enrol;

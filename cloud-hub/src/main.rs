@@ -86,6 +86,12 @@ enum Command {
         #[command(subcommand)]
         action: tandem_hub::train::cli::TrainCmd,
     },
+    /// Routing thresholds fitted from feedback and pushed to devices (through the running
+    /// hub's API).
+    Calibrate {
+        #[command(subcommand)]
+        action: tandem_hub::calibrate::cli::CalibrateCmd,
+    },
     /// The feedback the fleet delivered (hard examples, corrections).
     Feedback {
         #[command(subcommand)]
@@ -330,6 +336,7 @@ fn main() -> ExitCode {
         Command::Models { action } => tandem_hub::registry::cli::run(action),
         Command::Eval { action } => tandem_hub::eval::cli::run(action),
         Command::Train { action } => tandem_hub::train::cli::run(action),
+        Command::Calibrate { action } => tandem_hub::calibrate::cli::run(action),
         Command::Rollout { action } => tandem_hub::rollout::cli::run(action),
         Command::Claim { action } => tandem_hub::enrol::cli::run(action),
         Command::Fleet { action } => tandem_hub::fleet::cli::run(action),

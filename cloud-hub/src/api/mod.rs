@@ -62,6 +62,7 @@ pub struct HubApi {
     feedback: Option<Arc<crate::feedback::Store>>,
     eval: Option<Arc<crate::eval::http::EvalApi>>,
     train: Option<Arc<crate::train::http::TrainApi>>,
+    calibrate: Option<Arc<crate::calibrate::http::CalibrateApi>>,
 }
 
 impl HubApi {
@@ -88,6 +89,7 @@ impl HubApi {
             feedback: None,
             eval: None,
             train: None,
+            calibrate: None,
         }
     }
 
@@ -126,6 +128,12 @@ impl HubApi {
     /// Adds the training routes (`/v1/train...`).
     pub fn with_train(mut self, train: Arc<crate::train::http::TrainApi>) -> Self {
         self.train = Some(train);
+        self
+    }
+
+    /// Adds the calibration routes (`/v1/calibrations...`, `/v1/thresholds...`).
+    pub fn with_calibrate(mut self, api: Arc<crate::calibrate::http::CalibrateApi>) -> Self {
+        self.calibrate = Some(api);
         self
     }
 
@@ -218,6 +226,9 @@ pub fn router(api: Arc<HubApi>, gate: gate::Gate) -> Router {
     }
     if let Some(t) = &api.train {
         routes = routes.merge(crate::train::http::routes(t.clone()));
+    }
+    if let Some(c) = &api.calibrate {
+        routes = routes.merge(crate::calibrate::http::routes(c.clone()));
     }
     let routes = routes.layer(axum::middleware::from_fn_with_state(
         Arc::new(gate),

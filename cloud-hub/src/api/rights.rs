@@ -6,8 +6,8 @@
 //! | `Health`: `/v2/health/live`, `/v2/health/ready` | yes     | yes    | yes      |
 //! | `Inference`: `/v2`, `/v2/models/...` (metadata, ready, infer) | open API only | yes | yes |
 //! | `Metrics`: `/metrics`                         | open API only | no | yes      |
-//! | `FleetRead`: `GET /v1/fleet...`, `GET /v1/models`, `GET /v1/rollouts...`, `GET /v1/feedback...`, `GET /v1/eval...` | no | no | yes |
-//! | `Operate`: every other route (`POST /v1/fleet/{d}/cmd/{name}`, `POST /v1/rollouts...`, `POST /v1/eval`, `/v1/claims...`, `/v1/enrolments`, unknown ones) | no | no | yes |
+//! | `FleetRead`: `GET /v1/fleet...`, `GET /v1/models`, `GET /v1/rollouts...`, `GET /v1/feedback...`, `GET /v1/eval...`, `GET /v1/calibrations...`, `GET /v1/thresholds` | no | no | yes |
+//! | `Operate`: every other route (`POST /v1/fleet/{d}/cmd/{name}`, `POST /v1/rollouts...`, `POST /v1/eval`, `POST /v1/calibrations`, `POST /v1/thresholds/pin|unpin`, `/v1/claims...`, `/v1/enrolments`, unknown ones) | no | no | yes |
 //!
 //! "Open API" is plain HTTP without `http.bearer_token_file` (which the config allows only on a
 //! loopback address). A device never reads the fleet, not even its own entry: it knows its own
@@ -47,6 +47,8 @@ impl RouteClass {
                     || under("/v1/rollouts")
                     || under("/v1/feedback")
                     || under("/v1/eval")
+                    || under("/v1/calibrations")
+                    || under("/v1/thresholds")
                     || path == "/v1/models") =>
             {
                 Self::FleetRead

@@ -44,7 +44,7 @@ pub fn start_engine(
 
 /// The engine's answers to `inputs`: (class index, probability) each, and the version that
 /// answered.
-fn predict(
+pub fn predict(
     engine: &Engine,
     model: &str,
     inputs: &[Payload],

@@ -82,8 +82,15 @@ pub struct Example {
     pub label: Option<String>,
     /// Where `label` comes from.
     pub label_source: Option<Labelled>,
-    /// The device's answer (the first record's).
+    /// The device's answer (the `via` record's, else the first record's).
     pub local: Option<Outcome>,
+    /// How the input reached the hub: the first record's kind that is not a correction
+    /// (`hard`, `degraded`, `shadow`), else `correction`.
+    pub via: ExampleKind,
+    /// Its routing reason then (`low_confidence`, `confident`, `hub_unreachable`, ...).
+    pub reason: String,
+    /// The cloud model's answer: a record's (hard examples), else the teacher's.
+    pub cloud: Option<Outcome>,
 }
 
 /// Which examples to list.
@@ -215,19 +222,25 @@ impl Store {
         let first = records.first()?;
         let ex = first.example.as_ref()?;
         let mut label = None;
-        let mut teacher = None;
+        let mut cloud = None;
         for r in &records {
             let Some(e) = &r.example else { continue };
             if let (ExampleKind::Correction, Some(l)) = (e.kind, &e.label) {
                 label = Some(l.clone());
             }
             if let Some(c) = &e.cloud {
-                teacher = Some(c.label.clone());
+                cloud = Some(c.clone());
             }
         }
-        if teacher.is_none() {
-            teacher = self.teacher_of(digest, &ex.model).map(|o| o.label);
+        if cloud.is_none() {
+            cloud = self.teacher_of(digest, &ex.model);
         }
+        let teacher = cloud.as_ref().map(|o| o.label.clone());
+        let via = records
+            .iter()
+            .filter_map(|r| r.example.as_ref())
+            .find(|e| e.kind != ExampleKind::Correction)
+            .unwrap_or(ex);
         let label_source = match (&label, &teacher) {
             (Some(_), _) => Some(Labelled::Correction),
             (None, Some(_)) => Some(Labelled::Teacher),
@@ -245,7 +258,10 @@ impl Store {
             time_ms: ex.time_ms,
             label: label.or(teacher),
             label_source,
-            local: ex.local.clone(),
+            local: via.local.clone().or_else(|| ex.local.clone()),
+            via: via.kind,
+            reason: via.reason.clone(),
+            cloud,
         })
     }
 

@@ -61,6 +61,18 @@ impl FleetNow {
         Self { devices, assigned }
     }
 
+    /// Every device's state with its labels (hub-assigned over its own).
+    pub fn labelled(self) -> Vec<(DeviceState, Labels)> {
+        let assigned = self.assigned;
+        self.devices
+            .into_iter()
+            .map(|d| {
+                let labels = Fleet::labels_of(&d, &assigned).labels;
+                (d, labels)
+            })
+            .collect()
+    }
+
     /// The fleet as the rollout plan sees it, for `model`.
     pub fn views(&self, model: &str) -> Vec<DeviceView> {
         self.devices
