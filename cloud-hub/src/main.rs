@@ -292,15 +292,7 @@ fn pki_command(cmd: Command) -> Result<(), tandem_hub::pki::PkiError> {
         Command::Device {
             action: DeviceCmd::List { dir },
         } => {
-            for d in Pki::open(&dir)?.ledger()?.devices {
-                let state = d
-                    .revoked_at
-                    .map_or_else(|| "valid".to_string(), |t| format!("revoked {t}"));
-                println!(
-                    "{:24} serial {:6} until {}  {state}",
-                    d.name, d.serial, d.not_after
-                );
-            }
+            tandem_hub::pki::print_records(&Pki::open(&dir)?.ledger()?.devices);
         }
         _ => {}
     }

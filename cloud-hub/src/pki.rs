@@ -31,6 +31,7 @@ mod supersede;
 pub use config::PkiConfig;
 pub use crl::{CLI_CRL_VALIDITY_S, CrlInfo};
 pub use hub_cert::{HUB_CERT_DAYS, HubNames, valid_dns_name};
+pub use operator::print_records;
 pub use sign::{MAX_CSR_BYTES, Purpose, SignError, Signed};
 
 use rcgen::{
@@ -375,27 +376,7 @@ impl Pki {
 
     /// Revokes every valid certificate of a device and rewrites the CRL.
     pub fn revoke_device(&self, name: &str) -> Result<Vec<u64>, PkiError> {
-        let _lock = self.lock()?;
-        let mut ledger = self.ledger()?;
-        let now = rfc3339(OffsetDateTime::now_utc());
-        let mut serials = Vec::new();
-        for d in ledger
-            .devices
-            .iter_mut()
-            .filter(|d| d.name == name && d.revoked_at.is_none())
-        {
-            d.revoked_at = Some(now.clone());
-            serials.push(d.serial);
-        }
-        if serials.is_empty() {
-            return Err(PkiError::UnknownDevice(name.to_string()));
-        }
-        // The ledger first: whoever sees the new crl.pem (the broker's supervisor) finds the
-        // revocation in it.
-        self.save(&ledger)?;
-        self.write_crl(&mut ledger, CLI_CRL_VALIDITY_S)?;
-        self.save(&ledger)?;
-        Ok(serials)
+        self.revoke_in(name, |l| &mut l.devices, PkiError::UnknownDevice)
     }
 
     /// Paths of a device's certificate and key.

@@ -62,15 +62,7 @@ pub fn command(cmd: OperatorCmd) -> Result<(), PkiError> {
             println!("operator {name}: revoked serial(s) {serials:?}; crl.pem rewritten");
         }
         OperatorCmd::List { dir } => {
-            for d in Pki::open(&dir)?.ledger()?.operators {
-                let state = d
-                    .revoked_at
-                    .map_or_else(|| "valid".to_string(), |t| format!("revoked {t}"));
-                println!(
-                    "{:24} serial {:6} until {}  {state}",
-                    d.name, d.serial, d.not_after
-                );
-            }
+            print_records(&Pki::open(&dir)?.ledger()?.operators);
         }
     }
     Ok(())
@@ -97,17 +89,44 @@ impl Pki {
 
     /// Revokes every valid certificate of an operator and rewrites the CRL.
     pub fn revoke_operator(&self, name: &str) -> Result<Vec<u64>, PkiError> {
+        self.revoke_in(name, |l| &mut l.operators, PkiError::UnknownOperator)
+    }
+
+    /// Revokes every valid certificate of `name` among the records `role` picks and rewrites the
+    /// CRL; `unknown` when it has none. One path for devices, operators and subscribers.
+    pub(super) fn revoke_in(
+        &self,
+        name: &str,
+        role: fn(&mut Ledger) -> &mut Vec<DeviceRecord>,
+        unknown: fn(String) -> PkiError,
+    ) -> Result<Vec<u64>, PkiError> {
         let _lock = self.lock()?;
         let mut ledger = self.ledger()?;
-        let serials = revoke(&mut ledger.operators, name);
+        let serials = revoke(role(&mut ledger), name);
         if serials.is_empty() {
-            return Err(PkiError::UnknownOperator(name.to_string()));
+            return Err(unknown(name.to_string()));
         }
-        // The ledger first, as for devices: whoever sees the new crl.pem finds the revocation.
+        // The ledger first: whoever sees the new crl.pem (the broker's supervisor) finds the
+        // revocation in it.
         self.save(&ledger)?;
         self.write_crl(&mut ledger, super::CLI_CRL_VALIDITY_S)?;
         self.save(&ledger)?;
         Ok(serials)
+    }
+}
+
+/// Prints one line per certificate record (name, serial, expiry, state): `device|operator|
+/// subscriber list`.
+pub fn print_records(records: &[DeviceRecord]) {
+    for d in records {
+        let state = d
+            .revoked_at
+            .as_ref()
+            .map_or_else(|| "valid".to_string(), |t| format!("revoked {t}"));
+        println!(
+            "{:24} serial {:6} until {}  {state}",
+            d.name, d.serial, d.not_after
+        );
     }
 }
 

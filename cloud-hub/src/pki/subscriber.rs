@@ -10,7 +10,7 @@
 //! nothing. The hub's mosquitto picks up a new or revoked subscriber while it runs
 //! (`broker::supervisor`).
 
-use super::operator::revoke;
+use super::operator::print_records;
 use super::role::{SUBSCRIBER_CN_PREFIX, subscriber_eku_extension};
 use super::{DeviceRecord, Pki, PkiError};
 use clap::Subcommand;
@@ -79,15 +79,7 @@ pub fn command(cmd: SubscriberCmd) -> Result<(), PkiError> {
             println!("subscriber {name}: revoked serial(s) {serials:?}; crl.pem rewritten");
         }
         SubscriberCmd::List { dir } => {
-            for d in Pki::open(&dir)?.ledger()?.subscribers {
-                let state = d
-                    .revoked_at
-                    .map_or_else(|| "valid".to_string(), |t| format!("revoked {t}"));
-                println!(
-                    "{:24} serial {:6} until {}  {state}",
-                    d.name, d.serial, d.not_after
-                );
-            }
+            print_records(&Pki::open(&dir)?.ledger()?.subscribers);
         }
     }
     Ok(())
@@ -122,17 +114,7 @@ impl Pki {
 
     /// Revokes every valid certificate of a subscriber and rewrites the CRL.
     pub fn revoke_subscriber(&self, name: &str) -> Result<Vec<u64>, PkiError> {
-        let _lock = self.lock()?;
-        let mut ledger = self.ledger()?;
-        let serials = revoke(&mut ledger.subscribers, name);
-        if serials.is_empty() {
-            return Err(PkiError::UnknownSubscriber(name.to_string()));
-        }
-        // The ledger first, as for devices: whoever sees the new crl.pem finds the revocation.
-        self.save(&ledger)?;
-        self.write_crl(&mut ledger, super::CLI_CRL_VALIDITY_S)?;
-        self.save(&ledger)?;
-        Ok(serials)
+        self.revoke_in(name, |l| &mut l.subscribers, PkiError::UnknownSubscriber)
     }
 
     /// The MQTT usernames of the subscribers with a valid (unrevoked, unexpired) certificate,
