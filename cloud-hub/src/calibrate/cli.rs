@@ -101,13 +101,10 @@ pub enum CalibrateCmd {
 type Failure = (u8, String);
 
 fn selector(labels: &[String], group: Option<String>) -> Result<BTreeMap<String, String>, Failure> {
-    let mut out = BTreeMap::new();
-    for l in labels.iter().filter(|l| !l.is_empty()) {
-        let (k, v) = l
-            .split_once('=')
-            .ok_or_else(|| (64, format!("--labels `{l}`: expected k=v")))?;
-        out.insert(k.to_string(), v.to_string());
-    }
+    let mut out: BTreeMap<String, String> = crate::client::parse_labels(labels)
+        .map_err(|e| (64, e))?
+        .into_iter()
+        .collect();
     if let Some(g) = group {
         out.insert("group".into(), g);
     }

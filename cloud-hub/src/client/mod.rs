@@ -296,6 +296,20 @@ fn token(
         })
 }
 
+/// The `--labels k=v` arguments of a command, in order (empty ones skipped); the error names the
+/// argument that is not `k=v`.
+pub fn parse_labels(labels: &[String]) -> Result<Vec<(String, String)>, String> {
+    labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--labels `{l}`: expected k=v"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

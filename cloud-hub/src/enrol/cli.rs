@@ -89,13 +89,11 @@ fn execute(cmd: ClaimCmd) -> Result<(), (u8, String)> {
         } => {
             let expires_s =
                 parse_duration_s(&expires).map_err(|e| (64, format!("--expires {e}")))?;
-            let mut map = serde_json::Map::new();
-            for l in labels.iter().filter(|l| !l.is_empty()) {
-                let (k, v) = l
-                    .split_once('=')
-                    .ok_or_else(|| (64, format!("--labels `{l}`: expected k=v")))?;
-                map.insert(k.to_string(), Value::String(v.to_string()));
-            }
+            let map: serde_json::Map<String, Value> = crate::client::parse_labels(&labels)
+                .map_err(|e| (64, e))?
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
             let body = json!({"labels": map, "name_prefix": name_prefix, "expires_s": expires_s});
             let r = Client::new(&hub)?.call(Method::POST, "/v1/claims", Some(&body))?;
             eprintln!("claim {}", line(&r["claim"], "unused"));

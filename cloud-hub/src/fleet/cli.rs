@@ -104,13 +104,7 @@ fn pretty(v: &Value) -> String {
 fn execute(cmd: FleetCmd) -> Result<(), ClientError> {
     match cmd {
         FleetCmd::List { labels, json, hub } => {
-            let mut want = Vec::new();
-            for l in labels.iter().filter(|l| !l.is_empty()) {
-                let (k, v) = l
-                    .split_once('=')
-                    .ok_or_else(|| ClientError::Usage(format!("--labels `{l}`: expected k=v")))?;
-                want.push((k.to_string(), v.to_string()));
-            }
+            let want = crate::client::parse_labels(&labels).map_err(ClientError::Usage)?;
             let r = Client::new(&hub)?.call(Method::GET, "/v1/fleet", None)?;
             let devices: Vec<Value> = r["devices"]
                 .as_array()

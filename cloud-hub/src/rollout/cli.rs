@@ -148,13 +148,10 @@ fn execute(cmd: RolloutCmd) -> Result<(), (u8, String)> {
             rollback,
             hub,
         } => {
-            let mut selector = BTreeMap::new();
-            for l in labels.iter().filter(|l| !l.is_empty()) {
-                let (k, v) = l
-                    .split_once('=')
-                    .ok_or_else(|| (64, format!("--labels `{l}`: expected k=v")))?;
-                selector.insert(k.to_string(), v.to_string());
-            }
+            let mut selector: BTreeMap<String, String> = crate::client::parse_labels(&labels)
+                .map_err(|e| (64, e))?
+                .into_iter()
+                .collect();
             if let Some(g) = group {
                 selector.insert("group".to_string(), g);
             }
