@@ -1,6 +1,7 @@
 //! The fleet's HTTP routes on the hub's API (behind the same authentication as the rest):
 //! - `GET /v1/fleet`: every device, summarised (online, last seen, agent version, models,
-//!   labels: `labels` the merged set rollouts select on, `hub_labels` from the claim it enrolled
+//!   `offload_share` and `degraded_share` of its answers since the agent started (from its
+//!   last telemetry; `null` without answers), labels: `labels` the merged set rollouts select on, `hub_labels` from the claim it enrolled
 //!   with, `agent_labels` from its status; `fleet::labels`).
 //! - `GET /v1/fleet/{device}`: everything the hub knows about one device (last status and
 //!   telemetry, and the same three label sets).
@@ -51,6 +52,13 @@ async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
                 .map(|d| {
                     let status = d.status.as_ref();
                     let labels = Fleet::labels_of(d, &assigned);
+                    let [local, cloud, failed, degraded] = d
+                        .telemetry
+                        .as_ref()
+                        .map(crate::series::derive::routes)
+                        .unwrap_or_default();
+                    let answers = local + cloud + failed;
+                    let share = |n: u64| (answers > 0).then(|| n as f64 / answers as f64);
                     json!({
                         "device": d.device,
                         "online": d.online,
@@ -59,6 +67,8 @@ async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
                         "models": status.map(|s| s.models.clone()).unwrap_or_default(),
                         "accelerators": status.map(|s| s.accelerators.clone()).unwrap_or_default(),
                         "telemetry_seq": d.telemetry.as_ref().map(|t| t.seq),
+                        "offload_share": share(cloud),
+                        "degraded_share": share(degraded),
                         "unreadable": d.unreadable,
                         "labels": labels.labels,
                         "hub_labels": labels.hub_labels,

@@ -33,7 +33,7 @@ impl Baseline {
 }
 
 /// Route totals: local, cloud, failed, degraded.
-fn routes(tm: &Telemetry) -> [u64; 4] {
+pub fn routes(tm: &Telemetry) -> [u64; 4] {
     let mut r = [0; 4];
     for c in &tm.routes {
         match c.route.as_str() {
