@@ -28,8 +28,8 @@
 //!   (`tandem-hub train`, `/v1/train`).
 //! - [`calibrate`]: routing thresholds fitted from feedback, pushed as devices' desired state
 //!   (`tandem-hub calibrate`, `/v1/calibrations`, `/v1/thresholds`).
-//!
-//! The fleet console page is still to come (ARCHITECTURE.md, "Still to build").
+//! - [`console`]: the fleet console, web pages served at `/console` (assets embedded), its
+//!   login and sessions.
 
 pub mod api;
 pub mod app;
@@ -37,6 +37,7 @@ pub mod broker;
 pub mod calibrate;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod enrol;
 pub mod eval;
 pub mod feedback;

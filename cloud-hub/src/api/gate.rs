@@ -2,7 +2,9 @@
 //! client was sent to (421 unless allowed: DNS rebinding), a foreign `Origin` (403: a web
 //! page), the caller's principal (a bearer token, else the client certificate's role; 401 for
 //! a wrong token), its rights ([`super::rights`]: 401 without credentials, 403 for a device),
-//! and JSON bodies on JSON routes (415: a browser's cross-site "simple request").
+//! and JSON bodies on JSON routes (415: a browser's cross-site "simple request"). The
+//! principal goes on with the request (an extension) for the handlers that need it (the
+//! console's).
 
 use super::auth::{Tokens, bearer};
 use super::rights::{Principal, RouteClass, allows};
@@ -16,6 +18,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+/// The header every state-changing request made with the console's session cookie carries
+/// (any value): a cross-site page cannot set it without a CORS preflight, which the hub never
+/// grants; with `SameSite=Strict` and the `Origin` check it keeps the cookie from being used
+/// by another site.
+pub const CSRF_HEADER: &str = "x-tandem-console";
 
 /// What a connection proved at its TLS handshake: the role of its client certificate. The
 /// HTTPS handshake ([`super::https`]) hands it to every request of the connection as connect
@@ -115,6 +123,10 @@ pub struct Gate {
     pub open: bool,
     /// The allowed `Host` values.
     pub hosts: HostPolicy,
+    /// The console's sessions (their cookie is an operator's credential).
+    pub sessions: Arc<crate::console::Sessions>,
+    /// Whether the API is HTTPS (the session cookie is then `Secure`).
+    pub tls: bool,
 }
 
 fn refuse(status: StatusCode, message: String) -> Response {
@@ -158,13 +170,28 @@ pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
             );
         }
     }
-    let Some(who) = principal(&gate, headers, req.extensions().get::<ConnectInfo<Peer>>()) else {
+    let Some((who, by_cookie)) =
+        principal(&gate, headers, req.extensions().get::<ConnectInfo<Peer>>())
+    else {
         tracing::debug!(path, "invalid bearer token");
         return unauthorized(
             "invalid bearer token",
             "Bearer realm=\"tandem-hub\", error=\"invalid_token\"",
         );
     };
+    let reads = req.method() == Method::GET || req.method() == Method::HEAD;
+    if by_cookie && !reads && !headers.contains_key(CSRF_HEADER) {
+        tracing::info!(
+            path,
+            "state-changing request with the console cookie and no CSRF header refused"
+        );
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a request that changes state with the console's session cookie needs the `{CSRF_HEADER}` header (cross-site request forgery protection)"
+            ),
+        );
+    }
     let class = RouteClass::of(req.method(), &path);
     if !allows(&who, class, gate.open) {
         return match who {
@@ -184,27 +211,39 @@ pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
     if let Some(r) = refuse_body(class, req.method(), headers, req.body().size_hint().exact()) {
         return r;
     }
+    let mut req = req;
+    req.extensions_mut().insert(who);
     next.run(req).await
 }
 
-/// The caller: an operator by bearer token, else the certificate's role, else anonymous;
-/// `None` for a token that is not one of ours.
+/// The caller, and whether the session cookie made it: an operator by bearer token, else by a
+/// live console session, else the certificate's role, else anonymous; `None` for a token
+/// that is not one of ours. (An expired or unknown session cookie is no credential: the
+/// certificate's role, or anonymous.)
 fn principal(
     gate: &Gate,
     headers: &HeaderMap,
     peer: Option<&ConnectInfo<Peer>>,
-) -> Option<Principal> {
+) -> Option<(Principal, bool)> {
     if let Some(t) = bearer(headers) {
         let ours = gate.tokens.as_ref().is_some_and(|tokens| tokens.accepts(t));
-        return ours.then(|| Principal::Operator("token".into()));
+        return ours.then(|| (Principal::Operator("token".into()), false));
     }
-    Some(match peer.and_then(|p| p.0.role.clone()) {
-        Some(CertRole::Operator(name)) => Principal::Operator(name),
-        Some(CertRole::Device(name)) => Principal::Device(name),
-        // A subscriber reads the broker's topics; the API sees no credentials in its
-        // certificate.
-        Some(CertRole::Subscriber(_)) | None => Principal::Anonymous,
-    })
+    if let Some(name) =
+        crate::console::session::cookie_of(headers).and_then(|id| gate.sessions.operator(id))
+    {
+        return Some((Principal::Operator(name), true));
+    }
+    Some((
+        match peer.and_then(|p| p.0.role.clone()) {
+            Some(CertRole::Operator(name)) => Principal::Operator(name),
+            Some(CertRole::Device(name)) => Principal::Device(name),
+            // A subscriber reads the broker's topics; the API sees no credentials in its
+            // certificate.
+            Some(CertRole::Subscriber(_)) | None => Principal::Anonymous,
+        },
+        false,
+    ))
 }
 
 /// 415 for a body a route does not take: anything but JSON on JSON routes (a body without a

@@ -230,6 +230,7 @@ pub fn router(api: Arc<HubApi>, gate: gate::Gate) -> Router {
     if let Some(c) = &api.calibrate {
         routes = routes.merge(crate::calibrate::http::routes(c.clone()));
     }
+    routes = routes.merge(crate::console::routes(gate.sessions.clone(), gate.tls));
     let routes = routes.layer(axum::middleware::from_fn_with_state(
         Arc::new(gate),
         gate::check,
@@ -304,6 +305,8 @@ impl HttpServer {
                 .concat(),
                 local,
             ),
+            sessions: Arc::default(),
+            tls: cfg.http.tls,
         };
         Ok(Self {
             tcp,

@@ -7,6 +7,7 @@
 //! | `Inference`: `/v2`, `/v2/models/...` (metadata, ready, infer) | open API only | yes | yes |
 //! | `Metrics`: `/metrics`                         | open API only | no | yes      |
 //! | `FleetRead`: `GET /v1/fleet...`, `GET /v1/models`, `GET /v1/rollouts...`, `GET /v1/feedback...`, `GET /v1/eval...`, `GET /v1/calibrations...`, `GET /v1/thresholds` | no | no | yes |
+//! | `Console`: `/console...` (pages and their assets; each page answers the login page to anyone but an operator, `console`) | yes | yes | yes |
 //! | `Operate`: every other route (`POST /v1/fleet/{d}/cmd/{name}`, `POST /v1/rollouts...`, `POST /v1/eval`, `POST /v1/calibrations`, `POST /v1/thresholds/pin|unpin`, `/v1/claims...`, `/v1/enrolments`, unknown ones) | no | no | yes |
 //!
 //! "Open API" is plain HTTP without `http.bearer_token_file` (which the config allows only on a
@@ -26,6 +27,9 @@ pub enum RouteClass {
     Metrics,
     /// Fleet-wide reads: devices, registry, rollouts.
     FleetRead,
+    /// The console's pages, assets and login (`crate::console`): open at the gate, each page
+    /// serves only an operator (anyone else gets the login page, and no data).
+    Console,
     /// Everything that changes state, and any route not named above (refused by default).
     Operate,
 }
@@ -42,6 +46,7 @@ impl RouteClass {
             "/v2/health/live" | "/v2/health/ready" => Self::Health,
             "/metrics" => Self::Metrics,
             _ if under("/v2") => Self::Inference,
+            _ if under("/console") => Self::Console,
             _ if read
                 && (under("/v1/fleet")
                     || under("/v1/rollouts")
@@ -61,7 +66,7 @@ impl RouteClass {
     /// route takes JSON, so a browser's cross-site "simple request" (`text/plain`, a form)
     /// is never one of them.
     pub fn wants_json(self) -> bool {
-        self == Self::Operate
+        matches!(self, Self::Operate | Self::Console)
     }
 }
 
@@ -79,9 +84,9 @@ pub enum Principal {
 /// Whether `who` may call a route of `class`; `open` says the API is open (plain HTTP without
 /// a token file, on loopback).
 pub fn allows(who: &Principal, class: RouteClass, open: bool) -> bool {
-    use RouteClass::{FleetRead, Health, Inference, Metrics, Operate};
+    use RouteClass::{Console, FleetRead, Health, Inference, Metrics, Operate};
     match (who, class) {
-        (Principal::Operator(_), _) | (_, Health) => true,
+        (Principal::Operator(_), _) | (_, Health | Console) => true,
         (Principal::Device(_), Inference) => true,
         (Principal::Device(_), Metrics | FleetRead | Operate) => false,
         (Principal::Anonymous, Inference | Metrics) => open,
@@ -124,6 +129,9 @@ mod tests {
             (&get, "/v1/fleetx", RouteClass::Operate),
             (&get, "/v2x", RouteClass::Operate),
             (&get, "/anything", RouteClass::Operate),
+            (&get, "/console", RouteClass::Console),
+            (&post, "/console/login", RouteClass::Console),
+            (&get, "/consolex", RouteClass::Operate),
         ] {
             assert_eq!(RouteClass::of(m, p), c, "{m} {p}");
         }

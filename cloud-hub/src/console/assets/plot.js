@@ -1,0 +1,2 @@
+// Inline SVG plots (still to come in this build).
+export {};
