@@ -4,11 +4,14 @@
 //! processes with captured logs ([`process`]), TLS client configurations from PEM files
 //! ([`tls`]), hand-made HTTP(S) requests ([`raw`]) and several hosts on one machine in network
 //! namespaces ([`netns`]), with a hub and agents on them ([`fleet`]) and fresh handshakes with
-//! the hub as a device ([`probe`]).
+//! the hub as a device ([`probe`]), and a headless Chromium for the console ([`browser`], feature
+//! `browser`, on by default).
 //!
 //! Generic on purpose: it depends on no Tandem crate, so `tandem-agent` and `tandem-hub` take it
 //! as a dev-dependency without a second copy of their own types.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod daemon;
 pub mod fleet;
 pub mod http;
