@@ -21,4 +21,5 @@ for what in $ONLY; do
         *) echo "unknown model group: $what" >&2; exit 2 ;;
     esac
 done
+"$PY" build_replay.py  # replay sets: samples of the training data (train.replay_share)
 "$PY" verify_models.py

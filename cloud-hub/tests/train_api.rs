@@ -177,13 +177,17 @@ async fn a_training_turn_through_the_api() {
     )
     .await;
     assert_eq!(s, 201, "{d}");
-    let examples = d["candidate"]["fit"]["examples"]
+    let examples = d["candidate"]["label_sources"]["correction"]
         .as_u64()
-        .expect("examples");
-    assert_eq!(d["candidate"]["set"], "feedback:train");
+        .expect("corrections");
+    assert_eq!(
+        d["candidate"]["set"],
+        "feedback:train+replay:data/replay-images-idx3-ubyte.gz"
+    );
     assert_eq!(
         d["candidate"]["label_sources"],
-        json!({"correction": examples})
+        json!({"correction": examples, "replay": 3 * examples}),
+        "replayed training images beside the corrections (train.replay_share 0.75)"
     );
     assert!(
         (400..680).contains(&examples),

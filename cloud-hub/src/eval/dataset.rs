@@ -80,6 +80,8 @@ pub enum LabelSource {
     Correction,
     /// The cloud model's answer (a teacher label: only as good as the cloud model).
     Teacher,
+    /// The model's original training data, replayed into a fit (`train.replay_share`).
+    Replay,
 }
 
 impl LabelSource {
@@ -89,6 +91,7 @@ impl LabelSource {
             Self::Dataset => "dataset",
             Self::Correction => "correction",
             Self::Teacher => "teacher",
+            Self::Replay => "replay",
         }
     }
 }
@@ -179,6 +182,40 @@ pub fn shipped(model_dir: &Path, limit: usize) -> Result<LabelledSet, DatasetErr
         labels,
         items,
     })
+}
+
+/// Replay files (a sample of the model's original training data, `models/build_replay.py`):
+/// Fashion-MNIST-style IDX pairs, or a JSONL file of `{text, label}`. Never a test set.
+const REPLAY_IDX: (&str, &str) = (
+    "data/replay-images-idx3-ubyte.gz",
+    "data/replay-labels-idx1-ubyte.gz",
+);
+/// The text replay file.
+const REPLAY_JSONL: &str = "data/sentences-replay.jsonl";
+
+/// The replay set shipped with the model in `model_dir` (a sample of its original training
+/// data), its first `limit` items (0: all), labelled [`LabelSource::Replay`]; `None` when the
+/// model ships none.
+pub fn replay(model_dir: &Path, limit: usize) -> Result<Option<LabelledSet>, DatasetError> {
+    let (labels, _) = labels(model_dir)?;
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let (images, jsonl_file) = (model_dir.join(REPLAY_IDX.0), model_dir.join(REPLAY_JSONL));
+    let (name, mut items) = if images.is_file() {
+        let items = idx(&images, &model_dir.join(REPLAY_IDX.1), limit)?;
+        (REPLAY_IDX.0, items)
+    } else if jsonl_file.is_file() {
+        (REPLAY_JSONL, jsonl(&jsonl_file, &labels, limit)?)
+    } else {
+        return Ok(None);
+    };
+    for i in &mut items {
+        i.source = LabelSource::Replay;
+    }
+    Ok(Some(LabelledSet {
+        name: format!("replay:{name}"),
+        labels,
+        items,
+    }))
 }
 
 fn item(input: Payload, truth: usize) -> Item {

@@ -30,6 +30,11 @@ pub struct TrainConfig {
     pub l2: f64,
     /// Gradient steps at most (default 300).
     pub max_steps: usize,
+    /// Share of a fit's examples drawn from the model's original training data (the replay
+    /// set it ships, `models/<model>/data/replay-*`, never its test set), so that a head
+    /// adapted to the fleet keeps its accuracy on the original data; 0 turns replay off
+    /// (default 0.75: three replayed examples per feedback one, up to the replay set's size).
+    pub replay_share: f64,
     /// The candidate must beat the serving version's accuracy on the target (feedback test)
     /// set by more than this (default 0.0: strictly better).
     pub min_gain: f64,
@@ -58,6 +63,7 @@ impl Default for TrainConfig {
             max_examples: 20_000,
             l2: 0.01,
             max_steps: 300,
+            replay_share: 0.75,
             min_gain: 0.0,
             tolerance: 0.01,
             min_slice_items: 20,
@@ -79,6 +85,9 @@ impl TrainConfig {
         }
         if !(self.l2 >= 0.0 && self.l2.is_finite()) {
             p.push("train.l2 must be a finite number >= 0".into());
+        }
+        if !(0.0..1.0).contains(&self.replay_share) {
+            p.push("train.replay_share must be >= 0 and < 1".into());
         }
         if self.max_steps == 0 {
             p.push("train.max_steps must be > 0".into());

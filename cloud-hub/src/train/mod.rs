@@ -8,6 +8,7 @@
 //! - [`wire`]: the protobuf wire format, as far as editing an ONNX file needs it.
 //! - [`graph`]: the head of an ONNX graph: read, exposed as an output, replaced.
 //! - [`head`]: the linear head and its fit (pure).
+//! - [`replay`]: a share of the original training data mixed into a fit (pure).
 //! - [`features`]: the head's features of a set, computed by the real engine.
 //! - [`export`]: the fitted head as a bundle, checked against the engine.
 //! - [`gate`]: the promotion rule over evaluation reports (pure).
@@ -22,6 +23,7 @@ pub mod gate;
 pub mod graph;
 pub mod head;
 pub mod http;
+pub mod replay;
 pub mod service;
 pub mod wire;
 
@@ -105,7 +107,7 @@ pub struct Candidate {
     pub created_ms: u64,
     /// The training set's name (`feedback:train`, or the caller's).
     pub set: String,
-    /// Training examples by label source (`correction`, `teacher`, `dataset`).
+    /// Training examples by label source (`correction`, `teacher`, `dataset`, `replay`).
     pub label_sources: BTreeMap<String, u64>,
     /// The tensor the head reads, and its width.
     pub feature: String,

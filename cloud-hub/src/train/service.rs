@@ -192,7 +192,8 @@ impl TrainService {
         self.run_on(&req.model, &train, &target)
     }
 
-    /// A turn on given sets (the benchmark's and tests' entry): trains on `train`, gates on
+    /// A turn on given sets (the benchmark's and tests' entry): trains on `train` plus
+    /// `train.replay_share` of the model's replay set (its original training data), gates on
     /// `target` and the model's original test set, promotes per `train.promotion`.
     pub fn run_on(
         &self,
@@ -201,8 +202,29 @@ impl TrainService {
         target: &LabelledSet,
     ) -> Result<Decision, TrainError> {
         let serving = self.serving_dir(model)?;
+        let cfg = &self.trainer.cfg;
+        // Replay counts on top: the feedback alone must reach `min_examples`.
+        let have = train.items.len().min(cfg.max_examples);
+        if have < cfg.min_examples {
+            return Err(TrainError::TooFew {
+                have,
+                need: cfg.min_examples,
+            });
+        }
+        let replay_set = if cfg.replay_share > 0.0 {
+            let (_, n) = super::replay::counts(have, usize::MAX, cfg.replay_share, usize::MAX);
+            dataset::replay(&self.models_dir.join(model), n)?
+        } else {
+            None
+        };
+        let mixed = super::replay::mix(
+            train,
+            replay_set.as_ref(),
+            cfg.replay_share,
+            cfg.max_examples,
+        );
         let registry = self.registry.clone();
-        let candidate = self.trainer.train(&serving, train, |v| {
+        let candidate = self.trainer.train(&serving, &mixed, |v| {
             registry.get(model, v).ok().flatten().is_some()
         })?;
         let original = dataset::shipped(
