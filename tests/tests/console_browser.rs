@@ -1,0 +1,212 @@
+//! The fleet console in a real browser (issue 15 item 2): headless Debian Chromium, driven
+//! over the DevTools protocol, against a hub (with its mosquitto) and an agent in two network
+//! namespaces, the agent offloading every request over QUIC and reporting telemetry over MQTT.
+//! The browser runs in the hub's host and opens the console on the hub's loopback API.
+//!
+//! One scenario, one browser (a start costs about a second):
+//! - an unauthenticated visit to each page ends on the login page, no `/v1` data request
+//!   succeeds and no device id is in the document;
+//! - the login page takes the operator's token; then every page loads (`data-ready`) with no
+//!   console error, no uncaught exception and no failed load;
+//! - the fleet page lists the device and its search filters it.
+//!
+//! Screenshots of every page go to a scratch folder whose path the test prints.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tandem_tests::browser::{Chromium, Tab};
+use tandem_tests::fleet::{Daemon, Fleet, MODEL, samples};
+
+/// Longest wait for the agent's answers and telemetry, and for a page to be ready.
+const PATIENCE: Duration = Duration::from_secs(60);
+const PAGE_PATIENCE: Duration = Duration::from_secs(20);
+/// Offloaded requests the agent serves before the device page is opened.
+const REQUESTS: u64 = 3;
+const DEVICE: &str = "cam-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_real_browser() {
+    tokio::time::timeout(Duration::from_secs(300), scenario())
+        .await
+        .expect("the scenario within 300 s");
+}
+
+async fn scenario() {
+    let fleet = Fleet::new("console", "hub", &["cam"]);
+    fleet.add_device(DEVICE);
+    let hub = fleet.start_hub(&[]);
+    let agent = fleet.start_agent("cam", DEVICE, &[]);
+    serve_and_report(&fleet, &hub, &agent).await;
+
+    let shots = tandem_tests::scratch("console-screenshots");
+    println!("console screenshots: {}", shots.display());
+    let profile = fleet.dir.join("chromium");
+    let cmd = Chromium::command_in(&fleet.rig, "hub", &profile);
+    let browser = fleet
+        .rig
+        .on("hub", Chromium::start(cmd, profile))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tab = browser.tab().await.unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("{}/console", hub.http);
+
+    unauthenticated(&tab, &base, &shots).await;
+    login(&fleet, &tab).await;
+    fleet_page(&tab, &base, &shots).await;
+    every_page(&tab, &base, &shots).await;
+    drop(tab);
+    drop(browser);
+}
+
+/// The agent answers [`REQUESTS`] offloaded requests, and the hub's series for the device
+/// counts them (the device page's plots draw from it).
+async fn serve_and_report(fleet: &Fleet, hub: &Daemon, agent: &Daemon) {
+    let image = samples().remove(0);
+    let until = Instant::now() + PATIENCE;
+    let mut answered = 0;
+    while answered < REQUESTS {
+        assert!(Instant::now() < until, "{answered} answers from the hub");
+        if let Ok((200, body)) = fleet
+            .post(agent, &format!("/v1/classify/{MODEL}"), image.clone())
+            .await
+            && serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["route"] == "cloud")
+        {
+            answered += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let path = format!("/v1/fleet/{DEVICE}/series");
+    loop {
+        let cloud: u64 = fleet
+            .get_json(hub, &path)
+            .await
+            .and_then(|s| s["points"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p["cloud"].as_u64().unwrap_or(0))
+            .sum();
+        if cloud >= REQUESTS {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the series never counted {REQUESTS} offloads:\n{}",
+            hub.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Opens `path` (under the console) and waits for the page to say it is ready.
+async fn open(tab: &Tab, base: &str, path: &str) {
+    tab.clear();
+    let url = format!("{base}{path}");
+    tab.goto(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    tab.ready(PAGE_PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+}
+
+/// Fails the test if the tab saw any console error; saves a screenshot as `name`.
+async fn clean_and_shot(tab: &Tab, shots: &Path, name: &str) {
+    let path: PathBuf = shots.join(format!("{name}.png"));
+    tab.screenshot(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let errors = tab.errors();
+    assert!(
+        errors.is_empty(),
+        "console errors on {name} (screenshot {}): {errors:#?}",
+        path.display()
+    );
+}
+
+async fn pathname(tab: &Tab) -> String {
+    tab.eval("location.pathname")
+        .await
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Each page without a session: the login page, no data.
+async fn unauthenticated(tab: &Tab, base: &str, shots: &Path) {
+    for path in ["", "/device/cam-01", "/rollouts", "/models", "/feedback"] {
+        open(tab, base, path).await;
+        let url = format!("{base}{path}");
+        assert_eq!(pathname(tab).await, "/console/login", "{url}");
+        tab.wait_js(
+            "!!document.querySelector('[data-testid=login-token]')",
+            PAGE_PATIENCE,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let data: Vec<(String, u16)> = tab
+            .responses()
+            .into_iter()
+            .filter(|(u, s)| u.contains("/v1/") && (200..300).contains(s))
+            .collect();
+        assert!(data.is_empty(), "{url}: data answered: {data:?}");
+        let html = tab
+            .eval("document.documentElement.outerHTML")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let html = html.as_str().unwrap_or_default();
+        assert!(!html.contains(DEVICE), "{url} shows the device:\n{html}");
+    }
+    open(tab, base, "/login").await;
+    clean_and_shot(tab, shots, "login").await;
+}
+
+/// Logs in with the operator's token: the fleet page follows.
+async fn login(fleet: &Fleet, tab: &Tab) {
+    let token = tandem_tests::http::operator_token(&fleet.pki());
+    tab.type_into("[data-testid=login-token]", &token)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tab.click("[data-testid=login-submit]")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tab.wait_js(
+        "location.pathname === '/console' && document.body.dataset.ready === 'true'",
+        PAGE_PATIENCE,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("after login: {e}"));
+}
+
+/// Rows of the fleet table that are shown.
+const VISIBLE_ROWS: &str = "[...document.querySelectorAll('[data-testid=device-row]')]\
+    .filter(r => r.offsetParent !== null).map(r => r.dataset.device)";
+
+/// The fleet page lists the device; the search narrows the list.
+async fn fleet_page(tab: &Tab, base: &str, shots: &Path) {
+    open(tab, base, "").await;
+    let rows = tab
+        .eval(VISIBLE_ROWS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows, serde_json::json!([DEVICE]), "fleet rows");
+    clean_and_shot(tab, shots, "fleet").await;
+    tab.type_into("[data-testid=fleet-search]", "no-such-device")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tab.wait_js(&format!("{VISIBLE_ROWS}.length === 0"), PAGE_PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("the search hides the device: {e}"));
+}
+
+/// Every page loads, with no console error.
+async fn every_page(tab: &Tab, base: &str, shots: &Path) {
+    for (path, name) in [
+        (format!("/device/{DEVICE}"), "device"),
+        ("/rollouts".into(), "rollouts"),
+        ("/models".into(), "models"),
+        ("/feedback".into(), "feedback"),
+    ] {
+        open(tab, base, &path).await;
+        clean_and_shot(tab, shots, name).await;
+    }
+}
