@@ -1,7 +1,9 @@
 //! Fitting the detection cascade's frame policy (`tandem_shared::detect::cascade`) for
 //! `tandem-bench detect`, and judging it on frames it was not fitted on: a grid of policies
 //! (uncertain band, boxes in it, most boxes), the best on the fitting frames under an offload
-//! cap, and k-fold cross-validation whose held-out decisions are pooled into one figure.
+//! cap, and k-fold cross-validation whose held-out decisions are pooled into one figure,
+//! repeated over fixed fold assignments (the figure of a small set depends on which frames
+//! share a fold).
 
 use crate::detect_eval::{Pred, Scores, Truth, evaluate};
 use tandem_shared::detect::Detection;
@@ -106,38 +108,89 @@ pub fn fit(frames: &[&Frame], grid: &[CascadeSpec], max_offload: f64) -> Option<
     best
 }
 
-/// k-fold cross-validation: frame `i` is in fold `i % k`; each fold's frames are decided by
-/// the policy fitted on the other folds. Returns the pooled held-out scores and offload share,
-/// and each fold's policy.
+/// k-fold cross-validation: frame `order[j]` is in fold `j % k`; each fold's frames are
+/// decided by the policy fitted on the other folds. Returns the pooled held-out scores and
+/// offload share, and each fold's policy.
 pub fn cross_validate(
     frames: &[Frame],
+    order: &[usize],
     grid: &[CascadeSpec],
     max_offload: f64,
     k: usize,
-) -> Option<(Scores, f64, Vec<CascadeSpec>)> {
+) -> Option<Held> {
     let mut send = vec![false; frames.len()];
     let mut policies = Vec::with_capacity(k);
     for fold in 0..k {
-        let fitting: Vec<&Frame> = frames
+        let fitting: Vec<&Frame> = order
             .iter()
             .enumerate()
-            .filter(|(i, _)| i % k != fold)
-            .map(|(_, f)| f)
+            .filter(|(j, _)| j % k != fold)
+            .filter_map(|(_, i)| frames.get(*i))
             .collect();
         let p = fit(&fitting, grid, max_offload)?.policy;
-        for (i, f) in frames.iter().enumerate().filter(|(i, _)| i % k == fold) {
-            send[i] = offloads(&p, f);
+        for (_, i) in order.iter().enumerate().filter(|(j, _)| j % k == fold) {
+            if let (Some(s), Some(f)) = (send.get_mut(*i), frames.get(*i)) {
+                *s = offloads(&p, f);
+            }
         }
         policies.push(p);
     }
     let all: Vec<&Frame> = frames.iter().collect();
     let (scores, offload) = score(&all, &send);
-    Some((scores, offload, policies))
+    Some(Held {
+        scores,
+        offload,
+        policies,
+    })
+}
+
+/// The pooled held-out result of one cross-validation.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// Scores of the cascade's answers on every frame, each decided by a policy fitted
+    /// without it.
+    pub scores: Scores,
+    /// Share of frames offloaded.
+    pub offload: f64,
+    /// Each fold's policy.
+    pub policies: Vec<CascadeSpec>,
+}
+
+/// The frame order of repeat `r` of a repeated cross-validation: repeat 0 is `0..n` (frame
+/// `i` in fold `i % k`), the others a fixed pseudo-random permutation (SplitMix64 keys), so
+/// every run assigns the same folds.
+pub fn order(n: usize, r: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if r > 0 {
+        idx.sort_by_key(|i| splitmix(r.wrapping_mul(0x1_0000_0000) ^ *i as u64));
+    }
+    idx
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeats_are_fixed_permutations() {
+        assert_eq!(order(5, 0), vec![0, 1, 2, 3, 4]);
+        for r in 1..4 {
+            let o = order(40, r);
+            assert_eq!(o, order(40, r), "same folds every run");
+            assert_ne!(o, order(40, 0));
+            let mut sorted = o.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..40).collect::<Vec<_>>(), "a permutation");
+        }
+        assert_ne!(order(40, 1), order(40, 2));
+    }
 
     fn det(score: f32) -> Detection {
         Detection {
@@ -181,10 +234,12 @@ mod tests {
         let f = frames(20);
         let g = grid(0.1);
         assert!(g.iter().all(|p| p.validate().is_ok()));
-        let (scores, offload, policies) = cross_validate(&f, &g, 0.3, 5).expect("fits");
-        assert_eq!(policies.len(), 5);
-        assert_eq!(scores.map50, 1.0);
-        assert!((offload - 0.25).abs() < 1e-9, "{offload}");
+        for r in 0..3 {
+            let held = cross_validate(&f, &order(f.len(), r), &g, 0.3, 5).expect("fits");
+            assert_eq!(held.policies.len(), 5);
+            assert_eq!(held.scores.map50, 1.0, "repeat {r}");
+            assert!((held.offload - 0.25).abs() < 1e-9, "{}", held.offload);
+        }
         // An offload cap under the unsure share leaves some frames to the edge.
         let capped = fit(&f.iter().collect::<Vec<_>>(), &g, 0.1).expect("fits");
         assert!(capped.offload <= 0.1 && capped.scores.map50 < 1.0);
