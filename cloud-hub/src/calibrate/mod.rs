@@ -90,6 +90,10 @@ pub struct CalibrationRequest {
     /// Push the threshold to the devices as desired state (default true).
     #[serde(default = "yes")]
     pub apply: bool,
+    /// Only examples the edge answered with this version (default: every version); after a
+    /// rollout, the new version's own answers (its confidence differs from the old one's).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 fn yes() -> bool {
@@ -116,7 +120,8 @@ pub struct Calibration {
     pub id: String,
     /// The model.
     pub model: String,
-    /// The edge version its manifest names on the hub.
+    /// The edge version it was fitted for: the request's, else the one its manifest names on
+    /// the hub.
     pub version: String,
     /// The devices it is for.
     pub labels: Labels,
@@ -214,6 +219,7 @@ impl Calibrator {
                 split,
                 signal,
                 weights,
+                req.version.as_deref(),
                 &selected,
             )
         };
@@ -248,7 +254,10 @@ impl Calibrator {
         let calibration = Calibration {
             id: format!("{created_ms:013}-{}", req.model),
             model: req.model.clone(),
-            version: manifest.version.clone(),
+            version: req
+                .version
+                .clone()
+                .unwrap_or_else(|| manifest.version.clone()),
             labels: req.labels.clone(),
             created_ms,
             objective,

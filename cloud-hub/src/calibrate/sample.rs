@@ -47,7 +47,7 @@ pub struct Counts {
     /// Labelled by the cloud model as teacher.
     pub teacher: u64,
     /// Examples left out, by why (`no_local_answer`, `no_cloud_answer`, `correction_only`,
-    /// `other_route`, `no_signal`, `other_devices`).
+    /// `other_route`, `no_signal`, `other_devices`, `other_version`).
     pub left_out: BTreeMap<String, u64>,
 }
 
@@ -77,13 +77,15 @@ pub fn signal_of(local: &Outcome, signal: Signal) -> Option<f32> {
     }
 }
 
-/// The samples of `model` in `split` from the devices `device_ok` accepts.
+/// The samples of `model` in `split` from the devices `device_ok` accepts, answered by the
+/// edge `version` when one is named.
 pub fn draw(
     store: &Store,
     model: &str,
     split: Split,
     signal: Signal,
     weights: Weights,
+    version: Option<&str>,
     device_ok: &dyn Fn(&str) -> bool,
 ) -> Result<Drawn, FeedbackError> {
     let filter = ExampleFilter {
@@ -117,6 +119,10 @@ pub fn draw(
                 skip("no_local_answer");
                 continue;
             };
+            if version.is_some_and(|v| v != local.version) {
+                skip("other_version");
+                continue;
+            }
             let Some(cloud) = &e.cloud else {
                 skip("no_cloud_answer");
                 continue;
@@ -154,4 +160,79 @@ pub fn draw(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_shared::record::{self, ExampleMeta, Record};
+
+    fn outcome(version: &str, label: &str, score: f32) -> Outcome {
+        Outcome {
+            version: version.into(),
+            label: label.into(),
+            index: 0,
+            score,
+            top_k: vec![],
+        }
+    }
+
+    /// A hard example of input `n` answered by edge `version`, with the hub's answer.
+    fn hard(n: u8, version: &str) -> Vec<u8> {
+        record::encode(&Record::Example {
+            meta: Box::new(ExampleMeta {
+                kind: ExampleKind::Hard,
+                request_id: format!("r-{n}"),
+                model: "vision-fashion".into(),
+                time_ms: 1,
+                input_kind: "image".into(),
+                reason: "low_confidence".into(),
+                local: Some(outcome(version, "Shirt", 0.4)),
+                cloud: Some(outcome("1.0.0", "Shirt", 0.9)),
+                label: None,
+                boxes: None,
+            }),
+            input: vec![n; 8],
+        })
+    }
+
+    #[test]
+    fn a_version_keeps_only_that_versions_answers() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let records: Vec<Vec<u8>> = (0..40u8)
+            .map(|n| hard(n, if n % 4 == 0 { "1.0.1" } else { "1.0.0" }))
+            .collect();
+        let batch: Vec<(u64, u64, &[u8])> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (1, i as u64 + 1, r.as_slice()))
+            .collect();
+        store.ingest("cam-1", &batch).expect("ingest");
+        let weights = Weights {
+            shadow: 1.0,
+            hard: 1.0,
+        };
+        let count = |version: Option<&str>| {
+            let (mut kept, mut other) = (0, 0);
+            for split in [Split::Train, Split::Calibration, Split::Test] {
+                let d = draw(
+                    &store,
+                    "vision-fashion",
+                    split,
+                    Signal::MaxProb,
+                    weights,
+                    version,
+                    &|_| true,
+                )
+                .expect("draw");
+                kept += d.counts.samples;
+                other += d.counts.left_out.get("other_version").copied().unwrap_or(0);
+            }
+            (kept, other)
+        };
+        assert_eq!(count(None), (40, 0));
+        assert_eq!(count(Some("1.0.1")), (10, 30));
+        assert_eq!(count(Some("1.0.0")), (30, 10));
+    }
 }
