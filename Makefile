@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames bench-detect clean
+.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames bench-detect bench-loop clean
 
 # EPS=gpu,webgpu,qnn,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
 setup:
@@ -80,6 +80,12 @@ bench-frames: release
 # cloud and cascade, offload share, per-frame latency. Last line: detect: cascade_map50_ratio.
 bench-detect: release
 	target/release/tandem-bench detect
+
+# One turn of the learning loop on Fashion-MNIST under a camera-like shift, through the real hub
+# and agents: edge accuracy, offload, cascade vs cloud-only before and after, a refused
+# candidate (docs/benchmarks/loop.md). Last line: `loop: offload_before=X offload_after=Y ...`.
+bench-loop: release
+	target/release/tandem-bench loop
 
 clean:
 	$(CARGO) clean

@@ -39,7 +39,8 @@ pub(crate) fn gunzip(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn settings(repo: &std::path::Path, variant: &str) -> EngineSettings {
+/// Engine settings for `vision-fashion`'s `variant` in process (the repository's models).
+pub(crate) fn settings(repo: &std::path::Path, variant: &str) -> EngineSettings {
     let mut s = EngineSettings {
         base_dir: repo.to_path_buf(),
         ..Default::default()
@@ -58,6 +59,18 @@ pub(crate) fn png(pixels: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = std::io::Cursor::new(Vec::new());
     image::DynamicImage::ImageLuma8(img).write_to(&mut out, image::ImageFormat::Png)?;
     Ok(out.into_inner())
+}
+
+/// Bytes of the whole `InferRequest` wire frame that offloads the image file `image`.
+pub(crate) fn frame_bytes(model: &str, request_id: u64, image: &[u8]) -> usize {
+    let msg = Message::InferRequest {
+        request_id,
+        model: model.into(),
+        model_version: None,
+        deadline_ms: 0,
+        input: wire::Input::ImageBytes(image.to_vec()),
+    };
+    encode_to_vec(&msg, DEFAULT_MAX_FRAME_BYTES).map_or(0, |f| f.len())
 }
 
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
@@ -138,16 +151,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let frame_bytes: Vec<usize> = pixels
         .chunks(784)
         .enumerate()
-        .map(|(i, px)| {
-            let msg = Message::InferRequest {
-                request_id: i as u64 + 1,
-                model: "vision-fashion".into(),
-                model_version: None,
-                deadline_ms: 0,
-                input: wire::Input::ImageBytes(png(px).unwrap_or_default()),
-            };
-            encode_to_vec(&msg, DEFAULT_MAX_FRAME_BYTES).map_or(0, |f| f.len())
-        })
+        .map(|(i, px)| frame_bytes("vision-fashion", i as u64 + 1, &png(px).unwrap_or_default()))
         .collect();
     let all_bytes: usize = report.iter().map(|&i| frame_bytes[i]).sum();
     println!(

@@ -23,6 +23,9 @@
 //!   edge and cloud detectors and the cascade on `models/detection-set`, offload share,
 //!   per-frame latency ([`detect_eval`]: the metrics; [`detect_fit`]: the cascade's policy,
 //!   fitted and judged on disjoint folds).
+//! - [`loop_bench`]: `tandem-bench loop` (make bench-loop): one turn of the learning loop on
+//!   a shifted stream through the real hub and agents: offload, edge and cascade accuracy
+//!   before and after, a candidate the gate refuses.
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
@@ -35,6 +38,7 @@ mod fleet;
 mod frames;
 mod hub;
 mod local;
+mod loop_bench;
 mod mqtt;
 mod mqtt_rounds;
 mod procs;
@@ -75,6 +79,9 @@ enum Command {
     Frames(frames::Args),
     /// Detection on the labelled photos: mAP@0.5, precision, recall, offload, latency.
     Detect(detect::Args),
+    /// One turn of the learning loop on a shifted stream (feedback, calibration, training,
+    /// gate, rollout), measured before and after on inputs no fit saw.
+    Loop(loop_bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,5 +95,6 @@ fn main() -> anyhow::Result<()> {
         Command::Eps(a) => eps::run(&a),
         Command::Frames(a) => frames::run(&a),
         Command::Detect(a) => detect::run(&a),
+        Command::Loop(a) => loop_bench::run(&a),
     }
 }

@@ -68,7 +68,7 @@ impl Drop for Scratch {
 }
 
 /// Copies the shipped files of `model`'s edge variant into `models/<model>/`.
-fn ship(model: &str, models: &Path) -> anyhow::Result<Manifest> {
+pub(crate) fn ship(model: &str, models: &Path) -> anyhow::Result<Manifest> {
     let src = repo().join("models").join(model);
     let text = std::fs::read_to_string(src.join("manifest.json"))
         .with_context(|| format!("{}/manifest.json", src.display()))?;

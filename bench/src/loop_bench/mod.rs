@@ -1,0 +1,359 @@
+//! `tandem-bench loop` (make bench-loop): one turn of the learning loop, measured on a shifted
+//! stream, through the real hub and real agents ([`rig`]): Fashion-MNIST t10k under a
+//! camera-like shift ([`stream`]), cut into four consecutive phases that never share an input:
+//!
+//! 1. **feedback**: the devices answer with the shipped edge at its manifest threshold; hard
+//!    examples (every offloaded input) and shadow samples (a share of the confident ones)
+//!    reach the hub, whose cloud model labels them as teacher. The hub calibrates the
+//!    threshold on the feedback's calibration split and pushes it; the devices route with it.
+//! 2. **report before**: new inputs at that threshold: the "before" figures.
+//! 3. the hub trains a new edge head on the feedback's train split, gates it on the test split
+//!    and the original set, signs it and rolls it out; the devices swap. **settle**: new
+//!    inputs, answered by the new version, are its feedback; the hub calibrates the new
+//!    version's threshold on them and pushes it.
+//! 4. **report after**: new inputs again: the "after" figures.
+//!
+//! Every figure is on inputs sent after every fit that could have used them. Also a candidate
+//! the gate refuses ([`refused`]: trained on wrongly labelled examples). Last line:
+//! `loop: offload_before=X offload_after=Y accuracy_ratio=Z` (the ratio after the turn).
+
+mod phase;
+mod refused;
+mod report;
+mod rig;
+mod stream;
+
+use anyhow::{Context as _, bail};
+use rig::{Rig, Sampling, until};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use stream::{Item, MODEL};
+
+/// Options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The camera-like shift of the stream (`tandem_hub::eval::shift`: brightness:D,
+    /// contrast:F, blur:SIGMA, noise:STD, jpeg:Q).
+    #[arg(long, default_value = "brightness:0.15")]
+    pub shift: String,
+    /// Devices (agent daemons).
+    #[arg(long, default_value_t = 2)]
+    pub devices: usize,
+    /// Inputs of the feedback phase (the shipped edge).
+    #[arg(long, default_value_t = 3500)]
+    pub feedback: usize,
+    /// Inputs of each report phase (before and after).
+    #[arg(long, default_value_t = 1500)]
+    pub report: usize,
+    /// Inputs of the settle phase (the new version's feedback for its threshold).
+    #[arg(long, default_value_t = 1500)]
+    pub settle: usize,
+    /// Share of confident answers the agents send as shadow samples.
+    #[arg(long, default_value_t = 0.5)]
+    pub shadow_rate: f64,
+    /// Seed of the stream's order.
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    /// Wrongly labelled examples the refused candidate is trained on.
+    #[arg(long, default_value_t = 300)]
+    pub refused_examples: usize,
+}
+
+/// Longest wait for feedback to arrive and be labelled, a threshold to reach the devices or
+/// a rollout to finish.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+/// Runs the benchmark.
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let repo = crate::procs::repo()?;
+    let stream = stream::load(&repo, &a.shift, a.seed)?;
+    let need = a.feedback + 2 * a.report + a.settle;
+    if need > stream.items.len() || a.feedback < a.refused_examples + 100 {
+        bail!(
+            "phases need {need} inputs of {} (and feedback > refused_examples + 100)",
+            stream.items.len()
+        );
+    }
+    let (fb, rest) = stream.items.split_at(a.feedback);
+    let (before, rest) = rest.split_at(a.report);
+    let (settle, rest) = rest.split_at(a.settle);
+    let after = &rest[..a.report];
+    println!(
+        "# tandem-bench loop: {MODEL}, Fashion-MNIST t10k under {} (seed {}), {} devices; phases: feedback {}, report-before {}, settle {}, report-after {} (disjoint)",
+        a.shift,
+        a.seed,
+        a.devices,
+        fb.len(),
+        before.len(),
+        settle.len(),
+        after.len()
+    );
+    let t = Instant::now();
+    let cloud_before = stream::cloud_answers(&repo, before)?;
+    let cloud_after = stream::cloud_answers(&repo, after)?;
+    eprintln!("cloud-only answers in {:.0} s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let (train, target) = fb.split_at(a.refused_examples);
+    let refused = refused::run(
+        &repo,
+        &stream.labels,
+        train,
+        &target[..target.len().min(500)],
+    )?;
+    eprintln!(
+        "refused candidate judged in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let sampling = Sampling {
+        shadow_rate: a.shadow_rate,
+    };
+    let rig = Rig::start(&repo, a.devices, sampling)?;
+    let turn = rt.block_on(async {
+        let r = turn(&rig, &stream.labels, [fb, before, settle, after]).await;
+        r.map_err(|e| anyhow::anyhow!("{e:#}\nhub log:\n{}", rig.hub_log_tail()))
+    })?;
+    let figs = report::Measured {
+        before: phase::figures(before, &turn.before, &cloud_before, &stream.labels),
+        after: phase::figures(after, &turn.after, &cloud_after, &stream.labels),
+        calibrations: turn.calibrations,
+        decision: turn.decision,
+        refused,
+        feedback: turn.feedback,
+    };
+    report::print(a, &figs);
+    Ok(())
+}
+
+/// What the turn gave.
+struct Turn {
+    before: Vec<phase::Answer>,
+    after: Vec<phase::Answer>,
+    calibrations: [Value; 2],
+    decision: Value,
+    feedback: Vec<report::FeedbackCount>,
+}
+
+async fn turn(rig: &Rig, labels: &[String], phases: [&[Item]; 4]) -> anyhow::Result<Turn> {
+    let [fb, before, settle, after] = phases;
+    let mut feedback = Vec::new();
+    let t = Instant::now();
+    let answers = phase::send(rig, fb).await?;
+    let base = answers
+        .iter()
+        .find(|a| !a.edge_version.is_empty())
+        .map(|a| a.edge_version.clone())
+        .context("no local answer in the feedback phase")?;
+    let f = phase::figures(fb, &answers, &vec![0; fb.len()], labels);
+    eprintln!(
+        "feedback phase: {} inputs in {:.0} s (edge {:.4}, offload {:.3} at the manifest threshold)",
+        fb.len(),
+        t.elapsed().as_secs_f64(),
+        f.edge,
+        f.offload
+    );
+    feedback.push(settled(rig, "feedback").await?);
+    let cal_before = calibrate(rig, &base).await?;
+
+    let answers_before = phase::send(rig, before).await?;
+    eprintln!("report-before phase sent");
+
+    let decision = train(rig).await?;
+    // Refused: the devices keep the shipped version, whose threshold is fitted again on
+    // the larger feedback.
+    let new = match decision["status"].as_str() {
+        Some("rolled_out") => decision["candidate"]["version"]
+            .as_str()
+            .context("the decision names no version")?
+            .to_string(),
+        _ => base.clone(),
+    };
+    let t = Instant::now();
+    let answers = phase::send(rig, settle).await?;
+    let f = phase::figures(settle, &answers, &vec![0; settle.len()], labels);
+    anyhow::ensure!(
+        f.versions.len() == 1 && f.versions.contains(&new),
+        "the settle phase was answered by {:?}, not {new} alone",
+        f.versions
+    );
+    eprintln!(
+        "settle phase: {} inputs in {:.0} s on {new} (edge {:.4}, offload {:.3} at the old threshold)",
+        settle.len(),
+        t.elapsed().as_secs_f64(),
+        f.edge,
+        f.offload
+    );
+    feedback.push(settled(rig, "settle").await?);
+    let cal_after = calibrate(rig, &new).await?;
+    let answers_after = phase::send(rig, after).await?;
+    Ok(Turn {
+        before: answers_before,
+        after: answers_after,
+        calibrations: [cal_before, cal_after],
+        decision,
+        feedback,
+    })
+}
+
+/// Waits until every device's outbox is empty and every example the hub holds has a label
+/// (the teacher judged the shadow samples); the device-side counts of what was sent.
+async fn settled(rig: &Rig, phase: &str) -> anyhow::Result<report::FeedbackCount> {
+    let t = Instant::now();
+    let mut last = None;
+    let (total, labelled) = loop {
+        anyhow::ensure!(
+            t.elapsed() < PATIENCE,
+            "{phase}: feedback not delivered and labelled within {} s (last count {last:?})",
+            PATIENCE.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut queued = 0.0;
+        for agent in &rig.agents {
+            queued += rig
+                .metric(&agent.addr, "tandem_outbox_records", &[])
+                .await?;
+        }
+        if queued > 0.0 {
+            continue;
+        }
+        let counts = examples(rig).await?;
+        if last == Some(counts) && counts.0 == counts.1 {
+            break counts;
+        }
+        last = Some(counts);
+    };
+    let mut count = report::FeedbackCount {
+        phase: phase.to_string(),
+        examples: total,
+        labelled,
+        hard: 0.0,
+        shadow: 0.0,
+    };
+    for agent in &rig.agents {
+        // Queued examples count the shadow samples too.
+        let queued = rig
+            .metric(&agent.addr, "tandem_feedback_examples_queued_total", &[])
+            .await?;
+        let shadow = rig
+            .metric(&agent.addr, "tandem_feedback_shadow_samples_total", &[])
+            .await?;
+        count.hard += queued - shadow;
+        count.shadow += shadow;
+    }
+    eprintln!(
+        "{phase}: {total} examples at the hub, all labelled, after {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(count)
+}
+
+/// (examples, labelled examples) of the model at the hub.
+async fn examples(rig: &Rig) -> anyhow::Result<(u64, u64)> {
+    let (mut total, mut labelled) = (0, 0);
+    let mut after = String::new();
+    loop {
+        let page = rig
+            .hub_get(&format!(
+                "/v1/feedback/examples?model={MODEL}&limit=1000{after}"
+            ))
+            .await?;
+        for e in page["items"].as_array().into_iter().flatten() {
+            total += 1;
+            labelled += u64::from(!e["label"].is_null());
+        }
+        match page["cursor"].as_str() {
+            Some(c) if page["more"] == true => after = format!("&after={c}"),
+            _ => return Ok((total, labelled)),
+        }
+    }
+}
+
+/// Calibrates `version`'s threshold from the feedback, waits until every device routes with
+/// it; the calibration.
+async fn calibrate(rig: &Rig, version: &str) -> anyhow::Result<Value> {
+    let (status, c) = rig
+        .hub_post(
+            "/v1/calibrations",
+            &json!({"model": MODEL, "version": version}),
+        )
+        .await?;
+    if status != 201 {
+        bail!("calibration of {version}: {status}: {c}");
+    }
+    let t = c["threshold"].as_f64().context("no threshold")?;
+    until(
+        &format!("every device routing {version} at {t}"),
+        PATIENCE,
+        || async {
+            for agent in &rig.agents {
+                let v = rig
+                    .metric(
+                        &agent.addr,
+                        "tandem_routing_threshold",
+                        &[&format!("model=\"{MODEL}\""), "source=\"hub-calibrated\""],
+                    )
+                    .await?;
+                if (v - t).abs() > 1e-6 {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    eprintln!("calibrated {version}: threshold {t:.4}, on every device");
+    Ok(c)
+}
+
+/// A training turn on the hub; waits for the rollout of a passed candidate to finish. The
+/// decision, refused or rolled out.
+async fn train(rig: &Rig) -> anyhow::Result<Value> {
+    let t = Instant::now();
+    let (status, d) = rig.hub_post("/v1/train", &json!({"model": MODEL})).await?;
+    if !(200..300).contains(&status) {
+        bail!("training: {status}: {d}");
+    }
+    let d = if d["candidate"].is_object() {
+        d
+    } else {
+        // An asynchronous job: the decision appears in the list when it is made.
+        until("the training decision", PATIENCE, || async {
+            let list = rig
+                .hub_get(&format!("/v1/train/decisions?model={MODEL}"))
+                .await?;
+            let items = list.as_array().or(list["items"].as_array()).cloned();
+            Ok(items.and_then(|v| v.last().cloned()))
+        })
+        .await?
+    };
+    eprintln!(
+        "trained and gated in {:.0} s: {}",
+        t.elapsed().as_secs_f64(),
+        d["status"]
+    );
+    if d["status"] != "rolled_out" {
+        eprintln!("the gate refused the loop's candidate: {}", d["reasons"]);
+        return Ok(d);
+    }
+    let id = d["rollout"].as_str().context("no rollout")?;
+    let t = Instant::now();
+    let phase = until("the rollout to finish", PATIENCE, || async {
+        let r = rig.hub_get(&format!("/v1/rollouts/{id}")).await?;
+        let state = r["phase"]["state"].as_str().unwrap_or("").to_string();
+        Ok((state != "running" && !state.is_empty()).then_some(state))
+    })
+    .await?;
+    if phase != "succeeded" {
+        bail!("rollout {id}: {phase}");
+    }
+    eprintln!(
+        "rolled out to every device in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(d)
+}
