@@ -1,9 +1,11 @@
 //! A training turn through the hub's HTTP API on feedback in a real store (issue 13 items 4
 //! and 5): corrections of Fashion-MNIST images, half of them brightened, from two cameras;
-//! `POST /v1/train` trains on the train split and gates on the test split and the shipped set
-//! (real engine), the decision is listed and shown, an operator promotes it (signed into the
-//! registry, rollout started), a second promotion is refused; precise 4xx answers; operator
-//! only; `tandem-hub train list --hub` shows the decision.
+//! `POST /v1/train` queues a job (202, Location; 409 for a second one of the model) that
+//! trains on the train split and gates on the test split and the shipped set (real engine);
+//! the job is polled to its decision, a failing turn is a failed job; the decision is listed
+//! and shown, an operator promotes it (signed into the registry, rollout started), a second
+//! promotion is refused; precise 4xx answers; operator only; `tandem-hub train run|list --hub`
+//! poll the job and show the decisions.
 
 mod common;
 
@@ -68,6 +70,33 @@ async fn call(c: &reqwest::Client, post: bool, url: &str, body: Option<Value>) -
     let r = r.send().await.expect("request");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls a training job until it ends (a turn takes a minute on a loaded machine; the bound
+/// only stops a hung hub from hanging the test).
+async fn poll(c: &reqwest::Client, url: &str) -> Value {
+    for _ in 0..1200 {
+        let (s, job) = call(c, false, url, None).await;
+        assert_eq!(s, 200, "{job}");
+        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("the job at {url} did not end in 10 minutes");
+}
+
+/// `tandem-hub train ARGS --hub BASE` with the operator token.
+fn cli(dir: &std::path::Path, base: &str, args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"))
+            .arg("train")
+            .args(args)
+            .args(["--hub", base, "--token-file"])
+            .arg(dir.join("tokens"))
+            .output()
+    })
+    .expect("tandem-hub runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,31 +181,100 @@ async fn a_training_turn_through_the_api() {
     )
     .await;
     assert_eq!(s, 404, "{e}");
-    let (s, e) = call(
-        &c,
-        true,
-        &format!("{base}/v1/train"),
-        Some(json!({"model": "text-sentiment"})),
-    )
-    .await;
-    assert_eq!(s, 422, "no text feedback: {e}");
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("labelled training examples"),
-        "{e}"
+    // A turn is a job: 202 at once, with where to poll; a second one for the model is 409.
+    let r = c
+        .post(format!("{base}/v1/train"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"model": "vision-fashion"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_string();
+    let job: Value = r.json().await.expect("job");
+    assert_eq!(
+        location,
+        format!("/v1/train/jobs/{}", job["id"].as_str().expect("id"))
     );
-
-    // A turn on the store's feedback: trained on corrections of the train split only.
-    let (s, d) = call(
+    assert!(
+        matches!(job["state"].as_str(), Some("queued" | "running")),
+        "{job}"
+    );
+    let (s, e) = call(
         &c,
         true,
         &format!("{base}/v1/train"),
         Some(json!({"model": "vision-fashion"})),
     )
     .await;
-    assert_eq!(s, 201, "{d}");
+    let message = e["error"].as_str().unwrap_or_default();
+    assert_eq!(s, 409, "{e}");
+    assert!(
+        message.contains("already") && message.contains(job["id"].as_str().expect("id")),
+        "{e}"
+    );
+    // The CLI on the hub: the same refusal while that job is active.
+    let out = cli(&dir, &base, &["run", "--model", "vision-fashion"]);
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already"),
+        "{out:?}"
+    );
+    let job = poll(&c, &format!("{base}{location}")).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let (s, d) = call(
+        &c,
+        false,
+        &format!(
+            "{base}/v1/train/decisions/{}",
+            job["decision"].as_str().expect("decision id")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(job["decision_status"], d["status"]);
+    // What fails inside a turn is the job's error (no text feedback here); the CLI polls the
+    // job to its end and says why.
+    let out = cli(&dir, &base, &["run", "--model", "text-sentiment"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("failed") && stderr.contains("labelled training examples"),
+        "{stderr}"
+    );
+    let (s, all) = call(&c, false, &format!("{base}/v1/train/jobs"), None).await;
+    let states: Vec<(String, String, Option<u64>)> = all["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            (
+                j["model"].as_str().unwrap_or_default().to_string(),
+                j["state"].as_str().unwrap_or_default().to_string(),
+                j["error_status"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (s, states),
+        (
+            200,
+            vec![
+                ("vision-fashion".into(), "done".into(), None),
+                ("text-sentiment".into(), "failed".into(), Some(422)),
+            ]
+        )
+    );
+    let (s, _) = call(&c, false, &format!("{base}/v1/train/jobs/nope"), None).await;
+    assert_eq!(s, 404);
+
+    // The decision: trained on corrections of the train split only.
     let examples = d["candidate"]["label_sources"]["correction"]
         .as_u64()
         .expect("corrections");
@@ -256,15 +354,24 @@ async fn a_training_turn_through_the_api() {
     .await;
     assert_eq!(s, 409, "{e}");
 
-    // The CLI against the running hub shows the same decision.
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tandem-hub"))
-            .args(["train", "list", "--model", "vision-fashion", "--hub", &base])
-            .arg("--token-file")
-            .arg(dir.join("tokens"))
-            .output()
-    })
-    .expect("tandem-hub runs");
+    // The CLI against the running hub: a turn (polled to its decision, printed as a table row
+    // and the checks), then the decisions.
+    let out = cli(
+        &dir,
+        &base,
+        &["run", "--model", "vision-fashion", "--limit", "30"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("| id | model |") && text.contains("  original: n=1000"),
+        "{text}"
+    );
+    let out = cli(&dir, &base, &["list", "--model", "vision-fashion"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -272,4 +379,9 @@ async fn a_training_turn_through_the_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains(&id) && text.contains("RolledOut"), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "header, rule, two decisions: {text}"
+    );
 }

@@ -1,8 +1,9 @@
 //! `tandem-hub train run|list|show|promote`: the loop's training turn from the command line,
 //! on this machine's stores (stop the hub first: the feedback, report and rollout stores are
-//! one process's at a time), or with `--hub` on the running hub's `/v1/train`
-//! ([`crate::client`], HTTP or HTTPS).
+//! one process's at a time), or with `--hub` on the running hub's `/v1/train` (a job, polled
+//! until it ends; [`crate::client`], HTTP or HTTPS).
 
+use super::jobs::{Job, JobState};
 use super::service::{Decision, TrainRequest, TrainService};
 use crate::client::{Client, RemoteArgs};
 use std::path::PathBuf;
@@ -110,7 +111,43 @@ fn remote_client(
 }
 
 fn from_hub<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Failure> {
-    serde_json::from_value(v).map_err(|e| (69, format!("the hub's answer is not a decision: {e}")))
+    serde_json::from_value(v).map_err(|e| {
+        (
+            69,
+            format!("the hub's answer is not what was asked for: {e}"),
+        )
+    })
+}
+
+/// How often `train run --hub` asks how its job stands.
+const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `POST /v1/train` queues a job; polls it until it ends; the decision it made.
+fn run_on_hub(hub: &Client, req: &TrainRequest) -> Result<Decision, Failure> {
+    let body = serde_json::json!({"model": req.model, "limit": req.limit});
+    let mut job: Job = from_hub(hub.call(reqwest::Method::POST, "/v1/train", Some(&body))?)?;
+    let path = format!("/v1/train/jobs/{}", job.id);
+    while matches!(job.state, JobState::Queued | JobState::Running) {
+        std::thread::sleep(POLL);
+        job = from_hub(hub.call(reqwest::Method::GET, &path, None)?)?;
+    }
+    match (job.state, job.decision) {
+        (JobState::Done, Some(id)) => {
+            let path = format!("/v1/train/decisions/{id}");
+            from_hub(hub.call(reqwest::Method::GET, &path, None)?)
+        }
+        _ => {
+            let client = job.error_status.is_some_and(|s| (400..500).contains(&s));
+            Err((
+                if client { 65 } else { 70 },
+                format!(
+                    "training job {} failed: {}",
+                    job.id,
+                    job.error.as_deref().unwrap_or("no details")
+                ),
+            ))
+        }
+    }
 }
 
 fn line(d: &Decision) -> String {
@@ -151,10 +188,7 @@ fn execute(cmd: TrainCmd) -> Result<(), Failure> {
         } => {
             let req = TrainRequest { model, limit };
             let d: Decision = match remote_client(&remote, config.as_deref())? {
-                Some(hub) => {
-                    let body = serde_json::json!({"model": req.model, "limit": req.limit});
-                    from_hub(hub.call(reqwest::Method::POST, "/v1/train", Some(&body))?)?
-                }
+                Some(hub) => run_on_hub(&hub, &req)?,
                 None => service(config.as_deref(), true)?.run(&req).map_err(code)?,
             };
             if as_json {

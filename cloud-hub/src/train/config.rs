@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub canary_pct: u8,
     /// Later stages of a promotion's rollout (default `[50, 100]`).
     pub stages_pct: Vec<u8>,
+    /// Finished training jobs (`POST /v1/train`) the hub keeps for `GET /v1/train/jobs`, in
+    /// memory; the oldest go first (default 50).
+    pub job_history: usize,
 }
 
 impl Default for TrainConfig {
@@ -72,6 +75,7 @@ impl Default for TrainConfig {
             promotion: Promotion::Auto,
             canary_pct: 10,
             stages_pct: vec![50, 100],
+            job_history: 50,
         }
     }
 }
@@ -96,6 +100,9 @@ impl TrainConfig {
             if !(0.0..=1.0).contains(&v) {
                 p.push(format!("train.{k} must be between 0 and 1"));
             }
+        }
+        if self.job_history == 0 {
+            p.push("train.job_history must be > 0".into());
         }
         if self.original_items == 0 {
             p.push("train.original_items must be > 0".into());

@@ -13,6 +13,7 @@
 //! - [`export`]: the fitted head as a bundle, checked against the engine.
 //! - [`gate`]: the promotion rule over evaluation reports (pure).
 //! - [`service`]: a turn: train, evaluate, gate, sign and roll out; decisions kept.
+//! - [`jobs`]: training turns as jobs, a bounded table (pure).
 //! - [`http`]: `/v1/train`; [`cli`]: `tandem-hub train`; [`config`]: the `[train]` section.
 
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod gate;
 pub mod graph;
 pub mod head;
 pub mod http;
+pub mod jobs;
 pub mod replay;
 pub mod service;
 pub mod wire;
@@ -90,6 +92,9 @@ pub enum TrainError {
     /// Signing into the registry or starting the rollout failed.
     #[error("promotion: {0}")]
     Promote(String),
+    /// A training job's task stopped before the turn ended.
+    #[error("the training task stopped: {0}")]
+    Aborted(String),
 }
 
 /// A trained, exported candidate version (kept as `candidate.json` beside its bundle).
