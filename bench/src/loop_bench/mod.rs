@@ -321,15 +321,17 @@ async fn train(rig: &Rig) -> anyhow::Result<Value> {
     let d = if d["candidate"].is_object() {
         d
     } else {
-        // An asynchronous job: the decision appears in the list when it is made.
-        until("the training decision", PATIENCE, || async {
-            let list = rig
-                .hub_get(&format!("/v1/train/decisions?model={MODEL}"))
-                .await?;
-            let items = list.as_array().or(list["items"].as_array()).cloned();
-            Ok(items.and_then(|v| v.last().cloned()))
+        // A job (202, `GET /v1/train/jobs/{id}`): polled until it ends, then its decision.
+        let path = format!("/v1/train/jobs/{}", d["id"].as_str().context("no job id")?);
+        let job = until("the training job to end", PATIENCE, || async {
+            let j = rig.hub_get(&path).await?;
+            Ok((!matches!(j["state"].as_str(), Some("queued" | "running"))).then_some(j))
         })
-        .await?
+        .await?;
+        let Some(id) = job["decision"].as_str() else {
+            bail!("training job failed: {}", job["error"]);
+        };
+        rig.hub_get(&format!("/v1/train/decisions/{id}")).await?
     };
     eprintln!(
         "trained and gated in {:.0} s: {}",
