@@ -28,6 +28,10 @@ pub struct Args {
     /// fixed permutations); the figure is their mean.
     #[arg(long, default_value_t = 5)]
     repeats: u64,
+    /// Inner folds of the nested fit that tunes the fitting cap on the fitting frames so that
+    /// their held-out offload stays under --max-offload (0 or 1: fit under --max-offload).
+    #[arg(long, default_value_t = 4)]
+    inner_folds: usize,
     /// Lowest uncertain-band bottom tried (the edge decodes down to it for the signals).
     #[arg(long, default_value_t = 0.10)]
     floor: f32,
@@ -272,8 +276,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     for r in 0..a.repeats.max(1) {
         let order = detect_fit::order(frames.len(), r);
         held.push(
-            detect_fit::cross_validate(&frames, &order, &grid, a.max_offload, a.folds)
-                .context("no policy of the grid keeps the offload under --max-offload")?,
+            detect_fit::cross_validate(
+                &frames,
+                &order,
+                &grid,
+                a.max_offload,
+                a.folds,
+                a.inner_folds,
+            )
+            .context("no policy of the grid keeps the offload under --max-offload")?,
         );
     }
     let n = held.len() as f64;
@@ -301,17 +312,19 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if let Some(h) = held.first() {
         for (k, p) in h.policies.iter().enumerate() {
             println!(
-                "  repeat 0, fold {k} policy (fitted on the other folds): {}",
-                show(p)
+                "  repeat 0, fold {k} policy (fitted on the other folds under {:.0}%): {}",
+                p.cap * 100.0,
+                show(&p.policy)
             );
         }
     }
     let all: Vec<&Frame> = frames.iter().collect();
-    if let Some(f) = detect_fit::fit(&all, &grid, a.max_offload) {
+    if let Some(f) = detect_fit::fit_nested(&all, &grid, a.max_offload, a.inner_folds) {
         println!(
-            "  fitted on all {} frames (the manifest's default; in-sample mAP@0.5 {:.3}, \
-             offload {:.1}%: not the figure): {}",
+            "  fitted on all {} frames under {:.0}% (the manifest's default; in-sample mAP@0.5 \
+             {:.3}, offload {:.1}%: not the figure): {}",
             frames.len(),
+            f.cap * 100.0,
             f.scores.map50,
             f.offload * 100.0,
             show(&f.policy)

@@ -33,7 +33,12 @@ pub struct Fitted {
     pub scores: Scores,
     /// Share of frames offloaded.
     pub offload: f64,
+    /// The offload cap it was fitted under (see [`fit_nested`]).
+    pub cap: f64,
 }
+
+/// Fitting caps [`fit_nested`] tries, highest first.
+const CAPS: [f64; 5] = [1.0, 0.85, 0.7, 0.55, 0.4];
 
 /// Every policy of the grid (bottoms from `floor`).
 pub fn grid(floor: f32) -> Vec<CascadeSpec> {
@@ -102,10 +107,39 @@ pub fn fit(frames: &[&Frame], grid: &[CascadeSpec], max_offload: f64) -> Option<
                 policy: *policy,
                 scores,
                 offload,
+                cap: max_offload,
             });
         }
     }
     best
+}
+
+/// [`fit`] under a cap tuned on `frames` alone (nested cross-validation): a policy that
+/// offloads `max_offload` of the frames it was picked on offloads more of new frames (the best
+/// of many policies under a cap sits just under it there), so the fit is run under
+/// `max_offload` times each of [`CAPS`] and the highest cap whose `inner`-fold held-out
+/// offload, within `frames`, stays under `max_offload` wins (the lowest when none does).
+/// `inner` < 2 is [`fit`].
+pub fn fit_nested(
+    frames: &[&Frame],
+    grid: &[CascadeSpec],
+    max_offload: f64,
+    inner: usize,
+) -> Option<Fitted> {
+    if inner < 2 {
+        return fit(frames, grid, max_offload);
+    }
+    let order: Vec<usize> = (0..frames.len()).collect();
+    let mut cap = max_offload * CAPS[CAPS.len() - 1];
+    for share in CAPS {
+        let c = max_offload * share;
+        let held = held_out(frames, &order, grid, c, inner, 0);
+        if held.is_some_and(|h| h.offload <= max_offload + 1e-9) {
+            cap = c;
+            break;
+        }
+    }
+    fit(frames, grid, cap)
 }
 
 /// k-fold cross-validation: frame `order[j]` is in fold `j % k`; each fold's frames are
@@ -117,6 +151,19 @@ pub fn cross_validate(
     grid: &[CascadeSpec],
     max_offload: f64,
     k: usize,
+    inner: usize,
+) -> Option<Held> {
+    let refs: Vec<&Frame> = frames.iter().collect();
+    held_out(&refs, order, grid, max_offload, k, inner)
+}
+
+fn held_out(
+    frames: &[&Frame],
+    order: &[usize],
+    grid: &[CascadeSpec],
+    max_offload: f64,
+    k: usize,
+    inner: usize,
 ) -> Option<Held> {
     let mut send = vec![false; frames.len()];
     let mut policies = Vec::with_capacity(k);
@@ -125,18 +172,17 @@ pub fn cross_validate(
             .iter()
             .enumerate()
             .filter(|(j, _)| j % k != fold)
-            .filter_map(|(_, i)| frames.get(*i))
+            .filter_map(|(_, i)| frames.get(*i).copied())
             .collect();
-        let p = fit(&fitting, grid, max_offload)?.policy;
+        let p = fit_nested(&fitting, grid, max_offload, inner)?;
         for (_, i) in order.iter().enumerate().filter(|(j, _)| j % k == fold) {
             if let (Some(s), Some(f)) = (send.get_mut(*i), frames.get(*i)) {
-                *s = offloads(&p, f);
+                *s = offloads(&p.policy, f);
             }
         }
         policies.push(p);
     }
-    let all: Vec<&Frame> = frames.iter().collect();
-    let (scores, offload) = score(&all, &send);
+    let (scores, offload) = score(frames, &send);
     Some(Held {
         scores,
         offload,
@@ -153,7 +199,7 @@ pub struct Held {
     /// Share of frames offloaded.
     pub offload: f64,
     /// Each fold's policy.
-    pub policies: Vec<CascadeSpec>,
+    pub policies: Vec<Fitted>,
 }
 
 /// The frame order of repeat `r` of a repeated cross-validation: repeat 0 is `0..n` (frame
@@ -234,11 +280,13 @@ mod tests {
         let f = frames(20);
         let g = grid(0.1);
         assert!(g.iter().all(|p| p.validate().is_ok()));
-        for r in 0..3 {
-            let held = cross_validate(&f, &order(f.len(), r), &g, 0.3, 5).expect("fits");
+        for (r, inner) in [(0, 0), (1, 0), (2, 0), (0, 4), (1, 4)] {
+            let held = cross_validate(&f, &order(f.len(), r), &g, 0.3, 5, inner).expect("fits");
             assert_eq!(held.policies.len(), 5);
-            assert_eq!(held.scores.map50, 1.0, "repeat {r}");
+            assert_eq!(held.scores.map50, 1.0, "repeat {r}, inner {inner}");
             assert!((held.offload - 0.25).abs() < 1e-9, "{}", held.offload);
+            // A quarter of the frames is unsure everywhere: the full cap holds held-out.
+            assert!(held.policies.iter().all(|p| (p.cap - 0.3).abs() < 1e-9));
         }
         // An offload cap under the unsure share leaves some frames to the edge.
         let capped = fit(&f.iter().collect::<Vec<_>>(), &g, 0.1).expect("fits");
