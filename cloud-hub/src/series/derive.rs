@@ -48,9 +48,14 @@ pub fn routes(tm: &Telemetry) -> [u64; 4] {
     r
 }
 
-/// The models' latency histograms summed (those with the first model's bounds).
+/// The models' latency histograms summed (those with the bounds of the first model that has
+/// any: a model that never ran reports an empty histogram).
 fn latency(tm: &Telemetry) -> (Vec<f64>, Vec<u64>, u64) {
-    let mut it = tm.models.values().map(|m| &m.latency);
+    let mut it = tm
+        .models
+        .values()
+        .map(|m| &m.latency)
+        .filter(|h| !h.le_s.is_empty());
     let Some(first) = it.next() else {
         return (Vec::new(), Vec::new(), 0);
     };
@@ -170,5 +175,23 @@ mod tests {
         assert_eq!(quantile(0.5, &le, &[0, 0, 0], 0), None);
         // Beyond the last bound: the last bound.
         assert_eq!(quantile(0.99, &le, &[1, 1, 1], 10), Some(0.005));
+    }
+
+    #[test]
+    fn a_model_that_never_ran_does_not_hide_the_others_latency() {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/tests/fixtures/mqtt/telemetry.json");
+        let mut tm = Telemetry::decode(&std::fs::read(p).expect("fixture")).expect("decodes");
+        let mut idle = tm.models.values().next().expect("a model").clone();
+        idle.latency = tandem_shared::mqtt::Histogram {
+            le_s: Vec::new(),
+            counts: Vec::new(),
+            count: 0,
+            sum_s: 0.0,
+        };
+        // Sorted first, as a detection model that never ran is in a real agent's telemetry.
+        tm.models.insert("aaa-idle".into(), idle);
+        let (point, _, _) = derive(None, &tm, 1);
+        assert!(point.latency_p50_s.is_some(), "{point:?}");
     }
 }
