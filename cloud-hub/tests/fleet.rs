@@ -47,6 +47,13 @@ async fn fleet_state_and_commands_over_mqtt() {
     )
     .await
     .expect("bad telemetry");
+    let event = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/fixtures/mqtt/event.json"),
+    )
+    .expect("event fixture");
+    dev.publish(Topic::events("cam-01"), QoS::AtLeastOnce, false, event)
+        .await
+        .expect("event");
     wait_for("the device's state", PATIENCE, || {
         fleet.store().get("cam-01").ok().flatten().is_some_and(|d| {
             d.online && d.telemetry.as_ref().is_some_and(|t| t.seq == 7) && d.unreadable == 1
@@ -68,6 +75,19 @@ async fn fleet_state_and_commands_over_mqtt() {
     assert_eq!(d["online"], true, "{list}");
     assert_eq!(d["agent_version"], "0.1.0", "{list}");
     assert_eq!(d["models"][0]["ep"], "cpu", "{list}");
+    // The fixture's routes: 1010 local, 170 cloud, 20 degraded (local) of 1200 answers.
+    assert_eq!(d["offload_share"], 170.0 / 1200.0, "{list}");
+    assert_eq!(d["degraded_share"], 20.0 / 1200.0, "{list}");
+    // The sampled event, kept for the console's device page.
+    wait_for("the event in the series", PATIENCE, || {
+        fleet
+            .series()
+            .read("cam-01", 0, u64::MAX)
+            .is_some_and(|a| a.events.iter().any(|e| e.event.label == "Sneaker"))
+    })
+    .await;
+    let series: Value = get_json(&http, &format!("{base}/v1/fleet/cam-01/series")).await;
+    assert_eq!(series["events"][0]["event"]["route"], "local", "{series}");
     let one: Value = get_json(&http, &format!("{base}/v1/fleet/cam-01")).await;
     assert_eq!(
         one["telemetry"]["models"]["vision-fashion"]["inferences"]["ok"], 1200,

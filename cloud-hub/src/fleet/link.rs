@@ -1,6 +1,7 @@
 //! The hub's own MQTT client: TLS with the hub certificate (identity `tandem-hub`), subscribed
-//! to every device's status, telemetry and command results; it feeds the [`FleetStore`] (and
-//! each newer telemetry message to the per-device series, `crate::series`) and
+//! to every device's status, telemetry, sampled events and command results; it feeds the
+//! [`FleetStore`] (and each newer telemetry message and every event to the per-device series,
+//! `crate::series`) and
 //! publishes commands, matching each result to its waiting caller by (device, id).
 //!
 //! It reconnects on its own (full-jitter backoff: a random wait up to 0.2 s, doubling to 5 s)
@@ -22,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::{
-    BrokerUrl, Command, CommandResult, State, Status, Telemetry, Topic, TopicKind, topic,
+    BrokerUrl, Command, CommandResult, Event as DeviceEvent, State, Status, Telemetry, Topic,
+    TopicKind, topic,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -273,8 +275,13 @@ async fn run(
                 backoff.reset();
                 stats.connected.store(true, Relaxed);
                 stats.connects.fetch_add(1, Relaxed);
-                let filters = [topic::ALL_STATUS, topic::ALL_TELEMETRY, topic::ALL_RESULTS]
-                    .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
+                let filters = [
+                    topic::ALL_STATUS,
+                    topic::ALL_TELEMETRY,
+                    topic::ALL_EVENTS,
+                    topic::ALL_RESULTS,
+                ]
+                .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
                 eventloop
                     .pending
                     .push_front(Request::Subscribe(Subscribe::new_many(filters)));
@@ -385,7 +392,18 @@ fn dispatch(topic: &str, payload: &[u8], sinks: &Sinks, waiters: &Waiters, stats
                 Err(e) => return unreadable(e.to_string()),
             }
         }
-        TopicKind::Events | TopicKind::Objects | TopicKind::Command(_) => {
+        TopicKind::Events => {
+            count(stats, "event");
+            match DeviceEvent::decode(payload) {
+                // Kept in memory only: no fleet-database write per event.
+                Ok(e) => {
+                    sinks.series.record_event(device, &e, now);
+                    return;
+                }
+                Err(e) => return unreadable(e.to_string()),
+            }
+        }
+        TopicKind::Objects | TopicKind::Command(_) => {
             count(stats, "other");
             return;
         }

@@ -11,6 +11,9 @@ pub struct SeriesConfig {
     pub points_per_device: usize,
     /// Version markers kept per device, oldest evicted first. Default 64; 1 to 10,000.
     pub markers_per_device: usize,
+    /// The device's last sampled inference events (`tandem/{device}/events`) kept for the
+    /// console, oldest evicted first. Default 32; 0 (none) to 1,000.
+    pub events_per_device: usize,
     /// Memory for all devices' series, in bytes (points, markers and per-device state as
     /// accounted by the store); over it, the oldest point of the device with the most points
     /// goes first. Default 67108864 (64 MiB); at least 1 MiB.
@@ -22,6 +25,7 @@ impl Default for SeriesConfig {
         Self {
             points_per_device: 2880,
             markers_per_device: 64,
+            events_per_device: 32,
             max_bytes: 64 * 1024 * 1024,
         }
     }
@@ -41,6 +45,12 @@ impl SeriesConfig {
             p.push(format!(
                 "fleet.series.markers_per_device: {} is not in 1..=10000",
                 self.markers_per_device
+            ));
+        }
+        if self.events_per_device > 1000 {
+            p.push(format!(
+                "fleet.series.events_per_device: {} is not in 0..=1000",
+                self.events_per_device
             ));
         }
         if self.max_bytes < 1024 * 1024 {
@@ -63,10 +73,16 @@ mod tests {
         let bad = SeriesConfig {
             points_per_device: 0,
             markers_per_device: 10_001,
+            events_per_device: 1001,
             max_bytes: 1000,
         };
         let p = bad.problems().join("; ");
-        for key in ["points_per_device", "markers_per_device", "max_bytes"] {
+        for key in [
+            "points_per_device",
+            "markers_per_device",
+            "events_per_device",
+            "max_bytes",
+        ] {
             assert!(p.contains(&format!("fleet.series.{key}")), "{p}");
         }
     }

@@ -67,6 +67,7 @@ pub async fn series(
                 device: device.clone(),
                 points: Vec::new(),
                 markers: Vec::new(),
+                events: Vec::new(),
                 evicted_points: 0,
                 oldest_ms: None,
             },

@@ -1,15 +1,15 @@
 //! [`MemorySeries`]: the embedded [`SeriesStore`], in memory. Per device, at most
-//! `points_per_device` points and `markers_per_device` markers, the oldest evicted first; in
-//! all, at most `max_bytes` as accounted here (a point is `size_of::<Point>()`, a marker its
-//! size and strings, a device its name, baseline and a fixed 256 bytes): over it, the oldest
+//! `points_per_device` points, `markers_per_device` markers and `events_per_device` events, the
+//! oldest evicted first; in all, at most `max_bytes` as accounted here (a point is
+//! `size_of::<Point>()`, a marker or an event its size and strings, a device its name, baseline and a fixed 256 bytes): over it, the oldest
 //! point of the device with the most points goes, and a device with no points left is
 //! dropped whole (least recently heard first). Every eviction is counted.
 
 use super::derive::{Baseline, derive};
-use super::{Marker, Point, SeriesAnswer, SeriesConfig, SeriesStats, SeriesStore};
+use super::{Heard, Marker, Point, SeriesAnswer, SeriesConfig, SeriesStats, SeriesStore};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use tandem_shared::mqtt::Telemetry;
+use tandem_shared::mqtt::{Event, Telemetry};
 
 /// Bytes a point takes.
 pub const POINT_BYTES: usize = std::mem::size_of::<Point>();
@@ -21,10 +21,21 @@ fn marker_bytes(m: &Marker) -> usize {
         + m.from.as_ref().map_or(0, String::len)
 }
 
+fn event_bytes(h: &Heard) -> usize {
+    let e = &h.event;
+    std::mem::size_of::<Heard>()
+        + e.model.len()
+        + e.version.len()
+        + e.label.len()
+        + e.route.len()
+        + e.reason.len()
+}
+
 #[derive(Debug, Default)]
 struct Device {
     points: VecDeque<Point>,
     markers: VecDeque<Marker>,
+    events: VecDeque<Heard>,
     base: Option<Baseline>,
     evicted_points: u64,
     heard_ms: u64,
@@ -35,6 +46,7 @@ impl Device {
         256 + name.len()
             + self.points.len() * POINT_BYTES
             + self.markers.iter().map(marker_bytes).sum::<usize>()
+            + self.events.iter().map(event_bytes).sum::<usize>()
             + self.base.as_ref().map_or(0, Baseline::bytes)
     }
 }
@@ -121,6 +133,27 @@ impl SeriesStore for MemorySeries {
         inner.shrink(self.cfg.max_bytes, device);
     }
 
+    fn record_event(&self, device: &str, event: &Event, at_ms: u64) {
+        if self.cfg.events_per_device == 0 {
+            return;
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *g;
+        let d = inner.devices.entry(device.to_string()).or_default();
+        let before = d.bytes(device);
+        d.heard_ms = d.heard_ms.max(at_ms);
+        d.events.push_back(Heard {
+            at_ms,
+            event: event.clone(),
+        });
+        while d.events.len() > self.cfg.events_per_device {
+            d.events.pop_front();
+        }
+        let after = d.bytes(device);
+        inner.bytes = (inner.bytes + after).saturating_sub(before);
+        inner.shrink(self.cfg.max_bytes, device);
+    }
+
     fn read(&self, device: &str, since_ms: u64, until_ms: u64) -> Option<SeriesAnswer> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let d = g.devices.get(device)?;
@@ -137,6 +170,12 @@ impl SeriesStore for MemorySeries {
                 .markers
                 .iter()
                 .filter(|m| within(m.at_ms))
+                .cloned()
+                .collect(),
+            events: d
+                .events
+                .iter()
+                .filter(|e| within(e.at_ms))
                 .cloned()
                 .collect(),
             evicted_points: d.evicted_points,
@@ -225,6 +264,7 @@ mod tests {
         let cfg = SeriesConfig {
             points_per_device: 5,
             markers_per_device: 2,
+            events_per_device: 32,
             ..SeriesConfig::default()
         };
         let s = MemorySeries::new(cfg);
@@ -244,6 +284,45 @@ mod tests {
             (st.points, st.evicted_points, st.evicted_markers),
             (5, 7, 10)
         );
+    }
+
+    fn event(label: &str) -> Event {
+        Event {
+            v: 1,
+            ts_ms: 1,
+            model: "vision-fashion".into(),
+            version: "1.0.0".into(),
+            label: label.into(),
+            score: 0.9,
+            route: "local".into(),
+            reason: "confident".into(),
+            degraded: false,
+            latency_ms: 1.5,
+        }
+    }
+
+    #[test]
+    fn the_last_events_are_kept_oldest_evicted_first() {
+        let s = MemorySeries::new(SeriesConfig {
+            events_per_device: 3,
+            ..SeriesConfig::default()
+        });
+        for i in 0..5u64 {
+            s.record_event("cam-01", &event(&format!("e{i}")), 1_000 * (i + 1));
+        }
+        let a = s.read("cam-01", 0, u64::MAX).expect("an event-only device");
+        let labels: Vec<&str> = a.events.iter().map(|e| e.event.label.as_str()).collect();
+        assert_eq!(labels, ["e2", "e3", "e4"]);
+        assert!(a.points.is_empty());
+        let a = s.read("cam-01", 4_000, u64::MAX).expect("series");
+        assert_eq!(a.events.len(), 2, "the window applies");
+        assert!(s.stats().bytes > 0);
+        let off = MemorySeries::new(SeriesConfig {
+            events_per_device: 0,
+            ..SeriesConfig::default()
+        });
+        off.record_event("cam-01", &event("x"), 1);
+        assert!(off.read("cam-01", 0, u64::MAX).is_none(), "none kept");
     }
 
     #[test]

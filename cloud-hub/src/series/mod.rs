@@ -1,6 +1,7 @@
 //! Per-device time series for the console's plots: one [`Point`] per telemetry message the hub
 //! receives over MQTT (answers by route in the interval, offload share, latency p50/p99, queue
-//! depth and bytes, degraded answers) and a [`Marker`] where a model's version changes.
+//! depth and bytes, degraded answers), a [`Marker`] where a model's version changes, and the
+//! device's last sampled inference events ([`Heard`]).
 //!
 //! # Layout
 //! - [`config`]: `[fleet.series]` (the bounds).
@@ -21,7 +22,7 @@ pub use config::SeriesConfig;
 pub use memory::MemorySeries;
 
 use serde::{Deserialize, Serialize};
-use tandem_shared::mqtt::Telemetry;
+use tandem_shared::mqtt::{Event, Telemetry};
 
 /// One telemetry message, as the plots read it: counts are over the interval since the
 /// device's previous message (its whole run so far when it is the first one, or the agent
@@ -72,6 +73,15 @@ pub struct Marker {
     pub to: String,
 }
 
+/// A sampled inference event the device published, as the hub heard it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heard {
+    /// When the hub received it (hub clock, milliseconds since the Unix epoch).
+    pub at_ms: u64,
+    /// The event.
+    pub event: Event,
+}
+
 /// What a read returns for one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesAnswer {
@@ -81,6 +91,9 @@ pub struct SeriesAnswer {
     pub points: Vec<Point>,
     /// Markers in the same window, oldest first.
     pub markers: Vec<Marker>,
+    /// The last sampled inference events in the same window, oldest first.
+    #[serde(default)]
+    pub events: Vec<Heard>,
     /// Points of this device evicted so far (its bound or the total one).
     pub evicted_points: u64,
     /// The oldest point still kept for the device (hub clock), if any.
@@ -108,6 +121,8 @@ pub struct SeriesStats {
 pub trait SeriesStore: Send + Sync + std::fmt::Debug {
     /// Adds the point (and markers) derived from `tm`, received at `at_ms` (hub clock).
     fn record(&self, device: &str, tm: &Telemetry, at_ms: u64);
+    /// Keeps a sampled inference event of the device, received at `at_ms` (hub clock).
+    fn record_event(&self, device: &str, event: &Event, at_ms: u64);
     /// The device's points and markers in `[since_ms, until_ms]`; `None` when it has no
     /// series.
     fn read(&self, device: &str, since_ms: u64, until_ms: u64) -> Option<SeriesAnswer>;
