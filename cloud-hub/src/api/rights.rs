@@ -8,7 +8,7 @@
 //! | `Metrics`: `/metrics`                         | open API only | no | yes      |
 //! | `FleetRead`: `GET /v1/fleet...`, `GET /v1/models`, `GET /v1/rollouts...`, `GET /v1/feedback...`, `GET /v1/eval...`, `GET /v1/calibrations...`, `GET /v1/thresholds` | no | no | yes |
 //! | `Console`: `/console...` (pages and their assets; each page answers the login page to anyone but an operator, `console`) | yes | yes | yes |
-//! | `Operate`: every other route (`POST /v1/fleet/{d}/cmd/{name}`, `POST /v1/rollouts...`, `POST /v1/eval`, `POST /v1/calibrations`, `POST /v1/thresholds/pin|unpin`, `/v1/claims...`, `/v1/enrolments`, unknown ones) | no | no | yes |
+//! | `Operate`: every other route (`POST /v1/fleet/{d}/cmd/{name}`, `POST /v1/rollouts...`, `POST /v1/feedback/corrections`, `POST /v1/eval`, `POST /v1/calibrations`, `POST /v1/thresholds/pin|unpin`, `/v1/claims...`, `/v1/enrolments`, unknown ones) | no | no | yes |
 //!
 //! "Open API" is plain HTTP without `http.bearer_token_file` (which the config allows only on a
 //! loopback address). A device never reads the fleet, not even its own entry: it knows its own
@@ -114,6 +114,7 @@ mod tests {
             (&get, "/v1/rollouts/r1", RouteClass::FleetRead),
             (&get, "/v1/feedback/records", RouteClass::FleetRead),
             (&get, "/v1/eval/reports", RouteClass::FleetRead),
+            (&post, "/v1/feedback/corrections", RouteClass::Operate),
             (&post, "/v1/eval", RouteClass::Operate),
             (&get, "/v1/feedbackx", RouteClass::Operate),
             (

@@ -5,7 +5,12 @@
 //!   keep `cursor` and ask again later for what arrived since (each record seen once).
 //! - `GET /v1/feedback/examples?after=DIGEST&limit=L&model=M&split=S&labelled=true`: examples
 //!   collapsed by input, in digest order: `{items, cursor, more}`.
-//! - `GET /v1/feedback/inputs/{digest}`: an input's bytes.
+//! - `GET /v1/feedback/inputs/{digest}`: an input's bytes (`image/png`, `image/jpeg`,
+//!   `text/plain` by its content; `nosniff` and a sandboxing CSP, since they come from devices).
+//! - `POST /v1/feedback/corrections` `{"record": "device/epoch/seq", "label": "..."}` (an
+//!   operator): stores the correction (`super::operator`); 201 with it as listed, 404 for no
+//!   such record, 422 for a record that is not an example or a bad label, 429 over the
+//!   device's quota.
 //!
 //! Also the store's metrics (records held, evicted).
 
@@ -17,7 +22,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -34,6 +39,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(store: Arc<Store>) -> axum::Rout
         .route("/v1/feedback/records", get(records))
         .route("/v1/feedback/examples", get(examples))
         .route("/v1/feedback/inputs/{digest}", get(input))
+        .route("/v1/feedback/corrections", post(correct))
         .with_state(store)
 }
 
@@ -189,5 +195,61 @@ async fn input(State(store): State<Arc<Store>>, Path(d): Path<String>) -> Respon
         Some("txt") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     };
-    ([(header::CONTENT_TYPE, ct)], bytes).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; sandbox",
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorrectionBody {
+    record: String,
+    label: String,
+}
+
+async fn correct(
+    State(store): State<Arc<Store>>,
+    who: Option<axum::Extension<crate::api::rights::Principal>>,
+    body: Result<Json<CorrectionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    use super::operator::CorrectionError as E;
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return bad(format!(
+                "{} (expected {{\"record\": \"device/epoch/seq\", \"label\": \"...\"}})",
+                e.body_text()
+            ));
+        }
+    };
+    let operator = match who.map(|w| w.0) {
+        Some(crate::api::rights::Principal::Operator(o)) => o,
+        _ => "?".into(),
+    };
+    let done =
+        tokio::task::spawn_blocking(move || store.correct(&body.record, &body.label, &operator))
+            .await;
+    let (status, message) = match done {
+        Ok(Ok(listed)) => return (StatusCode::CREATED, Json(listed)).into_response(),
+        Ok(Err(e @ E::BadId(_))) => (StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e @ E::NotFound(_))) => (StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ (E::NotExample(_) | E::BadLabel(_)))) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        Ok(Err(e @ E::Store(super::FeedbackError::OverQuota { .. }))) => {
+            (StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    (status, Json(json!({ "error": message }))).into_response()
 }

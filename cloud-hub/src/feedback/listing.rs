@@ -110,7 +110,7 @@ pub fn record_id(r: &StoredRecord) -> String {
 }
 
 impl Store {
-    fn record_at(&self, key: &[u8]) -> Result<Option<StoredRecord>, FeedbackError> {
+    pub(super) fn record_at(&self, key: &[u8]) -> Result<Option<StoredRecord>, FeedbackError> {
         self.records_tree()
             .get(key)
             .map_err(|e| self.db_err(e))?
@@ -130,7 +130,7 @@ impl Store {
         )
     }
 
-    fn listed(&self, record: StoredRecord) -> Result<Listed, FeedbackError> {
+    pub(super) fn listed(&self, record: StoredRecord) -> Result<Listed, FeedbackError> {
         let digest: Option<[u8; 32]> = record
             .digest
             .as_deref()

@@ -9,13 +9,15 @@
 //! record), `listing` (cursor pages of records with their links; examples collapsed by
 //! input), `split` (train/calibration/test by input digest), `retention` (eviction by count
 //! and age), `teacher` (the cloud model's answer to shadow samples and degraded examples),
-//! `quota` (the per-device byte quota and `[feedback]`), `export`
+//! `quota` (the per-device byte quota and `[feedback]`), `operator` (operators' corrections,
+//! the same records as a device's), `export`
 //! (`tandem-hub feedback export`), `http` (`/v1/feedback/...`).
 
 mod export;
 pub mod http;
 mod index;
 mod listing;
+pub mod operator;
 mod quota;
 pub mod retention;
 mod split;
