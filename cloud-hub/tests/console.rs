@@ -15,13 +15,16 @@ use std::sync::Arc;
 use tandem_engine::metrics::Metrics;
 use tandem_hub::api::{HttpServer, HubApi};
 use tandem_hub::config::Config;
+use tandem_hub::feedback::Store;
 use tandem_hub::pki::Pki;
 use tandem_hub::registry::Registry;
+use tandem_shared::record::{self, ExampleKind, ExampleMeta, Outcome, Record};
 
 struct Hub {
     base: String,
     pki: Pki,
     token: String,
+    feedback: Arc<Store>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -51,7 +54,10 @@ async fn hub(name: &str, tls: bool) -> Hub {
     })
     .expect("hub engine (run `make setup`)");
     let registry = Arc::new(Registry::open(&dir.join("registry")).expect("registry"));
-    let api = HubApi::new(&cfg, Arc::new(engine), None).with_registry(registry);
+    let feedback = Arc::new(Store::open(&dir.join("feedback")).expect("feedback store"));
+    let api = HubApi::new(&cfg, Arc::new(engine), None)
+        .with_registry(registry)
+        .with_feedback(feedback.clone());
     let server = HttpServer::bind(&cfg, Arc::new(api)).await.expect("bind");
     let scheme = if tls { "https" } else { "http" };
     let base = format!("{scheme}://localhost:{}", server.local_addr().port());
@@ -63,6 +69,7 @@ async fn hub(name: &str, tls: bool) -> Hub {
         base,
         pki,
         token,
+        feedback,
         _stop: tx,
     }
 }
@@ -294,4 +301,135 @@ async fn operator_certificates_and_secure_cookies_over_https() {
     assert!(set.contains("Secure") && set.contains("HttpOnly"), "{set}");
     let (status, _, _) = send(device.get(hub.url("/v1/models")), &pair(&set), &[]).await;
     assert_eq!(status, 200);
+}
+
+/// A hard example as a device's queue delivers it.
+fn hard_example(request_id: &str, png: &[u8]) -> Vec<u8> {
+    let outcome = |label: &str, score: f32| Outcome {
+        version: "1.0.0".into(),
+        label: label.into(),
+        index: 0,
+        score,
+        top_k: vec![(label.into(), score)],
+    };
+    record::encode(&Record::Example {
+        meta: Box::new(ExampleMeta {
+            kind: ExampleKind::Hard,
+            request_id: request_id.into(),
+            model: "vision-fashion".into(),
+            time_ms: 1_700_000_000_000,
+            input_kind: "image".into(),
+            reason: "low_confidence".into(),
+            local: Some(outcome("Shirt", 0.55)),
+            cloud: Some(outcome("Coat", 0.97)),
+            label: None,
+            boxes: None,
+        }),
+        input: png.to_vec(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_from_the_console_is_a_devices_correction_record() {
+    let hub = hub("console-correct", false).await;
+    let png = std::fs::read(tandem_tests::repo().join("models/vision-fashion/samples/0_9.png"))
+        .expect("sample");
+    let telemetry = br#"{"v":1}"#;
+    hub.feedback
+        .ingest("cam-a", &[(77, 1, &hard_example("req-1", &png)[..])])
+        .expect("ingest");
+    let telemetry_record = record::encode(&Record::Telemetry(
+        serde_json::from_slice(telemetry).expect("json"),
+    ));
+    hub.feedback
+        .ingest("cam-a", &[(77, 2, &telemetry_record[..])])
+        .expect("ingest");
+    let c = hub.client(None);
+    let (_, set) = login(&c, &hub, Some(&hub.token)).await;
+    let cookie = pair(&set.expect("cookie"));
+    let csrf = [
+        ("x-tandem-console", "1"),
+        ("content-type", "application/json"),
+    ];
+    let correct = |body: serde_json::Value| {
+        c.post(hub.url("/v1/feedback/corrections"))
+            .body(body.to_string())
+    };
+
+    // The input as the gallery shows it: its type, not sniffed, sandboxed.
+    let (digest, records) = {
+        let (status, _, body) = send(c.get(hub.url("/v1/feedback/records")), &cookie, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        let d = v["items"][0]["digest"]
+            .as_str()
+            .expect("digest")
+            .to_string();
+        (d, v["items"].as_array().expect("items").len())
+    };
+    assert_eq!(records, 2);
+    let (status, headers, _) = send(
+        c.get(hub.url(&format!("/v1/feedback/inputs/{digest}"))),
+        &cookie,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), "image/png");
+    assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+    assert!(header(&headers, "content-security-policy").contains("sandbox"));
+
+    // Refusals: no CSRF header, no credentials, no such record, not an example, a bad label.
+    let body = serde_json::json!({"record": "cam-a/77/1", "label": "Coat"});
+    let (status, _, _) = send(
+        correct(body.clone()),
+        &cookie,
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(status, 403, "no CSRF header");
+    let (status, _, _) = send(correct(body.clone()), "", &csrf).await;
+    assert_eq!(status, 401, "no credentials");
+    for (record, label, want) in [
+        ("cam-a/77/9", "Coat", 404),
+        ("cam-a/77/2", "Coat", 422),
+        ("cam-a/77", "Coat", 400),
+        ("cam-a/77/1", "", 422),
+        ("cam-a/77/1", "Co\nat", 422),
+    ] {
+        let (status, _, msg) = send(
+            correct(serde_json::json!({"record": record, "label": label})),
+            &cookie,
+            &csrf,
+        )
+        .await;
+        assert_eq!(status, want, "{record} {label:?}: {msg}");
+        assert!(msg.contains("error"), "{msg}");
+    }
+    assert_eq!(hub.feedback.len(), 2, "nothing stored by the refusals");
+
+    // The correction: the same record a device's `/v1/feedback` makes, linked to its answer.
+    let (status, _, body) = send(correct(body), &cookie, &csrf).await;
+    assert_eq!(status, 201, "{body}");
+    let stored: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(stored["corrects"], "cam-a/77/1", "{stored}");
+    assert_eq!(stored["device"], "cam-a");
+    assert_eq!(stored["kind"], "example");
+    assert_eq!(stored["digest"], digest, "the same input");
+    let meta: ExampleMeta =
+        serde_json::from_value(stored["example"].clone()).expect("an ExampleMeta");
+    assert_eq!(meta.kind, ExampleKind::Correction);
+    assert_eq!(meta.label.as_deref(), Some("Coat"));
+    assert_eq!(meta.request_id, "req-1");
+    assert_eq!(meta.model, "vision-fashion");
+    assert_eq!(meta.local.as_ref().map(|o| o.label.as_str()), Some("Shirt"));
+    assert_eq!(meta.cloud.as_ref().map(|o| o.label.as_str()), Some("Coat"));
+    let (_, _, body) = send(c.get(hub.url("/v1/feedback/records")), &cookie, &[]).await;
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["items"][0]["corrected_by"][0], stored["id"], "{v}");
+    let (_, _, body) = send(c.get(hub.url("/v1/feedback/examples")), &cookie, &[]).await;
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["items"][0]["label"], "Coat", "{v}");
+    assert_eq!(v["items"][0]["label_source"], "correction", "{v}");
+    assert_eq!(hub.feedback.len(), 3);
 }
