@@ -104,10 +104,13 @@ function events(d, s) {
     table('event-rows', ['When', 'Kind', 'What'], rows.slice(0, 30).map(([t, k, w]) => [fmtTime(t), k, w]), 'No events yet.'));
 }
 
-let root;
+let root, drawn = '';
 
 async function load() {
   const [d, s] = await Promise.all([api(`/v1/fleet/${enc}`), api(`/v1/fleet/${enc}/series`)]);
+  const now = JSON.stringify([d, s]);
+  if (now === drawn) return;
+  drawn = now;
   replace(root,
     el('h1', {}, el('a', { href: '/console', text: 'Fleet' }), ' / ', el('span', { 'data-testid': 'device-id', text: id })),
     facts(d),

@@ -48,8 +48,13 @@ function draw() {
   count.textContent = `${shown.length} of ${state.devices.length} devices`;
 }
 
+let drawn = '';
+
 async function load() {
   const r = await api('/v1/fleet');
+  const now = JSON.stringify(r);
+  if (now === drawn) return;
+  drawn = now;
   state.devices = (r.devices || []).sort((a, b) => a.device.localeCompare(b.device));
   options(selects.label, state.devices.flatMap(labelsOf), 'any label');
   options(selects.model, state.devices.flatMap((d) => modelsOf(d).map((m) => m.name)), 'any model');

@@ -2,7 +2,7 @@
 // pause, resume, abort, and roll back (an ordered rollback to the version before).
 import { api, el, replace, main, run, every, fmtTime, clearError, showError } from './common.js';
 
-let list, registry = [];
+let list, registry = [], drawn = '';
 
 const phaseText = (p) => (p.state === 'running' || p.state === 'paused') ? `${p.state} (stage ${p.stage + 1})` : p.state === 'halted' ? `halted: ${p.reason}` : p.state;
 const finished = (p) => !(p.state === 'running' || p.state === 'paused');
@@ -89,6 +89,10 @@ async function load() {
   const [rs, ms] = await Promise.all([api('/v1/rollouts'), api('/v1/models')]);
   registry = ms.models || [];
   const rollouts = (rs.rollouts || []).sort((a, b) => b.created_ms - a.created_ms);
+  // Rows are drawn again only when something changed: a button stays where it was.
+  const now = JSON.stringify([rollouts, registry]);
+  if (now === drawn) return;
+  drawn = now;
   replace(list, ...rollouts.map(row));
   if (!rollouts.length) list.append(el('tr', {}, el('td', { colspan: 6, class: 'muted', text: 'No rollout yet.' })));
   const models = document.getElementById('models-list');
