@@ -5,7 +5,9 @@
 # Then the hub stops and the agent keeps answering (degraded) while the hard examples wait in
 # its durable queue; the hub comes back, the queue drains into the hub's feedback store, a
 # correction follows the same path, and the hub exports the dataset. Both stop on SIGTERM.
-# Last, scripts/demo-rollout.sh: a new model version is signed and rolled out to the fleet.
+# Then scripts/demo-rollout.sh: a new model version is signed and rolled out to the fleet.
+# scripts/demo-loop.sh: one turn of the learning loop (feedback, report, calibrated threshold,
+# retrained version, rollout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/demo-lib.sh
@@ -118,3 +120,4 @@ rm -rf demo-out/dataset
 head -n 2 demo-out/dataset/dataset.jsonl | cut -c1-220
 echo
 ./scripts/demo-rollout.sh
+./scripts/demo-loop.sh
