@@ -43,10 +43,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3500)]
     pub feedback: usize,
     /// Inputs of each report phase (before and after).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1000)]
     pub report: usize,
     /// Inputs of the settle phase (the new version's feedback for its threshold).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 2500)]
     pub settle: usize,
     /// Share of confident answers the agents send as shadow samples.
     #[arg(long, default_value_t = 0.5)]

@@ -140,3 +140,47 @@ pub fn figures(items: &[Item], answers: &[Answer], cloud: &[usize], labels: &[St
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(offloaded: bool, edge: &str, returned: &str) -> Answer {
+        Answer {
+            offloaded,
+            edge: edge.into(),
+            returned: returned.into(),
+            edge_version: if offloaded { "" } else { "1.0.1" }.into(),
+        }
+    }
+
+    #[test]
+    fn figures_count_against_the_truth_and_the_cloud() {
+        let labels: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let items: Vec<Item> = [0, 1, 1, 0]
+            .iter()
+            .map(|&truth| Item {
+                png: bytes::Bytes::from(vec![7u8; 100 + truth * 50]),
+                truth,
+            })
+            .collect();
+        let answers = [
+            answer(false, "a", "a"), // edge right, kept
+            answer(true, "a", "b"),  // edge wrong, the hub right
+            answer(true, "a", "a"),  // both wrong
+            answer(false, "b", "b"), // edge wrong, kept
+        ];
+        let cloud = [0, 1, 0, 0];
+        let f = figures(&items, &answers, &cloud, &labels);
+        assert_eq!(f.edge, 0.25);
+        assert_eq!(f.offload, 0.5);
+        assert_eq!(f.cascade, 0.5);
+        assert_eq!(f.cloud, 0.75);
+        assert!((f.ratio() - 2.0 / 3.0).abs() < 1e-12);
+        let frame = |i: usize| crate::cascade::frame_bytes(MODEL, i as u64 + 1, &items[i].png);
+        assert_eq!(f.uplink_bytes, frame(1) + frame(2));
+        assert_eq!(f.cloud_only_bytes, (0..4).map(frame).sum::<usize>());
+        assert!(f.uplink_bytes > 2 * 150 && f.uplink_bytes < f.cloud_only_bytes);
+        assert_eq!(f.versions.into_iter().collect::<Vec<_>>(), vec!["1.0.1"]);
+    }
+}

@@ -109,10 +109,12 @@ pub fn print(a: &Args, m: &Measured) {
         &m.after,
     );
     let r = &m.refused;
+    let sources = &r.candidate.label_sources;
     println!(
-        "| refused: {} trained on {} wrongly labelled examples | gate: {} | - | - | - | - | - | - | - |",
+        "| refused: {} trained on {} wrongly labelled examples (+{} replayed) | gate: {} | - | - | - | - | - | - | - |",
         r.candidate.version,
-        r.candidate.fit.examples,
+        sources.get("correction").copied().unwrap_or(0),
+        sources.get("replay").copied().unwrap_or(0),
         r.reasons.join("; ")
     );
     println!();
