@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`config`]: `[fleet.series]` (the bounds).
-//! - [`derive`]: telemetry (cumulative counters) to interval points and version markers.
+//! - [`derive`](mod@derive): telemetry (cumulative counters) to interval points and version markers.
 //! - [`memory`]: [`MemorySeries`], the embedded store: in memory, bounded per device
 //!   (points and markers, oldest first) and in total (`max_bytes`), evictions counted.
 //! - [`http`]: `GET /v1/fleet/{device}/series?since_ms=&until_ms=&step_ms=`.
