@@ -1,5 +1,5 @@
-# Shared by scripts/demo.sh and scripts/demo-rollout.sh (sourced): waiting for the daemons, and
-# the operator's calls to the hub's API.
+# Shared by scripts/demo.sh, demo-rollout.sh and demo-loop.sh (sourced): waiting for the
+# daemons, the operator's calls to the hub's API, and following a rollout.
 
 # hub_api PATH [CURL ARGS...]: the hub's operator routes (/v1/fleet, /v1/rollouts) with the
 # operator token the hub wrote at `init` or its first run (demo-out/pki/operator.token, 0600).
@@ -28,4 +28,21 @@ wait_agent() {
     kill -0 "$2" 2>/dev/null || { cat "$3"; echo "demo: the agent exited" >&2; exit 1; }
     sleep 0.1
   done
+}
+
+# abort_left_rollouts: a rollout left unfinished by an interrupted demo would refuse a new one
+# (one at a time); uses $HUB and demo/hub.toml.
+abort_left_rollouts() {
+  "$HUB" rollout status --config demo/hub.toml | awk '/-> (running|paused)/ {print $1}' | while read -r id; do
+    "$HUB" rollout abort "$id" --config demo/hub.toml | sed 's/^/   left from an earlier demo: /'
+  done
+}
+
+# wait_rollout: until the latest rollout ends (up to 60 s); prints its status line.
+wait_rollout() {
+  for _ in $(seq 1 120); do
+    "$HUB" rollout status --config demo/hub.toml | tail -n 1 | grep -qE "succeeded|halted|aborted" && break
+    sleep 0.5
+  done
+  "$HUB" rollout status --config demo/hub.toml | tail -n 1 | sed 's/^/   /'
 }

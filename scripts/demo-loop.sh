@@ -98,10 +98,7 @@ for _ in $(seq 1 100); do
 done
 echo "   the agent took it (its /metrics): $(threshold)"
 
-# A rollout left unfinished by an interrupted demo would refuse the new one (one at a time).
-"$HUB" rollout status --config "$HUBCONF" | awk '/-> (running|paused)/ {print $1}' | while read -r id; do
-  "$HUB" rollout abort "$id" --config "$HUBCONF" >/dev/null
-done
+abort_left_rollouts
 echo "== training: the edge head refitted on the train split + replayed original data, gated (tandem-hub train run --hub)"
 "$HUB" train run --model "$MODEL" --config "$HUBCONF" --hub "$API" --json >demo-out/loop-decision.json
 json 'print("   candidate %s from %s: %d examples (%s), training accuracy %.3f -> %.3f" % (d["candidate"]["version"], d["serving_version"], d["candidate"]["fit"]["examples"], ", ".join("%s %d" % kv for kv in d["candidate"]["label_sources"].items()), d["candidate"]["fit"]["train_accuracy_before"], d["candidate"]["fit"]["train_accuracy_after"]))
@@ -112,11 +109,7 @@ status=$(json 'print(d["status"])' <demo-out/loop-decision.json)
 if [ "$status" = rolled_out ]; then
   version=$(json 'print(d["candidate"]["version"])' <demo-out/loop-decision.json)
   echo "== rollout of $version to the fleet (canary, then stages), signed by the hub"
-  for _ in $(seq 1 120); do
-    "$HUB" rollout status --config "$HUBCONF" | tail -n 1 | grep -qE "succeeded|halted|aborted" && break
-    sleep 0.5
-  done
-  "$HUB" rollout status --config "$HUBCONF" | tail -n 1 | sed 's/^/   /'
+  wait_rollout
   echo "   the agent's log:"
   grep -E "staged|swapped|model updated|refused|rolled" "$LOG" | sed -E 's/^.*(INFO|WARN) //' | cut -c1-160 | sed 's/^/     /' || true
   echo "== the same scene continues: 300 new shifted images, answered by $version"

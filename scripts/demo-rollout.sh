@@ -59,17 +59,10 @@ rm -rf "demo-out/vision-fashion-$NEXT"
 echo "== the hub validates, signs (demo-out/pki/signing.key) and stores it"
 "$HUB" models push "demo-out/vision-fashion-$NEXT" --config demo/hub.toml | sed 's/^/   /'
 "$HUB" models list --config demo/hub.toml | sed 's/^/   /'
-# A rollout left unfinished by an interrupted demo would refuse the new one (one at a time).
-"$HUB" rollout status --config demo/hub.toml | awk '/-> (running|paused)/ {print $1}' | while read -r id; do
-  "$HUB" rollout abort "$id" --config demo/hub.toml | sed 's/^/   left from an earlier demo: /'
-done
+abort_left_rollouts
 echo "== a rollout: a 50% canary of the fleet, then everyone (tandem-hub rollout start)"
 "$HUB" rollout start --model vision-fashion --version "$NEXT" --canary 50 --config demo/hub.toml | sed 's/^/   /'
-for _ in $(seq 1 120); do
-  "$HUB" rollout status --config demo/hub.toml | tail -n 1 | grep -qE "succeeded|halted|aborted" && break
-  sleep 0.5
-done
-"$HUB" rollout status --config demo/hub.toml | tail -n 1 | sed 's/^/   /'
+wait_rollout
 echo "== the agent's side (its log):"
 grep -E "staged|swapped|model updated|refused|rolled" "$LOG" | sed -E 's/^.*(INFO|WARN) //' | cut -c1-200 | sed 's/^/   /' \
   || echo "   (no update in the agent's log: see $LOG and $HUBLOG)"
