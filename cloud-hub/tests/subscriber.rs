@@ -7,42 +7,12 @@
 mod broker_kit;
 
 use broker_kit::*;
-use rumqttc::v5::mqttbytes::QoS as Qos5;
-use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
-use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
-use rumqttc::{QoS, Transport};
+use rumqttc::QoS;
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use tandem_hub::broker::Broker;
 use tandem_hub::pki::subscriber::subscriber_files;
 use tandem_tests::tls::client_config as tls;
 use tandem_tests::wait_for;
-
-/// Publishes to each topic at QoS 1 over MQTT 5 with this identity; returns the PUBACK reasons in order.
-async fn publish_all(
-    url: &tandem_shared::mqtt::BrokerUrl,
-    tls: rustls::ClientConfig,
-    topics: &[&str],
-) -> Vec<PubAckReason> {
-    let mut o = Options5::new("ignored", url.host.clone(), url.port);
-    o.set_transport(Transport::tls_with_config(tls.into()));
-    let (c, mut ev) = Client5::new(o, 16);
-    for t in topics {
-        c.publish(*t, Qos5::AtLeastOnce, false, "forged")
-            .await
-            .expect("queue");
-    }
-    let mut acks = Vec::new();
-    while acks.len() < topics.len() {
-        match tokio::time::timeout(PATIENCE, ev.poll())
-            .await
-            .expect("a PUBACK in time")
-        {
-            Ok(Event5::Incoming(Packet5::PubAck(a))) => acks.push(a.reason),
-            Ok(_) => {}
-            Err(e) => panic!("the subscriber lost its connection: {e}"),
-        }
-    }
-    acks
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_reads_telemetry_writes_nothing_and_is_revocable() {

@@ -5,7 +5,8 @@
 //! PKI's CA and CRL; the certificate CN as the username (`use_identity_as_username`) and as the
 //! client id (`use_username_as_clientid`, so no device can take over another's session); no
 //! anonymous clients; an ACL confining each device to `tandem/{its name}/#`, the hub's identity
-//! seeing all of `tandem/#`, each subscriber reading and writing nothing else ([`super::acl`]);
+//! seeing all of `tandem/#`, each subscriber reading and writing nothing else, each operator
+//! denied every topic ([`super::acl`]);
 //! persistence (retained status) in the runtime folder; the log on
 //! stderr, which the supervisor keeps the tail of.
 

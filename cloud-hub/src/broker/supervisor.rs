@@ -14,8 +14,9 @@
 //!   re-signs the list (the hub does so at half its validity) or adds certificates a renewal
 //!   superseded (their device reconnected with its new one when it renewed) is loaded with
 //!   SIGHUP, which mosquitto 2 answers by reading its CRL and certificates again, and every
-//!   connection stays up. The ledger's subscribers are watched too (`super::acl`): a new or
-//!   revoked subscriber rewrites the ACL, loaded with SIGHUP.
+//!   connection stays up. The ledger's subscribers and operators are watched too
+//!   (`super::acl`): a new or revoked subscriber, or a new operator, rewrites the ACL, loaded
+//!   with SIGHUP.
 //! - Stop: SIGTERM (mosquitto saves retained messages), SIGKILL after 5 s.
 
 use super::mosquitto::{self, ConfigSpec, Files};
@@ -195,7 +196,7 @@ impl Broker {
             as_root: rustix::process::geteuid().is_root(),
         })?;
         let acl = super::acl::current(&spec.pki_dir, HUB_IDENTITY)
-            .unwrap_or_else(|| super::acl::acl_text(HUB_IDENTITY, &[]));
+            .unwrap_or_else(|| super::acl::acl_text(HUB_IDENTITY, &[], &[]));
         for (path, text) in [(&files.conf, conf), (&files.acl, acl)] {
             std::fs::write(path, text)
                 .map_err(BrokerError::io(format!("write {}", path.display())))?;
@@ -446,7 +447,7 @@ async fn supervise(
     }
 }
 
-/// A subscriber was added or revoked: writes the new ACL, which mosquitto reads again on
+/// A subscriber was added or revoked, or an operator added: writes the new ACL, which mosquitto reads again on
 /// SIGHUP (connections stay up); `false` when the file cannot be written (tried again at the
 /// next check).
 fn reload_acl(path: &Path, text: &str, pid: Option<u32>, stats: &BrokerStats) -> bool {
@@ -455,12 +456,12 @@ fn reload_acl(path: &Path, text: &str, pid: Option<u32>, stats: &BrokerStats) ->
             if let Some(pid) = pid {
                 signal(pid, rustix::process::Signal::HUP);
             }
-            tracing::info!(acl = %path.display(), "subscribers changed: mosquitto reloads its ACL (SIGHUP)");
+            tracing::info!(acl = %path.display(), "subscribers or operators changed: mosquitto reloads its ACL (SIGHUP)");
             stats.reloads.fetch_add(1, Relaxed);
             true
         }
         Err(e) => {
-            tracing::error!(error = %e, acl = %path.display(), "cannot rewrite the broker's ACL: subscriber changes wait for the next attempt");
+            tracing::error!(error = %e, acl = %path.display(), "cannot rewrite the broker's ACL: the changes wait for the next attempt");
             false
         }
     }

@@ -87,6 +87,22 @@ impl Pki {
         self.issue(name, p, not_before, days, files, |l| &mut l.operators)
     }
 
+    /// The MQTT usernames (`operator:NAME`) of every operator this PKI ever issued a
+    /// certificate to, sorted: the broker's ACL denies each of them everything. A revoked or
+    /// expired one stays listed (it costs a line, and no CRL lag can open the broker to it).
+    pub fn operator_usernames(&self) -> Result<Vec<String>, PkiError> {
+        let mut names: Vec<String> = self
+            .ledger()?
+            .operators
+            .into_iter()
+            .filter(|o| super::valid_device_name(&o.name))
+            .map(|o| format!("{OPERATOR_CN_PREFIX}{}", o.name))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// Revokes every valid certificate of an operator and rewrites the CRL.
     pub fn revoke_operator(&self, name: &str) -> Result<Vec<u64>, PkiError> {
         self.revoke_in(name, |l| &mut l.operators, PkiError::UnknownOperator)
@@ -151,4 +167,37 @@ pub(super) fn revoked(ledger: &Ledger) -> impl Iterator<Item = &DeviceRecord> {
         .chain(&ledger.operators)
         .chain(&ledger.subscribers)
         .filter(|d| d.revoked_at.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operator_ever_issued_is_an_mqtt_username_and_names_are_topic_safe() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pki = Pki::init(&dir.path().join("pki")).expect("pki");
+        assert!(pki.operator_usernames().expect("names").is_empty());
+        pki.add_operator("bob", 30).expect("bob");
+        pki.add_operator("alice", 30).expect("alice");
+        pki.revoke_operator("bob").expect("revoke");
+        assert_eq!(
+            pki.operator_usernames().expect("names"),
+            vec!["operator:alice", "operator:bob"],
+            "a revoked operator stays denied"
+        );
+        // A CN with an MQTT wildcard, a level separator or a role prefix is never issued: it
+        // would widen the device pattern `tandem/%u/#` or pass for another role.
+        for bad in ["a+b", "a#", "a/b", "+", "#", "x:y", "Op", ""] {
+            assert!(
+                matches!(pki.add_operator(bad, 30), Err(PkiError::BadName(_))),
+                "operator {bad:?}"
+            );
+            assert!(
+                matches!(pki.add_device(bad, 30), Err(PkiError::BadName(_))),
+                "device {bad:?}"
+            );
+        }
+        assert_eq!(pki.ledger().expect("ledger").devices.len(), 0);
+    }
 }

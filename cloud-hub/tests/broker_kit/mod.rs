@@ -1,8 +1,11 @@
 //! The hub's supervised mosquitto probed by plain MQTT clients, shared by the broker's tests
-//! (`broker.rs`, `subscriber.rs`): a PKI and broker spec on a free port, and rumqttc clients
+//! (`broker.rs`, `subscriber.rs`, `operator_mqtt.rs`): a PKI and broker spec on a free port, and rumqttc clients
 //! whose events arrive on a channel.
 #![allow(dead_code)] // each test file uses its own part of the kit
 
+use rumqttc::v5::mqttbytes::QoS as Qos5;
+use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
+use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,6 +148,34 @@ pub async fn refused(
         Seen::Failed(e) => Ok(e),
         other => Err(format!("{id} was let in: {other:?}")),
     }
+}
+
+/// Publishes to each topic at QoS 1 over MQTT 5 with this identity; returns the PUBACK reasons in order.
+pub async fn publish_all(
+    url: &tandem_shared::mqtt::BrokerUrl,
+    tls: rustls::ClientConfig,
+    topics: &[&str],
+) -> Vec<PubAckReason> {
+    let mut o = Options5::new("ignored", url.host.clone(), url.port);
+    o.set_transport(Transport::tls_with_config(tls.into()));
+    let (c, mut ev) = Client5::new(o, 16);
+    for t in topics {
+        c.publish(*t, Qos5::AtLeastOnce, false, "forged")
+            .await
+            .expect("queue");
+    }
+    let mut acks = Vec::new();
+    while acks.len() < topics.len() {
+        match tokio::time::timeout(PATIENCE, ev.poll())
+            .await
+            .expect("a PUBACK in time")
+        {
+            Ok(Event5::Incoming(Packet5::PubAck(a))) => acks.push(a.reason),
+            Ok(_) => {}
+            Err(e) => panic!("the publisher lost its connection: {e}"),
+        }
+    }
+    acks
 }
 
 pub fn ca(s: &Setup) -> PathBuf {
