@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames bench-detect bench-loop clean
+.PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames bench-detect bench-loop bench-console clean
 
 # EPS=gpu,webgpu,qnn,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
 setup:
@@ -86,6 +86,11 @@ bench-detect: release
 # candidate (docs/benchmarks/loop.md). Last line: `loop: offload_before=X offload_after=Y ...`.
 bench-loop: release
 	target/release/tandem-bench loop
+
+# The console's fleet page for 1,000 simulated devices in headless Chromium: the server time of
+# its API calls and its render time. Last line: `console: devices=N server_ms=X render_ms=Y`.
+bench-console: release
+	target/release/tandem-bench console
 
 clean:
 	$(CARGO) clean

@@ -26,10 +26,14 @@
 //! - [`loop_bench`]: `tandem-bench loop` (make bench-loop): one turn of the learning loop on
 //!   a shifted stream through the real hub and agents: offload, edge and cascade accuracy
 //!   before and after, a candidate the gate refuses.
+//! - [`console`]: `tandem-bench console` (make bench-console): the console's fleet page for
+//!   1,000 simulated devices in headless Chromium: the API calls' server time, the render time;
+//!   `tandem-bench console-shot`: a screenshot of a console page (`make demo`).
 //! - [`stats`]: latency percentiles and throughput.
 //! - [`procs`]: spawning the agent daemon and peers.
 
 mod cascade;
+mod console;
 mod detect;
 mod detect_eval;
 mod detect_fit;
@@ -82,6 +86,10 @@ enum Command {
     /// One turn of the learning loop on a shifted stream (feedback, calibration, training,
     /// gate, rollout), measured before and after on inputs no fit saw.
     Loop(loop_bench::Args),
+    /// The console's fleet page for 1,000 simulated devices: API server time, render time.
+    Console(console::Args),
+    /// A screenshot of a console page, logged in with the operator's token (the demo's).
+    ConsoleShot(console::ShotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -96,5 +104,7 @@ fn main() -> anyhow::Result<()> {
         Command::Frames(a) => frames::run(&a),
         Command::Detect(a) => detect::run(&a),
         Command::Loop(a) => loop_bench::run(&a),
+        Command::Console(a) => console::run(&a),
+        Command::ConsoleShot(a) => console::shot(&a),
     }
 }
