@@ -374,9 +374,24 @@ impl Tab {
             .map_err(|e| format!("click {selector}: {e}"))
     }
 
-    /// Types `text` into the element `selector` finds (after focusing it with a click).
+    /// Types `text` into the element `selector` finds (after focusing it with a click), after
+    /// what it holds.
     pub async fn type_into(&self, selector: &str, text: &str) -> Result<(), String> {
+        self.type_after(selector, text, false).await
+    }
+
+    /// Empties the input `selector` finds, then types `text` into it.
+    pub async fn fill(&self, selector: &str, text: &str) -> Result<(), String> {
+        self.type_after(selector, text, true).await
+    }
+
+    async fn type_after(&self, selector: &str, text: &str, empty: bool) -> Result<(), String> {
         let el = self.find(selector).await?;
+        if empty {
+            el.call_js_fn("function() { this.value = ''; }", false)
+                .await
+                .map_err(|e| format!("empty {selector}: {e}"))?;
+        }
         el.click()
             .await
             .map_err(|e| format!("focus {selector}: {e}"))?;

@@ -6,7 +6,8 @@
 //!   its DNS name) in a scratch folder; [`Fleet::add_device`] issues device certificates.
 //! - [`Fleet::start_hub`] and [`Fleet::start_agent`] write a config (defaults below, plus the
 //!   caller's lines per TOML section) and wait for the daemon's ready line.
-//! - [`Fleet::get`] and friends reach a daemon's HTTP API from inside its host.
+//! - [`Fleet::get`] and friends reach a daemon's HTTP API from inside its host;
+//!   [`Fleet::hub_cli`] runs the hub's CLI there as its operator.
 
 use crate::netns::Rig;
 use crate::process::Logged;
@@ -154,6 +155,29 @@ impl Fleet {
                 .args(["device", "revoke", name, "--dir"])
                 .arg(self.pki()),
         );
+    }
+
+    /// `tandem-hub ARGS` in the hub's host as its operator (`TANDEM_HUB_TOKEN_FILE`); its
+    /// stdout (panics with its output if it fails).
+    pub fn hub_cli(&self, args: &[&str]) -> String {
+        run_ok(
+            self.rig
+                .command(&self.hub_host, crate::binary("tandem-hub"))
+                .args(args)
+                .env("TANDEM_HUB_TOKEN_FILE", self.pki().join("operator.token")),
+        )
+    }
+
+    /// A model folder of its own for an agent that installs versions (`dir/NAME/`, with
+    /// [`MODEL`]'s manifest, edge variant and labels copied in): its `[models] dir`.
+    pub fn models_copy(&self, name: &str) -> PathBuf {
+        let models = self.dir.join(name);
+        let from = crate::models_dir().join(MODEL);
+        std::fs::create_dir_all(models.join(MODEL)).expect("models dir");
+        for f in ["manifest.json", "edge.onnx", "labels.txt"] {
+            std::fs::copy(from.join(f), models.join(MODEL).join(f)).expect("copy the model");
+        }
+        models
     }
 
     /// The hub's DNS name.

@@ -258,19 +258,6 @@ fn serial_of(pki: &Path, name: &str) -> u64 {
     u64::from_str_radix(hex, 16).expect("a hex serial")
 }
 
-/// `tandem-hub` on the hub's host, as its operator; panics with the output unless it succeeds.
-fn hub_cli(fleet: &Fleet, args: &[&str]) -> String {
-    let out = fleet
-        .rig
-        .command("hub", tandem_tests::binary("tandem-hub"))
-        .args(args)
-        .env("TANDEM_HUB_TOKEN_FILE", fleet.pki().join("operator.token"))
-        .output()
-        .expect("tandem-hub");
-    assert!(out.status.success(), "tandem-hub {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// The device's entry in `GET /v1/fleet`, once it is online.
 async fn online_entry(fleet: &Fleet, hub: &Daemon, device: &str) -> Value {
     let start = Instant::now();
@@ -292,17 +279,6 @@ async fn online_entry(fleet: &Fleet, hub: &Daemon, device: &str) -> Value {
     }
 }
 
-/// The model folder the north device serves and installs versions into (its own copy).
-fn models_copy(dir: &Path) -> PathBuf {
-    let models = dir.join("models-north");
-    let from = tandem_tests::models_dir().join(MODEL);
-    std::fs::create_dir_all(models.join(MODEL)).expect("models dir");
-    for f in ["manifest.json", "edge.onnx", "labels.txt"] {
-        std::fs::copy(from.join(f), models.join(MODEL).join(f)).expect("copy the model");
-    }
-    models
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_labels_select_the_rollout_targets() {
     let fleet = Fleet::new("enrol-labels", "hub", &["a1", "a2"]);
@@ -316,7 +292,7 @@ async fn claim_labels_select_the_rollout_targets() {
     // The north device can install versions (its own model folder, the signing key); the
     // south one says it is in the north itself.
     let pki = fleet.pki();
-    let models = format!("dir = \"{}\"", models_copy(&fleet.dir).display());
+    let models = format!("dir = \"{}\"", fleet.models_copy("models-north").display());
     let key = format!("trusted_key = \"{}\"", pki.join("signing.pub").display());
     let a1 = fleet.start_agent(
         "a1",
@@ -354,46 +330,37 @@ async fn claim_labels_select_the_rollout_targets() {
     let model_dir = tandem_tests::models_dir().join(MODEL);
     let hub_cfg = fleet.dir.join("hub/hub.toml");
     tokio::task::block_in_place(|| {
-        hub_cli(
-            &fleet,
-            &[
-                "models",
-                "pack",
-                &model_dir.display().to_string(),
-                &bundle.display().to_string(),
-                "--version",
-                "1.0.1",
-                "--expected",
-                "testdata",
-            ],
-        );
-        hub_cli(
-            &fleet,
-            &[
-                "models",
-                "push",
-                &bundle.display().to_string(),
-                "--config",
-                &hub_cfg.display().to_string(),
-            ],
-        );
-        hub_cli(
-            &fleet,
-            &[
-                "rollout",
-                "start",
-                "--model",
-                MODEL,
-                "--version",
-                "1.0.1",
-                "--canary",
-                "100",
-                "--labels",
-                "site=north",
-                "--hub",
-                &hub.http,
-            ],
-        );
+        fleet.hub_cli(&[
+            "models",
+            "pack",
+            &model_dir.display().to_string(),
+            &bundle.display().to_string(),
+            "--version",
+            "1.0.1",
+            "--expected",
+            "testdata",
+        ]);
+        fleet.hub_cli(&[
+            "models",
+            "push",
+            &bundle.display().to_string(),
+            "--config",
+            &hub_cfg.display().to_string(),
+        ]);
+        fleet.hub_cli(&[
+            "rollout",
+            "start",
+            "--model",
+            MODEL,
+            "--version",
+            "1.0.1",
+            "--canary",
+            "100",
+            "--labels",
+            "site=north",
+            "--hub",
+            &hub.http,
+        ]);
     });
     let start = Instant::now();
     let rollout = loop {
