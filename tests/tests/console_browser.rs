@@ -3,14 +3,25 @@
 //! namespaces, the agent offloading every request over QUIC and reporting telemetry over MQTT.
 //! The browser runs in the hub's host and opens the console on the hub's loopback API.
 //!
-//! One scenario, one browser (a start costs about a second):
+//! One scenario, one browser (a start costs about a second), two devices: `cam-01` (the agent,
+//! installing versions into its own model folder) and `cam-02` (one status over MQTT, then
+//! offline), and the registry holding vision-fashion 1.0.0 and 1.0.1:
 //! - an unauthenticated visit to each page ends on the login page, no `/v1` data request
 //!   succeeds and no device id is in the document;
-//! - the login page takes the operator's token; then every page loads (`data-ready`) with no
+//! - the login page takes the operator's token; every page then loads (`data-ready`) with no
 //!   console error, no uncaught exception and no failed load;
-//! - the fleet page lists the device and its search filters it.
+//! - the fleet page lists both devices and its search narrows the list;
+//! - the device page's plots draw from the agent's real telemetry (the offloads the agent made
+//!   are the bars of the route plot) with the model version marked;
+//! - the models page lists the registry's versions;
+//! - [`steer`]: a rollout started from the rollouts page reaches the agent (the API shows it
+//!   serving 1.0.1), is aborted from the page, and the page's rollback brings the agent back
+//!   to 1.0.0; a label corrected in the feedback gallery is a correction in the store.
 //!
 //! Screenshots of every page go to a scratch folder whose path the test prints.
+
+#[path = "console_browser/steer.rs"]
+mod steer;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -23,7 +34,13 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const PAGE_PATIENCE: Duration = Duration::from_secs(20);
 /// Offloaded requests the agent serves before the device page is opened.
 const REQUESTS: u64 = 3;
+/// The agent's device.
 const DEVICE: &str = "cam-01";
+/// A device that reported once, then went offline (a rollout target never commanded).
+const OFFLINE: &str = "cam-02";
+/// The version the agent serves, and the one the rollout brings.
+const FIRST: &str = "1.0.0";
+const NEXT: &str = "1.0.1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_real_browser() {
@@ -35,8 +52,24 @@ async fn the_console_in_a_real_browser() {
 async fn scenario() {
     let fleet = Fleet::new("console", "hub", &["cam"]);
     fleet.add_device(DEVICE);
+    fleet.add_device(OFFLINE);
     let hub = fleet.start_hub(&[]);
-    let agent = fleet.start_agent("cam", DEVICE, &[]);
+    tokio::task::block_in_place(|| steer::registry(&fleet));
+    let models = format!("dir = \"{}\"", fleet.models_copy("models-cam").display());
+    let key = format!(
+        "trusted_key = \"{}\"",
+        fleet.pki().join("signing.pub").display()
+    );
+    let agent = fleet.start_agent(
+        "cam",
+        DEVICE,
+        &[
+            ("models", &models),
+            ("models", &key),
+            ("models", "watch_window_s = 1"),
+        ],
+    );
+    steer::offline_device(&fleet);
     serve_and_report(&fleet, &hub, &agent).await;
 
     let shots = tandem_tests::scratch("console-screenshots");
@@ -54,7 +87,11 @@ async fn scenario() {
     unauthenticated(&tab, &base, &shots).await;
     login(&fleet, &tab).await;
     fleet_page(&tab, &base, &shots).await;
-    every_page(&tab, &base, &shots).await;
+    device_page(&tab, &base, &shots, &[FIRST]).await;
+    models_page(&tab, &base, &shots).await;
+    steer::rollout(&fleet, &hub, &tab, &base, &shots).await;
+    device_page(&tab, &base, &shots, &[FIRST, NEXT]).await;
+    steer::feedback(&fleet, &hub, &tab, &base, &shots).await;
     drop(tab);
     drop(browser);
 }
@@ -154,7 +191,9 @@ async fn unauthenticated(tab: &Tab, base: &str, shots: &Path) {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let html = html.as_str().unwrap_or_default();
-        assert!(!html.contains(DEVICE), "{url} shows the device:\n{html}");
+        for device in [DEVICE, OFFLINE] {
+            assert!(!html.contains(device), "{url} shows {device}:\n{html}");
+        }
     }
     open(tab, base, "/login").await;
     clean_and_shot(tab, shots, "login").await;
@@ -188,25 +227,77 @@ async fn fleet_page(tab: &Tab, base: &str, shots: &Path) {
         .eval(VISIBLE_ROWS)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(rows, serde_json::json!([DEVICE]), "fleet rows");
+    assert_eq!(rows, serde_json::json!([DEVICE, OFFLINE]), "fleet rows");
     clean_and_shot(tab, shots, "fleet").await;
-    tab.type_into("[data-testid=fleet-search]", "no-such-device")
+    for (search, shown) in [(DEVICE, vec![DEVICE]), ("no-such-device", vec![])] {
+        tab.fill("[data-testid=fleet-search]", search)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let want = serde_json::json!(shown).to_string();
+        tab.wait_js(
+            &format!("JSON.stringify({VISIBLE_ROWS}) === '{want}'"),
+            PAGE_PATIENCE,
+        )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tab.wait_js(&format!("{VISIBLE_ROWS}.length === 0"), PAGE_PATIENCE)
-        .await
-        .unwrap_or_else(|e| panic!("the search hides the device: {e}"));
+        .unwrap_or_else(|e| panic!("search {search:?} shows {want}: {e}"));
+    }
 }
 
-/// Every page loads, with no console error.
-async fn every_page(tab: &Tab, base: &str, shots: &Path) {
-    for (path, name) in [
-        (format!("/device/{DEVICE}"), "device"),
-        ("/rollouts".into(), "rollouts"),
-        ("/models".into(), "models"),
-        ("/feedback".into(), "feedback"),
-    ] {
-        open(tab, base, &path).await;
-        clean_and_shot(tab, shots, name).await;
+/// The device page: each plot draws marks from the agent's telemetry, the route plot's
+/// offloaded bars add up to the requests the agent offloaded, and `versions` are marked.
+async fn device_page(tab: &Tab, base: &str, shots: &Path, versions: &[&str]) {
+    open(tab, base, &format!("/device/{DEVICE}")).await;
+    for plot in ["plot-offload", "plot-latency", "plot-routes", "plot-queue"] {
+        let marks = tab
+            .eval(&format!(
+                "document.querySelectorAll('svg[data-testid={plot}] path, \
+                 svg[data-testid={plot}] rect').length"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(marks.as_u64() > Some(0), "{plot} draws nothing: {marks}");
     }
+    // Each bar's title: `cloud (offloaded): N at TIME`.
+    let offloaded = tab
+        .eval(
+            "[...document.querySelectorAll('svg[data-testid=plot-routes] rect title')]\
+             .map(t => t.textContent.match(/^cloud[^:]*: (\\d+) at/))\
+             .filter(Boolean).reduce((n, m) => n + Number(m[1]), 0)",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(offloaded, Value::from(REQUESTS), "offloaded bars");
+    let marked = tab
+        .eval(
+            "[...new Set([...document.querySelectorAll('svg[data-testid=plot-routes] \
+             [data-testid=version-marker]')].map(m => m.dataset.version))].sort()",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(marked, serde_json::json!(versions), "version markers");
+    for section in ["update-history", "last-events"] {
+        let found = tab
+            .eval(&format!(
+                "!!document.querySelector('[data-testid={section}]')"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found, Value::Bool(true), "{section}");
+    }
+    clean_and_shot(tab, shots, &format!("device-{}", versions.len())).await;
+}
+
+/// The models page lists the registry's versions.
+async fn models_page(tab: &Tab, base: &str, shots: &Path) {
+    open(tab, base, "/models").await;
+    let rows = tab
+        .eval(
+            "[...document.querySelectorAll('[data-testid=model-row]')]\
+             .map(r => r.dataset.model + ' ' + r.dataset.version).sort()",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = serde_json::json!([format!("{MODEL} {FIRST}"), format!("{MODEL} {NEXT}")]);
+    assert_eq!(rows, want, "model rows");
+    clean_and_shot(tab, shots, "models").await;
 }
