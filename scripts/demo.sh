@@ -121,3 +121,4 @@ head -n 2 demo-out/dataset/dataset.jsonl | cut -c1-220
 echo
 ./scripts/demo-rollout.sh
 ./scripts/demo-loop.sh
+./scripts/demo-console.sh
