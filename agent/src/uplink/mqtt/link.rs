@@ -19,6 +19,10 @@
 //!   doubling per failure to 30 s; `tandem_shared::backoff`); and at once with a new TLS
 //!   identity after a certificate renewal ([`MqttLink::reload_identity`]).
 //! - Shutdown: `offline` (`reason: shutdown`), retained, then DISCONNECT (no last will).
+//! - The task polls the connection first (a `biased` select: under load its next event is
+//!   almost always ready, and an unbiased select also registers waiters on the other
+//!   branches for every event); a stop or a renewed identity is checked once per event, so
+//!   neither waits behind a busy connection.
 
 use super::super::super::telemetry::{AgentCounters, Class};
 use super::MqttConfig;
@@ -317,22 +321,21 @@ async fn run(
     let m = &counters.mqtt;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
+        // The connection is polled first (`biased`): under load it is always ready, and the
+        // other branches would then never run. Shutdown and a renewed identity are therefore
+        // checked here, once per event, as well as waited for below while the link is idle.
+        if *stop.borrow() {
+            return;
+        }
+        if identity.has_changed().unwrap_or(false) {
+            renew(&mut el, &mut identity, &device, m, handler.as_ref());
+        }
         let event = tokio::select! {
+            biased;
             e = el.poll() => e,
             _ = stop.wait_for(|s| *s) => return,
             Ok(()) = identity.changed() => {
-                if let Some(tls) = identity.borrow_and_update().clone() {
-                    el.mqtt_options
-                        .set_transport(Transport::tls_with_config((*tls).clone().into()));
-                    // Unacknowledged messages go back to the queue; the next poll reconnects.
-                    el.clean();
-                    el.network = None;
-                    salvage_events(&mut el, handler.as_ref());
-                    if m.connected.swap(false, Relaxed) {
-                        m.disconnects.fetch_add(1, Relaxed);
-                    }
-                    tracing::info!(device, "MQTT link reconnecting with the renewed certificate");
-                }
+                renew(&mut el, &mut identity, &device, m, handler.as_ref());
                 continue;
             }
         };
@@ -394,4 +397,30 @@ async fn run(
             }
         }
     }
+}
+
+/// Moves the connection to the renewed TLS identity: the next poll reconnects with it;
+/// unacknowledged messages go back to the queue, waiting events to the handler.
+fn renew(
+    el: &mut EventLoop,
+    identity: &mut watch::Receiver<Option<Arc<rustls::ClientConfig>>>,
+    device: &str,
+    m: &crate::telemetry::MqttCounters,
+    handler: &dyn Handler,
+) {
+    let Some(tls) = identity.borrow_and_update().clone() else {
+        return;
+    };
+    el.mqtt_options
+        .set_transport(Transport::tls_with_config((*tls).clone().into()));
+    el.clean();
+    el.network = None;
+    salvage_events(el, handler);
+    if m.connected.swap(false, Relaxed) {
+        m.disconnects.fetch_add(1, Relaxed);
+    }
+    tracing::info!(
+        device,
+        "MQTT link reconnecting with the renewed certificate"
+    );
 }
