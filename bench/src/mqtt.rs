@@ -22,14 +22,14 @@
 //! - Control: a second plain client (a third certificate), the same code as the first: its
 //!   ratio to the first is what the broker and the machine alone do to a round.
 //! - Payload: one telemetry message, the golden example of docs/mqtt.md (the same bytes for
-//!   all three). Rounds of six legs, each client twice in a mirrored order
+//!   all three). Rounds of six-leg cycles, each client twice a cycle in a mirrored order
 //!   ([`crate::mqtt_rounds`]), so that a change in the machine's load hits all three.
 //! - Where a client's time goes (no profiler needed): the producer's time waiting for room in
 //!   the full outgoing queue, its time building and handing over messages, and (the agent) the
 //!   offers refused. A producer that waits most of the round kept the connection's queue
 //!   full: the pace was set by TLS, the event loop and the broker, not by the producer.
 
-use crate::mqtt_rounds::{Client, Leg, Rate, schedule};
+use crate::mqtt_rounds::{Client, Leg, Rate, round_schedule};
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use std::path::Path;
@@ -76,12 +76,13 @@ impl Handler for Quiet {
     }
 }
 
-/// Measures the three rates, `rounds` rounds of six legs of `messages` each; `Ok(Err(why))` when the broker
-/// cannot run here (mosquitto missing).
+/// Measures the three rates, `rounds` rounds of `cycles` six-leg cycles, `messages` a leg;
+/// `Ok(Err(why))` when the broker cannot run here (mosquitto missing).
 pub fn run(
     mosquitto_bin: &Path,
     messages: u64,
     rounds: u32,
+    cycles: u32,
 ) -> anyhow::Result<Result<Report, String>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -90,7 +91,7 @@ pub fn run(
         .context("tokio runtime")?;
     let dir = std::env::temp_dir().join(format!("tandem-bench-mqtt-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = rt.block_on(measure(mosquitto_bin, &dir, messages, rounds));
+    let out = rt.block_on(measure(mosquitto_bin, &dir, messages, rounds, cycles));
     let _ = std::fs::remove_dir_all(&dir);
     out
 }
@@ -109,6 +110,7 @@ async fn measure(
     dir: &Path,
     messages: u64,
     rounds: u32,
+    cycles: u32,
 ) -> anyhow::Result<Result<Report, String>> {
     let pki = tandem_hub::pki::Pki::init(&dir.join("pki")).context("development PKI")?;
     for d in ["bench-agent", "bench-plain", "bench-control"] {
@@ -159,7 +161,7 @@ async fn measure(
         broker: version,
     };
     for round in 0..rounds.max(1) {
-        for who in schedule(round) {
+        for who in round_schedule(round, cycles) {
             match who {
                 Client::Agent => report.agent.add(agent.leg(&payload, messages).await?),
                 Client::Plain => report.plain.add(plain.leg(&payload, messages).await?),

@@ -5,13 +5,18 @@
 //! - Three clients: the plain rumqttc client (the reference), the agent's telemetry path, and
 //!   a second plain rumqttc client (the control: the same code as the reference, so its ratio
 //!   shows how far the broker and the machine alone move a round).
-//! - A round is six legs: the three clients in an order rotated by the round number, then the
+//! - A cycle is six legs: the three clients in an order rotated by the cycle number, then the
 //!   same order mirrored (`P A C C A P`, `A C P P C A`, `C P A A P C`, ...). Each client's two
-//!   legs sit symmetrically around the round's middle, so a load change that drifts linearly
-//!   over the round costs all three the same (ABBA for three), and no client is always first.
-//! - A client's rate in a round: its messages over its two legs' seconds.
+//!   legs sit symmetrically around the cycle's middle, so a load change that drifts linearly
+//!   over it costs all three the same (ABBA for three), and no client is always first. A round
+//!   is `cycles` consecutive cycles ([`round_schedule`]; three by default, so every client
+//!   goes first once per round).
+//! - A client's rate in a round: its messages over its legs' seconds.
+//! - Judged: agent / plain against [`TARGET`] in every round, next to control / plain of the
+//!   same round ([`verdict`]).
 //! - Printing: [`table_rows`] (rows of `tandem-bench queue`'s table) and [`tail_lines`] (the
-//!   summary, then the `mqtt-ratio:` line that stands just above the bench's last line).
+//!   rounds side by side, the summary, then the `mqtt-ratio:` line that stands just above the
+//!   bench's last line).
 
 use crate::mqtt::Report;
 
@@ -26,12 +31,24 @@ pub enum Client {
     Control,
 }
 
-/// The six legs of round `round` (see the module's documentation).
-pub fn schedule(round: u32) -> [Client; 6] {
+/// Issue 16's target: the agent's path at >= 0.9x the plain client, in every round.
+pub const TARGET: f64 = 0.9;
+
+/// The six legs of cycle `cycle` (see the module's documentation).
+pub fn schedule(cycle: u32) -> [Client; 6] {
     let base = [Client::Plain, Client::Agent, Client::Control];
-    let r = round as usize % base.len();
+    let r = cycle as usize % base.len();
     let o = [base[r], base[(r + 1) % 3], base[(r + 2) % 3]];
     [o[0], o[1], o[2], o[2], o[1], o[0]]
+}
+
+/// The legs of round `round` of `cycles` cycles each: the cycles `round * cycles ..`, so with
+/// three cycles every client goes first once in every round.
+pub fn round_schedule(round: u32, cycles: u32) -> Vec<Client> {
+    let cycles = cycles.max(1);
+    (round * cycles..(round + 1) * cycles)
+        .flat_map(schedule)
+        .collect()
 }
 
 /// One leg's measurement.
@@ -194,9 +211,60 @@ pub fn table_rows(r: &Report, rss_mib: f64) -> Vec<String> {
     rows
 }
 
-/// The summary line (rates per round, where the producers' time went, refusals), then the
-/// `mqtt-ratio:` line.
-pub fn tail_lines(r: &Report, leg_messages: u64) -> Vec<String> {
+/// Whether agent / plain reached [`TARGET`] in every round; otherwise each round below it,
+/// with control / plain of the same round (what the broker and the machine alone did then).
+pub fn verdict(agent: &Ratio, control: &Ratio) -> String {
+    let below: Vec<String> = agent
+        .rounds
+        .iter()
+        .zip(&control.rounds)
+        .enumerate()
+        .filter(|(_, (a, _))| **a < TARGET)
+        .map(|(i, (a, c))| format!("round {} {a:.2} (control {c:.2})", i + 1))
+        .collect();
+    if agent.rounds.is_empty() {
+        "no rounds".to_string()
+    } else if below.is_empty() {
+        format!("met in all {} rounds", agent.rounds.len())
+    } else {
+        format!(
+            "NOT met in {} of {} rounds: {}",
+            below.len(),
+            agent.rounds.len(),
+            below.join(", ")
+        )
+    }
+}
+
+/// The rounds side by side (both ratios, the three rates), a table of its own.
+fn round_table(r: &Report) -> Vec<String> {
+    let (agent, control) = (r.agent.over(&r.plain), r.control.over(&r.plain));
+    let mut lines = vec![
+        format!(
+            "MQTT per round (target: agent / plain >= {TARGET:.2} in every round; control / plain is the same code as plain, so its distance from 1.00 is the noise of that round):"
+        ),
+        "| round | agent / plain | control / plain | agent msg/s | plain msg/s | control msg/s |"
+            .to_string(),
+        "|---|---|---|---|---|---|".to_string(),
+    ];
+    for i in 0..agent.rounds.len() {
+        let rate = |x: &Rate| x.rounds.get(i).copied().unwrap_or(f64::NAN);
+        lines.push(format!(
+            "| {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            i + 1,
+            agent.rounds[i],
+            control.rounds.get(i).copied().unwrap_or(f64::NAN),
+            rate(&r.agent),
+            rate(&r.plain),
+            rate(&r.control)
+        ));
+    }
+    lines
+}
+
+/// The rounds side by side, the summary line (rates per round, where the producers' time
+/// went, refusals), then the `mqtt-ratio:` line.
+pub fn tail_lines(r: &Report, leg_messages: u64, cycles: u32) -> Vec<String> {
     let (agent, control) = (r.agent.over(&r.plain), r.control.over(&r.plain));
     let each = |f: &dyn Fn(&Rate) -> String| {
         format!(
@@ -206,7 +274,8 @@ pub fn tail_lines(r: &Report, leg_messages: u64) -> Vec<String> {
             f(&r.control)
         )
     };
-    vec![
+    let mut lines = round_table(r);
+    lines.extend([
         format!(
             "MQTT ({}; TLS 1.3 with client certificates, QoS 1, {} B telemetry): msg/s {}; per round {}; producer waiting for room {} of the time; producer busy µs/msg {}; {} offers found the agent's queue full and waited for room",
             r.broker,
@@ -218,15 +287,17 @@ pub fn tail_lines(r: &Report, leg_messages: u64) -> Vec<String> {
             r.agent.refused
         ),
         format!(
-            "mqtt-ratio: agent/plain median {:.2} min {:.2}; control plain/plain median {:.2} min {:.2}; {} rounds, {} messages per client and round",
+            "mqtt-ratio: agent/plain median {:.2} min {:.2}; control plain/plain median {:.2} min {:.2}; {} rounds, {} messages per client and round; target >= {TARGET:.2} in every round: {}",
             agent.median(),
             agent.min(),
             control.median(),
             control.min(),
             agent.rounds.len(),
-            2 * leg_messages
+            2 * leg_messages * u64::from(cycles.max(1)),
+            verdict(&agent, &control)
         ),
-    ]
+    ]);
+    lines
 }
 
 #[cfg(test)]
@@ -249,6 +320,36 @@ mod tests {
         }
         assert_eq!(schedule(0), [Plain, Agent, Control, Control, Agent, Plain]);
         assert_eq!(schedule(3), schedule(0));
+        // Three cycles a round: each client first once, six legs each.
+        for round in 0..3 {
+            let legs = round_schedule(round, 3);
+            assert_eq!(legs.len(), 18);
+            let firsts: Vec<_> = legs.chunks(6).map(|c| c[0]).collect();
+            assert_eq!(firsts, [Plain, Agent, Control], "round {round}");
+            for c in [Plain, Agent, Control] {
+                assert_eq!(legs.iter().filter(|x| **x == c).count(), 6);
+            }
+        }
+        assert_eq!(round_schedule(2, 1), schedule(2));
+        assert_eq!(round_schedule(1, 0), schedule(1));
+    }
+
+    #[test]
+    fn the_verdict_names_each_round_below_the_target_with_its_control() {
+        let ratio = |rounds: &[f64]| Ratio {
+            rounds: rounds.to_vec(),
+            overall: 1.0,
+        };
+        let control = ratio(&[1.0, 0.86, 1.02]);
+        assert_eq!(
+            verdict(&ratio(&[0.95, 0.90, 1.1]), &control),
+            "met in all 3 rounds"
+        );
+        assert_eq!(
+            verdict(&ratio(&[0.95, 0.85, 0.89]), &control),
+            "NOT met in 2 of 3 rounds: round 2 0.85 (control 0.86), round 3 0.89 (control 1.02)"
+        );
+        assert_eq!(verdict(&ratio(&[]), &ratio(&[])), "no rounds");
     }
 
     #[test]

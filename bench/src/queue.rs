@@ -61,13 +61,16 @@ pub struct Args {
     /// large-record rows).
     #[arg(long, default_value_t = 3)]
     large_cycles: u32,
-    /// MQTT messages per leg (0: no MQTT rows); a round is six legs, each client twice.
-    #[arg(long, default_value_t = 100_000)]
+    /// MQTT messages per leg (0: no MQTT rows); a cycle is six legs, each client twice.
+    #[arg(long, default_value_t = 50_000)]
     mqtt_messages: u64,
-    /// MQTT rounds (each: plain, agent and control plain client twice, in a mirrored order
-    /// rotated per round; `crate::mqtt_rounds`).
+    /// MQTT rounds, each judged against the target on its own (`crate::mqtt_rounds`).
     #[arg(long, default_value_t = 5)]
     mqtt_rounds: u32,
+    /// Six-leg cycles per MQTT round (plain, agent and control plain client twice each, in a
+    /// mirrored order rotated per cycle): 3 lets every client go first once per round.
+    #[arg(long, default_value_t = 3)]
+    mqtt_cycles: u32,
     /// The mosquitto binary; default: searched as the hub does (`PATH`, then /usr/sbin).
     #[arg(long)]
     mosquitto_bin: Option<PathBuf>,
@@ -284,6 +287,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             a.mosquitto_bin.as_deref().unwrap_or(Path::new("")),
             a.mqtt_messages,
             a.mqtt_rounds,
+            a.mqtt_cycles,
         );
         (r, rss.take_mib())
     });
@@ -321,7 +325,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             for row in crate::mqtt_rounds::table_rows(&r, rss_mib) {
                 println!("{row}");
             }
-            crate::mqtt_rounds::tail_lines(&r, a.mqtt_messages)
+            crate::mqtt_rounds::tail_lines(&r, a.mqtt_messages, a.mqtt_cycles)
         }
         Some((Ok(Err(why)), _)) => vec![format!("MQTT rows skipped: {why}")],
         Some((Err(e), _)) => vec![format!("MQTT rows skipped: the measurement failed: {e:#}")],
