@@ -9,10 +9,13 @@
 //! - [`acl`]: the generated ACL (hub, subscribers, devices), rewritten when subscribers change.
 //! - [`supervisor`]: [`Broker`]: start, readiness, restart with backoff, restart on a new CRL,
 //!   stop.
+//! - `spawn`: mosquitto forked from one long-lived thread, tied to the hub's life
+//!   (`setpriv --pdeathsig`), so a killed hub leaves no broker behind.
 
 pub mod acl;
 pub mod config;
 pub mod mosquitto;
+mod spawn;
 pub mod supervisor;
 
 pub use config::{MqttConfig, MqttMode};

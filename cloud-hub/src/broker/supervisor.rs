@@ -17,7 +17,8 @@
 //!   connection stays up. The ledger's subscribers and operators are watched too
 //!   (`super::acl`): a new or revoked subscriber, or a new operator, rewrites the ACL, loaded
 //!   with SIGHUP.
-//! - Stop: SIGTERM (mosquitto saves retained messages), SIGKILL after 5 s.
+//! - Stop: SIGTERM (mosquitto saves retained messages), SIGKILL after 5 s. A hub that is
+//!   killed takes its broker with it (`super::spawn`: SIGTERM on the parent's death).
 
 use super::mosquitto::{self, ConfigSpec, Files};
 use super::{BrokerError, HUB_IDENTITY, MqttConfig};
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::BrokerUrl;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{oneshot, watch};
 
 /// Log lines of the broker kept for error reports.
@@ -269,8 +270,8 @@ impl Drop for Broker {
 impl Launch {
     /// Starts the process and waits until it is ready; an error kills it.
     async fn run(&self, stats: &BrokerStats) -> Result<Running, BrokerError> {
-        let mut child = Command::new(&self.bin)
-            .arg("-c")
+        let mut cmd = super::spawn::tied_command(&self.bin);
+        cmd.arg("-c")
             .arg(&self.files.conf)
             // Debian's mosquitto speaks sd_notify: the hub's readiness is the hub's to report.
             .env_remove("NOTIFY_SOCKET")
@@ -279,8 +280,9 @@ impl Launch {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        let mut child = super::spawn::spawn_tied(cmd)
+            .await
             .map_err(BrokerError::io(format!("start {}", self.bin.display())))?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -7,7 +7,7 @@ use rumqttc::v5::mqttbytes::QoS as Qos5;
 use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
 use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tandem_hub::broker::BrokerSpec;
 use tandem_hub::pki::Pki;
@@ -38,11 +38,16 @@ pub fn setup(devices: &[&str]) -> Setup {
 }
 
 pub fn spec(s: &Setup) -> BrokerSpec {
+    spec_at(s.pki.dir(), &s.runtime)
+}
+
+/// The spec of a broker over the PKI in `pki_dir`, its files in `runtime`.
+pub fn spec_at(pki_dir: &Path, runtime: &Path) -> BrokerSpec {
     BrokerSpec {
         mosquitto_bin: PathBuf::new(),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        pki_dir: s.pki.dir().to_path_buf(),
-        runtime_dir: s.runtime.clone(),
+        pki_dir: pki_dir.to_path_buf(),
+        runtime_dir: runtime.to_path_buf(),
         restart_backoff: Duration::from_millis(100),
         restart_backoff_max: Duration::from_secs(2),
         ready_timeout: Duration::from_secs(10),
