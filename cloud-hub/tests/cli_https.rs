@@ -96,7 +96,7 @@ fn start_hub(name: &str) -> (Daemon, String, BrokerUrl) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operator_command_works_over_https_and_failures_say_what_to_fix() {
     let (mut hub, base, mqtt) = start_hub("cli-https");
-    let dir = hub.dir.clone();
+    let dir = hub.dir.to_path_buf();
     let pki = Pki::open(&dir.join("pki")).expect("pki");
     pki.add_device("cam-01", 30).expect("device");
     for o in ["alice", "mallory"] {

@@ -27,6 +27,7 @@ struct Hub {
     pki: Pki,
     token: String,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tandem_tests::Scratch,
 }
 
 /// A PKI (devices cam-a, cam-b; operators alice, and mallory revoked), a registry holding
@@ -83,6 +84,7 @@ async fn hub(name: &str, tls: bool) -> Hub {
         pki,
         token,
         _stop: tx,
+        _dir: dir,
     }
 }
 

@@ -2,9 +2,8 @@
 //! config text in a scratch folder (the hub with its PKI made by `tandem-hub init` and MQTT
 //! off), optionally under an open-file limit, and what the kernel says of their memory.
 
-use crate::paths::{binary, models_dir, scratch};
+use crate::paths::{Scratch, binary, models_dir, scratch};
 use crate::process::Logged;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,8 +14,8 @@ pub struct Daemon {
     pub proc: Logged,
     /// `http://IP:PORT` of its HTTP API.
     pub base: String,
-    /// Its scratch folder.
-    pub dir: PathBuf,
+    /// Its scratch folder (removed when the daemon is dropped, after the process).
+    pub dir: Scratch,
 }
 
 impl Daemon {
@@ -77,7 +76,7 @@ impl Daemon {
 
     fn spawn(
         mut cmd: Command,
-        dir: PathBuf,
+        dir: Scratch,
         ready: impl Fn(&str) -> Option<String> + Send + 'static,
     ) -> Daemon {
         cmd.env("RUST_LOG", "info,ort=warn");

@@ -73,8 +73,8 @@ impl Drop for Daemon {
 pub struct Fleet {
     /// The hosts.
     pub rig: Rig,
-    /// Scratch folder: `pki/`, `hub/`, one folder per agent.
-    pub dir: PathBuf,
+    /// Scratch folder: `pki/`, `hub/`, one folder per agent (removed with the fleet).
+    pub dir: crate::Scratch,
     /// The rig host the hub runs in.
     pub hub_host: String,
 }

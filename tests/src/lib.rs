@@ -25,5 +25,5 @@ pub mod raw;
 pub mod tls;
 pub mod wait;
 
-pub use paths::{binary, models_dir, read_json, repo, scratch};
+pub use paths::{KEEP_SCRATCH_ENV, Scratch, binary, models_dir, read_json, repo, scratch};
 pub use wait::{wait_for, wait_for_async};

@@ -290,7 +290,7 @@ fn names(pem: &Path, name: &str) -> bool {
 
 /// A hub with certificates of `lifetime_s` and one device enrolled as `lab-cam1`, its
 /// config in `dir/dev/agent.toml`.
-fn enrolled(name: &str, lifetime_s: u64) -> (PathBuf, Hub, PathBuf) {
+fn enrolled(name: &str, lifetime_s: u64) -> (tandem_tests::Scratch, Hub, PathBuf) {
     let dir = scratch(name);
     let hub = start_hub(&dir, lifetime_s);
     let dev = dir.join("dev");

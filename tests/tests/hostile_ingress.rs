@@ -27,7 +27,7 @@ const RSS_BOUND_BYTES: u64 = 128 << 20;
 
 struct Hub {
     proc: Logged,
-    dir: PathBuf,
+    dir: tandem_tests::Scratch,
     quic: SocketAddr,
     http: String,
 }

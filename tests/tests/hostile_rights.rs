@@ -35,7 +35,7 @@ fn ok(args: &[&str]) -> String {
 }
 
 struct Hub {
-    dir: PathBuf,
+    dir: tandem_tests::Scratch,
     proc: Logged,
     addr: SocketAddr,
     quic: SocketAddr,

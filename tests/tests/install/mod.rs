@@ -31,7 +31,7 @@ pub fn packages() -> &'static Path {
             "scripts/deb.sh failed: {}",
             String::from_utf8_lossy(&run.stderr)
         );
-        out
+        out.keep()
     })
 }
 
@@ -61,7 +61,7 @@ pub fn done(root: &Path) {
 }
 
 /// `pkgs` unpacked (`dpkg-deb -x`) into a fresh root.
-pub fn unpack(name: &str, pkgs: &[&str]) -> PathBuf {
+pub fn unpack(name: &str, pkgs: &[&str]) -> tandem_tests::Scratch {
     let root = tandem_tests::scratch(name);
     for p in pkgs {
         let st = Command::new("dpkg-deb")
