@@ -1,6 +1,7 @@
 //! Shared helpers for the agent's integration tests: paths, configs, engines, a daemon process.
 #![allow(dead_code)]
 
+pub mod bundles;
 pub mod mqtt;
 
 use std::path::{Path, PathBuf};
