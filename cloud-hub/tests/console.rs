@@ -26,6 +26,7 @@ struct Hub {
     token: String,
     feedback: Arc<Store>,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tandem_tests::Scratch,
 }
 
 /// A hub API (with an empty registry) over a fresh PKI with an operator token, a device and an
@@ -71,6 +72,7 @@ async fn hub(name: &str, tls: bool) -> Hub {
         token,
         feedback,
         _stop: tx,
+        _dir: dir,
     }
 }
 

@@ -72,7 +72,8 @@ async fn scenario() {
     steer::offline_device(&fleet);
     serve_and_report(&fleet, &hub, &agent).await;
 
-    let shots = tandem_tests::scratch("console-screenshots");
+    // Kept after the test, for a person to look at.
+    let shots = tandem_tests::scratch("console-screenshots").keep();
     println!("console screenshots: {}", shots.display());
     let profile = fleet.dir.join("chromium");
     let cmd = Chromium::command_in(&fleet.rig, "hub", &profile);
