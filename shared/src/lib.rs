@@ -1,6 +1,8 @@
 //! Sans-IO types both Tandem binaries share.
 //!
 //! # Layout
+//! - [`answer`]: the typed answer per task (top-k classes, boxes) both daemons serialise and
+//!   the hub sends.
 //! - [`manifest`]: the model manifest (`models/<name>/manifest.json`): variants, I/O specs,
 //!   pre-processing, labels, file hashes.
 //! - [`bundle`]: signed model bundles (docs/bundle.md): `bundle.json`, `bundle.sig`, the
@@ -23,6 +25,7 @@
 //!
 //! Nothing here opens a file or a socket: callers hand in bytes and strings.
 
+pub mod answer;
 pub mod backoff;
 pub mod bundle;
 pub mod convert;

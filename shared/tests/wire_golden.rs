@@ -264,3 +264,84 @@ fn golden_frames_concatenated_decode_in_order() {
     assert_eq!(kinds, [0x05, 0x01, 0x03, 0x11]);
     dec.finish().expect("clean end");
 }
+
+#[test]
+fn golden_predict_request() {
+    check(
+        "predict_request",
+        Message::PredictRequest {
+            request_id: 45,
+            model: "vision-imagenet".into(),
+            model_version: None,
+            deadline_ms: 300,
+            top_k: 3,
+            raw_outputs: true,
+            input: Input::ImageBytes(vec![0xff, 0xd8, 0xff, 0xd9]),
+        },
+    );
+}
+
+#[test]
+fn golden_predict_response_top_k() {
+    use tandem_shared::answer::{ClassScore, ClassSignals, Classification, Prediction};
+    let class = |index, label: &str, score| ClassScore {
+        index,
+        label: label.into(),
+        score,
+    };
+    check(
+        "predict_response_top_k",
+        Message::PredictResponse {
+            request_id: 45,
+            model: "vision-imagenet".into(),
+            model_version: "2.0.0".into(),
+            timing: Timing {
+                queue_us: 120,
+                service_us: 4100,
+                batch_size: 2,
+            },
+            prediction: Prediction::TopK(Classification::from_top_k(
+                vec![
+                    class(207, "golden retriever", 0.75),
+                    class(208, "Labrador", 0.25),
+                ],
+                ClassSignals {
+                    max_prob: 0.75,
+                    margin: 0.5,
+                    entropy: 0.625,
+                },
+            )),
+            outputs: Vec::new(),
+        },
+    );
+}
+
+#[test]
+fn golden_predict_response_boxes() {
+    use tandem_shared::answer::Prediction;
+    use tandem_shared::detect::{Detection, Detections};
+    check(
+        "predict_response_boxes",
+        Message::PredictResponse {
+            request_id: 46,
+            model: "detect-coco".into(),
+            model_version: "1.0.0".into(),
+            timing: Timing {
+                queue_us: 900,
+                service_us: 30000,
+                batch_size: 1,
+            },
+            prediction: Prediction::Boxes(Detections {
+                width: 500,
+                height: 375,
+                boxes: vec![Detection {
+                    bbox: [84.0, 20.0, 435.0, 373.0],
+                    class: 5,
+                    label: "bus".into(),
+                    score: 0.875,
+                }],
+            }),
+            outputs: Vec::new(),
+        },
+    );
+}

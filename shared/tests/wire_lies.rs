@@ -366,3 +366,94 @@ fn encoder_refuses_what_the_decoder_would_and_leaves_the_buffer_alone() {
     ));
     assert_eq!(out, b"keep");
 }
+
+/// A `PredictResponse` payload with a one-class top-k whose score is `score` (bits).
+fn top_k_response(count: u16, score: u32) -> Vec<u8> {
+    let mut p = 1u64.to_le_bytes().to_vec();
+    for s in ["m", "1"] {
+        p.extend_from_slice(&1u16.to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    }
+    p.extend_from_slice(&[0; 12]); // timing
+    p.push(1); // top-k
+    p.extend_from_slice(&[0; 12]); // signals 0, 0, 0
+    p.extend_from_slice(&count.to_le_bytes());
+    for _ in 0..count.min(1) {
+        p.extend_from_slice(&7u32.to_le_bytes());
+        p.extend_from_slice(&0u16.to_le_bytes());
+        p.extend_from_slice(&score.to_le_bytes());
+    }
+    p.extend_from_slice(&0u16.to_le_bytes()); // no outputs
+    p
+}
+
+#[test]
+fn prediction_lies_are_refused() {
+    let ok = decode_payload(0x08, &top_k_response(1, 0.5f32.to_bits())).expect("decodes");
+    let Message::PredictResponse { prediction, .. } = ok else {
+        panic!("not a PredictResponse: {ok:?}");
+    };
+    assert_eq!(prediction.classification().map(|c| c.index), Some(7));
+    for (what, payload, field) in [
+        (
+            "NaN score",
+            top_k_response(1, f32::NAN.to_bits()),
+            "class.score",
+        ),
+        (
+            "infinite score",
+            top_k_response(1, f32::INFINITY.to_bits()),
+            "class.score",
+        ),
+        ("empty top-k", top_k_response(0, 0), "top_k"),
+        ("over 4096 classes", top_k_response(5000, 0), "top_k"),
+    ] {
+        match decode_payload(0x08, &payload) {
+            Err(WireError::InvalidValue { field: f, .. }) => assert_eq!(f, field, "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // A count the payload cannot hold is truncated, not allocated.
+    assert!(matches!(
+        decode_payload(0x08, &top_k_response(4000, 0)),
+        Err(WireError::Truncated { .. })
+    ));
+    // The request's k: 0 and over 4096 are refused, and a raw-outputs flag must be 0 or 1.
+    let request = |k: u16, flag: u8| {
+        let mut p = request_prefix();
+        p.extend_from_slice(&k.to_le_bytes());
+        p.push(flag);
+        p.push(2);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.push(b'x');
+        p
+    };
+    assert!(decode_payload(0x07, &request(5, 0)).is_ok());
+    for (k, flag) in [(0, 0), (4097, 0)] {
+        assert!(
+            matches!(
+                decode_payload(0x07, &request(k, flag)),
+                Err(WireError::InvalidValue { field: "top_k", .. })
+            ),
+            "k {k}"
+        );
+    }
+    assert!(matches!(
+        decode_payload(0x07, &request(5, 2)),
+        Err(WireError::InvalidTag {
+            field: "raw_outputs",
+            got: 2
+        })
+    ));
+    // The encoder refuses the same.
+    let bad = Message::PredictRequest {
+        request_id: 1,
+        model: "m".into(),
+        model_version: None,
+        deadline_ms: 0,
+        top_k: 0,
+        raw_outputs: false,
+        input: Input::Text("x".into()),
+    };
+    assert!(encode_to_vec(&bad, DEFAULT_MAX_FRAME_BYTES).is_err());
+}

@@ -3,6 +3,8 @@
 //! re-encodes to the same bytes.
 
 use proptest::prelude::*;
+use tandem_shared::answer::{ClassScore, ClassSignals, Classification, Prediction};
+use tandem_shared::detect::{Detection, Detections};
 use tandem_shared::wire::{
     BundleFile, DEFAULT_MAX_FRAME_BYTES, DType, ErrorCode, FrameDecoder, Input, MAX_NAME_BYTES,
     Message, Tensor, Timing, decode_payload, encode_to_vec,
@@ -43,12 +45,119 @@ fn input() -> impl Strategy<Value = Input> {
     ]
 }
 
+fn score() -> impl Strategy<Value = f32> {
+    prop_oneof![0.0f32..=1.0, -1e30f32..1e30, Just(-0.0f32)]
+}
+
+fn prediction() -> impl Strategy<Value = Prediction> {
+    let class = (0usize..=u32::MAX as usize, name(), score()).prop_map(|(index, label, score)| {
+        ClassScore {
+            index,
+            label,
+            score,
+        }
+    });
+    let top_k = (
+        prop::collection::vec(class, 1..6),
+        score(),
+        score(),
+        score(),
+    )
+        .prop_map(|(top_k, max_prob, margin, entropy)| {
+            Prediction::TopK(Classification::from_top_k(
+                top_k,
+                ClassSignals {
+                    max_prob,
+                    margin,
+                    entropy,
+                },
+            ))
+        });
+    let bbox = (
+        [score(), score(), score(), score()],
+        0usize..=u32::MAX as usize,
+        name(),
+        score(),
+    )
+        .prop_map(|(bbox, class, label, score)| Detection {
+            bbox,
+            class,
+            label,
+            score,
+        });
+    let boxes = (
+        any::<u32>(),
+        any::<u32>(),
+        prop::collection::vec(bbox, 0..6),
+    )
+        .prop_map(|(width, height, boxes)| {
+            Prediction::Boxes(Detections {
+                width,
+                height,
+                boxes,
+            })
+        });
+    prop_oneof![top_k, boxes]
+}
+
+fn predict() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            name(),
+            prop::option::of(name()),
+            any::<u32>(),
+            1u16..=4096,
+            any::<bool>(),
+            input()
+        )
+            .prop_map(
+                |(request_id, model, model_version, deadline_ms, top_k, raw_outputs, input)| {
+                    Message::PredictRequest {
+                        request_id,
+                        model,
+                        model_version,
+                        deadline_ms,
+                        top_k,
+                        raw_outputs,
+                        input,
+                    }
+                }
+            ),
+        (
+            any::<u64>(),
+            name(),
+            name(),
+            any::<(u32, u32, u32)>(),
+            prediction(),
+            tensors()
+        )
+            .prop_map(
+                |(request_id, model, model_version, t, prediction, outputs)| {
+                    Message::PredictResponse {
+                        request_id,
+                        model,
+                        model_version,
+                        timing: Timing {
+                            queue_us: t.0,
+                            service_us: t.1,
+                            batch_size: t.2,
+                        },
+                        prediction,
+                        outputs,
+                    }
+                }
+            ),
+    ]
+}
+
 fn code() -> impl Strategy<Value = ErrorCode> {
     any::<u16>().prop_map(ErrorCode::from_u16)
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
+        predict(),
         (
             any::<u64>(),
             name(),
@@ -200,7 +309,7 @@ proptest! {
 
     #[test]
     fn arbitrary_payloads_never_panic_and_reencode_exactly(
-        kind in prop_oneof![1u8..=6, 0x10u8..=0x11, 0x20u8..=0x23, 0x30u8..=0x32, any::<u8>()],
+        kind in prop_oneof![1u8..=8, 0x10u8..=0x11, 0x20u8..=0x23, 0x30u8..=0x32, any::<u8>()],
         payload in prop::collection::vec(any::<u8>(), 0..256),
     ) {
         if let Ok(msg) = decode_payload(kind, &payload) {

@@ -3,15 +3,14 @@
 //! same limits, so whatever encodes also decodes, to an equal value.
 
 use super::buf::{Reader, Writer};
-use super::message::{BundleFile, DType, ErrorCode, Input, Kind, Message, Tensor, Timing};
+use super::message::{BundleFile, DType, ErrorCode, Kind, Message, Tensor, Timing};
+use super::predict::{
+    check_top_k, read_flag, read_input, read_prediction, write_flag, write_input, write_prediction,
+};
 use super::{
     MAX_BUNDLE_FILES, MAX_ERROR_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_RANK,
     MAX_TENSORS, WireError,
 };
-
-const INPUT_IMAGE: u8 = 1;
-const INPUT_TEXT: u8 = 2;
-const INPUT_TENSORS: u8 = 3;
 
 /// Appends `msg`'s payload (no header) to `out`. On error `out` may hold a partial payload;
 /// [`crate::wire::encode_frame`] truncates it away.
@@ -29,20 +28,41 @@ pub(crate) fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), Wir
             w.str16("model", model, MAX_NAME_BYTES)?;
             w.opt_str16("model_version", model_version.as_deref(), MAX_NAME_BYTES)?;
             w.u32(*deadline_ms);
-            match input {
-                Input::ImageBytes(b) => {
-                    w.u8(INPUT_IMAGE);
-                    w.bytes32(b)?;
-                }
-                Input::Text(t) => {
-                    w.u8(INPUT_TEXT);
-                    w.bytes32(t.as_bytes())?;
-                }
-                Input::Tensors(ts) => {
-                    w.u8(INPUT_TENSORS);
-                    write_tensors(&mut w, ts)?;
-                }
-            }
+            write_input(&mut w, input)?;
+        }
+        Message::PredictRequest {
+            request_id,
+            model,
+            model_version,
+            deadline_ms,
+            top_k,
+            raw_outputs,
+            input,
+        } => {
+            w.u64(*request_id);
+            w.str16("model", model, MAX_NAME_BYTES)?;
+            w.opt_str16("model_version", model_version.as_deref(), MAX_NAME_BYTES)?;
+            w.u32(*deadline_ms);
+            w.u16(check_top_k(*top_k)?);
+            write_flag(&mut w, *raw_outputs);
+            write_input(&mut w, input)?;
+        }
+        Message::PredictResponse {
+            request_id,
+            model,
+            model_version,
+            timing,
+            prediction,
+            outputs,
+        } => {
+            w.u64(*request_id);
+            w.str16("model", model, MAX_NAME_BYTES)?;
+            w.str16("model_version", model_version, MAX_NAME_BYTES)?;
+            w.u32(timing.queue_us);
+            w.u32(timing.service_us);
+            w.u32(timing.batch_size);
+            write_prediction(&mut w, prediction)?;
+            write_tensors(&mut w, outputs)?;
         }
         Message::InferResponse {
             request_id,
@@ -151,17 +171,28 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
             model: r.str16("model", MAX_NAME_BYTES)?,
             model_version: r.opt_str16("model_version", MAX_NAME_BYTES)?,
             deadline_ms: r.u32("deadline_ms")?,
-            input: match r.u8("input")? {
-                INPUT_IMAGE => Input::ImageBytes(r.bytes32("input.image")?),
-                INPUT_TEXT => Input::Text(r.str32("input.text")?),
-                INPUT_TENSORS => Input::Tensors(read_tensors(&mut r)?),
-                got => {
-                    return Err(WireError::InvalidTag {
-                        field: "input",
-                        got,
-                    });
-                }
+            input: read_input(&mut r)?,
+        },
+        Kind::PredictRequest => Message::PredictRequest {
+            request_id: r.u64("request_id")?,
+            model: r.str16("model", MAX_NAME_BYTES)?,
+            model_version: r.opt_str16("model_version", MAX_NAME_BYTES)?,
+            deadline_ms: r.u32("deadline_ms")?,
+            top_k: check_top_k(r.u16("top_k")?)?,
+            raw_outputs: read_flag(&mut r, "raw_outputs")?,
+            input: read_input(&mut r)?,
+        },
+        Kind::PredictResponse => Message::PredictResponse {
+            request_id: r.u64("request_id")?,
+            model: r.str16("model", MAX_NAME_BYTES)?,
+            model_version: r.str16("model_version", MAX_NAME_BYTES)?,
+            timing: Timing {
+                queue_us: r.u32("timing.queue_us")?,
+                service_us: r.u32("timing.service_us")?,
+                batch_size: r.u32("timing.batch_size")?,
             },
+            prediction: read_prediction(&mut r)?,
+            outputs: read_tensors(&mut r)?,
         },
         Kind::InferResponse => Message::InferResponse {
             request_id: r.u64("request_id")?,
@@ -291,7 +322,7 @@ fn check_rank(name: &str, rank: usize) -> Result<(), WireError> {
     Ok(())
 }
 
-fn write_tensors(w: &mut Writer<'_>, ts: &[Tensor]) -> Result<(), WireError> {
+pub(super) fn write_tensors(w: &mut Writer<'_>, ts: &[Tensor]) -> Result<(), WireError> {
     check_count(ts.len())?;
     w.u16(ts.len() as u16); // MAX_TENSORS < u16::MAX, checked above
     for t in ts {
@@ -316,7 +347,7 @@ fn write_tensors(w: &mut Writer<'_>, ts: &[Tensor]) -> Result<(), WireError> {
     Ok(())
 }
 
-fn read_tensors(r: &mut Reader<'_>) -> Result<Vec<Tensor>, WireError> {
+pub(super) fn read_tensors(r: &mut Reader<'_>) -> Result<Vec<Tensor>, WireError> {
     let count = usize::from(r.u16("tensor.count")?);
     check_count(count)?;
     let mut out = Vec::with_capacity(count);

@@ -128,6 +128,15 @@ pub enum WireError {
         /// Bytes declared.
         got: u64,
     },
+    /// A field's value is outside what it may hold (a score that is not finite, a top-k of 0,
+    /// an index over `u32`, more classes or boxes than [`crate::answer::MAX_PREDICTIONS`]).
+    #[error("`{field}`: {reason}")]
+    InvalidValue {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl WireError {

@@ -1,6 +1,8 @@
 //! The messages agent and hub exchange, as Rust values: [`Message`], its [`Kind`] numbers and
 //! the field types (inputs, tensors, timings, error codes). Byte layouts live in `codec.rs`.
 
+use crate::answer::Prediction;
+
 /// Frame kind byte: which message a frame's payload holds.
 ///
 /// Numbers are grouped by flow: `0x01..=0x0f` offload and liveness, `0x10..=0x1f`
@@ -22,6 +24,10 @@ pub enum Kind {
     Ping = 0x05,
     /// [`Message::Pong`] (either way).
     Pong = 0x06,
+    /// [`Message::PredictRequest`] (agent → hub).
+    PredictRequest = 0x07,
+    /// [`Message::PredictResponse`] (hub → agent).
+    PredictResponse = 0x08,
     /// [`Message::Deliver`] (agent → hub).
     Deliver = 0x10,
     /// [`Message::Ack`] (hub → agent).
@@ -52,6 +58,8 @@ impl Kind {
             0x04 => Self::Error,
             0x05 => Self::Ping,
             0x06 => Self::Pong,
+            0x07 => Self::PredictRequest,
+            0x08 => Self::PredictResponse,
             0x10 => Self::Deliver,
             0x11 => Self::Ack,
             0x20 => Self::BundleRequest,
@@ -193,7 +201,7 @@ impl ErrorCode {
 ///
 /// There is no device id field: the hub takes the device's identity from its TLS client
 /// certificate and keys idempotency by `(certificate identity, request_id)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// Run `model` on `input` (agent → hub).
     InferRequest {
@@ -220,6 +228,40 @@ pub enum Message {
         outputs: Vec<Tensor>,
         /// Where the time went.
         timing: Timing,
+    },
+    /// Run `model` on `input` and answer its typed prediction (agent → hub): what the agent
+    /// sends when it offloads.
+    PredictRequest {
+        /// Chosen by the agent, unique per device; a retry reuses it. 0 is reserved.
+        request_id: u64,
+        /// Model name, as in the manifest.
+        model: String,
+        /// Wanted version; `None` lets the hub pick its current one.
+        model_version: Option<String>,
+        /// Budget in milliseconds from the hub's receipt; 0 means none.
+        deadline_ms: u32,
+        /// Classes a classification answers, `1..=MAX_PREDICTIONS` (ignored by detection).
+        top_k: u16,
+        /// True: the answer also carries the model's raw outputs (an OIP v2 caller reads them).
+        raw_outputs: bool,
+        /// The input.
+        input: Input,
+    },
+    /// The typed prediction for a [`Message::PredictRequest`] (hub → agent), made by the
+    /// hub's engine with the same post-processing as the agent's.
+    PredictResponse {
+        /// The request's id.
+        request_id: u64,
+        /// Model name.
+        model: String,
+        /// The version that actually ran on the hub.
+        model_version: String,
+        /// Where the time went.
+        timing: Timing,
+        /// The answer: the `top_k` best classes, or the boxes.
+        prediction: Prediction,
+        /// The model's raw outputs when the request asked for them, else empty.
+        outputs: Vec<Tensor>,
     },
     /// The hub cannot take the request now (hub → agent).
     Busy {
@@ -344,6 +386,8 @@ impl Message {
         match self {
             Self::InferRequest { .. } => Kind::InferRequest,
             Self::InferResponse { .. } => Kind::InferResponse,
+            Self::PredictRequest { .. } => Kind::PredictRequest,
+            Self::PredictResponse { .. } => Kind::PredictResponse,
             Self::Busy { .. } => Kind::Busy,
             Self::Error { .. } => Kind::Error,
             Self::Ping { .. } => Kind::Ping,

@@ -16,6 +16,7 @@ mod codec;
 mod error;
 mod frame;
 mod message;
+mod predict;
 
 pub use codec::decode_payload;
 pub use error::WireError;
