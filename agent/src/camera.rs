@@ -389,7 +389,7 @@ async fn process(shared: &Arc<Shared>, router: &Arc<Router>, stream: &Arc<Stream
             return;
         }
     };
-    let mut v = Value::Object(answer.to_json());
+    let mut v = serde_json::to_value(answer.body()).unwrap_or_default();
     v["seq"] = json!(frame.seq);
     v["model"] = json!(frame.model);
     if let Ok(mut l) = stream.latest.lock() {

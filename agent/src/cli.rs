@@ -260,6 +260,24 @@ fn infer(cfg: &Config, model_name: &str, json: bool, inputs: &[String]) -> ExitC
     ExitCode::from(worst)
 }
 
+/// One line of `infer --json`: the answer as `/v1/classify` or `/v1/detect` gives it, the
+/// input's path or text, and the providers measured and passed over.
+#[derive(serde::Serialize)]
+struct InferLine<'a> {
+    #[serde(flatten)]
+    answer: crate::hybrid::AnswerBody<'a>,
+    input: &'a str,
+    ep_measured: &'a [tandem_shared::provider::EpMeasurement],
+    ep_skipped: Vec<Skipped<'a>>,
+}
+
+/// A provider passed over, and why.
+#[derive(serde::Serialize)]
+struct Skipped<'a> {
+    ep: &'static str,
+    reason: &'a str,
+}
+
 fn print_answer(
     input: &str,
     answer: &Answer,
@@ -267,18 +285,23 @@ fn print_answer(
     skipped: &[(tandem_shared::provider::ExecutionProvider, String)],
     measured: &[tandem_shared::provider::EpMeasurement],
 ) {
-    let mut line = answer.to_json();
     if json {
-        line.insert("input".into(), json!(input));
-        line.insert("ep_measured".into(), json!(measured));
-        line.insert(
-            "ep_skipped".into(),
-            skipped
+        let line = InferLine {
+            answer: answer.body(),
+            input,
+            ep_measured: measured,
+            ep_skipped: skipped
                 .iter()
-                .map(|(e, r)| json!({"ep": e.as_str(), "reason": r}))
+                .map(|(e, r)| Skipped {
+                    ep: e.as_str(),
+                    reason: r,
+                })
                 .collect(),
-        );
-        println!("{}", serde_json::Value::Object(line));
+        };
+        match serde_json::to_string(&line) {
+            Ok(l) => println!("{l}"),
+            Err(e) => eprintln!("tandem-agent: {input}: cannot print the answer: {e}"),
+        }
         return;
     }
     if let Some(d) = answer.detections() {
@@ -338,7 +361,7 @@ fn print_answer(
         p.score,
         top.len(),
         top.join(", "),
-        line.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
+        crate::telemetry::counters::reason_name(Some(answer.reason)),
     );
 }
 

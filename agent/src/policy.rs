@@ -2,7 +2,7 @@
 //! deadline, the hub's state) to where its answer comes from. No IO, no clock.
 
 use serde::{Deserialize, Serialize};
-use tandem_engine::postprocess::Signals;
+use tandem_shared::answer::ClassSignals;
 use tandem_shared::detect::DetectionSignals;
 use tandem_shared::detect::cascade::CascadeSpec;
 use tandem_shared::manifest::Signal;
@@ -80,7 +80,7 @@ pub struct HubView {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Local {
     /// The local variant answered with these confidence signals.
-    Answered(Signals),
+    Answered(ClassSignals),
     /// The local detection variant answered with these per-frame signals.
     Boxes(DetectionSignals),
     /// The model has no local variant.
@@ -116,7 +116,7 @@ pub enum Decision {
 }
 
 /// Whether the local answer is confident under a policy.
-pub fn confident(p: &ModelPolicy, s: &Signals) -> bool {
+pub fn confident(p: &ModelPolicy, s: &ClassSignals) -> bool {
     match p.signal {
         Signal::MaxProb => s.max_prob >= p.threshold,
         Signal::Margin => s.margin >= p.threshold,
@@ -171,7 +171,7 @@ mod tests {
 
     fn ctx(max_prob: f32) -> Context {
         Context {
-            local: Local::Answered(Signals {
+            local: Local::Answered(ClassSignals {
                 max_prob,
                 margin: max_prob - (1.0 - max_prob),
                 entropy: 0.5,

@@ -26,6 +26,31 @@ async fn classify(c: &reqwest::Client, base: &str, file: &str) -> Value {
     r.json().await.expect("json")
 }
 
+/// The `k` best classes (index, label) the hub's engine decodes for a fashion sample.
+async fn hub_decodes(engine: &tandem_engine::Engine, file: &str, k: usize) -> Vec<(u64, String)> {
+    let bytes = std::fs::read(models_dir().join("vision-fashion").join(file)).expect("sample");
+    let inf = engine
+        .infer(
+            "vision-fashion",
+            tandem_engine::Input::Images(vec![bytes.into()]),
+        )
+        .await
+        .expect("hub engine");
+    let h = engine.model("vision-fashion").expect("hub model");
+    let o = &inf.outputs[0];
+    let c = tandem_engine::postprocess::classify_rows(
+        &h.files.variant.outputs[0],
+        &o.shape,
+        &o.data,
+        &h.files.labels,
+        k,
+    );
+    c[0].top_k
+        .iter()
+        .map(|s| (s.index as u64, s.label.clone()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
     let dir = std::env::temp_dir().join(format!("tandem-cascade-{}", std::process::id()));
@@ -87,6 +112,40 @@ async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
         assert_eq!(v["degraded"], false);
     }
     assert!(!offloaded.is_empty(), "no sample was under the threshold");
+
+    // The classes of an offloaded answer are the hub engine's own decoding, with the
+    // request's k: /v1/classify asks the agent's `engine.top_k` (5), OIP v2's classification
+    // extension its own (3).
+    let classes = |v: &Value| {
+        v.as_array()
+            .expect("top_k")
+            .iter()
+            .map(|s| {
+                let label = s["label"].as_str().expect("label").to_string();
+                (s["index"].as_u64().expect("index"), label)
+            })
+            .collect::<Vec<_>>()
+    };
+    let file = offloaded[0].as_str();
+    let v = classify(&c, &base, file).await;
+    assert_eq!(v["route"], "cloud", "{v}");
+    assert_eq!(
+        classes(&v["top_k"]),
+        hub_decodes(&engine, file, 5).await,
+        "{v}"
+    );
+    let img = std::fs::read(models_dir().join("vision-fashion").join(file)).expect("sample");
+    let outputs = serde_json::json!([{"name": "logits", "parameters": {"classification": 3}}]);
+    let (status, v) = common::oip_image(&c, &base, "vision-fashion", &img, Some(outputs)).await;
+    assert_eq!(status, 200, "{v}");
+    let p = &v["parameters"];
+    assert_eq!(p["route"], "cloud", "{v}");
+    assert_eq!(
+        classes(&p["top_k"]),
+        hub_decodes(&engine, file, 3).await,
+        "{v}"
+    );
+    assert_eq!(v["outputs"][0]["shape"], serde_json::json!([1, 3]), "{v}");
 
     // The CLI routes the same way.
     let conf = dir.join("agent.toml");

@@ -61,20 +61,8 @@ async fn detect_endpoint_oip_and_errors() {
     assert_eq!(a.signals.count, a.detections.len());
 
     // OIP v2: the image as a BYTES input; the answer is the detections tensor.
-    let img = photo();
-    let header = serde_json::to_vec(&json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": img.len() + 4}}]})).expect("json");
-    let mut body = header.clone();
-    body.extend((img.len() as u32).to_le_bytes());
-    body.extend(&img);
-    let r = c
-        .post(format!("{base}/v2/models/detect-coco/infer"))
-        .header("Inference-Header-Content-Length", header.len())
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().await.expect("json");
+    let (status, v) = common::oip_image(&c, &base, "detect-coco", &photo(), None).await;
+    assert_eq!(status, 200, "{v}");
     let out = &v["outputs"][0];
     assert_eq!(out["name"], "detections", "{v}");
     assert_eq!(out["shape"], json!([1, 100, 6]));
@@ -101,6 +89,36 @@ async fn detect_endpoint_oip_and_errors() {
         Some(a.detections.len()),
         "per-box parameters: {v}"
     );
+    // The boxes as tensors too: boxes [1, n, 4], scores [1, n], classes [1, n], num_detections.
+    let n = a.detections.len();
+    let names: Vec<&str> = v["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| o["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["detections", "boxes", "scores", "classes", "num_detections"]
+    );
+    let (boxes, scores, classes, count) = (
+        &v["outputs"][1],
+        &v["outputs"][2],
+        &v["outputs"][3],
+        &v["outputs"][4],
+    );
+    assert_eq!(boxes["shape"], json!([1, n, 4]), "{v}");
+    assert_eq!(
+        (scores["datatype"].as_str(), classes["datatype"].as_str()),
+        (Some("FP32"), Some("INT64"))
+    );
+    assert_eq!(count["data"], json!([n]), "{v}");
+    let bus_boxes: Vec<[f32; 4]> = (0..n)
+        .filter(|i| classes["data"][*i] == 5)
+        .map(|i| std::array::from_fn(|j| boxes["data"][i * 4 + j].as_f64().expect("f") as f32))
+        .collect();
+    finds_the_bus(&bus_boxes, "OIP boxes tensor");
+    assert_eq!(v["parameters"]["route"], "local", "{v}");
 
     #[rustfmt::skip]
     let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![

@@ -155,7 +155,7 @@ async fn a_deadline_the_hub_cannot_meet_keeps_the_local_answer() {
         .classify("vision-fashion", image("vision-fashion", sample), Some(100))
         .await
         .expect("answer");
-    assert_eq!(a.reason, Reason::Deadline, "{:?}", a.to_json());
+    assert_eq!(a.reason, Reason::Deadline, "{:?}", a.body());
     assert!(a.degraded && a.cloud.is_none());
 
     // Without a deadline the hub answers (and the agent learns its service time)...
@@ -237,7 +237,7 @@ async fn a_model_without_a_local_variant_is_answered_by_the_hub() {
         .expect("the hub answers");
     assert_eq!(a.reason, Reason::NoLocalVariant);
     assert!(!a.degraded && a.local.is_none());
-    let json = a.to_json();
+    let json = serde_json::to_value(a.body()).expect("json");
     assert_eq!(json["route"], "cloud");
     assert_eq!(json["label"], case["top1"], "{json:?}");
 

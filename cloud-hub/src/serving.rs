@@ -1,5 +1,7 @@
-//! Serving offloaded requests: a wire `InferRequest` through the engine (the cloud variants,
-//! dynamically batched) to an `InferResponse`, `Busy` or `Error`.
+//! Serving offloaded requests: a wire `PredictRequest` through the engine (the cloud variants,
+//! dynamically batched) to a `PredictResponse` (the typed prediction: the request's `k` best
+//! classes, decoded by the engine's post-processing, or the boxes), `Busy` or `Error`; an
+//! `InferRequest` (older agents, tensor clients) to an `InferResponse` with the raw outputs.
 //!
 //! Idempotency: the last answers are kept by (device identity from the certificate, request
 //! id, model), so a retried or replayed request (0-RTT data can be replayed) gets the same answer
@@ -18,10 +20,85 @@ use tracing::Instrument as _;
 /// Answers kept for idempotency.
 pub const RECENT_ANSWERS: usize = 4096;
 
+/// Device identity, request id, model, and what was asked (raw outputs or a prediction, the
+/// prediction's `k` and whether raw outputs came with it).
+type Key = (String, u64, String, Ask);
+
 #[derive(Debug, Default)]
 struct Recent {
-    answers: HashMap<(String, u64, String), Message>,
-    order: VecDeque<(String, u64, String)>,
+    answers: HashMap<Key, Message>,
+    order: VecDeque<Key>,
+}
+
+/// What a request asks the hub to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ask {
+    /// `InferRequest`: the raw outputs (`InferResponse`).
+    Outputs,
+    /// `PredictRequest`: the typed prediction (`PredictResponse`) with the `k` best classes,
+    /// and the raw outputs too when `raw_outputs`.
+    Prediction {
+        /// Classes a classification answers.
+        top_k: u16,
+        /// Whether the raw outputs come with it.
+        raw_outputs: bool,
+    },
+}
+
+/// One offloaded request, as the ingress decoded it.
+#[derive(Debug)]
+pub struct Request {
+    /// The agent's id for it.
+    pub request_id: u64,
+    /// Model name.
+    pub model: String,
+    /// Version asked for (`None`: the one served).
+    pub model_version: Option<String>,
+    /// Budget from receipt, milliseconds (0: none).
+    pub deadline_ms: u32,
+    /// The answer wanted.
+    pub ask: Ask,
+    /// The input.
+    pub input: wire::Input,
+}
+
+impl Request {
+    /// The request a wire message carries (`None` for other kinds).
+    pub fn from_message(m: Message) -> Option<Self> {
+        match m {
+            Message::InferRequest {
+                request_id,
+                model,
+                model_version,
+                deadline_ms,
+                input,
+            } => Some(Self {
+                request_id,
+                model,
+                model_version,
+                deadline_ms,
+                ask: Ask::Outputs,
+                input,
+            }),
+            Message::PredictRequest {
+                request_id,
+                model,
+                model_version,
+                deadline_ms,
+                top_k,
+                raw_outputs,
+                input,
+            } => Some(Self {
+                request_id,
+                model,
+                model_version,
+                deadline_ms,
+                ask: Ask::Prediction { top_k, raw_outputs },
+                input,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The engine plus the idempotency memory.
@@ -46,15 +123,8 @@ impl Serving {
     }
 
     /// Answers a device's request, or repeats the answer it already got for that request id.
-    pub async fn handle(
-        &self,
-        device: &str,
-        request_id: u64,
-        model: String,
-        model_version: Option<String>,
-        deadline_ms: u32,
-        input: wire::Input,
-    ) -> Message {
+    pub async fn handle(&self, device: &str, req: Request) -> Message {
+        let (request_id, model) = (req.request_id, req.model.clone());
         // The agent's span keys: the device's lines and the hub's for one request match up.
         let span = tracing::info_span!(
             "request",
@@ -63,7 +133,7 @@ impl Serving {
             request_id = %format_args!("{request_id:016x}")
         );
         async move {
-            let key = (device.to_string(), request_id, model.clone());
+            let key = (device.to_string(), request_id, model.clone(), req.ask);
             if let Some(m) = self
                 .recent
                 .lock()
@@ -73,17 +143,11 @@ impl Serving {
                 tracing::debug!(device, request_id, "repeated request: answered from memory");
                 return m;
             }
-            let answer = infer(
-                &self.engine,
-                request_id,
-                model,
-                model_version,
-                deadline_ms,
-                input,
-            )
-            .await;
-            if matches!(answer, Message::InferResponse { .. })
-                && let Ok(mut r) = self.recent.lock()
+            let answer = infer(&self.engine, req).await;
+            if matches!(
+                answer,
+                Message::InferResponse { .. } | Message::PredictResponse { .. }
+            ) && let Ok(mut r) = self.recent.lock()
             {
                 if r.order.len() >= RECENT_ANSWERS
                     && let Some(old) = r.order.pop_front()
@@ -94,7 +158,7 @@ impl Serving {
                 r.answers.insert(key, answer.clone());
             }
             match &answer {
-                Message::InferResponse { timing, .. } => {
+                Message::InferResponse { timing, .. } | Message::PredictResponse { timing, .. } => {
                     tracing::debug!(
                         queue_us = timing.queue_us,
                         service_us = timing.service_us,
@@ -159,14 +223,15 @@ fn error_code(e: &InferenceError) -> ErrorCode {
 }
 
 /// Answers one request (no idempotency memory: see [`Serving::handle`]).
-async fn infer(
-    engine: &Engine,
-    request_id: u64,
-    model: String,
-    model_version: Option<String>,
-    deadline_ms: u32,
-    input: wire::Input,
-) -> Message {
+async fn infer(engine: &Engine, req: Request) -> Message {
+    let Request {
+        request_id,
+        model,
+        model_version,
+        deadline_ms,
+        ask,
+        input,
+    } = req;
     let Some(handle) = engine.model(&model) else {
         return error(
             request_id,
@@ -217,23 +282,58 @@ async fn infer(
         rx.await
     };
     match answer {
-        Ok(Ok(inf)) => Message::InferResponse {
-            request_id,
-            model,
-            model_version: inf.version.clone(),
-            outputs: inf
-                .outputs
-                .iter()
-                .map(|o| convert::wire_tensor(&o.name, &o.shape, &o.data))
-                .collect(),
-            timing: Timing {
+        Ok(Ok(mut inf)) => {
+            let timing = Timing {
                 queue_us: clamp_u32(inf.timing.queue_us),
                 service_us: clamp_u32(
                     inf.timing.preprocess_us + inf.timing.run_us + inf.timing.postprocess_us,
                 ),
                 batch_size: clamp_u32(inf.timing.batch_size as u64),
-            },
-        },
+            };
+            let outputs = |inf: &tandem_engine::Inference| {
+                inf.outputs
+                    .iter()
+                    .map(|o| convert::wire_tensor(&o.name, &o.shape, &o.data))
+                    .collect()
+            };
+            let Ask::Prediction { top_k, raw_outputs } = ask else {
+                return Message::InferResponse {
+                    request_id,
+                    model,
+                    model_version: inf.version.clone(),
+                    outputs: outputs(&inf),
+                    timing,
+                };
+            };
+            // The request's k, decoded from the outputs by the worker's own post-processing.
+            // (A swap between the lookup and the run: the version that ran decodes, or the k
+            // stays the engine's.)
+            if let Some(h) = engine
+                .model(&model)
+                .filter(|h| h.files.manifest.version == inf.version)
+            {
+                inf.with_top_k(&h.files, usize::from(top_k));
+            }
+            let Some(prediction) = inf.prediction(0) else {
+                return error(
+                    request_id,
+                    ErrorCode::Internal,
+                    format!("model `{model}` gave no prediction"),
+                );
+            };
+            Message::PredictResponse {
+                request_id,
+                model,
+                model_version: inf.version.clone(),
+                timing,
+                prediction,
+                outputs: if raw_outputs {
+                    outputs(&inf)
+                } else {
+                    Vec::new()
+                },
+            }
+        }
         Ok(Err(e)) => error(request_id, error_code(&e), e.to_string()),
         Err(_) => error(
             request_id,

@@ -336,3 +336,92 @@ async fn a_repeated_request_id_is_answered_from_memory_per_device() {
         "{text}"
     );
 }
+
+/// An offloaded classification is answered with the hub engine's own decoding: the request's
+/// `k` best classes (not the engine's `top_k` of 5), equal to what the engine's
+/// post-processing makes of the raw outputs the same answer carries, best first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prediction_is_the_hub_engines_top_k_with_the_requests_k() {
+    use tandem_shared::answer::Prediction;
+    let engine = engine(64, 16);
+    assert_eq!(
+        engine.top_k(),
+        5,
+        "the engine's own k differs from the asked ones"
+    );
+    let (pki, addr, _stop, _) = hub("predict", engine.clone()).await;
+    let conn = connect(&pki, addr).await;
+    let image = std::fs::read(repo().join("models/vision-imagenet/samples/imagenet_00_243.jpg"))
+        .expect("sample");
+    let ask = |id, top_k, raw_outputs| Message::PredictRequest {
+        request_id: id,
+        model: "vision-imagenet".into(),
+        model_version: None,
+        deadline_ms: 0,
+        top_k,
+        raw_outputs,
+        input: Input::ImageBytes(image.clone()),
+    };
+    let h = engine.model("vision-imagenet").expect("loaded");
+    for (id, k, raw) in [(1, 7u16, true), (2, 2, false), (3, 12, true)] {
+        let Message::PredictResponse {
+            request_id,
+            model_version,
+            prediction: Prediction::TopK(c),
+            outputs,
+            ..
+        } = call(&conn, &ask(id, k, raw)).await
+        else {
+            panic!("k {k}: not a top-k PredictResponse");
+        };
+        assert_eq!((request_id, model_version.as_str()), (id, "1.0.0"));
+        assert_eq!(c.top_k.len(), usize::from(k), "k {k}");
+        assert_eq!(c.index, 243, "the sample's class (testdata/expected.json)");
+        assert!(c.top_k.windows(2).all(|w| w[0].score >= w[1].score));
+        assert_eq!(outputs.is_empty(), !raw, "raw outputs only when asked");
+        // What the engine's post-processing makes of the same image on the hub's own engine.
+        let inf = engine
+            .infer(
+                "vision-imagenet",
+                tandem_engine::Input::Images(vec![image.clone().into()]),
+            )
+            .await
+            .expect("infer");
+        let mine = tandem_engine::postprocess::classify_rows(
+            &h.files.variant.outputs[0],
+            &inf.outputs[0].shape,
+            &inf.outputs[0].data,
+            &h.files.labels,
+            usize::from(k),
+        );
+        assert_eq!(mine.len(), 1);
+        let same_classes = |a: &[tandem_shared::answer::ClassScore],
+                            b: &[tandem_shared::answer::ClassScore]| {
+            a.iter()
+                .map(|s| (s.index, &s.label))
+                .eq(b.iter().map(|s| (s.index, &s.label)))
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x.score - y.score).abs() < 1e-4)
+        };
+        assert!(
+            same_classes(&c.top_k, &mine[0].top_k),
+            "k {k}: {c:?} vs {:?}",
+            mine[0]
+        );
+        if raw {
+            let t = &outputs[0];
+            let hub = tandem_engine::postprocess::classify_rows(
+                &h.files.variant.outputs[0],
+                &t.shape,
+                &tandem_shared::convert::tensor_data(t),
+                &h.files.labels,
+                usize::from(k),
+            );
+            assert_eq!(
+                hub[0], c,
+                "k {k}: the raw outputs decode to the prediction sent"
+            );
+        }
+    }
+}

@@ -1,44 +1,10 @@
 //! Post-processing for classification: softmax, top-k, and the routing signals
-//! (max probability, margin, entropy).
+//! (max probability, margin, entropy): the one decoding of a classifier's output that the
+//! engine's workers, the hub (for the `k` an offload asks) and the agent run.
 
-use serde::Serialize;
-
-/// Confidence signals the routing policy reads.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Signals {
-    /// Highest probability.
-    pub max_prob: f32,
-    /// Highest minus second-highest probability.
-    pub margin: f32,
-    /// Shannon entropy in nats (0 = certain).
-    pub entropy: f32,
-}
-
-/// One class and its probability.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Scored {
-    /// Class index.
-    pub index: usize,
-    /// Class label.
-    pub label: String,
-    /// Probability.
-    pub score: f32,
-}
-
-/// The classification of one input.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Prediction {
-    /// Best class index.
-    pub index: usize,
-    /// Best class label.
-    pub label: String,
-    /// Its probability.
-    pub score: f32,
-    /// The `k` best, best first.
-    pub top_k: Vec<Scored>,
-    /// Routing signals.
-    pub signals: Signals,
-}
+pub use tandem_shared::answer::{ClassScore, ClassSignals, Classification};
+use tandem_shared::manifest::{OutputKind, OutputSpec};
+use tandem_shared::oip::TensorData;
 
 /// In-place numerically stable softmax.
 pub fn softmax(v: &mut [f32]) {
@@ -54,7 +20,7 @@ pub fn softmax(v: &mut [f32]) {
 }
 
 /// Signals of a probability distribution.
-pub fn signals(probs: &[f32]) -> Signals {
+pub fn signals(probs: &[f32]) -> ClassSignals {
     let (mut first, mut second) = (0.0f32, 0.0f32);
     let mut entropy = 0.0f32;
     for &p in probs {
@@ -68,7 +34,7 @@ pub fn signals(probs: &[f32]) -> Signals {
             entropy -= p * p.ln();
         }
     }
-    Signals {
+    ClassSignals {
         max_prob: first,
         margin: first - second,
         entropy,
@@ -76,7 +42,7 @@ pub fn signals(probs: &[f32]) -> Signals {
 }
 
 /// Classifies one row of probabilities. Top-k by a single pass (O(n·k)), no full sort.
-pub fn classify(probs: &[f32], labels: &[String], k: usize) -> Prediction {
+pub fn classify(probs: &[f32], labels: &[String], k: usize) -> Classification {
     let k = k.clamp(1, probs.len().max(1));
     let mut best: Vec<usize> = Vec::with_capacity(k + 1);
     for (i, p) in probs.iter().enumerate() {
@@ -96,22 +62,47 @@ pub fn classify(probs: &[f32], labels: &[String], k: usize) -> Prediction {
             .cloned()
             .unwrap_or_else(|| format!("class_{i}"))
     };
-    let top_k: Vec<Scored> = best
+    let top_k: Vec<ClassScore> = best
         .iter()
-        .map(|&i| Scored {
+        .map(|&i| ClassScore {
             index: i,
             label: label(i),
             score: probs[i],
         })
         .collect();
     let first = best.first().copied().unwrap_or(0);
-    Prediction {
+    Classification {
         index: first,
         label: label(first),
         score: probs.get(first).copied().unwrap_or(0.0),
         top_k,
         signals: signals(probs),
     }
+}
+
+/// The classification of every row of a classifier's first output (`spec`), with the `k` best
+/// classes each: softmax first when the output is logits. Empty when the output is not F32.
+pub fn classify_rows(
+    spec: &OutputSpec,
+    shape: &[i64],
+    data: &TensorData,
+    labels: &[String],
+    k: usize,
+) -> Vec<Classification> {
+    let TensorData::F32(d) = data else {
+        return Vec::new();
+    };
+    let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
+    let per = d.len() / rows;
+    d.chunks_exact(per.max(1))
+        .map(|row| {
+            let mut probs = row.to_vec();
+            if spec.kind == OutputKind::Logits {
+                softmax(&mut probs);
+            }
+            classify(&probs, labels, k)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde_json::Value;
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use tandem_shared::manifest::Preprocess;
 
@@ -20,7 +20,7 @@ pub async fn classify(
     Path(model): Path<String>,
     query: Result<Query<super::frame::FrameQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = body.map_err(|e| ApiError::from_body(e, s.limits()))?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let prep = s
@@ -52,5 +52,5 @@ pub async fn classify(
             "the model returned no prediction".into(),
         ));
     }
-    Ok(Json(Value::Object(answer.to_json())))
+    Ok(Json(answer.body()).into_response())
 }

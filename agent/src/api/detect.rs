@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use serde_json::Value;
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 /// Detects objects in one image.
@@ -18,7 +18,7 @@ pub async fn detect(
     State(s): State<Arc<AppState>>,
     Path(model): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = body.map_err(|e| ApiError::from_body(e, s.limits()))?;
     match s.router.detects(&model) {
         None => return Err(ApiError::NotFound(format!("model `{model}` is not loaded"))),
@@ -41,5 +41,5 @@ pub async fn detect(
             "model `{model}` gave no detections for the image"
         )));
     }
-    Ok(Json(Value::Object(answer.to_json())))
+    Ok(Json(answer.body()).into_response())
 }

@@ -109,17 +109,18 @@ impl OipService for AppState {
     /// Through the hybrid router: the outputs are the hub's when it answered, else the local
     /// ones; the parameters say the route, whether the answer is degraded, and why.
     async fn answer(&self, call: Call<'_>) -> Result<Answered, ApiError> {
+        let ask = crate::hybrid::Ask {
+            deadline_ms: call.deadline_ms,
+            top_k: call.top_k,
+            raw_outputs: true,
+        };
         let answer = self
             .router
-            .classify(call.model, call.input, call.deadline_ms)
+            .classify_with(call.model, call.input, ask)
             .await
             .map_err(route_error)?;
         let inference = answer.inference();
-        let parameters = http::oip::response_parameters(
-            answer.to_json(),
-            answer.rows(),
-            answer.variant().as_str(),
-        );
+        let parameters = answer.oip_parameters();
         Ok(Answered {
             inference,
             parameters,

@@ -37,7 +37,7 @@ use crate::queue::{Class, Queue, QueueError, Seq};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tandem_engine::postprocess::Prediction;
+use tandem_shared::answer::Classification;
 use tandem_shared::record::{self, ExampleBoxes, ExampleKind, ExampleMeta, Outcome, Record};
 
 /// Why a correction was not accepted.
@@ -110,7 +110,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn outcome(version: &str, p: &Prediction) -> Outcome {
+fn outcome(version: &str, p: &Classification) -> Outcome {
     Outcome {
         version: version.to_string(),
         label: p.label.clone(),
@@ -243,7 +243,7 @@ impl Feedback {
         let cloud = answer
             .cloud
             .as_ref()
-            .and_then(|c| Some(outcome(&c.version, c.prediction.as_ref()?)));
+            .and_then(|c| Some(outcome(&c.version, c.prediction.classification()?)));
         // A detection model's boxes: a hard example carries both sets.
         let boxes = ExampleBoxes {
             local: answer
@@ -253,7 +253,7 @@ impl Feedback {
             cloud: answer
                 .cloud
                 .as_ref()
-                .and_then(|c| Some(c.detections.as_ref()?.boxes.clone())),
+                .and_then(|c| Some(c.prediction.detections()?.boxes.clone())),
         };
         let boxes = (boxes.local.is_some() || boxes.cloud.is_some()).then_some(boxes);
         let time_ms = now_ms();

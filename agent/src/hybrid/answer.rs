@@ -1,30 +1,30 @@
 //! A routed answer: the local inference (when the device ran one), the hub's answer (when it
-//! gave one), whether the answer is degraded and why; and its JSON form, shared by
-//! `/v1/classify`, the OIP v2 response `parameters` and `tandem-agent infer --json`.
+//! gave one), whether the answer is degraded and why; and its typed body ([`AnswerBody`]),
+//! which `/v1/classify`, `/v1/detect`, the OIP v2 response `parameters` and
+//! `tandem-agent infer --json` all serialise.
 
 use crate::policy::Reason;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tandem_engine::Inference;
 use tandem_engine::engine::Timing;
-use tandem_engine::postprocess::Prediction;
+use tandem_engine::http::params::to_map;
+use tandem_shared::answer::{Classification, ClassifyAnswer, CloudSide, LocalClass, Prediction};
 use tandem_shared::detect::{DetectAnswer, Detection, DetectionSignals, Detections};
 use tandem_shared::manifest::VariantRole;
 use tandem_shared::provider::ExecutionProvider;
 
-/// The hub's answer, post-processed with the cloud variant's manifest.
+/// The hub's answer: its typed prediction (the hub's engine decoded it).
 #[derive(Debug, Clone)]
 pub struct CloudAnswer {
-    /// Classification (`None` for a detection model).
-    pub prediction: Option<Prediction>,
-    /// The hub's boxes (detection models).
-    pub detections: Option<Detections>,
+    /// The top-k or the boxes.
+    pub prediction: Prediction,
     /// Model version that ran on the hub.
     pub version: String,
     /// Round trip as the agent measured it, milliseconds.
     pub round_trip_ms: f64,
     /// Requests in the hub's batch.
     pub batch_size: u32,
-    /// The cloud variant's raw outputs.
+    /// The cloud variant's raw outputs, when asked for (`Ask::raw_outputs`), else empty.
     pub outputs: Vec<tandem_engine::OutputTensor>,
 }
 
@@ -52,9 +52,9 @@ pub struct Answer {
 
 impl Answer {
     /// The prediction returned: the hub's when it answered, else the local one.
-    pub fn prediction(&self) -> Option<&Prediction> {
+    pub fn prediction(&self) -> Option<&Classification> {
         match &self.cloud {
-            Some(c) => c.prediction.as_ref(),
+            Some(c) => c.prediction.classification(),
             None => self.local.as_ref().and_then(|l| l.predictions.first()),
         }
     }
@@ -62,7 +62,7 @@ impl Answer {
     /// The boxes returned (detection models): the hub's when it answered, else the local ones.
     pub fn detections(&self) -> Option<&Detections> {
         match &self.cloud {
-            Some(c) => c.detections.as_ref(),
+            Some(c) => c.prediction.detections(),
             None => self.local.as_ref().and_then(|l| l.detections.first()),
         }
     }
@@ -95,8 +95,8 @@ impl Answer {
                 variant: VariantRole::Cloud,
                 ep: local.as_ref().map_or(ExecutionProvider::Cpu, |l| l.ep),
                 outputs: c.outputs.clone(),
-                predictions: c.prediction.iter().cloned().collect(),
-                detections: c.detections.iter().cloned().collect(),
+                predictions: c.prediction.classification().cloned().into_iter().collect(),
+                detections: c.prediction.detections().cloned().into_iter().collect(),
                 below: Vec::new(),
                 timing: local.as_ref().map_or_else(Timing::default, |l| l.timing),
             },
@@ -114,64 +114,126 @@ impl Answer {
         }
     }
 
-    /// The JSON answer: the chosen label and score, `route`, `degraded`, `reason`, and both
-    /// models' results when both ran.
-    pub fn to_json(&self) -> Map<String, Value> {
-        if let Some(m) = self.boxes_json() {
-            return m;
+    /// The answer as `/v1/classify` (a [`ClassifyAnswer`]) or `/v1/detect` (the boxes) gives
+    /// it: what `infer --json` prints and a one-row OIP v2 response's `parameters` carry.
+    pub fn body(&self) -> AnswerBody<'_> {
+        if let Some(b) = self.boxes_body() {
+            return AnswerBody::Boxes(Box::new(b));
         }
-        let local = self.local.as_ref().and_then(|l| l.predictions.first());
-        let mut m = match &self.local {
-            Some(l) => l.answer(0).unwrap_or_default(),
-            None => {
-                let mut m = Map::new();
-                m.insert("model".into(), json!(self.model));
-                m
-            }
+        let local = self.local.as_ref();
+        let local_top = local.and_then(|l| l.predictions.first());
+        let (variant, version, chosen) = match (&self.cloud, local) {
+            (Some(c), _) => (VariantRole::Cloud, c.version.clone(), self.prediction()),
+            (None, Some(l)) => (l.variant, l.version.clone(), local_top),
+            (None, None) => (VariantRole::Cloud, String::new(), None),
         };
-        m.insert("request_id".into(), json!(self.request_id));
-        m.insert("degraded".into(), json!(self.degraded));
-        m.insert("reason".into(), json!(self.reason));
-        if let Some(d) = &self.detail {
-            m.insert("detail".into(), json!(d));
+        let chosen = chosen.cloned().unwrap_or_else(|| {
+            Classification::from_top_k(
+                Vec::new(),
+                tandem_shared::answer::ClassSignals {
+                    max_prob: 0.0,
+                    margin: 0.0,
+                    entropy: 0.0,
+                },
+            )
+        });
+        let timing = local.map(|l| l.timing);
+        AnswerBody::Class(Box::new(ClassifyAnswer {
+            model: self.model.clone(),
+            version,
+            variant: variant.as_str().into(),
+            label: chosen.label,
+            index: chosen.index,
+            score: chosen.score,
+            top_k: chosen.top_k,
+            signals: local_top.map(|p| p.signals),
+            route: self.route().into(),
+            degraded: self.degraded,
+            ep: local.map(|l| l.ep.as_str().into()),
+            latency_ms: timing.map(|t| t.total_us as f64 / 1000.0),
+            timing_us: timing,
+            request_id: self.request_id.clone(),
+            reason: crate::telemetry::counters::reason_name(Some(self.reason)),
+            detail: self.detail.clone(),
+            local: self.cloud.as_ref().and(local_top).map(|p| LocalClass {
+                label: p.label.clone(),
+                score: p.score,
+                signals: p.signals,
+            }),
+            cloud: self.cloud.as_ref().map(|c| CloudSide {
+                label: c.prediction.classification().map(|p| p.label.clone()),
+                score: c.prediction.classification().map(|p| p.score),
+                version: c.version.clone(),
+                round_trip_ms: c.round_trip_ms,
+                batch_size: c.batch_size,
+            }),
+        }))
+    }
+
+    /// `cloud` when the hub answered, else `local`.
+    pub fn route(&self) -> &'static str {
+        if self.cloud.is_some() {
+            "cloud"
+        } else {
+            "local"
         }
-        match &self.cloud {
-            Some(c) => {
-                m.insert("route".into(), json!("cloud"));
-                m.insert("version".into(), json!(c.version));
-                m.insert("variant".into(), json!(VariantRole::Cloud.as_str()));
-                let Some(cp) = &c.prediction else {
-                    return m;
-                };
-                m.insert("label".into(), json!(cp.label));
-                m.insert("index".into(), json!(cp.index));
-                m.insert("score".into(), json!(cp.score));
-                m.insert("top_k".into(), json!(cp.top_k));
-                if let Some(p) = local {
-                    m.insert(
-                        "local".into(),
-                        json!({"label": p.label, "score": p.score, "signals": p.signals}),
-                    );
-                }
-                m.insert("cloud".into(), json!({"label": cp.label, "score": cp.score, "version": c.version, "round_trip_ms": c.round_trip_ms, "batch_size": c.batch_size}));
-            }
-            None => {
-                m.insert("route".into(), json!("local"));
-            }
+    }
+
+    /// The `parameters` of an OIP v2 response: the whole answer for one row, how it was made
+    /// for a batch of several (each row's classes are in the outputs).
+    pub fn oip_parameters(&self) -> Map<String, Value> {
+        if self.rows() == 1 {
+            return to_map(&self.body());
         }
-        m
+        let local = self.local.as_ref();
+        to_map(&BatchParameters {
+            model: &self.model,
+            variant: self.variant().as_str(),
+            route: self.route(),
+            degraded: self.degraded,
+            reason: self.reason,
+            request_id: &self.request_id,
+            ep: local.map(|l| l.ep.as_str()),
+            latency_ms: local.map(|l| l.timing.total_us as f64 / 1000.0),
+        })
     }
 }
 
-/// The device's side of a detection answer the hub gave.
+/// A routed answer, typed by task; serialises as the object `/v1/classify` or `/v1/detect`
+/// answers.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum AnswerBody<'a> {
+    /// A classification.
+    Class(Box<ClassifyAnswer>),
+    /// A detection.
+    Boxes(Box<RoutedBoxes<'a>>),
+}
+
+/// The `parameters` of an OIP v2 answer of several rows.
 #[derive(serde::Serialize)]
+struct BatchParameters<'a> {
+    model: &'a str,
+    variant: &'static str,
+    route: &'static str,
+    degraded: bool,
+    reason: Reason,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ep: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+}
+
+/// The device's side of a detection answer the hub gave.
+#[derive(Debug, serde::Serialize)]
 struct LocalBoxes<'a> {
     version: &'a str,
     detections: &'a [Detection],
 }
 
 /// The hub's side of a detection answer.
-#[derive(serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 struct CloudBoxes<'a> {
     version: &'a str,
     round_trip_ms: f64,
@@ -180,8 +242,8 @@ struct CloudBoxes<'a> {
 
 /// A detection model's routed answer: [`DetectAnswer`] (the boxes returned, route, degraded)
 /// with the request's id, the routing reason and, when the hub answered, the device's boxes.
-#[derive(serde::Serialize)]
-struct RoutedBoxes<'a> {
+#[derive(Debug, serde::Serialize)]
+pub struct RoutedBoxes<'a> {
     #[serde(flatten)]
     answer: DetectAnswer,
     request_id: &'a str,
@@ -195,8 +257,8 @@ struct RoutedBoxes<'a> {
 }
 
 impl Answer {
-    /// The JSON of a detection model's answer; `None` for classification.
-    fn boxes_json(&self) -> Option<Map<String, Value>> {
+    /// A detection model's answer; `None` for classification.
+    fn boxes_body(&self) -> Option<RoutedBoxes<'_>> {
         let d = self.detections()?;
         let local = self.local.as_ref();
         let local_boxes = local.and_then(|l| l.detections.first());
@@ -214,12 +276,7 @@ impl Answer {
                 model: self.model.clone(),
                 version: version.to_string(),
                 variant: variant.as_str().into(),
-                route: if self.cloud.is_some() {
-                    "cloud"
-                } else {
-                    "local"
-                }
-                .into(),
+                route: self.route().into(),
                 degraded: self.degraded,
                 ep: local
                     .map_or(ExecutionProvider::Cpu, |l| l.ep)
@@ -247,9 +304,6 @@ impl Answer {
                 batch_size: c.batch_size,
             }),
         };
-        match serde_json::to_value(routed) {
-            Ok(Value::Object(m)) => Some(m),
-            _ => None,
-        }
+        Some(routed)
     }
 }

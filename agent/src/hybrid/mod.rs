@@ -5,33 +5,34 @@
 //! reach the caller (as [`RouteError::Hub`]).
 //!
 //! Layout: `config` (`[policy]`), `answer` (the routed answer and its JSON), `boxes` (a
-//! detection model's frame signals and the hub's boxes), `remote` (models only the hub runs),
+//! detection model's frame signals), `offload` (asking the hub for its typed prediction),
+//! `remote` (models only the hub runs),
 //! `thresholds` (thresholds set at run time, kept across restarts).
 
 mod answer;
 mod boxes;
 mod config;
+mod offload;
 mod remote;
 pub mod thresholds;
 
-pub use answer::{Answer, CloudAnswer};
+pub use answer::{Answer, AnswerBody, CloudAnswer, RoutedBoxes};
 pub use config::{ModelPolicyConfig, PolicyConfig};
+pub use offload::{Ask, OLD_HUB};
 pub use remote::RemoteModel;
 
 use crate::policy::{self, Context, Decision, Local, Mode, ModelPolicy, Reason};
 use crate::privacy::Leaving;
-use crate::uplink::{Uplink, UplinkError};
+use crate::uplink::Uplink;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tandem_engine::postprocess::{self, Prediction};
 use tandem_engine::{Engine, InferenceError, Input};
-use tandem_shared::detect::Detections;
-use tandem_shared::manifest::{Manifest, OutputKind, Preprocess, Signal, VariantRole};
+use tandem_shared::manifest::{Preprocess, Signal, VariantRole};
 use tandem_shared::mqtt::args::check_threshold;
 use tandem_shared::mqtt::{ThresholdSource, ThresholdView};
-use tandem_shared::wire::{self, Message};
+use tandem_shared::wire;
 use tracing::Instrument as _;
 
 /// Why a request got no answer at all.
@@ -420,6 +421,21 @@ impl Router {
         input: Input,
         deadline_ms: Option<u32>,
     ) -> Result<Answer, RouteError> {
+        let ask = Ask {
+            deadline_ms,
+            ..Ask::default()
+        };
+        self.classify_with(model, input, ask).await
+    }
+
+    /// [`Router::classify`] with a request's `k` (the local and the hub's classification both
+    /// answer it) and whether the hub's raw outputs are wanted.
+    pub async fn classify_with(
+        &self,
+        model: &str,
+        input: Input,
+        ask: Ask,
+    ) -> Result<Answer, RouteError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Shares the request's buffer (no copy); a text is small.
         let single = match &input {
@@ -436,7 +452,7 @@ impl Router {
             tracing::info_span!("request", device = self.device.as_str(), model, request_id = %rid)
         };
         let routed = self
-            .route(id, model, input, single.clone(), deadline_ms)
+            .route(id, model, input, single.clone(), ask)
             .instrument(span.clone())
             .await;
         span.in_scope(|| match &routed {
@@ -466,7 +482,7 @@ impl Router {
         model: &str,
         input: Input,
         single: Option<(&'static str, bytes::Bytes)>,
-        deadline_ms: Option<u32>,
+        ask: Ask,
     ) -> Result<Answer, RouteError> {
         let started = Instant::now();
         let request_id = format!("{id:016x}");
@@ -475,7 +491,10 @@ impl Router {
             (None, Local::NoVariant, None)
         } else {
             match self.engine.infer(model, input).await {
-                Ok(inf) => {
+                Ok(mut inf) => {
+                    if let (Some(k), Some(h)) = (ask.top_k, self.engine.model(model)) {
+                        inf.with_top_k(&h.files, k);
+                    }
                     if let Some(signals) = boxes::frame_signals(&policy, &inf) {
                         (Some(inf), Local::Boxes(signals), None)
                     } else {
@@ -496,7 +515,7 @@ impl Router {
                 Err(e) => return Err(e.into()),
             }
         };
-        let deadline = self.deadline(model, deadline_ms);
+        let deadline = self.deadline(model, ask.deadline_ms);
         let ctx = Context {
             local: local_state,
             remaining_ms: deadline.map(|d| f64::from(d) - started.elapsed().as_secs_f64() * 1000.0),
@@ -574,21 +593,15 @@ impl Router {
             ("text", Ok(t)) => wire::Input::Text(t.to_string()),
             _ => wire::Input::ImageBytes(bytes.to_vec()),
         };
-        let size = local
-            .as_ref()
-            .and_then(|l| l.detections.first())
-            .map(|d| (d.width, d.height));
+        let ask = Ask {
+            deadline_ms: deadline,
+            ..ask
+        };
         match self
-            .offload(uplink, id, model, wire_input, budget, deadline.is_some())
+            .offload(uplink, id, model, wire_input, ask, budget)
             .await
         {
-            Ok(mut cloud) => {
-                // The hub's boxes are in the image's pixels; its size is the device's to say.
-                if let (Some(d), Some((w, h))) = (cloud.detections.as_mut(), size) {
-                    (d.width, d.height) = (w, h);
-                }
-                Ok(self.answer(&request_id, model, local, Some(cloud), false, reason))
-            }
+            Ok(cloud) => Ok(self.answer(&request_id, model, local, Some(cloud), false, reason)),
             Err(m) => missed(m, local),
         }
     }
@@ -612,116 +625,5 @@ impl Router {
             detail: None,
             frame: None,
         }
-    }
-
-    async fn offload(
-        &self,
-        uplink: &Uplink,
-        request_id: u64,
-        model: &str,
-        input: wire::Input,
-        budget: Duration,
-        has_deadline: bool,
-    ) -> Result<CloudAnswer, Missed> {
-        let msg = Message::InferRequest {
-            request_id,
-            model: model.to_string(),
-            model_version: None,
-            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
-            input,
-        };
-        let t = Instant::now();
-        let miss = |reason, detail: Option<String>| Missed { reason, detail };
-        match uplink.call(&msg, budget).await {
-            Ok(Message::InferResponse {
-                model_version,
-                outputs,
-                timing,
-                ..
-            }) => match self.cloud_result(model, &outputs) {
-                Some((prediction, detections)) => Ok(CloudAnswer {
-                    prediction,
-                    detections,
-                    version: model_version,
-                    round_trip_ms: t.elapsed().as_secs_f64() * 1000.0,
-                    batch_size: timing.batch_size,
-                    outputs: outputs.iter().map(output_tensor).collect(),
-                }),
-                None => Err(miss(
-                    Reason::HubError,
-                    Some("the hub's outputs do not match the cloud variant's manifest".into()),
-                )),
-            },
-            Ok(Message::Busy { .. }) => Err(miss(Reason::HubBusy, None)),
-            Ok(Message::Error {
-                code: wire::ErrorCode::DeadlineExceeded,
-                message,
-                ..
-            }) => Err(miss(Reason::Deadline, Some(message))),
-            Ok(Message::Error { code, message, .. }) => {
-                tracing::warn!(model, ?code, %message, "hub answered with an error");
-                Err(miss(Reason::HubError, Some(message)))
-            }
-            Ok(other) => Err(miss(
-                Reason::HubError,
-                Some(format!("unexpected answer {:?}", other.kind())),
-            )),
-            Err(UplinkError::Timeout(_)) if has_deadline => Err(miss(Reason::Deadline, None)),
-            Err(UplinkError::Timeout(ms)) => Err(miss(
-                Reason::HubTimeout,
-                Some(format!("no answer within {ms} ms")),
-            )),
-            Err(e) => {
-                tracing::debug!(model, error = %e, "offload failed");
-                Err(miss(Reason::HubUnreachable, Some(e.to_string())))
-            }
-        }
-    }
-
-    /// The manifest and labels that read the hub's answer for `model`.
-    fn cloud_manifest(&self, model: &str) -> Option<(&Manifest, &[String])> {
-        match self.engine.model(model) {
-            Some(h) => Some((&h.files.manifest, &h.files.labels)),
-            None => self
-                .remote
-                .get(model)
-                .map(|r| (&r.manifest, r.labels.as_slice())),
-        }
-    }
-
-    /// The hub's answer read with the cloud variant's manifest: a prediction, or (detection
-    /// models) the boxes, in image pixels (the image's size left 0).
-    fn cloud_result(
-        &self,
-        model: &str,
-        outputs: &[wire::Tensor],
-    ) -> Option<(Option<Prediction>, Option<Detections>)> {
-        let (manifest, labels) = self.cloud_manifest(model)?;
-        let cloud = manifest.variants.get(&VariantRole::Cloud)?;
-        if cloud.detection.is_some() {
-            return boxes::cloud_boxes(outputs, labels).map(|d| (None, Some(d)));
-        }
-        let spec = cloud.outputs.first()?;
-        let out = outputs.iter().find(|t| t.name == spec.name)?;
-        if out.dtype != wire::DType::F32 {
-            return None;
-        }
-        let mut probs: Vec<f32> = out
-            .data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if spec.kind == OutputKind::Logits {
-            postprocess::softmax(&mut probs);
-        }
-        Some((Some(postprocess::classify(&probs, labels, 5)), None))
-    }
-}
-
-fn output_tensor(t: &wire::Tensor) -> tandem_engine::OutputTensor {
-    tandem_engine::OutputTensor {
-        name: t.name.clone(),
-        shape: t.shape.clone(),
-        data: tandem_shared::convert::tensor_data(t),
     }
 }

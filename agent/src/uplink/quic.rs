@@ -478,7 +478,9 @@ impl Uplink {
             .ok_or_else(|| UplinkError::Protocol("empty answer".into()))?;
         if let Ok(mut s) = self.state.lock() {
             confirm(&mut s, &self.hub);
-            if let Message::InferResponse { timing, .. } = &answer {
+            if let Message::InferResponse { timing, .. } | Message::PredictResponse { timing, .. } =
+                &answer
+            {
                 let ms = f64::from(timing.service_us + timing.queue_us) / 1000.0;
                 s.service_ms = Some(s.service_ms.map_or(ms, |old| 0.8 * old + 0.2 * ms));
             }

@@ -284,3 +284,32 @@ pub async fn serve_api(cfg: &Config, router: Arc<tandem_agent::hybrid::Router>) 
     tokio::spawn(async move { axum::serve(listener, tandem_agent::api::router(state)).await });
     base
 }
+
+/// POSTs one image file to `/v2/models/{model}/infer` as a binary `BYTES` input, with the
+/// `outputs` asked for when given; the status and the JSON answer.
+pub async fn oip_image(
+    c: &reqwest::Client,
+    base: &str,
+    model: &str,
+    img: &[u8],
+    outputs: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut doc = serde_json::json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+        "parameters": {"binary_data_size": img.len() + 4}}]});
+    if let Some(o) = outputs {
+        doc["outputs"] = o;
+    }
+    let header = serde_json::to_vec(&doc).expect("json");
+    let mut body = header.clone();
+    body.extend((img.len() as u32).to_le_bytes());
+    body.extend(img);
+    let r = c
+        .post(format!("{base}/v2/models/{model}/infer"))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(body)
+        .send()
+        .await
+        .expect("oip request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}

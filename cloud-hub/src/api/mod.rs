@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::ingress::quic::IngressStats;
 use crate::ingress::tls::{self, TlsError};
 use axum::Router;
-use serde_json::json;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,6 +143,18 @@ impl HubApi {
     }
 }
 
+/// The `parameters` of the hub's OIP v2 answers: the variant and provider that ran, the
+/// timings and, for a single row, its classification or boxes.
+#[derive(serde::Serialize)]
+struct HubParameters {
+    variant: &'static str,
+    ep: &'static str,
+    latency_ms: f64,
+    batch_size: usize,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    row: Option<http::params::RowParameters>,
+}
+
 impl OipService for HubApi {
     fn context(&self) -> &ApiContext {
         &self.context
@@ -153,7 +164,7 @@ impl OipService for HubApi {
     /// `deadline_ms` bounds the wait (504 after). The parameters carry the batch size.
     async fn answer(&self, call: Call<'_>) -> Result<Answered, ApiError> {
         let run = self.context.engine.infer(call.model, call.input);
-        let inference = match call.deadline_ms.filter(|d| *d > 0) {
+        let mut inference = match call.deadline_ms.filter(|d| *d > 0) {
             None => run.await?,
             Some(d) => tokio::time::timeout(Duration::from_millis(u64::from(d)), run)
                 .await
@@ -161,15 +172,22 @@ impl OipService for HubApi {
                     ApiError::Timeout(format!("no answer within the {d} ms deadline"))
                 })??,
         };
-        let mut parameters = http::oip::response_parameters(
-            inference.answer(0).unwrap_or_default(),
-            inference.predictions.len(),
-            inference.variant.as_str(),
-        );
+        if let Some(k) = call.top_k {
+            let h = self.context.engine.model(call.model);
+            if let Some(h) = h.filter(|h| h.files.manifest.version == inference.version) {
+                inference.with_top_k(&h.files, k);
+            }
+        }
         // Routing is the agent's business: the hub always answers with its own model.
-        parameters.remove("route");
-        parameters.remove("degraded");
-        parameters.insert("batch_size".into(), json!(inference.timing.batch_size));
+        let parameters = http::params::to_map(&HubParameters {
+            variant: inference.variant.as_str(),
+            ep: inference.ep.as_str(),
+            latency_ms: inference.timing.total_us as f64 / 1000.0,
+            batch_size: inference.timing.batch_size,
+            row: (inference.predictions.len().max(inference.detections.len()) == 1)
+                .then(|| http::params::RowParameters::of(&inference, 0))
+                .flatten(),
+        });
         Ok(Answered {
             inference,
             parameters,

@@ -407,22 +407,18 @@ async fn handle_stream(
             let feedback = services.feedback.clone();
             super::deliver::serve(device, first, reader, send, stats, feedback).await;
         }
-        Ok(Message::InferRequest {
-            request_id,
-            model,
-            model_version,
-            deadline_ms,
-            input,
-        }) => {
-            let reply = match serving {
-                Some(sv) => {
-                    sv.handle(device, request_id, model, model_version, deadline_ms, input)
-                        .await
-                }
-                None => Message::Error {
-                    request_id,
+        Ok(m @ (Message::InferRequest { .. } | Message::PredictRequest { .. })) => {
+            let reply = match (serving, crate::serving::Request::from_message(m)) {
+                (Some(sv), Some(req)) => sv.handle(device, req).await,
+                (None, Some(req)) => Message::Error {
+                    request_id: req.request_id,
                     code: ErrorCode::UnknownModel,
-                    message: format!("model `{model}`: this hub serves no models"),
+                    message: format!("model `{}`: this hub serves no models", req.model),
+                },
+                (_, None) => Message::Error {
+                    request_id: 0,
+                    code: ErrorCode::Internal,
+                    message: "an inference request was lost on its way".into(),
                 },
             };
             answer(&mut send, &reply).await;

@@ -16,12 +16,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Largest payload of a frame of `kind` a device may send: the layout's own maximum for the
-/// small kinds, `max_frame` for `InferRequest` and `Deliver`, 64 KiB for any other kind (the
+/// small kinds, `max_frame` for `InferRequest`, `PredictRequest` and `Deliver`, 64 KiB for any other kind (the
 /// hub's own kinds and kinds it does not know: read only to be answered `UnsupportedKind`).
 pub fn kind_limit(kind: u8, max_frame: usize) -> usize {
     let name = 2 + MAX_NAME_BYTES;
     match Kind::from_u8(kind) {
-        Some(Kind::InferRequest | Kind::Deliver) => max_frame,
+        Some(Kind::InferRequest | Kind::PredictRequest | Kind::Deliver) => max_frame,
         Some(Kind::Ping | Kind::Pong) => 8,
         Some(Kind::Ack) => 16,
         Some(Kind::Error) => 8 + 2 + 2 + MAX_ERROR_MESSAGE_BYTES,
@@ -199,6 +199,7 @@ mod tests {
         assert_eq!(kind_limit(Kind::Ping as u8, max), 8);
         assert_eq!(kind_limit(Kind::Deliver as u8, max), max);
         assert_eq!(kind_limit(Kind::InferRequest as u8, max), max);
+        assert_eq!(kind_limit(Kind::PredictRequest as u8, max), max);
         assert!(kind_limit(Kind::ChunkRequest as u8, max) < 2048);
         assert_eq!(kind_limit(0x7f, max), 64 << 10, "unknown kinds");
         assert_eq!(

@@ -500,6 +500,12 @@ impl Engine {
         &self.metrics
     }
 
+    /// Classes a classification answers unless a request asks another `k`
+    /// (`engine.top_k`).
+    pub fn top_k(&self) -> usize {
+        self.settings.engine.top_k
+    }
+
     /// Queues a request; the answer arrives on the returned channel. A request with more rows
     /// than `engine.max_rows_per_request` is refused here, before anything is decoded.
     pub fn submit(

@@ -2,11 +2,11 @@
 //! a request and of the engine.
 
 use crate::model::ModelError;
-use crate::postprocess::Prediction;
 use crate::preprocess::PreprocessError;
 use crate::provider::NoProvider;
 use bytes::Bytes;
 use std::sync::Arc;
+use tandem_shared::answer::{Classification, Prediction};
 use tandem_shared::detect::{DetectAnswer, Detection, Detections};
 use tandem_shared::manifest::VariantRole;
 use tandem_shared::oip::{InputTensor, TensorData};
@@ -52,22 +52,8 @@ pub struct OutputTensor {
     pub data: TensorData,
 }
 
-/// Where the time went, in microseconds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Timing {
-    /// Waiting in the queue.
-    pub queue_us: u64,
-    /// Decoding / tokenising.
-    pub preprocess_us: u64,
-    /// `Session::run`.
-    pub run_us: u64,
-    /// Post-processing.
-    pub postprocess_us: u64,
-    /// Submission to answer.
-    pub total_us: u64,
-    /// Requests that ran together in this batch (1 without batching).
-    pub batch_size: usize,
-}
+/// Where the time went, in microseconds (the contract type every answer reports).
+pub use tandem_shared::answer::TimingUs as Timing;
 
 /// The answer for one batch.
 #[derive(Debug, Clone)]
@@ -83,7 +69,7 @@ pub struct Inference {
     /// Raw outputs.
     pub outputs: Vec<OutputTensor>,
     /// One prediction per batch row (classification models; empty for detection).
-    pub predictions: Vec<Prediction>,
+    pub predictions: Vec<Classification>,
     /// One set of boxes per batch row (detection models; empty for classification).
     pub detections: Vec<Detections>,
     /// Per batch row of a detection model, the boxes NMS kept under the answer threshold down
@@ -94,35 +80,32 @@ pub struct Inference {
 }
 
 impl Inference {
-    /// The answer for batch row `row` as a JSON object: what `/v1/classify` returns and
-    /// `infer --json` prints (callers add their own fields). `None` when the row is absent.
-    pub fn answer(&self, row: usize) -> Option<serde_json::Map<String, serde_json::Value>> {
-        if let Some(d) = self.detections.get(row) {
-            return match serde_json::to_value(self.detect_answer(d)) {
-                Ok(serde_json::Value::Object(m)) => Some(m),
-                _ => None,
-            };
+    /// The typed answer for batch row `row`: its boxes (detection models) or its top-k.
+    pub fn prediction(&self, row: usize) -> Option<Prediction> {
+        match self.detections.get(row) {
+            Some(d) => Some(Prediction::Boxes(d.clone())),
+            None => self.predictions.get(row).cloned().map(Prediction::TopK),
         }
-        let p = self.predictions.get(row)?;
-        let v = serde_json::json!({
-            "model": self.model,
-            "version": self.version,
-            "variant": self.variant.as_str(),
-            "label": p.label,
-            "index": p.index,
-            "score": p.score,
-            "top_k": p.top_k,
-            "signals": p.signals,
-            "route": "local",
-            "degraded": false,
-            "ep": self.ep.as_str(),
-            "latency_ms": self.timing.total_us as f64 / 1000.0,
-            "timing_us": self.timing,
-        });
-        match v {
-            serde_json::Value::Object(m) => Some(m),
-            _ => None,
+    }
+
+    /// Re-decodes the classifications with the `k` best classes each (a request's `k` over the
+    /// engine's `engine.top_k`), from the raw outputs with the same post-processing the worker
+    /// ran. Nothing changes for a detection model or when every row already has `k` (or all
+    /// its classes).
+    pub fn with_top_k(&mut self, files: &crate::model::ModelFiles, k: usize) {
+        let (Some(out), Some(spec)) = (self.outputs.first(), files.variant.outputs.first()) else {
+            return;
+        };
+        if self.predictions.is_empty() || !self.detections.is_empty() {
+            return;
         }
+        let classes = out.shape.last().copied().unwrap_or(0).max(0) as usize;
+        let want = k.clamp(1, classes.max(1));
+        if self.predictions.iter().all(|p| p.top_k.len() == want) {
+            return;
+        }
+        self.predictions =
+            crate::postprocess::classify_rows(spec, &out.shape, &out.data, &files.labels, k);
     }
 }
 

@@ -21,7 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tandem_shared::manifest::{DType, OutputKind};
+use tandem_shared::manifest::DType;
 use tandem_shared::oip::TensorData;
 use tandem_shared::provider::ExecutionProvider;
 
@@ -402,25 +402,8 @@ fn run_chunk(
         });
     }
     let predictions = match (raw.first(), ctx.files.variant.outputs.first()) {
-        (
-            Some(OutputTensor {
-                shape,
-                data: TensorData::F32(d),
-                ..
-            }),
-            Some(spec),
-        ) => {
-            let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
-            let per = d.len() / rows;
-            d.chunks_exact(per.max(1))
-                .map(|row| {
-                    let mut probs = row.to_vec();
-                    if spec.kind == OutputKind::Logits {
-                        postprocess::softmax(&mut probs);
-                    }
-                    postprocess::classify(&probs, &ctx.files.labels, ctx.top_k)
-                })
-                .collect()
+        (Some(out), Some(spec)) => {
+            postprocess::classify_rows(spec, &out.shape, &out.data, &ctx.files.labels, ctx.top_k)
         }
         _ => Vec::new(),
     };

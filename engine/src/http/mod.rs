@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`error`]: the JSON error body and status of every failure.
 //! - [`oip`]: the OIP v2 handlers and conversions.
+//! - [`params`]: a response's `parameters` and detection tensors, from the typed answer.
 //! - [`inflight`]: the bound on request body bytes in flight per listener (503 over it).
 //! - [`serve`]: the serve loop of a listener (connection cap, header, idle and body timeouts),
 //!   over the connection table and limits of [`conn`] and the request body of [`body`].
@@ -17,6 +18,7 @@ pub mod conn;
 pub mod error;
 pub mod inflight;
 pub mod oip;
+pub mod params;
 pub mod serve;
 
 pub use conn::ConnLimits;
@@ -69,6 +71,9 @@ pub struct Call<'a> {
     pub input: Input,
     /// The request's `deadline_ms` parameter, when set.
     pub deadline_ms: Option<u32>,
+    /// The most classes an output's classification extension asks for (`None`: the
+    /// engine's `top_k`).
+    pub top_k: Option<usize>,
 }
 
 /// What a daemon answers an inference with.
@@ -76,7 +81,8 @@ pub struct Call<'a> {
 pub struct Answered {
     /// The inference whose outputs the response carries.
     pub inference: Inference,
-    /// The response's `parameters` (label, score, how it was answered).
+    /// The response's `parameters` (label, score, how it was answered), serialised from a
+    /// typed answer (`params::to_map`).
     pub parameters: Map<String, Value>,
 }
 

@@ -4,7 +4,7 @@
 //! response, metadata, errors) are the same for every daemon.
 
 use super::error::ApiError;
-use super::{Answered, Call, OipService};
+use super::{Answered, Call, OipService, params};
 use crate::{Engine, Inference, Input, ModelHandle};
 use axum::Json;
 use axum::body::Bytes;
@@ -68,7 +68,8 @@ pub fn find<'a>(
     }
 }
 
-/// A model's OIP metadata: its tensors plus the raw `image` or `text` BYTES input, and in
+/// A model's OIP metadata: its tensors plus the raw `image` or `text` BYTES input (a
+/// detection model's outputs: `detections` and the box tensors of `params`), and in
 /// `parameters` the most rows one request may carry (`max_batch_size`, as Triton names it;
 /// `engine.max_rows_per_request`: 413 above).
 pub fn metadata(h: &ModelHandle) -> Value {
@@ -88,12 +89,32 @@ pub fn metadata(h: &ModelHandle) -> Value {
         .map(|i| tensor(&i.name, i.dtype, &i.shape))
         .collect();
     inputs.push(raw_input);
+    let mut outputs: Vec<Value> = v
+        .outputs
+        .iter()
+        .map(|o| tensor(&o.name, o.dtype, &o.shape))
+        .collect();
+    if let Some(d) = &v.detection {
+        // The head's raw outputs stay inside: a response carries the decoded boxes.
+        let slots = d.max_detections as i64;
+        let fields = tandem_shared::detect::DETECTION_FIELDS as i64;
+        outputs = vec![tensor(
+            tandem_shared::detect::DETECTIONS_OUTPUT,
+            DType::Float32,
+            &[-1, slots, fields],
+        )];
+        let dims: [&[i64]; 4] = [&[-1, -1, 4], &[-1, -1], &[-1, -1], &[-1]];
+        let types = [DType::Float32, DType::Float32, DType::Int64, DType::Int64];
+        for ((name, dims), dtype) in params::DETECTION_TENSORS.iter().zip(dims).zip(types) {
+            outputs.push(tensor(name, dtype, dims));
+        }
+    }
     json!({
         "name": h.name(),
         "versions": [h.files.manifest.version],
         "platform": "onnxruntime_onnx",
         "inputs": inputs,
-        "outputs": v.outputs.iter().map(|o| tensor(&o.name, o.dtype, &o.shape)).collect::<Vec<_>>(),
+        "outputs": outputs,
         "parameters": {
             "task": h.files.manifest.task,
             "variant": h.files.role.as_str(),
@@ -169,21 +190,28 @@ pub fn to_input(h: &ModelHandle, req: DecodedRequest) -> Result<Input, ApiError>
     }
 }
 
-/// Which outputs to return, binary or not, or as classification strings.
+/// Which outputs to return, binary or not, or as classification strings. A detection model
+/// offers its `detections` tensor and the boxes as `boxes`, `scores`, `classes` and
+/// `num_detections` (`params::detection_outputs`); all of them when none is asked for.
 pub fn select_outputs(
     req_outputs: Option<&[oip::RequestOutput]>,
     binary_default: bool,
     inf: &Inference,
 ) -> Result<Vec<OutputTensor>, ApiError> {
     let as_bool = |p: &Map<String, Value>, k: &str| p.get(k).and_then(Value::as_bool);
+    let mut offered: Vec<(&str, Vec<i64>, TensorData)> = inf
+        .outputs
+        .iter()
+        .map(|o| (o.name.as_str(), o.shape.clone(), o.data.clone()))
+        .collect();
+    offered.extend(params::detection_outputs(&inf.detections));
     let Some(wanted) = req_outputs else {
-        return Ok(inf
-            .outputs
-            .iter()
-            .map(|o| OutputTensor {
-                name: o.name.clone(),
-                shape: o.shape.clone(),
-                data: o.data.clone(),
+        return Ok(offered
+            .into_iter()
+            .map(|(name, shape, data)| OutputTensor {
+                name: name.to_string(),
+                shape,
+                data,
                 binary: binary_default,
             })
             .collect());
@@ -191,21 +219,16 @@ pub fn select_outputs(
     wanted
         .iter()
         .map(|w| {
-            let o = inf
-                .outputs
-                .iter()
-                .find(|o| o.name == w.name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = inf.outputs.iter().map(|o| o.name.as_str()).collect();
-                    ApiError::BadRequest(format!(
-                        "unknown output `{}` (outputs: {})",
-                        w.name,
-                        known.join(", ")
-                    ))
-                })?;
+            let (name, shape, data) = offered.iter().find(|o| o.0 == w.name).ok_or_else(|| {
+                let known: Vec<&str> = offered.iter().map(|o| o.0).collect();
+                ApiError::BadRequest(format!(
+                    "unknown output `{}` (outputs: {})",
+                    w.name,
+                    known.join(", ")
+                ))
+            })?;
             let binary = as_bool(&w.parameters, "binary_data").unwrap_or(binary_default);
-            if let Some(k) = w.parameters.get("classification").and_then(Value::as_u64) {
-                let k = k as usize;
+            if let Some(k) = classification_k(w) {
                 let rows: Vec<Vec<u8>> =
                     inf.predictions
                         .iter()
@@ -217,38 +240,28 @@ pub fn select_outputs(
                         .collect();
                 let per = k.min(inf.predictions.first().map_or(0, |p| p.top_k.len()));
                 return Ok(OutputTensor {
-                    name: o.name.clone(),
+                    name: name.to_string(),
                     shape: vec![inf.predictions.len() as i64, per as i64],
                     data: TensorData::Bytes(rows),
                     binary,
                 });
             }
             Ok(OutputTensor {
-                name: o.name.clone(),
-                shape: o.shape.clone(),
-                data: o.data.clone(),
+                name: name.to_string(),
+                shape: shape.clone(),
+                data: data.clone(),
                 binary,
             })
         })
         .collect()
 }
 
-/// The response `parameters` from an answer's JSON (see [`Inference::answer`]): the label,
-/// score and index only when one row was classified, the variant that ran, no top-k, timings
-/// or model name (the response says those elsewhere).
-pub fn response_parameters(
-    mut answer: Map<String, Value>,
-    rows: usize,
-    variant: &str,
-) -> Map<String, Value> {
-    answer.retain(|k, _| !matches!(k.as_str(), "top_k" | "timing_us" | "model" | "version"));
-    answer.insert("variant".into(), json!(variant));
-    if rows != 1 {
-        for k in ["label", "score", "index"] {
-            answer.remove(k);
-        }
-    }
-    answer
+/// The `k` of an output's classification extension parameter.
+fn classification_k(w: &oip::RequestOutput) -> Option<usize> {
+    w.parameters
+        .get("classification")
+        .and_then(Value::as_u64)
+        .map(|k| usize::try_from(k).unwrap_or(usize::MAX))
 }
 
 /// The decoded body, with the binary extension's JSON length from its header when present.
@@ -285,6 +298,12 @@ pub async fn infer<S: OipService>(
         .unwrap_or(false);
     let id = req.id.clone();
     let req_outputs = req.outputs.clone();
+    // The most classes any output asks for: the answer is decoded with that k.
+    let top_k = req_outputs
+        .iter()
+        .flatten()
+        .filter_map(classification_k)
+        .max();
     let deadline_ms = req
         .parameters
         .get("deadline_ms")
@@ -300,6 +319,7 @@ pub async fn infer<S: OipService>(
             model: &p.model,
             input,
             deadline_ms,
+            top_k,
         }),
     )
     .await
