@@ -122,3 +122,4 @@ echo
 ./scripts/demo-rollout.sh
 ./scripts/demo-loop.sh
 ./scripts/demo-console.sh
+./scripts/demo-detect.sh
