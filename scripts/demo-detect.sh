@@ -29,6 +29,10 @@ rm -f "$OUT"/*.jpg "$OUT"/*.json "$EVENTS"
 
 [ -f demo-out/pki/ca.key ] || "$HUB" init --dir demo-out/pki
 [ -f demo-out/pki/devices/demo-cam.pem ] || "$HUB" device add demo-cam --dir demo-out/pki
+# A read-only subscriber identity of its own (docs/mqtt.md "Subscribers"): the broker makes
+# the certificate's CN the client id, so borrowing the hub's identity would push the hub's own
+# MQTT link off the broker.
+[ -f demo-out/pki/subscribers/demo-events.pem ] || "$HUB" subscriber add demo-events --dir demo-out/pki
 "$HUB" run --config demo/hub.toml 2>"$HUBLOG" &
 HUBPID=$!
 PID=
@@ -36,8 +40,8 @@ SUBPID=
 trap 'kill $PID $HUBPID $SUBPID 2>/dev/null || true' EXIT
 wait_hub $HUBPID "$HUBLOG"
 # The first object event the device publishes (docs/mqtt.md "Object events").
-mosquitto_sub -h 127.0.0.1 -p 8883 --cafile demo-out/pki/ca.pem --cert demo-out/pki/hub.pem \
-  --key demo-out/pki/hub.key -q 1 -t 'tandem/demo-cam/events/objects' -C 1 -W 30 >"$EVENTS" 2>/dev/null &
+mosquitto_sub -h 127.0.0.1 -p 8883 --cafile demo-out/pki/ca.pem \
+  --cert demo-out/pki/subscribers/demo-events.pem --key demo-out/pki/subscribers/demo-events.key -q 1 -t 'tandem/demo-cam/events/objects' -C 1 -W 30 >"$EVENTS" 2>/dev/null &
 SUBPID=$!
 "$BIN" run --config "$CONF" 2>"$LOG" &
 PID=$!

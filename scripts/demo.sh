@@ -22,6 +22,7 @@ HUBLOG=$(mktemp)
 mkdir -p demo-out
 [ -f demo-out/pki/ca.key ] || "$HUB" init --dir demo-out/pki
 [ -f demo-out/pki/devices/demo-cam.pem ] || "$HUB" device add demo-cam --dir demo-out/pki
+[ -f demo-out/pki/subscribers/demo-watch.pem ] || "$HUB" subscriber add demo-watch --dir demo-out/pki
 "$HUB" validate --config demo/hub.toml
 start_hub() {
   : >"$HUBLOG"
@@ -40,11 +41,12 @@ PID=$!
 SUBLOG=$(mktemp)
 SUBPID=
 trap 'kill $PID $HUBPID $SUBPID 2>/dev/null || true; rm -f "$LOG" "$HUBLOG" "$SUBLOG"' EXIT
-# Any MQTT subscriber can follow the fleet (docs/mqtt.md); this one uses the hub's identity,
-# which the broker's ACL lets read every device's topics.
+# Any MQTT subscriber can follow the fleet (docs/mqtt.md "Subscribers"): a read-only identity
+# of its own, issued before the hub started so the broker's ACL already names it.
 if command -v mosquitto_sub >/dev/null; then
   mosquitto_sub -h 127.0.0.1 -p 8883 --cafile demo-out/pki/ca.pem \
-    --cert demo-out/pki/hub.pem --key demo-out/pki/hub.key -t 'tandem/#' -v -W 60 >"$SUBLOG" 2>&1 &
+    --cert demo-out/pki/subscribers/demo-watch.pem --key demo-out/pki/subscribers/demo-watch.key \
+    -t 'tandem/+/status' -t 'tandem/+/telemetry' -t 'tandem/+/events' -v -W 60 >"$SUBLOG" 2>&1 &
   SUBPID=$!
 fi
 wait_agent "$URL" $PID "$LOG"
