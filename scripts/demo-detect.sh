@@ -111,15 +111,32 @@ for line in open(sys.argv[1]):
 
 echo "== the offloaded frame as the hub stored it (hard example, faces blurred on the device)"
 rid=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["request_id"])' "$OFFLOADED")
+# The store lists records in arrival order, a page of at most 1000 at a time: the demo's
+# earlier parts stored more than that, so follow the cursor to the end.
 digest=
 for _ in $(seq 1 100); do
-  digest=$(hub_api "/v1/feedback/records?after=0&limit=1000" | "$PY" -c 'import json,sys
-for r in json.load(sys.stdin)["items"]:
-    if (r.get("example") or {}).get("request_id") == sys.argv[1] and r.get("digest"):
-        print(r["digest"]); break' "$rid")
+  digest=$("$PY" - "$rid" <<'EOF'
+import json, sys, urllib.request
+token = next(l.strip() for l in open("demo-out/pki/operator.token") if not l.startswith("#"))
+after = 0
+while True:
+    req = urllib.request.Request(
+        "http://127.0.0.1:8480/v1/feedback/records?after=%s&limit=1000" % after,
+        headers={"Authorization": "Bearer " + token})
+    page = json.load(urllib.request.urlopen(req))
+    for r in page["items"]:
+        if (r.get("example") or {}).get("request_id") == sys.argv[1] and r.get("digest"):
+            print(r["digest"])
+            sys.exit(0)
+    if not page["more"]:
+        break
+    after = page["cursor"]
+EOF
+)
   [ -n "$digest" ] && break
   sleep 0.2
 done
+[ -n "$digest" ] || { echo "demo-detect: the hub never stored the offloaded frame" >&2; exit 1; }
 hub_api "/v1/feedback/inputs/$digest" -o "$OUT/upload-blurred.jpg"
 curl -sf "$URL/metrics" | grep -E '^tandem_privacy_(images_blurred|faces_blurred)_total' | sed 's/^/   /'
 echo "   saved: $OUT/upload-blurred.jpg (the original: models/detect-coco/samples/voc-2011_000006.jpg)"

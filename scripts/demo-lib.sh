@@ -14,7 +14,7 @@ hub_api() {
 # the hub's log if the hub process dies first.
 wait_hub() {
   for _ in $(seq 1 200); do
-    grep -q "tandem-hub serving" "$2" && return 0
+    grep -qs "tandem-hub serving" "$2" && return 0
     kill -0 "$1" 2>/dev/null || { cat "$2"; echo "demo: the hub exited" >&2; exit 1; }
     sleep 0.1
   done
