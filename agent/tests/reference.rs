@@ -1,7 +1,6 @@
 //! Rust vs Python: the same input tensors through the engine give the reference outputs that
 //! Python onnxruntime produced (FP32: max abs diff <= 1e-4; INT8: same top-1), and end to end
-//! from the committed sample files the top-1 agrees with the Python pipeline (one INT8 near
-//! tie allowed, see [`NEAR_TIE`]).
+//! from the committed sample files the top-1 agrees with the Python pipeline.
 
 mod common;
 
@@ -92,7 +91,7 @@ fn engine_outputs_match_python_onnxruntime() {
 
 #[test]
 fn end_to_end_top1_matches_python_pipeline() {
-    let (mut checked, mut near_ties) = (0, 0);
+    let mut checked = 0;
     for model in model_names() {
         let expected = read_json(&models_dir().join(&model).join("testdata/expected.json"));
         for variant in ["edge", "cloud"] {
@@ -118,41 +117,17 @@ fn end_to_end_top1_matches_python_pipeline() {
                 let inf = e.infer_blocking(&model, input).expect("inference runs");
                 let p = &inf.predictions[0];
                 let want = case["top1_index"].as_u64().expect("top1_index") as usize;
-                if p.index != want {
-                    // The decoders agree (libjpeg-turbo on both sides) but the resizes differ
-                    // by up to 1 level (fast_image_resize vs PIL's fixed point), which can
-                    // swap an INT8 near tie: allowed once, and only when Rust's own answer
-                    // has Python's class within NEAR_TIE of its top-1.
-                    let theirs = p.top_k.iter().find(|s| s.index == want);
-                    assert!(
-                        theirs.is_some_and(|s| p.score - s.score <= NEAR_TIE),
-                        "{model} {variant} {what}: Rust says {} ({:.3}), Python {} ({}); Rust's top-k {:?}",
-                        p.label,
-                        p.score,
-                        case["top1"],
-                        case["score"],
-                        p.top_k
-                    );
-                    eprintln!(
-                        "near tie: {model} {variant} {what}: Rust {} {:.3}, Python {} {}",
-                        p.label, p.score, case["top1"], case["score"]
-                    );
-                    near_ties += 1;
-                }
+                assert_eq!(
+                    p.index, want,
+                    "{model} {variant} {what}: Rust says {} ({:.3}), Python {} ({})",
+                    p.label, p.score, case["top1"], case["score"]
+                );
                 checked += 1;
             }
         }
     }
     assert!(checked >= 20, "only {checked} samples checked");
-    assert!(
-        near_ties <= 1,
-        "{near_ties} of {checked} top-1 answers differ"
-    );
 }
-
-/// Largest gap, in Rust's own probabilities, between its top-1 and Python's top-1 class for
-/// an answer counted as a near tie.
-const NEAR_TIE: f32 = 0.03;
 
 #[test]
 fn cuda_then_cpu_falls_back_to_cpu_and_says_why() {

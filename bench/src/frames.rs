@@ -2,7 +2,7 @@
 //! vision-imagenet (edge, 1 intra-op thread, concurrency 1) for the 20 ImageNet samples and
 //! for a 1080p and a 4K camera frame (JPEG, quality 90), in one run:
 //! - `pre-before`: the earlier path (full zune decode, `image` resize, per-pixel normalise);
-//! - `pre-after`: the SIMD path (libjpeg-turbo at a reduced DCT scale where it applies,
+//! - `pre-after`: the SIMD path (jpeg-decoder at a reduced DCT scale where it applies,
 //!   fast_image_resize, fused normalise/layout);
 //! - `pre-wgpu`: decode on the CPU, resize/normalise/layout on the wgpu adapter (if any);
 //! - `floor`: raw `ort` `Session::run` on the prepared tensor;
