@@ -58,9 +58,7 @@ pub(crate) fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), Wir
             w.u64(*request_id);
             w.str16("model", model, MAX_NAME_BYTES)?;
             w.str16("model_version", model_version, MAX_NAME_BYTES)?;
-            w.u32(timing.queue_us);
-            w.u32(timing.service_us);
-            w.u32(timing.batch_size);
+            write_timing(&mut w, timing);
             write_prediction(&mut w, prediction)?;
             write_tensors(&mut w, outputs)?;
         }
@@ -74,9 +72,7 @@ pub(crate) fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), Wir
             w.u64(*request_id);
             w.str16("model", model, MAX_NAME_BYTES)?;
             w.str16("model_version", model_version, MAX_NAME_BYTES)?;
-            w.u32(timing.queue_us);
-            w.u32(timing.service_us);
-            w.u32(timing.batch_size);
+            write_timing(&mut w, timing);
             write_tensors(&mut w, outputs)?;
         }
         Message::Busy {
@@ -186,11 +182,7 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
             request_id: r.u64("request_id")?,
             model: r.str16("model", MAX_NAME_BYTES)?,
             model_version: r.str16("model_version", MAX_NAME_BYTES)?,
-            timing: Timing {
-                queue_us: r.u32("timing.queue_us")?,
-                service_us: r.u32("timing.service_us")?,
-                batch_size: r.u32("timing.batch_size")?,
-            },
+            timing: read_timing(&mut r)?,
             prediction: read_prediction(&mut r)?,
             outputs: read_tensors(&mut r)?,
         },
@@ -198,11 +190,7 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
             request_id: r.u64("request_id")?,
             model: r.str16("model", MAX_NAME_BYTES)?,
             model_version: r.str16("model_version", MAX_NAME_BYTES)?,
-            timing: Timing {
-                queue_us: r.u32("timing.queue_us")?,
-                service_us: r.u32("timing.service_us")?,
-                batch_size: r.u32("timing.batch_size")?,
-            },
+            timing: read_timing(&mut r)?,
             outputs: read_tensors(&mut r)?,
         },
         Kind::Busy => Message::Busy {
@@ -277,6 +265,21 @@ pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
     };
     r.finish()?;
     Ok(msg)
+}
+
+/// A response's timing: queue and service microseconds, then the batch size.
+fn write_timing(w: &mut Writer<'_>, timing: &Timing) {
+    w.u32(timing.queue_us);
+    w.u32(timing.service_us);
+    w.u32(timing.batch_size);
+}
+
+fn read_timing(r: &mut Reader<'_>) -> Result<Timing, WireError> {
+    Ok(Timing {
+        queue_us: r.u32("timing.queue_us")?,
+        service_us: r.u32("timing.service_us")?,
+        batch_size: r.u32("timing.batch_size")?,
+    })
 }
 
 /// Data bytes a tensor of `dtype` and `shape` must carry, or `InvalidShape`.
