@@ -3,6 +3,7 @@
 
 pub mod bundles;
 pub mod mqtt;
+pub mod old_hub;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
