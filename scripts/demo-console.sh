@@ -21,14 +21,7 @@ LOG=demo-out/logs/console-agent.log
 HUBLOG=demo-out/logs/console-hub.log
 
 [ -d demo-out/agent-models/vision-fashion ] || { echo "demo-console: run scripts/demo.sh first" >&2; exit 1; }
-"$HUB" run --config demo/hub.toml 2>"$HUBLOG" &
-HUBPID=$!
-PID=
-trap 'kill $PID $HUBPID 2>/dev/null || true' EXIT
-wait_hub $HUBPID "$HUBLOG"
-"$BIN" run --config "$CONF" 2>"$LOG" &
-PID=$!
-wait_agent "$URL" $PID "$LOG"
+start_hub_and_agent demo/hub.toml "$HUBLOG" "$CONF" "$LOG" "$URL"
 echo
 echo "== the console: the operator's pages, served by the hub at $CONSOLE/console"
 for _ in 1 2 3; do

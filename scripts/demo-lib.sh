@@ -1,4 +1,4 @@
-# Shared by scripts/demo.sh, demo-rollout.sh and demo-loop.sh (sourced): waiting for the
+# Shared by scripts/demo.sh and its demo-*.sh parts (sourced): starting and waiting for the
 # daemons, the operator's calls to the hub's API, and following a rollout.
 
 # hub_api PATH [CURL ARGS...]: the hub's operator routes (/v1/fleet, /v1/rollouts) with the
@@ -28,6 +28,20 @@ wait_agent() {
     kill -0 "$2" 2>/dev/null || { cat "$3"; echo "demo: the agent exited" >&2; exit 1; }
     sleep 0.1
   done
+}
+
+# start_hub_and_agent HUBCONF HUBLOG CONF LOG URL: runs $HUB with HUBCONF (stderr to HUBLOG)
+# and, once it serves, $BIN with CONF (stderr to LOG), until the agent at URL is ready. Sets
+# HUBPID and PID, and an EXIT trap that kills both however the demo part ends.
+start_hub_and_agent() {
+  "$HUB" run --config "$1" 2>"$2" &
+  HUBPID=$!
+  PID=
+  trap 'kill $PID $HUBPID 2>/dev/null || true' EXIT
+  wait_hub "$HUBPID" "$2"
+  "$BIN" run --config "$3" 2>"$4" &
+  PID=$!
+  wait_agent "$5" "$PID" "$4"
 }
 
 # abort_left_rollouts: a rollout left unfinished by an interrupted demo would refuse a new one

@@ -34,14 +34,7 @@ rm -rf demo-out/hub-feedback demo-out/eval demo-out/calibrate demo-out/train \
 mkdir -p "demo-out/loop-agent-models/$MODEL"
 cp "models/$MODEL"/{manifest.json,edge.onnx,cloud.onnx,labels.txt} "demo-out/loop-agent-models/$MODEL/"
 
-"$HUB" run --config "$HUBCONF" 2>"$HUBLOG" &
-HUBPID=$!
-PID=
-trap 'kill $PID $HUBPID 2>/dev/null || true' EXIT
-wait_hub $HUBPID "$HUBLOG"
-"$BIN" run --config "$CONF" 2>"$LOG" &
-PID=$!
-wait_agent "$URL" $PID "$LOG"
+start_hub_and_agent "$HUBCONF" "$HUBLOG" "$CONF" "$LOG" "$URL"
 for _ in $(seq 1 100); do # until the hub sees the device online (its QUIC link and MQTT are up)
   hub_api /v1/fleet | grep -q '"online":true' && break
   sleep 0.1

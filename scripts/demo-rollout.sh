@@ -31,14 +31,7 @@ for m in models/*/; do
 done
 cp models/vision-fashion/{manifest.json,edge.onnx,cloud.onnx,labels.txt} demo-out/agent-models/vision-fashion/
 
-"$HUB" run --config demo/hub.toml 2>"$HUBLOG" &
-HUBPID=$!
-PID=
-trap 'kill $PID $HUBPID 2>/dev/null || true' EXIT
-wait_hub $HUBPID "$HUBLOG"
-"$BIN" run --config "$CONF" 2>"$LOG" &
-PID=$!
-wait_agent "$URL" $PID "$LOG"
+start_hub_and_agent demo/hub.toml "$HUBLOG" "$CONF" "$LOG" "$URL"
 fleet_versions() {
   # The version each device serves: from its telemetry (sent every second) when it has some.
   for d in $(hub_api /v1/fleet | python3 -c 'import json,sys; print(" ".join(d["device"] for d in json.load(sys.stdin)["devices"]))'); do
