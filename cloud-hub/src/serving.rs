@@ -305,15 +305,9 @@ async fn infer(engine: &Engine, req: Request) -> Message {
                     timing,
                 };
             };
-            // The request's k, decoded from the outputs by the worker's own post-processing.
-            // (A swap between the lookup and the run: the version that ran decodes, or the k
-            // stays the engine's.)
-            if let Some(h) = engine
-                .model(&model)
-                .filter(|h| h.files.manifest.version == inf.version)
-            {
-                inf.with_top_k(&h.files, usize::from(top_k));
-            }
+            // The request's k, decoded from the outputs by the worker's own post-processing
+            // (after a swap since the run, the k stays the engine's).
+            engine.with_top_k(&mut inf, usize::from(top_k));
             let Some(prediction) = inf.prediction(0) else {
                 return error(
                     request_id,

@@ -492,8 +492,8 @@ impl Router {
         } else {
             match self.engine.infer(model, input).await {
                 Ok(mut inf) => {
-                    if let (Some(k), Some(h)) = (ask.top_k, self.engine.model(model)) {
-                        inf.with_top_k(&h.files, k);
+                    if let Some(k) = ask.top_k {
+                        self.engine.with_top_k(&mut inf, k);
                     }
                     if let Some(signals) = boxes::frame_signals(&policy, &inf) {
                         (Some(inf), Local::Boxes(signals), None)

@@ -173,10 +173,7 @@ impl OipService for HubApi {
                 })??,
         };
         if let Some(k) = call.top_k {
-            let h = self.context.engine.model(call.model);
-            if let Some(h) = h.filter(|h| h.files.manifest.version == inference.version) {
-                inference.with_top_k(&h.files, k);
-            }
+            self.context.engine.with_top_k(&mut inference, k);
         }
         // Routing is the agent's business: the hub always answers with its own model.
         let parameters = http::params::to_map(&HubParameters {

@@ -91,8 +91,9 @@ impl Inference {
     /// Re-decodes the classifications with the `k` best classes each (a request's `k` over the
     /// engine's `engine.top_k`), from the raw outputs with the same post-processing the worker
     /// ran. Nothing changes for a detection model or when every row already has `k` (or all
-    /// its classes).
-    pub fn with_top_k(&mut self, files: &crate::model::ModelFiles, k: usize) {
+    /// its classes). `files` must be those of the version that ran: callers go through
+    /// [`super::Engine::with_top_k`], which checks it.
+    fn with_top_k(&mut self, files: &crate::model::ModelFiles, k: usize) {
         let (Some(out), Some(spec)) = (self.outputs.first(), files.variant.outputs.first()) else {
             return;
         };
@@ -106,6 +107,27 @@ impl Inference {
         }
         self.predictions =
             crate::postprocess::classify_rows(spec, &out.shape, &out.data, &files.labels, k);
+    }
+}
+
+impl super::Engine {
+    /// Re-decodes `inf`'s classifications with the `k` best classes each, with the files
+    /// (output spec, labels) of the version that ran, when that version is the one loaded now.
+    /// After a swap between the run and this call the answer keeps the `engine.top_k` it was
+    /// decoded with: the new version's labels never name the old version's outputs. False when
+    /// the version no longer matches (or the model is gone); the one place the hub's offload
+    /// and OIP handlers and the agent's router decide this.
+    pub fn with_top_k(&self, inf: &mut Inference, k: usize) -> bool {
+        match self
+            .model(&inf.model)
+            .filter(|h| h.files.manifest.version == inf.version)
+        {
+            Some(h) => {
+                inf.with_top_k(&h.files, k);
+                true
+            }
+            None => false,
+        }
     }
 }
 

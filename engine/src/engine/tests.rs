@@ -1,5 +1,6 @@
 //! The engine on a real model (the shipped `vision-fashion`, real ONNX Runtime): the rows cap,
-//! chunked runs, and a worker that survives a panic.
+//! chunked runs, a worker that survives a panic, and a request's k decoded only by the version
+//! that ran.
 
 use super::{Engine, InferenceError, Input};
 use crate::metrics::Metrics;
@@ -160,4 +161,26 @@ fn a_provider_lost_at_run_time_fails_over_without_dropping_queued_requests() {
     );
     assert!(text.contains(&sample), "{text}");
     assert!(text.contains("# TYPE tandem_ep_reference_median_seconds gauge\n"));
+}
+
+#[test]
+fn a_request_k_is_decoded_only_by_the_version_that_ran() {
+    let e = engine(|s| s.engine.top_k = 5);
+    let img = samples().swap_remove(0);
+    let inf = e
+        .infer_blocking("vision-fashion", Input::Images(vec![img]))
+        .expect("answer");
+    let best = inf.predictions[0].top_k[0].clone();
+    assert_eq!(inf.predictions[0].top_k.len(), 5);
+
+    // A swap between the run and the re-decoding: the answer keeps the engine's k.
+    let mut swapped = inf.clone();
+    swapped.version = format!("{}-retired", inf.version);
+    assert!(!e.with_top_k(&mut swapped, 2));
+    assert_eq!(swapped.predictions[0].top_k.len(), 5);
+
+    let mut same = inf;
+    assert!(e.with_top_k(&mut same, 2));
+    assert_eq!(same.predictions[0].top_k.len(), 2);
+    assert_eq!(same.predictions[0].top_k[0], best);
 }
