@@ -29,14 +29,21 @@ pub struct Args {
         default_value = "cpu,openvino,cuda,tensorrt,webgpu,qnn,tensorrt_rtx"
     )]
     eps: Vec<String>,
+    /// Models to run (all shipped ones by default); the last line needs vision-imagenet.
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
 }
 
-const VARIANTS: [(&str, &str); 5] = [
+const VARIANTS: [(&str, &str); 9] = [
     ("vision-fashion", "edge"),
     ("vision-fashion", "cloud"),
     ("vision-imagenet", "edge"),
     ("vision-imagenet", "cloud"),
     ("text-sentiment", "edge"),
+    ("detect-coco", "edge"),
+    ("detect-coco", "cloud"),
+    ("detect-face", "edge"),
+    ("detect-face", "cloud"),
 ];
 
 /// The model variant's first reference case as prepared tensors: the bench times the
@@ -128,7 +135,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     let mut unavailable = std::collections::BTreeSet::new();
-    for (model, variant) in VARIANTS {
+    let selected = VARIANTS
+        .into_iter()
+        .filter(|(m, _)| a.models.is_empty() || a.models.iter().any(|x| x == m));
+    for (model, variant) in selected {
         let input = input(&repo, model, variant)?;
         for ep in &a.eps {
             if unavailable.contains(ep) {
