@@ -19,6 +19,7 @@
 //! - [`pki`]: the development PKI (`init`, `device add|revoke|list`).
 //! - [`revocation`]: the running hub keeps the CRL fresh and applies it live.
 //! - [`sled_release`]: a closed sled database can be opened again at once.
+//! - `sled_store` (crate-private): a store's sled database opened, JSON values read and written.
 //!
 //! - [`feedback`]: hard examples, corrections and telemetry delivered from devices' queues
 //!   (deduplicated, stored as a dataset; `tandem-hub feedback export`, `/v1/feedback`).
@@ -51,4 +52,5 @@ pub mod rollout;
 pub mod series;
 pub mod serving;
 pub mod sled_release;
+mod sled_store;
 pub mod train;

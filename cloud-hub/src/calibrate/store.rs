@@ -4,6 +4,7 @@
 //! <source>` → desired threshold JSON). No sled type leaves this module.
 
 use super::{Calibration, Desired};
+use crate::sled_store::{self, SledError};
 use std::path::{Path, PathBuf};
 use tandem_shared::mqtt::ThresholdSource;
 
@@ -45,7 +46,6 @@ pub trait CalibrationStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct SledCalibrations {
     path: PathBuf,
-    db: sled::Db,
     results: sled::Tree,
     desired: sled::Tree,
     /// Last: waits until sled unlocked the database when the last clone is dropped
@@ -61,23 +61,18 @@ impl SledCalibrations {
     /// Opens (or creates) the store in `dir`; a hub holding it makes this fail (sled's lock).
     pub fn open(dir: &Path) -> Result<Self, CalibrationStoreError> {
         let path = dir.join("calibrations.db");
-        let err = |e: sled::Error| CalibrationStoreError::Db {
+        let err = |e: SledError| CalibrationStoreError::Db {
             path: path.clone(),
             message: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(4 << 20)
-            .open()
-            .map_err(err)?;
-        let results = db.open_tree("results").map_err(err)?;
-        let desired = db.open_tree("desired").map_err(err)?;
+        let (db, released) = sled_store::open(&path, 4 << 20).map_err(err)?;
+        let results = db.open_tree("results").map_err(|e| err(e.into()))?;
+        let desired = db.open_tree("desired").map_err(|e| err(e.into()))?;
         Ok(Self {
-            _released: std::sync::Arc::new(crate::sled_release::Released::new(&path)),
             path,
-            db,
             results,
             desired,
+            _released: released,
         })
     }
 
@@ -87,52 +82,27 @@ impl SledCalibrations {
             message: e.to_string(),
         }
     }
-
-    fn decode<T: serde::de::DeserializeOwned>(&self, v: &[u8]) -> Result<T, CalibrationStoreError> {
-        serde_json::from_slice(v).map_err(|e| self.err(format!("a stored entry: {e}")))
-    }
-
-    fn insert(
-        &self,
-        tree: &sled::Tree,
-        key: &[u8],
-        value: &impl serde::Serialize,
-    ) -> Result<(), CalibrationStoreError> {
-        let value = serde_json::to_vec(value).map_err(|e| self.err(e))?;
-        tree.insert(key, value).map_err(|e| self.err(e))?;
-        self.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
-    }
 }
 
 impl CalibrationStore for SledCalibrations {
     fn put(&self, c: &Calibration) -> Result<(), CalibrationStoreError> {
-        self.insert(&self.results, c.id.as_bytes(), c)
+        sled_store::put_json(&self.results, c.id.as_bytes(), c).map_err(|e| self.err(e))
     }
 
     fn list(&self, model: Option<&str>) -> Result<Vec<Calibration>, CalibrationStoreError> {
-        let mut out = Vec::new();
-        for kv in self.results.iter() {
-            let (_, v) = kv.map_err(|e| self.err(e))?;
-            let c: Calibration = self.decode(&v)?;
-            if model.is_none_or(|m| m == c.model) {
-                out.push(c);
-            }
-        }
-        Ok(out)
+        sled_store::list_json(&self.results, |c: Calibration| {
+            model.is_none_or(|m| m == c.model).then_some(c)
+        })
+        .map_err(|e| self.err(e))
     }
 
     fn get(&self, id: &str) -> Result<Option<Calibration>, CalibrationStoreError> {
-        self.results
-            .get(id.as_bytes())
-            .map_err(|e| self.err(e))?
-            .map(|v| self.decode(&v))
-            .transpose()
+        sled_store::get_json(&self.results, id.as_bytes()).map_err(|e| self.err(e))
     }
 
     fn set_desired(&self, d: &Desired) -> Result<(), CalibrationStoreError> {
         let key = desired_key(&d.model, &d.selector_key(), d.source);
-        self.insert(&self.desired, &key, d)
+        sled_store::put_json(&self.desired, &key, d).map_err(|e| self.err(e))
     }
 
     fn remove_desired(
@@ -145,17 +115,11 @@ impl CalibrationStore for SledCalibrations {
             .desired
             .remove(desired_key(model, selector, source))
             .map_err(|e| self.err(e))?;
-        self.db.flush().map_err(|e| self.err(e))?;
+        self.desired.flush().map_err(|e| self.err(e))?;
         Ok(old.is_some())
     }
 
     fn desired(&self) -> Result<Vec<Desired>, CalibrationStoreError> {
-        self.desired
-            .iter()
-            .map(|kv| {
-                let (_, v) = kv.map_err(|e| self.err(e))?;
-                self.decode(&v)
-            })
-            .collect()
+        sled_store::list_json(&self.desired, Some::<Desired>).map_err(|e| self.err(e))
     }
 }

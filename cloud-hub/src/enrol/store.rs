@@ -33,11 +33,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ClaimError> {
 impl SledClaims {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, ClaimError> {
-        let path = dir.join("claims.db");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(4 << 20)
-            .open()
+        let (db, released) = crate::sled_store::open(&dir.join("claims.db"), 4 << 20)
             .map_err(|e| ClaimError::Store(format!("{}: {e}", dir.display())))?;
         let claims = db.open_tree("claims").map_err(store_err)?;
         let issued = db.open_tree("issued").map_err(store_err)?;
@@ -45,7 +41,7 @@ impl SledClaims {
             db,
             claims,
             issued,
-            _released: std::sync::Arc::new(crate::sled_release::Released::new(&path)),
+            _released: released,
         })
     }
 

@@ -3,6 +3,7 @@
 //! creation). No sled type leaves this module.
 
 use super::report::{Report, ReportSummary};
+use crate::sled_store::{self, SledError};
 use std::path::{Path, PathBuf};
 
 /// Why the report store failed.
@@ -32,7 +33,6 @@ pub trait ReportStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct SledReports {
     path: PathBuf,
-    db: sled::Db,
     reports: sled::Tree,
     /// Last: waits until sled unlocked the database when the last clone is dropped
     /// (`crate::sled_release`).
@@ -43,21 +43,16 @@ impl SledReports {
     /// Opens (or creates) the store in `dir`; a hub holding it makes this fail (sled's lock).
     pub fn open(dir: &Path) -> Result<Self, ReportStoreError> {
         let path = dir.join("reports.db");
-        let err = |e: sled::Error| ReportStoreError::Db {
+        let err = |e: SledError| ReportStoreError::Db {
             path: path.clone(),
             message: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(4 << 20)
-            .open()
-            .map_err(err)?;
-        let reports = db.open_tree("reports").map_err(err)?;
+        let (db, released) = sled_store::open(&path, 4 << 20).map_err(err)?;
+        let reports = db.open_tree("reports").map_err(|e| err(e.into()))?;
         Ok(Self {
-            _released: std::sync::Arc::new(crate::sled_release::Released::new(&path)),
             path,
-            db,
             reports,
+            _released: released,
         })
     }
 
@@ -67,39 +62,21 @@ impl SledReports {
             message: e.to_string(),
         }
     }
-
-    fn decode(&self, v: &[u8]) -> Result<Report, ReportStoreError> {
-        serde_json::from_slice(v).map_err(|e| self.err(format!("a stored report: {e}")))
-    }
 }
 
 impl ReportStore for SledReports {
     fn put(&self, report: &Report) -> Result<(), ReportStoreError> {
-        let value = serde_json::to_vec(report).map_err(|e| self.err(e))?;
-        self.reports
-            .insert(report.id.as_bytes(), value)
-            .map_err(|e| self.err(e))?;
-        self.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
+        sled_store::put_json(&self.reports, report.id.as_bytes(), report).map_err(|e| self.err(e))
     }
 
     fn list(&self, model: Option<&str>) -> Result<Vec<ReportSummary>, ReportStoreError> {
-        let mut out = Vec::new();
-        for kv in self.reports.iter() {
-            let (_, v) = kv.map_err(|e| self.err(e))?;
-            let r = self.decode(&v)?;
-            if model.is_none_or(|m| m == r.model) {
-                out.push(r.summary());
-            }
-        }
-        Ok(out)
+        sled_store::list_json(&self.reports, |r: Report| {
+            model.is_none_or(|m| m == r.model).then(|| r.summary())
+        })
+        .map_err(|e| self.err(e))
     }
 
     fn get(&self, id: &str) -> Result<Option<Report>, ReportStoreError> {
-        self.reports
-            .get(id.as_bytes())
-            .map_err(|e| self.err(e))?
-            .map(|v| self.decode(&v))
-            .transpose()
+        sled_store::get_json(&self.reports, id.as_bytes()).map_err(|e| self.err(e))
     }
 }

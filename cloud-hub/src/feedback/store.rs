@@ -22,6 +22,7 @@
 
 use super::quota::{FeedbackConfig, OverQuota, Quota};
 use crate::sled_release::Released;
+use crate::sled_store::SledError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -176,7 +177,7 @@ pub struct Store {
     pub(super) held: AtomicU64,
     /// Last: dropped after `records` and `db`, it waits until sled unlocked the index
     /// (`crate::sled_release`; reopening at once could otherwise fail as `Locked`).
-    _released: Released,
+    _released: std::sync::Arc<Released>,
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -218,21 +219,15 @@ impl Store {
             path: index.clone(),
             message: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(&index)
-            .cache_capacity(32 << 20)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    FeedbackError::Locked {
-                        path: dir.to_path_buf(),
-                    }
-                }
-                _ => db_err(e),
-            })?;
+        let (db, released) = crate::sled_store::open(&index, 32 << 20).map_err(|e| match e {
+            SledError::Locked(_) => FeedbackError::Locked {
+                path: dir.to_path_buf(),
+            },
+            e => FeedbackError::Db {
+                path: index.clone(),
+                message: e.to_string(),
+            },
+        })?;
         let records = db.open_tree("records").map_err(db_err)?;
         let idx = super::index::Index::open(&db).map_err(db_err)?;
         let store = Self {
@@ -246,7 +241,7 @@ impl Store {
             cfg: FeedbackConfig::default(),
             index: idx,
             writer: std::sync::Mutex::new(()),
-            _released: Released::new(&index),
+            _released: released,
         };
         store.number_old_records()?;
         Ok(store)

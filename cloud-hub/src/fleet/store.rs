@@ -16,6 +16,7 @@
 //! reported at ERROR, and a fresh one started; sled 0.34 panics on some corrupted files, hence
 //! `catch_unwind`. A database locked by another hub is an error.
 
+use crate::sled_store::{self, SledError};
 use serde::{Deserialize, Serialize};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -117,11 +118,11 @@ pub struct FleetStore {
     _released: std::sync::Arc<crate::sled_release::Released>,
 }
 
-fn open_once(path: &Path, cache_bytes: u64) -> Result<sled::Db, (bool, String)> {
-    let cfg = sled::Config::new().path(path).cache_capacity(cache_bytes);
-    match catch_unwind(AssertUnwindSafe(|| cfg.open())) {
+/// The database and its release guard; `Err((corrupt, message))` (a panic counts as corrupt).
+fn open_once(path: &Path, cache_bytes: u64) -> Result<Opened, (bool, String)> {
+    match catch_unwind(AssertUnwindSafe(|| sled_store::open(path, cache_bytes))) {
         Ok(Ok(db)) => Ok(db),
-        Ok(Err(sled::Error::Io(e))) => Err((false, e.to_string())),
+        Ok(Err(e @ (SledError::Io(_) | SledError::Locked(_)))) => Err((false, e.to_string())),
         Ok(Err(e)) => Err((true, e.to_string())),
         Err(p) => Err((
             true,
@@ -133,6 +134,8 @@ fn open_once(path: &Path, cache_bytes: u64) -> Result<sled::Db, (bool, String)> 
     }
 }
 
+type Opened = (sled::Db, std::sync::Arc<crate::sled_release::Released>);
+
 impl FleetStore {
     /// Opens (or creates) `dir/fleet.db` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
@@ -142,7 +145,7 @@ impl FleetStore {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let db = match open_once(&path, cache_bytes) {
+        let (db, released) = match open_once(&path, cache_bytes) {
             Ok(db) => db,
             Err((false, message)) => return Err(err(message)),
             Err((true, reason)) => {
@@ -158,7 +161,7 @@ impl FleetStore {
         Ok(Self {
             db,
             writer: Default::default(),
-            _released: std::sync::Arc::new(crate::sled_release::Released::new(&path)),
+            _released: released,
         })
     }
 

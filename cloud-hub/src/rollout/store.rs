@@ -3,6 +3,7 @@
 //! at every change so a restarted hub carries on where it was.
 
 use super::plan::{Action, DeviceView, Phase, Rollout, Spec};
+use crate::sled_store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -56,7 +57,7 @@ pub struct RolloutStore {
 impl RolloutStore {
     /// Opens (creating) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, RolloutError> {
-        let tree = sled::open(dir).map_err(|e| RolloutError::Db {
+        let (tree, released) = sled_store::open(dir, 4 << 20).map_err(|e| RolloutError::Db {
             path: dir.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -64,7 +65,7 @@ impl RolloutStore {
             path: dir.to_path_buf(),
             tree,
             writes: Arc::new(Mutex::new(())),
-            _released: Arc::new(crate::sled_release::Released::new(dir)),
+            _released: released,
         })
     }
 
@@ -77,33 +78,21 @@ impl RolloutStore {
 
     /// Every rollout, oldest first.
     pub fn list(&self) -> Result<Vec<Rollout>, RolloutError> {
-        let mut all = Vec::new();
-        for kv in self.tree.iter() {
-            let (_, v) = kv.map_err(|e| self.db(e))?;
-            all.push(serde_json::from_slice::<Rollout>(&v).map_err(|e| self.db(e))?);
-        }
+        let mut all = sled_store::list_json(&self.tree, Some::<Rollout>).map_err(|e| self.db(e))?;
         all.sort_by_key(|r| r.created_ms);
         Ok(all)
     }
 
     /// One rollout.
     pub fn get(&self, id: &str) -> Result<Rollout, RolloutError> {
-        let v = self
-            .tree
-            .get(id.as_bytes())
+        sled_store::get_json(&self.tree, id.as_bytes())
             .map_err(|e| self.db(e))?
-            .ok_or_else(|| RolloutError::NotFound(id.to_string()))?;
-        serde_json::from_slice(&v).map_err(|e| self.db(e))
+            .ok_or_else(|| RolloutError::NotFound(id.to_string()))
     }
 
     /// Writes a rollout and flushes.
     pub fn save(&self, r: &Rollout) -> Result<(), RolloutError> {
-        let v = serde_json::to_vec(r).map_err(|e| self.db(e))?;
-        self.tree
-            .insert(r.id.as_bytes(), v)
-            .map_err(|e| self.db(e))?;
-        self.tree.flush().map_err(|e| self.db(e))?;
-        Ok(())
+        sled_store::put_json(&self.tree, r.id.as_bytes(), r).map_err(|e| self.db(e))
     }
 
     /// Starts a rollout: the spec must be valid, the version in the registry (`exists`), and
