@@ -405,6 +405,20 @@ impl Rollout {
         actions
     }
 
+    /// A finished rollout that no step or reconciliation moves any more (aborted, halted, or
+    /// succeeded and followed by a newer rollout of its model) commands nothing, but its
+    /// counts keep following its devices: a device commanded before the abort that installs
+    /// the version afterwards counts as active, one that refuses it as failed, and one that
+    /// moved off the version (a rollback) no longer counts as active.
+    pub fn follow(&mut self, devices: &[DeviceView]) {
+        if !self.finished() {
+            return;
+        }
+        let by_name: BTreeMap<&str, &DeviceView> =
+            devices.iter().map(|d| (d.device.as_str(), d)).collect();
+        self.record(&by_name);
+    }
+
     /// Updates each target's outcome from what its device reports.
     fn record(&mut self, devices: &BTreeMap<&str, &DeviceView>) {
         let version = self.spec.version.clone();

@@ -150,21 +150,25 @@ impl RolloutStore {
         let mut out = Vec::new();
         let all = self.list()?;
         // Per model, the latest rollout: stepped while it runs, reconciled once it succeeded.
-        let mut latest: BTreeMap<&str, &Rollout> = BTreeMap::new();
-        for r in &all {
-            latest.insert(r.spec.model.as_str(), r);
-        }
-        let active: Vec<Rollout> = latest
-            .into_values()
-            .filter(|r| !r.finished() || r.phase == Phase::Succeeded)
-            .cloned()
+        // Every other one is finished and only follows its devices (its counts stay true).
+        let latest: BTreeMap<String, String> = all
+            .iter()
+            .map(|r| (r.spec.model.clone(), r.id.clone()))
             .collect();
-        for mut r in active {
+        let mut views: BTreeMap<String, Vec<DeviceView>> = BTreeMap::new();
+        for mut r in all {
+            let devices = views
+                .entry(r.spec.model.clone())
+                .or_insert_with(|| devices(&r.spec.model));
             let before = r.clone();
-            let actions = if r.finished() {
-                r.reconcile(&devices(&r.spec.model), now_ms)
-            } else {
-                r.step(&devices(&r.spec.model), now_ms)
+            let is_latest = latest.get(&r.spec.model) == Some(&r.id);
+            let actions = match (is_latest, &r.phase) {
+                (true, Phase::Succeeded) => r.reconcile(devices, now_ms),
+                (true, _) if !r.finished() => r.step(devices, now_ms),
+                _ => {
+                    r.follow(devices);
+                    Vec::new()
+                }
             };
             if r != before {
                 self.save(&r)?;
@@ -203,6 +207,7 @@ pub struct Command {
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::Outcome;
     use super::*;
 
     #[test]
@@ -227,5 +232,96 @@ mod tests {
             s.create(spec, true, 1).expect("create");
             assert_eq!(s.list().expect("list").len(), n, "kept across reopens");
         }
+    }
+
+    fn spec(version: &str, rollback: bool) -> Spec {
+        Spec {
+            model: "m".into(),
+            version: version.into(),
+            canary_pct: 100,
+            stages_pct: vec![100],
+            labels: Default::default(),
+            success_share: 0.9,
+            failure_share: 0.5,
+            stage_timeout_ms: 60_000,
+            resend_after_ms: 60_000,
+            rollback,
+        }
+    }
+
+    fn serving(versions: &[(&str, &str)], reported_ms: u64) -> Vec<DeviceView> {
+        versions
+            .iter()
+            .map(|(device, version)| DeviceView {
+                device: device.to_string(),
+                online: true,
+                version: Some(version.to_string()),
+                reported_ms,
+                ..DeviceView::default()
+            })
+            .collect()
+    }
+
+    fn outcomes(s: &RolloutStore, id: &str) -> Vec<(String, &'static str)> {
+        let r = s.get(id).expect("the rollout");
+        r.targets
+            .into_iter()
+            .map(|(d, t)| {
+                let state = match t.outcome {
+                    Outcome::Active => "active",
+                    Outcome::Pending => "pending",
+                    Outcome::Failed { .. } => "failed",
+                };
+                (d, state)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_aborted_rollout_keeps_following_its_devices_and_commands_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = RolloutStore::open(dir.path()).expect("open");
+        let up = s.create(spec("1.0.1", false), true, 1).expect("create").id;
+        let sent = s
+            .tick(|_| serving(&[("a", "1.0.0"), ("b", "1.0.0")], 0), 1_000)
+            .expect("tick");
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        // a takes it; b is still downloading when the operator aborts.
+        s.tick(|_| serving(&[("a", "1.0.1"), ("b", "1.0.0")], 1_500), 2_000)
+            .expect("tick");
+        s.change(&up, |r| r.abort()).expect("abort");
+        let now = [("a", "active"), ("b", "pending")].map(|(d, o)| (d.to_string(), o));
+        assert_eq!(outcomes(&s, &up), now);
+
+        // b finishes the update it was commanded before the abort: counted, not commanded.
+        let sent = s
+            .tick(|_| serving(&[("a", "1.0.1"), ("b", "1.0.1")], 2_500), 3_000)
+            .expect("tick");
+        assert!(
+            sent.is_empty(),
+            "an aborted rollout commands nothing: {sent:?}"
+        );
+        let now = [("a", "active"), ("b", "active")].map(|(d, o)| (d.to_string(), o));
+        assert_eq!(outcomes(&s, &up), now);
+
+        // A rollback to 1.0.0 takes both back; the aborted row no longer counts them active.
+        let back = s
+            .create(spec("1.0.0", true), true, 4_000)
+            .expect("rollback")
+            .id;
+        let sent = s
+            .tick(|_| serving(&[("a", "1.0.1"), ("b", "1.0.1")], 3_500), 5_000)
+            .expect("tick");
+        assert!(
+            sent.iter().all(|c| c.rollout == back && c.rollback),
+            "{sent:?}"
+        );
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        s.tick(|_| serving(&[("a", "1.0.0"), ("b", "1.0.0")], 5_500), 6_000)
+            .expect("tick");
+        assert_eq!(s.get(&back).expect("rollback").phase, Phase::Succeeded);
+        let now = [("a", "pending"), ("b", "pending")].map(|(d, o)| (d.to_string(), o));
+        assert_eq!(outcomes(&s, &up), now);
+        assert_eq!(s.get(&up).expect("rollout").phase, Phase::Aborted);
     }
 }

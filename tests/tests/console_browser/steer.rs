@@ -189,6 +189,24 @@ pub async fn rollout(fleet: &Fleet, hub: &Daemon, tab: &Tab, base: &str, shots: 
     assert_eq!(r["spec"]["rollback"], true, "{r}");
     assert_eq!(served(fleet, hub, DEVICE).await.as_deref(), Some(FIRST));
     page_state(tab, &format!("{MODEL}-{FIRST}-1"), "succeeded").await;
+
+    // The aborted rollout keeps following its devices: the agent runs FIRST again, so its row
+    // no longer counts it active.
+    let r = until_api(
+        &format!("{id} no longer counts {DEVICE} active"),
+        hub,
+        || fleet.get_json(hub, &api),
+        |r| r["targets"][DEVICE]["outcome"]["state"] == "pending",
+    )
+    .await;
+    assert_eq!(r["phase"]["state"], "aborted", "{r}");
+    let js = format!(
+        "(document.querySelector('{row} [data-testid=rollout-stage]') || {{}}).textContent \
+         === 'stage 1 (100 %): 2 devices, 0 active, 2 without it, 0 failed'"
+    );
+    tab.wait_js(&js, PAGE_PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("the aborted row's counts: {e}"));
     clean_and_shot(tab, shots, "rollouts").await;
 }
 

@@ -57,10 +57,13 @@ async function act(r, action, status) {
 function row(r) {
   const targets = Object.entries(r.targets || {});
   const stages = [r.spec.canary_pct, ...(r.spec.stages_pct || []).filter((s) => s > r.spec.canary_pct)];
+  // A finished rollout's counts follow its devices (the hub keeps recording them): a pending
+  // device there is one that does not run the version now, and nothing will command it.
+  const waiting = finished(r.phase) ? 'without it' : 'pending';
   const byStage = stages.map((pct, i) => {
     const ts = targets.filter(([, t]) => t.stage === i);
     const n = (s) => ts.filter(([, t]) => t.outcome.state === s).length;
-    return el('div', { 'data-testid': 'rollout-stage', 'data-stage': i, text: `stage ${i + 1} (${pct} %): ${ts.length} devices, ${n('active')} active, ${n('pending')} pending, ${n('failed')} failed` });
+    return el('div', { 'data-testid': 'rollout-stage', 'data-stage': i, text: `stage ${i + 1} (${pct} %): ${ts.length} devices, ${n('active')} active, ${n('pending')} ${waiting}, ${n('failed')} failed` });
   });
   const devices = targets.map(([d, t]) => el('div', { 'data-testid': 'rollout-device', 'data-device': d, 'data-outcome': t.outcome.state },
     el('a', { href: `/console/device/${encodeURIComponent(d)}`, text: d }),
