@@ -1,7 +1,7 @@
 //! Evaluation and the feedback store through the hub's HTTP API (issue 13 items 1 and 6):
 //! feedback delivered from two devices (hard examples with the cloud model's answer, a
 //! duplicate input, a correction) is listed by cursor (every record once, new ones after the
-//! cursor), collapsed by input with its label (correction over teacher), linked (correction ↔
+//! cursor; newest first backwards), collapsed by input with its label (correction over teacher), linked (correction ↔
 //! answer) and fetched; an evaluation on it and one on the shipped test set (real engine) are
 //! stored, listed and shown as a table; bad requests get precise 4xx answers; operator only.
 
@@ -192,6 +192,31 @@ async fn feedback_is_listed_by_cursor_and_evaluated() {
     store.ingest("cam-1", &[(1, 7, &fix)]).expect("ingest");
     let (more, _) = drain(&c, &base, cursor).await;
     assert_eq!(more, vec!["cam-1/1/7".to_string()]);
+    // Newest first, pages of 3 from the cursor `before`: the same records backwards.
+    let (mut newest, mut before) = (Vec::new(), 0);
+    loop {
+        let (s, page) = get(
+            &c,
+            &format!("{base}/v1/feedback/records?order=newest&before={before}&limit=3"),
+        )
+        .await;
+        assert_eq!(s, 200, "{page}");
+        newest.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_string()),
+        );
+        before = page["cursor"].as_u64().expect("cursor");
+        if page["more"] != true {
+            break;
+        }
+    }
+    let mut all = want.clone();
+    all.extend(more);
+    all.reverse();
+    assert_eq!(newest, all);
 
     // Links both ways; duplicates counted.
     let (_, page) = get(
@@ -264,6 +289,9 @@ async fn feedback_is_listed_by_cursor_and_evaluated() {
         (&format!("/v1/feedback/inputs/{}", "0".repeat(64)), 404),
         ("/v1/feedback/records?limit=0", 400),
         ("/v1/feedback/records?after=x", 400),
+        ("/v1/feedback/records?order=sideways", 400),
+        ("/v1/feedback/records?order=newest&after=3", 400),
+        ("/v1/feedback/records?before=3", 400),
         ("/v1/feedback/examples?split=validation", 400),
     ] {
         let (s, body) = get(&c, &format!("{base}{url}")).await;

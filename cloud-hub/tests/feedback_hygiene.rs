@@ -1,5 +1,5 @@
 //! The feedback store's data hygiene on real sled files (issue 13 item 6): cursor paging sees
-//! every record once, also across new arrivals and a reopen; retention evicts the oldest by
+//! every record once, also across new arrivals and a reopen, and newest first backwards; retention evicts the oldest by
 //! count and by age, counts each eviction and deletes an input file only when no record names
 //! it; splits by input digest never share an input and cover every input once.
 
@@ -65,6 +65,24 @@ fn cursor_pages_see_every_record_once_across_arrivals_and_reopen() {
     assert_eq!(new, vec!["a-cam/1/11".to_string()]);
     let (again, _) = all_ids(&store, 0, 4);
     assert_eq!(again.len(), 11);
+
+    // Newest first: the same records backwards, page by page from the cursor `before`.
+    let (mut back, mut before) = (Vec::new(), 0);
+    loop {
+        let p = store.records_before(before, 3).expect("page");
+        assert!(p.items.len() <= 3);
+        back.extend(p.items.iter().map(|l| l.id.clone()));
+        before = p.cursor;
+        if !p.more {
+            break;
+        }
+    }
+    assert_eq!(back, again.iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(before, 1, "the last page ends at the first arrival");
+    assert!(store.records_before(1, 3).expect("page").items.is_empty());
+    let newest = store.records_before(0, 1).expect("page");
+    assert_eq!(newest.items[0].id, "a-cam/1/11");
+    assert!(newest.more);
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! - `GET /v1/feedback/records?after=N&limit=L`: records in arrival order after the cursor `N`
 //!   (0: from the first), at most `L` (default 100, at most 1000): `{items, cursor, more}`;
 //!   keep `cursor` and ask again later for what arrived since (each record seen once).
+//!   `?order=newest&before=N`: newest first, those that arrived before `N` (0 or none: from
+//!   the newest); pass `cursor` as `before` for the next, older page. `after` goes with the
+//!   default `order=oldest` only, `before` with `order=newest` only (400 otherwise).
 //! - `GET /v1/feedback/examples?after=DIGEST&limit=L&model=M&split=S&labelled=true`: examples
 //!   collapsed by input, in digest order: `{items, cursor, more}`.
 //! - `GET /v1/feedback/inputs/{digest}`: an input's bytes (`image/png`, `image/jpeg`,
@@ -119,7 +122,21 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
 #[serde(deny_unknown_fields)]
 struct RecordsQuery {
     after: Option<u64>,
+    before: Option<u64>,
     limit: Option<usize>,
+    #[serde(default)]
+    order: Order,
+}
+
+/// The order records are listed in.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Order {
+    /// Arrival order, from the cursor `after`.
+    #[default]
+    Oldest,
+    /// Newest first, from the cursor `before`.
+    Newest,
 }
 
 async fn records(
@@ -130,8 +147,16 @@ async fn records(
         Ok(a) => a,
         Err(e) => return bad(e),
     };
-    let after = q.after.unwrap_or(0);
-    blocking(move || store.records_after(after, limit)).await
+    match (q.order, q.after, q.before) {
+        (Order::Oldest, after, None) => {
+            blocking(move || store.records_after(after.unwrap_or(0), limit)).await
+        }
+        (Order::Newest, None, before) => {
+            blocking(move || store.records_before(before.unwrap_or(0), limit)).await
+        }
+        (Order::Oldest, _, Some(_)) => bad("`before` goes with `order=newest`"),
+        (Order::Newest, Some(_), _) => bad("`after` goes with `order=oldest` (the default)"),
+    }
 }
 
 #[derive(Debug, Deserialize)]

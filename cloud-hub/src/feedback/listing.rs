@@ -1,6 +1,6 @@
 //! Reading the feedback store while the hub runs: records in arrival order from a cursor
 //! (incremental: a client that keeps the last cursor sees every record once, new ones after
-//! it), each with its split and the records it is linked to (a correction → the answer of its
+//! it), or newest first (the latest few without reading the rest), each with its split and the records it is linked to (a correction → the answer of its
 //! request; an answer → its corrections); and examples collapsed by input (one entry per
 //! content digest: its copies, devices, split and its label, a correction's over the cloud
 //! model's answer as teacher).
@@ -165,20 +165,44 @@ impl Store {
         })
     }
 
-    /// Up to `limit` records that arrived after the arrival number `after` (0: from the first).
+    /// Up to `limit` records that arrived after the arrival number `after` (0: from the first),
+    /// oldest first; the cursor is the last one listed (pass it as `after`).
     pub fn records_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Page<Listed, u64>, FeedbackError> {
+        let range = (Bound::Excluded(after.to_be_bytes()), Bound::Unbounded);
+        self.records_page(self.index.arrivals.range(range), after, limit)
+    }
+
+    /// Up to `limit` records that arrived before the arrival number `before` (0: from the
+    /// newest), newest first; the cursor is the oldest one listed (pass it as `before`). Reads
+    /// only what it lists, however many records the store holds.
+    pub fn records_before(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Page<Listed, u64>, FeedbackError> {
+        let end = match before {
+            0 => Bound::Unbounded,
+            b => Bound::Excluded(b.to_be_bytes()),
+        };
+        let range = (Bound::Unbounded, end);
+        self.records_page(self.index.arrivals.range(range).rev(), before, limit)
+    }
+
+    /// Up to `limit` records of `arrivals` (in the order given); `cursor` is returned when
+    /// none is listed.
+    fn records_page(
+        &self,
+        arrivals: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        mut cursor: u64,
+        limit: usize,
+    ) -> Result<Page<Listed, u64>, FeedbackError> {
         let mut items = Vec::new();
-        let mut cursor = after;
         let mut more = false;
-        let range = self
-            .index
-            .arrivals
-            .range((Bound::Excluded(after.to_be_bytes()), Bound::Unbounded));
-        for kv in range {
+        for kv in arrivals {
             let (k, v) = kv.map_err(|e| self.db_err(e))?;
             if items.len() >= limit {
                 more = true;

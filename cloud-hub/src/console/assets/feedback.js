@@ -4,21 +4,36 @@
 import { api, el, replace, main, run, fmtTime, showError, clearError } from './common.js';
 
 const SHOWN = 120;       // newest examples drawn
-const PAGES = 20;        // pages of 1000 records read at most
+const PAGE = 1000;       // records per request, newest first
+const PAGES = 20;        // requests at most while the page is open
 
 let gallery, records = [], byId = new Map();
+// The listing's cursor (older records come from `before`), whether older ones are left, and
+// how many pages were read.
+let before = 0, more = true, pages = 0;
 const filter = { model: '', corrected: 'all' };
 
-async function loadAll() {
-  let after = 0, all = [];
-  for (let i = 0; i < PAGES; i += 1) {
-    const page = await api(`/v1/feedback/records?after=${after}&limit=1000`);
-    all = all.concat(page.items || []);
-    after = page.cursor;
-    if (!page.more) break;
+/** The loaded examples the filters select, newest first. */
+function selected() {
+  return records.filter((r) => r.example && r.input && r.example.kind !== 'correction')
+    .filter((r) => !filter.model || r.example.model === filter.model)
+    .filter((r) => filter.corrected === 'all' || (filter.corrected === 'no') === !(r.corrected_by || []).length)
+    .sort((a, b) => (b.arrival || 0) - (a.arrival || 0));
+}
+
+/** Reads older records, newest first, until SHOWN examples are selected or none is left. A
+ * correction arrives after the answer it corrects, so it is loaded before that answer is. */
+async function loadMore() {
+  while (more && pages < PAGES && selected().length < SHOWN) {
+    const page = await api(`/v1/feedback/records?order=newest&before=${before}&limit=${PAGE}`);
+    for (const r of page.items || []) {
+      records.push(r);
+      byId.set(r.id, r);
+    }
+    before = page.cursor;
+    more = page.more;
+    pages += 1;
   }
-  records = all;
-  byId = new Map(all.map((r) => [r.id, r]));
 }
 
 const answer = (o) => (o ? `${o.label} (${Number(o.score).toFixed(2)}, v${o.version})` : '—');
@@ -76,25 +91,38 @@ function card(r) {
 }
 
 function draw() {
-  const examples = records.filter((r) => r.example && r.input && r.example.kind !== 'correction')
-    .filter((r) => !filter.model || r.example.model === filter.model)
-    .filter((r) => filter.corrected === 'all' || (filter.corrected === 'no') === !(r.corrected_by || []).length)
-    .sort((a, b) => (b.arrival || 0) - (a.arrival || 0));
+  const examples = selected();
   replace(gallery, ...examples.slice(0, SHOWN).map(card));
-  document.getElementById('example-count').textContent = `${Math.min(SHOWN, examples.length)} of ${examples.length} examples`;
+  const older = more ? ' (the newest; older ones not read)' : '';
+  document.getElementById('example-count').textContent = `${Math.min(SHOWN, examples.length)} of ${examples.length} examples${older}`;
   if (!examples.length) gallery.append(el('p', { class: 'muted', text: 'No hard example stored yet.' }));
+}
+
+function modelOptions(models) {
+  const have = [...new Set(records.filter((r) => r.example).map((r) => r.example.model))].sort();
+  replace(models, el('option', { value: '', text: 'any model' }), ...have.map((m) => el('option', { value: m, text: m })));
+  models.value = filter.model;
 }
 
 run('feedback', async () => {
   const models = el('select', { 'data-testid': 'feedback-filter-model', 'aria-label': 'model' });
   const corrected = el('select', { 'data-testid': 'feedback-filter-corrected', 'aria-label': 'corrected' },
     el('option', { value: 'all', text: 'all examples' }), el('option', { value: 'no', text: 'not corrected yet' }), el('option', { value: 'yes', text: 'corrected' }));
-  models.addEventListener('change', () => { filter.model = models.value; draw(); });
-  corrected.addEventListener('change', () => { filter.corrected = corrected.value; draw(); });
+  const refilter = async () => {
+    try {
+      await loadMore();
+      clearError();
+    } catch (e) {
+      showError(e);
+    }
+    modelOptions(models);
+    draw();
+  };
+  models.addEventListener('change', () => { filter.model = models.value; refilter(); });
+  corrected.addEventListener('change', () => { filter.corrected = corrected.value; refilter(); });
   gallery = el('div', { class: 'gallery', 'data-testid': 'gallery' });
   main().append(el('h1', { text: 'Feedback' }), el('div', { class: 'filters' }, models, corrected, el('span', { class: 'muted', id: 'example-count' })), gallery);
-  await loadAll();
-  replace(models, el('option', { value: '', text: 'any model' }),
-    ...[...new Set(records.filter((r) => r.example).map((r) => r.example.model))].sort().map((m) => el('option', { value: m, text: m })));
+  await loadMore();
+  modelOptions(models);
   draw();
 });
