@@ -103,6 +103,11 @@ async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
                 "{file}: both answers are reported"
             );
             assert_eq!(v["cloud"]["version"], "1.0.0");
+            // Typed, as a client reads it: the edge model's version beside its answer.
+            let typed: tandem_shared::answer::ClassifyAnswer =
+                serde_json::from_value(v.clone()).expect("a ClassifyAnswer");
+            let local = typed.local.expect("the local side");
+            assert_eq!(local.version.as_deref(), Some("1.0.0"), "{v}");
             offloaded.push(file.to_string());
         } else {
             assert_eq!(v["route"], "local", "{file}: {v}");

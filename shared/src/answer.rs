@@ -96,6 +96,10 @@ impl Prediction {
 /// The local model's side of a classification the hub answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalClass {
+    /// Version of the local (edge) model that ran; absent in answers from agents older than
+    /// this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Best class label.
     pub label: String,
     /// Its probability.
@@ -214,5 +218,32 @@ mod tests {
         assert_eq!(back.classification(), Some(&c));
         let empty = Classification::from_top_k(Vec::new(), c.signals);
         assert_eq!((empty.index, empty.score), (0, 0.0));
+    }
+
+    #[test]
+    fn the_local_side_names_its_version_and_older_answers_still_read() {
+        let signals = ClassSignals {
+            max_prob: 0.4,
+            margin: 0.1,
+            entropy: 1.2,
+        };
+        let local = LocalClass {
+            version: Some("1.0.3".into()),
+            label: "Shirt".into(),
+            score: 0.4,
+            signals,
+        };
+        let v = serde_json::to_value(&local).expect("json");
+        assert_eq!(v["version"], "1.0.3");
+        let back: LocalClass = serde_json::from_value(v).expect("back");
+        assert_eq!(back, local);
+        // An older agent's `local`, without the version.
+        let old = serde_json::json!({"label": "Shirt", "score": 0.4,
+            "signals": {"max_prob": 0.4, "margin": 0.1, "entropy": 1.2}});
+        let read: LocalClass = serde_json::from_value(old).expect("an older answer");
+        assert_eq!(read.version, None);
+        assert_eq!(read.label, "Shirt");
+        let none = serde_json::to_value(&read).expect("json");
+        assert!(none.get("version").is_none(), "{none}");
     }
 }

@@ -156,6 +156,7 @@ impl Answer {
             reason: crate::telemetry::counters::reason_name(Some(self.reason)),
             detail: self.detail.clone(),
             local: self.cloud.as_ref().and(local_top).map(|p| LocalClass {
+                version: local.map(|l| l.version.clone()),
                 label: p.label.clone(),
                 score: p.score,
                 signals: p.signals,
