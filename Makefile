@@ -20,9 +20,12 @@ release: setup
 deb: release
 	./scripts/deb.sh --profile release --out target/deb
 
+# The docs too: rustdoc's warnings (broken or private intra-doc links) fail it; about a minute,
+# the dependencies' metadata coming from clippy's build.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 test: setup lint
 	$(CARGO) build --workspace --bins

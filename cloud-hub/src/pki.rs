@@ -4,7 +4,7 @@
 //! Layout of the folder (keys are written 0600):
 //! - `ca.pem`, `ca.key`: the CA (ECDSA P-256) that signs the hub and every device.
 //! - `hub.pem`, `hub.key`: the hub's certificate: SAN `localhost`, `127.0.0.1` and the names
-//!   and addresses given to `init --name/--ip` or `pki reissue-hub` ([`hub_cert`]).
+//!   and addresses given to `init --name/--ip` or `pki reissue-hub` (`hub_cert`).
 //! - `signing.key`, `signing.pub`: the ed25519 model-signing key (bundles, issue 5).
 //! - `devices/<name>.pem`, `devices/<name>.key`: a device certificate, CN = the device name,
 //!   client authentication only. The name in the certificate is the device's identity.
@@ -12,10 +12,10 @@
 //! - `subscribers/<name>.pem`, `subscribers/<name>.key` (or where `subscriber add --out`
 //!   says): a read-only MQTT subscriber's certificate ([`subscriber`]).
 //! - `crl.pem`: the revocation list the hub loads into its TLS verifiers and its broker
-//!   ([`crl`]; the running hub re-signs it before it lapses and after every revocation).
+//!   (`crl`; the running hub re-signs it before it lapses and after every revocation).
 //! - `pki.lock`: taken around every change of the ledger (the CLI and the running hub).
 //! - `pki.json`: the ledger (next serial, devices and operators with serial, expiry,
-//!   revocation; a certificate replaced by a renewal is revoked as superseded, [`supersede`]).
+//!   revocation; a certificate replaced by a renewal is revoked as superseded, `supersede`).
 //!
 //! Private keys are created with mode 0600 (never written wider and narrowed afterwards).
 

@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //! - this file: the options, the client, the errors and exit codes.
-//! - [`tls`]: the rustls configuration (the hub's CA only, the client certificate) and the
+//! - `tls`: the rustls configuration (the hub's CA only, the client certificate) and the
 //!   reading of a failed connection (wrong CA, wrong name, refused certificate, not TLS).
 
 mod tls;

@@ -51,7 +51,7 @@ pub enum FeedbackError {
         /// Its folder.
         path: PathBuf,
     },
-    /// The device is over its byte quota ([`super::quota`]): nothing more is stored from it
+    /// The device is over its byte quota ([`FeedbackConfig`]): nothing more is stored from it
     /// until its window ends.
     #[error(
         "device {device} is over its feedback quota ({used} of {quota} bytes stored in this window): retry in {retry_after_ms} ms"

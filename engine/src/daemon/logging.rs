@@ -66,7 +66,7 @@ pub struct LogFilter {
 static INSTALLED: std::sync::OnceLock<LogFilter> = std::sync::OnceLock::new();
 
 /// Installs the global subscriber with `filter` (`RUST_LOG` wins when set) writing `format`,
-/// once per process; [`reload`] replaces its filter later.
+/// once per process; [`reload()`] replaces its filter later.
 pub fn init(filter: &str, format: LogFormat) {
     let _ = INSTALLED.get_or_init(|| install(filter, format));
 }

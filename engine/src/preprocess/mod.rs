@@ -8,7 +8,7 @@
 //! - [`frame`]: RGB24, NV12, YUYV to packed RGB/gray.
 //! - [`resize`]: SIMD antialiased bilinear resize (`fast_image_resize`).
 //! - [`tensor`]: normalise and lay out in one pass.
-//! - [`reference`]: the earlier path, the reference the fast one is tested against.
+//! - [`reference`](mod@reference): the earlier path, the reference the fast one is tested against.
 //! - `gpu` (feature `gpu`): the wgpu compute path and the start-up measurement; [`choose`].
 //! - [`text`]: texts to token ids.
 

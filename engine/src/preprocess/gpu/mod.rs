@@ -1,6 +1,6 @@
 //! The wgpu (Vulkan) compute path: resize, letterbox, normalise and lay out on a GPU, from
 //! decoded pixels to the model's f32 tensor, with the CPU path's filter and rounding
-//! (`resize.wgsl`). Decoding stays on the CPU. [`select`] measures both at start-up.
+//! (`resize.wgsl`). Decoding stays on the CPU. `select` measures both at start-up.
 
 mod select;
 
