@@ -216,6 +216,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     state
         .cameras
         .set_sink(mqtt.as_ref().map(|m| m.object_sink()));
+    if let Some(m) = &mqtt {
+        m.serve_snapshots(&state, &cfg.cameras.snapshots);
+    }
     let app = api::router(state.clone());
     let limits = tandem_engine::http::ConnLimits::from_config(
         "server",

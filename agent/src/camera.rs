@@ -18,6 +18,7 @@
 //! live tracks (`gone`, `reason: shutdown`) and returns; new frames are refused (503).
 
 use crate::hybrid::Router;
+use crate::track::snapshot::Kept;
 use crate::track::{CameraObjects, CamerasConfig, DropPolicy};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -47,6 +48,33 @@ pub enum CameraError {
     /// The agent is shutting down.
     #[error("the agent is stopping: camera streams take no more frames")]
     Stopping,
+    /// No frame was ever posted for this camera (since the agent started).
+    #[error(
+        "camera `{0}` has posted no frame since the agent started: no stream is linked to it \
+         (POST /v1/cameras/{0}/frames/{{model}})"
+    )]
+    NoStream(String),
+    /// The camera's stream keeps no such snapshot.
+    #[error("{}", no_snapshot(.camera, .track.as_deref()))]
+    NoSnapshot {
+        /// The camera.
+        camera: String,
+        /// The track asked for (`None`: any).
+        track: Option<String>,
+    },
+}
+
+fn no_snapshot(camera: &str, track: Option<&str>) -> String {
+    match track {
+        Some(t) => format!(
+            "camera `{camera}` keeps no snapshot of track `{t}` (unknown, or evicted: \
+             [cameras.snapshots])"
+        ),
+        None => format!(
+            "camera `{camera}` has no snapshot yet: no object has been tracked in its frames \
+             (a detection model, [cameras.tracker] min_hits frames in a row), or all were evicted"
+        ),
+    }
 }
 
 /// One waiting frame.
@@ -276,11 +304,26 @@ impl Cameras {
         self.streams.lock().ok()?.get(camera).cloned()
     }
 
-    /// The snapshot JPEG of track `id` of `camera`, while kept, and the model that tracked it.
-    pub fn snapshot(&self, camera: &str, id: &str) -> Option<(Bytes, String)> {
-        let s = self.get(camera)?;
-        let o = s.objects.lock().ok()?;
-        Some((o.snapshot(id)?, o.model().to_string()))
+    /// The kept snapshot of `track` of `camera` (without `track`: the one stored last), as it
+    /// is on the device (not blurred yet: [`crate::track::request`] sends it).
+    pub fn snapshot(&self, camera: &str, track: Option<&str>) -> Result<Kept, CameraError> {
+        if !valid_id(camera) {
+            return Err(CameraError::BadId(camera.chars().take(80).collect()));
+        }
+        let s = self
+            .get(camera)
+            .ok_or_else(|| CameraError::NoStream(camera.to_string()))?;
+        let o = s.objects.lock().map_err(|_| CameraError::Stopping)?;
+        o.kept(track)
+            .map(|(id, snap)| Kept {
+                track: id,
+                model: o.model().to_string(),
+                snap,
+            })
+            .ok_or_else(|| CameraError::NoSnapshot {
+                camera: camera.to_string(),
+                track: track.map(str::to_string),
+            })
     }
 
     /// Stops every camera task: each finishes its frame in flight, counts the waiting ones

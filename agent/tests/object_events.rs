@@ -10,7 +10,6 @@
 
 mod common;
 
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -113,37 +112,6 @@ fn photo(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Posts one frame and waits until the camera task has processed it (no frame dropped).
-async fn post_frame(c: &reqwest::Client, base: &str, jpeg: Vec<u8>, seq: u64) {
-    let r = c
-        .post(format!("{base}/v1/cameras/{CAMERA}/frames/detect-coco"))
-        .body(jpeg)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status().as_u16(), 202);
-    let started = Instant::now();
-    loop {
-        let v: Value = c
-            .get(format!("{base}/v1/cameras/{CAMERA}"))
-            .send()
-            .await
-            .expect("report")
-            .json()
-            .await
-            .expect("json");
-        if v["processed"].as_u64().unwrap_or(0) + v["failed"].as_u64().unwrap_or(0) >= seq {
-            assert_eq!(v["failed"], 0, "{v}");
-            return;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "frame {seq} not processed: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_stream_publishes_appeared_updated_gone_with_a_snapshot() {
     let (dir, pki, broker) = common::mqtt::broker("cam-01").await;
@@ -174,7 +142,15 @@ async fn a_camera_stream_publishes_appeared_updated_gone_with_a_snapshot() {
         "skimage-coffee.jpg",
     ];
     for (i, f) in frames.iter().enumerate() {
-        post_frame(&c, &base, photo(f), i as u64 + 1).await;
+        common::camera::post_frame(
+            &c,
+            &base,
+            (CAMERA, "detect-coco"),
+            photo(f),
+            i as u64 + 1,
+            PATIENCE,
+        )
+        .await;
     }
 
     // Every street track: appeared, updated*, gone (unseen), in order.

@@ -6,7 +6,7 @@ use serde_json::Value;
 use tandem_shared::mqtt::objects::snapshot_path;
 use tandem_shared::mqtt::{
     Command, CommandResult, Event, GoneReason, ObjectEvent, ObjectEventType, PayloadError,
-    SnapshotRef, Status, Telemetry, VERSION,
+    SnapshotErrorCode, SnapshotRef, SnapshotReply, SnapshotRequest, Status, Telemetry, VERSION,
 };
 
 fn fixture(name: &str) -> String {
@@ -183,4 +183,37 @@ fn docs_show_every_fixture() {
             p.display()
         );
     }
+}
+
+/// Snapshot requests and replies (docs/mqtt.md "Snapshots"): each golden file decodes and
+/// encodes back to itself; the reply's JPEG is base64 of the bytes it counts.
+#[test]
+fn snapshots() {
+    for name in ["snapshot_request", "snapshot_request_latest"] {
+        round_trip(
+            name,
+            |b| SnapshotRequest::decode(b).map_err(|(_, e)| e),
+            SnapshotRequest::encode,
+        );
+    }
+    for name in [
+        "snapshot_reply",
+        "snapshot_reply_no_camera",
+        "snapshot_reply_no_snapshot",
+    ] {
+        round_trip(name, SnapshotReply::decode, SnapshotReply::encode);
+    }
+    let r = SnapshotReply::decode(fixture("snapshot_reply").as_bytes()).expect("reply");
+    let jpeg = r.jpeg().expect("base64");
+    assert_eq!(Some(jpeg.len() as u64), r.image.as_ref().map(|i| i.bytes));
+    assert!(
+        jpeg.starts_with(&[0xFF, 0xD8, 0xFF]),
+        "a JPEG's first bytes"
+    );
+    let failed =
+        SnapshotReply::decode(fixture("snapshot_reply_no_camera").as_bytes()).expect("failure");
+    assert_eq!(
+        (failed.ok, failed.code, failed.image),
+        (false, Some(SnapshotErrorCode::NoCamera), None)
+    );
 }

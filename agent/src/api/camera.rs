@@ -2,7 +2,8 @@
 //! query, as `/v1/classify`) queues a frame on the camera's stream and answers 202 at once;
 //! `GET /v1/cameras/{camera}` reports the stream (counters, queue, tracks, latest answer);
 //! `GET /v1/cameras/{camera}/events/{id}/snapshot.jpg` is the best frame of an object event's
-//! track (through [`crate::track::snapshot::leaving`]). See [`crate::camera`].
+//! track and `GET /v1/cameras/{camera}/snapshot.jpg` the camera's snapshot stored last (both
+//! through [`crate::track::request`]: faces blurred, precise 404s). See [`crate::camera`].
 
 use super::AppState;
 use super::error::ApiError;
@@ -43,6 +44,9 @@ pub async fn post_frame(
             CameraError::BadId(_) => ApiError::BadRequest(e.to_string()),
             CameraError::TooMany(_) => ApiError::Busy(e.to_string()),
             CameraError::Stopping => ApiError::Unavailable(e.to_string()),
+            CameraError::NoStream(_) | CameraError::NoSnapshot { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
         })?;
     Ok((StatusCode::ACCEPTED, Json(report)))
 }
@@ -58,21 +62,38 @@ pub async fn report(
         .ok_or_else(|| ApiError::NotFound(format!("camera `{camera}` has posted no frame")))
 }
 
-/// The snapshot JPEG of track `id` of `camera`, faces blurred per `[privacy]`: 404 once
-/// evicted (or never kept), 503 when the blur cannot run (the snapshot stays on the device).
+/// The snapshot JPEG of track `id` of `camera`, faces blurred per `[privacy]`: 404 for a
+/// camera that posted no frame or a track whose snapshot is unknown or evicted, 503 when the
+/// blur cannot run (the snapshot stays on the device).
 pub async fn snapshot(
     State(s): State<Arc<AppState>>,
     Path((camera, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (jpeg, model) = s.cameras.snapshot(&camera, &id).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "camera `{camera}` keeps no snapshot of track `{id}` (unknown, or evicted: [cameras.snapshots])"
-        ))
-    })?;
-    let jpeg = crate::track::snapshot::leaving(&s.router, &model, jpeg)
+    jpeg(&s, &camera, Some(&id)).await
+}
+
+/// The camera's snapshot stored last (the best frame of the track that improved last), as
+/// [`snapshot`]; 404 with the reason when the camera has none yet.
+pub async fn latest(
+    State(s): State<Arc<AppState>>,
+    Path(camera): Path<String>,
+) -> Result<Response, ApiError> {
+    jpeg(&s, &camera, None).await
+}
+
+async fn jpeg(s: &AppState, camera: &str, track: Option<&str>) -> Result<Response, ApiError> {
+    let (kept, jpeg) = crate::track::request::fetch(s, camera, track)
         .await
-        .map_err(|e| {
-            ApiError::Unavailable(format!("the snapshot may not leave the device: {e}"))
-        })?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
+        .map_err(crate::track::request::RequestError::api)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg".to_string()),
+            (
+                header::HeaderName::from_static("x-tandem-track"),
+                kept.track,
+            ),
+        ],
+        jpeg,
+    )
+        .into_response())
 }

@@ -149,6 +149,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/cameras/{camera}", axum::routing::get(camera::report))
         .route(
+            "/v1/cameras/{camera}/snapshot.jpg",
+            axum::routing::get(camera::latest),
+        )
+        .route(
             "/v1/cameras/{camera}/events/{id}/snapshot.jpg",
             axum::routing::get(camera::snapshot),
         );

@@ -11,20 +11,37 @@
 use super::events::EventSink;
 use super::offline::Outbox;
 use super::{AgentCounters, Class, Reporter};
+use crate::api::AppState;
 use crate::config::Config;
 use crate::hybrid::Router;
 use crate::queue::Queue;
-use crate::uplink::mqtt::{self, Handler, MqttError, MqttLink, Outgoing};
-use std::sync::Arc;
+use crate::track::request::{MqttSnapshots, Taken};
+use crate::uplink::mqtt::{self, Handler, MqttError, MqttLink, Outgoing, Reply};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
-use tandem_shared::mqtt::{BrokerUrl, Topic, valid_device_name};
+use tandem_shared::mqtt::{BrokerUrl, SnapshotErrorCode, SnapshotReply, Topic, valid_device_name};
 
-/// Answers the link: `online`, and commands through [`crate::control`].
+/// The local API's state once it exists (the link starts before it) and the bounds of MQTT
+/// snapshot requests: what [`AgentHandler::snapshot`] answers from.
+type SnapshotSlot = Arc<OnceLock<(Weak<AppState>, Arc<MqttSnapshots>)>>;
+
+/// Answers the link: `online`, commands through [`crate::control`], snapshot requests through
+/// [`crate::track::request`].
 struct AgentHandler {
     reporter: Arc<Reporter>,
     counters: Arc<AgentCounters>,
     device: String,
     outbox: Option<Outbox>,
+    snapshots: SnapshotSlot,
+}
+
+/// A snapshot reply on `tandem/{device}/cameras/{camera}/snapshot` (QoS 1, like results).
+fn snapshot_reply(device: &str, camera: &str, reply: &SnapshotReply) -> Outgoing {
+    Outgoing {
+        class: Class::Results,
+        topic: Topic::snapshot(device, camera),
+        payload: reply.encode(),
+    }
 }
 
 impl Handler for AgentHandler {
@@ -53,6 +70,46 @@ impl Handler for AgentHandler {
 
     fn undelivered(&self, event: Outgoing) {
         keep_or_drop(self.outbox.as_ref(), &self.counters, event);
+    }
+
+    fn snapshot(&self, camera: &str, payload: &[u8]) -> Option<Reply> {
+        let Some((state, snaps)) = self.snapshots.get() else {
+            let e = crate::camera::CameraError::NoStream(camera.to_string());
+            let reply =
+                SnapshotReply::failed(None, camera, SnapshotErrorCode::NoCamera, e.to_string());
+            self.counters.mqtt.command("snapshot", false);
+            return Some(Reply::Now(snapshot_reply(&self.device, camera, &reply)));
+        };
+        match snaps.take(camera, payload) {
+            Taken::Now(reply) => {
+                self.counters.mqtt.command("snapshot", false);
+                Some(Reply::Now(snapshot_reply(&self.device, camera, &reply)))
+            }
+            Taken::Admitted(req, permit) => {
+                let (state, snaps) = (state.clone(), snaps.clone());
+                let (counters, device, camera) = (
+                    self.counters.clone(),
+                    self.device.clone(),
+                    camera.to_string(),
+                );
+                Some(Reply::Later(Box::pin(async move {
+                    let reply = match state.upgrade() {
+                        Some(st) => snaps.answer(&st, &camera, req, permit).await,
+                        None => {
+                            let e = crate::camera::CameraError::Stopping;
+                            SnapshotReply::failed(
+                                Some(req.id),
+                                &camera,
+                                SnapshotErrorCode::Busy,
+                                e.to_string(),
+                            )
+                        }
+                    };
+                    counters.mqtt.command("snapshot", reply.ok);
+                    snapshot_reply(&device, &camera, &reply)
+                })))
+            }
+        }
     }
 }
 
@@ -85,6 +142,7 @@ pub struct MqttService {
     reporter: Arc<Reporter>,
     outbox: Option<Outbox>,
     counters: Arc<AgentCounters>,
+    snapshots: SnapshotSlot,
     ticker: tokio::task::JoinHandle<()>,
 }
 
@@ -115,11 +173,13 @@ impl MqttService {
             .clone()
             .map(|q| Outbox::start(q, cfg.mqtt.max_pending));
         let reporter = Arc::new(Reporter::new(router, queue));
+        let snapshots = SnapshotSlot::default();
         let handler = Arc::new(AgentHandler {
             reporter: reporter.clone(),
             counters: counters.clone(),
             device: device.clone(),
             outbox: outbox.clone(),
+            snapshots: snapshots.clone(),
         });
         let link = Arc::new(MqttLink::start(
             &url,
@@ -187,6 +247,7 @@ impl MqttService {
             reporter,
             outbox: events_outbox_for_objects,
             counters: counters_for_objects,
+            snapshots,
             ticker,
         }))
     }
@@ -213,6 +274,15 @@ impl MqttService {
                 publish_event(&l, outbox.as_ref(), &counters, m);
             }
         })
+    }
+
+    /// Answers snapshot requests (`tandem/{device}/cameras/{camera}/snapshot/get`) from the
+    /// local API's cameras, within `[cameras.snapshots]`'s MQTT bounds; until then each is
+    /// answered `no_camera`. Once: a second call changes nothing.
+    pub fn serve_snapshots(&self, state: &Arc<AppState>, cfg: &crate::track::SnapshotConfig) {
+        let _ = self
+            .snapshots
+            .set((Arc::downgrade(state), Arc::new(MqttSnapshots::new(cfg))));
     }
 
     /// Builds the payloads.

@@ -76,6 +76,13 @@ pub struct SnapshotConfig {
     /// JPEG quality (1-100) for frames that came as PNG or raw pixels (a JPEG frame is kept
     /// as it came). Default 85.
     pub jpeg_quality: u8,
+    /// Largest JPEG sent in answer to an MQTT snapshot request, bytes (1024 to 778240: its
+    /// base64 fits a 1 MiB payload); a larger one is answered `too_large` (the local API still
+    /// serves it). Default 524288 (512 KiB).
+    pub mqtt_max_bytes: usize,
+    /// MQTT snapshot requests in flight at once (1-16; each runs the face blur); more are
+    /// answered `busy`. Default 2.
+    pub mqtt_max_inflight: usize,
 }
 
 impl Default for CamerasConfig {
@@ -105,12 +112,18 @@ impl Default for TrackerConfig {
     }
 }
 
+/// The largest `mqtt_max_bytes`: its base64 (4/3) and the reply's other fields fit
+/// `tandem_shared::mqtt::payload::MAX_PAYLOAD_BYTES` (1 MiB).
+pub const MAX_MQTT_SNAPSHOT_BYTES: usize = 760 * 1024;
+
 impl Default for SnapshotConfig {
     fn default() -> Self {
         Self {
             max_per_camera: 32,
             max_bytes_per_camera: 16 * 1024 * 1024,
             jpeg_quality: 85,
+            mqtt_max_bytes: 512 * 1024,
+            mqtt_max_inflight: 2,
         }
     }
 }
@@ -162,6 +175,14 @@ impl CamerasConfig {
         need(
             (1..=100).contains(&s.jpeg_quality),
             "snapshots.jpeg_quality must be 1-100",
+        );
+        need(
+            (1024..=MAX_MQTT_SNAPSHOT_BYTES).contains(&s.mqtt_max_bytes),
+            "snapshots.mqtt_max_bytes must be 1024-778240",
+        );
+        need(
+            (1..=16).contains(&s.mqtt_max_inflight),
+            "snapshots.mqtt_max_inflight must be 1-16",
         );
         p
     }

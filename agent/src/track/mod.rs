@@ -9,11 +9,13 @@
 //! - [`tracker`]: the sans-IO IoU tracker.
 //! - [`snapshot`]: the bounded JPEG store, and the hook every snapshot leaves through.
 //! - [`objects`]: both for one camera, producing the shared `ObjectEvent` payloads.
+//! - [`request`]: a snapshot asked by the local API or over MQTT: lookup, blur, bounds.
 //!
 //! The camera task that feeds it is [`crate::camera`].
 
 pub mod config;
 pub mod objects;
+pub mod request;
 pub mod snapshot;
 pub mod tracker;
 

@@ -115,9 +115,15 @@ impl CameraObjects {
         &self.model
     }
 
-    /// Track `id`'s snapshot JPEG, while kept.
-    pub fn snapshot(&self, id: &str) -> Option<Bytes> {
-        self.snapshots.get(id).map(|s| s.jpeg.clone())
+    /// Track `id`'s snapshot (without `id`: the one stored last), while kept, with its track.
+    pub fn kept(&self, id: Option<&str>) -> Option<(String, Snapshot)> {
+        match id {
+            Some(id) => self.snapshots.get(id).map(|s| (id.to_string(), s.clone())),
+            None => self
+                .snapshots
+                .newest()
+                .map(|(id, s)| (id.to_string(), s.clone())),
+        }
     }
 
     /// For the stream's report: live tracks, new objects refused at `max_tracks`, snapshots
@@ -206,10 +212,14 @@ mod tests {
         assert_eq!((e[0].width, e[0].height, e[0].frames), (640, 480, 2));
         let r = e[0].snapshot.as_ref().expect("snapshot");
         assert_eq!((r.ts_ms, r.score), (1100, 0.8));
-        assert_eq!(o.snapshot("1000-1"), Some(f2.clone()));
+        assert_eq!(
+            o.kept(Some("1000-1")).map(|(_, s)| s.jpeg),
+            Some(f2.clone())
+        );
+        assert_eq!(o.kept(None).map(|(id, _)| id).as_deref(), Some("1000-1"));
         // A worse frame does not replace it; a frame that does not decode keeps none.
         o.frame("m", 1200, &dets(&[(12.0, 0.6)]), &f1);
-        assert_eq!(o.snapshot("1000-1"), Some(f2));
+        assert_eq!(o.kept(Some("1000-1")).map(|(_, s)| s.jpeg), Some(f2));
         o.frame(
             "m",
             1300,

@@ -41,6 +41,18 @@ pub struct Snapshot {
     pub bbox: [f32; 4],
 }
 
+/// A kept snapshot as a request finds it: the track it is the best frame of, and the model
+/// that tracked it (whose `[privacy]` applies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// Track id.
+    pub track: String,
+    /// Detection model.
+    pub model: String,
+    /// The frame.
+    pub snap: Snapshot,
+}
+
 /// The JPEGs of one camera's tracks, bounded in count and bytes.
 #[derive(Debug)]
 pub struct SnapshotStore {
@@ -84,6 +96,11 @@ impl SnapshotStore {
     /// Track `id`'s snapshot.
     pub fn get(&self, id: &str) -> Option<&Snapshot> {
         self.entries.iter().find(|(k, _)| k == id).map(|(_, s)| s)
+    }
+
+    /// The snapshot stored last (a better frame of a track makes its snapshot the newest).
+    pub fn newest(&self) -> Option<(&str, &Snapshot)> {
+        self.entries.back().map(|(k, s)| (k.as_str(), s))
     }
 
     /// Forgets track `id`'s snapshot (a tentative track dropped).
@@ -168,6 +185,7 @@ mod tests {
         }
         assert!(s.get("a").is_none());
         assert_eq!(s.usage(), (3, 300, 1));
+        assert_eq!(s.newest().map(|(k, _)| k), Some("d"));
         // Replacing keeps one per track and makes it the newest.
         s.put("b", snap(200));
         s.put("e", snap(100));

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bundles;
+pub mod camera;
 pub mod mqtt;
 pub mod old_hub;
 

@@ -403,7 +403,10 @@ fn dispatch(topic: &str, payload: &[u8], sinks: &Sinks, waiters: &Waiters, stats
                 Err(e) => return unreadable(e.to_string()),
             }
         }
-        TopicKind::Objects | TopicKind::Command(_) => {
+        TopicKind::Objects
+        | TopicKind::Command(_)
+        | TopicKind::SnapshotRequest(_)
+        | TopicKind::Snapshot(_) => {
             count(stats, "other");
             return;
         }

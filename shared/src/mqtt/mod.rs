@@ -8,6 +8,7 @@
 //! - [`payload`]: the version check every payload goes through, and the device-to-hub payloads
 //!   ([`Status`], [`Telemetry`], [`Event`]).
 //! - [`objects`]: object events from a camera's tracker ([`ObjectEvent`]).
+//! - [`snapshot`]: snapshot requests for a camera and their replies (the JPEG in base64).
 //! - [`command`]: the commands and their results (`set_threshold`, `set_policy`, ...).
 //! - [`args`]: the ranges of command arguments (thresholds per signal, model names, versions).
 //! - [`url`]: broker addresses (`mqtts://HOST[:PORT]`).
@@ -24,6 +25,7 @@ pub mod args;
 pub mod command;
 pub mod objects;
 pub mod payload;
+pub mod snapshot;
 pub mod topic;
 pub mod url;
 
@@ -36,5 +38,6 @@ pub use payload::{
     Event, Histogram, ModelStatus, ModelTelemetry, MqttCounters, PayloadError, ProcessStats,
     QueueStats, RouteCount, State, Status, Telemetry, ThresholdView, UpdateReport, VERSION,
 };
-pub use topic::{Topic, TopicError, TopicKind, valid_device_name};
+pub use snapshot::{SnapshotErrorCode, SnapshotImage, SnapshotReply, SnapshotRequest};
+pub use topic::{Topic, TopicError, TopicKind, valid_camera_id, valid_device_name};
 pub use url::{BrokerUrl, UrlError};

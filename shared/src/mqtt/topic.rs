@@ -1,6 +1,6 @@
 //! Topic names: `tandem/{device}/status`, `/telemetry`, `/events`, `/events/objects`,
-//! `/cmd/{name}` and
-//! `/cmd/{name}/result`. A device name is 1-63 lowercase letters, digits and `-`, not starting
+//! `/cmd/{name}`, `/cmd/{name}/result`, `/cameras/{camera}/snapshot/get` and
+//! `/cameras/{camera}/snapshot`. A device name is 1-63 lowercase letters, digits and `-`, not starting
 //! or ending with `-` (the certificate CN the broker uses as identity); a command name is 1-32
 //! lowercase letters, digits and `_`.
 
@@ -42,7 +42,7 @@ pub enum TopicError {
     },
     /// Levels after the device that match no topic of the contract.
     #[error(
-        "topic `{0}` is not one of status, telemetry, events, events/objects, cmd/NAME, cmd/NAME/result"
+        "topic `{0}` is not one of status, telemetry, events, events/objects, cmd/NAME, cmd/NAME/result, cameras/CAMERA/snapshot[/get]"
     )]
     Kind(String),
 }
@@ -56,6 +56,15 @@ pub fn valid_device_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+/// Whether `id` is a valid camera id (as the agent's camera API takes it): 1-64 characters of
+/// `[A-Za-z0-9_.-]`, so never `+`, `#` or `/` in a topic level.
+pub fn valid_camera_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// Whether `name` is a valid command name: 1-32 lowercase letters, digits and `_`.
@@ -81,6 +90,10 @@ pub enum TopicKind {
     Command(String),
     /// The device's answer to a command.
     CommandResult(String),
+    /// A request for a camera's snapshot (`cameras/{camera}/snapshot/get`).
+    SnapshotRequest(String),
+    /// The answer to one (`cameras/{camera}/snapshot`).
+    Snapshot(String),
 }
 
 /// A parsed Tandem topic.
@@ -128,6 +141,21 @@ impl Topic {
         format!("{ROOT}/{device}/cmd/+")
     }
 
+    /// `tandem/{device}/cameras/{camera}/snapshot/get`.
+    pub fn snapshot_request(device: &str, camera: &str) -> String {
+        format!("{ROOT}/{device}/cameras/{camera}/snapshot/get")
+    }
+
+    /// `tandem/{device}/cameras/{camera}/snapshot`.
+    pub fn snapshot(device: &str, camera: &str) -> String {
+        format!("{ROOT}/{device}/cameras/{camera}/snapshot")
+    }
+
+    /// An agent's subscription to snapshot requests for its cameras.
+    pub fn snapshot_requests_filter(device: &str) -> String {
+        format!("{ROOT}/{device}/cameras/+/snapshot/get")
+    }
+
     /// Parses an incoming topic; anything outside the contract is an error.
     pub fn parse(topic: &str) -> Result<Self, TopicError> {
         let mut levels = topic.split('/');
@@ -160,6 +188,16 @@ impl Topic {
                     TopicKind::CommandResult(name.to_string())
                 }
             }
+            ["cameras", camera, "snapshot"] | ["cameras", camera, "snapshot", "get"] => {
+                if !valid_camera_id(camera) {
+                    return Err(TopicError::Kind(topic.to_string()));
+                }
+                if rest.len() == 3 {
+                    TopicKind::Snapshot(camera.to_string())
+                } else {
+                    TopicKind::SnapshotRequest(camera.to_string())
+                }
+            }
             _ => return Err(TopicError::Kind(topic.to_string())),
         };
         Ok(Self {
@@ -179,6 +217,8 @@ impl fmt::Display for Topic {
             TopicKind::Objects => write!(f, "{ROOT}/{d}/events/objects"),
             TopicKind::Command(n) => write!(f, "{ROOT}/{d}/cmd/{n}"),
             TopicKind::CommandResult(n) => write!(f, "{ROOT}/{d}/cmd/{n}/result"),
+            TopicKind::SnapshotRequest(c) => write!(f, "{ROOT}/{d}/cameras/{c}/snapshot/get"),
+            TopicKind::Snapshot(c) => write!(f, "{ROOT}/{d}/cameras/{c}/snapshot"),
         }
     }
 }
@@ -194,6 +234,14 @@ mod tests {
             (Topic::telemetry("cam-01"), TopicKind::Telemetry),
             (Topic::events("cam-01"), TopicKind::Events),
             (Topic::objects("cam-01"), TopicKind::Objects),
+            (
+                Topic::snapshot_request("cam-01", "porch-1"),
+                TopicKind::SnapshotRequest("porch-1".into()),
+            ),
+            (
+                Topic::snapshot("cam-01", "porch-1"),
+                TopicKind::Snapshot("porch-1".into()),
+            ),
             (
                 Topic::command("cam-01", "set_threshold"),
                 TopicKind::Command("set_threshold".into()),
@@ -230,6 +278,9 @@ mod tests {
             "tandem/cam-01/cmd/set/results",
             "tandem/cam-01/cmd/+",
             "tandem/cam-01/events/people",
+            "tandem/cam-01/cameras/+/snapshot/get",
+            "tandem/cam-01/cameras/a b/snapshot",
+            "tandem/cam-01/cameras/porch/snapshot/put",
         ] {
             assert!(Topic::parse(bad).is_err(), "{bad:?} parsed");
         }

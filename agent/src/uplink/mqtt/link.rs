@@ -3,8 +3,8 @@
 //! - Client id and identity: the certificate CN (the device name). Last will: `offline`
 //!   (`reason: connection_lost`), retained, QoS 1.
 //! - On every connect, ahead of anything queued: `online` (retained, QoS 1) and the
-//!   subscription to `tandem/{device}/cmd/+`; the status again when what it says changes (a
-//!   model swap, [`MqttLink::publish_status`]).
+//!   subscriptions to `tandem/{device}/cmd/+` and `.../cameras/+/snapshot/get`; the status
+//!   again when what it says changes (a model swap, [`MqttLink::publish_status`]).
 //! - Outgoing: one bounded queue (`mqtt.max_pending`, rumqttc's request channel). Publishing
 //!   never waits: a message that does not fit is dropped and counted by class
 //!   (`tandem_mqtt_dropped_total`). Telemetry is QoS 0 (1 with `mqtt.telemetry_qos = 1`),
@@ -15,6 +15,10 @@
 //!   durable queue).
 //! - Commands are handled on the connection's task as they arrive (the handler is quick: a
 //!   policy update or a telemetry snapshot); their answers go out ahead of the queue.
+//! - Snapshot requests (`tandem/{device}/cameras/+/snapshot/get`, subscribed with the
+//!   commands) go to [`Handler::snapshot`]: a reply it has at once goes out ahead of the queue;
+//!   one that needs the face blur is made in a task of its own (the handler bounds how many)
+//!   and joins the outgoing queue (dropped and counted when full).
 //! - Reconnects on its own: exponential backoff with full jitter (a random wait up to 0.5 s,
 //!   doubling per failure to 30 s; `tandem_shared::backoff`); and at once with a new TLS
 //!   identity after a certificate renewal ([`MqttLink::reload_identity`]).
@@ -63,6 +67,29 @@ pub trait Handler: Send + Sync + 'static {
     /// A sampled event that was waiting in the outgoing queue when the connection dropped
     /// (rumqttc would discard it on reconnecting: the session is clean). Default: dropped.
     fn undelivered(&self, _event: Outgoing) {}
+    /// A snapshot request for `camera` (`tandem/{device}/cameras/{camera}/snapshot/get`): its
+    /// reply now, or a future making it (published when done, ahead of nothing: it joins the
+    /// outgoing queue). Default: none (no reply).
+    fn snapshot(&self, _camera: &str, _payload: &[u8]) -> Option<Reply> {
+        None
+    }
+}
+
+/// The reply to a request that may take a while (a snapshot: the face blur runs first).
+pub enum Reply {
+    /// Ready.
+    Now(Outgoing),
+    /// Made in a task of its own.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Outgoing> + Send>>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Now(o) => f.debug_tuple("Now").field(o).finish(),
+            Self::Later(_) => f.write_str("Later(..)"),
+        }
+    }
 }
 
 fn qos(class: Class, telemetry: QoS) -> QoS {
@@ -116,6 +143,7 @@ impl MqttLink {
         };
         let task = tokio::spawn(run(
             eventloop,
+            client.clone(),
             device.to_string(),
             counters.clone(),
             handler,
@@ -309,8 +337,10 @@ impl Drop for MqttLink {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     mut el: EventLoop,
+    client: AsyncClient,
     device: String,
     counters: Arc<AgentCounters>,
     handler: Arc<dyn Handler>,
@@ -352,6 +382,10 @@ async fn run(
                     Topic::commands_filter(&device),
                     QoS::AtLeastOnce,
                 )));
+                el.pending.push_back(Request::Subscribe(Subscribe::new(
+                    Topic::snapshot_requests_filter(&device),
+                    QoS::AtLeastOnce,
+                )));
                 tracing::info!(device, "connected to the MQTT broker");
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -360,6 +394,36 @@ async fn run(
                         device: d,
                         kind: TopicKind::Command(name),
                     }) if d == device => name,
+                    Ok(Topic {
+                        device: d,
+                        kind: TopicKind::SnapshotRequest(camera),
+                    }) if d == device => {
+                        match handler.snapshot(&camera, &p.payload) {
+                            Some(Reply::Now(out)) => {
+                                let msg = Publish::new(out.topic, QoS::AtLeastOnce, out.payload);
+                                el.pending.push_back(Request::Publish(msg));
+                                m.queued(out.class);
+                            }
+                            Some(Reply::Later(reply)) => {
+                                let (client, counters) = (client.clone(), counters.clone());
+                                tokio::spawn(async move {
+                                    let out = reply.await;
+                                    let class = out.class;
+                                    match client.try_publish(
+                                        out.topic,
+                                        QoS::AtLeastOnce,
+                                        false,
+                                        out.payload,
+                                    ) {
+                                        Ok(()) => counters.mqtt.queued(class),
+                                        Err(_) => counters.mqtt.dropped(class),
+                                    }
+                                });
+                            }
+                            None => {}
+                        }
+                        continue;
+                    }
                     _ => {
                         tracing::debug!(topic = %p.topic, "MQTT message on an unexpected topic");
                         continue;

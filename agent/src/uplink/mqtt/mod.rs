@@ -13,7 +13,7 @@ pub mod link;
 mod link_tests;
 
 pub use config::MqttConfig;
-pub use link::{Handler, MqttLink, Outgoing};
+pub use link::{Handler, MqttLink, Outgoing, Reply};
 
 /// Why MQTT cannot be set up.
 #[derive(Debug, thiserror::Error)]
