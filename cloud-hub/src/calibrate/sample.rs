@@ -94,10 +94,8 @@ pub fn draw(
         labelled: true,
     };
     let mut out = Drawn::default();
-    let mut after = None;
-    loop {
-        let page = store.examples_after(after, PAGE, &filter)?;
-        for e in &page.items {
+    for page in store.example_pages(&filter, PAGE) {
+        for e in &page? {
             let mut skip = |why: &str| *out.counts.left_out.entry(why.into()).or_default() += 1;
             if !e.devices.iter().any(|d| device_ok(d)) {
                 skip("other_devices");
@@ -149,14 +147,6 @@ pub fn draw(
                 Some(Labelled::Correction) => c.corrections += 1,
                 _ => c.teacher += 1,
             }
-        }
-        match page
-            .cursor
-            .as_deref()
-            .and_then(|c| hex::decode(c).ok()?.try_into().ok())
-        {
-            Some(c) if page.more => after = Some(c),
-            _ => break,
         }
     }
     Ok(out)

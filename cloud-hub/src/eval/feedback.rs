@@ -21,10 +21,9 @@ pub fn from_feedback(
         split: Some(split),
         labelled: true,
     };
-    let (mut items, mut after, mut skipped) = (Vec::new(), None, 0u64);
-    'pages: loop {
-        let page = store.examples_after(after, 500, &filter)?;
-        for e in page.items {
+    let (mut items, mut skipped) = (Vec::new(), 0u64);
+    'pages: for page in store.example_pages(&filter, 500) {
+        for e in page? {
             if items.len() >= limit {
                 break 'pages;
             }
@@ -56,14 +55,6 @@ pub fn from_feedback(
                 device: e.devices.iter().next().cloned(),
                 time_ms: Some(e.time_ms),
             });
-        }
-        match page
-            .cursor
-            .as_deref()
-            .and_then(|c| hex::decode(c).ok()?.try_into().ok())
-        {
-            Some(c) if page.more => after = Some(c),
-            _ => break,
         }
     }
     if skipped > 0 {

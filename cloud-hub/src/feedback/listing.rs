@@ -352,6 +352,31 @@ impl Store {
         })
     }
 
+    /// Every example matching `filter`, in digest order, a page of at most `page` at a time:
+    /// what a reader of all of them (calibration, evaluation) walks. It ends after the last
+    /// page, or after the first error.
+    pub fn example_pages<'a>(
+        &'a self,
+        filter: &'a ExampleFilter,
+        page: usize,
+    ) -> impl Iterator<Item = Result<Vec<Example>, FeedbackError>> + 'a {
+        // `None`: done; `Some(None)`: from the first digest.
+        let mut next: Option<Option<[u8; 32]>> = Some(None);
+        std::iter::from_fn(move || {
+            let after = next.take()?;
+            Some(self.examples_after(after, page, filter).map(|p| {
+                if p.more {
+                    next = p
+                        .cursor
+                        .as_deref()
+                        .and_then(|c| hex::decode(c).ok()?.try_into().ok())
+                        .map(Some);
+                }
+                p.items
+            }))
+        })
+    }
+
     /// The file of the input with this digest, when a stored record names it.
     pub fn input_path(
         &self,
