@@ -6,6 +6,7 @@
 //! share a fold).
 
 use crate::detect_eval::{Pred, Scores, Truth, evaluate};
+use std::collections::HashMap;
 use tandem_shared::detect::Detection;
 use tandem_shared::detect::cascade::CascadeSpec;
 
@@ -37,7 +38,10 @@ pub struct Fitted {
     pub cap: f64,
 }
 
-/// Fitting caps [`fit_nested`] tries, highest first.
+/// Fitting caps [`fit_nested`] tries, as shares of the offload bound, highest first. A finer
+/// grid (steps of 5%) was measured and breaks the bound held out (31% on 42 frames): picking
+/// the highest of more caps whose inner estimate passes picks the luckiest estimate, the same
+/// winner's curse the nesting corrects one level down (docs/benchmarks/detect.md).
 const CAPS: [f64; 5] = [1.0, 0.85, 0.7, 0.55, 0.4];
 
 /// Every policy of the grid (bottoms from `floor`).
@@ -88,37 +92,62 @@ pub fn score(frames: &[&Frame], send: &[bool]) -> (Scores, f64) {
     (evaluate(&truth, &preds), sent)
 }
 
-/// The grid's best policy on `frames` (highest mAP@0.5 with at most `max_offload` of them
-/// offloaded; ties to the lower offload, then to the first in the grid).
-pub fn fit(frames: &[&Frame], grid: &[CascadeSpec], max_offload: f64) -> Option<Fitted> {
-    let mut best: Option<Fitted> = None;
-    for policy in grid {
-        let send: Vec<bool> = frames.iter().map(|f| offloads(policy, f)).collect();
-        let (scores, offload) = score(frames, &send);
-        if offload > max_offload + 1e-9 {
-            continue;
-        }
-        let better = best.as_ref().is_none_or(|b| {
-            scores.map50 > b.scores.map50 + 1e-12
-                || ((scores.map50 - b.scores.map50).abs() <= 1e-12 && offload < b.offload)
-        });
-        if better {
-            best = Some(Fitted {
+/// Every policy of `grid` scored on `frames` (policies that send the same frames share one
+/// evaluation): what [`best`] picks from under any cap.
+pub fn table(frames: &[&Frame], grid: &[CascadeSpec]) -> Vec<Fitted> {
+    let mut seen: HashMap<Vec<bool>, (Scores, f64)> = HashMap::new();
+    grid.iter()
+        .map(|policy| {
+            let send: Vec<bool> = frames.iter().map(|f| offloads(policy, f)).collect();
+            let (scores, offload) = *seen
+                .entry(send)
+                .or_insert_with_key(|send| score(frames, send));
+            Fitted {
                 policy: *policy,
                 scores,
                 offload,
+                cap: 1.0,
+            }
+        })
+        .collect()
+}
+
+/// The best row of `table` (highest mAP@0.5 with at most `max_offload` of the frames
+/// offloaded; ties to the lower offload, then to the first in the grid).
+pub fn best(table: &[Fitted], max_offload: f64) -> Option<Fitted> {
+    let mut out: Option<Fitted> = None;
+    for row in table {
+        if row.offload > max_offload + 1e-9 {
+            continue;
+        }
+        let better = out.as_ref().is_none_or(|b| {
+            row.scores.map50 > b.scores.map50 + 1e-12
+                || ((row.scores.map50 - b.scores.map50).abs() <= 1e-12 && row.offload < b.offload)
+        });
+        if better {
+            out = Some(Fitted {
                 cap: max_offload,
+                ..*row
             });
         }
     }
-    best
+    out
 }
 
-/// [`fit`] under a cap tuned on `frames` alone (nested cross-validation): a policy that
-/// offloads `max_offload` of the frames it was picked on offloads more of new frames (the best
-/// of many policies under a cap sits just under it there), so the fit is run under
-/// `max_offload` times each of [`CAPS`] and the highest cap whose `inner`-fold held-out
-/// offload, within `frames`, stays under `max_offload` wins (the lowest when none does).
+/// The grid's best policy on `frames` under `max_offload` ([`best`] of [`table`]).
+pub fn fit(frames: &[&Frame], grid: &[CascadeSpec], max_offload: f64) -> Option<Fitted> {
+    best(&table(frames, grid), max_offload)
+}
+
+/// [`fit`] under a cap tuned on `frames` alone (nested cross-validation), for the benchmark's
+/// objective: the highest held-out mAP@0.5 with the held-out offload at most `max_offload`.
+/// A policy that offloads `max_offload` of the frames it was picked on offloads more of new
+/// frames (the best of many policies under a cap sits just under it there), so each cap of
+/// `max_offload` x [`CAPS`] is judged by `inner`-fold cross-validation within `frames`, and
+/// the highest whose held-out offload stays under `max_offload` wins (the lowest when none
+/// does). More offload buys more mAP@0.5 in expectation, so the highest safe cap is the
+/// objective's choice; picking the cap by its inner held-out mAP@0.5 instead was measured
+/// and lost (the inner estimate on ~34 frames is noise: docs/benchmarks/detect.md).
 /// `inner` < 2 is [`fit`].
 pub fn fit_nested(
     frames: &[&Frame],
@@ -129,16 +158,29 @@ pub fn fit_nested(
     if inner < 2 {
         return fit(frames, grid, max_offload);
     }
-    let order: Vec<usize> = (0..frames.len()).collect();
-    let mut cap = max_offload * CAPS[CAPS.len() - 1];
-    for share in CAPS {
-        let c = max_offload * share;
-        let held = held_out(frames, &order, grid, c, inner, 0);
-        if held.is_some_and(|h| h.offload <= max_offload + 1e-9) {
-            cap = c;
-            break;
+    // Inner fold `k`: frame j is held out when j % inner == k; one table per fitting set.
+    let tables: Vec<Vec<Fitted>> = (0..inner)
+        .map(|k| {
+            let fitting: Vec<&Frame> = frames
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| j % inner != k)
+                .map(|(_, f)| *f)
+                .collect();
+            table(&fitting, grid)
+        })
+        .collect();
+    let safe = CAPS.iter().map(|share| max_offload * share).find(|cap| {
+        let mut send = vec![false; frames.len()];
+        for (k, t) in tables.iter().enumerate() {
+            let Some(p) = best(t, *cap) else { continue };
+            for (j, f) in frames.iter().enumerate().filter(|(j, _)| j % inner == k) {
+                send[j] = offloads(&p.policy, f);
+            }
         }
-    }
+        send.iter().filter(|s| **s).count() as f64 / send.len().max(1) as f64 <= max_offload + 1e-9
+    });
+    let cap = safe.unwrap_or(max_offload * CAPS[CAPS.len() - 1]);
     fit(frames, grid, cap)
 }
 
