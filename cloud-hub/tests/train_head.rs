@@ -5,34 +5,11 @@
 
 use std::path::Path;
 use tandem_hub::eval::dataset::{self, LabelledSet, Payload};
-use tandem_hub::eval::shift::Shift;
 use tandem_hub::train::head::LinearHead;
 use tandem_hub::train::{Trainer, features, graph};
-use tandem_tests::repo;
+mod common;
 
-fn settings() -> tandem_engine::settings::EngineSettings {
-    tandem_hub::config::Config {
-        base_dir: repo(),
-        ..Default::default()
-    }
-    .engine_settings()
-}
-
-fn fashion() -> std::path::PathBuf {
-    repo().join("models/vision-fashion")
-}
-
-/// Items `from..to` of the shipped Fashion-MNIST test set, brightened by `shift`.
-fn shifted(from: usize, to: usize, shift: &str) -> LabelledSet {
-    let mut set = dataset::shipped(&fashion(), to).expect("shipped set");
-    let shift: Shift = shift.parse().expect("shift");
-    set.items.drain(..from);
-    for (i, item) in set.items.iter_mut().enumerate() {
-        item.input = shift.apply(&item.input, i as u64).expect("shift applies");
-    }
-    set.name = format!("shipped[{from}..{to}]+{shift}");
-    set
-}
+use common::{engine_settings as settings, fashion, repo, shifted};
 
 /// Accuracy of the model folder `dir` (named as its model) on `set`, by the engine.
 fn accuracy(dir: &Path, set: &LabelledSet) -> f64 {

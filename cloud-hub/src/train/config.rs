@@ -30,6 +30,18 @@ pub struct TrainConfig {
     pub l2: f64,
     /// Gradient steps at most (default 300).
     pub max_steps: usize,
+    /// Train every layer of the edge network, not only its head, when its graph is one the
+    /// whole-net trainer reads (a chain of 3×3 convolutions, ReLU, 2×2 max pooling, global
+    /// average pooling and a linear layer: vision-fashion's); other models train their head
+    /// (default false: measured by `make bench-loop`, docs/benchmarks/loop.md, the whole net
+    /// gains little over the head there and loses more on the original set).
+    pub whole_net: bool,
+    /// Passes over the training set when training the whole network (default 8).
+    pub net_epochs: usize,
+    /// Adam's learning rate when training the whole network (default 0.001).
+    pub net_learning_rate: f64,
+    /// Examples per step when training the whole network (default 32).
+    pub net_batch: usize,
     /// Share of a fit's examples drawn from the model's original training data (the replay
     /// set it ships, `models/<model>/data/replay-*`, never its test set), so that a head
     /// adapted to the fleet keeps its accuracy on the original data; 0 turns replay off
@@ -66,6 +78,10 @@ impl Default for TrainConfig {
             max_examples: 20_000,
             l2: 0.01,
             max_steps: 300,
+            whole_net: false,
+            net_epochs: 8,
+            net_learning_rate: 0.001,
+            net_batch: 32,
             replay_share: 0.75,
             min_gain: 0.0,
             tolerance: 0.01,
@@ -92,6 +108,12 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.replay_share) {
             p.push("train.replay_share must be >= 0 and < 1".into());
+        }
+        if self.net_epochs == 0 || self.net_batch == 0 {
+            p.push("train.net_epochs and train.net_batch must be > 0".into());
+        }
+        if !(self.net_learning_rate > 0.0 && self.net_learning_rate.is_finite()) {
+            p.push("train.net_learning_rate must be a finite number > 0".into());
         }
         if self.max_steps == 0 {
             p.push("train.max_steps must be > 0".into());

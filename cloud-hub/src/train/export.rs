@@ -2,7 +2,8 @@
 //! ([`super::graph::replace`]), written as a model folder (same inputs, outputs and
 //! preprocessing, a new version), packed as a bundle whose self-tests are recorded by the
 //! engine on the new graph (`registry::pack`), then checked: the bundle's model, run by the
-//! engine, must give the fitted head's answers on sample inputs.
+//! engine, must give the fitted head's answers on sample inputs. [`export_graph`] does the same
+//! for any new graph (the whole-net trainer's).
 
 use super::TrainError;
 use super::features::{self, ModelFolder};
@@ -87,12 +88,53 @@ pub fn export(
     work: &Path,
     out: &Path,
 ) -> Result<Exported, TrainError> {
+    let probs = base.manifest["variants"]["edge"]["outputs"][0]["kind"] == "probabilities";
+    let onnx = graph::replace(&base.onnx, head, &fitted.weights, &fitted.bias, probs)?;
+    let expected: Vec<(Payload, Vec<f32>)> = check
+        .iter()
+        .map(|(p, x)| {
+            let mut want = fitted.logits(x);
+            if probs {
+                softmax(&mut want);
+            }
+            (p.clone(), want)
+        })
+        .collect();
+    let graph = NewGraph {
+        onnx: &onnx,
+        output: &head.output,
+        quantization: None,
+    };
+    export_graph(settings, base, &graph, version, &expected, work, out)
+}
+
+/// A new edge graph for [`export_graph`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewGraph<'a> {
+    /// The ONNX file.
+    pub onnx: &'a [u8],
+    /// The output its check compares.
+    pub output: &'a str,
+    /// The edge variant's `quantization` in the new manifest, when it changed.
+    pub quantization: Option<&'a str>,
+}
+
+/// Exports `graph` as version `version` of the model in `base` (the bundle goes to
+/// `out/<model>/`; `work` is scratch), then runs `expected`'s inputs through the packed
+/// bundle: each must give its output row within [`MAX_EXPORT_DIFF`].
+pub fn export_graph(
+    settings: &EngineSettings,
+    base: &ModelFolder,
+    graph: &NewGraph<'_>,
+    version: &str,
+    expected: &[(Payload, Vec<f32>)],
+    work: &Path,
+    out: &Path,
+) -> Result<Exported, TrainError> {
     let name = base.manifest["name"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let probs = base.manifest["variants"]["edge"]["outputs"][0]["kind"] == "probabilities";
-    let onnx = graph::replace(&base.onnx, head, &fitted.weights, &fitted.bias, probs)?;
     let src = work.join("src").join(&name);
     if src.exists() {
         std::fs::remove_dir_all(&src).map_err(|source| TrainError::Io {
@@ -105,10 +147,14 @@ pub fn export(
     for rel in &inputs {
         tandem_engine::bundle::copy_file(&base.dir, &src, rel)?;
     }
-    let expected = serde_json::to_vec_pretty(&json!({ "cases": cases }))
+    let cases_json = serde_json::to_vec_pretty(&json!({ "cases": cases }))
         .map_err(|e| TrainError::Invalid(e.to_string()))?;
-    tandem_engine::bundle::write_synced(&src.join("testdata/expected.json"), &expected)?;
-    features::write_model(&src, &base.manifest, version, &onnx, None)?;
+    tandem_engine::bundle::write_synced(&src.join("testdata/expected.json"), &cases_json)?;
+    let mut manifest = base.manifest.clone();
+    if let Some(q) = graph.quantization {
+        manifest["variants"]["edge"]["quantization"] = json!(q);
+    }
+    features::write_model(&src, &manifest, version, graph.onnx, None)?;
     let bundle = out.join(&name);
     let opts = PackOptions {
         version: Some(version.to_string()),
@@ -118,31 +164,27 @@ pub fn export(
     pack(&src, &bundle, &opts).map_err(|e| TrainError::Export(e.to_string()))?;
     let _ = std::fs::remove_dir_all(work.join("src"));
 
-    // The exported graph must give the fitted head's answers.
+    // The exported graph must give the trained model's answers.
     let engine = features::engine_on(settings, &bundle, &name)?;
-    let inputs: Vec<Payload> = check.iter().map(|(p, _)| p.clone()).collect();
+    let inputs: Vec<Payload> = expected.iter().map(|(p, _)| p.clone()).collect();
     let got = features::output_rows(
         &engine,
         &name,
         &inputs,
-        &head.output,
+        graph.output,
         settings.engine.max_rows_per_request,
     );
     engine.shutdown();
     let got = got?;
     let mut max_abs_diff = 0.0f32;
-    for ((_, x), row) in check.iter().zip(&got) {
-        let mut want = fitted.logits(x);
-        if probs {
-            softmax(&mut want);
-        }
+    for ((_, want), row) in expected.iter().zip(&got) {
         for (a, b) in want.iter().zip(row) {
             max_abs_diff = max_abs_diff.max((a - b).abs());
         }
     }
     if max_abs_diff > MAX_EXPORT_DIFF {
         return Err(TrainError::Export(format!(
-            "the exported model differs from the fitted head by {max_abs_diff} (> {MAX_EXPORT_DIFF})"
+            "the exported model differs from the trained one by {max_abs_diff} (> {MAX_EXPORT_DIFF})"
         )));
     }
     Ok(Exported {

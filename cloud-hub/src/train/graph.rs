@@ -17,10 +17,10 @@ const MAX_HEAD_NODES: usize = 16;
 
 /// A node, as far as the surgery needs it.
 #[derive(Debug, Clone)]
-struct Node<'a> {
-    op: String,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
+pub(super) struct Node<'a> {
+    pub(super) op: String,
+    pub(super) inputs: Vec<String>,
+    pub(super) outputs: Vec<String>,
     raw: &'a [u8],
 }
 
@@ -46,14 +46,14 @@ fn bad(msg: impl Into<String>) -> TrainError {
 }
 
 /// An ONNX model split into the parts the surgery reads.
-struct Model<'a> {
+pub(super) struct Model<'a> {
     model: Vec<Field<'a>>,
-    graph: Vec<Field<'a>>,
-    nodes: Vec<Node<'a>>,
+    pub(super) graph: Vec<Field<'a>>,
+    pub(super) nodes: Vec<Node<'a>>,
     inits: HashMap<String, Vec<Field<'a>>>,
 }
 
-fn parse(bytes: &[u8]) -> Result<Model<'_>, TrainError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<Model<'_>, TrainError> {
     let model = wire::fields(bytes)?;
     let g = model
         .iter()
@@ -90,23 +90,32 @@ fn parse(bytes: &[u8]) -> Result<Model<'_>, TrainError> {
 
 impl Node<'_> {
     /// The INT attribute `name`.
-    fn int_attr(&self, name: &str) -> Option<i64> {
+    pub(super) fn int_attr(&self, name: &str) -> Option<i64> {
         let fs = wire::fields(self.raw).ok()?;
         fs.iter().filter(|f| f.number == 5).find_map(|a| {
             let a = wire::fields(a.payload).ok()?;
             (wire::string(&a, 1) == name).then(|| wire::ints(&a, 3).ok()?.first().copied())?
         })
     }
+
+    /// The INTS attribute `name`.
+    pub(super) fn ints_attr(&self, name: &str) -> Option<Vec<i64>> {
+        let fs = wire::fields(self.raw).ok()?;
+        fs.iter().filter(|f| f.number == 5).find_map(|a| {
+            let a = wire::fields(a.payload).ok()?;
+            (wire::string(&a, 1) == name).then(|| wire::ints(&a, 8).ok())?
+        })
+    }
 }
 
 impl Model<'_> {
-    fn producer(&self, tensor: &str) -> Option<usize> {
+    pub(super) fn producer(&self, tensor: &str) -> Option<usize> {
         self.nodes
             .iter()
             .position(|n| n.outputs.iter().any(|o| o == tensor))
     }
 
-    fn consumers(&self, tensor: &str) -> Vec<usize> {
+    pub(super) fn consumers(&self, tensor: &str) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| self.nodes[*i].inputs.iter().any(|x| x == tensor))
             .collect()
@@ -141,8 +150,28 @@ impl Model<'_> {
         Some((v, dims))
     }
 
+    /// Whether the `QuantizeLinear` node `n` clamps at zero from below (an unsigned type with
+    /// zero point 0, or a signed one at -128): the quantizer folds a ReLU into such a node.
+    pub(super) fn clamps_at_zero(&self, n: &Node<'_>) -> bool {
+        let Some(zp) = n.inputs.get(2).filter(|z| !z.is_empty()) else {
+            return false;
+        };
+        let ty = self
+            .inits
+            .get(zp)
+            .and_then(|t| wire::ints(t, 2).ok()?.first().copied());
+        let Some((v, _)) = self.values(zp) else {
+            return false;
+        };
+        match ty {
+            Some(2) => v.iter().all(|z| *z == 0.0),
+            Some(3) => v.iter().all(|z| *z == -128.0),
+            _ => false,
+        }
+    }
+
     /// A float tensor that is an initializer or a `DequantizeLinear` of initializers.
-    fn resolve(&self, name: &str) -> Option<(Vec<f32>, Vec<i64>)> {
+    pub(super) fn resolve(&self, name: &str) -> Option<(Vec<f32>, Vec<i64>)> {
         if let Some((v, d)) = self.values(name) {
             return Some((v, d));
         }
@@ -214,7 +243,7 @@ impl Model<'_> {
         seen
     }
 
-    fn first_output(&self) -> Result<String, TrainError> {
+    pub(super) fn first_output(&self) -> Result<String, TrainError> {
         self.graph
             .iter()
             .find(|f| f.number == 12)
@@ -371,7 +400,7 @@ pub fn expose(onnx: &[u8], tensor: &str, width: usize) -> Result<Vec<u8>, TrainE
     Ok(with_graph(&m, &graph))
 }
 
-fn with_graph(m: &Model<'_>, graph: &[u8]) -> Vec<u8> {
+pub(super) fn with_graph(m: &Model<'_>, graph: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for f in &m.model {
         if f.number == 7 {

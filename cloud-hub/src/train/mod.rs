@@ -8,6 +8,9 @@
 //! - [`wire`]: the protobuf wire format, as far as editing an ONNX file needs it.
 //! - [`graph`]: the head of an ONNX graph: read, exposed as an output, replaced.
 //! - [`head`]: the linear head and its fit (pure).
+//! - [`cnn`]: a small CNN, its gradients and (`cnn_fit`) its training (pure); [`cnn_graph`]:
+//!   an ONNX graph as one and back.
+//! - [`net`]: whole-net training of an edge graph `cnn_graph` reads (else the head alone).
 //! - [`replay`]: a share of the original training data mixed into a fit (pure).
 //! - [`features`]: the head's features of a set, computed by the real engine.
 //! - [`export`]: the fitted head as a bundle, checked against the engine.
@@ -17,6 +20,9 @@
 //! - [`http`]: `/v1/train`; [`cli`]: `tandem-hub train`; [`config`]: the `[train]` section.
 
 pub mod cli;
+pub mod cnn;
+pub mod cnn_fit;
+pub mod cnn_graph;
 pub mod config;
 pub mod export;
 pub mod features;
@@ -25,6 +31,7 @@ pub mod graph;
 pub mod head;
 pub mod http;
 pub mod jobs;
+pub mod net;
 pub mod replay;
 pub mod service;
 pub mod wire;
@@ -114,6 +121,9 @@ pub struct Candidate {
     pub set: String,
     /// Training examples by label source (`correction`, `teacher`, `dataset`, `replay`).
     pub label_sources: BTreeMap<String, u64>,
+    /// What was trained: `net` (every layer) or `head` (the classifier head alone).
+    #[serde(default = "head_scope")]
+    pub scope: String,
     /// The tensor the head reads, and its width.
     pub feature: String,
     /// Feature width.
@@ -139,6 +149,10 @@ pub struct Trainer {
 
 /// Inputs checked through the exported model.
 const EXPORT_CHECKS: usize = 32;
+
+fn head_scope() -> String {
+    "head".into()
+}
 
 fn now_ms() -> u64 {
     crate::fleet::link::now_ms()
@@ -223,7 +237,7 @@ impl Trainer {
         let work = self.dir.join("work").join(&id);
         let result = self.train_into(&base, &head, &items, &version, &work, &cands.join(&id));
         let _ = std::fs::remove_dir_all(&work);
-        let (fit, exported) = result?;
+        let (fit, exported, scope) = result?;
         let mut label_sources = BTreeMap::new();
         for i in &items {
             *label_sources
@@ -238,6 +252,7 @@ impl Trainer {
             created_ms,
             set: set.name.clone(),
             label_sources,
+            scope: scope.into(),
             feature: head.feature.clone(),
             dim: head.dim,
             fit,
@@ -258,8 +273,36 @@ impl Trainer {
         version: &str,
         work: &Path,
         out: &Path,
-    ) -> Result<(FitStats, export::Exported), TrainError> {
+    ) -> Result<(FitStats, export::Exported, &'static str), TrainError> {
         let inputs: Vec<Payload> = items.iter().map(|i| i.input.clone()).collect();
+        if self.cfg.whole_net {
+            match net::read(base) {
+                Ok(cnn) => {
+                    let ys: Vec<usize> = items.iter().map(|i| i.truth).collect();
+                    let replayed: Vec<bool> = items
+                        .iter()
+                        .map(|i| i.source.as_str() == "replay")
+                        .collect();
+                    let (stats, exported) = net::train_and_export(
+                        &self.settings,
+                        &self.cfg,
+                        base,
+                        cnn,
+                        &inputs,
+                        &ys,
+                        &replayed,
+                        version,
+                        EXPORT_CHECKS,
+                        work,
+                        out,
+                    )?;
+                    return Ok((stats, exported, "net"));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "not a network the whole-net trainer reads: training the head")
+                }
+            }
+        }
         let xs = features::extract(&self.settings, base, head, &inputs, work)?;
         let ys: Vec<usize> = items.iter().map(|i| i.truth).collect();
         let start = LinearHead {
@@ -285,6 +328,6 @@ impl Trainer {
             work,
             out,
         )?;
-        Ok((stats, exported))
+        Ok((stats, exported, "head"))
     }
 }

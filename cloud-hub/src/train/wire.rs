@@ -192,6 +192,27 @@ pub fn node(
     n
 }
 
+/// `node` with INTS attributes (name, values) added.
+pub fn node_ints(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: &[(&str, &[i64])],
+) -> Vec<u8> {
+    let mut n = node(op, name, inputs, outputs, &[]);
+    for (k, vs) in attrs {
+        let mut a = Vec::new();
+        put_bytes(&mut a, 1, k.as_bytes());
+        for v in *vs {
+            put_int(&mut a, 8, *v);
+        }
+        put_int(&mut a, 20, 7); // AttributeType INTS
+        put_bytes(&mut n, 5, &a);
+    }
+    n
+}
+
 /// A `ValueInfoProto` for an FP32 tensor of rank 2 (`[batch, width]`).
 pub fn float_value_info(name: &str, width: Option<usize>) -> Vec<u8> {
     let mut shape = Vec::new();

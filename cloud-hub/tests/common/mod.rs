@@ -99,3 +99,29 @@ pub async fn scrape(c: &reqwest::Client, base: &str, token: Option<&str>) -> Str
     assert_eq!(r.status().as_u16(), 200, "/metrics");
     r.text().await.expect("text")
 }
+
+/// The engine settings of a default hub config over the repository's models.
+pub fn engine_settings() -> tandem_engine::settings::EngineSettings {
+    Config {
+        base_dir: repo(),
+        ..Default::default()
+    }
+    .engine_settings()
+}
+
+/// The shipped vision-fashion model folder.
+pub fn fashion() -> std::path::PathBuf {
+    repo().join("models/vision-fashion")
+}
+
+/// Items `from..to` of the shipped Fashion-MNIST test set under `shift`.
+pub fn shifted(from: usize, to: usize, shift: &str) -> tandem_hub::eval::dataset::LabelledSet {
+    let mut set = tandem_hub::eval::dataset::shipped(&fashion(), to).expect("shipped set");
+    let shift: tandem_hub::eval::shift::Shift = shift.parse().expect("shift");
+    set.items.drain(..from);
+    for (i, item) in set.items.iter_mut().enumerate() {
+        item.input = shift.apply(&item.input, i as u64).expect("shift applies");
+    }
+    set.name = format!("shipped[{from}..{to}]+{shift}");
+    set
+}
