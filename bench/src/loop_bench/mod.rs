@@ -57,6 +57,9 @@ pub struct Args {
     /// Wrongly labelled examples the refused candidate is trained on.
     #[arg(long, default_value_t = 300)]
     pub refused_examples: usize,
+    /// Train the edge's whole network (`train.whole_net = true`), not only its head.
+    #[arg(long)]
+    pub whole_net: bool,
 }
 
 /// Longest wait for feedback to arrive and be labelled, a threshold to reach the devices or
@@ -100,6 +103,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         &stream.labels,
         train,
         &target[..target.len().min(500)],
+        a.whole_net,
     )?;
     eprintln!(
         "refused candidate judged in {:.0} s",
@@ -112,6 +116,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .build()?;
     let sampling = Sampling {
         shadow_rate: a.shadow_rate,
+        whole_net: a.whole_net,
     };
     let rig = Rig::start(&repo, a.devices, sampling)?;
     let turn = rt.block_on(async {

@@ -33,12 +33,14 @@ fn set(
     }
 }
 
-/// Trains on `train` with wrong labels, gates on `target`; the decision (scratch removed).
+/// Trains on `train` with wrong labels (the whole network when `whole_net`), gates on
+/// `target`; the decision (scratch removed).
 pub fn run(
     repo: &Path,
     labels: &[String],
     train: &[Item],
     target: &[Item],
+    whole_net: bool,
 ) -> anyhow::Result<Decision> {
     let dir =
         std::env::temp_dir().join(format!("tandem-bench-loop-refused-{}", std::process::id()));
@@ -49,6 +51,7 @@ pub fn run(
             settings: crate::cascade::settings(repo, "edge"),
             cfg: TrainConfig {
                 promotion: Promotion::Operator,
+                whole_net,
                 ..TrainConfig::default()
             },
             dir: dir.join("train"),

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct Sampling {
     /// `feedback.shadow_rate` of the agents (`calibrate.shadow_weight` = its inverse).
     pub shadow_rate: f64,
+    /// `train.whole_net` of the hub.
+    pub whole_net: bool,
 }
 
 /// The hub and the devices.
@@ -75,10 +77,11 @@ impl Rig {
                  [feedback]\nsplit_train_pct = 50\nsplit_calibration_pct = 25\n\
                  [calibrate]\nshadow_weight = {w}\nhard_weight = 1.0\npush_every_ms = 300\n\
                  resend_after_ms = 3000\n\
-                 [train]\ncanary_pct = 50\nstages_pct = [100]\n",
+                 [train]\ncanary_pct = 50\nstages_pct = [100]\nwhole_net = {whole_net}\n",
                 pki = pki_dir.display(),
                 models = repo.join("models").display(),
                 w = 1.0 / s.shadow_rate,
+                whole_net = s.whole_net,
             ),
         )?;
         let mut cmd = Command::new(exe("tandem-hub")?);
