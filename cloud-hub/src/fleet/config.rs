@@ -15,6 +15,13 @@ pub struct FleetConfig {
     pub cache_bytes: u64,
     /// `[fleet.series]`: the per-device time series for the console (in memory; bounds).
     pub series: crate::series::SeriesConfig,
+    /// Longest wait for a device's reply to a snapshot request
+    /// (`GET /v1/fleet/{device}/cameras/{camera}/snapshot.jpg`; its `timeout_ms` overrides it),
+    /// milliseconds (1-60000). Default 5000.
+    pub snapshot_timeout_ms: u64,
+    /// Snapshot requests waiting for devices at once (1-64); more are answered 429, never
+    /// queued. Default 8.
+    pub snapshot_max_inflight: usize,
 }
 
 impl Default for FleetConfig {
@@ -23,6 +30,8 @@ impl Default for FleetConfig {
             dir: PathBuf::from("state"),
             cache_bytes: 16 * 1024 * 1024,
             series: crate::series::SeriesConfig::default(),
+            snapshot_timeout_ms: 5000,
+            snapshot_max_inflight: 8,
         }
     }
 }
@@ -30,6 +39,13 @@ impl Default for FleetConfig {
 impl FleetConfig {
     /// What is wrong with it, each naming its key.
     pub fn problems(&self) -> Vec<String> {
-        self.series.problems()
+        let mut p = self.series.problems();
+        if !(1..=60_000).contains(&self.snapshot_timeout_ms) {
+            p.push("fleet.snapshot_timeout_ms must be 1-60000".into());
+        }
+        if !(1..=64).contains(&self.snapshot_max_inflight) {
+            p.push("fleet.snapshot_max_inflight must be 1-64".into());
+        }
+        p
     }
 }

@@ -11,6 +11,8 @@
 //!   result when `ok`, 422 with it when the device refused, 504 when none came, 503 when the hub
 //!   is not connected to the broker; 400, and nothing sent, for a body the shared command schema
 //!   refuses (an unknown command, a missing or unknown field, an argument out of its range).
+//! - `GET /v1/fleet/{device}/cameras/{camera}/snapshot.jpg[?track=ID&timeout_ms=N]`: the
+//!   camera's snapshot, asked over MQTT (`super::snapshot`).
 
 use super::Fleet;
 use super::link::CommandError;
@@ -30,13 +32,17 @@ pub fn routes<S: Clone + Send + Sync + 'static>(fleet: Arc<Fleet>) -> axum::Rout
         .route("/v1/fleet/{device}", get(one))
         .route("/v1/fleet/{device}/cmd/{name}", post(command))
         .route(
+            "/v1/fleet/{device}/cameras/{camera}/snapshot.jpg",
+            get(super::snapshot::get),
+        )
+        .route(
             "/v1/fleet/{device}/series",
             get(crate::series::http::series),
         )
         .with_state(fleet)
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({"error": message.to_string()}))).into_response()
 }
 

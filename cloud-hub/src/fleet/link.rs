@@ -2,12 +2,14 @@
 //! to every device's status, telemetry, sampled events and command results; it feeds the
 //! [`FleetStore`] (and each newer telemetry message and every event to the per-device series,
 //! `crate::series`) and
-//! publishes commands, matching each result to its waiting caller by (device, id).
+//! publishes commands, matching each result to its waiting caller by (device, id), and
+//! snapshot requests, matching each reply the same way (`super::snapshot`).
 //!
 //! It reconnects on its own (full-jitter backoff: a random wait up to 0.2 s, doubling to 5 s)
 //! and subscribes again on every connection, ahead of anything queued.
 
 use super::discovery::Discovery;
+use super::snapshot::{SnapshotError, SnapshotWaiters};
 use super::store::FleetStore;
 use crate::series::SeriesStore;
 use rumqttc::{
@@ -23,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::{
-    BrokerUrl, Command, CommandResult, Event as DeviceEvent, State, Status, Telemetry, Topic,
-    TopicKind, topic,
+    BrokerUrl, Command, CommandResult, Event as DeviceEvent, SnapshotReply, SnapshotRequest, State,
+    Status, Telemetry, Topic, TopicKind, topic,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -80,12 +82,15 @@ pub struct LinkStats {
     pub connected: AtomicBool,
     /// Connections made.
     pub connects: AtomicU64,
-    /// Messages received, by kind (`status`, `telemetry`, `result`, `other`).
+    /// Messages received, by kind (`status`, `telemetry`, `result`, `event`, `snapshot`,
+    /// `other`).
     pub received: Mutex<BTreeMap<&'static str, u64>>,
     /// Messages that could not be read.
     pub unreadable: AtomicU64,
     /// Commands published.
     pub commands: AtomicU64,
+    /// Snapshot requests published.
+    pub snapshot_requests: AtomicU64,
     /// The last connection error.
     pub last_error: Mutex<Option<String>>,
 }
@@ -97,6 +102,7 @@ type Waiters = Mutex<HashMap<(String, String), oneshot::Sender<CommandResult>>>;
 pub struct Link {
     client: AsyncClient,
     waiters: Arc<Waiters>,
+    snapshots: Arc<SnapshotWaiters>,
     stats: Arc<LinkStats>,
     next_id: AtomicU64,
     stop: watch::Sender<bool>,
@@ -158,12 +164,17 @@ impl Link {
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         let (client, eventloop) = AsyncClient::new(opts, 256);
         let waiters = Arc::new(Waiters::default());
+        let snapshots = Arc::new(SnapshotWaiters::default());
         let stats = Arc::new(LinkStats::default());
         let (stop, stop_rx) = watch::channel(false);
         let discovery = ha_discovery.then(|| (client.clone(), Discovery::default()));
         tokio::spawn(run(
             eventloop,
-            Sinks { store, series },
+            Sinks {
+                store,
+                series,
+                snapshots: snapshots.clone(),
+            },
             waiters.clone(),
             stats.clone(),
             discovery,
@@ -172,6 +183,7 @@ impl Link {
         Ok(Self {
             client,
             waiters,
+            snapshots,
             stats,
             next_id: AtomicU64::new(1),
             stop,
@@ -249,6 +261,50 @@ impl Link {
         result
     }
 
+    /// Snapshot requests waiting for their reply.
+    pub fn snapshot_waiters(&self) -> &Arc<SnapshotWaiters> {
+        &self.snapshots
+    }
+
+    /// Publishes a snapshot request (a fresh id) for `device`'s `camera` and waits up to
+    /// `timeout` for the reply with that id; the waiter is gone when this returns or is
+    /// dropped.
+    pub async fn snapshot(
+        &self,
+        device: &str,
+        camera: &str,
+        track: Option<String>,
+        timeout: Duration,
+    ) -> Result<SnapshotReply, SnapshotError> {
+        if !self.stats.connected.load(Relaxed) {
+            return Err(SnapshotError::NotConnected);
+        }
+        let id = format!("s{}-{}", now_ms(), self.next_id.fetch_add(1, Relaxed));
+        let req = SnapshotRequest {
+            v: tandem_shared::mqtt::VERSION,
+            id: id.clone(),
+            track,
+        };
+        let (_waiting, rx) = self.snapshots.wait(device, id);
+        self.client
+            .publish(
+                Topic::snapshot_request(device, camera),
+                QoS::AtLeastOnce,
+                false,
+                req.encode(),
+            )
+            .await
+            .map_err(|_| SnapshotError::NotConnected)?;
+        self.stats.snapshot_requests.fetch_add(1, Relaxed);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            _ => Err(SnapshotError::Timeout {
+                device: device.to_string(),
+                ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
     /// Disconnects and stops the background task.
     pub async fn stop(&self) {
         let _ = self.client.disconnect().await;
@@ -280,6 +336,7 @@ async fn run(
                     topic::ALL_TELEMETRY,
                     topic::ALL_EVENTS,
                     topic::ALL_RESULTS,
+                    topic::ALL_SNAPSHOTS,
                 ]
                 .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
                 eventloop
@@ -319,6 +376,7 @@ async fn run(
 struct Sinks {
     store: FleetStore,
     series: Arc<dyn SeriesStore>,
+    snapshots: Arc<SnapshotWaiters>,
 }
 
 fn dispatch(topic: &str, payload: &[u8], sinks: &Sinks, waiters: &Waiters, stats: &LinkStats) {
@@ -403,10 +461,18 @@ fn dispatch(topic: &str, payload: &[u8], sinks: &Sinks, waiters: &Waiters, stats
                 Err(e) => return unreadable(e.to_string()),
             }
         }
-        TopicKind::Objects
-        | TopicKind::Command(_)
-        | TopicKind::SnapshotRequest(_)
-        | TopicKind::Snapshot(_) => {
+        TopicKind::Snapshot(_) => {
+            count(stats, "snapshot");
+            // Kept nowhere: handed to its waiter, or dropped (late, or asked by another tool).
+            match SnapshotReply::decode(payload) {
+                Ok(r) => {
+                    sinks.snapshots.deliver(device, r);
+                    return;
+                }
+                Err(e) => return unreadable(e.to_string()),
+            }
+        }
+        TopicKind::Objects | TopicKind::Command(_) | TopicKind::SnapshotRequest(_) => {
             count(stats, "other");
             return;
         }

@@ -9,6 +9,8 @@
 //! - [`link`]: the hub's MQTT client: subscriptions, state updates, commands and their results.
 //! - [`labels`]: a device's labels, hub-assigned (its claim's) over its own.
 //! - [`http`]: `GET /v1/fleet`, `GET /v1/fleet/{device}`, `POST /v1/fleet/{device}/cmd/{name}`.
+//! - [`snapshot`]: `GET /v1/fleet/{device}/cameras/{camera}/snapshot.jpg`: a camera's
+//!   snapshot asked over MQTT, bounded in flight and in time.
 //! - [`cli`]: `tandem-hub fleet list|show|cmd`, a client of those routes.
 //! - [`discovery`]: Home Assistant discovery messages per device (`mqtt.ha_discovery`).
 //! - this file: [`Fleet`] (what the API reaches) and [`FleetService`] (start and stop it all
@@ -20,6 +22,7 @@ pub mod discovery;
 pub mod http;
 pub mod labels;
 pub mod link;
+pub mod snapshot;
 pub mod store;
 
 pub use config::FleetConfig;
@@ -63,6 +66,9 @@ pub struct Fleet {
     command_timeout_ms: u64,
     assigned: Option<Arc<dyn AssignedLabels>>,
     series: Arc<dyn SeriesStore>,
+    snapshot_slots: tokio::sync::Semaphore,
+    snapshot_max_inflight: usize,
+    snapshot_timeout_ms: u64,
 }
 
 impl Fleet {
@@ -126,12 +132,18 @@ impl Fleet {
              # TYPE tandem_hub_mqtt_unreadable_total counter\ntandem_hub_mqtt_unreadable_total {}\n\
              # HELP tandem_hub_mqtt_commands_total Commands the hub published.\n\
              # TYPE tandem_hub_mqtt_commands_total counter\ntandem_hub_mqtt_commands_total {}\n\
+             # HELP tandem_hub_snapshot_requests_total Snapshot requests the hub published.\n\
+             # TYPE tandem_hub_snapshot_requests_total counter\ntandem_hub_snapshot_requests_total {}\n\
+             # HELP tandem_hub_snapshot_waiting Snapshot requests waiting for a device's reply.\n\
+             # TYPE tandem_hub_snapshot_waiting gauge\ntandem_hub_snapshot_waiting {}\n\
              # HELP tandem_hub_mqtt_messages_total MQTT messages received, by kind.\n\
              # TYPE tandem_hub_mqtt_messages_total counter",
             u8::from(s.connected.load(Relaxed)),
             s.connects.load(Relaxed),
             s.unreadable.load(Relaxed),
             s.commands.load(Relaxed),
+            s.snapshot_requests.load(Relaxed),
+            self.link.snapshot_waiters().len(),
         );
         for (kind, n) in s.received.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             write_sample(
@@ -233,6 +245,9 @@ impl FleetService {
             command_timeout_ms: cfg.mqtt.command_timeout_ms,
             assigned,
             series,
+            snapshot_slots: tokio::sync::Semaphore::new(cfg.fleet.snapshot_max_inflight),
+            snapshot_max_inflight: cfg.fleet.snapshot_max_inflight,
+            snapshot_timeout_ms: cfg.fleet.snapshot_timeout_ms,
         });
         Ok(Some(Self { broker, fleet }))
     }

@@ -17,6 +17,8 @@ pub const ALL_TELEMETRY: &str = "tandem/+/telemetry";
 pub const ALL_EVENTS: &str = "tandem/+/events";
 /// The hub's subscription to every command result.
 pub const ALL_RESULTS: &str = "tandem/+/cmd/+/result";
+/// The hub's subscription to every camera's snapshot replies.
+pub const ALL_SNAPSHOTS: &str = "tandem/+/cameras/+/snapshot";
 
 /// Why a topic is not a Tandem topic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

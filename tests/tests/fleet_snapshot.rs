@@ -1,0 +1,141 @@
+//! A camera's snapshot asked through the hub (docs/mqtt.md "Snapshots"), on the real daemons:
+//! the `tandem-hub` binary with its mosquitto and an agent serving `detect-coco` with the face
+//! blur (CenterFace on the device) in two network namespaces.
+//!
+//! `GET /v1/fleet/cam-01/cameras/porch-1/snapshot.jpg` on the hub: before any frame, 404 with
+//! the agent's words (no stream linked); after two frames of a photo of people, 200 with a JPEG
+//! that is not the photo as posted (faces blurred); an unknown track 404 with the agent's
+//! words; an unknown device 404; a bad camera id 400; once the agent is stopped, 504 within
+//! the wait. No waiter is left behind (`tandem_hub_snapshot_waiting`).
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tandem_tests::fleet::{Daemon, Fleet};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const CAMERA: &str = "porch-1";
+const PHOTO: &str = "detection-set/images/dlib-2008_002079.jpg";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_asks_a_camera_for_its_snapshot() {
+    tokio::time::timeout(Duration::from_secs(300), scenario())
+        .await
+        .expect("the scenario within 300 s");
+}
+
+fn message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+/// Posts frame `seq` to the agent and waits until its camera task has processed it.
+async fn post_frame(fleet: &Fleet, agent: &Daemon, jpeg: Vec<u8>, seq: u64) {
+    let path = format!("/v1/cameras/{CAMERA}/frames/detect-coco");
+    let (status, body) = fleet.post(agent, &path, jpeg).await.expect("post frame");
+    assert_eq!(status, 202, "{}", message(&body));
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let v = fleet
+            .get_json(agent, &format!("/v1/cameras/{CAMERA}"))
+            .await
+            .unwrap_or_default();
+        if v["processed"].as_u64().unwrap_or(0) >= seq {
+            return;
+        }
+        assert!(Instant::now() < until, "frame {seq} not processed: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scenario() {
+    let fleet = Fleet::new("snapshot", "hub", &["cam"]);
+    fleet.add_device("cam-01");
+    let mut hub = fleet.start_hub(&[]);
+    let mut agent = fleet.start_agent(
+        "cam",
+        "cam-01",
+        &[
+            ("models", "enabled = [\"detect-coco\"]"),
+            ("cameras.tracker", "min_hits = 2"),
+            ("cameras.tracker", "max_unseen_ms = 600000"),
+        ],
+    );
+    let snap = format!("/v1/fleet/cam-01/cameras/{CAMERA}/snapshot.jpg");
+
+    // Until the hub has heard the agent online it is unknown (404), then the agent answers:
+    // no frame posted yet, no stream linked (404, the agent's words).
+    let until = Instant::now() + PATIENCE;
+    let (status, body) = loop {
+        let (status, body) = fleet.get(&hub, &snap).await.expect("hub answers");
+        if status != 404 || !message(&body).contains("has not been heard of") {
+            break (status, body);
+        }
+        assert!(Instant::now() < until, "the hub never heard of cam-01");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The agent subscribes to requests just after it reports itself online: a 504 meanwhile.
+    let (status, body) = if status == 504 {
+        fleet.get(&hub, &snap).await.expect("hub answers")
+    } else {
+        (status, body)
+    };
+    assert_eq!(status, 404, "{}", message(&body));
+    assert!(
+        message(&body).contains("no stream is linked"),
+        "{}",
+        message(&body)
+    );
+
+    // A photo of people, twice (min_hits 2): its snapshot comes back through the hub, blurred.
+    let photo = std::fs::read(tandem_tests::models_dir().join(PHOTO)).expect("photo");
+    for seq in 1..=2 {
+        post_frame(&fleet, &agent, photo.clone(), seq).await;
+    }
+    let (status, jpeg) = fleet.get(&hub, &snap).await.expect("hub answers");
+    assert_eq!(status, 200, "{}", message(&jpeg));
+    assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+    assert_ne!(
+        jpeg, photo,
+        "the faces were blurred: not the frame as posted"
+    );
+
+    // The agent's refusals, with its words; the hub's own.
+    let (status, body) = fleet
+        .get(&hub, &format!("{snap}?track=1-999"))
+        .await
+        .expect("hub answers");
+    assert_eq!(status, 404, "{}", message(&body));
+    assert!(message(&body).contains("1-999"), "{}", message(&body));
+    let (status, body) = fleet
+        .get(
+            &hub,
+            &format!("/v1/fleet/cam-09/cameras/{CAMERA}/snapshot.jpg"),
+        )
+        .await
+        .expect("hub answers");
+    assert_eq!(status, 404, "{}", message(&body));
+    assert!(message(&body).contains("cam-09"), "{}", message(&body));
+    let (status, body) = fleet
+        .get(&hub, "/v1/fleet/cam-01/cameras/a+b/snapshot.jpg")
+        .await
+        .expect("hub answers");
+    assert_eq!(status, 400, "{}", message(&body));
+
+    // The agent stopped: 504 within the wait (offline, or no reply in time).
+    agent.stop(PATIENCE);
+    let (status, body) = fleet
+        .get(&hub, &format!("{snap}?timeout_ms=2000"))
+        .await
+        .expect("hub answers");
+    assert_eq!(status, 504, "{}", message(&body));
+    let m = fleet.metrics(&hub).await;
+    assert_eq!(
+        tandem_tests::metrics::one(&m, "tandem_hub_snapshot_waiting"),
+        0.0,
+        "no waiter left behind"
+    );
+    assert!(tandem_tests::metrics::one(&m, "tandem_hub_snapshot_requests_total") >= 3.0);
+    hub.stop(PATIENCE);
+}
