@@ -6,7 +6,8 @@
 # edge model does on that feedback, calibrates the routing threshold (pushed to the agent,
 # which takes it), retrains the edge head (with a replayed share of its original training
 # data), gates the candidate against the serving version and rolls it out; the agent swaps
-# and the same stream continues. Runs after scripts/demo.sh, on the same ports; its state and
+# and the same stream continues; the hub calibrates the new version on its own answers and the
+# agent routes with that threshold. Runs after scripts/demo.sh, on the same ports; its state and
 # logs stay in demo-out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,12 +68,16 @@ examples() { # "TOTAL LABELLED": the model's examples at the hub, page by page
   done
   echo "$total $labelled"
 }
-for _ in $(seq 1 150); do
-  read -r total labelled <<<"$(examples)"
-  [ "$total" -ge "$queued" ] && [ "$labelled" -eq "$total" ] && break
-  sleep 0.2
-done
-echo "   $total examples at the hub, $labelled labelled"
+wait_labelled() { # until the hub holds and has labelled every example the agent queued
+  local queued=$1
+  for _ in $(seq 1 150); do
+    read -r total labelled <<<"$(examples)"
+    [ "$total" -ge "$queued" ] && [ "$labelled" -eq "$total" ] && break
+    sleep 0.2
+  done
+  echo "   $total examples at the hub, $labelled labelled"
+}
+wait_labelled "$queued"
 
 echo "== evaluation report: the serving edge version on the feedback's test split (POST /v1/eval)"
 hub_api "/v1/eval?format=table" -X POST -H 'content-type: application/json' \
@@ -80,16 +85,22 @@ hub_api "/v1/eval?format=table" -X POST -H 'content-type: application/json' \
   | awk '/^\| class/ {exit} /^\| (window|device_label)/ {next} NF {print "   " $0}'
 
 echo "== calibration: the least offload keeping 99.5% of cloud-only accuracy (POST /v1/calibrations)"
-hub_api /v1/calibrations -X POST -H 'content-type: application/json' -d "{\"model\":\"$MODEL\"}" \
+calibrate() { # $1: the request's JSON body
+  hub_api /v1/calibrations -X POST -H 'content-type: application/json' -d "$1" \
   | json 'c = d.get("calibration", d); t = c["test"]; f = t["at_fitted"]; m = t.get("at_manifest")
 print("   threshold %s -> %.4f, fitted on %d calibration samples; on %d test samples:" % (c.get("manifest_threshold"), c["threshold"], c["fit"]["at_fitted"]["n"], f["n"]))
 if m: print("     at the manifest threshold: accuracy %.3f, offload %.3f" % (m["accuracy"], m["offload"]))
 print("     at the calibrated one:     accuracy %.3f, offload %.3f (cloud-only %.3f, edge alone %.3f)" % (f["accuracy"], f["offload"], f["cloud_accuracy"], f["edge_accuracy"]))'
-for _ in $(seq 1 100); do
-  threshold | grep -q hub-calibrated && break
-  sleep 0.1
-done
-echo "   the agent took it (its /metrics): $(threshold)"
+}
+took() { # until the agent routes with a hub-calibrated threshold other than $1
+  for _ in $(seq 1 100); do
+    threshold | grep hub-calibrated | grep -vqF "$1 " && break
+    sleep 0.1
+  done
+  echo "   the agent took it (its /metrics): $(threshold)"
+}
+calibrate "{\"model\":\"$MODEL\"}"
+took none
 
 abort_left_rollouts
 echo "== training: the edge head refitted on the train split + replayed original data, gated (tandem-hub train run --hub)"
@@ -105,15 +116,19 @@ if [ "$status" = rolled_out ]; then
   wait_rollout
   echo "   the agent's log:"
   grep -E "staged|swapped|model updated|refused|rolled" "$LOG" | sed -E 's/^.*(INFO|WARN) //' | cut -c1-160 | sed 's/^/     /' || true
-  echo "== the same scene continues: 300 new shifted images, answered by $version"
+  echo "== the same scene continues: 1000 new shifted images, answered by $version (at the threshold"
+  echo "   calibrated for the version before)"
+  stream 3000 1000 "$SHIFT"
+  wait_labelled "$(metric tandem_feedback_examples_queued_total)"
+  echo "== calibration of $version on its own answers (POST /v1/calibrations {\"version\": \"$version\"})"
+  before=$(threshold | cut -d' ' -f1)
+  calibrate "{\"model\":\"$MODEL\",\"version\":\"$version\"}"
+  took "$before"
+  echo "== 300 more new shifted images, answered by $version at its own threshold"
 else
   echo "== the gate kept the serving version; the same scene continues: 300 new shifted images"
 fi
-stream 3000 300 "$SHIFT"
-if [ "$status" = rolled_out ]; then
-  echo "   (routed at the threshold calibrated for the version before; the next turn calibrates the new"
-  echo "   version on its own answers: POST /v1/calibrations {\"version\": \"$version\"})"
-fi
+stream 4000 300 "$SHIFT"
 kill -TERM $PID; wait $PID || true
 kill -TERM $HUBPID; wait $HUBPID || true
 # The calibrated threshold is the hub's desired state for every device: it would reach the
