@@ -501,6 +501,13 @@ fn detection_problems(r: &str, v: &Variant, task: Task) -> Vec<String> {
             if d.max_detections == 0 {
                 p.push(format!("variants.{r}.detection.max_detections must be > 0"));
             }
+            if d.blur_threshold
+                .is_some_and(|b| !(0.0..=d.score_threshold).contains(&b))
+            {
+                p.push(format!(
+                    "variants.{r}.detection.blur_threshold must be within 0..score_threshold"
+                ));
+            }
         }
         (None, _) => {}
     }

@@ -3,7 +3,10 @@
 //! Where `privacy.blur_faces` applies to the model (default: detection models), the faces are
 //! found on the device with the face detector (`privacy.face_model`, CenterFace INT8) and
 //! each box, grown by `privacy.margin`, is pixelated and smoothed ([`blur`]); the image then
-//! leaves as a JPEG. An image with no face leaves as it came.
+//! leaves as a JPEG. An image with no face leaves as it came. The blur takes the boxes the
+//! detector answers and those it kept under its `score_threshold` down to its manifest's
+//! `detection.blur_threshold`: a recall margin under the threshold a detector checking what
+//! leaves would use (docs/manifest.md).
 //!
 //! Fail closed: when the face detector is missing or fails, or the image cannot be decoded or
 //! encoded, the image does not leave; the refusal is counted per path and the caller carries
@@ -200,13 +203,26 @@ impl Privacy {
             .detections
             .first()
             .ok_or_else(|| PrivacyError::NoDetections(face.clone()))?;
-        if found.boxes.is_empty() {
+        // The answered faces, and those the detector kept under its answer threshold down to
+        // the manifest's `blur_threshold` (the privacy margin).
+        let floor = self
+            .engine
+            .model(face)
+            .and_then(|h| h.files.variant.detection.as_ref())
+            .map_or(f32::INFINITY, |d| d.blur_floor());
+        let under = inf.below.first().map_or(&[][..], Vec::as_slice);
+        let boxes: Vec<[f32; 4]> = found
+            .boxes
+            .iter()
+            .chain(under.iter().filter(|d| d.score > floor))
+            .map(|d| d.bbox)
+            .collect();
+        if boxes.is_empty() {
             return Ok(Blurred {
                 image: image.clone(),
                 report: BlurReport::default(),
             });
         }
-        let boxes: Vec<[f32; 4]> = found.boxes.iter().map(|d| d.bbox).collect();
         let (bytes, limits, margin) = (image.clone(), self.limits, self.cfg.margin);
         let work = move || -> Result<Blurred, PrivacyError> {
             let mut px = decode(&bytes, Color::Rgb, &limits)

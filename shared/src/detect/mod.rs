@@ -35,15 +35,33 @@ pub struct DetectionSpec {
     /// The cascade's default policy for this (edge) variant: which frames go to the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cascade: Option<cascade::CascadeSpec>,
+    /// A face detector's privacy margin (0..`score_threshold`; unset: none): boxes NMS keeps
+    /// down to this score are decoded too (under the answer, with the cascade's) and the
+    /// agent's face blur blurs them with the answered ones, so that a face the device's INT8
+    /// model scores a little under `score_threshold` (other pixels, other rounding) is
+    /// blurred all the same before a detector checking at `score_threshold` sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blur_threshold: Option<f32>,
 }
 
 impl DetectionSpec {
     /// The lowest score decoded: the answer's `score_threshold`, or the cascade band's bottom
-    /// when it reaches under it (those boxes feed the routing signals, not the answer).
+    /// or the blur's threshold when they reach under it (those boxes feed the routing signals
+    /// and the face blur, not the answer).
     pub fn candidate_floor(&self) -> f32 {
-        self.cascade.map_or(self.score_threshold, |c| {
-            c.uncertain_low.min(self.score_threshold)
-        })
+        let band = self
+            .cascade
+            .map_or(self.score_threshold, |c| c.uncertain_low);
+        let blur = self.blur_threshold.unwrap_or(self.score_threshold);
+        self.score_threshold.min(band).min(blur)
+    }
+
+    /// The score above which the face blur blurs a box: `blur_threshold`, else the answer's
+    /// `score_threshold`.
+    pub fn blur_floor(&self) -> f32 {
+        self.blur_threshold
+            .unwrap_or(self.score_threshold)
+            .min(self.score_threshold)
     }
 }
 
@@ -282,6 +300,14 @@ mod tests {
         .expect("parses");
         assert_eq!(spec.decode.output_names(), vec!["cls_8", "reg_8"]);
         assert!(!spec.class_agnostic);
+        assert_eq!((spec.candidate_floor(), spec.blur_floor()), (0.35, 0.35));
+        let face: DetectionSpec = serde_json::from_str(
+            r#"{"score_threshold":0.5,"iou_threshold":0.3,"max_detections":100,
+            "blur_threshold":0.3,"cascade":{"uncertain_low":0.4,"uncertain_high":0.6},
+            "decode":{"type":"centerface","stride":4,"heatmap":"h","scale":"s","offset":"o"}}"#,
+        )
+        .expect("parses");
+        assert_eq!((face.candidate_floor(), face.blur_floor()), (0.3, 0.3));
         let bad = r#"{"score_threshold":0.3,"iou_threshold":0.3,"max_detections":1,
             "decode":{"type":"yolo"}}"#;
         assert!(serde_json::from_str::<DetectionSpec>(bad).is_err());
