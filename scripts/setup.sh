@@ -5,7 +5,8 @@
 #    the journald test),
 #    unzip, curl, mosquitto (the hub's MQTT broker), iproute2 (network namespaces of the
 #    multi-host tests), mesa-vulkan-drivers + libvulkan1 (lavapipe, for the wgpu pre-processing test),
-#    chromium + fonts-dejavu-core (the console's browser tests, its screenshots)
+#    chromium + fonts-dejavu-core (the console's browser tests, its screenshots),
+#    cmake + nasm (libjpeg-turbo, built by the turbojpeg-sys crate)
 #  - a Python venv (.venv) with the pinned packages the tests and benchmarks drive (tritonclient,
 #    FastAPI peer, prometheus_client's strict exposition parser)
 #  - the hub's text teacher, models/text-sentiment/cloud.onnx (MPNet, 436 MB), built without torch
@@ -51,6 +52,9 @@ ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' || need_apt+=(libvulkan1)
 # Headless Chromium and a font for the console's browser tests and screenshots (CDP, no driver).
 command -v chromium >/dev/null || need_apt+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# The engine's JPEG decoder (turbojpeg-sys) builds libjpeg-turbo from its bundled source.
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v nasm >/dev/null || need_apt+=(nasm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

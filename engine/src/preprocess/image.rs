@@ -1,6 +1,6 @@
 //! Image pre-processing: strict decoding with size limits, then resize, normalise and lay out.
 //!
-//! RGB JPEG goes through jpeg-decoder (at a reduced DCT scale, 1/2 to 1/8, when the model's
+//! RGB JPEG goes through libjpeg-turbo (at a reduced DCT scale, 1/2 to 1/8, when the model's
 //! input is that much smaller, as PIL's `draft` does); gray and CMYK JPEG through zune-jpeg in
 //! strict mode (the `image` crate's default decoder accepts a JPEG cut to 30%); PNG through
 //! `image` with explicit `Limits`; raw camera frames (`tandem_shared::frame`) through
