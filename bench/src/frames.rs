@@ -2,14 +2,17 @@
 //! vision-imagenet (edge, 1 intra-op thread, concurrency 1) for the 20 ImageNet samples and
 //! for a 1080p and a 4K camera frame (JPEG, quality 90), in one run:
 //! - `pre-before`: the earlier path (full zune decode, `image` resize, per-pixel normalise);
-//! - `pre-after`: the SIMD path (jpeg-decoder at a reduced DCT scale where it applies,
+//! - `pre-after`: the SIMD path (libjpeg-turbo at a reduced DCT scale where it applies,
 //!   fast_image_resize, fused normalise/layout);
-//! - `pre-wgpu`: decode on the CPU, resize/normalise/layout on the wgpu adapter (if any);
+//! - `decode`: the JPEG decode alone, at the scale `pre-after` decodes at;
 //! - `floor`: raw `ort` `Session::run` on the prepared tensor;
-//! - `e2e-before`, `e2e-wgpu`: the matching pre-processing then the same session;
+//! - `e2e-before`: the earlier pre-processing then the same session;
 //! - `e2e-after`: the engine from the file (`Engine::infer_blocking`, what the agent runs);
 //! - `http-e2e`: the agent daemon's `/v1/classify` with the file;
-//! - `fastapi-e2e`: the FastAPI + PIL + onnxruntime peer's `/v1/classify` with the file.
+//! - `fastapi-e2e`: the FastAPI + PIL + onnxruntime peer's `/v1/classify` with the file;
+//! - `pre-wgpu`, `e2e-wgpu` and a second `floor`: in a child process of their own
+//!   ([`frames_wgpu`](crate::frames_wgpu)), after the rows above, so that the Vulkan device
+//!   (lavapipe's threads and memory on a machine without a GPU) does not slow the CPU rows.
 //!
 //! Last line: `frames: e2e_vs_floor=X vs_fastapi=Y` on the ImageNet samples, X = e2e-after p50
 //! / floor p50, Y = fastapi-e2e p50 / http-e2e p50.
@@ -28,6 +31,7 @@ use tandem_agent::config::Config;
 use tandem_agent::inference::{Engine, Input};
 use tandem_agent::runtime;
 use tandem_agent::telemetry::Metrics;
+use tandem_engine::preprocess::geometry::Plan;
 use tandem_engine::preprocess::image::{self as img, Backend, Limits};
 use tandem_engine::preprocess::reference;
 use tandem_shared::manifest::{ImagePreprocess, Manifest, Preprocess};
@@ -37,14 +41,18 @@ use tandem_shared::manifest::{ImagePreprocess, Manifest, Preprocess};
 pub struct Args {
     /// Seconds per measured window (per system and input set).
     #[arg(long, default_value_t = 2.0)]
-    seconds: f64,
+    pub(crate) seconds: f64,
+    /// Internal: measure only the wgpu rows and print them as JSON lines (the child process
+    /// the run starts for them).
+    #[arg(long, hide = true)]
+    pub(crate) wgpu_rows: bool,
 }
 
-const MODEL: &str = "vision-imagenet";
+pub(crate) const MODEL: &str = "vision-imagenet";
 
-struct Set {
-    name: &'static str,
-    files: Vec<Bytes>,
+pub(crate) struct Set {
+    pub(crate) name: &'static str,
+    pub(crate) files: Vec<Bytes>,
 }
 
 fn frame(sample: &Path, w: u32, h: u32) -> anyhow::Result<Bytes> {
@@ -55,7 +63,7 @@ fn frame(sample: &Path, w: u32, h: u32) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-fn sets(dir: &Path) -> anyhow::Result<Vec<Set>> {
+pub(crate) fn sets(dir: &Path) -> anyhow::Result<Vec<Set>> {
     let mut paths: Vec<_> = std::fs::read_dir(dir.join("samples"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
@@ -83,24 +91,24 @@ fn sets(dir: &Path) -> anyhow::Result<Vec<Set>> {
 }
 
 /// The next file of a set, round robin.
-struct Cycle<'a> {
+pub(crate) struct Cycle<'a> {
     files: &'a [Bytes],
     at: AtomicUsize,
 }
 
 impl<'a> Cycle<'a> {
-    fn new(files: &'a [Bytes]) -> Self {
+    pub(crate) fn new(files: &'a [Bytes]) -> Self {
         Self {
             files,
             at: AtomicUsize::new(0),
         }
     }
-    fn next(&self) -> &'a Bytes {
+    pub(crate) fn next(&self) -> &'a Bytes {
         &self.files[self.at.fetch_add(1, Ordering::Relaxed) % self.files.len()]
     }
 }
 
-fn run_session(s: &Mutex<Session>, name: &str, shape: &[i64], data: &[f32]) -> bool {
+pub(crate) fn run_session(s: &Mutex<Session>, name: &str, shape: &[i64], data: &[f32]) -> bool {
     let Ok(mut s) = s.lock() else { return false };
     let Ok(t) = TensorRef::from_array_view((shape.to_vec(), data)) else {
         return false;
@@ -140,74 +148,123 @@ fn http_cycle(
     })
 }
 
+/// What both processes measure with: the model's pre-processing, its input name, the decode
+/// limits, a raw session (1 intra-op thread) and the engine settings.
+pub(crate) struct Setup {
+    pub(crate) repo: std::path::PathBuf,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) p: ImagePreprocess,
+    pub(crate) input: String,
+    pub(crate) limits: Limits,
+    pub(crate) settings: tandem_engine::settings::EngineSettings,
+    pub(crate) env: ort::environment::Environment,
+    pub(crate) session: Mutex<Session>,
+}
+
+impl Setup {
+    pub(crate) fn open() -> anyhow::Result<Self> {
+        let repo = procs::repo()?;
+        let dir = repo.join("models").join(MODEL);
+        let manifest: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json"))?)?;
+        let variant = manifest
+            .variants
+            .get(&tandem_shared::manifest::VariantRole::Edge)
+            .ok_or_else(|| anyhow::anyhow!("{MODEL}: no edge variant"))?;
+        let Preprocess::Image(p) = &variant.preprocess else {
+            anyhow::bail!("{MODEL} is not an image model")
+        };
+        let input = variant
+            .inputs
+            .first()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let mut cfg = Config {
+            base_dir: repo.clone(),
+            ..Default::default()
+        };
+        cfg.models.enabled = vec![MODEL.to_string()];
+        cfg.runtime.intra_op_threads = 1;
+        cfg.engine.workers = 1;
+        let settings = cfg.engine_settings();
+        let (_, env) = runtime::init(&settings)?;
+        let session = Mutex::new(
+            Session::builder(&env)
+                .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+                .and_then(|mut b| b.commit_from_file(dir.join(&variant.file)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        Ok(Self {
+            p: p.clone(),
+            input,
+            limits: Limits {
+                max_width: 8192,
+                max_height: 8192,
+                max_alloc_bytes: 256 << 20,
+            },
+            repo,
+            dir,
+            settings,
+            env,
+            session,
+        })
+    }
+
+    /// Values per prepared image.
+    pub(crate) fn per(&self) -> usize {
+        self.p.color.channels() * (self.p.width * self.p.height) as usize
+    }
+
+    /// The first file of `set` prepared by the CPU path.
+    pub(crate) fn tensor(&self, set: &Set) -> anyhow::Result<Vec<f32>> {
+        let mut out = vec![0.0f32; self.per()];
+        img::prepare_into(
+            &set.files[0],
+            &self.p,
+            &self.limits,
+            &Backend::Cpu,
+            &mut out,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(out)
+    }
+}
+
 /// Runs the benchmark and prints the table; the last line is `frames: ...`.
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    let repo = procs::repo()?;
-    let dir = repo.join("models").join(MODEL);
-    let manifest: Manifest =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json"))?)?;
-    let variant = manifest
-        .variants
-        .get(&tandem_shared::manifest::VariantRole::Edge)
-        .ok_or_else(|| anyhow::anyhow!("{MODEL}: no edge variant"))?;
-    let Preprocess::Image(p) = &variant.preprocess else {
-        anyhow::bail!("{MODEL} is not an image model")
-    };
-    let p: ImagePreprocess = p.clone();
-    let input = variant
-        .inputs
-        .first()
-        .map(|i| i.name.clone())
-        .unwrap_or_default();
-    let limits = Limits {
-        max_width: 8192,
-        max_height: 8192,
-        max_alloc_bytes: 256 << 20,
-    };
-    let mut cfg = Config {
-        base_dir: repo.clone(),
-        ..Default::default()
-    };
-    cfg.models.enabled = vec![MODEL.to_string()];
-    cfg.runtime.intra_op_threads = 1;
-    cfg.engine.workers = 1;
-    let settings = cfg.engine_settings();
-    let (_, env) = runtime::init(&settings)?;
-    let session = Mutex::new(
-        Session::builder(&env)
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(dir.join(&variant.file)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    if a.wgpu_rows {
+        return crate::frames_wgpu::child(a);
+    }
+    let setup = Setup::open()?;
+    let (repo, dir, p, input, limits, session) = (
+        &setup.repo,
+        &setup.dir,
+        &setup.p,
+        &setup.input,
+        &setup.limits,
+        &setup.session,
     );
-    let engine = Engine::start(&settings, &env, std::sync::Arc::new(Metrics::default()))?;
-    let gpu = tandem_engine::preprocess::gpu::shared_gpu();
-    let gpu_backend = match &gpu {
-        Ok(g) => {
-            eprintln!("wgpu adapter: {} (software: {})", g.name, g.software);
-            Some(Backend::Gpu(g.clone()))
-        }
-        Err(e) => {
-            eprintln!("wgpu: {e}");
-            None
-        }
-    };
-    let agent = procs::agent(&repo, MODEL, 1, 1)?;
-    let peer = procs::fastapi_peer(&repo, MODEL, 1)?;
+    let engine = Engine::start(
+        &setup.settings,
+        &setup.env,
+        std::sync::Arc::new(Metrics::default()),
+    )?;
+    let agent = procs::agent(repo, MODEL, 1, 1)?;
+    let peer = procs::fastapi_peer(repo, MODEL, 1)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let client = reqwest::Client::new();
     let agent_url = format!("http://{}/v1/classify/{MODEL}", agent.addr);
     let peer_url = format!("http://{}/v1/classify/{MODEL}", peer.addr);
-    let per = p.color.channels() * (p.width * p.height) as usize;
-    let shape = img::batch_shape(&p, 1);
+    let per = setup.per();
+    let shape = img::batch_shape(p, 1);
     let window = Duration::from_secs_f64(a.seconds);
-    let mut rows: Vec<(&'static str, &'static str, Stats)> = Vec::new();
-    for set in sets(&dir)? {
+    let mut rows: Vec<Row> = Vec::new();
+    for set in sets(dir)? {
         eprintln!("== {} ({} file(s))", set.name, set.files.len());
         let cyc = Cycle::new(&set.files);
-        let (p, limits, session, engine, shape) = (&p, &limits, &session, &engine, &shape);
-        let (input, cyc, gpu_backend) = (&input, &cyc, &gpu_backend);
+        let (engine, shape, cyc) = (&engine, &shape, &cyc);
         let pre_before = move || {
             let mut out = vec![0.0f32; per];
             reference::prepare_into(cyc.next(), p, limits, &mut out).is_ok()
@@ -216,14 +273,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             let mut out = vec![0.0f32; per];
             img::prepare_into(cyc.next(), p, limits, b, &mut out).is_ok()
         };
-        let tensor = {
-            let mut out = vec![0.0f32; per];
-            img::prepare_into(&set.files[0], p, limits, &Backend::Cpu, &mut out)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            out
+        // The decode alone, at the scale `pre-after` decodes at: the rest of `pre-after` is
+        // the resize, normalise and layout.
+        let decode_only = move || {
+            let bytes = cyc.next();
+            img::peek_dims(bytes).is_ok_and(|(w, h)| {
+                let (mw, mh) = Plan::new(w, h, p).min_source();
+                img::decode_at_least(bytes, p.color, limits, (mw * 2, mh * 2)).is_ok()
+            })
         };
+        let tensor = setup.tensor(&set)?;
         let tensor = &tensor;
-        let mut systems: Vec<System<'_>> = vec![
+        let systems: Vec<System<'_>> = vec![
             (
                 "pre-before",
                 Box::new(move |w| threads_window(1, w, &|_| pre_before())),
@@ -231,6 +292,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             (
                 "pre-after",
                 Box::new(move |w| threads_window(1, w, &|_| pre_with(&Backend::Cpu))),
+            ),
+            (
+                "decode",
+                Box::new(move |w| threads_window(1, w, &|_| decode_only())),
             ),
             (
                 "floor",
@@ -267,36 +332,28 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 Box::new(|w| http_cycle(&rt, &client, w, &peer_url, cyc)),
             ),
         ];
-        if let Some(b) = gpu_backend {
-            systems.push((
-                "pre-wgpu",
-                Box::new(move |w| threads_window(1, w, &|_| pre_with(b))),
-            ));
-            systems.push((
-                "e2e-wgpu",
-                Box::new(move |w| {
-                    threads_window(1, w, &|_| {
-                        let mut out = vec![0.0f32; per];
-                        img::prepare_into(cyc.next(), p, limits, b, &mut out).is_ok()
-                            && run_session(session, input, shape, &out)
-                    })
-                }),
-            ));
-        }
         let stats = interleaved(&systems, window, 5);
         for ((name, _), st) in systems.iter().zip(stats) {
             eprintln!(
                 "  {name:12} p50 {:.0} us, p99 {:.0} us, errors {}",
                 st.p50_us, st.p99_us, st.errors
             );
-            rows.push((set.name, name, st));
+            rows.push((set.name.into(), (*name).into(), st));
         }
+    }
+    drop((agent, peer, engine));
+    let gpu = crate::frames_wgpu::rows_in_child(a);
+    if let Ok(r) = &gpu {
+        rows.extend(r.iter().cloned());
     }
     print_report(&rows, gpu.as_ref().err());
     Ok(())
 }
 
-fn print_report(rows: &[(&str, &str, Stats)], gpu_missing: Option<&String>) {
+/// One measured cell: input set, system, figures.
+pub(crate) type Row = (String, String, Stats);
+
+fn print_report(rows: &[Row], gpu_missing: Option<&String>) {
     let find = |set: &str, sys: &str| {
         rows.iter()
             .find(|r| r.0 == set && r.1 == sys)
