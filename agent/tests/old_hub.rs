@@ -3,7 +3,8 @@
 //! with the hub's mutual TLS that answers kind 0x07 `Error { code: UnsupportedKind }`, as that
 //! hub's codec did. Every answer the agent would offload (threshold 2.0) is answered locally,
 //! `degraded: true`, `reason: hub_error`, with the detail `hybrid::OLD_HUB`, which the log
-//! repeats at WARN; the link stays up (the old hub answers pings) and the agent keeps serving.
+//! repeats at WARN once per connection (every refusal counted in
+//! `tandem_offload_old_hub_total`); the link stays up (the old hub answers pings) and the agent keeps serving.
 
 mod common;
 
@@ -134,5 +135,19 @@ async fn an_old_hub_gets_local_degraded_answers_and_an_upgrade_notice() {
         hub.refused(),
         refused + 1,
         "each offload still asks the hub"
+    );
+
+    // One WARN for the connection (it never dropped), every refusal counted.
+    let log = agent.log_text();
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(OLD_HUB))
+        .count();
+    assert_eq!(warns, 1, "one upgrade notice per connection:\n{log}");
+    let m = tandem_tests::metrics::scrape(&c, &format!("http://{}", agent.addr)).await;
+    assert_eq!(
+        tandem_tests::metrics::one(&m, "tandem_offload_old_hub_total"),
+        hub.refused() as f64,
+        "every refusal counted"
     );
 }

@@ -1,7 +1,8 @@
 //! Asking the hub: a `PredictRequest` with the request's `k`, answered by the hub's typed
 //! prediction (its engine ran the same post-processing as ours; nothing is decoded again
 //! here), or the reason the hub gave none. A hub older than the `PredictRequest` kind answers
-//! `UnsupportedKind`: a degraded answer whose detail says to upgrade the hub.
+//! `UnsupportedKind`: a degraded answer whose detail says to upgrade the hub (logged once per
+//! QUIC connection, counted in `tandem_offload_old_hub_total`).
 
 use super::{CloudAnswer, Missed, Router};
 use crate::policy::Reason;
@@ -72,7 +73,12 @@ impl Router {
                 message,
                 ..
             }) => {
-                tracing::warn!(model, %message, "{OLD_HUB}");
+                // Once per QUIC connection (every refusal counted in /metrics).
+                if self.counters.old_hub.refused(uplink.status().connects) {
+                    tracing::warn!(model, %message, "{OLD_HUB}");
+                } else {
+                    tracing::debug!(model, %message, "{OLD_HUB}");
+                }
                 Err(miss(Reason::HubError, Some(OLD_HUB.into())))
             }
             Ok(Message::Error { code, message, .. }) => {

@@ -126,12 +126,36 @@ struct RouteEntry {
     count: u64,
 }
 
+/// Offloads a hub too old for `PredictRequest` refused (`UnsupportedKind`), and the QUIC
+/// connection the agent last warned about: one WARN per connection, not one per request.
+#[derive(Debug, Default)]
+pub struct OldHub {
+    refused: AtomicU64,
+    warned_connect: AtomicU64,
+}
+
+impl OldHub {
+    /// Counts one refusal on the uplink's connection number `connects`; true for the first on
+    /// that connection (warn then; a reconnect may have reached an upgraded hub, or not).
+    pub fn refused(&self, connects: u64) -> bool {
+        self.refused.fetch_add(1, Relaxed);
+        self.warned_connect.swap(connects, Relaxed) != connects
+    }
+
+    /// Refusals so far.
+    pub fn count(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+}
+
 /// The agent's counters: route mix, MQTT link, and where sampled events go.
 #[derive(Debug, Default)]
 pub struct AgentCounters {
     routes: Mutex<Vec<RouteEntry>>,
     /// The MQTT link.
     pub mqtt: MqttCounters,
+    /// Offloads refused by a hub too old for `PredictRequest`.
+    pub old_hub: OldHub,
     events: RwLock<Option<EventSink>>,
 }
 
@@ -228,6 +252,12 @@ impl AgentCounters {
                 r.count,
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_offload_old_hub_total Offloads refused by a hub too old for PredictRequest (upgrade the hub).\n\
+             # TYPE tandem_offload_old_hub_total counter\ntandem_offload_old_hub_total {}",
+            self.old_hub.count()
+        );
         let m = &self.mqtt;
         let _ = writeln!(
             out,
@@ -276,5 +306,21 @@ impl AgentCounters {
                 n,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_hub_is_warned_about_once_per_connection() {
+        let o = OldHub::default();
+        assert!(o.refused(1));
+        assert!(!o.refused(1));
+        assert!(!o.refused(1));
+        assert!(o.refused(2), "a new connection warns again");
+        assert!(!o.refused(2));
+        assert_eq!(o.count(), 5);
     }
 }
