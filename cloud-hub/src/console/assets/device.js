@@ -1,6 +1,7 @@
 // One device: its state, plots over time from /v1/fleet/{d}/series (route mix, offload share,
 // latency p50/p99, queue depth and bytes, degraded answers) with version changes marked, its
-// update history and its last events.
+// update history and its last events; a camera's snapshot on request
+// (/v1/fleet/{d}/cameras/{c}/snapshot.jpg, asked over MQTT).
 import { api, el, replace, main, run, every, ago, fmtTime, pct, bytes } from './common.js';
 import { plot } from './plot.js';
 
@@ -104,7 +105,40 @@ function events(d, s) {
     table('event-rows', ['When', 'Kind', 'What'], rows.slice(0, 30).map(([t, k, w]) => [fmtTime(t), k, w]), 'No events yet.'));
 }
 
-let root, drawn = '';
+// A camera's snapshot: the hub does not know a device's cameras, so the person names one.
+// Built once and kept across redraws (the same node is placed again).
+function snapshotBox() {
+  const camera = el('input', { 'data-testid': 'snapshot-camera', placeholder: 'camera id', 'aria-label': 'camera id' });
+  const img = el('img', { 'data-testid': 'snapshot-image', alt: 'snapshot', hidden: '' });
+  const msg = el('p', { 'data-testid': 'snapshot-error', class: 'error', hidden: '' });
+  let shown = null;
+  const ask = async () => {
+    msg.hidden = true;
+    const url = `/v1/fleet/${enc}/cameras/${encodeURIComponent(camera.value.trim())}/snapshot.jpg`;
+    try {
+      const r = await fetch(url, { credentials: 'same-origin' });
+      if (!r.ok) {
+        const data = await r.json().catch(() => null);
+        throw new Error(data && typeof data.error === 'string' ? data.error : `${r.status} ${r.statusText}`);
+      }
+      if (shown) URL.revokeObjectURL(shown);
+      shown = URL.createObjectURL(await r.blob());
+      img.src = shown;
+      img.hidden = false;
+    } catch (e) {
+      img.hidden = true;
+      msg.textContent = e.message;
+      msg.hidden = false;
+    }
+  };
+  return el('section', { 'data-testid': 'snapshot' },
+    el('h2', { text: 'Camera snapshot' }),
+    el('form', { on: { submit: (e) => { e.preventDefault(); ask(); } } },
+      camera, ' ', el('button', { type: 'submit', 'data-testid': 'snapshot-button', text: 'Snapshot' })),
+    msg, img);
+}
+
+let root, drawn = '', snap;
 
 async function load() {
   const [d, s] = await Promise.all([api(`/v1/fleet/${enc}`), api(`/v1/fleet/${enc}/series`)]);
@@ -116,6 +150,7 @@ async function load() {
     facts(d),
     el('h2', { text: 'Over time' }),
     el('div', { class: 'plots' }, ...plots(s)),
+    snap,
     history(d, s),
     events(d, s));
 }
@@ -123,6 +158,7 @@ async function load() {
 run('fleet', async () => {
   document.title = `${id} · Tandem console`;
   root = main();
+  snap = snapshotBox();
   await load();
   every(10000, load);
 });
