@@ -3,11 +3,13 @@
 //! config's state paths under the root and its ports free ones), `/` and the root read-only
 //! but for the unit's state directory: it reports READY=1 and WATCHDOG=1 to the test's notify
 //! socket, answers, reloads on SIGHUP (a bad config is refused and the old one kept), writes
-//! nothing outside its state directory, and stops with status 0 on SIGTERM.
+//! nothing outside its state directory, and stops with status 0 on SIGTERM. The
+//! `tandem-ep-openvino` package is installed and purged with the real dpkg (its own database in
+//! the root), and the installed agent serves on OpenVINO from it.
 
 mod install;
 
-use install::{Running, prefix_config, snapshot, start, under, unit, unpack};
+use install::{Running, deb, dpkg, prefix_config, snapshot, start, under, unit, unpack};
 use rustix::process::Signal;
 use std::path::Path;
 use std::time::Duration;
@@ -31,6 +33,25 @@ fn ready_and_fed(d: &mut Running) {
         "no WATCHDOG=1 within 20 s of a 2 s watchdog; notifications {:?}",
         d.states
     );
+}
+
+/// The installed agent on `port` classifies the shipped vision-fashion sample (an ankle boot):
+/// status and body.
+fn classify_boot(root: &Path, port: u16) -> (u16, String) {
+    let png = std::fs::read(under(
+        root,
+        "/var/lib/tandem/models/vision-fashion/samples/0_9.png",
+    ))
+    .expect("shipped sample");
+    let r = reqwest::blocking::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/v1/classify/vision-fashion"
+        ))
+        .body(png)
+        .send()
+        .expect("classify");
+    let status = r.status().as_u16();
+    (status, r.text().unwrap_or_default())
 }
 
 /// SIGHUP, then a log line containing `line`.
@@ -81,23 +102,7 @@ fn agent_package_runs_as_its_unit_says() {
     let before = snapshot(&root, &skip);
     let mut d = start(&root, &u);
     ready_and_fed(&mut d);
-    let base = format!("http://127.0.0.1:{port}");
-    let c = reqwest::blocking::Client::new();
-    let png = std::fs::read(under(
-        &root,
-        "/var/lib/tandem/models/vision-fashion/samples/0_9.png",
-    ))
-    .expect("shipped sample");
-    let classify = |c: &reqwest::blocking::Client| {
-        let r = c
-            .post(format!("{base}/v1/classify/vision-fashion"))
-            .body(png.clone())
-            .send()
-            .expect("classify");
-        let status = r.status().as_u16();
-        (status, r.text().unwrap_or_default())
-    };
-    let (s, body) = classify(&c);
+    let (s, body) = classify_boot(&root, port);
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("Ankle boot"), "{body}");
     assert!(
@@ -130,7 +135,7 @@ fn agent_package_runs_as_its_unit_says() {
     )
     .expect("edit");
     hup_and_expect(&d, "config not reloaded: the running one is kept");
-    assert_eq!(classify(&c).0, 200);
+    assert_eq!(classify_boot(&root, port).0, 200);
     stops_cleanly(d, &root, &skip, &before);
     install::done(&root);
 }
@@ -209,5 +214,95 @@ fn hub_package_runs_as_its_unit_says() {
     .expect("edit");
     hup_and_expect(&d, "config not reloaded: the running one is kept");
     stops_cleanly(d, &root, &skip, &before);
+    install::done(&root);
+}
+
+/// `dpkg --root` succeeded; its output otherwise.
+fn dpkg_ok(root: &Path, args: &[&std::ffi::OsStr]) {
+    let out = dpkg(root, args);
+    assert!(
+        out.status.success(),
+        "dpkg {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn openvino_plugin_package_installs_serves_on_openvino_and_purges_cleanly() {
+    let root = unpack("pkg-ep", &["tandem-agent"]);
+    let (ort, ep) = (deb("tandem-onnxruntime"), deb("tandem-ep-openvino"));
+    // The runtime through dpkg too (libc6 and libstdc++6 are not in the root's database); the
+    // plugin's own dependency on it is then checked for real.
+    dpkg_ok(
+        &root,
+        &["--force-depends".as_ref(), "-i".as_ref(), ort.as_os_str()],
+    );
+    let u = unit(&root, "tandem-agent.service");
+    let port = free_tcp();
+    let conf = "/etc/tandem/agent.toml";
+    prefix_config(
+        &root,
+        conf,
+        &[
+            ("127.0.0.1:8470", format!("127.0.0.1:{port}")),
+            // As README "Accelerators" says for an Intel device, the CPU EP as the fallback.
+            (
+                "[runtime]\n",
+                "[runtime]\nexecution_providers = [\"openvino\", \"cpu\"]\n".to_string(),
+            ),
+        ],
+    );
+    let (state, cfg_path, admin) = (
+        under(&root, &u.state),
+        under(&root, conf),
+        under(&root, "/var/lib/dpkg"),
+    );
+    let skip = [state.as_path(), cfg_path.as_path(), admin.as_path()];
+    let without_plugin = snapshot(&root, &skip);
+
+    dpkg_ok(&root, &["-i".as_ref(), ep.as_os_str()]);
+    let dir = under(&root, "/usr/lib/tandem/ep/openvino");
+    let lib = dir.join("libonnxruntime_providers_openvino_plugin.so");
+    assert!(lib.is_file(), "{} not installed", lib.display());
+    assert!(
+        !dir.join(".wheel-sha256").exists(),
+        "provisioning stamps stay out of the package"
+    );
+    let before = snapshot(&root, &skip);
+    let mut d = start(&root, &u);
+    ready_and_fed(&mut d);
+    let log = d.proc.log_text();
+    assert!(
+        log.contains("execution-provider plugin registered")
+            && log.contains(&dir.display().to_string()),
+        "the plugin from the package's folder, found without runtime.ep_plugins:\n{log}"
+    );
+    let (status, body) = classify_boot(&root, port);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Ankle boot"), "{body}");
+    let meta: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v2/models/vision-fashion"))
+        .send()
+        .and_then(|r| r.json())
+        .expect("model metadata");
+    assert_eq!(
+        meta["parameters"]["execution_provider"],
+        "openvino",
+        "{meta}\n{}",
+        d.proc.log_text()
+    );
+    stops_cleanly(d, &root, &skip, &before);
+
+    // Purged: not one file of the plugin left, the rest of the installation as it was.
+    dpkg_ok(&root, &["--purge".as_ref(), "tandem-ep-openvino".as_ref()]);
+    assert!(
+        !under(&root, "/usr/lib/tandem/ep").exists(),
+        "dpkg --purge left {:?}",
+        std::fs::read_dir(under(&root, "/usr/lib/tandem/ep")).map(|r| r.count())
+    );
+    assert_eq!(snapshot(&root, &skip), without_plugin);
+    let status = dpkg(&root, &["-s".as_ref(), "tandem-ep-openvino".as_ref()]);
+    assert!(!status.status.success(), "still known to dpkg after purge");
     install::done(&root);
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use tandem_tests::process::Logged;
 use tandem_tests::repo;
 
-/// The packages, built once per test binary from the debug build (`--fast`: gzip -1).
+/// The packages, built once per test binary from the debug build (`--fast`: gzip -1), with
+/// `tandem-ep-openvino` from the plugin `make setup` provisions.
 pub fn packages() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -22,7 +23,7 @@ pub fn packages() -> &'static Path {
         let _ = tandem_tests::binary("tandem-hub");
         let out = tandem_tests::scratch("debs");
         let run = Command::new(repo().join("scripts/deb.sh"))
-            .args(["--profile", "debug", "--fast", "--out"])
+            .args(["--profile", "debug", "--fast", "--ep", "openvino", "--out"])
             .arg(&out)
             .output()
             .expect("scripts/deb.sh runs");
@@ -48,12 +49,13 @@ pub fn deb(pkg: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no {pkg} package in {}", packages().display()))
 }
 
-/// Tests that still need [`packages`]: the last to finish ([`done`]) removes them (~100 MB).
-static USERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
+/// Tests that still need [`packages`]: the last to finish ([`done`]) removes them (~170 MB).
+static USERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(3);
 
 /// A test is done with `root` (~125 MB, removed) and, the last one, with the packages.
 pub fn done(root: &Path) {
     let _ = std::fs::remove_dir_all(root);
+    let _ = std::fs::remove_dir_all(root.with_extension("tmp"));
     let _ = std::fs::remove_file(root.with_extension("notify"));
     if USERS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
         let _ = std::fs::remove_dir_all(packages());
@@ -73,6 +75,23 @@ pub fn unpack(name: &str, pkgs: &[&str]) -> tandem_tests::Scratch {
         assert!(st.success(), "dpkg-deb -x {p}");
     }
     root
+}
+
+/// `dpkg --root=ROOT ARGS`: the real dpkg with its own database in `root/var/lib/dpkg` (created
+/// empty the first time), so a test installs and removes packages without touching the host.
+pub fn dpkg(root: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let admin = root.join("var/lib/dpkg");
+    for d in ["info", "updates"] {
+        std::fs::create_dir_all(admin.join(d)).expect("dpkg database");
+    }
+    if !admin.join("status").exists() {
+        std::fs::write(admin.join("status"), b"").expect("dpkg status");
+    }
+    Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(args)
+        .output()
+        .expect("dpkg runs")
 }
 
 /// What the unit file says about how to run it.
@@ -138,8 +157,9 @@ pub struct Running {
 }
 
 /// Starts `unit` from `root`: `ExecStart` with absolute paths under `root`, in `WorkingDirectory`,
-/// `/` and `root` read-only, the state directory writable, `NOTIFY_SOCKET` and a 2 s
-/// `WATCHDOG_USEC`; no `ORT_DYLIB_PATH` or `RUST_LOG`.
+/// `/` and `root` read-only, the state directory and a private temp folder (`TMPDIR`, for
+/// `PrivateTmp=yes`) writable, `NOTIFY_SOCKET` and a 2 s `WATCHDOG_USEC`; no `ORT_DYLIB_PATH`
+/// or `RUST_LOG`.
 pub fn start(root: &Path, unit: &Unit) -> Running {
     let sock = root.with_extension("notify");
     let _ = std::fs::remove_file(&sock);
@@ -149,6 +169,15 @@ pub fn start(root: &Path, unit: &Unit) -> Running {
         .expect("timeout");
     let state = under(root, &unit.state);
     std::fs::create_dir_all(&state).expect("state dir");
+    // `PrivateTmp=yes`: a temp folder of its own, writable (here through TMPDIR, as the root
+    // itself lives under /tmp), rather than relying on what other processes left in /tmp.
+    assert!(
+        unit.text.contains("\nPrivateTmp=yes\n"),
+        "the harness stands in for PrivateTmp=yes"
+    );
+    let tmp = root.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("private tmp");
     let argv: Vec<String> = unit
         .exec
         .iter()
@@ -163,18 +192,21 @@ pub fn start(root: &Path, unit: &Unit) -> Running {
     let script = r#"set -e
 mount --bind "$1" "$1"
 mount --bind "$2" "$2"
+mount --bind "$3" "$3"
 mount -o remount,bind,ro "$1"
 mount -o remount,bind,ro /
-shift 2
+shift 3
 exec "$@""#;
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "sh", "-c", script, "sh"])
         .arg(root)
         .arg(&state)
+        .arg(&tmp)
         .args(&argv)
         .current_dir(under(root, &unit.workdir))
         .env_remove("ORT_DYLIB_PATH")
         .env_remove("RUST_LOG")
+        .env("TMPDIR", &tmp)
         .env("NOTIFY_SOCKET", &sock)
         .env("WATCHDOG_USEC", "2000000");
     let (proc, _) = Logged::spawn(&mut cmd, Duration::ZERO, |_| None);
