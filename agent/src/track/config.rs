@@ -42,6 +42,11 @@ pub struct TrackerConfig {
     /// Publish object events (`appeared`, `updated`, `gone`) for cameras streaming to a
     /// detection model. Default true.
     pub enabled: bool,
+    /// A box is tracked (starts or continues a track) only when it scores at least this
+    /// (0-1; Frigate's per-object `min_score`). Lower boxes stay in the frame's answer and the
+    /// cascade's signals, but never become events: the edge answers down to the cloud's
+    /// detector threshold (mAP), the bar for an event is here. Default 0.35.
+    pub min_score: f32,
     /// A box continues a track of its class when their IoU is at least this (0-1, above 0).
     /// Default 0.3.
     pub iou_threshold: f32,
@@ -101,6 +106,7 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            min_score: 0.35,
             iou_threshold: 0.3,
             min_hits: 2,
             max_missed_frames: 5,
@@ -146,6 +152,10 @@ impl CamerasConfig {
         need(
             (1..=4096).contains(&self.max_cameras),
             "max_cameras must be 1-4096",
+        );
+        need(
+            (0.0..=1.0).contains(&t.min_score),
+            "tracker.min_score must be 0-1",
         );
         need(
             t.iou_threshold > 0.0 && t.iou_threshold <= 1.0,

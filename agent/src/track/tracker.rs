@@ -1,7 +1,8 @@
 //! The IoU tracker of one camera, sans IO (no clock, no frames: the caller hands in each
 //! frame's boxes and its time in milliseconds).
 //!
-//! Each frame, boxes are matched to the live tracks of their class greedily by IoU, best pair
+//! Each frame, boxes scoring under `min_score` are set aside (never tracked), and the others
+//! are matched to the live tracks of their class greedily by IoU, best pair
 //! first, a pair counting only at `iou_threshold` or more. Then:
 //! - a matched track takes the box and score; a new best score is reported in
 //!   [`Step::best`] (the caller keeps this frame as the track's snapshot); a tentative track
@@ -119,6 +120,9 @@ impl Tracker {
 
     /// One frame's boxes at `now_ms`.
     pub fn observe(&mut self, now_ms: u64, boxes: &[Detection]) -> Step {
+        let min = self.cfg.min_score;
+        let kept: Vec<Detection> = boxes.iter().filter(|d| d.score >= min).cloned().collect();
+        let boxes = kept.as_slice();
         let mut step = Step::default();
         let matched = self.matches(boxes);
         let mut seen = vec![false; self.tracks.len()];

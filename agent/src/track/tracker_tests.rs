@@ -189,3 +189,25 @@ fn shutdown_ends_every_confirmed_track_and_the_cap_holds() {
     assert_eq!(s.changes[0].reason, Some(GoneReason::Shutdown));
     assert_eq!(t.live(), 0);
 }
+
+#[test]
+fn boxes_under_min_score_are_never_tracked() {
+    let mut t = Tracker::new(TrackerConfig {
+        min_score: 0.35,
+        ..cfg()
+    });
+    // An object the detector answers at 0.2-0.34 (the cloud's answer threshold) makes no track.
+    for (i, score) in [0.2, 0.3, 0.34].into_iter().enumerate() {
+        let s = t.observe(i as u64 * 100, &[det(0, A, score)]);
+        assert_eq!(s, Step::default(), "score {score}");
+        assert_eq!(t.live(), 0);
+    }
+    // At the bar it is tracked, and appears after min_hits frames as before.
+    t.observe(300, &[det(0, A, 0.35)]);
+    let s = t.observe(400, &[det(0, A, 0.5)]);
+    assert_eq!(kinds(&s), vec![(ObjectEventType::Appeared, "300-1".into())]);
+    // A confirmed track's box under the bar counts as a miss, not a sighting.
+    let s = t.observe(500, &[det(0, A, 0.3)]);
+    assert!(s.changes.is_empty() && s.best.is_empty(), "{s:?}");
+    assert_eq!(t.track("300-1").map(|x| x.frames), Some(2));
+}
