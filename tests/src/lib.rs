@@ -5,7 +5,7 @@
 //! ([`tls`]), hand-made HTTP(S) requests ([`raw`]) and several hosts on one machine in network
 //! namespaces ([`netns`]), with a hub and agents on them ([`fleet`]) and fresh handshakes with
 //! the hub as a device ([`probe`]), the rule under which Rust's end-to-end answers may differ
-//! from Python's ([`reference`]), and a headless Chromium for the console ([`browser`], feature
+//! from Python's ([`mod@reference`]), and a headless Chromium for the console ([`browser`], feature
 //! `browser`, on by default).
 //!
 //! Generic on purpose: it depends on no Tandem crate, so `tandem-agent` and `tandem-hub` take it

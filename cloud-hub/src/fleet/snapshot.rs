@@ -1,14 +1,14 @@
 //! Snapshots an operator asks of a device's camera (docs/mqtt.md "Snapshots", hub side):
 //! `GET /v1/fleet/{device}/cameras/{camera}/snapshot.jpg[?track=ID&timeout_ms=N]` publishes a
-//! [`SnapshotRequest`] with a fresh id on `tandem/{device}/cameras/{camera}/snapshot/get`
-//! through the hub's MQTT link, waits for the [`SnapshotReply`] with that id on
-//! `.../snapshot`, and answers the JPEG (`image/jpeg`, faces blurred on the device) or a
-//! precise error ([`SnapshotError::status`]).
+//! [`SnapshotRequest`](tandem_shared::mqtt::SnapshotRequest) with a fresh id on
+//! `tandem/{device}/cameras/{camera}/snapshot/get` through the hub's MQTT link, waits for the
+//! [`SnapshotReply`] with that id on `.../snapshot`, and answers the JPEG (`image/jpeg`, faces
+//! blurred on the device) or a precise error ([`SnapshotError::status`]).
 //!
 //! Bounded: at most `fleet.snapshot_max_inflight` requests wait at once; one more is answered
 //! 429 at once, never queued. Each wait ends after `fleet.snapshot_timeout_ms` (or the
 //! request's `timeout_ms`, 1-60000), and its waiter is removed however the request ends
-//! (answered, timed out, or dropped because the HTTP client went away: [`Waiting`]'s drop).
+//! (answered, timed out, or dropped because the HTTP client went away: `Waiting`'s drop).
 
 use super::Fleet;
 use axum::extract::{Path, Query, State};

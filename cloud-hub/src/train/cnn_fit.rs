@@ -1,5 +1,5 @@
 //! Training a [`Cnn`] whole (pure): shuffled mini-batches, softmax cross-entropy, every
-//! layer's gradients by back-propagation ([`Cnn::backward_one`]), Adam with decoupled weight
+//! layer's gradients by back-propagation (`Cnn::backward_one`), Adam with decoupled weight
 //! decay.
 
 use super::cnn::{Cnn, CnnError, Layer, TrainOptions, TrainStats, shapes};
