@@ -14,6 +14,7 @@
 //! `tandem-bench console-shot` takes one screenshot of a console page (the demo's).
 
 use crate::procs::{self, Server};
+use crate::stats::median;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -81,15 +82,6 @@ fn golden(repo: &Path, name: &str) -> anyhow::Result<Value> {
 }
 
 /// The median of `v` (NaN when empty).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

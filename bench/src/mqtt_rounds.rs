@@ -153,13 +153,7 @@ impl Ratio {
 
     /// The median round (the mean of the middle two for an even count; NaN with none).
     pub fn median(&self) -> f64 {
-        let mut v = self.rounds.clone();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+        crate::stats::median(&mut self.rounds.clone())
     }
 
     /// `a, b, c` with two decimals.

@@ -19,6 +19,17 @@ pub struct Stats {
     pub errors: usize,
 }
 
+/// The median of `v` (sorted in place): the mean of the middle two for an even count, NaN
+/// for none.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Summarises latencies (any order) collected over `window`.
 pub fn summarise(mut lat: Vec<Duration>, window: Duration, errors: usize) -> Stats {
     lat.sort_unstable();
