@@ -72,11 +72,7 @@ fn first_output(e: &Engine, model: &str) -> Vec<f32> {
 }
 
 fn variant_present(model: &str, variant: &str) -> bool {
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("models").join(model).join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
-    m["variants"][variant]["file"]
+    manifest(model)["variants"][variant]["file"]
         .as_str()
         .is_some_and(|f| repo().join("models").join(model).join(f).is_file())
 }
@@ -103,15 +99,8 @@ fn openvino_matches_the_cpu_ep_on_every_shipped_model() {
             checked += 1;
             let cpu = start(&settings(model, variant, &["cpu"]));
             let want = first_output(&cpu, model);
-            let s = settings(model, variant, &["openvino", "cpu"]);
-            let (tol, _) = s
-                .runtime
-                .accuracy_tolerance(manifest_tolerance(model, variant));
-            let ov = start(&s);
+            let (ov, tol, diff) = on_openvino(model, variant);
             let h = ov.model(model).expect("loaded");
-            let diff = h.ep_measured[0]
-                .max_abs_diff
-                .expect("the reference cases ran");
             eprintln!(
                 "{model} {variant}: OpenVINO f32 max |diff| vs the CPU reference {diff:.2e} (tolerance {tol})"
             );
@@ -143,15 +132,8 @@ fn openvino_serves_the_fp32_detectors_and_the_gate_refuses_the_int8_ones() {
     for model in ["detect-coco", "detect-face"] {
         for variant in ["edge", "cloud"] {
             assert!(variant_present(model, variant), "{model} {variant}");
-            let s = settings(model, variant, &["openvino", "cpu"]);
-            let (tol, _) = s
-                .runtime
-                .accuracy_tolerance(manifest_tolerance(model, variant));
-            let ov = start(&s);
+            let (ov, tol, diff) = on_openvino(model, variant);
             let h = ov.model(model).expect("loaded");
-            let diff = h.ep_measured[0]
-                .max_abs_diff
-                .expect("the reference cases ran");
             eprintln!("{model} {variant}: OpenVINO f32 max |diff| {diff:.2e} (tolerance {tol})");
             let (want, within) = if variant == "cloud" {
                 (ExecutionProvider::Openvino, true)
@@ -164,12 +146,29 @@ fn openvino_serves_the_fp32_detectors_and_the_gate_refuses_the_int8_ones() {
     }
 }
 
+/// `model`/`variant` started with providers `[openvino, cpu]`: the engine, the gate's tolerance
+/// for it, and the difference the gate measured on OpenVINO.
+fn on_openvino(model: &str, variant: &str) -> (Engine, f64, f64) {
+    let s = settings(model, variant, &["openvino", "cpu"]);
+    let (tol, _) = s
+        .runtime
+        .accuracy_tolerance(manifest_tolerance(model, variant));
+    let ov = start(&s);
+    let diff = ov.model(model).expect("loaded").ep_measured[0]
+        .max_abs_diff
+        .expect("the reference cases ran");
+    (ov, tol, diff)
+}
+
 fn manifest_tolerance(model: &str, variant: &str) -> Option<f64> {
-    let m: serde_json::Value = serde_json::from_slice(
+    manifest(model)["variants"][variant]["ep_max_abs_diff"].as_f64()
+}
+
+fn manifest(model: &str) -> serde_json::Value {
+    serde_json::from_slice(
         &std::fs::read(repo().join("models").join(model).join("manifest.json")).expect("manifest"),
     )
-    .expect("json");
-    m["variants"][variant]["ep_max_abs_diff"].as_f64()
+    .expect("json")
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
