@@ -81,29 +81,58 @@ impl Measure {
 
 static CACHE: Mutex<Option<HashMap<String, Measure>>> = Mutex::new(None);
 
+/// What a measurement depends on: the cache key is a hash of all of it, so a change in any
+/// part (a new model, other options, other hardware, another runtime) measures again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct KeyParts {
+    /// The model file's sha256.
+    digest: String,
+    ep: ExecutionProvider,
+    /// `[runtime.ep]`, as JSON.
+    options: String,
+    intra_threads: usize,
+    tolerance: f64,
+    /// Each plugin library: path and size.
+    plugins: Vec<String>,
+    /// The device inventory ([`plugins::inventory`]), as JSON.
+    hardware: String,
+    /// The ONNX Runtime library loaded.
+    ort: String,
+}
+
+impl KeyParts {
+    fn of(sel: &Selector<'_>, e: ExecutionProvider) -> Self {
+        Self {
+            digest: sel.digest.clone(),
+            ep: e,
+            options: serde_json::to_string(sel.params.options).unwrap_or_default(),
+            intra_threads: sel.params.intra_threads,
+            tolerance: sel.tolerance.0,
+            plugins: sel
+                .params
+                .plugins
+                .iter()
+                .map(|p| {
+                    let len = std::fs::metadata(&p.path).map_or(0, |m| m.len());
+                    format!("{}:{len}", p.path.display())
+                })
+                .collect(),
+            hardware: serde_json::to_string(&plugins::inventory(sel.params.env))
+                .unwrap_or_default(),
+            ort: crate::runtime::loaded_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn key(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
 fn key(sel: &Selector<'_>, e: ExecutionProvider) -> String {
-    let hw = serde_json::to_string(&plugins::inventory(sel.params.env)).unwrap_or_default();
-    let opts = serde_json::to_string(sel.params.options).unwrap_or_default();
-    let libs: Vec<String> = sel
-        .params
-        .plugins
-        .iter()
-        .map(|p| {
-            let len = std::fs::metadata(&p.path).map_or(0, |m| m.len());
-            format!("{}:{len}", p.path.display())
-        })
-        .collect();
-    let ort = crate::runtime::loaded_path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let text = format!(
-        "{}|{e}|{opts}|{}|{}|{hw}|{}|{ort}",
-        sel.digest,
-        sel.params.intra_threads,
-        sel.tolerance.0,
-        libs.join(",")
-    );
-    hex::encode(Sha256::digest(text.as_bytes()))
+    KeyParts::of(sel, e).key()
 }
 
 /// Measures every candidate (or takes the cached measurement) and builds the fastest accurate.
@@ -182,3 +211,7 @@ pub(super) fn measured(sel: &Selector<'_>) -> Result<Built, NoProvider> {
         measured,
     })
 }
+
+#[cfg(test)]
+#[path = "choice_tests.rs"]
+mod tests;
