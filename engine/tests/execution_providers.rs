@@ -7,42 +7,29 @@
 
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tandem_engine::metrics::Metrics;
 use tandem_engine::settings::EngineSettings;
 use tandem_engine::{Engine, Input};
 use tandem_shared::provider::ExecutionProvider;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{repo, top1};
 
 fn openvino_plugin() -> PathBuf {
-    let p = repo().join(".ort/ep/openvino/libonnxruntime_providers_openvino_plugin.so");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `make setup` (scripts/provision-ep.sh openvino)",
-        p.display()
-    );
-    p
+    common::plugin(
+        ".ort/ep/openvino/libonnxruntime_providers_openvino_plugin.so",
+        "openvino",
+    )
 }
 
 fn settings(model: &str, variant: &str, eps: &[&str]) -> EngineSettings {
-    let mut s = EngineSettings {
-        base_dir: repo(),
-        ..Default::default()
-    };
-    s.models.enabled = vec![model.into()];
-    s.models.variant = variant.into();
-    s.runtime.execution_providers = eps.iter().map(|e| e.to_string()).collect();
+    let mut s = common::settings(model, variant, eps);
     s.runtime.intra_op_threads = 2;
     assert!(s.problems().is_empty(), "{:?}", s.problems());
     s
 }
 
 fn start(s: &EngineSettings) -> Engine {
-    let (_, env) = tandem_engine::runtime::init(s).expect("ONNX Runtime loads (run `make setup`)");
-    Engine::start(s, &env, Arc::new(Metrics::default())).expect("engine starts")
+    common::try_start(s).expect("engine starts")
 }
 
 fn sample_input(model: &str) -> Input {
@@ -53,35 +40,18 @@ fn sample_input(model: &str) -> Input {
             serde_json::from_str(line.lines().next().expect("a line")).expect("json");
         return Input::Texts(vec![first["text"].as_str().expect("text").to_string()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("samples")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
+    let files = common::sample_files(model);
     Input::Images(vec![Bytes::from(std::fs::read(&files[0]).expect("sample"))])
 }
 
 fn first_output(e: &Engine, model: &str) -> Vec<f32> {
-    let inf = e
-        .infer_blocking(model, sample_input(model))
-        .expect("inference");
-    match &inf.outputs[0].data {
-        tandem_shared::oip::TensorData::F32(d) => d.clone(),
-        other => panic!("unexpected output {other:?}"),
-    }
+    common::first_output(e, model, sample_input(model)).0
 }
 
 fn variant_present(model: &str, variant: &str) -> bool {
     manifest(model)["variants"][variant]["file"]
         .as_str()
         .is_some_and(|f| repo().join("models").join(model).join(f).is_file())
-}
-
-fn top1(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
 }
 
 /// Every shipped model variant on OpenVINO (f32) against the CPU EP: each passes the gate at
@@ -202,20 +172,12 @@ fn the_int8_imagenet_model_serves_on_openvino_within_its_manifest_tolerance() {
         ov.model(model).expect("loaded").ep,
         ExecutionProvider::Openvino
     );
-    let dir = repo().join("models").join(model).join("samples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("samples")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
+    let files = common::sample_files(model);
     let (mut agree, mut logit, mut prob) = (0, 0.0f32, 0.0f32);
     for f in &files {
         let run = |e: &Engine| {
             let input = Input::Images(vec![Bytes::from(std::fs::read(f).expect("sample"))]);
-            match &e.infer_blocking(model, input).expect("inference").outputs[0].data {
-                tandem_shared::oip::TensorData::F32(d) => d.clone(),
-                other => panic!("unexpected output {other:?}"),
-            }
+            common::first_output(e, model, input).0
         };
         let (c, o) = (run(&cpu), run(&ov));
         agree += usize::from(top1(&c) == top1(&o));

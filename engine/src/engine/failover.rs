@@ -47,6 +47,7 @@ impl Rebuild {
                 spinning: rt.intra_op_spinning,
                 options: &rt.ep,
                 plugins: &self.plugins,
+                rows_per_run: self.settings.engine.max_rows_per_run,
             },
             order: order.to_vec(),
             auto: false,

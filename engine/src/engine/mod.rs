@@ -374,6 +374,7 @@ impl Engine {
                 spinning: cfg.runtime.intra_op_spinning,
                 options: &cfg.runtime.ep,
                 plugins,
+                rows_per_run: cfg.engine.max_rows_per_run,
             },
             order: cfg.providers(),
             auto: cfg.auto_providers(),

@@ -91,6 +91,8 @@ struct KeyParts {
     /// `[runtime.ep]`, as JSON.
     options: String,
     intra_threads: usize,
+    /// `engine.max_rows_per_run` (QNN serves only at 1).
+    rows_per_run: usize,
     tolerance: f64,
     /// Each plugin library: path and size.
     plugins: Vec<String>,
@@ -107,6 +109,7 @@ impl KeyParts {
             ep: e,
             options: serde_json::to_string(sel.params.options).unwrap_or_default(),
             intra_threads: sel.params.intra_threads,
+            rows_per_run: sel.params.rows_per_run,
             tolerance: sel.tolerance.0,
             plugins: sel
                 .params

@@ -25,6 +25,7 @@ fn parts() -> KeyParts {
         ep: ExecutionProvider::Openvino,
         options: json(&EpOptions::default()),
         intra_threads: 2,
+        rows_per_run: 16,
         tolerance: 0.01,
         plugins: vec!["/opt/ort/ep/openvino/libplugin.so:1234".into()],
         hardware: json(&[
@@ -87,9 +88,10 @@ fn other_provider_options_give_another_key() {
 #[test]
 fn every_other_part_gives_another_key() {
     let base = parts().key();
-    let changes: [fn(&mut KeyParts); 5] = [
+    let changes: [fn(&mut KeyParts); 6] = [
         |p| p.ep = ExecutionProvider::Cpu,
         |p| p.intra_threads = 1,
+        |p| p.rows_per_run = 1,
         |p| p.tolerance = 0.02,
         |p| p.plugins[0] = "/opt/ort/ep/openvino/libplugin.so:4321".into(),
         |p| p.ort = "/opt/ort/gpu/libonnxruntime.so.1.31.1".into(),
@@ -121,6 +123,7 @@ fn the_key_of_a_selector_holds_the_device_inventory_digest_and_options() {
             spinning: false,
             options: &options,
             plugins: &[],
+            rows_per_run: 1,
         },
         order: Vec::new(),
         auto: true,
@@ -138,5 +141,8 @@ fn the_key_of_a_selector_holds_the_device_inventory_digest_and_options() {
     );
     assert_eq!(p.digest, sel.digest);
     assert_eq!(p.options, json(&options));
-    assert_eq!((p.ep, p.intra_threads), (ExecutionProvider::Cpu, 3));
+    assert_eq!(
+        (p.ep, p.intra_threads, p.rows_per_run),
+        (ExecutionProvider::Cpu, 3, 1)
+    );
 }

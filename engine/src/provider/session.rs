@@ -1,6 +1,11 @@
 //! Building one ONNX Runtime session on one execution provider, pinned to that provider's
 //! devices: never the default device policy, which, once a plugin is registered, silently
 //! runs a "CPU" session on the plugin (or fails with QNN registered).
+//!
+//! QNN compiles a graph for static shapes: its sessions fix the batch dimension at 1 (so it
+//! serves only with `engine.max_rows_per_run = 1`, and is skipped with that reason otherwise)
+//! and turn ONNX Runtime's CPU fallback off, so a model QNN cannot take whole fails to build
+//! instead of running on the CPU while reported as `qnn`.
 
 use super::options::EpOptions;
 use super::plugins::Plugin;
@@ -28,7 +33,14 @@ pub struct Params<'a> {
     pub options: &'a EpOptions,
     /// This config's plugin libraries.
     pub plugins: &'a [Plugin],
+    /// `engine.max_rows_per_run`: the most rows one run carries (QNN takes only 1).
+    pub rows_per_run: usize,
 }
+
+/// Names a model's batch dimension may carry; QNN sessions fix each at 1.
+pub const BATCH_DIM_NAMES: [&str; 2] = ["batch", "batch_size"];
+/// The ONNX denotation of a batch dimension; QNN sessions fix it at 1 too.
+pub const BATCH_DENOTATION: &str = "DATA_BATCH";
 
 /// The plugin a provider comes from, and the names its devices carry.
 fn plugin_of(e: ExecutionProvider) -> Option<(&'static str, &'static [&'static str])> {
@@ -58,9 +70,47 @@ fn base(p: &Params<'_>) -> Result<SessionBuilder, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Why `e` cannot serve runs of `rows_per_run` rows (`None`: it can). QNN's graph is compiled
+/// with the batch dimension fixed at 1.
+pub fn rows_rule(e: ExecutionProvider, rows_per_run: usize) -> Option<String> {
+    (e == ExecutionProvider::Qnn && rows_per_run != 1).then(|| {
+        format!(
+            "QNN runs with the batch dimension fixed at 1, and engine.max_rows_per_run is {rows_per_run}: set engine.max_rows_per_run = 1 to serve on QNN"
+        )
+    })
+}
+
+/// The batch dimension fixed at 1 (by [`BATCH_DIM_NAMES`] and [`BATCH_DENOTATION`]).
+pub fn fixed_batch(b: SessionBuilder) -> Result<SessionBuilder, String> {
+    let mut b = b
+        .with_dimension_override_by_denotation(BATCH_DENOTATION, 1)
+        .map_err(|e| e.to_string())?;
+    for name in BATCH_DIM_NAMES {
+        b = b
+            .with_dimension_override(name, 1)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(b)
+}
+
+/// [`fixed_batch`] and no CPU fallback: a node the provider cannot take fails the build.
+pub fn static_batch_no_fallback(b: SessionBuilder) -> Result<SessionBuilder, String> {
+    fixed_batch(b)?
+        .with_disable_cpu_fallback()
+        .map_err(|e| e.to_string())
+}
+
 /// Builds a session on `e`, pinned to its devices; `Err` says why it cannot.
 pub fn build(p: &Params<'_>, e: ExecutionProvider) -> Result<Session, String> {
+    if let Some(why) = rows_rule(e, p.rows_per_run) {
+        return Err(why);
+    }
     let b = base(p)?;
+    let b = if e == ExecutionProvider::Qnn {
+        static_batch_no_fallback(b)?
+    } else {
+        b
+    };
     let mut b = match e {
         ExecutionProvider::Cpu => {
             let cpu: Vec<Device<'_>> = p
@@ -80,7 +130,12 @@ pub fn build(p: &Params<'_>, e: ExecutionProvider) -> Result<Session, String> {
                 .map_err(|e| e.to_string())?
         }
     };
-    b.commit_from_file(p.path).map_err(|e| e.to_string())
+    b.commit_from_file(p.path).map_err(|err| match e {
+        ExecutionProvider::Qnn => format!(
+            "QNN cannot run the whole model with the batch dimension fixed at 1 (another dynamic dimension, or an operator it lacks), and the CPU fallback is off: {err}"
+        ),
+        _ => err.to_string(),
+    })
 }
 
 fn plugin_session(
@@ -189,5 +244,59 @@ fn legacy(o: &EpOptions, e: ExecutionProvider) -> ep::ExecutionProviderDispatch 
         ExecutionProvider::Directml => ep::DirectML::default().build(),
         ExecutionProvider::Rocm => ep::ROCm::default().build(),
         _ => ep::XNNPACK::default().build(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ort::value::ValueType;
+
+    #[test]
+    fn qnn_is_skipped_with_its_reason_unless_runs_carry_one_row() {
+        let why = rows_rule(ExecutionProvider::Qnn, 16).expect("16 rows: QNN skipped");
+        assert!(
+            why.contains("engine.max_rows_per_run is 16")
+                && why.contains("engine.max_rows_per_run = 1"),
+            "{why}"
+        );
+        assert_eq!(rows_rule(ExecutionProvider::Qnn, 1), None);
+        for e in [ExecutionProvider::Cpu, ExecutionProvider::Openvino] {
+            assert_eq!(rows_rule(e, 16), None, "{e}");
+        }
+    }
+
+    /// The QNN session options on real sessions (the CPU's: no QNN is needed to see them take
+    /// effect): the shipped model's `batch` dimension becomes 1, and the CPU fallback is off
+    /// (ONNX Runtime refuses that beside an explicit CPU device).
+    #[test]
+    fn qnn_sessions_fix_the_batch_at_one_and_refuse_the_cpu_fallback() {
+        let s = crate::settings::EngineSettings {
+            base_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+            ..Default::default()
+        };
+        let (_, env) = crate::runtime::init(&s).expect("ONNX Runtime loads (run `make setup`)");
+        let model = s.base_dir.join("models/vision-fashion/edge.onnx");
+        let first_dim = |session: &Session| match session.inputs()[0].dtype() {
+            ValueType::Tensor { shape, .. } => shape[0],
+            other => panic!("not a tensor: {other:?}"),
+        };
+        let on_cpu = |b: SessionBuilder| {
+            let cpu: Vec<Device<'_>> = env
+                .devices()
+                .filter(|d| d.ep().ok() == Some("CPUExecutionProvider"))
+                .collect();
+            b.with_devices(cpu, None)
+                .expect("CPU device")
+                .commit_from_file(&model)
+        };
+        let builder = || Session::builder(&env).expect("builder");
+        let free = on_cpu(builder()).expect("CPU session");
+        assert_eq!(first_dim(&free), -1, "the shipped model's batch is free");
+        let fixed = on_cpu(fixed_batch(builder()).expect("options")).expect("batch fixed");
+        assert_eq!(first_dim(&fixed), 1);
+        let err = on_cpu(static_batch_no_fallback(builder()).expect("options"))
+            .expect_err("the CPU device with the CPU fallback off");
+        assert!(err.to_string().contains("disabled fallback"), "{err}");
     }
 }

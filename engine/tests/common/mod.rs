@@ -1,0 +1,73 @@
+//! What the engine's integration tests share: the checkout, a provisioned plugin library,
+//! settings for one model on given providers, an engine started on them, a model's samples
+//! and the outputs it gives them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use tandem_engine::metrics::Metrics;
+use tandem_engine::settings::EngineSettings;
+use tandem_engine::{Engine, Input};
+use tandem_shared::oip::TensorData;
+use tandem_shared::provider::ExecutionProvider;
+
+/// The checkout's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A plugin library `make setup` provisions (`scripts/provision-ep.sh <ep>`), at `rel`.
+pub fn plugin(rel: &str, ep: &str) -> PathBuf {
+    let p = repo().join(rel);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make setup` (scripts/provision-ep.sh {ep})",
+        p.display()
+    );
+    p
+}
+
+/// `model`'s `variant` on `eps`, everything else at its default.
+pub fn settings(model: &str, variant: &str, eps: &[&str]) -> EngineSettings {
+    let mut s = EngineSettings {
+        base_dir: repo(),
+        ..Default::default()
+    };
+    s.models.enabled = vec![model.into()];
+    s.models.variant = variant.into();
+    s.runtime.execution_providers = eps.iter().map(|e| e.to_string()).collect();
+    s
+}
+
+/// An engine on `s` (ONNX Runtime from `make setup`), or why it did not start.
+pub fn try_start(s: &EngineSettings) -> Result<Engine, String> {
+    let (_, env) = tandem_engine::runtime::init(s).expect("ONNX Runtime loads (run `make setup`)");
+    Engine::start(s, &env, Arc::new(Metrics::default())).map_err(|e| e.to_string())
+}
+
+/// The model's sample files (`models/<model>/samples/`), sorted.
+pub fn sample_files(model: &str) -> Vec<PathBuf> {
+    let dir = repo().join("models").join(model).join("samples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("samples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The first output of one inference (F32), and the provider that ran it.
+pub fn first_output(e: &Engine, model: &str, input: Input) -> (Vec<f32>, ExecutionProvider) {
+    let inf = e.infer_blocking(model, input).expect("inference");
+    match &inf.outputs[0].data {
+        TensorData::F32(d) => (d.clone(), inf.ep),
+        other => panic!("unexpected output {other:?}"),
+    }
+}
+
+/// The index of the largest value.
+pub fn top1(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
