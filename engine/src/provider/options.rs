@@ -58,7 +58,9 @@ pub struct TensorRtOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QnnOptions {
-    /// Backend: `htp` (the Hexagon NPU, default), `cpu` or `gpu`.
+    /// Backend: `htp` (the Hexagon NPU, default), `cpu` (needs the QNN SDK's `libQnnCpu.so`,
+    /// which the `onnxruntime-qnn` wheel lacks) or `gpu` (Adreno). QNN serves only with
+    /// `engine.max_rows_per_run = 1`.
     pub backend: String,
 }
 
