@@ -1,8 +1,10 @@
 //! Run-time failover of a worker's session: when a run fails on its provider (device lost,
 //! driver error, out of device memory), the worker rebuilds its session on the next provider
 //! of the model's order that passes the accuracy gate and runs the request again there, so
-//! nothing queued is dropped. Each move is counted and logged once; the better provider is
-//! tried again after a backoff (doubling, with jitter, up to 32 times the first wait).
+//! nothing queued is dropped. Each move is counted and logged once (one WARN naming the
+//! providers passed over, however many requests then run on the new one); the better provider
+//! is tried again after a backoff (doubling, with jitter, up to 32 times the first wait), each
+//! failed try one INFO line with the next wait's bound.
 
 use crate::provider::{self, Selector, accuracy::Case, plugins::Plugin, session::Params};
 use crate::settings::EngineSettings;
@@ -10,6 +12,8 @@ use ort::environment::Environment;
 use ort::session::Session;
 use std::path::PathBuf;
 use std::sync::Arc;
+#[cfg(any(test, feature = "fault-injection"))]
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tandem_shared::backoff::Backoff;
@@ -32,8 +36,20 @@ pub(crate) struct Rebuild {
     /// Index in `order` of the provider the last move went to (reported as the model's).
     pub(crate) current: Arc<AtomicUsize>,
     /// Test hook: this provider's device is lost (runs fail, it cannot be built again).
-    #[cfg(test)]
-    pub(crate) lost: Arc<std::sync::Mutex<Option<ExecutionProvider>>>,
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) lost: Arc<Mutex<Option<ExecutionProvider>>>,
+}
+
+/// Providers passed over, each with why.
+type Passed = Vec<(ExecutionProvider, String)>;
+
+/// `passed` as one log field: `ep: why; ep: why`.
+fn reasons(passed: &Passed) -> String {
+    passed
+        .iter()
+        .map(|(e, why)| format!("{e}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Rebuild {
@@ -56,6 +72,34 @@ impl Rebuild {
             digest: self.digest.clone(),
             cache_file: None,
         }
+    }
+
+    /// Whether the test hook says `e`'s device is lost.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fn is_lost(&self, e: ExecutionProvider) -> bool {
+        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) == Some(e)
+    }
+
+    /// The first provider of `order` that builds and passes the gate, with those passed over
+    /// before it; or why each failed. Logs nothing: the caller logs the outcome once.
+    fn first_accurate(
+        &self,
+        order: &[ExecutionProvider],
+    ) -> Result<(Session, ExecutionProvider, Passed), Passed> {
+        let sel = self.selector(order);
+        let mut passed = Vec::new();
+        for &e in order {
+            #[cfg(any(test, feature = "fault-injection"))]
+            if self.is_lost(e) {
+                passed.push((e, "device lost (injected by a test)".to_string()));
+                continue;
+            }
+            match sel.try_ep(e, 1, 0) {
+                (Some(session), _) => return Ok((session, e, passed)),
+                (None, m) => passed.push((e, m.why_not().unwrap_or_default())),
+            }
+        }
+        Err(passed)
     }
 }
 
@@ -93,18 +137,19 @@ impl Slot {
         if rest.is_empty() {
             return false;
         }
-        match rb.selector(rest).first_accurate(rest) {
-            Ok(built) => {
-                self.session = built.session;
-                self.ep = built.ep;
+        match rb.first_accurate(rest) {
+            Ok((session, to, passed)) => {
+                self.session = session;
+                self.ep = to;
+                let retry_max_ms = self.backoff.ceiling().as_millis();
                 self.retry_at = Some(Instant::now() + self.backoff.next_delay());
                 rb.failovers.fetch_add(1, Ordering::AcqRel);
                 rb.current.store(self.position(rb), Ordering::Release);
-                tracing::warn!(model = %model, from = %from, to = %built.ep, error = %why, "execution provider failed at run time: session moved to the next provider; queued requests go on there");
+                tracing::warn!(model = %model, from = %from, to = %to, error = %why, passed_over = %reasons(&passed), retry_max_ms, "execution provider failed at run time: session moved to the next provider; queued requests go on there");
                 true
             }
-            Err(e) => {
-                tracing::error!(model = %model, from = %from, error = %why, next = %e, "execution provider failed at run time and no other provider can take the model");
+            Err(passed) => {
+                tracing::error!(model = %model, from = %from, error = %why, next = %reasons(&passed), "execution provider failed at run time and no other provider can take the model");
                 false
             }
         }
@@ -117,26 +162,21 @@ impl Slot {
             return;
         }
         let better = rb.order.get(..self.position(rb)).unwrap_or_default();
-        #[cfg(test)]
-        let lost = *rb.lost.lock().unwrap_or_else(|p| p.into_inner());
-        #[cfg(test)]
-        let better: Vec<_> = better
-            .iter()
-            .copied()
-            .filter(|e| Some(*e) != lost)
-            .collect();
-        #[cfg(test)]
-        let better = better.as_slice();
-        match rb.selector(better).first_accurate(better) {
-            Ok(built) => {
-                tracing::info!(model = %model, from = %self.ep, to = %built.ep, "execution provider back after a failover");
-                self.session = built.session;
-                self.ep = built.ep;
+        match rb.first_accurate(better) {
+            Ok((session, to, _)) => {
+                tracing::info!(model = %model, from = %self.ep, to = %to, "execution provider back after a failover");
+                self.session = session;
+                self.ep = to;
                 self.retry_at = None;
                 self.backoff.reset();
                 rb.current.store(self.position(rb), Ordering::Release);
             }
-            Err(_) => self.retry_at = Some(Instant::now() + self.backoff.next_delay()),
+            Err(passed) => {
+                let retry_max_ms = self.backoff.ceiling().as_millis();
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+                let retry = self.backoff.failures().saturating_sub(1);
+                tracing::info!(model = %model, ep = %self.ep, retry, retry_max_ms, error = %reasons(&passed), "better execution provider still failing; staying, tried again after a backoff");
+            }
         }
     }
 }

@@ -87,7 +87,7 @@ pub struct ModelHandle {
     /// Index in `ep_order` of the provider the last move went to.
     ep_current: Arc<AtomicUsize>,
     /// Test hook shared with the workers: runs on this provider fail like a lost device.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fault-injection"))]
     lost: Arc<Mutex<Option<ExecutionProvider>>>,
     capacity: usize,
     max_rows: usize,
@@ -229,9 +229,10 @@ impl ModelHandle {
             .unwrap_or(self.ep)
     }
 
-    /// Test hook: runs on `ep` fail as on a lost device (None: they work again).
-    #[cfg(test)]
-    pub(crate) fn lose_device(&self, ep: Option<ExecutionProvider>) {
+    /// Test hook (feature `fault-injection`): runs on `ep` fail as on a lost device, and no
+    /// session can be built on it (None: it works again).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn lose_device(&self, ep: Option<ExecutionProvider>) {
         *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = ep;
     }
 
@@ -397,7 +398,7 @@ impl Engine {
             ep_order.iter().position(|e| *e == ep).unwrap_or(0),
         ));
         let ep_failovers = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fault-injection"))]
         let lost = Arc::new(Mutex::new(None));
         let rebuild = failover::Rebuild {
             env: env.clone(),
@@ -410,7 +411,7 @@ impl Engine {
             order: ep_order.clone(),
             failovers: ep_failovers.clone(),
             current: ep_current.clone(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fault-injection"))]
             lost: lost.clone(),
         };
         let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
@@ -461,7 +462,7 @@ impl Engine {
             ep_order,
             ep_failovers,
             ep_current,
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fault-injection"))]
             lost,
             capacity: cfg.engine.queue_capacity,
             max_rows: cfg.engine.max_rows_per_request,

@@ -262,8 +262,8 @@ fn attempt(
     input: Input,
     enqueued: Instant,
 ) -> Result<Inference, InferenceError> {
-    #[cfg(test)]
-    if *ctx.rebuild.lost.lock().unwrap_or_else(|p| p.into_inner()) == Some(slot.ep) {
+    #[cfg(any(test, feature = "fault-injection"))]
+    if ctx.rebuild.is_lost(slot.ep) {
         return Err(InferenceError::Runtime(format!(
             "{} device lost (injected by a test)",
             slot.ep
