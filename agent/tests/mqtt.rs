@@ -12,7 +12,7 @@
 
 mod common;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use common::mqtt::{HubView, PATIENCE};
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_agent::config::Config;
@@ -22,13 +22,10 @@ use tandem_agent::telemetry::{Class, MqttService};
 use tandem_hub::broker::Broker;
 use tandem_hub::pki::Pki;
 use tandem_shared::manifest::Signal;
-use tandem_shared::mqtt::{BrokerUrl, CommandResult, Event as MqttEvent, State, Status, Telemetry};
+use tandem_shared::mqtt::{Event as MqttEvent, State, Status};
 use tandem_tests::http::get_text;
-use tandem_tests::tls::client_config;
 use tandem_tests::wait_for;
-use tokio::sync::mpsc;
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const MODEL: &str = "vision-fashion";
 
 struct World {
@@ -59,122 +56,9 @@ async fn world(tweak: impl FnOnce(&mut Config)) -> World {
     }
 }
 
-/// The hub's view: an MQTT client with the hub certificate, subscribed to `filter`.
-struct Hub {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
-    /// Messages received while waiting for another topic, oldest first.
-    backlog: Vec<(String, Vec<u8>, bool)>,
-}
-
-async fn hub(w: &World, filter: &str) -> Hub {
-    let url: BrokerUrl = w.broker.url();
-    let dir = w.pki.dir();
-    let tls = client_config(
-        &dir.join("ca.pem"),
-        Some((dir.join("hub.pem"), dir.join("hub.key"))),
-    );
-    let mut o = MqttOptions::new("tandem-hub", url.host.clone(), url.port);
-    o.set_transport(Transport::tls_with_config(tls.into()))
-        .set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut ev) = AsyncClient::new(o, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let sub = client.clone();
-    let filter = filter.to_string();
-    tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    sub.subscribe(filter.clone(), QoS::AtLeastOnce)
-                        .await
-                        .expect("subscribe");
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx
-                        .send((p.topic.clone(), p.payload.to_vec(), p.retain))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    tokio::time::timeout(PATIENCE, ready_rx)
-        .await
-        .expect("the hub's client subscribed in time")
-        .expect("hub client alive");
-    Hub {
-        client,
-        rx,
-        backlog: Vec::new(),
-    }
-}
-
-impl Hub {
-    /// The next message on `topic` (others are kept for later calls).
-    async fn next_on(&mut self, topic: &str) -> (Vec<u8>, bool) {
-        if let Some(i) = self.backlog.iter().position(|(t, _, _)| t == topic) {
-            let (_, body, retain) = self.backlog.remove(i);
-            return (body, retain);
-        }
-        let t = std::time::Instant::now();
-        loop {
-            let left = PATIENCE.saturating_sub(t.elapsed());
-            let (tp, body, retain) = tokio::time::timeout(left, self.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("nothing on {topic} in time"))
-                .expect("hub client alive");
-            if tp == topic {
-                return (body, retain);
-            }
-            self.backlog.push((tp, body, retain));
-        }
-    }
-
-    /// The first telemetry message that satisfies `cond`.
-    async fn telemetry_where(&mut self, cond: impl Fn(&Telemetry) -> bool) -> Telemetry {
-        let t = std::time::Instant::now();
-        loop {
-            assert!(t.elapsed() < PATIENCE, "no telemetry as expected in time");
-            let (body, _) = self.next_on("tandem/cam-01/telemetry").await;
-            let tm = Telemetry::decode(&body).expect("telemetry reads with the shared schema");
-            if cond(&tm) {
-                return tm;
-            }
-        }
-    }
-
-    async fn command(&mut self, name: &str, payload: &[u8]) -> CommandResult {
-        self.client
-            .publish(
-                format!("tandem/cam-01/cmd/{name}"),
-                QoS::AtLeastOnce,
-                false,
-                payload.to_vec(),
-            )
-            .await
-            .expect("publish");
-        let (body, _) = self
-            .next_on(&format!("tandem/cam-01/cmd/{name}/result"))
-            .await;
-        CommandResult::decode(&body).expect("result reads with the shared schema")
-    }
-
-    async fn disconnect(self) {
-        let _ = self.client.disconnect().await;
-        // Let the broker see it before the next client with the same identity connects.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The hub's view, subscribed to `filter`.
+async fn hub(w: &World, filter: &str) -> HubView {
+    HubView::connect(&w.pki, &w.broker, filter).await
 }
 
 fn image(file: &str) -> Input {
