@@ -11,7 +11,8 @@
 # through $ORIGIN):
 #   openvino  onnxruntime-ep-openvino 1.8.1 (plugin EP: Intel CPU/GPU/NPU)  -> .ort/ep/openvino/
 #   webgpu    onnxruntime-ep-webgpu 0.4.0 (plugin EP: Vulkan/D3D12/Metal)   -> .ort/ep/webgpu/
-#   qnn       onnxruntime-qnn 2.7.0 (plugin EP: Qualcomm Hexagon NPU)       -> .ort/ep/qnn/
+#   qnn       onnxruntime-qnn 2.7.0 (plugin EP: Qualcomm Hexagon NPU; the aarch64 wheel on an
+#             aarch64 machine or with EP_ARCH=aarch64)                      -> .ort/ep/qnn/
 #   trt-rtx   onnxruntime-ep-nv-tensorrt-rtx-cu12 0.5.0 (plugin EP: RTX)    -> .ort/ep/trt-rtx/
 #   gpu       onnxruntime-gpu 1.31.1: the core library with the CUDA and TensorRT providers
 #             (needs CUDA 13, cuDNN 9, TensorRT 10 on the device)           -> .ort/gpu/
@@ -24,6 +25,8 @@ cd "$(dirname "$0")/.."
 ORT_DIR=${ORT_DIR:-.ort}
 CACHE=${TANDEM_CACHE:-$HOME/.cache/tandem}/wheels
 PY=${PYTHON:-python3}
+# The machine the libraries are for (qnn has an aarch64 wheel; the others are x86_64 only).
+ARCH=${EP_ARCH:-$(uname -m)}
 log() { printf 'provision-ep: %s\n' "$*" >&2; }
 
 # spec EP -> "package version wheel-file sha256 folder-in-wheel destination"
@@ -35,9 +38,14 @@ onnxruntime_ep_openvino-1.8.1-py3-none-manylinux_2_28_x86_64.whl \
     webgpu) echo "onnxruntime-ep-webgpu 0.4.0 \
 onnxruntime_ep_webgpu-0.4.0-py3-none-manylinux_2_28_x86_64.whl \
 5d8c961eda91a88961cad1fb7621f389f006b18497d6ea9ecf96f729f066cbfb onnxruntime_ep_webgpu ep/webgpu" ;;
-    qnn) echo "onnxruntime-qnn 2.7.0 \
+    qnn) case $ARCH in  # aarch64: a Snapdragon device's Linux; x86_64: the HTP simulator
+      aarch64) echo "onnxruntime-qnn 2.7.0 \
+onnxruntime_qnn-2.7.0-cp311-cp311-manylinux_2_34_aarch64.whl \
+ad08bbfebd7c07ffe83995418303215f46cb25a89e12676f47ee20c32002eaad onnxruntime_qnn ep/qnn" ;;
+      *) echo "onnxruntime-qnn 2.7.0 \
 onnxruntime_qnn-2.7.0-cp311-cp311-manylinux_2_35_x86_64.whl \
 c56c01562b8534fe8980cfea4601408d950c065f8251fb862ce82101c52c9849 onnxruntime_qnn ep/qnn" ;;
+    esac ;;
     trt-rtx) echo "onnxruntime-ep-nv-tensorrt-rtx-cu12 0.5.0 \
 onnxruntime_ep_nv_tensorrt_rtx_cu12-0.5.0-py3-none-manylinux_2_28_x86_64.whl \
 d71fcbaf4adc627d82fffa6bbac9300a4bfc58fbfa604929b601d22211083d47 onnxruntime_ep_nv_tensorrt_rtx_cu12 ep/trt-rtx" ;;
