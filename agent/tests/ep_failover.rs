@@ -7,7 +7,9 @@
 //!   session can be built on it) moves the model to the next provider with no request failing;
 //!   the failover count reaches telemetry; the log has one WARN for it however many requests
 //!   follow, and one INFO line per retry of the lost provider, each allowed a longer wait;
-//!   once the device is back, a retry returns the model to it.
+//!   once the device is back, a retry returns the model to it;
+//! - a provider whose runs keep failing soon after each return (its sessions still build and
+//!   pass the gate) is warned about once, and each return waits longer than the one before.
 
 mod common;
 
@@ -21,6 +23,7 @@ use tandem_shared::provider::ExecutionProvider;
 
 const FASHION: &str = "vision-fashion";
 const IMAGENET: &str = "vision-imagenet";
+const TEXT: &str = "text-sentiment";
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The agent's log lines, as its `text` format writes them (captured here, not on stderr).
@@ -41,15 +44,20 @@ impl std::io::Write for Log {
 }
 
 impl Log {
+    /// The log of this test binary (installed by the first test that asks).
     fn install() -> Self {
-        let log = Log::default();
-        let writer = log.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .init();
-        log
+        static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = Log::default();
+            let writer = log.clone();
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .init();
+            log
+        })
+        .clone()
     }
 
     /// Lines containing every one of `words`.
@@ -263,4 +271,48 @@ async fn the_choice_the_passed_over_and_a_failover_reach_telemetry_and_are_logge
         .await;
     assert_eq!(t.models[FASHION].ep_failovers, 1);
     assert_eq!(log.lines_with(&["WARN", "failed at run time"]).len(), 1);
+}
+
+#[test]
+fn a_provider_failing_after_each_return_is_warned_once_and_retried_ever_later() {
+    let log = Log::install();
+    let mut cfg = common::config(&[TEXT], "edge", &["openvino", "cpu"]);
+    cfg.runtime.ep_retry_after_ms = 10;
+    let engine = common::engine_with(&cfg);
+    let h = engine.model(TEXT).expect("loaded").clone();
+    assert_eq!(h.ep, ExecutionProvider::Openvino, "{:?}", h.skipped_eps);
+    // OpenVINO still builds and passes the gate, but every real run on it fails.
+    h.fail_runs(Some(ExecutionProvider::Openvino));
+    let started = Instant::now();
+    let mut requests = 0;
+    while h.ep_failovers() < 3 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} failovers",
+            h.ep_failovers()
+        );
+        let answer = engine
+            .infer_blocking(TEXT, Input::Texts(vec!["a fine film".into()]))
+            .expect("every request is answered");
+        assert_eq!(answer.ep, ExecutionProvider::Cpu);
+        requests += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let warned = log.lines_with(&[" WARN ", TEXT]);
+    assert_eq!(warned.len(), 1, "{requests} requests: {warned:#?}");
+    let again = log.lines_with(&[" INFO ", "failed again soon after its return", TEXT]);
+    assert!(again.len() >= 2, "{again:#?}");
+    // Each return came after a longer wait: the backoff was not reset by the returns.
+    let first_max = field(&warned[0], "retry_max_ms");
+    for (i, l) in again.iter().enumerate() {
+        assert_eq!(
+            field(l, "retry_max_ms"),
+            (first_max << (i + 1)).min(first_max * 32),
+            "{again:#?}"
+        );
+    }
+    assert_eq!(
+        log.lines_with(&["back after a failover", TEXT]).len(),
+        again.len()
+    );
 }

@@ -4,7 +4,9 @@
 //! nothing queued is dropped. Each move is counted and logged once (one WARN naming the
 //! providers passed over, however many requests then run on the new one); the better provider
 //! is tried again after a backoff (doubling, with jitter, up to 32 times the first wait), each
-//! failed try one INFO line with the next wait's bound.
+//! failed try one INFO line with the next wait's bound. A provider that fails again soon after
+//! its return (before it has served for as long as the next wait) does not reset the backoff:
+//! the move is counted and logged at INFO, and the wait before the next return keeps doubling.
 
 use crate::provider::{self, Selector, accuracy::Case, plugins::Plugin, session::Params};
 use crate::settings::EngineSettings;
@@ -35,9 +37,20 @@ pub(crate) struct Rebuild {
     pub(crate) failovers: Arc<AtomicU64>,
     /// Index in `order` of the provider the last move went to (reported as the model's).
     pub(crate) current: Arc<AtomicUsize>,
-    /// Test hook: this provider's device is lost (runs fail, it cannot be built again).
+    /// Test hooks (feature `fault-injection`).
     #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) lost: Arc<Mutex<Option<ExecutionProvider>>>,
+    pub(crate) faults: Arc<Mutex<Faults>>,
+}
+
+/// Faults a test injects into a model's workers (feature `fault-injection`).
+#[cfg(any(test, feature = "fault-injection"))]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// This provider's device is lost: its runs fail and no session builds on it.
+    pub(crate) lost: Option<ExecutionProvider>,
+    /// This provider's runs fail, while its sessions still build and pass the accuracy gate
+    /// (a driver error on real inputs only).
+    pub(crate) runs_fail: Option<ExecutionProvider>,
 }
 
 /// Providers passed over, each with why.
@@ -74,10 +87,17 @@ impl Rebuild {
         }
     }
 
-    /// Whether the test hook says `e`'s device is lost.
+    /// Whether the test hooks say `e`'s device is lost.
     #[cfg(any(test, feature = "fault-injection"))]
-    pub(crate) fn is_lost(&self, e: ExecutionProvider) -> bool {
-        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) == Some(e)
+    fn is_lost(&self, e: ExecutionProvider) -> bool {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).lost == Some(e)
+    }
+
+    /// Whether the test hooks make runs on `e` fail.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fn run_fails(&self, e: ExecutionProvider) -> bool {
+        let f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        f.lost == Some(e) || f.runs_fail == Some(e)
     }
 
     /// The first provider of `order` that builds and passes the gate, with those passed over
@@ -109,6 +129,9 @@ pub(crate) struct Slot {
     pub(crate) ep: ExecutionProvider,
     backoff: Backoff,
     retry_at: Option<Instant>,
+    /// When the session came back to a better provider after a failover (until it has served
+    /// for as long as the next wait; the backoff is reset then).
+    returned_at: Option<Instant>,
 }
 
 impl Slot {
@@ -119,6 +142,7 @@ impl Slot {
             ep,
             backoff: Backoff::new(first, first * 32),
             retry_at: None,
+            returned_at: None,
         }
     }
 
@@ -137,15 +161,32 @@ impl Slot {
         if rest.is_empty() {
             return false;
         }
+        // Since the return to this provider (before the next one is built: that takes time).
+        let since_return = self.returned_at.take().map(|at| at.elapsed());
         match rb.first_accurate(rest) {
             Ok((session, to, passed)) => {
                 self.session = session;
                 self.ep = to;
+                // Failing again soon after a return is the same trouble: the wait keeps
+                // growing. Long after it (no request served since), it starts over.
+                let again = match since_return {
+                    Some(t) if t < self.backoff.ceiling() => true,
+                    Some(_) => {
+                        self.backoff.reset();
+                        false
+                    }
+                    None => false,
+                };
                 let retry_max_ms = self.backoff.ceiling().as_millis();
                 self.retry_at = Some(Instant::now() + self.backoff.next_delay());
                 rb.failovers.fetch_add(1, Ordering::AcqRel);
                 rb.current.store(self.position(rb), Ordering::Release);
-                tracing::warn!(model = %model, from = %from, to = %to, error = %why, passed_over = %reasons(&passed), retry_max_ms, "execution provider failed at run time: session moved to the next provider; queued requests go on there");
+                if again {
+                    // Logged at WARN when it first failed.
+                    tracing::info!(model = %model, from = %from, to = %to, error = %why, retry_max_ms, "execution provider failed again soon after its return: session moved to the next provider again");
+                } else {
+                    tracing::warn!(model = %model, from = %from, to = %to, error = %why, passed_over = %reasons(&passed), retry_max_ms, "execution provider failed at run time: session moved to the next provider; queued requests go on there");
+                }
                 true
             }
             Err(passed) => {
@@ -168,7 +209,7 @@ impl Slot {
                 self.session = session;
                 self.ep = to;
                 self.retry_at = None;
-                self.backoff.reset();
+                self.returned_at = Some(Instant::now());
                 rb.current.store(self.position(rb), Ordering::Release);
             }
             Err(passed) => {
@@ -177,6 +218,19 @@ impl Slot {
                 let retry = self.backoff.failures().saturating_sub(1);
                 tracing::info!(model = %model, ep = %self.ep, retry, retry_max_ms, error = %reasons(&passed), "better execution provider still failing; staying, tried again after a backoff");
             }
+        }
+    }
+}
+
+impl Slot {
+    /// A run succeeded: once the provider the session returned to has served for as long as
+    /// the next wait would be, the backoff starts from the first wait again.
+    pub(crate) fn served(&mut self) {
+        if let Some(at) = self.returned_at
+            && at.elapsed() >= self.backoff.ceiling()
+        {
+            self.returned_at = None;
+            self.backoff.reset();
         }
     }
 }

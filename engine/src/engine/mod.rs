@@ -86,9 +86,9 @@ pub struct ModelHandle {
     ep_failovers: Arc<std::sync::atomic::AtomicU64>,
     /// Index in `ep_order` of the provider the last move went to.
     ep_current: Arc<AtomicUsize>,
-    /// Test hook shared with the workers: runs on this provider fail like a lost device.
+    /// Test hooks shared with the workers (feature `fault-injection`).
     #[cfg(any(test, feature = "fault-injection"))]
-    lost: Arc<Mutex<Option<ExecutionProvider>>>,
+    faults: Arc<Mutex<failover::Faults>>,
     capacity: usize,
     max_rows: usize,
     lanes: Mutex<Option<Vec<Lane>>>,
@@ -233,7 +233,17 @@ impl ModelHandle {
     /// session can be built on it (None: it works again).
     #[cfg(any(test, feature = "fault-injection"))]
     pub fn lose_device(&self, ep: Option<ExecutionProvider>) {
-        *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = ep;
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).lost = ep;
+    }
+
+    /// Test hook (feature `fault-injection`): runs on `ep` fail, while sessions still build
+    /// on it and pass the accuracy gate (None: they work again).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn fail_runs(&self, ep: Option<ExecutionProvider>) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .runs_fail = ep;
     }
 
     /// Test hook: the next run on this model panics inside the worker.
@@ -399,7 +409,7 @@ impl Engine {
         ));
         let ep_failovers = Arc::new(std::sync::atomic::AtomicU64::new(0));
         #[cfg(any(test, feature = "fault-injection"))]
-        let lost = Arc::new(Mutex::new(None));
+        let faults = Arc::new(Mutex::new(failover::Faults::default()));
         let rebuild = failover::Rebuild {
             env: env.clone(),
             settings: cfg.clone(),
@@ -412,7 +422,7 @@ impl Engine {
             failovers: ep_failovers.clone(),
             current: ep_current.clone(),
             #[cfg(any(test, feature = "fault-injection"))]
-            lost: lost.clone(),
+            faults: faults.clone(),
         };
         let per_lane = cfg.engine.queue_capacity.div_ceil(sessions.len()).max(1);
         let live = Arc::new(AtomicBool::new(live));
@@ -463,7 +473,7 @@ impl Engine {
             ep_failovers,
             ep_current,
             #[cfg(any(test, feature = "fault-injection"))]
-            lost,
+            faults,
             capacity: cfg.engine.queue_capacity,
             max_rows: cfg.engine.max_rows_per_request,
             lanes: Mutex::new(Some(lanes)),

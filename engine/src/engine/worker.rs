@@ -196,6 +196,9 @@ fn run_jobs(session: &mut Slot, ctx: &Ctx, jobs: Vec<Job>, load: &AtomicUsize) {
         {
             result = attempt(slot, ctx, input, enqueued);
         }
+        if result.is_ok() {
+            slot.served();
+        }
         result.map_err(|e| match e {
             InferenceError::Runtime(m) if from_tensors => {
                 InferenceError::BadInput(format!("the model refused the tensors: {m}"))
@@ -263,9 +266,9 @@ fn attempt(
     enqueued: Instant,
 ) -> Result<Inference, InferenceError> {
     #[cfg(any(test, feature = "fault-injection"))]
-    if ctx.rebuild.is_lost(slot.ep) {
+    if ctx.rebuild.run_fails(slot.ep) {
         return Err(InferenceError::Runtime(format!(
-            "{} device lost (injected by a test)",
+            "{} run failed (injected by a test)",
             slot.ep
         )));
     }
