@@ -2,14 +2,14 @@
 //! to every device's status, telemetry, sampled events and command results; it feeds the
 //! [`FleetStore`] (and each newer telemetry message and every event to the per-device series,
 //! `crate::series`) and
-//! publishes commands, matching each result to its waiting caller by (device, id), and
-//! snapshot requests, matching each reply the same way (`super::snapshot`).
+//! publishes commands, matching each result to its waiting caller by (device, id); snapshot
+//! requests go out through it and their replies come back the same way (`super::snapshot`).
 //!
 //! It reconnects on its own (full-jitter backoff: a random wait up to 0.2 s, doubling to 5 s)
 //! and subscribes again on every connection, ahead of anything queued.
 
 use super::discovery::Discovery;
-use super::snapshot::{SnapshotError, SnapshotWaiters};
+use super::snapshot::SnapshotWaiters;
 use super::store::FleetStore;
 use crate::series::SeriesStore;
 use rumqttc::{
@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::{
-    BrokerUrl, Command, CommandResult, Event as DeviceEvent, SnapshotReply, SnapshotRequest, State,
-    Status, Telemetry, Topic, TopicKind, topic,
+    BrokerUrl, Command, CommandResult, Event as DeviceEvent, SnapshotReply, State, Status,
+    Telemetry, Topic, TopicKind, topic,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -100,11 +100,11 @@ type Waiters = Mutex<HashMap<(String, String), oneshot::Sender<CommandResult>>>;
 /// The hub's MQTT client.
 #[derive(Debug)]
 pub struct Link {
-    client: AsyncClient,
+    pub(super) client: AsyncClient,
     waiters: Arc<Waiters>,
-    snapshots: Arc<SnapshotWaiters>,
-    stats: Arc<LinkStats>,
-    next_id: AtomicU64,
+    pub(super) snapshots: Arc<SnapshotWaiters>,
+    pub(super) stats: Arc<LinkStats>,
+    pub(super) next_id: AtomicU64,
     stop: watch::Sender<bool>,
 }
 
@@ -264,45 +264,6 @@ impl Link {
     /// Snapshot requests waiting for their reply.
     pub fn snapshot_waiters(&self) -> &Arc<SnapshotWaiters> {
         &self.snapshots
-    }
-
-    /// Publishes a snapshot request (a fresh id) for `device`'s `camera` and waits up to
-    /// `timeout` for the reply with that id; the waiter is gone when this returns or is
-    /// dropped.
-    pub async fn snapshot(
-        &self,
-        device: &str,
-        camera: &str,
-        track: Option<String>,
-        timeout: Duration,
-    ) -> Result<SnapshotReply, SnapshotError> {
-        if !self.stats.connected.load(Relaxed) {
-            return Err(SnapshotError::NotConnected);
-        }
-        let id = format!("s{}-{}", now_ms(), self.next_id.fetch_add(1, Relaxed));
-        let req = SnapshotRequest {
-            v: tandem_shared::mqtt::VERSION,
-            id: id.clone(),
-            track,
-        };
-        let (_waiting, rx) = self.snapshots.wait(device, id);
-        self.client
-            .publish(
-                Topic::snapshot_request(device, camera),
-                QoS::AtLeastOnce,
-                false,
-                req.encode(),
-            )
-            .await
-            .map_err(|_| SnapshotError::NotConnected)?;
-        self.stats.snapshot_requests.fetch_add(1, Relaxed);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => Ok(r),
-            _ => Err(SnapshotError::Timeout {
-                device: device.to_string(),
-                ms: timeout.as_millis() as u64,
-            }),
-        }
     }
 
     /// Disconnects and stops the background task.

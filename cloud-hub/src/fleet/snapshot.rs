@@ -1,6 +1,6 @@
 //! Snapshots an operator asks of a device's camera (docs/mqtt.md "Snapshots", hub side):
 //! `GET /v1/fleet/{device}/cameras/{camera}/snapshot.jpg[?track=ID&timeout_ms=N]` publishes a
-//! [`SnapshotRequest`](tandem_shared::mqtt::SnapshotRequest) with a fresh id on
+//! [`SnapshotRequest`] with a fresh id on
 //! `tandem/{device}/cameras/{camera}/snapshot/get` through the hub's MQTT link, waits for the
 //! [`SnapshotReply`] with that id on `.../snapshot`, and answers the JPEG (`image/jpeg`, faces
 //! blurred on the device) or a precise error ([`SnapshotError::status`]).
@@ -9,16 +9,24 @@
 //! 429 at once, never queued. Each wait ends after `fleet.snapshot_timeout_ms` (or the
 //! request's `timeout_ms`, 1-60000), and its waiter is removed however the request ends
 //! (answered, timed out, or dropped because the HTTP client went away: `Waiting`'s drop).
+//!
+//! [`Link::snapshot`] (the publish and the wait) lives here too; the link's dispatch hands
+//! each reply to [`SnapshotWaiters::deliver`].
 
 use super::Fleet;
+use super::link::{Link, now_ms};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rumqttc::QoS;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_shared::mqtt::command::MAX_ID_BYTES;
-use tandem_shared::mqtt::{SnapshotErrorCode, SnapshotImage, SnapshotReply, topic};
+use tandem_shared::mqtt::{
+    SnapshotErrorCode, SnapshotImage, SnapshotReply, SnapshotRequest, Topic, topic,
+};
 use tokio::sync::oneshot;
 
 /// Why no snapshot is answered.
@@ -96,7 +104,7 @@ impl SnapshotError {
 
 type Key = (String, String);
 
-/// The requests waiting for a reply, by (device, id): filled by [`super::Link::snapshot`],
+/// The requests waiting for a reply, by (device, id): filled by [`Link::snapshot`],
 /// answered by the link's dispatch.
 #[derive(Debug, Default)]
 pub struct SnapshotWaiters {
@@ -156,6 +164,47 @@ pub(super) struct Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.waiters.lock().remove(&self.key);
+    }
+}
+
+impl Link {
+    /// Publishes a snapshot request (a fresh id) for `device`'s `camera` and waits up to
+    /// `timeout` for the reply with that id; the waiter is gone when this returns or is
+    /// dropped.
+    pub async fn snapshot(
+        &self,
+        device: &str,
+        camera: &str,
+        track: Option<String>,
+        timeout: Duration,
+    ) -> Result<SnapshotReply, SnapshotError> {
+        if !self.stats.connected.load(Relaxed) {
+            return Err(SnapshotError::NotConnected);
+        }
+        let id = format!("s{}-{}", now_ms(), self.next_id.fetch_add(1, Relaxed));
+        let req = SnapshotRequest {
+            v: tandem_shared::mqtt::VERSION,
+            id: id.clone(),
+            track,
+        };
+        let (_waiting, rx) = self.snapshots.wait(device, id);
+        self.client
+            .publish(
+                Topic::snapshot_request(device, camera),
+                QoS::AtLeastOnce,
+                false,
+                req.encode(),
+            )
+            .await
+            .map_err(|_| SnapshotError::NotConnected)?;
+        self.stats.snapshot_requests.fetch_add(1, Relaxed);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            _ => Err(SnapshotError::Timeout {
+                device: device.to_string(),
+                ms: timeout.as_millis() as u64,
+            }),
+        }
     }
 }
 
