@@ -148,6 +148,27 @@ impl Fleet {
         );
     }
 
+    /// Publishes `payload` on `topic` (QoS 1) to the hub's broker as `device`, with its own
+    /// certificate (`mosquitto_pub` from inside host `host`): a device that says what it is
+    /// told to, for the hub's side of a test.
+    pub fn publish_as(&self, host: &str, device: &str, topic: &str, payload: &str) {
+        let pki = self.pki();
+        let mut publish = self.rig.command(host, "mosquitto_pub");
+        publish
+            .args(["-h", &self.hub_name(), "-p", &MQTT_PORT.to_string()])
+            .args(["-i", device, "--cafile"])
+            .arg(pki.join("ca.pem"))
+            .arg("--cert")
+            .arg(pki.join(format!("devices/{device}.pem")))
+            .arg("--key")
+            .arg(pki.join(format!("devices/{device}.key")))
+            .args(["-q", "1", "-t", topic, "-m", payload]);
+        let out = publish
+            .output()
+            .expect("mosquitto_pub (make setup installs it)");
+        assert!(out.status.success(), "mosquitto_pub: {out:?}");
+    }
+
     /// `tandem-hub device revoke NAME` (rewrites `crl.pem`).
     pub fn revoke_device(&self, name: &str) {
         run_ok(

@@ -7,6 +7,10 @@
 //! that is not the photo as posted (faces blurred); an unknown track 404 with the agent's
 //! words; an unknown device 404; a bad camera id 400; once the agent is stopped, 504 within
 //! the wait. No waiter is left behind (`tandem_hub_snapshot_waiting`).
+//!
+//! The hub's bound ([`bounded`]): with `fleet.snapshot_max_inflight = 2`, two requests waiting
+//! on a device that never answers take both slots; the next, to any device, is 429 at once
+//! with the reason; each waiter goes with its HTTP client, and its slot with it.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -15,6 +19,10 @@ use tandem_tests::fleet::{Daemon, Fleet};
 const PATIENCE: Duration = Duration::from_secs(60);
 const CAMERA: &str = "porch-1";
 const PHOTO: &str = "detection-set/images/dlib-2008_002079.jpg";
+/// The hub's `fleet.snapshot_max_inflight` here.
+const MAX_INFLIGHT: usize = 2;
+/// A device whose status says online but that serves no camera: its requests wait.
+const MUTE: &str = "mute-01";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_asks_a_camera_for_its_snapshot() {
@@ -52,7 +60,9 @@ async fn post_frame(fleet: &Fleet, agent: &Daemon, jpeg: Vec<u8>, seq: u64) {
 async fn scenario() {
     let fleet = Fleet::new("snapshot", "hub", &["cam"]);
     fleet.add_device("cam-01");
-    let mut hub = fleet.start_hub(&[]);
+    fleet.add_device(MUTE);
+    let max_inflight = format!("snapshot_max_inflight = {MAX_INFLIGHT}");
+    let mut hub = fleet.start_hub(&[("fleet", &max_inflight)]);
     let mut agent = fleet.start_agent(
         "cam",
         "cam-01",
@@ -122,6 +132,7 @@ async fn scenario() {
         .await
         .expect("hub answers");
     assert_eq!(status, 400, "{}", message(&body));
+    bounded(&fleet, &hub, &snap).await;
 
     // The agent stopped: 504 within the wait (offline, or no reply in time).
     agent.stop(PATIENCE);
@@ -138,4 +149,87 @@ async fn scenario() {
     );
     assert!(tandem_tests::metrics::one(&m, "tandem_hub_snapshot_requests_total") >= 3.0);
     hub.stop(PATIENCE);
+}
+
+/// `GET path` on the hub as its operator, in a task of the hub's host that the caller may
+/// abort (the HTTP client goes away mid-request).
+fn ask(fleet: &Fleet, hub: &Daemon, path: &str) -> tokio::task::JoinHandle<()> {
+    let url = format!("{}{path}", hub.http);
+    let token = tandem_tests::http::operator_token(&fleet.pki());
+    fleet.rig.spawn_on(&hub.host, async move {
+        let _ = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await;
+    })
+}
+
+/// Waits until the hub counts `n` snapshot requests waiting for a reply.
+async fn waiting_now(fleet: &Fleet, hub: &Daemon, n: usize) {
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let m = fleet.metrics(hub).await;
+        let now = tandem_tests::metrics::one(&m, "tandem_hub_snapshot_waiting");
+        if now == n as f64 {
+            return;
+        }
+        assert!(Instant::now() < until, "{now} snapshot waiters, not {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The hub's bound on snapshot requests in flight: [`MAX_INFLIGHT`] requests to [`MUTE`]
+/// (online by its status; nothing answers its cameras) take every slot; the next request, to
+/// it or to the real agent, is 429 at once with the reason; aborted clients take their
+/// waiters and slots with them (the agent's snapshot comes again); a wait that runs out is a
+/// 504 that leaves nothing behind.
+async fn bounded(fleet: &Fleet, hub: &Daemon, snap: &str) {
+    fleet.publish_as(
+        "cam",
+        MUTE,
+        &format!("tandem/{MUTE}/status"),
+        r#"{"v": 1, "state": "online", "ts_ms": 1764518400000, "agent_version": "0.1.0"}"#,
+    );
+    let until = Instant::now() + PATIENCE;
+    while fleet
+        .get_json(hub, &format!("/v1/fleet/{MUTE}"))
+        .await
+        .is_none_or(|d| d["online"] != true)
+    {
+        assert!(Instant::now() < until, "the hub never heard {MUTE} online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mute = format!("/v1/fleet/{MUTE}/cameras/{CAMERA}/snapshot.jpg");
+    let clients: Vec<_> = (0..MAX_INFLIGHT)
+        .map(|_| ask(fleet, hub, &format!("{mute}?timeout_ms=60000")))
+        .collect();
+    waiting_now(fleet, hub, MAX_INFLIGHT).await;
+    for path in [mute.as_str(), snap] {
+        let (status, body) = fleet.get(hub, path).await.expect("hub answers");
+        assert_eq!(status, 429, "{path}: {}", message(&body));
+        let m = message(&body);
+        assert!(
+            m.contains(&format!("{MAX_INFLIGHT} snapshot requests are waiting"))
+                && m.contains("fleet.snapshot_max_inflight"),
+            "{m}"
+        );
+    }
+    for (i, c) in clients.into_iter().enumerate() {
+        c.abort();
+        waiting_now(fleet, hub, MAX_INFLIGHT - 1 - i).await;
+    }
+    let (status, body) = fleet.get(hub, snap).await.expect("hub answers");
+    assert_eq!(status, 200, "slots given back: {}", message(&body));
+    let (status, body) = fleet
+        .get(hub, &format!("{mute}?timeout_ms=1000"))
+        .await
+        .expect("hub answers");
+    assert_eq!(status, 504, "{}", message(&body));
+    assert!(
+        message(&body).contains("within 1000 ms"),
+        "{}",
+        message(&body)
+    );
+    waiting_now(fleet, hub, 0).await;
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tandem_tests::browser::Tab;
-use tandem_tests::fleet::{Daemon, Fleet, MODEL, MQTT_PORT};
+use tandem_tests::fleet::{Daemon, Fleet, MODEL};
 
 /// Versions [`FIRST`] and [`NEXT`] of [`MODEL`] in the hub's registry (packed from the
 /// shipped model, signed and stored by the hub's CLI).
@@ -36,26 +36,11 @@ pub fn registry(fleet: &Fleet) {
 /// [`OFFLINE`] says it is online (its own certificate, `mosquitto_pub` from the agent's host),
 /// then that it shut down: the hub knows it, as an offline device.
 pub fn offline_device(fleet: &Fleet) {
-    let pki = fleet.pki();
     for status in [
         r#"{"v": 1, "state": "online", "ts_ms": 1764518400000, "agent_version": "0.1.0", "models": [{"name": "vision-fashion", "version": "1.0.0", "variant": "edge", "ep": "cpu"}]}"#,
         r#"{"v": 1, "state": "offline", "ts_ms": 1764518401000, "reason": "shutdown"}"#,
     ] {
-        let mut publish = fleet.rig.command("cam", "mosquitto_pub");
-        publish
-            .args(["-h", &fleet.hub_name(), "-p", &MQTT_PORT.to_string()])
-            .args(["-i", OFFLINE, "--cafile"])
-            .arg(pki.join("ca.pem"))
-            .arg("--cert")
-            .arg(pki.join(format!("devices/{OFFLINE}.pem")))
-            .arg("--key")
-            .arg(pki.join(format!("devices/{OFFLINE}.key")))
-            .args(["-q", "1", "-t", &format!("tandem/{OFFLINE}/status")])
-            .args(["-m", status]);
-        let out = publish
-            .output()
-            .expect("mosquitto_pub (make setup installs it)");
-        assert!(out.status.success(), "mosquitto_pub: {out:?}");
+        fleet.publish_as("cam", OFFLINE, &format!("tandem/{OFFLINE}/status"), status);
     }
 }
 
