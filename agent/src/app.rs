@@ -218,6 +218,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         .set_sink(mqtt.as_ref().map(|m| m.object_sink()));
     if let Some(m) = &mqtt {
         m.serve_snapshots(&state, &cfg.cameras.snapshots);
+        m.reporter().list_cameras(&state);
     }
     let app = api::router(state.clone());
     let limits = tandem_engine::http::ConnLimits::from_config(

@@ -9,7 +9,8 @@
 //! `newest`: the posted frame), counted. `max_cameras` cameras (the next new one is refused
 //! with 503 and `retry-after`); camera ids are 1-64 characters of `[A-Za-z0-9_.-]`, so they go
 //! into metric labels and URL paths as they are. `GET /v1/cameras/{camera}` reports the
-//! counters, the tracks and the latest answer; `/metrics` has
+//! counters, the tracks and the latest answer; [`Cameras::telemetry`] lists the streams for
+//! MQTT telemetry (the hub's fleet view); `/metrics` has
 //! `tandem_camera_frames_total{camera,outcome}` and
 //! `tandem_camera_object_events_total{camera,type}`.
 //!
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_engine::Input;
 use tandem_engine::preprocess::image::Limits;
-use tandem_shared::mqtt::{GoneReason, ObjectEvent, ObjectEventType};
+use tandem_shared::mqtt::{CameraTelemetry, GoneReason, ObjectEvent, ObjectEventType};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,6 +99,8 @@ pub struct Stream {
     shutdown: AtomicU64,
     events: [AtomicU64; 3],
     latest: Mutex<Option<Value>>,
+    /// The model of the frame posted last.
+    model: Mutex<String>,
     objects: Arc<Mutex<CameraObjects>>,
 }
 
@@ -121,6 +124,7 @@ impl Stream {
             shutdown: AtomicU64::new(0),
             events: Default::default(),
             latest: Mutex::new(None),
+            model: Mutex::new(String::new()),
             objects: Arc::new(Mutex::new(CameraObjects::new(camera, cfg, limits))),
         }
     }
@@ -284,6 +288,11 @@ impl Cameras {
                 }
             }
         };
+        if let Ok(mut m) = stream.model.lock()
+            && *m != model
+        {
+            *m = model.to_string();
+        }
         let seq = stream.received.fetch_add(1, Ordering::Relaxed) + 1;
         let frame = Frame {
             seq,
@@ -332,6 +341,24 @@ impl Cameras {
         self.shared.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+
+    /// Every camera with a stream, in id order, for telemetry.
+    pub fn telemetry(&self) -> Vec<CameraTelemetry> {
+        let Ok(all) = self.streams.lock() else {
+            return Vec::new();
+        };
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        all.iter()
+            .map(|(id, s)| CameraTelemetry {
+                id: id.clone(),
+                model: s.model.lock().map(|m| m.clone()).unwrap_or_default(),
+                received: n(&s.received),
+                processed: n(&s.processed),
+                dropped: n(&s.dropped),
+                snapshots: s.objects.lock().map_or(0, |o| o.kept_count() as u64),
+            })
+            .collect()
     }
 
     /// `tandem_camera_frames_total{camera,outcome}` and

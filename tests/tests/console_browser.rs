@@ -12,7 +12,10 @@
 //!   console error, no uncaught exception and no failed load;
 //! - the fleet page lists both devices and its search narrows the list;
 //! - the device page's plots draw from the agent's real telemetry (the offloads the agent made
-//!   are the bars of the route plot) with the model version marked;
+//!   are the bars of the route plot) with the model version marked; it offers a snapshot of
+//!   the camera the agent streams (a button per camera its telemetry lists), and a click
+//!   shows the agent's answer through the hub (a classification camera keeps no snapshot:
+//!   its 404, in the agent's words);
 //! - the models page lists the registry's versions;
 //! - [`steer`]: a rollout started from the rollouts page reaches the agent (the API shows it
 //!   serving 1.0.1), is aborted from the page, and the page's rollback brings the agent back
@@ -34,6 +37,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const PAGE_PATIENCE: Duration = Duration::from_secs(20);
 /// Offloaded requests the agent serves before the device page is opened.
 const REQUESTS: u64 = 3;
+/// The camera whose frame the agent offloads too (one more bar in the route plot).
+const CAMERA: &str = "porch-1";
+/// Offloads in all: the requests and the camera's frame.
+const OFFLOADED: u64 = REQUESTS + 1;
 /// The agent's device.
 const DEVICE: &str = "cam-01";
 /// A device that reported once, then went offline (a rollout target never commanded).
@@ -115,6 +122,20 @@ async fn serve_and_report(fleet: &Fleet, hub: &Daemon, agent: &Daemon) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // A camera streams one frame: offloaded as well, and listed in telemetry.
+    let frames = format!("/v1/cameras/{CAMERA}/frames/{MODEL}");
+    let (status, body) = fleet.post(agent, &frames, image).await.expect("post frame");
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    let camera = format!("/v1/cameras/{CAMERA}");
+    loop {
+        let v = fleet.get_json(agent, &camera).await.unwrap_or_default();
+        if v["processed"] == 1 {
+            assert_eq!(v["latest"]["route"], "cloud", "the frame offloaded: {v}");
+            break;
+        }
+        assert!(Instant::now() < until, "the camera frame not answered: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let path = format!("/v1/fleet/{DEVICE}/series");
     loop {
         let cloud: u64 = fleet
@@ -125,12 +146,12 @@ async fn serve_and_report(fleet: &Fleet, hub: &Daemon, agent: &Daemon) {
             .iter()
             .map(|p| p["cloud"].as_u64().unwrap_or(0))
             .sum();
-        if cloud >= REQUESTS {
+        if cloud >= OFFLOADED {
             break;
         }
         assert!(
             Instant::now() < until,
-            "the series never counted {REQUESTS} offloads:\n{}",
+            "the series never counted {OFFLOADED} offloads:\n{}",
             hub.log_text()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -267,7 +288,7 @@ async fn device_page(tab: &Tab, base: &str, shots: &Path, versions: &[&str]) {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(offloaded, Value::from(REQUESTS), "offloaded bars");
+    assert_eq!(offloaded, Value::from(OFFLOADED), "offloaded bars");
     let marked = tab
         .eval(
             "[...new Set([...document.querySelectorAll('svg[data-testid=plot-routes] \
@@ -285,7 +306,59 @@ async fn device_page(tab: &Tab, base: &str, shots: &Path, versions: &[&str]) {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(found, Value::Bool(true), "{section}");
     }
+    tab.wait_js(
+        &format!("JSON.stringify({CAMERA_BUTTONS}) === '[\"{CAMERA}\"]'"),
+        PAGE_PATIENCE,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a snapshot button for {CAMERA}: {e}"));
     clean_and_shot(tab, shots, &format!("device-{}", versions.len())).await;
+    if versions.len() == 1 {
+        camera_snapshot(tab, shots).await;
+    }
+}
+
+/// The cameras the device page offers a snapshot of.
+const CAMERA_BUTTONS: &str = "[...document.querySelectorAll('[data-testid=camera-snapshot]')]\
+    .map(b => b.dataset.camera)";
+
+/// A click on the camera's button asks the hub, which asks the agent over MQTT: a
+/// classification camera keeps no snapshot, and the page shows the agent's words. The only
+/// error the tab saw is that 404.
+async fn camera_snapshot(tab: &Tab, shots: &Path) {
+    tab.click(&format!(
+        "[data-testid=camera-snapshot][data-camera=\"{CAMERA}\"]"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let shown = "(e => e && !e.hidden && e.textContent)\
+        (document.querySelector('[data-testid=snapshot-error]'))";
+    tab.wait_js(shown, PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("the snapshot's answer: {e}"));
+    let text = tab.eval(shown).await.unwrap_or_else(|e| panic!("{e}"));
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("camera `{CAMERA}` has no snapshot yet")),
+        "{text}"
+    );
+    let url = format!("/v1/fleet/{DEVICE}/cameras/{CAMERA}/snapshot.jpg");
+    let asked: Vec<u16> = tab
+        .responses()
+        .into_iter()
+        .filter(|(u, _)| u.ends_with(&url))
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(asked, [404], "{url}");
+    let others: Vec<String> = tab
+        .errors()
+        .into_iter()
+        .filter(|e| !(e.contains("404") && e.contains(&url)))
+        .collect();
+    assert!(others.is_empty(), "errors besides the 404: {others:#?}");
+    tab.screenshot(&shots.join("device-snapshot.png"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The models page lists the registry's versions.

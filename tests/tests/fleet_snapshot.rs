@@ -8,6 +8,9 @@
 //! words; an unknown device 404; a bad camera id 400; once the agent is stopped, 504 within
 //! the wait. No waiter is left behind (`tandem_hub_snapshot_waiting`).
 //!
+//! The agent reports its camera ([`listed`]): `porch-1` is in the hub's fleet view
+//! (`cameras` of `GET /v1/fleet` and `/v1/fleet/cam-01`, its counters in the telemetry).
+//!
 //! The hub's bound ([`bounded`]): with `fleet.snapshot_max_inflight = 2`, two requests waiting
 //! on a device that never answers take both slots; the next, to any device, is 429 at once
 //! with the reason; each waiter goes with its HTTP client, and its slot with it.
@@ -103,6 +106,7 @@ async fn scenario() {
     for seq in 1..=2 {
         post_frame(&fleet, &agent, photo.clone(), seq).await;
     }
+    listed(&fleet, &hub).await;
     let (status, jpeg) = fleet.get(&hub, &snap).await.expect("hub answers");
     assert_eq!(status, 200, "{}", message(&jpeg));
     assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
@@ -232,4 +236,34 @@ async fn bounded(fleet: &Fleet, hub: &Daemon, snap: &str) {
         message(&body)
     );
     waiting_now(fleet, hub, 0).await;
+}
+
+/// The hub's fleet view lists the agent's camera, from its telemetry: the id in `cameras`
+/// (one device and the list), the model, both frames answered and snapshots kept.
+async fn listed(fleet: &Fleet, hub: &Daemon) {
+    let until = Instant::now() + PATIENCE;
+    let d = loop {
+        let d = fleet
+            .get_json(hub, "/v1/fleet/cam-01")
+            .await
+            .unwrap_or_default();
+        if d["telemetry"]["cameras"][0]["processed"] == 2 {
+            break d;
+        }
+        assert!(Instant::now() < until, "no camera with both frames: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(d["cameras"], serde_json::json!([CAMERA]), "{d}");
+    let c = &d["telemetry"]["cameras"][0];
+    assert_eq!(c["id"], CAMERA, "{c}");
+    assert_eq!(c["model"], "detect-coco", "{c}");
+    assert_eq!(c["received"], 2, "{c}");
+    assert!(c["snapshots"].as_u64() >= Some(1), "{c}");
+    let list = fleet.get_json(hub, "/v1/fleet").await.unwrap_or_default();
+    let entry = list["devices"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["device"] == "cam-01"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["cameras"], serde_json::json!([CAMERA]), "{list}");
 }

@@ -1,13 +1,13 @@
 //! What the agent reports over MQTT, built from the same counters as `/metrics`: the `online`
 //! status (agent version, models with their execution providers) and telemetry (engine
 //! counters and latency histograms, route mix, queue depth and bytes, MQTT counters, CPU and
-//! memory).
+//! memory, the cameras streaming once the local API exists: [`Reporter::list_cameras`]).
 
 use crate::hybrid::Router;
 use crate::queue::Queue;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tandem_shared::mqtt::{
     Histogram, ModelStatus, ModelTelemetry, QueueStats, Status, Telemetry, VERSION,
@@ -30,6 +30,7 @@ pub struct Reporter {
     queue: Option<Arc<dyn Queue>>,
     started: Instant,
     seq: AtomicU64,
+    cameras: OnceLock<Weak<crate::api::AppState>>,
 }
 
 impl Reporter {
@@ -41,7 +42,14 @@ impl Reporter {
             queue,
             started: Instant::now(),
             seq: AtomicU64::new(0),
+            cameras: OnceLock::new(),
         }
+    }
+
+    /// Lists `state`'s camera streams in telemetry from now on (none until then; the MQTT
+    /// link starts before the local API). Once: a second call changes nothing.
+    pub fn list_cameras(&self, state: &Arc<crate::api::AppState>) {
+        let _ = self.cameras.set(Arc::downgrade(state));
     }
 
     /// The router.
@@ -137,6 +145,12 @@ impl Reporter {
                 .filter(|p| p.active())
                 .map(|p| crate::privacy::report::telemetry(p.stats())),
             thresholds: self.router.thresholds(),
+            cameras: self
+                .cameras
+                .get()
+                .and_then(Weak::upgrade)
+                .map(|s| s.cameras.telemetry())
+                .unwrap_or_default(),
         }
     }
 }

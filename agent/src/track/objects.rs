@@ -115,6 +115,11 @@ impl CameraObjects {
         &self.model
     }
 
+    /// Snapshots kept now.
+    pub fn kept_count(&self) -> usize {
+        self.snapshots.usage().0
+    }
+
     /// Track `id`'s snapshot (without `id`: the one stored last), while kept, with its track.
     pub fn kept(&self, id: Option<&str>) -> Option<(String, Snapshot)> {
         match id {

@@ -2,9 +2,10 @@
 //! - `GET /v1/fleet`: every device, summarised (online, last seen, agent version, models,
 //!   `offload_share` and `degraded_share` of its answers since the agent started (from its
 //!   last telemetry; `null` without answers), labels: `labels` the merged set rollouts select on, `hub_labels` from the claim it enrolled
-//!   with, `agent_labels` from its status; `fleet::labels`).
+//!   with, `agent_labels` from its status; `fleet::labels`), `cameras`: the ids of the cameras
+//!   its last telemetry lists (each with a frame stream on the device).
 //! - `GET /v1/fleet/{device}`: everything the hub knows about one device (last status and
-//!   telemetry, and the same three label sets).
+//!   telemetry, the same three label sets, and `cameras`).
 //! - `GET /v1/fleet/{device}/series`: its time series for the plots (`series::http`).
 //! - `POST /v1/fleet/{device}/cmd/{name}[?timeout_ms=N]`: publishes the command (the body, a
 //!   JSON object; the hub sets `v` and `id`) and waits for the device's result: 200 with the
@@ -46,6 +47,14 @@ pub(super) fn error(status: StatusCode, message: impl std::fmt::Display) -> Resp
     (status, Json(json!({"error": message.to_string()}))).into_response()
 }
 
+/// The ids of the cameras `d`'s last telemetry lists, in its (id) order.
+fn camera_ids(d: &super::DeviceState) -> Vec<&str> {
+    d.telemetry
+        .iter()
+        .flat_map(|t| t.cameras.iter().map(|c| c.id.as_str()))
+        .collect()
+}
+
 async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
     let assigned = match fleet.assigned_labels() {
         Ok(a) => a,
@@ -79,6 +88,7 @@ async fn list(State(fleet): State<Arc<Fleet>>) -> Response {
                         "labels": labels.labels,
                         "hub_labels": labels.hub_labels,
                         "agent_labels": labels.agent_labels,
+                        "cameras": camera_ids(d),
                     })
                 })
                 .collect();
@@ -97,10 +107,11 @@ async fn one(State(fleet): State<Arc<Fleet>>, Path(device): Path<String>) -> Res
         Ok(Some(d)) => {
             let labels = Fleet::labels_of(&d, &assigned);
             let mut v = json!(d);
-            if let (Some(o), Ok(Value::Object(l))) =
-                (v.as_object_mut(), serde_json::to_value(labels))
-            {
-                o.extend(l);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("cameras".into(), json!(camera_ids(&d)));
+                if let Ok(Value::Object(l)) = serde_json::to_value(labels) {
+                    o.extend(l);
+                }
             }
             Json(v).into_response()
         }

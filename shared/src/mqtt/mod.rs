@@ -7,6 +7,7 @@
 //!   builders, the hub's subscription filters, and a parser for incoming topics.
 //! - [`payload`]: the version check every payload goes through, and the device-to-hub payloads
 //!   ([`Status`], [`Telemetry`], [`Event`]).
+//! - [`camera`]: the cameras a device streams, in its telemetry ([`CameraTelemetry`]).
 //! - [`objects`]: object events from a camera's tracker ([`ObjectEvent`]).
 //! - [`snapshot`]: snapshot requests for a camera and their replies (the JPEG in base64).
 //! - [`command`]: the commands and their results (`set_threshold`, `set_policy`, ...).
@@ -22,6 +23,7 @@
 //!   bump); commands refuse them, so a misspelt key is an error rather than a silent no-op.
 
 pub mod args;
+pub mod camera;
 pub mod command;
 pub mod objects;
 pub mod payload;
@@ -30,6 +32,7 @@ pub mod topic;
 pub mod url;
 
 pub use args::ArgError;
+pub use camera::CameraTelemetry;
 pub use command::{
     Command, CommandError, CommandName, CommandResult, PolicyMode, PolicyView, ThresholdSource,
 };

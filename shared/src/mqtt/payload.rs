@@ -306,6 +306,11 @@ pub struct Telemetry {
     /// calibration compares with its desired state); absent from agents before it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub thresholds: BTreeMap<String, ThresholdView>,
+    /// The cameras with a frame stream on the device, in id order (at most `[cameras]
+    /// max_cameras`): what the hub lists and asks snapshots of. Absent when none streams, and
+    /// from agents before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cameras: Vec<super::CameraTelemetry>,
 }
 
 /// The face blur's counters since the agent started.

@@ -1,6 +1,6 @@
 // One device: its state, plots over time from /v1/fleet/{d}/series (route mix, offload share,
 // latency p50/p99, queue depth and bytes, degraded answers) with version changes marked, its
-// update history and its last events; a camera's snapshot on request
+// update history and its last events; a snapshot of each camera it reports, on request
 // (/v1/fleet/{d}/cameras/{c}/snapshot.jpg, asked over MQTT).
 import { api, el, replace, main, run, every, ago, fmtTime, pct, bytes } from './common.js';
 import { plot } from './plot.js';
@@ -105,16 +105,19 @@ function events(d, s) {
     table('event-rows', ['When', 'Kind', 'What'], rows.slice(0, 30).map(([t, k, w]) => [fmtTime(t), k, w]), 'No events yet.'));
 }
 
-// A camera's snapshot: the hub does not know a device's cameras, so the person names one.
-// Built once and kept across redraws (the same node is placed again).
+// Camera snapshots: a button per camera the agent's telemetry lists (`cameras` of
+// /v1/fleet/{d}); a click asks the hub, which asks the device over MQTT, and shows the JPEG
+// or the error. Built once and kept across redraws (the same node is placed again); `show`
+// redraws its buttons when the list changes.
 function snapshotBox() {
-  const camera = el('input', { 'data-testid': 'snapshot-camera', placeholder: 'camera id', 'aria-label': 'camera id' });
+  const buttons = el('div', { class: 'cameras', 'data-testid': 'snapshot-cameras' });
   const img = el('img', { 'data-testid': 'snapshot-image', alt: 'snapshot', hidden: '' });
+  const caption = el('p', { class: 'muted', 'data-testid': 'snapshot-caption', hidden: '' });
   const msg = el('p', { 'data-testid': 'snapshot-error', class: 'error', hidden: '' });
-  let shown = null;
-  const ask = async () => {
+  let shown = null, listed = null;
+  const ask = async (camera) => {
     msg.hidden = true;
-    const url = `/v1/fleet/${enc}/cameras/${encodeURIComponent(camera.value.trim())}/snapshot.jpg`;
+    const url = `/v1/fleet/${enc}/cameras/${encodeURIComponent(camera)}/snapshot.jpg`;
     try {
       const r = await fetch(url, { credentials: 'same-origin' });
       if (!r.ok) {
@@ -125,17 +128,28 @@ function snapshotBox() {
       shown = URL.createObjectURL(await r.blob());
       img.src = shown;
       img.hidden = false;
+      caption.textContent = `${camera}, track ${r.headers.get('x-tandem-track') || '?'}`;
+      caption.hidden = false;
     } catch (e) {
       img.hidden = true;
-      msg.textContent = e.message;
+      caption.hidden = true;
+      msg.textContent = `${camera}: ${e.message}`;
       msg.hidden = false;
     }
   };
-  return el('section', { 'data-testid': 'snapshot' },
-    el('h2', { text: 'Camera snapshot' }),
-    el('form', { on: { submit: (e) => { e.preventDefault(); ask(); } } },
-      camera, ' ', el('button', { type: 'submit', 'data-testid': 'snapshot-button', text: 'Snapshot' })),
-    msg, img);
+  const box = el('section', { 'data-testid': 'snapshot' },
+    el('h2', { text: 'Camera snapshots' }), buttons, msg, caption, img);
+  box.show = (cameras) => {
+    const now = JSON.stringify(cameras);
+    if (now === listed) return;
+    listed = now;
+    replace(buttons, ...(cameras.length
+      ? cameras.map((c) => el('button', { type: 'button', 'data-testid': 'camera-snapshot', 'data-camera': c.id,
+        title: `${c.model}: ${c.processed} of ${c.received} frames answered, ${c.dropped} dropped; ${c.snapshots} snapshots kept`,
+        text: c.id, on: { click: () => ask(c.id) } }))
+      : [el('p', { class: 'muted', 'data-testid': 'no-cameras', text: 'No camera reported: a camera shows once frames are posted to the agent (POST /v1/cameras/{camera}/frames/{model}).' })]));
+  };
+  return box;
 }
 
 let root, drawn = '', snap;
@@ -145,6 +159,7 @@ async function load() {
   const now = JSON.stringify([d, s]);
   if (now === drawn) return;
   drawn = now;
+  snap.show((d.telemetry || {}).cameras || []);
   replace(root,
     el('h1', {}, el('a', { href: '/console', text: 'Fleet' }), ' / ', el('span', { 'data-testid': 'device-id', text: id })),
     facts(d),
