@@ -8,6 +8,8 @@
 //!   the failover count reaches telemetry; the log has one WARN for it however many requests
 //!   follow, and one INFO line per retry of the lost provider, each allowed a longer wait;
 //!   once the device is back, a retry returns the model to it;
+//! - with two workers, a lost device moves both sessions (two failovers counted) and is
+//!   warned about once;
 //! - a provider whose runs keep failing soon after each return (its sessions still build and
 //!   pass the gate) is warned about once, and each return waits longer than the one before.
 
@@ -270,17 +272,34 @@ async fn the_choice_the_passed_over_and_a_failover_reach_telemetry_and_are_logge
         .telemetry_where(|t| t.models[FASHION].ep == chosen.to_string())
         .await;
     assert_eq!(t.models[FASHION].ep_failovers, 1);
-    assert_eq!(log.lines_with(&["WARN", "failed at run time"]).len(), 1);
+    assert_eq!(
+        log.lines_with(&[" WARN ", "failed at run time", FASHION])
+            .len(),
+        1
+    );
+}
+
+/// `model` (edge) on providers `[openvino, cpu]` with `tune` applied: the engine and the
+/// model, served on OpenVINO.
+fn on_openvino(
+    model: &str,
+    tune: impl FnOnce(&mut tandem_agent::config::Config),
+) -> (
+    tandem_agent::inference::Engine,
+    Arc<tandem_engine::engine::ModelHandle>,
+) {
+    let mut cfg = common::config(&[model], "edge", &["openvino", "cpu"]);
+    tune(&mut cfg);
+    let engine = common::engine_with(&cfg);
+    let h = engine.model(model).expect("loaded").clone();
+    assert_eq!(h.ep, ExecutionProvider::Openvino, "{:?}", h.skipped_eps);
+    (engine, h)
 }
 
 #[test]
 fn a_provider_failing_after_each_return_is_warned_once_and_retried_ever_later() {
     let log = Log::install();
-    let mut cfg = common::config(&[TEXT], "edge", &["openvino", "cpu"]);
-    cfg.runtime.ep_retry_after_ms = 10;
-    let engine = common::engine_with(&cfg);
-    let h = engine.model(TEXT).expect("loaded").clone();
-    assert_eq!(h.ep, ExecutionProvider::Openvino, "{:?}", h.skipped_eps);
+    let (engine, h) = on_openvino(TEXT, |cfg| cfg.runtime.ep_retry_after_ms = 10);
     // OpenVINO still builds and passes the gate, but every real run on it fails.
     h.fail_runs(Some(ExecutionProvider::Openvino));
     let started = Instant::now();
@@ -315,4 +334,38 @@ fn a_provider_failing_after_each_return_is_warned_once_and_retried_ever_later() 
         log.lines_with(&["back after a failover", TEXT]).len(),
         again.len()
     );
+}
+
+#[test]
+fn a_device_lost_under_two_workers_moves_both_and_is_warned_once() {
+    let log = Log::install();
+    let (engine, h) = on_openvino(IMAGENET, |cfg| cfg.engine.workers = 2);
+    let dir = common::models_dir().join(IMAGENET).join("samples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("samples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let img: bytes::Bytes = std::fs::read(&files[0]).expect("sample").into();
+    h.lose_device(Some(ExecutionProvider::Openvino));
+    // Queued at once: the least-loaded lane takes each, so both workers meet the failure.
+    let replies: Vec<_> = (0..8)
+        .map(|_| {
+            engine
+                .submit(IMAGENET, Input::Images(vec![img.clone()]))
+                .expect("queued")
+        })
+        .collect();
+    for r in replies {
+        let answer = r
+            .blocking_recv()
+            .expect("answered")
+            .expect("no request fails");
+        assert_eq!(answer.ep, ExecutionProvider::Cpu);
+    }
+    assert_eq!(h.ep_failovers(), 2, "each worker's session moved");
+    let warned = log.lines_with(&[" WARN ", "execution provider", IMAGENET]);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    let followed = log.lines_with(&[" INFO ", "another worker", IMAGENET]);
+    assert_eq!(followed.len(), 1, "{followed:#?}");
 }

@@ -1,12 +1,13 @@
 //! Run-time failover of a worker's session: when a run fails on its provider (device lost,
 //! driver error, out of device memory), the worker rebuilds its session on the next provider
 //! of the model's order that passes the accuracy gate and runs the request again there, so
-//! nothing queued is dropped. Each move is counted and logged once (one WARN naming the
-//! providers passed over, however many requests then run on the new one); the better provider
-//! is tried again after a backoff (doubling, with jitter, up to 32 times the first wait), each
-//! failed try one INFO line with the next wait's bound. A provider that fails again soon after
-//! its return (before it has served for as long as the next wait) does not reset the backoff:
-//! the move is counted and logged at INFO, and the wait before the next return keeps doubling.
+//! nothing queued is dropped. Each move is counted and logged once: one WARN naming the
+//! providers passed over, however many requests then run on the new one (the model's other
+//! workers that follow log at INFO). The better provider is tried again after a backoff
+//! (doubling, with jitter, up to 32 times the first wait), each failed try one INFO line with
+//! the next wait's bound. A provider that fails again soon after its return (before it has
+//! served for as long as the next wait) does not reset the backoff: the move is counted and
+//! logged at INFO, and the wait before the next return keeps doubling.
 
 use crate::provider::{self, Selector, accuracy::Case, plugins::Plugin, session::Params};
 use crate::settings::EngineSettings;
@@ -180,10 +181,14 @@ impl Slot {
                 let retry_max_ms = self.backoff.ceiling().as_millis();
                 self.retry_at = Some(Instant::now() + self.backoff.next_delay());
                 rb.failovers.fetch_add(1, Ordering::AcqRel);
-                rb.current.store(self.position(rb), Ordering::Release);
+                let pos = self.position(rb);
+                // Another worker of the model moved there first (and said so at WARN).
+                let followed = rb.current.swap(pos, Ordering::AcqRel) == pos;
                 if again {
                     // Logged at WARN when it first failed.
                     tracing::info!(model = %model, from = %from, to = %to, error = %why, retry_max_ms, "execution provider failed again soon after its return: session moved to the next provider again");
+                } else if followed {
+                    tracing::info!(model = %model, from = %from, to = %to, error = %why, retry_max_ms, "execution provider failed at run time on another worker too: its session moved to the next provider as well");
                 } else {
                     tracing::warn!(model = %model, from = %from, to = %to, error = %why, passed_over = %reasons(&passed), retry_max_ms, "execution provider failed at run time: session moved to the next provider; queued requests go on there");
                 }
