@@ -22,6 +22,10 @@ pub struct CalibrateConfig {
     pub shadow_weight: f64,
     /// Weight of a hard example: 1 / the fleet's `feedback.sample_rate` (default 1).
     pub hard_weight: f64,
+    /// Fewest correction-labelled samples where the edge and the cloud model disagree, in a
+    /// split, for the split's corrections to judge its teacher-labelled samples
+    /// (`calibrate::truth`; default 20); fewer: the teacher's labels are taken as the truth.
+    pub min_corrected_disagreements: u64,
     /// How often desired thresholds are compared with what devices report, in milliseconds
     /// (default 2000).
     pub push_every_ms: u64,
@@ -39,6 +43,7 @@ impl Default for CalibrateConfig {
             keep_accuracy_factor: 0.995,
             shadow_weight: 100.0,
             hard_weight: 1.0,
+            min_corrected_disagreements: 20,
             push_every_ms: 2000,
             resend_after_ms: 30_000,
         }

@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`fit`]: the threshold for an objective (pure).
 //! - [`sample`]: samples from the feedback store and how they are weighted.
+//! - [`truth`]: teacher-labelled samples judged by what the operators' corrections show.
 //! - [`store`]: the [`store::CalibrationStore`] trait and its sled implementation.
 //! - [`desired`]: which desired threshold a device should use.
 //! - [`push`]: desired thresholds to devices over MQTT (`set_threshold` with its source).
@@ -21,6 +22,7 @@ pub mod http;
 pub mod push;
 pub mod sample;
 pub mod store;
+pub mod truth;
 
 pub use config::CalibrateConfig;
 pub use desired::Desired;
@@ -111,6 +113,15 @@ pub struct SplitReport {
     pub at_fitted: Figures,
     /// The cascade at the manifest's threshold, when the model has one.
     pub at_manifest: Option<Figures>,
+    /// The shares of the corrected samples that judged the teacher-labelled ones, when
+    /// there were enough ([`truth`]; `calibrate.min_corrected_disagreements`); absent: the
+    /// teacher's labels taken as the truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_check: Option<truth::TeacherCheck>,
+    /// The cascade at the fitted threshold on the corrected samples alone (the truth, fewer
+    /// inputs), when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected_only: Option<Figures>,
 }
 
 /// A calibration and its reports (what the store keeps and the API shows).
@@ -238,16 +249,36 @@ impl Calibrator {
                 });
             }
         }
-        let fitted = fit::fit(&fit_set.samples, objective, 1.0)
+        // Each split judged by its own corrections: the test split's figures owe nothing to
+        // the calibration split.
+        let min = self.cfg.min_corrected_disagreements;
+        let (fit_samples, fit_check) = truth::resolve(&fit_set.judged, min);
+        let (test_samples, test_check) = truth::resolve(&test_set.judged, min);
+        let fitted = fit::fit(&fit_samples, objective, 1.0)
             .map_err(|e| CalibrateError::Invalid(e.to_string()))?;
         let manifest_threshold = edge.and_then(|v| v.threshold);
-        let report = |set: &sample::Drawn, split| -> Result<SplitReport, CalibrateError> {
+        let report = |set: &sample::Drawn,
+                      samples: &[fit::Sample],
+                      teacher_check,
+                      split|
+         -> Result<SplitReport, CalibrateError> {
+            // Figures count inputs, not the weighted outcomes a teacher label stands for.
+            let n = set.counts.samples;
+            let at = |t| fit::figures(samples, t).map(|f| Figures { n, ..f });
+            let corrected: Vec<fit::Sample> = set
+                .judged
+                .iter()
+                .filter(|j| j.corrected)
+                .map(|j| j.sample)
+                .collect();
             Ok(SplitReport {
                 split,
                 counts: set.counts.clone(),
-                at_fitted: fit::figures(&set.samples, fitted.threshold)
+                at_fitted: at(fitted.threshold)
                     .ok_or_else(|| CalibrateError::Invalid("no samples".into()))?,
-                at_manifest: manifest_threshold.and_then(|t| fit::figures(&set.samples, t)),
+                at_manifest: manifest_threshold.and_then(at),
+                teacher_check,
+                corrected_only: fit::figures(&corrected, fitted.threshold),
             })
         };
         let created_ms = now_ms();
@@ -265,8 +296,8 @@ impl Calibrator {
             weights,
             threshold: fitted.threshold,
             manifest_threshold,
-            fit: report(&fit_set, Split::Calibration)?,
-            test: report(&test_set, Split::Test)?,
+            fit: report(&fit_set, &fit_samples, fit_check, Split::Calibration)?,
+            test: report(&test_set, &test_samples, test_check, Split::Test)?,
             applied: req.apply,
         };
         self.store.put(&calibration)?;

@@ -15,6 +15,7 @@
 //! the input also came as a shadow sample or hard example.
 
 use super::fit::Sample;
+use super::truth::Judged;
 use crate::feedback::{ExampleFilter, FeedbackError, Labelled, Split, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,8 +55,8 @@ pub struct Counts {
 /// One split's samples and their make-up.
 #[derive(Debug, Clone, Default)]
 pub struct Drawn {
-    /// The samples.
-    pub samples: Vec<Sample>,
+    /// The samples, each with its label's source and whether the two answers agree.
+    pub judged: Vec<Judged>,
     /// The inputs' digests, in the samples' order (disjointness is checkable).
     pub digests: Vec<String>,
     /// What they are.
@@ -129,11 +130,15 @@ pub fn draw(
                 skip("no_signal");
                 continue;
             };
-            out.samples.push(Sample {
-                signal: value,
-                edge_right: &local.label == label,
-                cloud_right: &cloud.label == label,
-                weight,
+            out.judged.push(Judged {
+                sample: Sample {
+                    signal: value,
+                    edge_right: &local.label == label,
+                    cloud_right: &cloud.label == label,
+                    weight,
+                },
+                corrected: e.label_source == Some(Labelled::Correction),
+                agree: local.label == cloud.label,
             });
             out.digests.push(e.digest.clone());
             let c = &mut out.counts;
