@@ -14,12 +14,19 @@
 //! 4. **report after**: new inputs again: the "after" figures.
 //!
 //! Every figure is on inputs sent after every fit that could have used them. Also a candidate
-//! the gate refuses ([`refused`]: trained on wrongly labelled examples). Last line:
-//! `loop: offload_before=X offload_after=Y accuracy_ratio=Z` (the ratio after the turn).
+//! the gate refuses ([`refused`]: trained on wrongly labelled examples).
+//!
+//! Two scenarios, each on a fresh hub and fresh devices with the same stream: the teacher's
+//! labels only, and an operator ([`review`]) who gives the true label of a stated share of
+//! the examples after each feedback phase, through the console's correction path; the
+//! corrections win over the teacher in the training and judge it in the calibration. Last
+//! line: `loop: offload_before=X offload_after=Y accuracy_ratio=Z` (the ratio after the turn)
+//! of the scenario with corrections (of the teacher-only one when the share is 0).
 
 mod phase;
 mod refused;
 mod report;
+mod review;
 mod rig;
 mod stream;
 
@@ -60,6 +67,10 @@ pub struct Args {
     /// Train the edge's whole network (`train.whole_net = true`), not only its head.
     #[arg(long)]
     pub whole_net: bool,
+    /// Share of the feedback an operator corrects with the true label (console corrections),
+    /// in [0, 1]; a scenario of its own beside the teacher-only one (0: that one alone).
+    #[arg(long, default_value_t = 0.15)]
+    pub corrections: f64,
 }
 
 /// Longest wait for feedback to arrive and be labelled, a threshold to reach the devices or
@@ -71,6 +82,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let repo = crate::procs::repo()?;
     let stream = stream::load(&repo, &a.shift, a.seed)?;
     let need = a.feedback + 2 * a.report + a.settle;
+    if !(0.0..=1.0).contains(&a.corrections) {
+        bail!("--corrections must be a share in [0, 1]");
+    }
     if need > stream.items.len() || a.feedback < a.refused_examples + 100 {
         bail!(
             "phases need {need} inputs of {} (and feedback > refused_examples + 100)",
@@ -118,20 +132,40 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         shadow_rate: a.shadow_rate,
         whole_net: a.whole_net,
     };
-    let rig = Rig::start(&repo, a.devices, sampling)?;
-    let turn = rt.block_on(async {
-        let r = turn(&rig, &stream.labels, [fb, before, settle, after]).await;
-        r.map_err(|e| anyhow::anyhow!("{e:#}\nhub log:\n{}", rig.hub_log_tail()))
-    })?;
-    let figs = report::Measured {
-        before: phase::figures(before, &turn.before, &cloud_before, &stream.labels),
-        after: phase::figures(after, &turn.after, &cloud_after, &stream.labels),
-        calibrations: turn.calibrations,
-        decision: turn.decision,
-        refused,
-        feedback: turn.feedback,
+    let mut scenarios = Vec::new();
+    let shares: &[f64] = if a.corrections > 0.0 {
+        &[0.0, a.corrections]
+    } else {
+        &[0.0]
     };
-    report::print(a, &figs);
+    for &share in shares {
+        let t = Instant::now();
+        let rig = Rig::start(&repo, a.devices, sampling)?;
+        let mut reviewer = review::Reviewer::new(share, &stream.items, &stream.labels);
+        let turn = rt.block_on(async {
+            let r = turn(
+                &rig,
+                &mut reviewer,
+                &stream.labels,
+                [fb, before, settle, after],
+            )
+            .await;
+            r.map_err(|e| anyhow::anyhow!("{e:#}\nhub log:\n{}", rig.hub_log_tail()))
+        })?;
+        eprintln!(
+            "scenario with corrections on {share} of the feedback: {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        scenarios.push(report::Scenario {
+            share,
+            before: phase::figures(before, &turn.before, &cloud_before, &stream.labels),
+            after: phase::figures(after, &turn.after, &cloud_after, &stream.labels),
+            calibrations: turn.calibrations,
+            decision: turn.decision,
+            feedback: turn.feedback,
+        });
+    }
+    report::print(a, &scenarios, &refused);
     Ok(())
 }
 
@@ -144,7 +178,12 @@ struct Turn {
     feedback: Vec<report::FeedbackCount>,
 }
 
-async fn turn(rig: &Rig, labels: &[String], phases: [&[Item]; 4]) -> anyhow::Result<Turn> {
+async fn turn(
+    rig: &Rig,
+    reviewer: &mut review::Reviewer,
+    labels: &[String],
+    phases: [&[Item]; 4],
+) -> anyhow::Result<Turn> {
     let [fb, before, settle, after] = phases;
     let mut feedback = Vec::new();
     let t = Instant::now();
@@ -162,7 +201,7 @@ async fn turn(rig: &Rig, labels: &[String], phases: [&[Item]; 4]) -> anyhow::Res
         f.edge,
         f.offload
     );
-    feedback.push(settled(rig, "feedback").await?);
+    feedback.push(settled(rig, reviewer, "feedback").await?);
     let cal_before = calibrate(rig, &base).await?;
 
     let answers_before = phase::send(rig, before).await?;
@@ -193,7 +232,7 @@ async fn turn(rig: &Rig, labels: &[String], phases: [&[Item]; 4]) -> anyhow::Res
         f.edge,
         f.offload
     );
-    feedback.push(settled(rig, "settle").await?);
+    feedback.push(settled(rig, reviewer, "settle").await?);
     let cal_after = calibrate(rig, &new).await?;
     let answers_after = phase::send(rig, after).await?;
     Ok(Turn {
@@ -206,8 +245,13 @@ async fn turn(rig: &Rig, labels: &[String], phases: [&[Item]; 4]) -> anyhow::Res
 }
 
 /// Waits until every device's outbox is empty and every example the hub holds has a label
-/// (the teacher judged the shadow samples); the device-side counts of what was sent.
-async fn settled(rig: &Rig, phase: &str) -> anyhow::Result<report::FeedbackCount> {
+/// (the teacher judged the shadow samples), then lets the operator review the new examples;
+/// the device-side counts of what was sent.
+async fn settled(
+    rig: &Rig,
+    reviewer: &mut review::Reviewer,
+    phase: &str,
+) -> anyhow::Result<report::FeedbackCount> {
     let t = Instant::now();
     let mut last = None;
     let (total, labelled) = loop {
@@ -232,10 +276,12 @@ async fn settled(rig: &Rig, phase: &str) -> anyhow::Result<report::FeedbackCount
         }
         last = Some(counts);
     };
+    let now = reviewer.review(rig).await?;
     let mut count = report::FeedbackCount {
         phase: phase.to_string(),
         examples: total,
         labelled,
+        corrected: reviewer.corrected,
         hard: 0.0,
         shadow: 0.0,
     };
@@ -251,7 +297,7 @@ async fn settled(rig: &Rig, phase: &str) -> anyhow::Result<report::FeedbackCount
         count.shadow += shadow;
     }
     eprintln!(
-        "{phase}: {total} examples at the hub, all labelled, after {:.0} s",
+        "{phase}: {total} examples at the hub, all labelled, after {:.0} s; {now} corrected by the operator",
         t.elapsed().as_secs_f64()
     );
     Ok(count)
@@ -259,23 +305,9 @@ async fn settled(rig: &Rig, phase: &str) -> anyhow::Result<report::FeedbackCount
 
 /// (examples, labelled examples) of the model at the hub.
 async fn examples(rig: &Rig) -> anyhow::Result<(u64, u64)> {
-    let (mut total, mut labelled) = (0, 0);
-    let mut after = String::new();
-    loop {
-        let page = rig
-            .hub_get(&format!(
-                "/v1/feedback/examples?model={MODEL}&limit=1000{after}"
-            ))
-            .await?;
-        for e in page["items"].as_array().into_iter().flatten() {
-            total += 1;
-            labelled += u64::from(!e["label"].is_null());
-        }
-        match page["cursor"].as_str() {
-            Some(c) if page["more"] == true => after = format!("&after={c}"),
-            _ => return Ok((total, labelled)),
-        }
-    }
+    let all = rig.examples().await?;
+    let labelled = all.iter().filter(|e| !e["label"].is_null()).count();
+    Ok((all.len() as u64, labelled as u64))
 }
 
 /// Calibrates `version`'s threshold from the feedback, waits until every device routes with

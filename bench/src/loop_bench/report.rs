@@ -1,7 +1,8 @@
-//! The loop benchmark's table: before and after the turn on the report phases (inputs no fit
-//! saw), the calibrations (fitted on the calibration split, their own test-split figures),
-//! the gate's checks, the refused candidate, what the devices uplinked; last line
-//! `loop: offload_before=X offload_after=Y accuracy_ratio=Z`.
+//! The loop benchmark's table: per scenario (teacher labels only; an operator's corrections on
+//! a share of the feedback), before and after the turn on the report phases (inputs no fit
+//! saw), the calibrations (fitted on the calibration split, their own test-split figures, how
+//! many labels were corrections), the gate's checks, the refused candidate, what the devices
+//! uplinked; last line `loop: offload_before=X offload_after=Y accuracy_ratio=Z`.
 
 use super::Args;
 use super::phase::Figures;
@@ -18,14 +19,18 @@ pub struct FeedbackCount {
     pub examples: u64,
     /// Of which labelled (teacher or correction).
     pub labelled: u64,
+    /// Corrections the operator posted so far.
+    pub corrected: u64,
     /// Hard examples the devices queued.
     pub hard: f64,
     /// Shadow samples the devices sent.
     pub shadow: f64,
 }
 
-/// Everything measured.
-pub struct Measured {
+/// What one scenario measured.
+pub struct Scenario {
+    /// Share of the feedback the operator corrected (0: the teacher's labels only).
+    pub share: f64,
     /// Report phase before the turn.
     pub before: Figures,
     /// Report phase after the turn.
@@ -34,15 +39,27 @@ pub struct Measured {
     pub calibrations: [Value; 2],
     /// The loop's gate decision (rolled out).
     pub decision: Value,
-    /// The candidate the gate refused.
-    pub refused: Decision,
     /// Feedback after each feedback phase.
     pub feedback: Vec<FeedbackCount>,
 }
 
-fn row(name: &str, threshold: f64, f: &Figures) {
+impl Scenario {
+    fn name(&self) -> String {
+        if self.share > 0.0 {
+            format!("corrections on {:.0}%", self.share * 100.0)
+        } else {
+            "teacher only".into()
+        }
+    }
+
+    fn met(&self) -> bool {
+        self.after.offload <= self.before.offload * 2.0 / 3.0 && self.after.ratio() >= 0.995
+    }
+}
+
+fn row(scenario: &str, name: &str, threshold: f64, f: &Figures) {
     println!(
-        "| {name} | {:.4} | {threshold:.4} | {:.3} | {:.4} | {:.4} | {:.4} | {} | {:.3} |",
+        "| {scenario} | {name} | {:.4} | {threshold:.4} | {:.3} | {:.4} | {:.4} | {:.4} | {} | {:.3} |",
         f.edge,
         f.offload,
         f.cascade,
@@ -56,16 +73,41 @@ fn row(name: &str, threshold: f64, f: &Figures) {
 fn calibration_line(c: &Value) {
     let fit = &c["fit"];
     let test = &c["test"]["at_fitted"];
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let check = &fit["teacher_check"];
+    let judged = if check.is_object() {
+        format!(
+            "; teacher labels judged by the corrections: where edge and cloud disagree the edge is right {:.2}, the cloud {:.2} (n {})",
+            num(&check["disagree_edge_right"]),
+            num(&check["disagree_cloud_right"]),
+            check["corrected_disagreements"],
+        )
+    } else {
+        String::new()
+    };
+    let truth = &c["test"]["corrected_only"];
+    let truth = if truth.is_object() {
+        format!(
+            "; on its {} corrected test samples alone (true labels): offload {:.3}, ratio {:.4}",
+            truth["n"],
+            num(&truth["offload"]),
+            num(&truth["accuracy_ratio"])
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "- {}: threshold {:.4} fitted on {} calibration-split samples ({} shadow, {} hard); on its {} test-split samples: offload {:.3}, accuracy ratio {:.4}",
+        "- {}: threshold {:.4} fitted on {} calibration-split samples ({} shadow, {} hard; labels: {} corrections, {} teacher{judged}); on its {} test-split samples: offload {:.3}, accuracy ratio {:.4}{truth}",
         c["version"].as_str().unwrap_or("?"),
-        c["threshold"].as_f64().unwrap_or(f64::NAN),
+        num(&c["threshold"]),
         fit["counts"]["samples"],
         fit["counts"]["shadow"],
         fit["counts"]["hard"],
+        fit["counts"]["corrections"],
+        fit["counts"]["teacher"],
         c["test"]["counts"]["samples"],
-        test["offload"].as_f64().unwrap_or(f64::NAN),
-        test["accuracy_ratio"].as_f64().unwrap_or(f64::NAN),
+        num(&test["offload"]),
+        num(&test["accuracy_ratio"]),
     );
 }
 
@@ -89,49 +131,64 @@ fn checks(d: &Value) -> String {
 }
 
 /// Prints the table and the last line.
-pub fn print(a: &Args, m: &Measured) {
+pub fn print(a: &Args, scenarios: &[Scenario], refused: &Decision) {
     let th = |c: &Value| c["threshold"].as_f64().unwrap_or(f64::NAN);
     let version = |f: &Figures| f.versions.iter().cloned().collect::<Vec<_>>().join(",");
     println!();
     println!(
-        "| report phase ({} new inputs each) | edge accuracy | threshold | offload | cascade accuracy | cloud-only accuracy | cascade / cloud-only | inference bytes uplinked | vs cloud-only |",
+        "| scenario | report phase ({} new inputs each) | edge accuracy | threshold | offload | cascade accuracy | cloud-only accuracy | cascade / cloud-only | inference bytes uplinked | vs cloud-only |",
         a.report
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    row(
-        &format!("before: edge {}", version(&m.before)),
-        th(&m.calibrations[0]),
-        &m.before,
-    );
-    row(
-        &format!("after: edge {}", version(&m.after)),
-        th(&m.calibrations[1]),
-        &m.after,
-    );
-    let r = &m.refused;
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for s in scenarios {
+        let name = s.name();
+        row(
+            &name,
+            &format!("before: edge {}", version(&s.before)),
+            th(&s.calibrations[0]),
+            &s.before,
+        );
+        row(
+            &name,
+            &format!("after: edge {}", version(&s.after)),
+            th(&s.calibrations[1]),
+            &s.after,
+        );
+    }
+    let r = refused;
     let sources = &r.candidate.label_sources;
     println!(
-        "| refused: {} trained on {} wrongly labelled examples (+{} replayed) | gate: {} | - | - | - | - | - | - | - |",
+        "| - | refused: {} trained on {} wrongly labelled examples (+{} replayed) | gate: {} | - | - | - | - | - | - | - |",
         r.candidate.version,
         sources.get("correction").copied().unwrap_or(0),
         sources.get("replay").copied().unwrap_or(0),
         r.reasons.join("; ")
     );
-    println!();
-    println!("calibrations (hub, from the devices' feedback; pushed, kept by the devices):");
-    for c in &m.calibrations {
-        calibration_line(c);
+    for s in scenarios {
+        println!();
+        println!("{}:", s.name());
+        println!("calibrations (hub, from the devices' feedback; pushed, kept by the devices):");
+        for c in &s.calibrations {
+            calibration_line(c);
+        }
+        let d = &s.decision;
+        println!(
+            "gate: {} from {} on {} training examples ({}): {}; status {}",
+            d["candidate"]["version"].as_str().unwrap_or("?"),
+            d["serving_version"].as_str().unwrap_or("?"),
+            d["candidate"]["fit"]["examples"],
+            d["candidate"]["label_sources"],
+            checks(d),
+            d["status"].as_str().unwrap_or("?"),
+        );
+        for f in &s.feedback {
+            println!(
+                "feedback after the {} phase: {} examples at the hub ({} labelled, {} corrected by the operator); devices sent {} hard examples, {} shadow samples so far (shadow rate {})",
+                f.phase, f.examples, f.labelled, f.corrected, f.hard, f.shadow, a.shadow_rate
+            );
+        }
     }
-    let d = &m.decision;
-    println!(
-        "gate: {} from {} on {} training examples ({}): {}; status {}",
-        d["candidate"]["version"].as_str().unwrap_or("?"),
-        d["serving_version"].as_str().unwrap_or("?"),
-        d["candidate"]["fit"]["examples"],
-        d["candidate"]["label_sources"],
-        checks(d),
-        d["status"].as_str().unwrap_or("?"),
-    );
+    println!();
     println!(
         "refused candidate {}: {:?} ({:?}), checks: {}",
         r.candidate.version,
@@ -147,20 +204,24 @@ pub fn print(a: &Args, m: &Measured) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for f in &m.feedback {
+    for s in scenarios {
         println!(
-            "feedback after the {} phase: {} examples at the hub ({} labelled); devices sent {} hard examples, {} shadow samples so far (shadow rate {})",
-            f.phase, f.examples, f.labelled, f.hard, f.shadow, a.shadow_rate
+            "target with {} (offload at least a third lower, accuracy ratio >= 0.995 after): {}",
+            s.name(),
+            if s.met() { "met" } else { "NOT met" }
         );
     }
-    let (b, f) = (m.before.offload, m.after.offload);
-    let met = f <= b * 2.0 / 3.0 && m.after.ratio() >= 0.995;
-    println!(
-        "target (offload at least a third lower, accuracy ratio >= 0.995 after): {}",
-        if met { "met" } else { "NOT met" }
-    );
-    println!(
-        "loop: offload_before={b:.3} offload_after={f:.3} accuracy_ratio={:.4}",
-        m.after.ratio()
-    );
+    for (i, s) in scenarios.iter().enumerate() {
+        let (b, f) = (s.before.offload, s.after.offload);
+        let last = i + 1 == scenarios.len();
+        println!(
+            "{}: offload_before={b:.3} offload_after={f:.3} accuracy_ratio={:.4}",
+            if last {
+                "loop".to_string()
+            } else {
+                format!("loop ({})", s.name())
+            },
+            s.after.ratio()
+        );
+    }
 }

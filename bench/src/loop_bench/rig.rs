@@ -161,6 +161,26 @@ impl Rig {
         json_of(r, path).await
     }
 
+    /// Every example of the model the hub holds (`GET /v1/feedback/examples`, page by page).
+    pub async fn examples(&self) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let mut page = self
+                .hub_get(&format!(
+                    "/v1/feedback/examples?model={MODEL}&limit=1000{after}"
+                ))
+                .await?;
+            if let Some(items) = page["items"].as_array_mut() {
+                out.append(items);
+            }
+            match page["cursor"].as_str() {
+                Some(c) if page["more"] == true => after = format!("&after={c}"),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// `POST path` on the hub as its operator with a JSON body: (status, JSON).
     pub async fn hub_post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let r = self
