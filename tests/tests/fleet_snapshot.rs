@@ -96,7 +96,8 @@ async fn scenario() {
     };
     assert_eq!(status, 404, "{}", message(&body));
     assert!(
-        message(&body).contains("no stream is linked"),
+        message(&body).contains("answered no_camera: ")
+            && message(&body).contains("no stream is linked"),
         "{}",
         message(&body)
     );

@@ -58,7 +58,7 @@ pub enum SnapshotError {
         ms: u64,
     },
     /// The device answered `ok: false`.
-    #[error("device `{device}` answered {code:?}: {message}")]
+    #[error("device `{device}` answered {code}: {message}")]
     Refused {
         /// Device.
         device: String,
@@ -346,6 +346,11 @@ mod tests {
         ] {
             assert_eq!(refused(code).status().as_u16(), status, "{code:?}");
         }
+        // The code as on the wire, not in Rust's debug form.
+        assert_eq!(
+            refused(SnapshotErrorCode::NoSnapshot).to_string(),
+            "device `d` answered no_snapshot: m"
+        );
         assert_eq!(SnapshotError::Busy(8).status().as_u16(), 429);
         assert_eq!(SnapshotError::Offline("d".into()).status().as_u16(), 504);
     }

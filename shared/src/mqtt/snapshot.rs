@@ -71,6 +71,37 @@ pub enum SnapshotErrorCode {
     Busy,
 }
 
+impl SnapshotErrorCode {
+    /// Every code (a new variant goes here too: the wire-name test walks this list).
+    pub const ALL: [SnapshotErrorCode; 6] = [
+        Self::BadRequest,
+        Self::NoCamera,
+        Self::NoSnapshot,
+        Self::TooLarge,
+        Self::Privacy,
+        Self::Busy,
+    ];
+
+    /// The wire name (the payload's `code`), e.g. `no_snapshot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::NoCamera => "no_camera",
+            Self::NoSnapshot => "no_snapshot",
+            Self::TooLarge => "too_large",
+            Self::Privacy => "privacy",
+            Self::Busy => "busy",
+        }
+    }
+}
+
+/// Writes the wire name, as in the payload.
+impl std::fmt::Display for SnapshotErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The JPEG of a reply and where it comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotImage {
@@ -204,5 +235,15 @@ mod tests {
         assert_eq!(encoded_len(jpeg.len()), encode_jpeg(&jpeg).len());
         let failed = SnapshotReply::failed(None, "c", SnapshotErrorCode::NoCamera, "x".into());
         assert_eq!(SnapshotReply::decode(&failed.encode()), Ok(failed));
+    }
+
+    #[test]
+    fn a_code_displays_as_its_wire_name() {
+        for code in SnapshotErrorCode::ALL {
+            let wire = serde_json::to_value(code).expect("serialises");
+            assert_eq!(wire.as_str(), Some(code.to_string().as_str()), "{code:?}");
+            let back: SnapshotErrorCode = serde_json::from_value(wire).expect("deserialises");
+            assert_eq!(back, code);
+        }
     }
 }
