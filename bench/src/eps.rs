@@ -5,7 +5,13 @@
 //! accuracy gate at the variant's tolerance: `runtime.accuracy_max_abs_diff`, or the manifest's
 //! `ep_max_abs_diff`). Last line:
 //! `eps: best=<ep> speedup_vs_cpu=X` for vision-imagenet's edge variant, among the providers that
-//! pass the gate.
+//! pass the gate and run on real hardware.
+//!
+//! QNN is measured as it must be configured (`engine.max_rows_per_run = 1`; its sessions fix the
+//! batch at 1 with the CPU fallback off), the other providers with the defaults. A model QNN
+//! cannot take whole gets a row with the reason, and QNN stays on the list for the next model.
+//! On x86_64 QNN is the onnxruntime-qnn wheel's HTP *simulator*: its rows are labelled
+//! `qnn(htp-sim)`, their timings are no NPU's, and a simulator is never `best`.
 
 use crate::procs;
 use crate::stats::{Stats, summarise};
@@ -85,6 +91,8 @@ fn input(repo: &std::path::Path, model: &str, variant: &str) -> anyhow::Result<I
 struct Row {
     model: String,
     ep: String,
+    /// A simulator on this machine (QNN's HTP on x86_64): no speed claim.
+    simulated: bool,
     build_ms: f64,
     diff: f64,
     gate: bool,
@@ -130,8 +138,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let repo = procs::repo()?;
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
     println!(
-        "{:<24} {:<13} {:>9} {:>10} {:>6} {:>9} {:>9} {:>10}",
-        "model", "ep", "build_ms", "max_diff", "gate", "p50_us", "p99_us", "c8_rps"
+        "{:<24} {:<13} {:>9} {:>10} {:>6} {:>9} {:>9} {:>6} {:>10}",
+        "model", "ep", "build_ms", "max_diff", "gate", "p50_us", "p99_us", "n", "c8_rps"
     );
     let mut rows = Vec::new();
     let mut unavailable = std::collections::BTreeSet::new();
@@ -151,6 +159,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             s.models.enabled = vec![model.into()];
             s.models.variant = variant.into();
             s.runtime.execution_providers = vec![ep.clone()];
+            let simulated = simulated(ep);
+            let label = if simulated {
+                format!("{ep}(htp-sim)")
+            } else {
+                ep.clone()
+            };
+            if ep == "qnn" {
+                // QNN runs with the batch fixed at 1: it is skipped at any other setting.
+                s.engine.max_rows_per_run = 1;
+            }
             s.runtime.intra_op_threads = threads;
             s.engine.workers = 2;
             s.engine.queue_capacity = 64;
@@ -173,8 +191,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                     let why = e
                         .split_once(&format!("{ep}: "))
                         .map_or(e.as_str(), |(_, w)| w);
-                    println!("{:<24} {ep:<13} unavailable here: {why}", "(any)");
-                    unavailable.insert(ep.clone());
+                    if provider_missing(why) {
+                        println!("{:<24} {label:<13} unavailable here: {why}", "(any)");
+                        unavailable.insert(ep.clone());
+                    } else {
+                        let name = format!("{model}/{variant}");
+                        println!("{name:<24} {label:<13} cannot run: {why}");
+                    }
                     continue;
                 }
             };
@@ -188,6 +211,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             let row = Row {
                 model: format!("{model}/{variant}"),
                 ep: ep.clone(),
+                simulated,
                 build_ms,
                 diff,
                 gate: diff <= gate_at,
@@ -195,14 +219,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 conc8_rps,
             };
             println!(
-                "{:<24} {:<13} {:>9.1} {:>10.2e} {:>6} {:>9.0} {:>9.0} {:>10.0}",
+                "{:<24} {:<13} {:>9.1} {:>10.2e} {:>6} {:>9.0} {:>9.0} {:>6} {:>10.1}",
                 row.model,
-                row.ep,
+                label,
                 row.build_ms,
                 row.diff,
                 if row.gate { "pass" } else { "FAIL" },
                 row.single.p50_us,
                 row.single.p99_us,
+                row.single.n,
                 row.conc8_rps
             );
             rows.push(row);
@@ -217,9 +242,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .find(|r| r.ep == "cpu")
         .map(|r| r.single.p50_us)
         .ok_or_else(|| anyhow::anyhow!("vision-imagenet/edge did not run on the CPU EP"))?;
+    if rows.iter().any(|r| r.simulated) {
+        println!(
+            "note: (htp-sim) rows ran on the onnxruntime-qnn wheel's HTP simulator on this {} CPU: \
+             accuracy and what QNN takes are real, timings are no NPU's, and a simulator is never best",
+            std::env::consts::ARCH
+        );
+    }
     let best = imagenet
         .iter()
-        .filter(|r| r.gate)
+        .filter(|r| r.gate && !r.simulated)
         .min_by(|a, b| a.single.p50_us.total_cmp(&b.single.p50_us))
         .ok_or_else(|| anyhow::anyhow!("no accurate provider for vision-imagenet/edge"))?;
     println!(
@@ -228,4 +260,41 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         cpu / best.single.p50_us
     );
     Ok(())
+}
+
+/// Whether `ep` runs on a simulator here: the QNN wheel's HTP backend off a Snapdragon (x86_64).
+fn simulated(ep: &str) -> bool {
+    ep == "qnn" && std::env::consts::ARCH == "x86_64"
+}
+
+/// Whether a start failure says the provider is missing on this machine (skip it for every
+/// model), not that it cannot run this model (a row, and the next model tries it again).
+fn provider_missing(why: &str) -> bool {
+    ["plugin library", "not enabled in this build"]
+        .iter()
+        .any(|m| why.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_provider_is_told_from_a_model_it_cannot_run() {
+        for missing in [
+            "no qnn plugin library (provision it with `scripts/provision-ep.sh`, or list it in runtime.ep_plugins)",
+            "CUDA execution provider is not enabled in this build.",
+        ] {
+            assert!(provider_missing(missing), "{missing}");
+        }
+        assert!(!provider_missing(
+            "QNN cannot run the whole model with the batch dimension fixed at 1 (another dynamic dimension, or an operator it lacks), and the CPU fallback is off: ..."
+        ));
+        assert_eq!(
+            simulated("qnn"),
+            std::env::consts::ARCH == "x86_64",
+            "QNN's HTP backend is the simulator off a Snapdragon"
+        );
+        assert!(!simulated("openvino"));
+    }
 }
