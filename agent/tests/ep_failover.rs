@@ -11,7 +11,8 @@
 //! - with two workers, a lost device moves both sessions (two failovers counted) and is
 //!   warned about once;
 //! - a provider whose runs keep failing soon after each return (its sessions still build and
-//!   pass the gate) is warned about once, and each return waits longer than the one before.
+//!   pass the gate) is warned about once, and each return waits longer than the one before;
+//!   when no provider at all can take it, that is one ERROR, not one per failed request.
 
 mod common;
 
@@ -334,6 +335,27 @@ fn a_provider_failing_after_each_return_is_warned_once_and_retried_ever_later() 
         log.lines_with(&["back after a failover", TEXT]).len(),
         again.len()
     );
+
+    // Now the CPU's device is lost too: no provider can take the model. Requests fail, and
+    // that is said once at ERROR, not per request; the move is tried again after a backoff.
+    h.lose_device(Some(ExecutionProvider::Cpu));
+    let stuck = |log: &Log| log.lines_with(&[" ERROR ", "no other provider", TEXT]);
+    let started = Instant::now();
+    while stuck(&log).is_empty() {
+        assert!(started.elapsed() < PATIENCE, "never said it is stuck");
+        let _ = engine.infer_blocking(TEXT, Input::Texts(vec!["a fine film".into()]));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut failed = 0;
+    while log.lines_with(&["still no other provider", TEXT]).len() < 2 {
+        assert!(started.elapsed() < PATIENCE, "no retry of the move logged");
+        let r = engine.infer_blocking(TEXT, Input::Texts(vec!["a fine film".into()]));
+        failed += usize::from(r.is_err());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(failed >= 2, "{failed}");
+    let errors = log.lines_with(&[" ERROR ", TEXT]);
+    assert_eq!(errors.len(), 1, "{failed} failed requests: {errors:#?}");
 }
 
 #[test]

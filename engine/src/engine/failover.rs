@@ -7,7 +7,9 @@
 //! (doubling, with jitter, up to 32 times the first wait), each failed try one INFO line with
 //! the next wait's bound. A provider that fails again soon after its return (before it has
 //! served for as long as the next wait) does not reset the backoff: the move is counted and
-//! logged at INFO, and the wait before the next return keeps doubling.
+//! logged at INFO, and the wait before the next return keeps doubling. When no provider can
+//! take the model, that is one ERROR; the move is tried again after a backoff (INFO), not on
+//! every failing request.
 
 use crate::provider::{self, Selector, accuracy::Case, plugins::Plugin, session::Params};
 use crate::settings::EngineSettings;
@@ -133,6 +135,11 @@ pub(crate) struct Slot {
     /// When the session came back to a better provider after a failover (until it has served
     /// for as long as the next wait; the backoff is reset then).
     returned_at: Option<Instant>,
+    /// No other provider could take the model: until then, a failing run does not try again
+    /// (a rebuild per failed request would cost more than the request).
+    stuck_until: Option<Instant>,
+    /// The waits between those tries.
+    stuck_backoff: Backoff,
 }
 
 impl Slot {
@@ -144,6 +151,8 @@ impl Slot {
             backoff: Backoff::new(first, first * 32),
             retry_at: None,
             returned_at: None,
+            stuck_until: None,
+            stuck_backoff: Backoff::new(first, first * 32),
         }
     }
 
@@ -159,7 +168,7 @@ impl Slot {
     pub(crate) fn fail_over(&mut self, rb: &Rebuild, model: &str, why: &str) -> bool {
         let from = self.ep;
         let rest = rb.order.get(self.position(rb) + 1..).unwrap_or_default();
-        if rest.is_empty() {
+        if rest.is_empty() || self.stuck_until.is_some_and(|t| Instant::now() < t) {
             return false;
         }
         // Since the return to this provider (before the next one is built: that takes time).
@@ -168,6 +177,8 @@ impl Slot {
             Ok((session, to, passed)) => {
                 self.session = session;
                 self.ep = to;
+                self.stuck_until = None;
+                self.stuck_backoff.reset();
                 // Failing again soon after a return is the same trouble: the wait keeps
                 // growing. Long after it (no request served since), it starts over.
                 let again = match since_return {
@@ -195,7 +206,15 @@ impl Slot {
                 true
             }
             Err(passed) => {
-                tracing::error!(model = %model, from = %from, error = %why, next = %reasons(&passed), "execution provider failed at run time and no other provider can take the model");
+                let retry_max_ms = self.stuck_backoff.ceiling().as_millis();
+                let first = self.stuck_until.is_none();
+                self.stuck_until = Some(Instant::now() + self.stuck_backoff.next_delay());
+                if first {
+                    tracing::error!(model = %model, from = %from, error = %why, next = %reasons(&passed), retry_max_ms, "execution provider failed at run time and no other provider can take the model: its requests fail");
+                } else {
+                    let retry = self.stuck_backoff.failures() - 1;
+                    tracing::info!(model = %model, from = %from, error = %why, next = %reasons(&passed), retry, retry_max_ms, "still no other provider can take the model");
+                }
                 false
             }
         }
@@ -231,6 +250,9 @@ impl Slot {
     /// A run succeeded: once the provider the session returned to has served for as long as
     /// the next wait would be, the backoff starts from the first wait again.
     pub(crate) fn served(&mut self) {
+        if self.stuck_until.take().is_some() {
+            self.stuck_backoff.reset();
+        }
         if let Some(at) = self.returned_at
             && at.elapsed() >= self.backoff.ceiling()
         {
