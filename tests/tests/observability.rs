@@ -15,7 +15,7 @@
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tandem_tests::fleet::{Daemon, Fleet, MODEL, MQTT_PORT, samples};
+use tandem_tests::fleet::{Daemon, Fleet, MODEL, samples};
 use tandem_tests::repo;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -102,28 +102,7 @@ async fn scenario() {
 
     // The odd device's telemetry reaches the hub's scrape.
     let telemetry = odd_telemetry();
-    let pki = fleet.pki();
-    let mut publish = fleet.rig.command("odd", "mosquitto_pub");
-    publish
-        .args([
-            "-h",
-            &fleet.hub_name(),
-            "-p",
-            &MQTT_PORT.to_string(),
-            "-i",
-            "odd-01",
-        ])
-        .arg("--cafile")
-        .arg(pki.join("ca.pem"))
-        .arg("--cert")
-        .arg(pki.join("devices/odd-01.pem"))
-        .arg("--key")
-        .arg(pki.join("devices/odd-01.key"))
-        .args(["-q", "1", "-t", "tandem/odd-01/telemetry", "-m", &telemetry]);
-    let out = publish
-        .output()
-        .expect("mosquitto_pub (make setup installs it)");
-    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+    fleet.publish_as("odd", "odd-01", "tandem/odd-01/telemetry", &telemetry);
     let hub_text = poll("the odd device in the hub's /metrics", PATIENCE, || async {
         let text = scrape(&fleet, &hub).await?;
         text.contains("device=\"odd-01\"").then_some(text)
