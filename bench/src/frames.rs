@@ -1,6 +1,8 @@
 //! `tandem-bench frames` (make bench-frames): pre-processing and end-to-end time of
-//! vision-imagenet (edge, 1 intra-op thread, concurrency 1) for the 20 ImageNet samples and
-//! for a 1080p and a 4K camera frame (JPEG, quality 90), in one run:
+//! vision-imagenet (edge, 1 intra-op thread, concurrency 1) for the 20 ImageNet samples (the
+//! committed files: 512x512 progressive JPEGs), the same 20 photos as baseline JPEG
+//! (`imagenet-baseline`: what cameras send; see [`baseline`]) and a 1080p and a 4K camera
+//! frame (JPEG, quality 90), in one run:
 //! - `pre-before`: the earlier path (full zune decode, `image` resize, per-pixel normalise);
 //! - `pre-after`: the SIMD path (libjpeg-turbo at a reduced DCT scale where it applies,
 //!   fast_image_resize, fused normalise/layout);
@@ -14,8 +16,8 @@
 //!   ([`frames_wgpu`](crate::frames_wgpu)), after the rows above, so that the Vulkan device
 //!   (lavapipe's threads and memory on a machine without a GPU) does not slow the CPU rows.
 //!
-//! Last line: `frames: e2e_vs_floor=X vs_fastapi=Y` on the ImageNet samples, X = e2e-after p50
-//! / floor p50, Y = fastapi-e2e p50 / http-e2e p50.
+//! Last line: `frames: e2e_vs_floor=X vs_fastapi=Y` on the committed ImageNet samples (the
+//! issue's set), X = e2e-after p50 / floor p50, Y = fastapi-e2e p50 / http-e2e p50.
 
 use crate::local::{System, Window, interleaved, threads_window};
 use crate::procs;
@@ -63,7 +65,17 @@ fn frame(sample: &Path, w: u32, h: u32) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(out))
 }
 
-pub(crate) fn sets(dir: &Path) -> anyhow::Result<Vec<Set>> {
+/// The same JPEG with baseline (sequential) entropy coding: a lossless transcode (libjpeg-turbo's
+/// `jpegtran`), so the quantisation tables and DCT coefficients, hence the decoded pixels and
+/// the model's answers, are those of the committed progressive file. Kept in memory; the
+/// committed samples are never replaced.
+pub(crate) fn baseline(jpeg: &[u8]) -> anyhow::Result<Bytes> {
+    let out = turbojpeg::transform(&turbojpeg::Transform::default(), jpeg)?;
+    Ok(Bytes::copy_from_slice(&out))
+}
+
+/// Input sets the run measures; `with_baseline` adds `imagenet-baseline`.
+pub(crate) fn sets(dir: &Path, with_baseline: bool) -> anyhow::Result<Vec<Set>> {
     let mut paths: Vec<_> = std::fs::read_dir(dir.join("samples"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
@@ -74,11 +86,21 @@ pub(crate) fn sets(dir: &Path) -> anyhow::Result<Vec<Set>> {
         .map(|p| std::fs::read(p).map(Bytes::from))
         .collect::<Result<Vec<_>, _>>()?;
     let first = paths.first().ok_or_else(|| anyhow::anyhow!("no samples"))?;
-    Ok(vec![
-        Set {
-            name: "imagenet",
-            files,
-        },
+    let mut sets = vec![Set {
+        name: "imagenet",
+        files,
+    }];
+    if with_baseline {
+        sets.push(Set {
+            name: "imagenet-baseline",
+            files: sets[0]
+                .files
+                .iter()
+                .map(|f| baseline(f))
+                .collect::<anyhow::Result<_>>()?,
+        });
+    }
+    sets.extend([
         Set {
             name: "1080p",
             files: vec![frame(first, 1920, 1080)?],
@@ -87,7 +109,8 @@ pub(crate) fn sets(dir: &Path) -> anyhow::Result<Vec<Set>> {
             name: "4k",
             files: vec![frame(first, 3840, 2160)?],
         },
-    ])
+    ]);
+    Ok(sets)
 }
 
 /// The next file of a set, round robin.
@@ -261,7 +284,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let shape = img::batch_shape(p, 1);
     let window = Duration::from_secs_f64(a.seconds);
     let mut rows: Vec<Row> = Vec::new();
-    for set in sets(dir)? {
+    for set in sets(dir, true)? {
         eprintln!("== {} ({} file(s))", set.name, set.files.len());
         let cyc = Cycle::new(&set.files);
         let (engine, shape, cyc) = (&engine, &shape, &cyc);
@@ -382,7 +405,7 @@ fn print_report(rows: &[Row], gpu_missing: Option<&String>) {
         _ => f64::NAN,
     };
     println!();
-    for set in ["imagenet", "1080p", "4k"] {
+    for set in ["imagenet", "imagenet-baseline", "1080p", "4k"] {
         println!(
             "{set}: pre-processing before/after = {:.2}x, e2e after/floor = {:.2}, FastAPI/http-e2e = {:.2}",
             ratio(find(set, "pre-before"), find(set, "pre-after")),
@@ -399,4 +422,44 @@ fn print_report(rows: &[Row], gpu_missing: Option<&String>) {
             find("imagenet", "http-e2e")
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first frame header's marker: 0xC0/0xC1 baseline or extended sequential, 0xC2
+    /// progressive.
+    fn sof_marker(jpeg: &[u8]) -> Option<u8> {
+        jpeg.windows(2)
+            .find(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xC2))
+            .map(|w| w[1])
+    }
+
+    #[test]
+    fn the_baseline_set_is_the_same_photos_sequentially_coded() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/vision-imagenet");
+        let sets = sets(&dir, true).expect("sets");
+        let (prog, base) = (&sets[0], &sets[1]);
+        assert_eq!((prog.name, base.name), ("imagenet", "imagenet-baseline"));
+        assert_eq!(prog.files.len(), base.files.len());
+        assert!(!prog.files.is_empty());
+        for (p, b) in prog.files.iter().zip(&base.files) {
+            assert_eq!(
+                sof_marker(p),
+                Some(0xC2),
+                "the committed samples are progressive"
+            );
+            assert!(matches!(sof_marker(b), Some(0xC0 | 0xC1)), "baseline");
+            let px = |j: &[u8]| {
+                turbojpeg::decompress(j, turbojpeg::PixelFormat::RGB)
+                    .expect("decodes")
+                    .pixels
+            };
+            assert!(
+                px(p) == px(b),
+                "a lossless transcode decodes to the same pixels"
+            );
+        }
+    }
 }

@@ -76,7 +76,7 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
     let (p, limits, session, input) = (&setup.p, &setup.limits, &setup.session, &setup.input);
     let (per, shape) = (setup.per(), img::batch_shape(p, 1));
     let window = Duration::from_secs_f64(a.seconds);
-    for set in sets(&setup.dir).context(MODEL)? {
+    for set in sets(&setup.dir, false).context(MODEL)? {
         eprintln!("== {} (wgpu process)", set.name);
         let cyc = Cycle::new(&set.files);
         let tensor = setup.tensor(&set)?;
