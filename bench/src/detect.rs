@@ -6,7 +6,7 @@
 //! machine (in process, 2 intra-op threads, one frame at a time; no network). The cascade's
 //! policy is fitted and judged on disjoint frames (k-fold cross-validation, [`detect_fit`]).
 
-use crate::detect_eval::{Pred, Scores, Truth, evaluate};
+use crate::detect_eval::{Pred, Scores, Truth, evaluate, per_class};
 use crate::detect_fit::{self, Frame};
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -259,6 +259,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             &evaluate(&truth, &low),
             0.0,
             f64::NAN,
+        );
+    }
+
+    // Where the edge loses to the cloud: AP@0.5 per labelled class, both as answered.
+    println!("  AP@0.5 per class (boxes): edge / cloud");
+    for (e, c) in per_class(&truth, &ep).iter().zip(per_class(&truth, &cp)) {
+        println!(
+            "    {:<14} {:>3} {:>7.3} {:>7.3}",
+            e.label, e.boxes, e.ap50, c.ap50
         );
     }
 

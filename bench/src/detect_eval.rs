@@ -36,12 +36,38 @@ pub struct Scores {
     pub recall: f64,
 }
 
+/// One labelled class's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassAp {
+    /// Class label.
+    pub label: String,
+    /// Labelled boxes of the class.
+    pub boxes: usize,
+    /// AP at IoU 0.5.
+    pub ap50: f64,
+    /// Matched predictions.
+    tp: usize,
+    /// Predictions of the class.
+    preds: usize,
+}
+
 /// Evaluates `preds[i]` against `truth[i]` per image. Predictions of classes no label has are
 /// left out (the set does not label them).
 pub fn evaluate(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Scores {
+    let per = per_class(truth, preds);
+    let sum = |f: &dyn Fn(&ClassAp) -> usize| per.iter().map(f).sum::<usize>();
+    let (tp_all, pred_all, gt_all) = (sum(&|c| c.tp), sum(&|c| c.preds), sum(&|c| c.boxes));
+    Scores {
+        map50: per.iter().map(|c| c.ap50).sum::<f64>() / per.len().max(1) as f64,
+        precision: tp_all as f64 / pred_all.max(1) as f64,
+        recall: tp_all as f64 / gt_all.max(1) as f64,
+    }
+}
+
+/// AP at IoU 0.5 of each class the labels hold, in label order.
+pub fn per_class(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Vec<ClassAp> {
     let classes: BTreeSet<&str> = truth.iter().flatten().map(|t| t.label.as_str()).collect();
-    let mut aps = Vec::new();
-    let (mut tp_all, mut pred_all, mut gt_all) = (0usize, 0usize, 0usize);
+    let mut out = Vec::new();
     for class in &classes {
         // (score, image, box) of this class, best first.
         let mut dets: Vec<(f32, usize, [f32; 4])> = preds
@@ -92,16 +118,15 @@ pub fn evaluate(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Scores {
             }
             curve.push((tp as f64 / n_gt.max(1) as f64, tp as f64 / (tp + fp) as f64));
         }
-        aps.push(average_precision(&curve));
-        tp_all += tp;
-        pred_all += tp + fp;
-        gt_all += n_gt;
+        out.push(ClassAp {
+            label: (*class).to_string(),
+            boxes: n_gt,
+            ap50: average_precision(&curve),
+            tp,
+            preds: tp + fp,
+        });
     }
-    Scores {
-        map50: aps.iter().sum::<f64>() / aps.len().max(1) as f64,
-        precision: tp_all as f64 / pred_all.max(1) as f64,
-        recall: tp_all as f64 / gt_all.max(1) as f64,
-    }
+    out
 }
 
 /// Area under a (recall, precision) curve, precision made monotone from the right.
@@ -155,5 +180,10 @@ mod tests {
         let s = evaluate(&truth, &fp_first);
         assert!((s.map50 - 0.25).abs() < 1e-9, "{s:?}"); // (0.5 + 0) / 2
         assert_eq!((s.precision, s.recall), (0.5, 0.5));
+        let per: Vec<(String, usize, f64)> = per_class(&truth, &fp_first)
+            .into_iter()
+            .map(|c| (c.label, c.boxes, c.ap50))
+            .collect();
+        assert_eq!(per, vec![("a".into(), 1, 0.5), ("b".into(), 1, 0.0)]);
     }
 }
