@@ -4,11 +4,13 @@
 //! `crate::series`) and
 //! publishes commands, matching each result to its waiting caller by (device, id); snapshot
 //! requests go out through it and their replies come back the same way (`super::snapshot`).
+//! What each received message does is `super::dispatch`'s; this file is the connection.
 //!
 //! It reconnects on its own (full-jitter backoff: a random wait up to 0.2 s, doubling to 5 s)
 //! and subscribes again on every connection, ahead of anything queued.
 
 use super::discovery::Discovery;
+use super::dispatch::{Sinks, Waiters, dispatch};
 use super::snapshot::SnapshotWaiters;
 use super::store::FleetStore;
 use crate::series::SeriesStore;
@@ -18,15 +20,14 @@ use rumqttc::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tandem_shared::backoff::Backoff;
 use tandem_shared::mqtt::{
-    BrokerUrl, Command, CommandResult, Event as DeviceEvent, SnapshotReply, State, Status,
-    Telemetry, Topic, TopicKind, topic,
+    BrokerUrl, Command, CommandResult, State, Status, Topic, TopicKind, topic,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -94,8 +95,6 @@ pub struct LinkStats {
     /// The last connection error.
     pub last_error: Mutex<Option<String>>,
 }
-
-type Waiters = Mutex<HashMap<(String, String), oneshot::Sender<CommandResult>>>;
 
 /// The hub's MQTT client.
 #[derive(Debug)]
@@ -331,123 +330,4 @@ async fn run(
             }
         }
     }
-}
-
-/// Where received state goes.
-struct Sinks {
-    store: FleetStore,
-    series: Arc<dyn SeriesStore>,
-    snapshots: Arc<SnapshotWaiters>,
-}
-
-fn dispatch(topic: &str, payload: &[u8], sinks: &Sinks, waiters: &Waiters, stats: &LinkStats) {
-    let store = &sinks.store;
-    let Ok(t) = Topic::parse(topic) else {
-        count(stats, "other");
-        return;
-    };
-    let now = now_ms();
-    let device = t.device.as_str();
-    let unreadable = |e: String| {
-        stats.unreadable.fetch_add(1, Relaxed);
-        tracing::warn!(device, topic, error = %e, "unreadable MQTT message");
-        let _ = store.update(device, |d| {
-            d.unreadable += 1;
-            d.last_error = Some(format!("{topic}: {e}"));
-        });
-    };
-    let stored = match t.kind {
-        TopicKind::Status => {
-            count(stats, "status");
-            match Status::decode(payload) {
-                Ok(s) => store.update(device, |d| {
-                    d.online = s.state == State::Online;
-                    d.last_seen_ms = now;
-                    if s.state == State::Online {
-                        d.status = Some(s);
-                    } else if let Some(old) = &mut d.status {
-                        old.state = State::Offline;
-                        old.reason = s.reason;
-                    } else {
-                        d.status = Some(s);
-                    }
-                }),
-                Err(e) => return unreadable(e.to_string()),
-            }
-        }
-        TopicKind::Telemetry => {
-            count(stats, "telemetry");
-            match Telemetry::decode(payload) {
-                Ok(tm) => {
-                    let mut newer = false;
-                    let r = store.update(device, |d| {
-                        newer = d.take_telemetry(tm.clone(), now, false);
-                    });
-                    // An older sample (a device clock set back) would be a point out of order.
-                    if newer {
-                        sinks.series.record(device, &tm, now);
-                    }
-                    r
-                }
-                Err(e) => return unreadable(e.to_string()),
-            }
-        }
-        TopicKind::CommandResult(_) => {
-            count(stats, "result");
-            match CommandResult::decode(payload) {
-                Ok(r) => {
-                    if let Some(id) = &r.id {
-                        let key = (device.to_string(), id.clone());
-                        let w = waiters
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&key);
-                        if let Some(tx) = w {
-                            let _ = tx.send(r);
-                        }
-                    }
-                    store.update(device, |d| d.last_seen_ms = now)
-                }
-                Err(e) => return unreadable(e.to_string()),
-            }
-        }
-        TopicKind::Events => {
-            count(stats, "event");
-            match DeviceEvent::decode(payload) {
-                // Kept in memory only: no fleet-database write per event.
-                Ok(e) => {
-                    sinks.series.record_event(device, &e, now);
-                    return;
-                }
-                Err(e) => return unreadable(e.to_string()),
-            }
-        }
-        TopicKind::Snapshot(_) => {
-            count(stats, "snapshot");
-            // Kept nowhere: handed to its waiter, or dropped (late, or asked by another tool).
-            match SnapshotReply::decode(payload) {
-                Ok(r) => {
-                    sinks.snapshots.deliver(device, r);
-                    return;
-                }
-                Err(e) => return unreadable(e.to_string()),
-            }
-        }
-        TopicKind::Objects | TopicKind::Command(_) | TopicKind::SnapshotRequest(_) => {
-            count(stats, "other");
-            return;
-        }
-    };
-    if let Err(e) = stored {
-        tracing::error!(device, error = %e, "fleet state not stored");
-    }
-}
-
-fn count(stats: &LinkStats, kind: &'static str) {
-    *stats
-        .received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(kind)
-        .or_default() += 1;
 }

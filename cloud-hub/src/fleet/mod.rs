@@ -7,6 +7,7 @@
 //! - [`store`]: [`FleetStore`]: per-device state in sled (last seen, online, versions, last
 //!   telemetry).
 //! - [`link`]: the hub's MQTT client: subscriptions, state updates, commands and their results.
+//! - `dispatch`: what each received MQTT message does (store, series, waiters).
 //! - [`labels`]: a device's labels, hub-assigned (its claim's) over its own.
 //! - [`http`]: `GET /v1/fleet`, `GET /v1/fleet/{device}`, `POST /v1/fleet/{device}/cmd/{name}`.
 //! - [`snapshot`]: `GET /v1/fleet/{device}/cameras/{camera}/snapshot.jpg`: a camera's
@@ -19,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod discovery;
+mod dispatch;
 pub mod http;
 pub mod labels;
 pub mod link;
