@@ -66,6 +66,18 @@ pub fn candidates(cfg: &EngineSettings) -> Vec<PathBuf> {
     out
 }
 
+/// For the crate's unit tests: settings rooted at the checkout (its `models/` and `.ort/`)
+/// and the ONNX Runtime environment `make setup` provisioned there.
+#[cfg(test)]
+pub(crate) fn for_tests() -> (EngineSettings, ort::environment::Environment) {
+    let s = EngineSettings {
+        base_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+        ..Default::default()
+    };
+    let (_, env) = init(&s).expect("ONNX Runtime loads (run `make setup`)");
+    (s, env)
+}
+
 static LOADED: OnceLock<(PathBuf, ort::environment::Environment)> = OnceLock::new();
 
 /// Loads the library named by the config (or found by search) and returns the environment.

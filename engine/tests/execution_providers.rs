@@ -12,7 +12,7 @@ use tandem_engine::{Engine, Input};
 use tandem_shared::provider::ExecutionProvider;
 
 mod common;
-use common::{repo, top1};
+use common::{max_abs_diff, repo, top1};
 
 fn openvino_plugin() -> PathBuf {
     common::plugin(
@@ -139,13 +139,6 @@ fn manifest(model: &str) -> serde_json::Value {
         &std::fs::read(repo().join("models").join(model).join("manifest.json")).expect("manifest"),
     )
     .expect("json")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {

@@ -12,7 +12,7 @@ use tandem_engine::{Engine, Input};
 use tandem_shared::provider::ExecutionProvider;
 
 mod common;
-use common::{repo, top1, try_start as start};
+use common::{max_abs_diff, repo, top1, try_start as start};
 
 /// `model`/`variant` on `eps`, one row per run (QNN's condition), the QNN plugin listed.
 fn settings(model: &str, variant: &str, eps: &[&str]) -> EngineSettings {
@@ -37,6 +37,15 @@ fn logits(e: &Engine, img: &Bytes) -> (Vec<f32>, ExecutionProvider) {
     common::first_output(e, "vision-fashion", Input::Images(vec![img.clone()]))
 }
 
+/// `model` of `e` is served by the CPU with QNN passed over first: why it was.
+fn qnn_passed_over(e: &Engine, model: &str) -> String {
+    let h = e.model(model).expect("loaded");
+    assert_eq!(h.ep, ExecutionProvider::Cpu);
+    let (ep, why) = &h.skipped_eps[0];
+    assert_eq!(*ep, ExecutionProvider::Qnn);
+    why.clone()
+}
+
 /// vision-fashion's FP32 model on QNN alone (no CPU in the list, no CPU fallback): it passes
 /// the gate and every sample's logits equal the CPU EP's within the tolerance, same class.
 #[test]
@@ -56,11 +65,7 @@ fn qnn_serves_the_fp32_model_with_the_cpu_eps_outputs() {
         let (want, _) = logits(&cpu, img);
         assert_eq!(ep, ExecutionProvider::Qnn);
         assert_eq!(got.len(), want.len());
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| f64::from((a - b).abs()))
-            .fold(0.0, f64::max);
+        let worst = f64::from(max_abs_diff(&got, &want));
         assert!(worst <= tol, "QNN vs CPU {worst}");
         assert_eq!(top1(&got), top1(&want));
     }
@@ -71,14 +76,12 @@ fn qnn_serves_the_fp32_model_with_the_cpu_eps_outputs() {
 #[test]
 fn the_gate_refuses_qnn_where_the_int8_model_drifts() {
     let e = start(&settings("vision-fashion", "edge", &["qnn", "cpu"])).expect("starts");
-    let h = e.model("vision-fashion").expect("loaded");
-    assert_eq!(h.ep, ExecutionProvider::Cpu);
-    let (ep, why) = &h.skipped_eps[0];
-    assert_eq!(*ep, ExecutionProvider::Qnn);
+    let why = qnn_passed_over(&e, "vision-fashion");
     assert!(
         why.contains("outputs differ from the reference by"),
         "{why}"
     );
+    let h = e.model("vision-fashion").expect("loaded");
     let diff = h.ep_measured[0].max_abs_diff.expect("QNN ran the cases");
     eprintln!("vision-fashion edge: QNN vs the reference {diff:.3}");
     assert!(diff > 0.01, "{diff}");
@@ -89,10 +92,7 @@ fn the_gate_refuses_qnn_where_the_int8_model_drifts() {
 #[test]
 fn a_model_qnn_cannot_take_whole_fails_instead_of_running_on_the_cpu() {
     let e = start(&settings("text-sentiment", "edge", &["qnn", "cpu"])).expect("starts");
-    let h = e.model("text-sentiment").expect("loaded");
-    assert_eq!(h.ep, ExecutionProvider::Cpu);
-    let (ep, why) = &h.skipped_eps[0];
-    assert_eq!(*ep, ExecutionProvider::Qnn);
+    let why = qnn_passed_over(&e, "text-sentiment");
     assert!(why.contains("the CPU fallback is off"), "{why}");
     let Err(err) = start(&settings("text-sentiment", "edge", &["qnn"])) else {
         panic!("QNN alone served text-sentiment");
@@ -106,11 +106,9 @@ fn qnn_is_skipped_unless_runs_carry_one_row() {
     let mut s = settings("vision-fashion", "cloud", &["qnn", "cpu"]);
     s.engine.max_rows_per_run = 16;
     let e = start(&s).expect("starts");
+    let why = qnn_passed_over(&e, "vision-fashion");
     let h = e.model("vision-fashion").expect("loaded");
-    assert_eq!(h.ep, ExecutionProvider::Cpu);
     assert_eq!(h.skipped_eps.len(), 1, "{:?}", h.skipped_eps);
-    let (ep, why) = &h.skipped_eps[0];
-    assert_eq!(*ep, ExecutionProvider::Qnn);
     assert!(why.contains("engine.max_rows_per_run = 1"), "{why}");
 }
 

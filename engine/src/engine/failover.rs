@@ -244,9 +244,7 @@ impl Slot {
             }
         }
     }
-}
 
-impl Slot {
     /// A run succeeded: once the provider the session returned to has served for as long as
     /// the next wait would be, the backoff starts from the first wait again.
     pub(crate) fn served(&mut self) {

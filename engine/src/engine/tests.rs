@@ -10,13 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn engine(tune: impl FnOnce(&mut EngineSettings)) -> Engine {
-    let mut s = EngineSettings {
-        base_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
-        ..Default::default()
-    };
+    let (mut s, env) = crate::runtime::for_tests();
     s.models.enabled = vec!["vision-fashion".into()];
     tune(&mut s);
-    let (_, env) = crate::runtime::init(&s).expect("ONNX Runtime loads (run `make setup`)");
     Engine::start(&s, &env, Arc::new(Metrics::default())).expect("engine starts")
 }
 

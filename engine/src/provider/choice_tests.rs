@@ -108,11 +108,7 @@ fn every_other_part_gives_another_key() {
 #[test]
 fn the_key_of_a_selector_holds_the_device_inventory_digest_and_options() {
     use crate::provider::{Selector, plugins, session::Params};
-    let s = crate::settings::EngineSettings {
-        base_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
-        ..Default::default()
-    };
-    let (_, env) = crate::runtime::init(&s).expect("ONNX Runtime loads (run `make setup`)");
+    let (_, env) = crate::runtime::for_tests();
     let mut options = EpOptions::default();
     options.openvino.precision = "bf16".into();
     let sel = Selector {

@@ -271,11 +271,7 @@ mod tests {
     /// (ONNX Runtime refuses that beside an explicit CPU device).
     #[test]
     fn qnn_sessions_fix_the_batch_at_one_and_refuse_the_cpu_fallback() {
-        let s = crate::settings::EngineSettings {
-            base_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
-            ..Default::default()
-        };
-        let (_, env) = crate::runtime::init(&s).expect("ONNX Runtime loads (run `make setup`)");
+        let (s, env) = crate::runtime::for_tests();
         let model = s.base_dir.join("models/vision-fashion/edge.onnx");
         let first_dim = |session: &Session| match session.inputs()[0].dtype() {
             ValueType::Tensor { shape, .. } => shape[0],

@@ -64,6 +64,14 @@ pub fn first_output(e: &Engine, model: &str, input: Input) -> (Vec<f32>, Executi
     }
 }
 
+/// The largest |a - b| over the pairs of `a` and `b`.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// The index of the largest value.
 pub fn top1(v: &[f32]) -> usize {
     v.iter()
