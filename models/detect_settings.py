@@ -21,8 +21,8 @@ import detection_ref as R  # noqa: E402
 
 HERE = Path(__file__).parent
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.35)
-DEFAULT = ["edge:320", "edge:384", "edge:416", "edge:448", "edge:512", "cloud:416",
-           "edge:416:flip", "cloud:416:flip"]
+DEFAULT = ["edge:320", "edge:384", "edge:416", "edge:448", "edge:512", "cloud:608",
+           "edge:416:flip", "cloud:608:flip"]
 
 
 def iou(a, b):
@@ -84,12 +84,19 @@ def run(setting, images, man, labels):
     return out
 
 
-def main():
+def load_set():
+    """detect-coco's manifest and labels, the labelled photos with objects and their truth
+    [(label, box)] per photo."""
     man = json.loads((HERE / "detect-coco" / "manifest.json").read_text())
     labels = (HERE / "detect-coco" / "labels.txt").read_text().split("\n")
     doc = json.loads((HERE / "detection-set" / "labels.json").read_text())
     images = [im for im in doc["images"] if im.get("objects") is not None]
     truth = [[(o["label"], o["box"]) for o in im["objects"]] for im in images]
+    return man, labels, images, truth
+
+
+def main():
+    man, labels, images, truth = load_set()
     print(f"detect-coco: {len(images)} photos, {sum(map(len, truth))} boxes; mAP@0.5 when "
           "answering boxes >= threshold")
     print(f"{'setting':<16}" + "".join(f"{t:>8.2f}" for t in THRESHOLDS))

@@ -80,7 +80,9 @@ def nms(boxes, scores, classes, iou_thr, max_det):
 
 def decode_nanodet(outs: dict, d: dict, in_w: int, in_h: int):
     """GFL head: per stride, class scores [1,N,C] (already sigmoid) and distances [1,N,4*(R+1)]
-    as a softmax over R+1 bins per side (l,t,r,b), in stride units, centre (x+0.5, y+0.5)*s."""
+    as a softmax over R+1 bins per side (l,t,r,b), in stride units, centre (x+0.5, y+0.5)*s.
+    A level with `input_size` [w, h] came from a branch that saw the input resized to w x h:
+    its grid is w / s and its boxes are scaled by in_w / w, in_h / h."""
     boxes, scores, classes = [], [], []
     bins = d["reg_max"] + 1
     proj = np.arange(bins, dtype=np.float32)
@@ -88,7 +90,9 @@ def decode_nanodet(outs: dict, d: dict, in_w: int, in_h: int):
         s = lvl["stride"]
         cls = outs[lvl["scores"]][0]
         reg = outs[lvl["boxes"]][0]
-        fw = (in_w + s - 1) // s
+        bw, bh = lvl.get("input_size", (in_w, in_h))
+        kx, ky = in_w / bw, in_h / bh
+        fw = (bw + s - 1) // s
         best = cls.argmax(1)
         bs = cls[np.arange(len(cls)), best]
         for i in np.nonzero(bs > d["score_threshold"])[0]:
@@ -98,7 +102,8 @@ def decode_nanodet(outs: dict, d: dict, in_w: int, in_h: int):
             r = np.exp(r - r.max(1, keepdims=True))
             r = r / r.sum(1, keepdims=True)
             dist = (r * proj).sum(1) * s
-            boxes.append([cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]])
+            boxes.append([(cx - dist[0]) * kx, (cy - dist[1]) * ky, (cx + dist[2]) * kx,
+                          (cy + dist[3]) * ky])
             scores.append(float(bs[i]))
             classes.append(int(best[i]))
     return boxes, scores, classes

@@ -78,7 +78,11 @@ pub fn decode(
                 let scores = find(outputs, &l.scores)?;
                 let boxes = find(outputs, &l.boxes)?;
                 let s = l.stride.max(1);
-                let (fw, fh) = (in_w.div_ceil(s) as usize, in_h.div_ceil(s) as usize);
+                // The branch's own input (a resized copy of the model input) or the input.
+                let [bw, bh] = l
+                    .input_size
+                    .map_or([in_w, in_h], |[w, h]| [w.max(1), h.max(1)]);
+                let (fw, fh) = (bw.div_ceil(s) as usize, bh.div_ceil(s) as usize);
                 let cells = fw * fh;
                 let classes = match scores.shape {
                     [n, c] if *n as usize == cells && *c > 0 => *c as usize,
@@ -93,6 +97,7 @@ pub fn decode(
                     boxes.data,
                     (fw, classes, bins),
                     (s as f32, *center_offset),
+                    (in_w as f32 / bw as f32, in_h as f32 / bh as f32),
                     score_threshold,
                     &mut out,
                 );
@@ -142,12 +147,14 @@ pub fn decode(
     }
 }
 
-/// One NanoDet level: `dims` = (feature width, classes, bins), `geo` = (stride, centre offset).
+/// One NanoDet level: `dims` = (feature width, classes, bins), `geo` = (stride, centre offset),
+/// `to_input` = the factors from the level's branch input to the model input (1 without one).
 fn nanodet_level(
     scores: &[f32],
     boxes: &[f32],
     (fw, classes, bins): (usize, usize, usize),
     (stride, center): (f32, f32),
+    (sx, sy): (f32, f32),
     score_threshold: f32,
     out: &mut Vec<Candidate>,
 ) {
@@ -169,7 +176,12 @@ fn nanodet_level(
             *d = expectation(&reg[side * bins..(side + 1) * bins]) * stride;
         }
         out.push(Candidate {
-            bbox: [cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]],
+            bbox: [
+                (cx - dist[0]) * sx,
+                (cy - dist[1]) * sy,
+                (cx + dist[2]) * sx,
+                (cy + dist[3]) * sy,
+            ],
             score,
             class,
         });
@@ -209,6 +221,7 @@ mod tests {
                 stride: 8,
                 scores: "s".into(),
                 boxes: "b".into(),
+                input_size: None,
             }],
         };
         let outs = [
@@ -238,6 +251,58 @@ mod tests {
             decode(&head, &outs, 32, 16, 0.5),
             Err(DecodeError::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn a_resized_branch_maps_its_boxes_back_to_the_model_input() {
+        // Model input 32x16; the level's branch sees it resized to 16x8 (stride 8: 2x1 cells).
+        let mut scores = vec![0.0f32; 2];
+        scores[1] = 0.7; // cell (x 1, y 0), one class
+        let mut boxes = vec![-10.0f32; 2 * 8];
+        for side in 0..4 {
+            boxes[8 + side * 2 + 1] = 10.0; // one stride on every side
+        }
+        let level = |input_size| Level {
+            stride: 8,
+            scores: "s".into(),
+            boxes: "b".into(),
+            input_size,
+        };
+        let head = |input_size| Decode::Nanodet {
+            reg_max: 1,
+            center_offset: 0.0,
+            levels: vec![level(input_size)],
+        };
+        let outs = |shape: &'static [i64; 2], bshape: &'static [i64; 2]| {
+            [
+                RowOutput {
+                    name: "s",
+                    shape,
+                    data: &scores,
+                },
+                RowOutput {
+                    name: "b",
+                    shape: bshape,
+                    data: &boxes,
+                },
+            ]
+        };
+        let c =
+            decode(&head(Some([16, 8])), &outs(&[2, 1], &[2, 8]), 32, 16, 0.5).expect("decodes");
+        // Branch pixels: centre (8, 0), one stride each side -> (0, -8, 16, 8); x2 to the input.
+        assert_eq!(c.len(), 1);
+        for (got, want) in c[0].bbox.iter().zip([0.0, -16.0, 32.0, 16.0]) {
+            assert!((got - want).abs() < 1e-3, "{:?}", c[0].bbox);
+        }
+        // Without the branch size the grid is the model input's (4x2 cells): a shape error.
+        assert!(matches!(
+            decode(&head(None), &outs(&[2, 1], &[2, 8]), 32, 16, 0.5),
+            Err(DecodeError::Shape { .. })
+        ));
+        let spec: Level =
+            serde_json::from_str(r#"{"stride":8,"scores":"s","boxes":"b","input_size":[16,8]}"#)
+                .expect("parses");
+        assert_eq!(spec, level(Some([16, 8])));
     }
 
     #[test]

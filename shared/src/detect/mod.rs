@@ -105,6 +105,13 @@ pub struct Level {
     pub scores: String,
     /// Box-distribution output name.
     pub boxes: String,
+    /// `[width, height]` of the input this level's branch of the graph sees, when the graph
+    /// resizes the model input itself (several scales of one net in one file, their levels'
+    /// candidates merged by one NMS: a multi-scale ensemble). The level's grid is this size over
+    /// the stride and its boxes are scaled back to the model input. Unset (the default): the
+    /// model input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<[u32; 2]>,
 }
 
 impl Decode {

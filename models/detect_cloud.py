@@ -1,0 +1,283 @@
+"""detect-coco's cloud variant: NanoDet-g FP32 at two scales in one graph, and the measurement
+that chose it on the labelled set (docs/benchmarks/detect.md, "A stronger cloud detector").
+
+The chosen recipe (`two_scale`): the FP32 net as converted (`nanodet-g`, any input that is a
+multiple of 32) runs on the model input (608 x 608) and, in the same graph, on that input
+resized to 416 x 416 (ONNX `Resize`, linear, half-pixel: the normalised tensor, which a
+linear resize commutes with). The second branch's six outputs are named `<name>_s416`; the
+manifest declares them as three more NanoDet levels with `input_size: [416, 416]`, so the
+shared decoder (tandem_shared::detect::decode) scales their boxes back to the model input and
+one per-class NMS merges both scales' candidates. The weights are shared (one copy in the
+file). NanoDet's box distances stop at reg_max x stride (320 px at stride 32), so at 608 a
+large object is cut into parts while small ones gain resolution; the 416 branch keeps the
+large ones: each scale alone is no better than 416 (table below), together they are.
+
+    .venv/bin/python models/detect_cloud.py          # the candidates table (labelled set)
+
+The table: every candidate through detection_ref.py's pipeline (PIL resize, the engine's
+steps) on the 42 object photos of detection-set, mAP@0.5 of the boxes >= 0.2 (the cloud's
+answer threshold) as `make bench-detect` computes it, on the photos and on their mirror images
+(the flip changes no model, only which boxes land over 0.5 IoU: the set's noise), recall, and
+the single-thread CPU time of the passes per frame. Then a paired bootstrap over photos of the
+chosen candidate against the FP32 416 net (the cloud variant before).
+"""
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import detection_ref as R  # noqa: E402
+from detect_settings import evaluate, iou, load_set  # noqa: E402
+
+HERE = Path(__file__).parent
+SMALL = 416  # the in-graph branch's input size
+PREFIX = f"s{SMALL}/"  # names of the branch's nodes and tensors
+SUFFIX = f"_s{SMALL}"  # the branch's output names: cls_8_s416, ...
+SEED = 20261130
+
+
+def two_scale(fp32: str, out: str, small: int = SMALL) -> None:
+    """Writes `out`: the single-scale net `fp32` on its input and, in the same graph, on the
+    input resized to small x small (weights shared), outputs of the second named `*_s<small>`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(fp32)
+    g = m.graph
+    inits = {i.name for i in g.initializer}
+    (inp,) = [i for i in g.input if i.name not in inits]
+    outs = list(g.output)
+    # the branch's tensors: PREFIX + name, its outputs name + SUFFIX
+    named = {o.name: o.name + SUFFIX for o in outs}
+    rename = lambda n: n if n in inits or n == "" else named.get(n, PREFIX + n)  # noqa: E731
+    g.initializer.append(helper.make_tensor(PREFIX + "hw", TensorProto.INT64, [2], [small, small]))
+    g.initializer.append(helper.make_tensor(PREFIX + "zero", TensorProto.INT64, [1], [0]))
+    g.initializer.append(helper.make_tensor(PREFIX + "two", TensorProto.INT64, [1], [2]))
+    resize = [
+        helper.make_node("Shape", [inp.name], [PREFIX + "shape"], name=PREFIX + "shape"),
+        helper.make_node("Slice", [PREFIX + "shape", PREFIX + "zero", PREFIX + "two"],
+                         [PREFIX + "nc"], name=PREFIX + "nc"),
+        helper.make_node("Concat", [PREFIX + "nc", PREFIX + "hw"], [PREFIX + "sizes"], axis=0,
+                         name=PREFIX + "sizes"),
+        helper.make_node("Resize", [inp.name, "", "", PREFIX + "sizes"], [PREFIX + inp.name],
+                         mode="linear", coordinate_transformation_mode="half_pixel",
+                         name=PREFIX + "resize"),
+    ]
+    copies = []
+    for n in g.node:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name = PREFIX + n.name
+        c.input[:] = [rename(i) for i in n.input]
+        c.output[:] = [rename(o) for o in n.output]
+        copies.append(c)
+    g.node.extend(resize + copies)
+    for o in outs:
+        v = onnx.ValueInfoProto()
+        v.CopyFrom(o)
+        v.name = o.name + SUFFIX
+        g.output.append(v)
+    onnx.checker.check_model(m)
+    onnx.save(m, out)
+
+
+def single_scale(cloud: str, out: str) -> None:
+    """Writes `out`: the plain FP32 net of a two-scale file (its first branch), for quantising
+    the edge file from the committed cloud.onnx (build_detection.py, detect_quant.py)."""
+    import onnx
+
+    m = onnx.load(cloud)
+    g = m.graph
+    keep = [n for n in g.node if not n.name.startswith(PREFIX)]
+    del g.node[:]
+    g.node.extend(keep)
+    outs = [o for o in g.output if not o.name.endswith(SUFFIX)]
+    del g.output[:]
+    g.output.extend(outs)
+    inits = [i for i in g.initializer if not i.name.startswith(PREFIX)]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    onnx.save(m, out)
+
+
+def levels(decode: dict, small: int = SMALL) -> list:
+    """The manifest's levels for a two-scale file: the net's own, then the branch's."""
+    return decode["levels"] + [{**lvl, "scores": lvl["scores"] + SUFFIX, "boxes": lvl["boxes"] + SUFFIX,
+                                "input_size": [small, small]} for lvl in decode["levels"]]
+
+
+# ---- the measurement -------------------------------------------------------------------------
+
+def _session(path: str, threads: int = 2):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+class Passes:
+    """Raw candidates of the FP32 net in image pixels, one pass at a time (cached)."""
+
+    def __init__(self, fp32: str, pre: dict, decode: dict):
+        import onnx
+        from onnx import TensorProto, helper
+
+        self.sess = _session(fp32, threads=1)
+        self.names = [o.name for o in self.sess.get_outputs()]
+        self.pre, self.dec = pre, {**decode, "score_threshold": 0.05}
+        self.cpu_ms = {}
+        g = helper.make_graph(
+            [helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="linear",
+                              coordinate_transformation_mode="half_pixel")], "resize",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, None, None]),
+             helper.make_tensor_value_info("sz", TensorProto.INT64, [4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        rm = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        rm.ir_version = 8
+        import onnxruntime as ort
+
+        self.resize = ort.InferenceSession(rm.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def run(self, rgb, size, flip=False, crop=None, down=None):
+        """One pass: the photo (or `crop` of it) stretched to size x size (`down`: then resized
+        in-graph style to down x down), mirrored when `flip`; boxes, scores, classes."""
+        H, W = rgb.shape[:2]
+        ox = oy = 0
+        if crop:
+            x0, y0, x1, y1 = crop
+            rgb, ox, oy = np.ascontiguousarray(rgb[y0:y1, x0:x1]), x0, y0
+        x, geo = R.preprocess(rgb, {**self.pre, "width": size, "height": size})
+        n = size
+        if down:
+            x = self.resize.run(None, {"x": x, "sz": np.array([1, 3, down, down], np.int64)})[0]
+            n = down
+        if flip:
+            x = np.ascontiguousarray(x[..., ::-1])
+        t = time.thread_time()
+        outs = dict(zip(self.names, self.sess.run(None, {"input": x})))
+        self.cpu_ms.setdefault(n, []).append((time.thread_time() - t) * 1000)
+        b, s, c = R.decode_nanodet(outs, self.dec, n, n)
+        b = np.array(b, np.float64).reshape(-1, 4)
+        if flip:
+            b = np.stack([n - b[:, 2], b[:, 1], n - b[:, 0], b[:, 3]], 1)
+        k = size / n
+        b = b * k / [geo["sx"], geo["sy"], geo["sx"], geo["sy"]] + [ox, oy, ox, oy]
+        b[:, [0, 2]] = b[:, [0, 2]].clip(0, W)
+        b[:, [1, 3]] = b[:, [1, 3]].clip(0, H)
+        return b, np.array(s, np.float64), np.array(c, int)
+
+
+def tiles(w, h, grid=2, overlap=0.2):
+    """grid x grid crops covering the photo, neighbours overlapping by `overlap` of a crop."""
+    tw, th = w / (grid - (grid - 1) * overlap), h / (grid - (grid - 1) * overlap)
+    return [(int(i * tw * (1 - overlap)), int(j * th * (1 - overlap)),
+             min(w, int(i * tw * (1 - overlap) + tw)), min(h, int(j * th * (1 - overlap) + th)))
+            for j in range(grid) for i in range(grid)]
+
+
+def merge(passes, labels, thr=0.2, iou_thr=0.5):
+    """The candidates of several passes, one per-class NMS (the engine's), boxes > thr."""
+    b = np.concatenate([p[0] for p in passes])
+    s = np.concatenate([p[1] for p in passes])
+    c = np.concatenate([p[2] for p in passes])
+    m = s > thr
+    b, s, c = b[m], s[m], c[m]
+    if not len(s):
+        return []
+    keep = R.nms(b, list(s), list(c), iou_thr, 100)
+    return [(labels[c[k]], list(b[k]), float(s[k])) for k in keep]
+
+
+def recall(truth, preds):
+    tp = 0
+    for ts, ps in zip(truth, preds):
+        used = set()
+        for lab, b, _ in sorted(ps, key=lambda p: -p[2]):
+            cand = [(j, iou(b, g)) for j, (gl, g) in enumerate(ts) if gl == lab and j not in used]
+            best = max(cand, key=lambda x: x[1], default=None)
+            if best and best[1] >= 0.5:
+                used.add(best[0])
+                tp += 1
+    return tp / max(sum(map(len, truth)), 1)
+
+
+# name -> passes: (size, in-graph down size or None, flipped, tiled)
+CANDIDATES = {
+    "FP32 416 (the cloud before)": [(416, None, False, False)],
+    "FP32 320": [(320, None, False, False)],
+    "FP32 512": [(512, None, False, False)],
+    "FP32 608": [(608, None, False, False)],
+    "FP32 640": [(640, None, False, False)],
+    "416 + flip (TTA)": [(416, None, False, False), (416, None, True, False)],
+    "416 + 2x2 tiles at 416": [(416, None, False, False), (416, None, False, True)],
+    "416 + 512": [(416, None, False, False), (512, None, False, False)],
+    "416 + 608": [(416, None, False, False), (608, None, False, False)],
+    "416 + 640": [(416, None, False, False), (640, None, False, False)],
+    "608 + 608->416 in graph (chosen)": [(608, None, False, False), (608, 416, False, False)],
+    "chosen + flips (4 passes)": [(608, None, False, False), (608, 416, False, False),
+                                  (608, None, True, False), (608, 416, True, False)],
+}
+CHOSEN = "608 + 608->416 in graph (chosen)"
+BASE = "FP32 416 (the cloud before)"
+
+
+def main():
+    man, labels, images, truth = load_set()
+    v = man["variants"]["edge"]
+    fp32 = os.path.join(HERE, ".build", "detection", "nanodet-fp32.onnx")
+    if not os.path.exists(fp32):
+        os.makedirs(os.path.dirname(fp32), exist_ok=True)
+        single_scale(str(HERE / "detect-coco" / "cloud.onnx"), fp32)
+    decode = {**v["detection"]["decode"], "levels": [
+        lvl for lvl in v["detection"]["decode"]["levels"] if "input_size" not in lvl]}
+    P = Passes(fp32, v["preprocess"], decode)
+    rgbs = [R.load_rgb(str(HERE / "detection-set" / im["file"])) for im in images]
+    mirrored = [np.ascontiguousarray(r[:, ::-1]) for r in rgbs]
+    ftruth = [[(lab, [r.shape[1] - b[2], b[1], r.shape[1] - b[0], b[3]]) for lab, b in ts]
+              for r, ts in zip(rgbs, truth)]
+    cache = {}
+
+    def one(i, flipset, size, down, flip, tiled):
+        key = (i, flipset, size, down, flip, tiled)
+        if key not in cache:
+            rgb = (mirrored if flipset else rgbs)[i]
+            if tiled:
+                h, w = rgb.shape[:2]
+                ps = [P.run(rgb, size, flip, crop=t) for t in tiles(w, h)]
+                cache[key] = tuple(np.concatenate([p[k] for p in ps]) for k in range(3))
+            else:
+                cache[key] = P.run(rgb, size, flip, down=down)
+        return cache[key]
+
+    print(f"detect-coco cloud candidates: {len(images)} photos, {sum(map(len, truth))} boxes; "
+          "boxes >= 0.2, per-class NMS 0.5 over all passes")
+    print(f"{'candidate':<36} {'mAP@0.5':>8} {'mirrored':>9} {'mean':>6} {'recall':>7} {'cpu ms':>7}")
+    preds = {}
+    for name, passes in CANDIDATES.items():
+        p = [merge([one(i, False, *q) for q in passes], labels) for i in range(len(rgbs))]
+        f = [merge([one(i, True, *q) for q in passes], labels) for i in range(len(rgbs))]
+        preds[name] = p
+        m, fm = evaluate(truth, p), evaluate(ftruth, f)
+        ms = sum(np.median(P.cpu_ms[d or s]) * (4 if t else 1) for s, d, _, t in passes)
+        print(f"{name:<36} {m:>8.3f} {fm:>9.3f} {(m + fm) / 2:>6.3f} {recall(truth, p):>7.3f} "
+              f"{ms:>7.1f}", flush=True)
+    rng = np.random.default_rng(SEED)
+    d = []
+    for _ in range(300):
+        idx = rng.integers(0, len(rgbs), len(rgbs))
+        t = [truth[i] for i in idx]
+        d.append(evaluate(t, [preds[CHOSEN][i] for i in idx]) - evaluate(t, [preds[BASE][i] for i in idx]))
+    d = np.array(d)
+    print(f"paired bootstrap over photos (300 resamples), chosen - before: mean {d.mean():+.3f}, "
+          f"90% interval [{np.percentile(d, 5):+.3f}, {np.percentile(d, 95):+.3f}], "
+          f"share <= 0: {(d <= 0).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
