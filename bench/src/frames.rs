@@ -9,6 +9,10 @@
 //! - `decode`: the JPEG decode alone, at the scale `pre-after` decodes at;
 //! - `floor`: raw `ort` `Session::run` on the prepared tensor;
 //! - `e2e-before`: the earlier pre-processing then the same session;
+//! - `e2e-direct`: the engine's pre-processing then the same session, on the caller's
+//!   thread (no queue, no worker, no post-processing): `e2e-after` minus this is the
+//!   engine's own cost; this minus `pre-after` and `floor` is what running the two in turn
+//!   costs (caches);
 //! - `e2e-after`: the engine from the file (`Engine::infer_blocking`, what the agent runs);
 //! - `http-e2e`: the agent daemon's `/v1/classify` with the file;
 //! - `fastapi-e2e`: the FastAPI + PIL + onnxruntime peer's `/v1/classify` with the file;
@@ -16,9 +20,12 @@
 //!   ([`frames_wgpu`](crate::frames_wgpu)), after the rows above, so that the Vulkan device
 //!   (lavapipe's threads and memory on a machine without a GPU) does not slow the CPU rows.
 //!
+//! After the table, the engine's and the agent's per-call split ([`frames_split`](crate::frames_split)).
+//!
 //! Last line: `frames: e2e_vs_floor=X vs_fastapi=Y` on the committed ImageNet samples (the
 //! issue's set), X = e2e-after p50 / floor p50, Y = fastapi-e2e p50 / http-e2e p50.
 
+use crate::frames_split::{Calls, timing_of};
 use crate::local::{System, Window, interleaved, threads_window};
 use crate::procs;
 use crate::stats::Stats;
@@ -48,6 +55,13 @@ pub struct Args {
     /// the run starts for them).
     #[arg(long, hide = true)]
     pub(crate) wgpu_rows: bool,
+    /// Only these input sets (comma-separated: imagenet, imagenet-baseline, 1080p, 4k); all
+    /// by default. The last line needs `imagenet`.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) sets: Vec<String>,
+    /// Skip the wgpu rows (and their child process).
+    #[arg(long)]
+    pub(crate) no_wgpu: bool,
 }
 
 pub(crate) const MODEL: &str = "vision-imagenet";
@@ -144,25 +158,31 @@ pub(crate) fn run_session(s: &Mutex<Session>, name: &str, shape: &[i64], data: &
     }
 }
 
-/// POSTs the set's files in turn to `url` for `window`.
+/// POSTs the set's files in turn to `url` for `window`; with `calls`, records each answer's
+/// engine timings next to its wall time.
 fn http_cycle(
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     window: Duration,
     url: &str,
     files: &Cycle<'_>,
+    calls: Option<&Calls>,
 ) -> Window {
     rt.block_on(async {
         let (mut lat, mut errors) = (Vec::new(), 0);
         let end = Instant::now() + window;
         while Instant::now() < end {
             let t = Instant::now();
-            let ok = match client.post(url).body(files.next().clone()).send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
+            let body = match client.post(url).body(files.next().clone()).send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+                _ => None,
             };
-            if ok {
-                lat.push(t.elapsed());
+            if let Some(body) = body {
+                let took = t.elapsed();
+                lat.push(took);
+                if let Some((calls, timing)) = calls.zip(timing_of(&body)) {
+                    calls.push(took, timing);
+                }
             } else {
                 errors += 1;
             }
@@ -284,7 +304,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let shape = img::batch_shape(p, 1);
     let window = Duration::from_secs_f64(a.seconds);
     let mut rows: Vec<Row> = Vec::new();
-    for set in sets(dir, true)? {
+    let mut split = Vec::new();
+    let wanted = |name: &str| a.sets.is_empty() || a.sets.iter().any(|s| s == name);
+    for set in sets(dir, true)?.into_iter().filter(|s| wanted(s.name)) {
         eprintln!("== {} ({} file(s))", set.name, set.files.len());
         let cyc = Cycle::new(&set.files);
         let (engine, shape, cyc) = (&engine, &shape, &cyc);
@@ -307,6 +329,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         };
         let tensor = setup.tensor(&set)?;
         let tensor = &tensor;
+        let (engine_calls, http_calls) = (Calls::default(), Calls::default());
+        let (engine_calls, http_calls) = (&engine_calls, &http_calls);
         let systems: Vec<System<'_>> = vec![
             (
                 "pre-before",
@@ -337,25 +361,43 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 }),
             ),
             (
+                "e2e-direct",
+                Box::new(move |w| {
+                    threads_window(1, w, &|_| {
+                        img::prepare_batch_with(&[cyc.next().as_ref()], p, limits, &Backend::Cpu)
+                            .is_ok_and(|(_, data, _)| run_session(session, input, shape, &data))
+                    })
+                }),
+            ),
+            (
                 "e2e-after",
                 Box::new(move |w| {
                     threads_window(1, w, &|_| {
-                        engine
-                            .infer_blocking(MODEL, Input::Images(vec![cyc.next().clone()]))
-                            .is_ok()
+                        let t = Instant::now();
+                        let r =
+                            engine.infer_blocking(MODEL, Input::Images(vec![cyc.next().clone()]));
+                        let took = t.elapsed();
+                        r.map(|inf| engine_calls.push(took, inf.timing)).is_ok()
                     })
                 }),
             ),
             (
                 "http-e2e",
-                Box::new(|w| http_cycle(&rt, &client, w, &agent_url, cyc)),
+                Box::new(|w| http_cycle(&rt, &client, w, &agent_url, cyc, Some(http_calls))),
             ),
             (
                 "fastapi-e2e",
-                Box::new(|w| http_cycle(&rt, &client, w, &peer_url, cyc)),
+                Box::new(|w| http_cycle(&rt, &client, w, &peer_url, cyc, None)),
             ),
         ];
         let stats = interleaved(&systems, window, 5);
+        let floor = systems
+            .iter()
+            .zip(&stats)
+            .find(|((n, _), _)| *n == "floor")
+            .map_or(f64::NAN, |(_, st)| st.p50_us);
+        split.push(engine_calls.engine_line(set.name, floor));
+        split.push(http_calls.http_line(set.name));
         for ((name, _), st) in systems.iter().zip(stats) {
             eprintln!(
                 "  {name:12} p50 {:.0} us, p99 {:.0} us, errors {}",
@@ -365,18 +407,22 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }
     }
     drop((agent, peer, engine));
-    let gpu = crate::frames_wgpu::rows_in_child(a);
+    let gpu = if a.no_wgpu {
+        Err("--no-wgpu".to_string())
+    } else {
+        crate::frames_wgpu::rows_in_child(a)
+    };
     if let Ok(r) = &gpu {
         rows.extend(r.iter().cloned());
     }
-    print_report(&rows, gpu.as_ref().err());
+    print_report(&rows, &split, gpu.as_ref().err());
     Ok(())
 }
 
 /// One measured cell: input set, system, figures.
 pub(crate) type Row = (String, String, Stats);
 
-fn print_report(rows: &[Row], gpu_missing: Option<&String>) {
+fn print_report(rows: &[Row], split: &[String], gpu_missing: Option<&String>) {
     let find = |set: &str, sys: &str| {
         rows.iter()
             .find(|r| r.0 == set && r.1 == sys)
@@ -404,6 +450,10 @@ fn print_report(rows: &[Row], gpu_missing: Option<&String>) {
         (Some(a), Some(b)) => a / b,
         _ => f64::NAN,
     };
+    println!();
+    for line in split {
+        println!("{line}");
+    }
     println!();
     for set in ["imagenet", "imagenet-baseline", "1080p", "4k"] {
         println!(

@@ -40,6 +40,7 @@ mod detect_fit;
 mod eps;
 mod fleet;
 mod frames;
+mod frames_split;
 mod frames_wgpu;
 mod hub;
 mod local;

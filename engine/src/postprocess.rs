@@ -96,11 +96,16 @@ pub fn classify_rows(
     let per = d.len() / rows;
     d.chunks_exact(per.max(1))
         .map(|row| {
-            let mut probs = row.to_vec();
-            if spec.kind == OutputKind::Logits {
-                softmax(&mut probs);
+            if spec.kind != OutputKind::Logits {
+                return classify(row, labels, k);
             }
-            classify(&probs, labels, k)
+            // The probabilities in this thread's scratch: no allocation per request.
+            let mut probs = crate::preprocess::scratch::floats(row.len());
+            probs.copy_from_slice(row);
+            softmax(&mut probs);
+            let c = classify(&probs, labels, k);
+            crate::preprocess::scratch::give_floats(probs);
+            c
         })
         .collect()
 }
@@ -151,5 +156,22 @@ mod tests {
             order[..5].to_vec()
         );
         assert_eq!(p.label, format!("class_{}", order[0]));
+    }
+
+    /// Ties (many equal scores, as quantised models give) come out as a stable full sort
+    /// orders them: higher score first, then the lower index; for every k.
+    #[test]
+    fn top_k_with_ties_agrees_with_a_stable_full_sort() {
+        let probs: Vec<f32> = (0..1000u32)
+            .map(|i| ((i * 37) % 11) as f32 / 16.0)
+            .collect();
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b)));
+        for k in [1, 2, 5, 91, 92, 1000] {
+            let p = classify(&probs, &[], k);
+            let got: Vec<usize> = p.top_k.iter().map(|s| s.index).collect();
+            assert_eq!(got, order[..k].to_vec(), "k = {k}");
+            assert!(p.top_k.iter().all(|s| s.score == probs[s.index]));
+        }
     }
 }

@@ -385,6 +385,7 @@ fn run_chunk(
             below,
             tensor,
         } = detect::postprocess(spec, &raw, places.as_deref(), size, &ctx.files.labels)?;
+        recycle(tensors);
         return Ok(Inference {
             model: ctx.model.clone(),
             version: ctx.version.clone(),
@@ -404,6 +405,7 @@ fn run_chunk(
             },
         });
     }
+    recycle(tensors);
     let predictions = match (raw.first(), ctx.files.variant.outputs.first()) {
         (Some(out), Some(spec)) => {
             postprocess::classify_rows(spec, &out.shape, &out.data, &ctx.files.labels, ctx.top_k)
@@ -429,6 +431,19 @@ fn run_chunk(
             batch_size: 1,
         },
     })
+}
+
+/// Hands a tensor this worker prepared back to its scratch for the next request (tensors a
+/// caller still shares stay theirs).
+fn recycle(tensors: Arc<Vec<tandem_shared::oip::InputTensor>>) {
+    let Ok(tensors) = Arc::try_unwrap(tensors) else {
+        return;
+    };
+    for t in tensors {
+        if let TensorData::F32(d) = t.data {
+            crate::preprocess::scratch::give_floats(d);
+        }
+    }
 }
 
 /// Width and height of an image input tensor of shape `shape` (prepared tensors may have any

@@ -246,6 +246,7 @@ pub fn finish_cpu(
     } else {
         let r = super::resize::resize(px, plan)?;
         super::tensor::write(&r.data, plan, p, out);
+        super::scratch::give_bytes(r.data);
     }
     Ok(())
 }
@@ -284,6 +285,7 @@ pub fn prepare_into(
             }
         }
     }
+    super::scratch::give_bytes(px.data);
     Ok(plan)
 }
 
@@ -313,7 +315,9 @@ pub fn prepare_batch_with(
     backend: &Backend,
 ) -> Result<Prepared, PreprocessError> {
     let per = p.color.channels() * p.width as usize * p.height as usize;
-    let mut data = vec![0.0f32; per * images.len()];
+    // Every value is written below (or the batch fails); the engine hands the buffer back
+    // after the run.
+    let mut data = super::scratch::floats(per * images.len());
     let mut plans = Vec::with_capacity(images.len());
     for (bytes, out) in images.iter().zip(data.chunks_exact_mut(per)) {
         plans.push(prepare_into(bytes, p, limits, backend, out)?);

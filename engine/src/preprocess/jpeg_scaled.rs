@@ -90,7 +90,8 @@ fn decode_with(
     }
     dec.set_scaling_factor(scale).map_err(err)?;
     dec.set_scan_limit(MAX_SCANS).map_err(err)?;
-    let mut pixels = vec![0u8; ow * oh * 3];
+    // Every byte is written by the decoder; a reused buffer spares the page faults.
+    let mut pixels = super::scratch::bytes(ow * oh * 3);
     let image = Image {
         pixels: pixels.as_mut_slice(),
         width: ow,

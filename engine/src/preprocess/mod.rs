@@ -8,6 +8,7 @@
 //! - [`frame`]: RGB24, NV12, YUYV to packed RGB/gray.
 //! - [`resize`]: SIMD antialiased bilinear resize (`fast_image_resize`).
 //! - [`tensor`]: normalise and lay out in one pass.
+//! - [`scratch`]: per-thread reusable buffers for the per-request arrays.
 //! - [`reference`](mod@reference): the earlier path, the reference the fast one is tested against.
 //! - `gpu` (feature `gpu`): the wgpu compute path and the start-up measurement; [`choose`].
 //! - [`text`]: texts to token ids.
@@ -20,6 +21,7 @@ pub mod image;
 pub mod jpeg_scaled;
 pub mod reference;
 pub mod resize;
+pub mod scratch;
 pub mod tensor;
 pub mod text;
 

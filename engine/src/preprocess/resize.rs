@@ -28,7 +28,9 @@ pub fn resize(src: &Pixels, plan: &Plan) -> Result<Pixels, PreprocessError> {
     let pt = pixel_type(src.channels)?;
     let err = |e: &dyn std::fmt::Display| PreprocessError::Decode(format!("resize: {e}"));
     let from = ImageRef::new(src.width, src.height, &src.data, pt).map_err(|e| err(&e))?;
-    let mut to = Image::new(plan.out_w, plan.out_h, pt);
+    let len = plan.out_w as usize * plan.out_h as usize * src.channels;
+    let mut to = Image::from_vec_u8(plan.out_w, plan.out_h, super::scratch::bytes(len), pt)
+        .map_err(|e| err(&e))?;
     // A rectangle over the whole side can pass its edge by a rounding error (a plan rescaled
     // to a reduced-DCT decode), which the resizer refuses: keep it inside the image.
     let src_w = plan.src_w.min(f64::from(src.width) - plan.src_x);

@@ -45,6 +45,24 @@ pub fn write(pixels: &[u8], plan: &Plan, p: &ImagePreprocess, out: &mut [f32]) {
         }
     }
     match p.layout {
+        Layout::NCHW if c == 3 => {
+            // One pass over the packed pixels, writing the three planes together.
+            let (r, rest) = out.split_at_mut(w * h);
+            let (g, b) = rest.split_at_mut(w * h);
+            let (tr, tg, tb) = (&lut[0], &lut[1], &lut[2]);
+            for (y, src) in pixels.chunks_exact(ow * 3).take(oh).enumerate() {
+                let start = (oy + y) * w + ox;
+                let rows = r[start..start + ow]
+                    .iter_mut()
+                    .zip(&mut g[start..start + ow])
+                    .zip(&mut b[start..start + ow]);
+                for (((r, g), b), px) in rows.zip(src.chunks_exact(3)) {
+                    *r = tr[usize::from(px[0])];
+                    *g = tg[usize::from(px[1])];
+                    *b = tb[usize::from(px[2])];
+                }
+            }
+        }
         Layout::NCHW => {
             for (ch, plane) in out.chunks_exact_mut(w * h).enumerate() {
                 let t = &lut[ch];
@@ -63,6 +81,71 @@ pub fn write(pixels: &[u8], plan: &Plan, p: &ImagePreprocess, out: &mut [f32]) {
                 let dst = &mut out[start..start + ow * c];
                 for (i, (d, px)) in dst.iter_mut().zip(src).enumerate() {
                     *d = lut[i % c][usize::from(*px)];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_shared::manifest::{Color, Resize};
+
+    fn prep(layout: Layout) -> ImagePreprocess {
+        ImagePreprocess {
+            layout,
+            color: Color::Rgb,
+            width: 5,
+            height: 4,
+            resize: Resize::Letterbox,
+            shorter_side: None,
+            scale: 1.0 / 255.0,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            pad_value: 114,
+        }
+    }
+
+    /// The RGB planes written in one pass hold what the formula gives per value, in each
+    /// value's place, with the letterbox border at the normalised pad value.
+    #[test]
+    fn planes_hold_each_normalised_value_in_its_place() {
+        let plan = Plan {
+            src_width: 3,
+            src_height: 2,
+            src_x: 0.0,
+            src_y: 0.0,
+            src_w: 3.0,
+            src_h: 2.0,
+            out_w: 3,
+            out_h: 2,
+            off_x: 1,
+            off_y: 1,
+            width: 5,
+            height: 4,
+        };
+        let pixels: Vec<u8> = (0..18u8).map(|i| i * 13).collect();
+        for layout in [Layout::NCHW, Layout::NHWC] {
+            let p = prep(layout);
+            let norm = |ch: usize, v: u8| (f32::from(v) * p.scale - p.mean[ch]) / p.std[ch];
+            let mut out = vec![f32::NAN; 3 * 5 * 4];
+            write(&pixels, &plan, &p, &mut out);
+            for y in 0..4 {
+                for x in 0..5 {
+                    for ch in 0..3 {
+                        let inside = (1..3).contains(&y) && (1..4).contains(&x);
+                        let v = if inside {
+                            pixels[((y - 1) * 3 + (x - 1)) * 3 + ch]
+                        } else {
+                            114
+                        };
+                        let at = match layout {
+                            Layout::NCHW => ch * 20 + y * 5 + x,
+                            Layout::NHWC => (y * 5 + x) * 3 + ch,
+                        };
+                        assert_eq!(out[at], norm(ch, v), "{layout:?} y {y} x {x} c {ch}");
+                    }
                 }
             }
         }
