@@ -151,7 +151,10 @@ fn corrections_judge_the_teacher_and_keep_the_edge_right_answers() {
         );
         assert_eq!(c.left_out.get("correction_only"), None, "{c:?}");
         counted += c.corrections;
-        let check = part.teacher_check.expect("enough corrected disagreements");
+        let check = part
+            .teacher_check
+            .clone()
+            .expect("enough corrected disagreements");
         assert_eq!(check.teacher_samples, c.teacher);
         // Disagreements: the cloud wrong (Bag) where the edge is right (17.5% of inputs) or
         // both are wrong (7.5%), the edge wrong (Coat) where the cloud is right (22.5%).
