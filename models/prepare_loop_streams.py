@@ -18,8 +18,13 @@ own shifts (cloud-hub/src/eval/shift.rs: brightness, contrast, blur, noise, jpeg
 Needs numpy, onnx, onnxruntime and tokenizers (the venv scripts/setup-text-cloud.sh makes has
 them), models/text-sentiment/cloud.onnx (`make setup`) and a built tandem-hub.
 
+The loop bench's text stream (`tandem-bench loop --stream text`, the movie snippets) is this
+script's file, committed: `prepare_loop_streams.py --skip-images --domains movies
+--text-out bench/data/loop-text` (what it prints is the measurement docs/benchmarks/loop.md
+quotes for the choice of domain).
+
 Usage: prepare_loop_streams.py [--out DIR] [--hub PATH] [--images N] [--per-domain N]
-                               [--skip-text|--skip-images]
+                               [--text-out DIR] [--domains D,...] [--skip-text|--skip-images]
 """
 import argparse
 import hashlib
@@ -133,13 +138,17 @@ def fit_head(X, y, C=4.0, iters=50):
     return w
 
 
-def text_streams(out, per_domain):
+def text_streams(out, per_domain, text_out=None, write_domains=None):
     train, test = build_text.load_sentences()
     dom = domain_of_text()
     rows = [(t, l, "train") for t, l in train] + [(t, l, "test") for t, l in test]
-    os.makedirs(os.path.join(out, "text"), exist_ok=True)
-    files = {d: open(os.path.join(out, "text", f"{d}.jsonl"), "w") for d in DOMAINS.values()}
+    text_out = text_out or os.path.join(out, "text")
+    os.makedirs(text_out, exist_ok=True)
+    files = {d: open(os.path.join(text_out, f"{d}.jsonl"), "w") for d in DOMAINS.values()
+             if not write_domains or d in write_domains}
     for t, l, split in rows:
+        if dom[t] not in files:
+            continue
         files[dom[t]].write(json.dumps({"text": t, "label": build_text.LABELS[l], "domain": dom[t], "split": split},
                                        ensure_ascii=False) + "\n")
     for f in files.values():
@@ -223,13 +232,16 @@ def main():
     ap.add_argument("--hub", default=os.path.join(common.MODELS_DIR, "..", "target", "debug", "tandem-hub"))
     ap.add_argument("--images", type=int, default=2000, help="t10k images per shift")
     ap.add_argument("--per-domain", type=int, default=0, help="test sentences per domain for the figures (0: all)")
+    ap.add_argument("--text-out", help="folder of the text/<domain>.jsonl files (default OUT/text)")
+    ap.add_argument("--domains", help="comma-separated domains whose file is written (default all)")
     ap.add_argument("--skip-text", action="store_true")
     ap.add_argument("--skip-images", action="store_true")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     summary = {"seed": build_text.SEED}
     if not args.skip_text:
-        summary["text"] = text_streams(args.out, args.per_domain)
+        summary["text"] = text_streams(args.out, args.per_domain, args.text_out,
+                                       args.domains.split(",") if args.domains else None)
     if not args.skip_images:
         summary["images"] = image_shifts(args.out, args.hub, args.images)
     common.write_json(os.path.join(args.out, "summary.json"), summary)

@@ -3,34 +3,12 @@
 //! the edge model on held-out shifted images, and the exported bundle (same inputs and
 //! outputs) is one the registry signs and a device accepts.
 
-use std::path::Path;
-use tandem_hub::eval::dataset::{self, LabelledSet, Payload};
+use tandem_hub::eval::dataset::{self, Payload};
 use tandem_hub::train::head::LinearHead;
 use tandem_hub::train::{Trainer, features, graph};
 mod common;
 
-use common::{engine_settings as settings, fashion, repo, shifted};
-
-/// Accuracy of the model folder `dir` (named as its model) on `set`, by the engine.
-fn accuracy(dir: &Path, set: &LabelledSet) -> f64 {
-    let name = dir.file_name().and_then(|n| n.to_str()).expect("name");
-    let engine = features::engine_on(&settings(), dir, name).expect("engine");
-    let inputs: Vec<Payload> = set.items.iter().map(|i| i.input.clone()).collect();
-    let mut right = 0;
-    for (chunk, items) in inputs.chunks(64).zip(set.items.chunks(64)) {
-        let inf = engine
-            .infer_blocking(name, dataset::engine_input(chunk))
-            .expect("infers");
-        right += inf
-            .predictions
-            .iter()
-            .zip(items)
-            .filter(|(p, i)| p.index == i.truth)
-            .count();
-    }
-    engine.shutdown();
-    right as f64 / set.items.len() as f64
-}
+use common::{accuracy, engine_settings as settings, fashion, repo, shifted};
 
 /// The head read from each shipped edge graph, applied to the features the engine computes,
 /// gives the model's own outputs (FP32 head vs the quantized one: within the quantization

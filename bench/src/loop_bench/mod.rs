@@ -29,6 +29,7 @@ mod report;
 mod review;
 mod rig;
 mod stream;
+mod text;
 
 use anyhow::{Context as _, bail};
 use rig::{Rig, Sampling, until};
@@ -71,6 +72,9 @@ pub struct Args {
     /// in [0, 1]; a scenario of its own beside the teacher-only one (0: that one alone).
     #[arg(long, default_value_t = 0.15)]
     pub corrections: f64,
+    /// The text stream's options (and which streams run).
+    #[command(flatten)]
+    pub text: text::TextArgs,
 }
 
 /// Longest wait for feedback to arrive and be labelled, a threshold to reach the devices or
@@ -80,6 +84,12 @@ const PATIENCE: Duration = Duration::from_secs(600);
 /// Runs the benchmark.
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let repo = crate::procs::repo()?;
+    if a.text.stream.text() {
+        text::run(&repo, a)?;
+    }
+    if !a.text.stream.image() {
+        return Ok(());
+    }
     let stream = stream::load(&repo, &a.shift, a.seed)?;
     let need = a.feedback + 2 * a.report + a.settle;
     if !(0.0..=1.0).contains(&a.corrections) {
@@ -106,8 +116,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         after.len()
     );
     let t = Instant::now();
-    let cloud_before = stream::cloud_answers(&repo, before)?;
-    let cloud_after = stream::cloud_answers(&repo, after)?;
+    let cloud_before = stream::cloud_answers(&repo, MODEL, before)?;
+    let cloud_after = stream::cloud_answers(&repo, MODEL, after)?;
     eprintln!("cloud-only answers in {:.0} s", t.elapsed().as_secs_f64());
 
     let t = Instant::now();
@@ -124,6 +134,32 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
+    let scenarios = scenarios(
+        &repo,
+        a,
+        MODEL,
+        &stream.items,
+        &stream.labels,
+        [fb, before, settle, after],
+        [&cloud_before, &cloud_after],
+    )?;
+    report::print(a, &scenarios, Some(&refused), false);
+    Ok(())
+}
+
+/// Runs the scenarios (teacher only; corrections on `a.corrections` of the feedback), each on
+/// a fresh rig serving `model`, with the stream's `phases` (feedback, report-before, settle,
+/// report-after) of `items` and the cloud model's answers to the two report phases.
+fn scenarios(
+    repo: &std::path::Path,
+    a: &Args,
+    model: &'static str,
+    items: &[Item],
+    labels: &[String],
+    phases: [&[Item]; 4],
+    cloud: [&[usize]; 2],
+) -> anyhow::Result<Vec<report::Scenario>> {
+    let [_, before, _, after] = phases;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -140,33 +176,26 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     };
     for &share in shares {
         let t = Instant::now();
-        let rig = Rig::start(&repo, a.devices, sampling)?;
-        let mut reviewer = review::Reviewer::new(share, &stream.items, &stream.labels);
+        let rig = Rig::start(repo, model, a.devices, sampling)?;
+        let mut reviewer = review::Reviewer::new(share, items, labels);
         let turn = rt.block_on(async {
-            let r = turn(
-                &rig,
-                &mut reviewer,
-                &stream.labels,
-                [fb, before, settle, after],
-            )
-            .await;
+            let r = turn(&rig, &mut reviewer, labels, phases).await;
             r.map_err(|e| anyhow::anyhow!("{e:#}\nhub log:\n{}", rig.hub_log_tail()))
         })?;
         eprintln!(
-            "scenario with corrections on {share} of the feedback: {:.0} s",
+            "{model}: scenario with corrections on {share} of the feedback: {:.0} s",
             t.elapsed().as_secs_f64()
         );
         scenarios.push(report::Scenario {
             share,
-            before: phase::figures(before, &turn.before, &cloud_before, &stream.labels),
-            after: phase::figures(after, &turn.after, &cloud_after, &stream.labels),
+            before: phase::figures(model, before, &turn.before, cloud[0], labels),
+            after: phase::figures(model, after, &turn.after, cloud[1], labels),
             calibrations: turn.calibrations,
             decision: turn.decision,
             feedback: turn.feedback,
         });
     }
-    report::print(a, &scenarios, &refused);
-    Ok(())
+    Ok(scenarios)
 }
 
 /// What the turn gave.
@@ -193,7 +222,7 @@ async fn turn(
         .find(|a| !a.edge_version.is_empty())
         .map(|a| a.edge_version.clone())
         .context("no local answer in the feedback phase")?;
-    let f = phase::figures(fb, &answers, &vec![0; fb.len()], labels);
+    let f = phase::figures(rig.model, fb, &answers, &vec![0; fb.len()], labels);
     eprintln!(
         "feedback phase: {} inputs in {:.0} s (edge {:.4}, offload {:.3} at the manifest threshold)",
         fb.len(),
@@ -219,7 +248,7 @@ async fn turn(
     };
     let t = Instant::now();
     let answers = phase::send(rig, settle).await?;
-    let f = phase::figures(settle, &answers, &vec![0; settle.len()], labels);
+    let f = phase::figures(rig.model, settle, &answers, &vec![0; settle.len()], labels);
     anyhow::ensure!(
         f.versions.len() == 1 && f.versions.contains(&new),
         "the settle phase was answered by {:?}, not {new} alone",
@@ -316,7 +345,7 @@ async fn calibrate(rig: &Rig, version: &str) -> anyhow::Result<Value> {
     let (status, c) = rig
         .hub_post(
             "/v1/calibrations",
-            &json!({"model": MODEL, "version": version}),
+            &json!({"model": rig.model, "version": version}),
         )
         .await?;
     if status != 201 {
@@ -332,7 +361,10 @@ async fn calibrate(rig: &Rig, version: &str) -> anyhow::Result<Value> {
                     .metric(
                         &agent.addr,
                         "tandem_routing_threshold",
-                        &[&format!("model=\"{MODEL}\""), "source=\"hub-calibrated\""],
+                        &[
+                            &format!("model=\"{}\"", rig.model),
+                            "source=\"hub-calibrated\"",
+                        ],
                     )
                     .await?;
                 if (v - t).abs() > 1e-6 {
@@ -351,7 +383,9 @@ async fn calibrate(rig: &Rig, version: &str) -> anyhow::Result<Value> {
 /// decision, refused or rolled out.
 async fn train(rig: &Rig) -> anyhow::Result<Value> {
     let t = Instant::now();
-    let (status, d) = rig.hub_post("/v1/train", &json!({"model": MODEL})).await?;
+    let (status, d) = rig
+        .hub_post("/v1/train", &json!({"model": rig.model}))
+        .await?;
     if !(200..300).contains(&status) {
         bail!("training: {status}: {d}");
     }

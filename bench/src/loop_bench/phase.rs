@@ -4,7 +4,7 @@
 //! figures of a phase against the truth and the cloud model's answers.
 
 use super::rig::Rig;
-use super::stream::{Item, MODEL};
+use super::stream::Item;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -27,7 +27,7 @@ pub async fn send(rig: &Rig, items: &[Item]) -> anyhow::Result<Vec<Answer>> {
     let n = rig.agents.len();
     let mut tasks = Vec::new();
     for (d, agent) in rig.agents.iter().enumerate() {
-        let url = format!("http://{}/v1/classify/{MODEL}", agent.addr);
+        let url = format!("http://{}/v1/classify/{}", agent.addr, rig.model);
         let mine: Vec<(usize, Item)> = items
             .iter()
             .enumerate()
@@ -39,7 +39,7 @@ pub async fn send(rig: &Rig, items: &[Item]) -> anyhow::Result<Vec<Answer>> {
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(mine.len());
             for (i, it) in mine {
-                let r = http.post(&url).body(it.png).send().await?;
+                let r = http.post(&url).body(it.body).send().await?;
                 let status = r.status();
                 let text = r.text().await?;
                 if !status.is_success() {
@@ -111,9 +111,15 @@ impl Figures {
     }
 }
 
-/// The figures of `answers` to `items`, with the cloud model's classes `cloud` and class
-/// `labels`.
-pub fn figures(items: &[Item], answers: &[Answer], cloud: &[usize], labels: &[String]) -> Figures {
+/// The figures of `answers` to `items` of `model`, with the cloud model's classes `cloud` and
+/// class `labels`.
+pub fn figures(
+    model: &str,
+    items: &[Item],
+    answers: &[Answer],
+    cloud: &[usize],
+    labels: &[String],
+) -> Figures {
     let n = items.len();
     let share = |k: usize| k as f64 / n.max(1) as f64;
     let right = |f: &dyn Fn(usize) -> bool| share((0..n).filter(|&i| f(i)).count());
@@ -121,7 +127,7 @@ pub fn figures(items: &[Item], answers: &[Answer], cloud: &[usize], labels: &[St
     let frames: Vec<usize> = items
         .iter()
         .enumerate()
-        .map(|(i, it)| crate::cascade::frame_bytes(MODEL, i as u64 + 1, &it.png))
+        .map(|(i, it)| super::text::frame_bytes(model, i as u64 + 1, &it.body))
         .collect();
     Figures {
         edge: right(&|i| answers[i].edge == truth(i)),
@@ -144,6 +150,7 @@ pub fn figures(items: &[Item], answers: &[Answer], cloud: &[usize], labels: &[St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loop_bench::stream::MODEL;
 
     fn answer(offloaded: bool, edge: &str, returned: &str) -> Answer {
         Answer {
@@ -160,7 +167,7 @@ mod tests {
         let items: Vec<Item> = [0, 1, 1, 0]
             .iter()
             .map(|&truth| Item {
-                png: bytes::Bytes::from(vec![7u8; 100 + truth * 50]),
+                body: bytes::Bytes::from(vec![7u8; 100 + truth * 50]),
                 truth,
             })
             .collect();
@@ -171,13 +178,13 @@ mod tests {
             answer(false, "b", "b"), // edge wrong, kept
         ];
         let cloud = [0, 1, 0, 0];
-        let f = figures(&items, &answers, &cloud, &labels);
+        let f = figures(MODEL, &items, &answers, &cloud, &labels);
         assert_eq!(f.edge, 0.25);
         assert_eq!(f.offload, 0.5);
         assert_eq!(f.cascade, 0.5);
         assert_eq!(f.cloud, 0.75);
         assert!((f.ratio() - 2.0 / 3.0).abs() < 1e-12);
-        let frame = |i: usize| crate::cascade::frame_bytes(MODEL, i as u64 + 1, &items[i].png);
+        let frame = |i: usize| crate::cascade::frame_bytes(MODEL, i as u64 + 1, &items[i].body);
         assert_eq!(f.uplink_bytes, frame(1) + frame(2));
         assert_eq!(f.cloud_only_bytes, (0..4).map(frame).sum::<usize>());
         assert!(f.uplink_bytes > 2 * 150 && f.uplink_bytes < f.cloud_only_bytes);

@@ -23,7 +23,7 @@ fn set(
         items: items
             .iter()
             .map(|i| dataset::Item {
-                input: Payload::Image(i.png.clone()),
+                input: Payload::Image(i.body.clone()),
                 truth: (i.truth + shift_label) % labels.len().max(1),
                 source,
                 device: None,

@@ -76,11 +76,28 @@ fn calibration_line(c: &Value) {
     let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let check = &fit["teacher_check"];
     let judged = if check.is_object() {
+        let bins: Vec<String> = check["disagree_bins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                format!(
+                    "{}{:.2}/{:.2} (n {})",
+                    b["below"]
+                        .as_f64()
+                        .map_or("rest: ".into(), |t| format!("<{t:.3}: ")),
+                    num(&b["edge_right"]),
+                    num(&b["cloud_right"]),
+                    b["n"]
+                )
+            })
+            .collect();
         format!(
-            "; teacher labels judged by the corrections: where edge and cloud disagree the edge is right {:.2}, the cloud {:.2} (n {})",
+            "; teacher labels judged by the corrections: where edge and cloud disagree the edge is right {:.2}, the cloud {:.2} (n {}; by confidence, edge/cloud: {})",
             num(&check["disagree_edge_right"]),
             num(&check["disagree_cloud_right"]),
             check["corrected_disagreements"],
+            bins.join(", "),
         )
     } else {
         String::new()
@@ -130,14 +147,19 @@ fn checks(d: &Value) -> String {
         .join(", ")
 }
 
-/// Prints the table and the last line.
-pub fn print(a: &Args, scenarios: &[Scenario], refused: &Decision) {
+/// Prints the table and the last line of a stream: the image stream's (with its `refused`
+/// candidate; `loop:`), or the text stream's when `text` (`loop-text:`).
+pub fn print(a: &Args, scenarios: &[Scenario], refused: Option<&Decision>, text: bool) {
+    let (report, stream, last) = if text {
+        (a.text.text_report, " (text)", "loop-text")
+    } else {
+        (a.report, "", "loop")
+    };
     let th = |c: &Value| c["threshold"].as_f64().unwrap_or(f64::NAN);
     let version = |f: &Figures| f.versions.iter().cloned().collect::<Vec<_>>().join(",");
     println!();
     println!(
-        "| scenario | report phase ({} new inputs each) | edge accuracy | threshold | offload | cascade accuracy | cloud-only accuracy | cascade / cloud-only | inference bytes uplinked | vs cloud-only |",
-        a.report
+        "| scenario | report phase ({report} new inputs each) | edge accuracy | threshold | offload | cascade accuracy | cloud-only accuracy | cascade / cloud-only | inference bytes uplinked | vs cloud-only |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for s in scenarios {
@@ -155,15 +177,16 @@ pub fn print(a: &Args, scenarios: &[Scenario], refused: &Decision) {
             &s.after,
         );
     }
-    let r = refused;
-    let sources = &r.candidate.label_sources;
-    println!(
-        "| - | refused: {} trained on {} wrongly labelled examples (+{} replayed) | gate: {} | - | - | - | - | - | - | - |",
-        r.candidate.version,
-        sources.get("correction").copied().unwrap_or(0),
-        sources.get("replay").copied().unwrap_or(0),
-        r.reasons.join("; ")
-    );
+    if let Some(r) = refused {
+        let sources = &r.candidate.label_sources;
+        println!(
+            "| - | refused: {} trained on {} wrongly labelled examples (+{} replayed) | gate: {} | - | - | - | - | - | - | - |",
+            r.candidate.version,
+            sources.get("correction").copied().unwrap_or(0),
+            sources.get("replay").copied().unwrap_or(0),
+            r.reasons.join("; ")
+        );
+    }
     for s in scenarios {
         println!();
         println!("{}:", s.name());
@@ -189,37 +212,38 @@ pub fn print(a: &Args, scenarios: &[Scenario], refused: &Decision) {
         }
     }
     println!();
-    println!(
-        "refused candidate {}: {:?} ({:?}), checks: {}",
-        r.candidate.version,
-        r.status,
-        r.candidate.label_sources,
-        r.checks
-            .iter()
-            .filter(|c| c.what == "target" || c.what == "original")
-            .map(|c| format!(
-                "{} {:.4} -> {:.4} (n {})",
-                c.what, c.serving, c.candidate, c.n
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if let Some(r) = refused {
+        println!(
+            "refused candidate {}: {:?} ({:?}), checks: {}",
+            r.candidate.version,
+            r.status,
+            r.candidate.label_sources,
+            r.checks
+                .iter()
+                .filter(|c| c.what == "target" || c.what == "original")
+                .map(|c| format!(
+                    "{} {:.4} -> {:.4} (n {})",
+                    c.what, c.serving, c.candidate, c.n
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for s in scenarios {
         println!(
-            "target with {} (offload at least a third lower, accuracy ratio >= 0.995 after): {}",
+            "target{stream} with {} (offload at least a third lower, accuracy ratio >= 0.995 after): {}",
             s.name(),
             if s.met() { "met" } else { "NOT met" }
         );
     }
     for (i, s) in scenarios.iter().enumerate() {
         let (b, f) = (s.before.offload, s.after.offload);
-        let last = i + 1 == scenarios.len();
         println!(
             "{}: offload_before={b:.3} offload_after={f:.3} accuracy_ratio={:.4}",
-            if last {
-                "loop".to_string()
+            if i + 1 == scenarios.len() {
+                last.to_string()
             } else {
-                format!("loop ({})", s.name())
+                format!("{last} ({})", s.name())
             },
             s.after.ratio()
         );

@@ -38,7 +38,7 @@ impl Reviewer {
             .iter()
             .map(|it| {
                 (
-                    hex::encode(Sha256::digest(&it.png)),
+                    hex::encode(Sha256::digest(&it.body)),
                     labels.get(it.truth).cloned().unwrap_or_default(),
                 )
             })

@@ -4,7 +4,6 @@
 //! writable copy of the shipped model, queue and state, offloading to the hub over QUIC and
 //! taking orders over MQTT. Both are reached through their HTTP APIs (the hub as its operator).
 
-use super::stream::MODEL;
 use crate::procs::{self, Server};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
@@ -23,6 +22,8 @@ pub struct Sampling {
 
 /// The hub and the devices.
 pub struct Rig {
+    /// The model the loop runs on (the only one the hub and the agents enable).
+    pub model: &'static str,
     /// The hub.
     pub hub: Server,
     /// The agents, one per device.
@@ -42,6 +43,12 @@ impl Drop for Rig {
     }
 }
 
+/// The agents' longest wait for the hub's answer (`hub.timeout_ms`, default 2000; below their
+/// 30 s request timeout): a degraded answer stops the benchmark, and the text stream's cloud
+/// model (MPNet on the CPU, beside the teacher's labelling) can take longer than 2 s on a
+/// loaded machine. A longer wait changes no figure: every answer counted is the hub's.
+const HUB_TIMEOUT_MS: u64 = 20_000;
+
 fn free_udp_port() -> anyhow::Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
         .local_addr()?
@@ -55,8 +62,13 @@ fn exe(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl Rig {
-    /// Starts the hub, then `devices` agents (`loop-00`, `loop-01`, ...).
-    pub fn start(repo: &Path, devices: usize, s: Sampling) -> anyhow::Result<Rig> {
+    /// Starts the hub, then `devices` agents (`loop-00`, `loop-01`, ...), serving `model`.
+    pub fn start(
+        repo: &Path,
+        model: &'static str,
+        devices: usize,
+        s: Sampling,
+    ) -> anyhow::Result<Rig> {
         let dir = std::env::temp_dir().join(format!("tandem-bench-loop-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -73,7 +85,7 @@ impl Rig {
                  pki_dir = \"{pki}\"\n\
                  [http]\nlisten = \"127.0.0.1:{http}\"\n[quic]\nlisten = \"127.0.0.1:{quic}\"\n\
                  [mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\nrestart_backoff_ms = 200\n\
-                 [models]\ndir = \"{models}\"\nenabled = [\"{MODEL}\"]\n\
+                 [models]\ndir = \"{models}\"\nenabled = [\"{model}\"]\n\
                  [feedback]\nsplit_train_pct = 50\nsplit_calibration_pct = 25\n\
                  [calibrate]\nshadow_weight = {w}\nhard_weight = 1.0\npush_every_ms = 300\n\
                  resend_after_ms = 3000\n\
@@ -100,6 +112,7 @@ impl Rig {
             .context("no operator token")?
             .to_string();
         let mut rig = Rig {
+            model,
             hub,
             agents: Vec::new(),
             token,
@@ -113,18 +126,18 @@ impl Rig {
             pki.add_device(&name, 30)?;
             let (cert, key) = pki.device_files(&name);
             let home = dir.join(&name);
-            crate::swap::ship(MODEL, &home.join("models"))?;
+            crate::swap::ship(model, &home.join("models"))?;
             let port = procs::free_port()?;
             let cfg = home.join("agent.toml");
             std::fs::write(
                 &cfg,
                 format!(
                     "[server]\nlisten = \"127.0.0.1:{port}\"\n\
-                     [models]\ndir = \"models\"\nenabled = [\"{MODEL}\"]\n\
+                     [models]\ndir = \"models\"\nenabled = [\"{model}\"]\n\
                      trusted_key = \"{signing}\"\nwatch_window_s = 5\n\
                      [log]\nfilter = \"warn\"\n\
                      [hub]\naddress = \"127.0.0.1:{quic}\"\nca = \"{ca}\"\ncert = \"{cert}\"\n\
-                     key = \"{key}\"\n\
+                     key = \"{key}\"\ntimeout_ms = {HUB_TIMEOUT_MS}\n\
                      [mqtt]\nurl = \"mqtts://127.0.0.1:{mqtt}\"\ntelemetry_interval_ms = 500\n\
                      [feedback]\nsample_rate = 1.0\nmax_per_minute = 0\nmax_per_hour = 0\n\
                      max_per_day = 0\nmax_pending = 4096\nshadow_enabled = true\n\
@@ -168,7 +181,8 @@ impl Rig {
         loop {
             let mut page = self
                 .hub_get(&format!(
-                    "/v1/feedback/examples?model={MODEL}&limit=1000{after}"
+                    "/v1/feedback/examples?model={}&limit=1000{after}",
+                    self.model
                 ))
                 .await?;
             if let Some(items) = page["items"].as_array_mut() {

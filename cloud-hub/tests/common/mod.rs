@@ -125,3 +125,28 @@ pub fn shifted(from: usize, to: usize, shift: &str) -> tandem_hub::eval::dataset
     set.name = format!("shipped[{from}..{to}]+{shift}");
     set
 }
+
+/// Share of `set` the model folder `dir` (named as its model, as shipped folders and trained
+/// bundles are) gets right, by the engine, 16 inputs a call (a dynamically quantised model
+/// scales its activations per call, so the call size is part of what is measured).
+pub fn accuracy(dir: &std::path::Path, set: &tandem_hub::eval::dataset::LabelledSet) -> f64 {
+    use tandem_hub::eval::dataset;
+    let name = dir.file_name().and_then(|n| n.to_str()).expect("name");
+    let engine =
+        tandem_hub::train::features::engine_on(&engine_settings(), dir, name).expect("engine");
+    let inputs: Vec<dataset::Payload> = set.items.iter().map(|i| i.input.clone()).collect();
+    let mut right = 0;
+    for (chunk, items) in inputs.chunks(16).zip(set.items.chunks(16)) {
+        let inf = engine
+            .infer_blocking(name, dataset::engine_input(chunk))
+            .expect("infers");
+        right += inf
+            .predictions
+            .iter()
+            .zip(items)
+            .filter(|(p, i)| p.index == i.truth)
+            .count();
+    }
+    engine.shutdown();
+    right as f64 / set.items.len() as f64
+}
