@@ -1,7 +1,7 @@
 //! Fitting a linear classifier head (softmax regression) in plain Rust: features standardised
 //! (folded back into the weights on export), warm-started from the serving head and pulled
-//! toward it by an L2 term (so a few hundred examples adapt the head rather than replace
-//! what it knew), full-batch gradient descent with a backtracking line search. Deterministic:
+//! toward it, weights and bias alike, by an L2 term (so a few hundred examples adapt the head
+//! rather than replace what it knew; the limit of a strong pull is the serving head itself), full-batch gradient descent with a backtracking line search. Deterministic:
 //! no sampling, so one set always gives the same head. Pure: no IO.
 
 use super::TrainError;
@@ -53,8 +53,8 @@ pub fn argmax(v: &[f32]) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FitOptions {
-    /// Strength of the L2 pull toward the starting (serving) head, on standardised features
-    /// (default 0.01).
+    /// Strength of the L2 pull of the weights and the bias toward the starting (serving) head,
+    /// on standardised features (default 0.01).
     pub l2: f64,
     /// Gradient steps at most (default 300).
     pub max_steps: usize,
@@ -131,9 +131,15 @@ impl Problem<'_> {
             }
         }
         let mut obj = loss / n;
+        // The pull holds the bias too: otherwise a strong pull moves the whole adaptation into
+        // the class priors, and its limit would not be the serving head.
         for (i, (w, w0)) in p.w.iter().zip(&self.prior.w).enumerate() {
             obj += 0.5 * self.l2 * (w - w0).powi(2);
             g.w[i] += self.l2 * (w - w0);
+        }
+        for (j, (b, b0)) in p.b.iter().zip(&self.prior.b).enumerate() {
+            obj += 0.5 * self.l2 * (b - b0).powi(2);
+            g.b[j] += self.l2 * (b - b0);
         }
         (obj, grad.then_some(g))
     }
@@ -351,5 +357,41 @@ mod tests {
             fit(&start, &xs[..1], &[5], &opts).is_err(),
             "a label beyond the classes"
         );
+    }
+
+    /// A huge pull gives back the start itself, bias included, from a start the data disagree
+    /// with (its bias favours the wrong class).
+    #[test]
+    fn a_huge_pull_keeps_the_start_weights_and_bias() {
+        let xs: Vec<Vec<f32>> = (0..100u8)
+            .map(|i| vec![f32::from(i) / 10.0, f32::from(i % 7)])
+            .collect();
+        let ys: Vec<usize> = (0..100).map(|i| usize::from(i >= 50)).collect();
+        let start = LinearHead {
+            dim: 2,
+            classes: 2,
+            weights: vec![0.3, -0.2, 0.1, 0.4],
+            bias: vec![2.0, -1.5],
+        };
+        let huge = FitOptions {
+            l2: 1e9,
+            max_steps: 300,
+        };
+        let (kept, _) = fit(&start, &xs, &ys, &huge).expect("fits");
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+        assert!(close(&kept.weights, &start.weights), "{kept:?}");
+        assert!(close(&kept.bias, &start.bias), "{kept:?}");
+        // A weak pull moves both, so the test above can fail.
+        let (moved, _) = fit(
+            &start,
+            &xs,
+            &ys,
+            &FitOptions {
+                l2: 1e-3,
+                max_steps: 300,
+            },
+        )
+        .expect("fits");
+        assert!(!close(&moved.bias, &start.bias), "{moved:?}");
     }
 }
