@@ -246,13 +246,15 @@ async fn turn(
             .to_string(),
         _ => base.clone(),
     };
+    serving(rig, &new).await?;
     let t = Instant::now();
     let answers = phase::send(rig, settle).await?;
     let f = phase::figures(rig.model, settle, &answers, &vec![0; settle.len()], labels);
     anyhow::ensure!(
         f.versions.len() == 1 && f.versions.contains(&new),
-        "the settle phase was answered by {:?}, not {new} alone",
-        f.versions
+        "the settle phase was answered by {:?}, not {new} alone; the devices' logs on versions: {:?}",
+        f.versions,
+        rig.agent_log_lines(&["rolling back", "version"])
     );
     eprintln!(
         "settle phase: {} inputs in {:.0} s on {new} (edge {:.4}, offload {:.3} at the old threshold)",
@@ -271,6 +273,35 @@ async fn turn(
         decision,
         feedback,
     })
+}
+
+/// Waits until every device serves `version` of the model and no other (`tandem_model_info`
+/// on its `/metrics`): a rollout is finished at the hub when the devices report the install,
+/// which can come before the engine answers with the new version.
+async fn serving(rig: &Rig, version: &str) -> anyhow::Result<()> {
+    let model = format!("model=\"{}\"", rig.model);
+    let this = format!("version=\"{version}\"");
+    for (i, agent) in rig.agents.iter().enumerate() {
+        until(
+            &format!(
+                "device loop-{i:02} ({}) to serve {version} alone",
+                agent.addr
+            ),
+            PATIENCE,
+            || async {
+                let info = "tandem_model_info";
+                let all = rig
+                    .metric(&agent.addr, info, &[&model, "variant=\"edge\""])
+                    .await?;
+                let new = rig
+                    .metric(&agent.addr, info, &[&model, "variant=\"edge\"", &this])
+                    .await?;
+                Ok((new > 0.0 && all == new).then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Waits until every device's outbox is empty and every example the hub holds has a label

@@ -234,6 +234,24 @@ impl Rig {
             .sum())
     }
 
+    /// The agents' log lines holding any of `words` (the last 10 of each), for an error message.
+    pub fn agent_log_lines(&self, words: &[&str]) -> Vec<String> {
+        (0..self.agents.len())
+            .flat_map(|i| {
+                let name = format!("loop-{i:02}");
+                let path = self.dir.join(&name).join("agent.log");
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let mut hits: Vec<String> = text
+                    .lines()
+                    .filter(|l| words.iter().any(|w| l.contains(w)))
+                    .map(|l| format!("{name}: {l}"))
+                    .collect();
+                hits.drain(..hits.len().saturating_sub(10));
+                hits
+            })
+            .collect()
+    }
+
     /// The hub's log, for an error message.
     pub fn hub_log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("hub/hub.log")).unwrap_or_default();
