@@ -11,6 +11,7 @@
 //! - [`cnn`]: a small CNN, its gradients and (`cnn_fit`) its training (pure); [`cnn_graph`]:
 //!   an ONNX graph as one and back.
 //! - [`net`]: whole-net training of an edge graph `cnn_graph` reads (else the head alone).
+//! - [`pull`]: the head's L2 pull chosen on held-out folds (pure).
 //! - [`replay`]: a share of the original training data mixed into a fit (pure).
 //! - [`features`]: the head's features of a set, computed by the real engine.
 //! - [`export`]: the fitted head as a bundle, checked against the engine.
@@ -32,6 +33,7 @@ pub mod head;
 pub mod http;
 pub mod jobs;
 pub mod net;
+pub mod pull;
 pub mod replay;
 pub mod service;
 pub mod wire;
@@ -130,6 +132,10 @@ pub struct Candidate {
     pub dim: usize,
     /// The fit.
     pub fit: FitStats,
+    /// The head's L2 pull and the held-out accuracies it was chosen on (`None`: the whole net
+    /// was trained).
+    #[serde(default)]
+    pub pull: Option<pull::PullChoice>,
     /// Largest |exported model − fitted head| on the checked inputs.
     pub export_max_abs_diff: f32,
     /// The packed (unsigned) bundle folder.
@@ -237,7 +243,7 @@ impl Trainer {
         let work = self.dir.join("work").join(&id);
         let result = self.train_into(&base, &head, &items, &version, &work, &cands.join(&id));
         let _ = std::fs::remove_dir_all(&work);
-        let (fit, exported, scope) = result?;
+        let (fit, exported, scope, pull) = result?;
         let mut label_sources = BTreeMap::new();
         for i in &items {
             *label_sources
@@ -256,6 +262,7 @@ impl Trainer {
             feature: head.feature.clone(),
             dim: head.dim,
             fit,
+            pull,
             export_max_abs_diff: exported.max_abs_diff,
             bundle: exported.bundle,
         };
@@ -273,7 +280,15 @@ impl Trainer {
         version: &str,
         work: &Path,
         out: &Path,
-    ) -> Result<(FitStats, export::Exported, &'static str), TrainError> {
+    ) -> Result<
+        (
+            FitStats,
+            export::Exported,
+            &'static str,
+            Option<pull::PullChoice>,
+        ),
+        TrainError,
+    > {
         let inputs: Vec<Payload> = items.iter().map(|i| i.input.clone()).collect();
         if self.cfg.whole_net {
             match net::read(base) {
@@ -296,7 +311,7 @@ impl Trainer {
                         work,
                         out,
                     )?;
-                    return Ok((stats, exported, "net"));
+                    return Ok((stats, exported, "net", None));
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "not a network the whole-net trainer reads: training the head")
@@ -311,9 +326,25 @@ impl Trainer {
             weights: head.weights.clone(),
             bias: head.bias.clone(),
         };
+        let keys: Vec<u64> = inputs.iter().map(pull::key).collect();
+        let cfg = &self.cfg;
+        let t0 = std::time::Instant::now();
+        let mut choice = pull::choose(
+            &start,
+            &xs,
+            &ys,
+            &keys,
+            &cfg.l2_grid,
+            cfg.l2_folds,
+            cfg.l2_slack,
+            cfg.max_steps,
+            cfg.l2,
+        )?;
+        choice.grid_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(l2 = choice.l2, scores = ?choice.scores, grid_ms = choice.grid_ms, "head pull chosen on held-out folds");
         let opts = FitOptions {
-            l2: self.cfg.l2,
-            max_steps: self.cfg.max_steps,
+            l2: choice.l2,
+            max_steps: cfg.max_steps,
         };
         let (fitted, stats) = head::fit(&start, &xs, &ys, &opts)?;
         let check: Vec<(Payload, Vec<f32>)> =
@@ -328,6 +359,6 @@ impl Trainer {
             work,
             out,
         )?;
-        Ok((stats, exported, "head"))
+        Ok((stats, exported, "head", Some(choice)))
     }
 }
