@@ -239,6 +239,19 @@ async fn a_training_turn_through_the_api() {
     .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(job["decision_status"], d["status"]);
+    // The head's pull was chosen on held-out folds, every pull of the default grid scored.
+    let grid = tandem_hub::train::TrainConfig::default().l2_grid;
+    let pull = &d["candidate"]["pull"];
+    assert_eq!(pull["folds"], 4, "{d}");
+    assert_eq!(
+        pull["scores"].as_array().map(Vec::len),
+        Some(grid.len()),
+        "{d}"
+    );
+    assert!(
+        grid.iter().any(|l2| pull["l2"].as_f64() == Some(*l2)),
+        "{d}"
+    );
     // What fails inside a turn is the job's error (no text feedback here); the CLI polls the
     // job to its end and says why.
     let out = cli(&dir, &base, &["run", "--model", "text-sentiment"]);
@@ -368,7 +381,9 @@ async fn a_training_turn_through_the_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.starts_with("| id | model |") && text.contains("  original: n=1000"),
+        text.starts_with("| id | model |")
+            && text.contains("  original: n=1000")
+            && text.contains("  pull: l2 "),
         "{text}"
     );
     let out = cli(&dir, &base, &["list", "--model", "vision-fashion"]);

@@ -202,6 +202,19 @@ fn execute(cmd: TrainCmd) -> Result<(), Failure> {
                         c.what, c.n, c.serving, c.candidate
                     );
                 }
+                if let Some(p) = d.candidate.pull.as_ref().filter(|p| p.folds > 0) {
+                    let scores: Vec<String> = p
+                        .scores
+                        .iter()
+                        .map(|s| format!("{}: {:.4}", s.l2, s.held_out_accuracy))
+                        .collect();
+                    println!(
+                        "  pull: l2 {} (held-out accuracy on {} folds: {})",
+                        p.l2,
+                        p.folds,
+                        scores.join(", ")
+                    );
+                }
             }
         }
         TrainCmd::List {
