@@ -52,7 +52,7 @@ pub enum Reason {
 }
 
 /// A model's routing settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelPolicy {
     /// Mode.
     pub mode: Mode,
@@ -142,7 +142,7 @@ pub fn decide(p: &ModelPolicy, ctx: &Context) -> Decision {
         (Local::Answered(_), Mode::Cascade) => Reason::LowConfidence,
         (Local::Boxes(_), Mode::Local) => return Decision::Local(Reason::PolicyLocal),
         (Local::Boxes(_), Mode::Cloud) => Reason::PolicyCloud,
-        (Local::Boxes(s), Mode::Cascade) if p.boxes.is_none_or(|b| b.confident(&s)) => {
+        (Local::Boxes(s), Mode::Cascade) if p.boxes.as_ref().is_none_or(|b| b.confident(&s)) => {
             return Decision::Local(Reason::Confident);
         }
         (Local::Boxes(_), Mode::Cascade) => Reason::LowConfidence,
@@ -274,12 +274,7 @@ mod tests {
     #[test]
     fn a_detection_frame_goes_by_its_uncertain_boxes() {
         let boxes = ModelPolicy {
-            boxes: Some(CascadeSpec {
-                uncertain_low: 0.3,
-                uncertain_high: 0.5,
-                uncertain_boxes: 1,
-                max_boxes: None,
-            }),
+            boxes: Some(CascadeSpec::band(0.3, 0.5)),
             ..CASCADE
         };
         let frame = |uncertain| {
@@ -289,6 +284,7 @@ mod tests {
                 min_score: 0.4,
                 max_score: 0.9,
                 uncertain,
+                rare: 0,
             });
             c
         };

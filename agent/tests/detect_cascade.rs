@@ -2,7 +2,8 @@
 //! sides, QUIC + mTLS, sled on both sides) on real photos: a frame with many boxes in the
 //! uncertain band is offloaded and answered with the hub's boxes (the device's beside them); a
 //! confident frame is answered locally; the offloaded frame's hard example reaches the hub
-//! with both sets of boxes; a deadline the hub cannot meet gives the edge boxes, degraded.
+//! with both sets of boxes; a deadline the hub cannot meet gives the edge boxes, degraded; the
+//! policy's second band (boxes of classes outside `common_classes`) offloads a frame alone.
 
 mod common;
 
@@ -74,7 +75,7 @@ async fn unsure_frames_get_the_hubs_boxes_and_a_deadline_still_wins() {
     let queue = app::open_queue(&cfg).expect("queue");
     let wake = Arc::new(tokio::sync::Notify::new());
     let fb = Feedback::start(queue.clone(), cfg.feedback.clone(), wake.clone());
-    let router = app::start_router_with(&cfg, agent_engine, Some(fb)).expect("router");
+    let router = app::start_router_with(&cfg, agent_engine.clone(), Some(fb)).expect("router");
     let uplink = router.uplink().expect("uplink").clone();
     uplink.keep();
     tokio::spawn(deliver::run(Arc::downgrade(&uplink), queue.clone(), wake));
@@ -190,6 +191,46 @@ async fn unsure_frames_get_the_hubs_boxes_and_a_deadline_still_wins() {
     );
     assert_eq!(v["reason"], "deadline");
     assert_eq!(parse_boxes(&v["detections"]), edge_boxes);
+
+    // The second band (`rare_*`, boxes of classes outside `common_classes`) routes a frame by
+    // itself: with the first band off, the bus frame goes to the hub for its bus; with every
+    // label the device answers on it counted as common, it stays on the device.
+    let labels: Vec<String> = a.detections.iter().map(|d| d.label.clone()).collect();
+    let rare_router = |common: Vec<String>| {
+        let mut cfg = cfg.clone();
+        cfg.policy.models.insert(
+            "detect-coco".into(),
+            tandem_agent::hybrid::ModelPolicyConfig {
+                uncertain_boxes: Some(1000),
+                rare_low: Some(0.2),
+                rare_high: Some(1.0),
+                rare_boxes: Some(1),
+                common_classes: Some(common),
+                ..Default::default()
+            },
+        );
+        let r = app::start_router_with(&cfg, agent_engine.clone(), None).expect("router");
+        r.uplink().expect("uplink").keep();
+        r
+    };
+    for (common, route, reason) in [
+        (vec!["person".to_string()], "cloud", "low_confidence"),
+        (labels.clone(), "local", "confident"),
+    ] {
+        let r = rare_router(common);
+        let answer = r
+            .classify("detect-coco", Input::Images(vec![photo(SURE).into()]), None)
+            .await
+            .expect("answered");
+        let v = serde_json::to_value(answer.body()).expect("json");
+        assert_eq!(
+            (v["route"].as_str(), v["reason"].as_str()),
+            (Some(route), Some(reason)),
+            "{v}"
+        );
+        let rare = v["signals"]["rare"].as_u64().expect("rare count");
+        assert_eq!(rare > 0, route == "cloud", "{v}");
+    }
 
     // The offloaded frame's hard example reaches the hub with both sets of boxes.
     let hard = |store: &Store| {

@@ -7,13 +7,15 @@
 //! policy is fitted and judged on disjoint frames (k-fold cross-validation, [`detect_fit`]).
 
 use crate::detect_eval::{Pred, Scores, Truth, evaluate, per_class};
-use crate::detect_fit::{self, Frame};
+use crate::detect_fit::{self, Frame, Route as _};
+use crate::detect_signals;
 use anyhow::Context as _;
 use bytes::Bytes;
 use std::time::Instant;
 use tandem_agent::inference::Input;
 use tandem_engine::settings::EngineSettings;
 use tandem_shared::detect::Detections;
+use tandem_shared::detect::cascade::CascadeSpec;
 
 /// Options.
 #[derive(Debug, clap::Args)]
@@ -35,6 +37,9 @@ pub struct Args {
     /// Lowest uncertain-band bottom tried (the edge decodes down to it for the signals).
     #[arg(long, default_value_t = 0.10)]
     floor: f32,
+    /// Skip the diagnostic that measures candidate routing signals the same way.
+    #[arg(long)]
+    no_signals: bool,
 }
 
 struct Image {
@@ -238,7 +243,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     row("cloud (FP32 608+416, >= 0.2)", &cs, 1.0, cm);
     // Diagnostic, not an answer: the edge's boxes down to the cloud's answer threshold (the
     // edge decoded down to `--floor`), to tell the models apart from their thresholds.
-    let cloud_thr = cloud_threshold(&repo)?;
+    let cloud_thr = threshold(&repo, "cloud")?;
     if a.floor <= cloud_thr {
         let low: Vec<Vec<Pred>> = (0..imgs.len())
             .map(|i| {
@@ -274,6 +279,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
     let frames: Vec<Frame> = (0..imgs.len())
         .map(|i| Frame {
+            width: edge.dets[i].width,
+            height: edge.dets[i].height,
             edge: edge.dets[i].boxes.clone(),
             below: edge.below[i].clone(),
             edge_preds: ep[i].clone(),
@@ -281,7 +288,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             truth: truth[i].clone(),
         })
         .collect();
-    let grid = detect_fit::grid(a.floor);
+    let answer = threshold(&repo, "edge")?;
+    let grid = detect_fit::grid(a.floor, answer);
     let mut held = Vec::new();
     for r in 0..a.repeats.max(1) {
         let order = detect_fit::order(frames.len(), r);
@@ -298,7 +306,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
     let n = held.len() as f64;
-    let mean = |f: &dyn Fn(&detect_fit::Held) -> f64| held.iter().map(f).sum::<f64>() / n;
+    let mean =
+        |f: &dyn Fn(&detect_fit::Held<CascadeSpec>) -> f64| held.iter().map(f).sum::<f64>() / n;
     let (map50, offload) = (mean(&|h| h.scores.map50), mean(&|h| h.offload));
     let s = Scores {
         map50,
@@ -339,6 +348,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             f.offload * 100.0,
             show(&f.policy)
         );
+        println!(
+            "  as the manifest's detection.cascade: {}",
+            serde_json::to_string(&f.policy).unwrap_or_default()
+        );
+    }
+    if !a.no_signals {
+        signals(a, &frames, cs.map50, answer);
     }
     println!(
         "cascade: policy fitted on {}/{} of the frames, mAP@0.5 and offload on the held-out \
@@ -357,19 +373,97 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cloud variant's answer threshold (`detection.score_threshold` in its manifest).
-fn cloud_threshold(repo: &std::path::Path) -> anyhow::Result<f32> {
-    let path = repo.join("models/detect-coco/manifest.json");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    m["variants"]["cloud"]["detection"]["score_threshold"]
-        .as_f64()
-        .map(|v| v as f32)
-        .context("detect-coco manifest: variants.cloud.detection.score_threshold")
+/// Diagnostic: each candidate routing signal's held-out ratio and offload, cross-fitted as
+/// the policy is (same folds, repeats and nested cap), and its fit on all frames.
+fn signals(a: &Args, frames: &[Frame], cloud: f64, answer: f32) {
+    println!(
+        "  routing signals (held-out ratio and offload, mean of {} fold assignments; then each):",
+        a.repeats.max(1)
+    );
+    println!(
+        "    {:<38} {:>6} {:>6} {:>7}  assignments",
+        "signal", "rules", "ratio", "offload"
+    );
+    for fam in detect_signals::families(a.floor, answer) {
+        let held: Vec<_> = (0..a.repeats.max(1))
+            .filter_map(|r| {
+                let order = detect_fit::order(frames.len(), r);
+                detect_fit::cross_validate(
+                    frames,
+                    &order,
+                    &fam.rules,
+                    a.max_offload,
+                    a.folds,
+                    a.inner_folds,
+                )
+            })
+            .collect();
+        if held.is_empty() {
+            let quietest = fam
+                .rules
+                .iter()
+                .map(|r| frames.iter().filter(|f| r.offloads(f)).count())
+                .min()
+                .unwrap_or(0);
+            println!(
+                "    {:<38} {:>6}   none under the cap: the quietest rule offloads {:.1}%",
+                fam.name,
+                fam.rules.len(),
+                100.0 * quietest as f64 / frames.len().max(1) as f64
+            );
+            continue;
+        }
+        let n = held.len().max(1) as f64;
+        let ratio = held.iter().map(|h| h.scores.map50).sum::<f64>() / n / cloud.max(1e-9);
+        let offload = held.iter().map(|h| h.offload).sum::<f64>() / n;
+        let each: Vec<String> = held
+            .iter()
+            .map(|h| {
+                format!(
+                    "{:.3}@{:.0}%",
+                    h.scores.map50 / cloud.max(1e-9),
+                    h.offload * 100.0
+                )
+            })
+            .collect();
+        println!(
+            "    {:<38} {:>6} {:>6.3} {:>6.1}%  {}",
+            fam.name,
+            fam.rules.len(),
+            ratio,
+            offload * 100.0,
+            each.join(" ")
+        );
+        let all: Vec<&Frame> = frames.iter().collect();
+        if let Some(f) = detect_fit::fit_nested(&all, &fam.rules, a.max_offload, a.inner_folds) {
+            println!("      on all frames: {}", f.policy.show());
+        }
+    }
 }
 
-fn show(p: &tandem_shared::detect::cascade::CascadeSpec) -> String {
+/// A detect-coco variant's answer threshold (`detection.score_threshold` in its manifest).
+fn threshold(repo: &std::path::Path, variant: &str) -> anyhow::Result<f32> {
+    let path = repo.join("models/detect-coco/manifest.json");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    m["variants"][variant]["detection"]["score_threshold"]
+        .as_f64()
+        .map(|v| v as f32)
+        .with_context(|| {
+            format!("detect-coco manifest: variants.{variant}.detection.score_threshold")
+        })
+}
+
+fn show(p: &CascadeSpec) -> String {
+    let rare = match (p.rare_low, p.rare_high) {
+        (Some(low), Some(high)) => format!(
+            ", or >= {} box(es) not {} in [{low:.2}, {high:.2})",
+            p.rare_boxes.unwrap_or(1),
+            p.common_classes.join("/")
+        ),
+        _ => String::new(),
+    };
     format!(
-        "band [{:.2}, {:.2}), >= {} box(es) in it{}",
+        "band [{:.2}, {:.2}), >= {} box(es) in it{}{rare}",
         p.uncertain_low,
         p.uncertain_high,
         p.uncertain_boxes,

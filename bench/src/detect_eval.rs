@@ -53,7 +53,7 @@ pub struct ClassAp {
 
 /// Evaluates `preds[i]` against `truth[i]` per image. Predictions of classes no label has are
 /// left out (the set does not label them).
-pub fn evaluate(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Scores {
+pub fn evaluate<T: AsRef<[Truth]>, P: AsRef<[Pred]>>(truth: &[T], preds: &[P]) -> Scores {
     let per = per_class(truth, preds);
     let sum = |f: &dyn Fn(&ClassAp) -> usize| per.iter().map(f).sum::<usize>();
     let (tp_all, pred_all, gt_all) = (sum(&|c| c.tp), sum(&|c| c.preds), sum(&|c| c.boxes));
@@ -65,8 +65,12 @@ pub fn evaluate(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Scores {
 }
 
 /// AP at IoU 0.5 of each class the labels hold, in label order.
-pub fn per_class(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Vec<ClassAp> {
-    let classes: BTreeSet<&str> = truth.iter().flatten().map(|t| t.label.as_str()).collect();
+pub fn per_class<T: AsRef<[Truth]>, P: AsRef<[Pred]>>(truth: &[T], preds: &[P]) -> Vec<ClassAp> {
+    let classes: BTreeSet<&str> = truth
+        .iter()
+        .flat_map(|t| t.as_ref())
+        .map(|t| t.label.as_str())
+        .collect();
     let mut out = Vec::new();
     for class in &classes {
         // (score, image, box) of this class, best first.
@@ -74,7 +78,8 @@ pub fn per_class(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Vec<ClassAp> {
             .iter()
             .enumerate()
             .flat_map(|(i, ps)| {
-                ps.iter()
+                ps.as_ref()
+                    .iter()
                     .filter(|p| p.label == *class)
                     .map(move |p| (p.score, i, p.bbox))
             })
@@ -86,7 +91,8 @@ pub fn per_class(truth: &[Vec<Truth>], preds: &[Vec<Pred>]) -> Vec<ClassAp> {
             .map(|(i, ts)| {
                 (
                     i,
-                    ts.iter()
+                    ts.as_ref()
+                        .iter()
                         .filter(|t| t.label == *class)
                         .map(|t| t.bbox)
                         .collect(),

@@ -1,9 +1,11 @@
 //! Fitting the detection cascade's frame policy (`tandem_shared::detect::cascade`) for
 //! `tandem-bench detect`, and judging it on frames it was not fitted on: a grid of policies
-//! (uncertain band, boxes in it, most boxes), the best on the fitting frames under an offload
-//! cap, and k-fold cross-validation whose held-out decisions are pooled into one figure,
-//! repeated over fixed fold assignments (the figure of a small set depends on which frames
-//! share a fold).
+//! (uncertain band, boxes in it, most boxes; or any [`Route`], e.g. the candidate signals of
+//! [`crate::detect_signals`]), the best on the fitting frames under an offload cap, and k-fold
+//! cross-validation whose held-out decisions are pooled into one figure, repeated over fixed
+//! fold assignments (the figure of a small set depends on which frames share a fold). Each
+//! policy's decision on every frame is computed once; policies that decide every frame alike
+//! are one candidate (the first in the grid), which changes no choice.
 
 use crate::detect_eval::{Pred, Scores, Truth, evaluate};
 use std::collections::HashMap;
@@ -13,6 +15,10 @@ use tandem_shared::detect::cascade::CascadeSpec;
 /// One labelled frame: the edge's answer and the boxes it kept under its threshold, the
 /// cloud's answer, the labels.
 pub struct Frame {
+    /// Width of the photo, pixels.
+    pub width: u32,
+    /// Height of the photo, pixels.
+    pub height: u32,
     /// Edge boxes as answered.
     pub edge: Vec<Detection>,
     /// Edge boxes under the answer threshold (down to the bench's decode floor).
@@ -25,11 +31,24 @@ pub struct Frame {
     pub truth: Vec<Truth>,
 }
 
+/// A frame policy the fit can choose: whether it sends a frame to the hub.
+pub trait Route: Clone {
+    /// True: the frame goes to the cloud variant.
+    fn offloads(&self, f: &Frame) -> bool;
+}
+
+/// The agent's rule: `CascadeSpec::confident` on the frame's signals.
+impl Route for CascadeSpec {
+    fn offloads(&self, f: &Frame) -> bool {
+        !self.confident(&self.signals(&f.edge, &f.below))
+    }
+}
+
 /// A fitted policy and how it did.
-#[derive(Debug, Clone, Copy)]
-pub struct Fitted {
+#[derive(Debug, Clone)]
+pub struct Fitted<P> {
     /// The policy.
-    pub policy: CascadeSpec,
+    pub policy: P,
     /// Scores of the cascade's answers.
     pub scores: Scores,
     /// Share of frames offloaded.
@@ -44,23 +63,42 @@ pub struct Fitted {
 /// winner's curse the nesting corrects one level down (docs/benchmarks/detect.md).
 const CAPS: [f64; 5] = [1.0, 0.85, 0.7, 0.55, 0.4];
 
-/// Every policy of the grid (bottoms from `floor`).
-pub fn grid(floor: f32) -> Vec<CascadeSpec> {
-    let steps = |from: f32, to: f32| {
-        (0..=20)
-            .map(move |i| from + 0.05 * i as f32)
-            .take_while(move |v| *v <= to + 1e-6)
-    };
+/// Every policy of the grid (bottoms from `floor`): the band alone, and with a second band
+/// `[low, 0.60)` for boxes of classes other than `person` (`low` the answer threshold
+/// `answer`, 0.30 or 0.40; 1 or 2 boxes), the one signal of [`crate::detect_signals`] that
+/// measured better than the band alone (docs/benchmarks/detect.md).
+pub fn grid(floor: f32, answer: f32) -> Vec<CascadeSpec> {
+    let mut out = band_grid(floor);
+    let mut rare = Vec::new();
+    for p in &out {
+        for low in [answer, 0.3, 0.4] {
+            for boxes in [1, 2] {
+                rare.push(CascadeSpec {
+                    rare_low: Some(low),
+                    rare_high: Some(0.6),
+                    rare_boxes: Some(boxes),
+                    common_classes: vec!["person".into()],
+                    ..p.clone()
+                });
+            }
+        }
+    }
+    out.extend(rare);
+    out
+}
+
+/// The band policies: bottoms from `floor` to 0.45, tops to 0.70, 1-6 boxes in the band,
+/// at most 6 or 10 boxes or no limit.
+pub fn band_grid(floor: f32) -> Vec<CascadeSpec> {
     let mut out = Vec::new();
     for low in steps(floor, 0.45) {
         for high in steps(low + 0.05, 0.70) {
             for uncertain_boxes in [1, 2, 3, 4, 6] {
                 for max_boxes in [None, Some(6), Some(10)] {
                     out.push(CascadeSpec {
-                        uncertain_low: low,
-                        uncertain_high: high,
                         uncertain_boxes,
                         max_boxes,
+                        ..CascadeSpec::band(low, high)
                     });
                 }
             }
@@ -69,53 +107,148 @@ pub fn grid(floor: f32) -> Vec<CascadeSpec> {
     out
 }
 
-/// Whether `policy` sends `f` to the hub (the agent's rule: `CascadeSpec::confident`).
-pub fn offloads(policy: &CascadeSpec, f: &Frame) -> bool {
-    !policy.confident(&policy.signals(&f.edge, &f.below))
+/// `from`, `from + 0.05`, ... up to `to`.
+pub fn steps(from: f32, to: f32) -> impl Iterator<Item = f32> + Clone {
+    (0..=20)
+        .map(move |i| from + 0.05 * i as f32)
+        .take_while(move |v| *v <= to + 1e-6)
 }
 
-/// The cascade's answers on `frames` under per-frame decisions `send`, scored.
-pub fn score(frames: &[&Frame], send: &[bool]) -> (Scores, f64) {
-    let truth: Vec<Vec<Truth>> = frames.iter().map(|f| f.truth.clone()).collect();
-    let preds: Vec<Vec<Pred>> = frames
+/// The grid's distinct candidates on a set of frames: for each, the grid index of its first
+/// policy and its decision on every frame.
+struct Space<'a> {
+    frames: &'a [&'a Frame],
+    first: Vec<usize>,
+    send: Vec<Vec<bool>>,
+}
+
+/// One candidate scored on a set of frames.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    /// Index into [`Space::first`].
+    candidate: usize,
+    scores: Scores,
+    offload: f64,
+}
+
+impl<'a> Space<'a> {
+    fn new<P: Route>(frames: &'a [&'a Frame], grid: &[P]) -> Self {
+        let mut seen: HashMap<Vec<bool>, ()> = HashMap::new();
+        let (mut first, mut send) = (Vec::new(), Vec::new());
+        for (g, policy) in grid.iter().enumerate() {
+            let s: Vec<bool> = frames.iter().map(|f| policy.offloads(f)).collect();
+            if seen.insert(s.clone(), ()).is_none() {
+                first.push(g);
+                send.push(s);
+            }
+        }
+        Self {
+            frames,
+            first,
+            send,
+        }
+    }
+
+    /// The cascade's answers on the frames `subset` (indices) under candidate `c`, scored.
+    fn score(&self, subset: &[usize], send: &[bool]) -> (Scores, f64) {
+        let truth: Vec<&[Truth]> = subset.iter().map(|i| &self.frames[*i].truth[..]).collect();
+        let preds: Vec<&[Pred]> = subset
+            .iter()
+            .zip(send)
+            .map(|(i, s)| {
+                let f = self.frames[*i];
+                if *s {
+                    &f.cloud_preds[..]
+                } else {
+                    &f.edge_preds[..]
+                }
+            })
+            .collect();
+        let sent = send.iter().filter(|s| **s).count() as f64 / send.len().max(1) as f64;
+        (evaluate(&truth, &preds), sent)
+    }
+
+    /// Every candidate scored on `subset` (candidates that send the same frames of it share
+    /// one evaluation): what [`best`] picks from under any cap.
+    fn table(&self, subset: &[usize]) -> Vec<Row> {
+        let mut seen: HashMap<Vec<bool>, (Scores, f64)> = HashMap::new();
+        self.send
+            .iter()
+            .enumerate()
+            .map(|(candidate, all)| {
+                let send: Vec<bool> = subset.iter().map(|i| all[*i]).collect();
+                let (scores, offload) = *seen
+                    .entry(send)
+                    .or_insert_with_key(|send| self.score(subset, send));
+                Row {
+                    candidate,
+                    scores,
+                    offload,
+                }
+            })
+            .collect()
+    }
+
+    /// [`best`] of the [`Space::table`] of `subset` under a cap tuned on `subset` alone
+    /// (see [`fit_nested`]), and the cap.
+    fn fit_nested(&self, subset: &[usize], max_offload: f64, inner: usize) -> Option<(Row, f64)> {
+        if inner < 2 {
+            return best(&self.table(subset), max_offload).map(|r| (r, max_offload));
+        }
+        // Inner fold `k`: the fitting frame at position j is held out when j % inner == k.
+        let tables: Vec<Vec<Row>> = (0..inner)
+            .map(|k| {
+                let fitting: Vec<usize> = positions(subset, inner, k, false);
+                self.table(&fitting)
+            })
+            .collect();
+        // Caps some candidate meets on all of `subset` (a grid without a quiet rule may
+        // offload more than the lowest cap everywhere).
+        let full = self.table(subset);
+        let caps: Vec<f64> = CAPS
+            .iter()
+            .map(|share| max_offload * share)
+            .filter(|cap| best(&full, *cap).is_some())
+            .collect();
+        let safe = caps.iter().copied().find(|cap| {
+            let mut sent = 0usize;
+            for (k, t) in tables.iter().enumerate() {
+                let Some(r) = best(t, *cap) else { continue };
+                sent += positions(subset, inner, k, true)
+                    .iter()
+                    .filter(|i| self.send[r.candidate][**i])
+                    .count();
+            }
+            sent as f64 / subset.len().max(1) as f64 <= max_offload + 1e-9
+        });
+        let cap = safe.or(caps.last().copied())?;
+        best(&full, cap).map(|r| (r, cap))
+    }
+
+    fn fitted<P: Route>(&self, grid: &[P], (row, cap): (Row, f64)) -> Fitted<P> {
+        Fitted {
+            policy: grid[self.first[row.candidate]].clone(),
+            scores: row.scores,
+            offload: row.offload,
+            cap,
+        }
+    }
+}
+
+/// The entries of `subset` at positions `j` with `j % k == fold` (`held`) or the others.
+fn positions(subset: &[usize], k: usize, fold: usize, held: bool) -> Vec<usize> {
+    subset
         .iter()
-        .zip(send)
-        .map(|(f, s)| {
-            if *s {
-                f.cloud_preds.clone()
-            } else {
-                f.edge_preds.clone()
-            }
-        })
-        .collect();
-    let sent = send.iter().filter(|s| **s).count() as f64 / send.len().max(1) as f64;
-    (evaluate(&truth, &preds), sent)
-}
-
-/// Every policy of `grid` scored on `frames` (policies that send the same frames share one
-/// evaluation): what [`best`] picks from under any cap.
-pub fn table(frames: &[&Frame], grid: &[CascadeSpec]) -> Vec<Fitted> {
-    let mut seen: HashMap<Vec<bool>, (Scores, f64)> = HashMap::new();
-    grid.iter()
-        .map(|policy| {
-            let send: Vec<bool> = frames.iter().map(|f| offloads(policy, f)).collect();
-            let (scores, offload) = *seen
-                .entry(send)
-                .or_insert_with_key(|send| score(frames, send));
-            Fitted {
-                policy: *policy,
-                scores,
-                offload,
-                cap: 1.0,
-            }
-        })
+        .enumerate()
+        .filter(|(j, _)| (j % k == fold) == held)
+        .map(|(_, i)| *i)
         .collect()
 }
 
-/// The best row of `table` (highest mAP@0.5 with at most `max_offload` of the frames
-/// offloaded; ties to the lower offload, then to the first in the grid).
-pub fn best(table: &[Fitted], max_offload: f64) -> Option<Fitted> {
-    let mut out: Option<Fitted> = None;
+/// The best row (highest mAP@0.5 with at most `max_offload` of the frames offloaded; ties to
+/// the lower offload, then to the first in the grid).
+fn best(table: &[Row], max_offload: f64) -> Option<Row> {
+    let mut out: Option<Row> = None;
     for row in table {
         if row.offload > max_offload + 1e-9 {
             continue;
@@ -125,18 +258,16 @@ pub fn best(table: &[Fitted], max_offload: f64) -> Option<Fitted> {
                 || ((row.scores.map50 - b.scores.map50).abs() <= 1e-12 && row.offload < b.offload)
         });
         if better {
-            out = Some(Fitted {
-                cap: max_offload,
-                ..*row
-            });
+            out = Some(*row);
         }
     }
     out
 }
 
-/// The grid's best policy on `frames` under `max_offload` ([`best`] of [`table`]).
-pub fn fit(frames: &[&Frame], grid: &[CascadeSpec], max_offload: f64) -> Option<Fitted> {
-    best(&table(frames, grid), max_offload)
+/// The grid's best policy on `frames` under `max_offload`.
+#[cfg(test)]
+pub fn fit<P: Route>(frames: &[&Frame], grid: &[P], max_offload: f64) -> Option<Fitted<P>> {
+    fit_nested(frames, grid, max_offload, 0)
 }
 
 /// [`fit`] under a cap tuned on `frames` alone (nested cross-validation), for the benchmark's
@@ -145,86 +276,52 @@ pub fn fit(frames: &[&Frame], grid: &[CascadeSpec], max_offload: f64) -> Option<
 /// frames (the best of many policies under a cap sits just under it there), so each cap of
 /// `max_offload` x [`CAPS`] is judged by `inner`-fold cross-validation within `frames`, and
 /// the highest whose held-out offload stays under `max_offload` wins (the lowest when none
-/// does). More offload buys more mAP@0.5 in expectation, so the highest safe cap is the
+/// does; of the caps some policy of the grid meets on `frames`). More offload buys more mAP@0.5 in expectation, so the highest safe cap is the
 /// objective's choice; picking the cap by its inner held-out mAP@0.5 instead was measured
 /// and lost (the inner estimate on ~34 frames is noise: docs/benchmarks/detect.md).
 /// `inner` < 2 is [`fit`].
-pub fn fit_nested(
+pub fn fit_nested<P: Route>(
     frames: &[&Frame],
-    grid: &[CascadeSpec],
+    grid: &[P],
     max_offload: f64,
     inner: usize,
-) -> Option<Fitted> {
-    if inner < 2 {
-        return fit(frames, grid, max_offload);
-    }
-    // Inner fold `k`: frame j is held out when j % inner == k; one table per fitting set.
-    let tables: Vec<Vec<Fitted>> = (0..inner)
-        .map(|k| {
-            let fitting: Vec<&Frame> = frames
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| j % inner != k)
-                .map(|(_, f)| *f)
-                .collect();
-            table(&fitting, grid)
-        })
-        .collect();
-    let safe = CAPS.iter().map(|share| max_offload * share).find(|cap| {
-        let mut send = vec![false; frames.len()];
-        for (k, t) in tables.iter().enumerate() {
-            let Some(p) = best(t, *cap) else { continue };
-            for (j, f) in frames.iter().enumerate().filter(|(j, _)| j % inner == k) {
-                send[j] = offloads(&p.policy, f);
-            }
-        }
-        send.iter().filter(|s| **s).count() as f64 / send.len().max(1) as f64 <= max_offload + 1e-9
-    });
-    let cap = safe.unwrap_or(max_offload * CAPS[CAPS.len() - 1]);
-    fit(frames, grid, cap)
+) -> Option<Fitted<P>> {
+    let space = Space::new(frames, grid);
+    let all: Vec<usize> = (0..frames.len()).collect();
+    let fitted = space.fit_nested(&all, max_offload, inner)?;
+    Some(space.fitted(grid, fitted))
 }
 
 /// k-fold cross-validation: frame `order[j]` is in fold `j % k`; each fold's frames are
 /// decided by the policy fitted on the other folds. Returns the pooled held-out scores and
 /// offload share, and each fold's policy.
-pub fn cross_validate(
+pub fn cross_validate<P: Route>(
     frames: &[Frame],
     order: &[usize],
-    grid: &[CascadeSpec],
+    grid: &[P],
     max_offload: f64,
     k: usize,
     inner: usize,
-) -> Option<Held> {
+) -> Option<Held<P>> {
     let refs: Vec<&Frame> = frames.iter().collect();
-    held_out(&refs, order, grid, max_offload, k, inner)
-}
-
-fn held_out(
-    frames: &[&Frame],
-    order: &[usize],
-    grid: &[CascadeSpec],
-    max_offload: f64,
-    k: usize,
-    inner: usize,
-) -> Option<Held> {
+    let space = Space::new(&refs, grid);
+    let order: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|i| *i < frames.len())
+        .collect();
     let mut send = vec![false; frames.len()];
     let mut policies = Vec::with_capacity(k);
     for fold in 0..k {
-        let fitting: Vec<&Frame> = order
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| j % k != fold)
-            .filter_map(|(_, i)| frames.get(*i).copied())
-            .collect();
-        let p = fit_nested(&fitting, grid, max_offload, inner)?;
-        for (_, i) in order.iter().enumerate().filter(|(j, _)| j % k == fold) {
-            if let (Some(s), Some(f)) = (send.get_mut(*i), frames.get(*i)) {
-                *s = offloads(&p.policy, f);
-            }
+        let fitting = positions(&order, k, fold, false);
+        let fitted = space.fit_nested(&fitting, max_offload, inner)?;
+        for i in positions(&order, k, fold, true) {
+            send[i] = space.send[fitted.0.candidate][i];
         }
-        policies.push(p);
+        policies.push(space.fitted(grid, fitted));
     }
-    let (scores, offload) = score(frames, &send);
+    let all: Vec<usize> = (0..frames.len()).collect();
+    let (scores, offload) = space.score(&all, &send);
     Some(Held {
         scores,
         offload,
@@ -234,14 +331,14 @@ fn held_out(
 
 /// The pooled held-out result of one cross-validation.
 #[derive(Debug, Clone)]
-pub struct Held {
+pub struct Held<P> {
     /// Scores of the cascade's answers on every frame, each decided by a policy fitted
     /// without it.
     pub scores: Scores,
     /// Share of frames offloaded.
     pub offload: f64,
     /// Each fold's policy.
-    pub policies: Vec<Fitted>,
+    pub policies: Vec<Fitted<P>>,
 }
 
 /// The frame order of repeat `r` of a repeated cross-validation: repeat 0 is `0..n` (frame
@@ -304,6 +401,8 @@ mod tests {
             .map(|i| {
                 let unsure = i % 4 == 0;
                 Frame {
+                    width: 100,
+                    height: 100,
                     edge: vec![det(0.9)],
                     below: if unsure { vec![det(0.3)] } else { Vec::new() },
                     edge_preds: vec![pred(0.9, !unsure)],
@@ -320,7 +419,7 @@ mod tests {
     #[test]
     fn the_fitted_band_catches_the_unsure_frames_held_out() {
         let f = frames(20);
-        let g = grid(0.1);
+        let g = grid(0.1, 0.2);
         assert!(g.iter().all(|p| p.validate().is_ok()));
         for (r, inner) in [(0, 0), (1, 0), (2, 0), (0, 4), (1, 4)] {
             let held = cross_validate(&f, &order(f.len(), r), &g, 0.3, 5, inner).expect("fits");

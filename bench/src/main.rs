@@ -22,7 +22,8 @@
 //! - [`detect`]: `tandem-bench detect` (make bench-detect): mAP@0.5, precision, recall of the
 //!   edge and cloud detectors and the cascade on `models/detection-set`, offload share,
 //!   per-frame latency ([`detect_eval`]: the metrics; [`detect_fit`]: the cascade's policy,
-//!   fitted and judged on disjoint folds).
+//!   fitted and judged on disjoint folds; [`detect_signals`]: candidate routing signals
+//!   measured the same way).
 //! - [`loop_bench`]: `tandem-bench loop` (make bench-loop): one turn of the learning loop on
 //!   a shifted stream through the real hub and agents: offload, edge and cascade accuracy
 //!   before and after, a candidate the gate refuses.
@@ -37,6 +38,7 @@ mod console;
 mod detect;
 mod detect_eval;
 mod detect_fit;
+mod detect_signals;
 mod eps;
 mod fleet;
 mod frames;

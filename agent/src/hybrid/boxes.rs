@@ -19,10 +19,10 @@ pub fn frame_policy(
 ) -> Option<CascadeSpec> {
     let manifest = variant
         .and_then(|v| v.detection.as_ref())
-        .and_then(|d| d.cascade);
+        .and_then(|d| d.cascade.clone());
     let merged = match config {
-        Some(c) => c.boxes(manifest)?,
-        None => manifest?,
+        Some(c) => c.boxes(manifest.clone())?,
+        None => manifest.clone()?,
     };
     match merged.validate() {
         Ok(()) => Some(merged),

@@ -50,25 +50,34 @@ pub struct ModelPolicyConfig {
     /// Detection models: frames with more boxes than this go to the hub (default: the
     /// manifest's, else no limit).
     pub max_boxes: Option<usize>,
+    /// Detection models: bottom of the second band, for boxes of classes outside
+    /// `common_classes` (0..1; default: the manifest's `detection.cascade.rare_low`). Setting
+    /// it without `rare_high` needs the manifest's.
+    pub rare_low: Option<f32>,
+    /// Detection models: top of the second band, excluded (0..1; default: the manifest's).
+    pub rare_high: Option<f32>,
+    /// Detection models: frames with at least this many boxes in the second band go to the
+    /// hub (>= 1; default: the manifest's, else 1).
+    pub rare_boxes: Option<usize>,
+    /// Detection models: labels the second band does not count (default: the manifest's).
+    pub common_classes: Option<Vec<String>>,
 }
 
 impl ModelPolicyConfig {
     /// The detection frame policy in force: the manifest's, with the keys set here on top.
     /// `None` when neither gives a band.
     pub fn boxes(&self, manifest: Option<CascadeSpec>) -> Option<CascadeSpec> {
-        let base = manifest.or_else(|| {
-            Some(CascadeSpec {
-                uncertain_low: self.uncertain_low?,
-                uncertain_high: self.uncertain_high?,
-                uncertain_boxes: 1,
-                max_boxes: None,
-            })
-        })?;
+        let base = manifest
+            .or_else(|| Some(CascadeSpec::band(self.uncertain_low?, self.uncertain_high?)))?;
         Some(CascadeSpec {
             uncertain_low: self.uncertain_low.unwrap_or(base.uncertain_low),
             uncertain_high: self.uncertain_high.unwrap_or(base.uncertain_high),
             uncertain_boxes: self.uncertain_boxes.unwrap_or(base.uncertain_boxes),
             max_boxes: self.max_boxes.or(base.max_boxes),
+            rare_low: self.rare_low.or(base.rare_low),
+            rare_high: self.rare_high.or(base.rare_high),
+            rare_boxes: self.rare_boxes.or(base.rare_boxes),
+            common_classes: self.common_classes.clone().unwrap_or(base.common_classes),
         })
     }
 
@@ -78,6 +87,8 @@ impl ModelPolicyConfig {
         for (key, v) in [
             ("uncertain_low", self.uncertain_low),
             ("uncertain_high", self.uncertain_high),
+            ("rare_low", self.rare_low),
+            ("rare_high", self.rare_high),
         ] {
             if let Some(v) = v
                 && !(v.is_finite() && (0.0..=1.0).contains(&v))
@@ -92,11 +103,20 @@ impl ModelPolicyConfig {
                 "uncertain_low: {low} must be below uncertain_high ({high})"
             ));
         }
-        if self.uncertain_boxes == Some(0) {
-            p.push(
-                "uncertain_boxes: must be at least 1 (0 offloads every frame: use mode `cloud`)"
-                    .into(),
-            );
+        if let (Some(low), Some(high)) = (self.rare_low, self.rare_high)
+            && low >= high
+        {
+            p.push(format!("rare_low: {low} must be below rare_high ({high})"));
+        }
+        for (key, v) in [
+            ("uncertain_boxes", self.uncertain_boxes),
+            ("rare_boxes", self.rare_boxes),
+        ] {
+            if v == Some(0) {
+                p.push(format!(
+                    "{key}: must be at least 1 (0 offloads every frame: use mode `cloud`)"
+                ));
+            }
         }
         p
     }

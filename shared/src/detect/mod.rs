@@ -8,6 +8,7 @@ pub mod cascade;
 pub mod decode;
 pub mod nms;
 
+use cascade::CascadeSpec;
 use serde::{Deserialize, Serialize};
 
 /// Name of the output tensor that carries detections: `[rows, max_detections, 6]`, each
@@ -45,13 +46,14 @@ pub struct DetectionSpec {
 }
 
 impl DetectionSpec {
-    /// The lowest score decoded: the answer's `score_threshold`, or the cascade band's bottom
+    /// The lowest score decoded: the answer's `score_threshold`, or the cascade bands' bottom
     /// or the blur's threshold when they reach under it (those boxes feed the routing signals
     /// and the face blur, not the answer).
     pub fn candidate_floor(&self) -> f32 {
         let band = self
             .cascade
-            .map_or(self.score_threshold, |c| c.uncertain_low);
+            .as_ref()
+            .map_or(self.score_threshold, CascadeSpec::floor);
         let blur = self.blur_threshold.unwrap_or(self.score_threshold);
         self.score_threshold.min(band).min(blur)
     }
@@ -159,6 +161,10 @@ pub struct DetectionSignals {
     /// without a cascade policy).
     #[serde(default)]
     pub uncertain: usize,
+    /// Boxes of classes outside the policy's `common_classes` in its second band, including
+    /// those under the answer threshold (0 without a second band).
+    #[serde(default)]
+    pub rare: usize,
 }
 
 impl DetectionSignals {
@@ -170,6 +176,7 @@ impl DetectionSignals {
             min_score: scores.clone().fold(1.0, f32::min),
             max_score: scores.fold(0.0, f32::max),
             uncertain: 0,
+            rare: 0,
         }
     }
 }
