@@ -132,3 +132,41 @@ impl Default for PolicyConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_band_merges_key_by_key_and_is_checked() {
+        let manifest = CascadeSpec {
+            rare_low: Some(0.4),
+            rare_high: Some(0.6),
+            common_classes: vec!["person".into()],
+            ..CascadeSpec::band(0.3, 0.65)
+        };
+        let c = ModelPolicyConfig {
+            rare_low: Some(0.2),
+            rare_boxes: Some(2),
+            ..Default::default()
+        };
+        let merged = c.boxes(Some(manifest.clone())).expect("a policy");
+        assert_eq!(
+            (merged.rare_low, merged.rare_high, merged.rare_boxes),
+            (Some(0.2), Some(0.6), Some(2))
+        );
+        assert_eq!(merged.common_classes, manifest.common_classes);
+        assert!(merged.validate().is_ok());
+        let bad = ModelPolicyConfig {
+            rare_low: Some(0.7),
+            rare_high: Some(0.5),
+            rare_boxes: Some(0),
+            ..Default::default()
+        };
+        let problems = bad.box_problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("rare_low: 0.7 must be below"));
+        assert!(problems[1].starts_with("rare_boxes: must be at least 1"));
+        assert!(ModelPolicyConfig::default().box_problems().is_empty());
+    }
+}
