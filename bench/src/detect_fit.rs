@@ -270,16 +270,16 @@ pub fn fit<P: Route>(frames: &[&Frame], grid: &[P], max_offload: f64) -> Option<
     fit_nested(frames, grid, max_offload, 0)
 }
 
-/// [`fit`] under a cap tuned on `frames` alone (nested cross-validation), for the benchmark's
-/// objective: the highest held-out mAP@0.5 with the held-out offload at most `max_offload`.
-/// A policy that offloads `max_offload` of the frames it was picked on offloads more of new
-/// frames (the best of many policies under a cap sits just under it there), so each cap of
-/// `max_offload` x [`CAPS`] is judged by `inner`-fold cross-validation within `frames`, and
-/// the highest whose held-out offload stays under `max_offload` wins (the lowest when none
-/// does; of the caps some policy of the grid meets on `frames`). More offload buys more mAP@0.5 in expectation, so the highest safe cap is the
-/// objective's choice; picking the cap by its inner held-out mAP@0.5 instead was measured
-/// and lost (the inner estimate on ~34 frames is noise: docs/benchmarks/detect.md).
-/// `inner` < 2 is [`fit`].
+/// The grid's best policy under a cap tuned on `frames` alone (nested cross-validation), for the
+/// benchmark's objective: the highest held-out mAP@0.5 with the held-out offload at most
+/// `max_offload`. A policy that offloads `max_offload` of the frames it was picked on offloads more
+/// of new frames (the best of many policies under a cap sits just under it there), so each cap of
+/// `max_offload` x [`CAPS`] is judged by `inner`-fold cross-validation within `frames`, and the
+/// highest whose held-out offload stays under `max_offload` wins (the lowest when none does; of the
+/// caps some policy of the grid meets on `frames`). More offload buys more mAP@0.5 in expectation,
+/// so the highest safe cap is the objective's choice; picking the cap by its inner held-out mAP@0.5
+/// instead was measured and lost (the inner estimate on ~34 frames is noise:
+/// docs/benchmarks/detect.md). `inner` < 2: the best under `max_offload` itself.
 pub fn fit_nested<P: Route>(
     frames: &[&Frame],
     grid: &[P],
