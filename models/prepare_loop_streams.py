@@ -18,13 +18,15 @@ own shifts (cloud-hub/src/eval/shift.rs: brightness, contrast, blur, noise, jpeg
 Needs numpy, onnx, onnxruntime and tokenizers (the venv scripts/setup-text-cloud.sh makes has
 them), models/text-sentiment/cloud.onnx (`make setup`) and a built tandem-hub.
 
-The loop bench's text stream (`tandem-bench loop --stream text`, the movie snippets) is this
-script's file, committed: `prepare_loop_streams.py --skip-images --domains movies
---text-out bench/data/loop-text` (what it prints is the measurement docs/benchmarks/loop.md
-quotes for the choice of domain).
+The loop bench's text stream (`tandem-bench loop --stream text`, the movie snippets) and the
+sentences its devices' starting head is fitted on (the `train` split of the other three domains)
+are this script's files, committed: `prepare_loop_streams.py --skip-images --text-out
+bench/data/loop-text` (what it prints is the measurement docs/benchmarks/loop.md quotes for the
+choice of domain; `--files-only` writes the files alone).
 
 Usage: prepare_loop_streams.py [--out DIR] [--hub PATH] [--images N] [--per-domain N]
-                               [--text-out DIR] [--domains D,...] [--skip-text|--skip-images]
+                               [--text-out DIR] [--domains D,...] [--files-only]
+                               [--skip-text|--skip-images]
 """
 import argparse
 import hashlib
@@ -138,7 +140,7 @@ def fit_head(X, y, C=4.0, iters=50):
     return w
 
 
-def text_streams(out, per_domain, text_out=None, write_domains=None):
+def text_streams(out, per_domain, text_out=None, write_domains=None, files_only=False):
     train, test = build_text.load_sentences()
     dom = domain_of_text()
     rows = [(t, l, "train") for t, l in train] + [(t, l, "test") for t, l in test]
@@ -153,6 +155,8 @@ def text_streams(out, per_domain, text_out=None, write_domains=None):
                                        ensure_ascii=False) + "\n")
     for f in files.values():
         f.close()
+    if files_only:
+        return {d: sum(1 for t, _, _ in rows if dom[t] == d) for d in files}
     texts = [t for t, _, _ in rows]
     y = np.array([l for _, l, _ in rows])
     d = np.array([dom[t] for t in texts])
@@ -234,6 +238,8 @@ def main():
     ap.add_argument("--per-domain", type=int, default=0, help="test sentences per domain for the figures (0: all)")
     ap.add_argument("--text-out", help="folder of the text/<domain>.jsonl files (default OUT/text)")
     ap.add_argument("--domains", help="comma-separated domains whose file is written (default all)")
+    ap.add_argument("--files-only", action="store_true",
+                    help="write the text/<domain>.jsonl files, skip the text figures (needs numpy alone)")
     ap.add_argument("--skip-text", action="store_true")
     ap.add_argument("--skip-images", action="store_true")
     args = ap.parse_args()
@@ -241,7 +247,7 @@ def main():
     summary = {"seed": build_text.SEED}
     if not args.skip_text:
         summary["text"] = text_streams(args.out, args.per_domain, args.text_out,
-                                       args.domains.split(",") if args.domains else None)
+                                       args.domains.split(",") if args.domains else None, args.files_only)
     if not args.skip_images:
         summary["images"] = image_shifts(args.out, args.hub, args.images)
     common.write_json(os.path.join(args.out, "summary.json"), summary)

@@ -67,9 +67,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Copies the shipped files of `model`'s edge variant into `models/<model>/`.
-pub(crate) fn ship(model: &str, models: &Path) -> anyhow::Result<Manifest> {
-    let src = repo().join("models").join(model);
+/// Copies the files of `model`'s edge variant from the models folder `from` into
+/// `models/<model>/`.
+pub(crate) fn ship(from: &Path, model: &str, models: &Path) -> anyhow::Result<Manifest> {
+    let src = from.join(model);
     let text = std::fs::read_to_string(src.join("manifest.json"))
         .with_context(|| format!("{}/manifest.json", src.display()))?;
     let m = Manifest::from_json(&text)?;
@@ -142,7 +143,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let signer = load_signer(&pki)?;
     let registry = Registry::open(&root.join("registry"))?;
 
-    let shipped = ship(&a.model, &root.join("models"))?;
+    let shipped = ship(&repo().join("models"), &a.model, &root.join("models"))?;
     let next = format!("{}.1", shipped.version);
     let mut cfg = Config {
         base_dir: root.clone(),

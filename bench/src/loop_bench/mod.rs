@@ -28,6 +28,7 @@ mod refused;
 mod report;
 mod review;
 mod rig;
+mod start;
 mod stream;
 mod text;
 
@@ -72,6 +73,9 @@ pub struct Args {
     /// in [0, 1]; a scenario of its own beside the teacher-only one (0: that one alone).
     #[arg(long, default_value_t = 0.15)]
     pub corrections: f64,
+    /// Run the scenario with corrections alone (not the teacher-only one).
+    #[arg(long)]
+    pub corrections_only: bool,
     /// The text stream's options (and which streams run).
     #[command(flatten)]
     pub text: text::TextArgs,
@@ -135,7 +139,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     );
 
     let scenarios = scenarios(
-        &repo,
+        &repo.join("models"),
         a,
         MODEL,
         &stream.items,
@@ -148,10 +152,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 }
 
 /// Runs the scenarios (teacher only; corrections on `a.corrections` of the feedback), each on
-/// a fresh rig serving `model`, with the stream's `phases` (feedback, report-before, settle,
+/// a fresh rig serving `model` from the models folder `models`, with the stream's `phases` (feedback, report-before, settle,
 /// report-after) of `items` and the cloud model's answers to the two report phases.
 fn scenarios(
-    repo: &std::path::Path,
+    models: &std::path::Path,
     a: &Args,
     model: &'static str,
     items: &[Item],
@@ -169,14 +173,16 @@ fn scenarios(
         whole_net: a.whole_net,
     };
     let mut scenarios = Vec::new();
-    let shares: &[f64] = if a.corrections > 0.0 {
+    let shares: &[f64] = if a.corrections > 0.0 && a.corrections_only {
+        &[a.corrections]
+    } else if a.corrections > 0.0 {
         &[0.0, a.corrections]
     } else {
         &[0.0]
     };
     for &share in shares {
         let t = Instant::now();
-        let rig = Rig::start(repo, model, a.devices, sampling)?;
+        let rig = Rig::start(models, model, a.devices, sampling)?;
         let mut reviewer = review::Reviewer::new(share, items, labels);
         let turn = rt.block_on(async {
             let r = turn(&rig, &mut reviewer, labels, phases).await;

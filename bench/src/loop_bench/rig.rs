@@ -62,9 +62,10 @@ fn exe(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl Rig {
-    /// Starts the hub, then `devices` agents (`loop-00`, `loop-01`, ...), serving `model`.
+    /// Starts the hub, then `devices` agents (`loop-00`, `loop-01`, ...), serving `model` of
+    /// the models folder `models` (the hub from it, each agent from its own copy).
     pub fn start(
-        repo: &Path,
+        models: &Path,
         model: &'static str,
         devices: usize,
         s: Sampling,
@@ -91,7 +92,7 @@ impl Rig {
                  resend_after_ms = 3000\n\
                  [train]\ncanary_pct = 50\nstages_pct = [100]\nwhole_net = {whole_net}\n",
                 pki = pki_dir.display(),
-                models = repo.join("models").display(),
+                models = models.display(),
                 w = 1.0 / s.shadow_rate,
                 whole_net = s.whole_net,
             ),
@@ -126,7 +127,7 @@ impl Rig {
             pki.add_device(&name, 30)?;
             let (cert, key) = pki.device_files(&name);
             let home = dir.join(&name);
-            crate::swap::ship(model, &home.join("models"))?;
+            crate::swap::ship(models, model, &home.join("models"))?;
             let port = procs::free_port()?;
             let cfg = home.join("agent.toml");
             std::fs::write(

@@ -4,8 +4,10 @@
 //! vaderSentiment sdist, committed under `bench/data/loop-text/`), through the same rig, phases
 //! and scenarios as the image stream: feedback at the shipped threshold, calibrate,
 //! report-before, a new head trained, gated and rolled out, settle, calibrate the new version,
-//! report-after. Printed before the image stream, with its own table and a
-//! `loop-text: offload_before=X offload_after=Y accuracy_ratio=Z` line.
+//! report-after. The devices and the hub start from a 1.0.0 whose head was fitted on other
+//! domains only ([`super::start`]), unless `--text-shipped-head`. Printed before the image
+//! stream, with its own table and a `loop-text: offload_before=X offload_after=Y
+//! accuracy_ratio=Z` line.
 //!
 //! The stream leaves out every sentence of the shipped test set (the gate's original set) and
 //! of the replay set (the new head is fitted on it): no report input is one a loop fit or the
@@ -65,10 +67,17 @@ pub struct TextArgs {
     /// Sentences of the text stream's settle phase.
     #[arg(long, default_value_t = 2000)]
     pub text_settle: usize,
+    /// Domains whose train-split sentences the devices' starting head (1.0.0) is fitted on
+    /// (none of the stream's; files `bench/data/loop-text/<domain>.jsonl`).
+    #[arg(long, default_value = "tweets,amazon,nyt", value_delimiter = ',')]
+    pub text_head_domains: Vec<String>,
+    /// Start from the shipped head (fitted on all four domains, the stream's included) instead.
+    #[arg(long)]
+    pub text_shipped_head: bool,
 }
 
 /// The `field` of a JSONL line as a string.
-fn field(line: &serde_json::Value, field: &str) -> anyhow::Result<String> {
+pub(super) fn field(line: &serde_json::Value, field: &str) -> anyhow::Result<String> {
     line[field]
         .as_str()
         .map(str::to_string)
@@ -76,7 +85,7 @@ fn field(line: &serde_json::Value, field: &str) -> anyhow::Result<String> {
 }
 
 /// The lines of a JSONL file.
-fn lines(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+pub(super) fn lines(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     let body = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     body.lines()
         .filter(|l| !l.trim().is_empty())
@@ -169,15 +178,30 @@ pub fn run(repo: &Path, a: &Args) -> anyhow::Result<()> {
         t.text_settle,
         r = t.text_report,
     );
-    let start = Instant::now();
+    let start = if t.text_shipped_head {
+        None
+    } else {
+        let s = super::start::build(
+            repo,
+            &t.text_head_domains,
+            &t.text_domains,
+            &[before, after],
+        )?;
+        println!("# {}", s.summary);
+        Some(s)
+    };
+    let models = start
+        .as_ref()
+        .map_or_else(|| repo.join("models"), |s| s.models.clone());
+    let clock = Instant::now();
     let cloud_before = super::stream::cloud_answers(repo, MODEL, before)?;
     let cloud_after = super::stream::cloud_answers(repo, MODEL, after)?;
     eprintln!(
         "text: cloud-only answers in {:.0} s",
-        start.elapsed().as_secs_f64()
+        clock.elapsed().as_secs_f64()
     );
     let scenarios = super::scenarios(
-        repo,
+        &models,
         a,
         MODEL,
         &items,
