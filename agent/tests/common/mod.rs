@@ -315,3 +315,21 @@ pub async fn oip_image(
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// True where OpenVINO's plugin can serve on this machine's CPU (an Intel CPU). On another
+/// vendor's CPU the plugin offers no device (the engine's `execution_providers` tests check
+/// that pass-over and the CPU serving instead): the caller's OpenVINO checks need an Intel CPU
+/// and are not run.
+#[allow(dead_code)]
+pub fn openvino_serves_here() -> bool {
+    use tandem_engine::provider::plugins;
+    let here = plugins::openvino_offers_this_cpu();
+    if !here {
+        eprintln!(
+            "CPU vendor {:?}: OpenVINO's plugin offers no device here; this test's OpenVINO \
+             checks need an Intel CPU and did not run",
+            plugins::cpu_vendor()
+        );
+    }
+    here
+}

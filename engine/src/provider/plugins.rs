@@ -141,6 +141,24 @@ pub fn inventory(env: &Environment) -> Vec<Accelerator> {
         .collect()
 }
 
+/// Whether the OpenVINO plugin can offer this machine's CPU to ONNX Runtime: its factory lists
+/// the CPU device only when the CPU is Intel's (`vendor_id` in `/proc/cpuinfo`), so on another
+/// vendor's CPU (AMD's, say) OpenVINO is passed over with "offers no cpu device on this
+/// machine" and the next provider in the list serves. Tests whose subject is OpenVINO serving
+/// ask this first.
+pub fn openvino_offers_this_cpu() -> bool {
+    cpu_vendor().is_some_and(|v| v == "GenuineIntel")
+}
+
+/// The CPU vendor `/proc/cpuinfo` names (`GenuineIntel`, `AuthenticAMD`), if it names one.
+pub fn cpu_vendor() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("vendor_id"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|v| v.trim().to_string())
+}
+
 /// `cpu`, `gpu` or `npu`.
 pub fn kind_name(t: DeviceType) -> &'static str {
     match t {

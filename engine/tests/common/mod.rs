@@ -79,3 +79,33 @@ pub fn top1(v: &[f32]) -> usize {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or(0, |(i, _)| i)
 }
+
+/// True where OpenVINO's plugin can serve on this machine's CPU (an Intel CPU). On another
+/// vendor's CPU the plugin offers no device; there this checks what the engine must report
+/// instead (the CPU serves vision-fashion, OpenVINO passed over with the plugin's reason) and
+/// answers false: the caller's OpenVINO checks need an Intel CPU and are not run.
+#[allow(dead_code)]
+pub fn openvino_serves_here() -> bool {
+    use tandem_engine::provider::plugins;
+    if plugins::openvino_offers_this_cpu() {
+        return true;
+    }
+    let e = try_start(&settings("vision-fashion", "edge", &["openvino", "cpu"]))
+        .expect("engine starts");
+    let h = e.model("vision-fashion").expect("loaded");
+    assert_eq!(h.ep, ExecutionProvider::Cpu, "{:?}", h.skipped_eps);
+    assert!(
+        h.skipped_eps
+            .iter()
+            .any(|(ep, why)| *ep == ExecutionProvider::Openvino
+                && why.contains("offers no cpu device on this machine")),
+        "{:?}",
+        h.skipped_eps
+    );
+    eprintln!(
+        "CPU vendor {:?}: OpenVINO's plugin offers no device here and was passed over as it \
+         must be; this test's OpenVINO checks need an Intel CPU and did not run",
+        plugins::cpu_vendor()
+    );
+    false
+}
