@@ -4,7 +4,6 @@
 //! outputs) is one the registry signs and a device accepts.
 
 use tandem_hub::eval::dataset::{self, Payload};
-use tandem_hub::train::head::LinearHead;
 use tandem_hub::train::{Trainer, features, graph};
 mod common;
 
@@ -46,12 +45,7 @@ fn head_reader_reproduces_the_shipped_models() {
         let engine = features::engine_on(&settings(), &dir, model).expect("engine");
         let outs = features::output_rows(&engine, model, &inputs, &head.output, 16).expect("run");
         engine.shutdown();
-        let lin = LinearHead {
-            dim,
-            classes,
-            weights: head.weights.clone(),
-            bias: head.bias.clone(),
-        };
+        let lin = head.linear();
         let probs = folder.manifest["variants"]["edge"]["outputs"][0]["kind"] == "probabilities";
         let mut worst = 0.0f32;
         let mut agree = 0;

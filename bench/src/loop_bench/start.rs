@@ -146,12 +146,7 @@ pub fn build(
     let judged = xs.split_off(train.len());
     let ys: Vec<usize> = train.iter().map(|(_, y)| *y).collect();
     let l2 = sklearn_l2(xs.len(), mean_variance(&xs), SKLEARN_C);
-    let zero = LinearHead {
-        dim: head_of.dim,
-        classes: head_of.classes,
-        weights: vec![0.0; head_of.dim * head_of.classes],
-        bias: vec![0.0; head_of.classes],
-    };
+    let zero = LinearHead::zeros(head_of.dim, head_of.classes);
     // The hub's step budget (`train.max_steps`).
     let opts = FitOptions {
         l2,
@@ -172,12 +167,7 @@ pub fn build(
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&out);
 
-    let shipped_head = LinearHead {
-        dim: head_of.dim,
-        classes: head_of.classes,
-        weights: head_of.weights.clone(),
-        bias: head_of.bias.clone(),
-    };
+    let shipped_head = head_of.linear();
     let mut rest = judged.as_slice();
     let mut figures = Vec::new();
     for items in judge {

@@ -41,6 +41,18 @@ pub struct Head {
     pub bias: Vec<f32>,
 }
 
+impl Head {
+    /// The head as the trainer fits it (the same weights and bias).
+    pub fn linear(&self) -> super::head::LinearHead {
+        super::head::LinearHead {
+            dim: self.dim,
+            classes: self.classes,
+            weights: self.weights.clone(),
+            bias: self.bias.clone(),
+        }
+    }
+}
+
 fn bad(msg: impl Into<String>) -> TrainError {
     TrainError::Onnx(msg.into())
 }

@@ -22,6 +22,17 @@ pub struct LinearHead {
 }
 
 impl LinearHead {
+    /// A head of `dim` features and `classes` classes with every weight and bias 0 (a fit from
+    /// nothing).
+    pub fn zeros(dim: usize, classes: usize) -> Self {
+        Self {
+            dim,
+            classes,
+            weights: vec![0.0; dim * classes],
+            bias: vec![0.0; classes],
+        }
+    }
+
     /// The logits of one feature row.
     pub fn logits(&self, x: &[f32]) -> Vec<f32> {
         let mut z = self.bias.clone();

@@ -42,7 +42,7 @@ pub use config::{Promotion, TrainConfig};
 
 use crate::eval::dataset::{LabelledSet, Payload};
 use features::ModelFolder;
-use head::{FitOptions, FitStats, LinearHead};
+use head::{FitOptions, FitStats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -320,12 +320,7 @@ impl Trainer {
         }
         let xs = features::extract(&self.settings, base, head, &inputs, work)?;
         let ys: Vec<usize> = items.iter().map(|i| i.truth).collect();
-        let start = LinearHead {
-            dim: head.dim,
-            classes: head.classes,
-            weights: head.weights.clone(),
-            bias: head.bias.clone(),
-        };
+        let start = head.linear();
         let keys: Vec<u64> = inputs.iter().map(pull::key).collect();
         let cfg = &self.cfg;
         let t0 = std::time::Instant::now();
