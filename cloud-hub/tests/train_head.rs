@@ -132,9 +132,8 @@ fn training_on_shifted_images_improves_the_edge_model() {
 /// The loop's mix (600 brightened images and three replayed original images per one, as
 /// `train.replay_share = 0.75` makes it): the held-out folds are mostly original images, and
 /// still the weakest pull stays, because it is as good on them as any (measured: 0.01 0.871,
-/// 0.03 0.868, 0.1 0.853, 1 0.751, 30 0.729). Ignored: a minute in a debug build.
+/// 0.03 0.868, 0.1 0.853, 1 0.751, 30 0.729). About a minute in a debug build.
 #[test]
-#[ignore]
 fn the_pull_grid_keeps_the_weak_pull_on_the_loops_mix() {
     let tmp = tempfile::tempdir().expect("tmp");
     let trainer = default_trainer(tmp.path());
