@@ -13,6 +13,10 @@
 //! - a provider whose runs keep failing soon after each return (its sessions still build and
 //!   pass the gate) is warned about once, and each return waits longer than the one before;
 //!   when no provider at all can take it, that is one ERROR, not one per failed request.
+//!
+//! OpenVINO's plugin offers a device on Intel CPUs only: elsewhere the first test checks
+//! nothing (its subject is `auto` choosing OpenVINO) and the other two run on QNN's HTP
+//! simulator, the other plugin EP `make setup` provisions.
 
 mod common;
 
@@ -29,13 +33,17 @@ const IMAGENET: &str = "vision-imagenet";
 const TEXT: &str = "text-sentiment";
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The agent's log lines, as its `text` format writes them (captured here, not on stderr).
+/// The agent's log lines, as its `text` format writes them (captured here, not on stderr),
+/// from `from` on (the buffer's length when the test installed it).
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
+struct Log {
+    buf: Arc<Mutex<Vec<u8>>>,
+    from: usize,
+}
 
 impl std::io::Write for Log {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
+        self.buf
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend_from_slice(buf);
@@ -47,10 +55,10 @@ impl std::io::Write for Log {
 }
 
 impl Log {
-    /// The log of this test binary (installed by the first test that asks).
+    /// The log of this test binary (installed by the first test that asks), from now on.
     fn install() -> Self {
         static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
-        LOG.get_or_init(|| {
+        let log = LOG.get_or_init(|| {
             let log = Log::default();
             let writer = log.clone();
             tracing_subscriber::fmt()
@@ -59,13 +67,17 @@ impl Log {
                 .with_max_level(tracing::Level::INFO)
                 .init();
             log
-        })
-        .clone()
+        });
+        let from = log.buf.lock().unwrap_or_else(|p| p.into_inner()).len();
+        Log {
+            buf: log.buf.clone(),
+            from,
+        }
     }
 
     /// Lines containing every one of `words`.
     fn lines_with(&self, words: &[&str]) -> Vec<String> {
-        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let bytes = self.buf.lock().unwrap_or_else(|p| p.into_inner())[self.from..].to_vec();
         String::from_utf8_lossy(&bytes)
             .lines()
             .filter(|l| words.iter().all(|w| l.contains(w)))
@@ -283,32 +295,60 @@ async fn the_choice_the_passed_over_and_a_failover_reach_telemetry_and_are_logge
     );
 }
 
-/// `model` (edge) on providers `[openvino, cpu]` with `tune` applied: the engine and the
-/// model, served on OpenVINO.
-fn on_openvino(
-    model: &str,
+/// What a failover test runs: a model on a plugin EP first, the CPU after it, and an input.
+struct Subject {
+    model: &'static str,
+    ep: ExecutionProvider,
+    input: Input,
+}
+
+/// Held by each test that calls [`on_plugin`]: off Intel both serve vision-fashion, whose log
+/// lines must not mix (each test reads the log from its own start).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `model` (edge) with `input` on `[openvino, cpu]` where OpenVINO's plugin offers a device
+/// (Intel CPUs); elsewhere vision-fashion's FP32 model on `[qnn, cpu]` through QNN's HTP
+/// simulator (one row per run, QNN's condition), so failover is exercised on every machine.
+/// `tune` applied; the engine and the model, served on the plugin EP.
+fn on_plugin(
+    model: &'static str,
+    input: Input,
     tune: impl FnOnce(&mut tandem_agent::config::Config),
 ) -> (
     tandem_agent::inference::Engine,
     Arc<tandem_engine::engine::ModelHandle>,
+    Subject,
 ) {
-    let mut cfg = common::config(&[model], "edge", &["openvino", "cpu"]);
+    let (mut cfg, subject) = if common::openvino_serves_here() {
+        let cfg = common::config(&[model], "edge", &["openvino", "cpu"]);
+        let ep = ExecutionProvider::Openvino;
+        (cfg, Subject { model, ep, input })
+    } else {
+        eprintln!("failover exercised on QNN's HTP simulator with {FASHION} (FP32) instead");
+        let mut cfg = common::config(&[FASHION], "cloud", &["qnn", "cpu"]);
+        cfg.engine.max_rows_per_run = 1;
+        let (model, ep, input) = (FASHION, ExecutionProvider::Qnn, image());
+        (cfg, Subject { model, ep, input })
+    };
     tune(&mut cfg);
     let engine = common::engine_with(&cfg);
-    let h = engine.model(model).expect("loaded").clone();
-    assert_eq!(h.ep, ExecutionProvider::Openvino, "{:?}", h.skipped_eps);
-    (engine, h)
+    let h = engine.model(subject.model).expect("loaded").clone();
+    assert_eq!(h.ep, subject.ep, "{:?}", h.skipped_eps);
+    (engine, h, subject)
 }
 
 #[test]
 fn a_provider_failing_after_each_return_is_warned_once_and_retried_ever_later() {
-    if !common::openvino_serves_here() {
-        return;
-    }
+    let _serial = one_at_a_time();
     let log = Log::install();
-    let (engine, h) = on_openvino(TEXT, |cfg| cfg.runtime.ep_retry_after_ms = 10);
-    // OpenVINO still builds and passes the gate, but every real run on it fails.
-    h.fail_runs(Some(ExecutionProvider::Openvino));
+    let text = Input::Texts(vec!["a fine film".into()]);
+    let (engine, h, s) = on_plugin(TEXT, text, |cfg| cfg.runtime.ep_retry_after_ms = 10);
+    let model = s.model;
+    // The plugin EP still builds and passes the gate, but every real run on it fails.
+    h.fail_runs(Some(s.ep));
     let started = Instant::now();
     let mut requests = 0;
     while h.ep_failovers() < 3 {
@@ -318,15 +358,15 @@ fn a_provider_failing_after_each_return_is_warned_once_and_retried_ever_later() 
             h.ep_failovers()
         );
         let answer = engine
-            .infer_blocking(TEXT, Input::Texts(vec!["a fine film".into()]))
+            .infer_blocking(model, s.input.clone())
             .expect("every request is answered");
         assert_eq!(answer.ep, ExecutionProvider::Cpu);
         requests += 1;
         std::thread::sleep(Duration::from_millis(5));
     }
-    let warned = log.lines_with(&[" WARN ", TEXT]);
+    let warned = log.lines_with(&[" WARN ", model]);
     assert_eq!(warned.len(), 1, "{requests} requests: {warned:#?}");
-    let again = log.lines_with(&[" INFO ", "failed again soon after its return", TEXT]);
+    let again = log.lines_with(&[" INFO ", "failed again soon after its return", model]);
     assert!(again.len() >= 2, "{again:#?}");
     // Each return came after a longer wait: the backoff was not reset by the returns.
     let first_max = field(&warned[0], "retry_max_ms");
@@ -338,54 +378,48 @@ fn a_provider_failing_after_each_return_is_warned_once_and_retried_ever_later() 
         );
     }
     assert_eq!(
-        log.lines_with(&["back after a failover", TEXT]).len(),
+        log.lines_with(&["back after a failover", model]).len(),
         again.len()
     );
 
     // Now the CPU's device is lost too: no provider can take the model. Requests fail, and
     // that is said once at ERROR, not per request; the move is tried again after a backoff.
     h.lose_device(Some(ExecutionProvider::Cpu));
-    let stuck = |log: &Log| log.lines_with(&[" ERROR ", "no other provider", TEXT]);
+    let stuck = |log: &Log| log.lines_with(&[" ERROR ", "no other provider", model]);
     let started = Instant::now();
     while stuck(&log).is_empty() {
         assert!(started.elapsed() < PATIENCE, "never said it is stuck");
-        let _ = engine.infer_blocking(TEXT, Input::Texts(vec!["a fine film".into()]));
+        let _ = engine.infer_blocking(model, s.input.clone());
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut failed = 0;
-    while log.lines_with(&["still no other provider", TEXT]).len() < 2 {
+    while log.lines_with(&["still no other provider", model]).len() < 2 {
         assert!(started.elapsed() < PATIENCE, "no retry of the move logged");
-        let r = engine.infer_blocking(TEXT, Input::Texts(vec!["a fine film".into()]));
+        let r = engine.infer_blocking(model, s.input.clone());
         failed += usize::from(r.is_err());
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(failed >= 2, "{failed}");
-    let errors = log.lines_with(&[" ERROR ", TEXT]);
+    let errors = log.lines_with(&[" ERROR ", model]);
     assert_eq!(errors.len(), 1, "{failed} failed requests: {errors:#?}");
 }
 
 #[test]
 fn a_device_lost_under_two_workers_moves_both_and_is_warned_once() {
-    if !common::openvino_serves_here() {
-        return;
-    }
+    let _serial = one_at_a_time();
     let log = Log::install();
-    let (engine, h) = on_openvino(IMAGENET, |cfg| cfg.engine.workers = 2);
     let dir = common::models_dir().join(IMAGENET).join("samples");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("samples")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     files.sort();
-    let img: bytes::Bytes = std::fs::read(&files[0]).expect("sample").into();
-    h.lose_device(Some(ExecutionProvider::Openvino));
+    let img = Input::Images(vec![std::fs::read(&files[0]).expect("sample").into()]);
+    let (engine, h, s) = on_plugin(IMAGENET, img, |cfg| cfg.engine.workers = 2);
+    h.lose_device(Some(s.ep));
     // Queued at once: the least-loaded lane takes each, so both workers meet the failure.
     let replies: Vec<_> = (0..8)
-        .map(|_| {
-            engine
-                .submit(IMAGENET, Input::Images(vec![img.clone()]))
-                .expect("queued")
-        })
+        .map(|_| engine.submit(s.model, s.input.clone()).expect("queued"))
         .collect();
     for r in replies {
         let answer = r
@@ -395,8 +429,8 @@ fn a_device_lost_under_two_workers_moves_both_and_is_warned_once() {
         assert_eq!(answer.ep, ExecutionProvider::Cpu);
     }
     assert_eq!(h.ep_failovers(), 2, "each worker's session moved");
-    let warned = log.lines_with(&[" WARN ", "execution provider", IMAGENET]);
+    let warned = log.lines_with(&[" WARN ", "execution provider", s.model]);
     assert_eq!(warned.len(), 1, "{warned:#?}");
-    let followed = log.lines_with(&[" INFO ", "another worker", IMAGENET]);
+    let followed = log.lines_with(&[" INFO ", "another worker", s.model]);
     assert_eq!(followed.len(), 1, "{followed:#?}");
 }
