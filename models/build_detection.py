@@ -444,6 +444,7 @@ def build_coco():
         "cloud": {"file": "cloud.onnx", "optional": False, "quantization": "none",
                   "architecture": f"nanodet-g-{CLOUD_SIZE}+{detect_cloud.SMALL}", "preprocess": pre_cloud, "detection": post_cloud},
     }
+    build_edge_candidates(folder, variants["edge"])
     lab = os.path.join(common.MODELS_DIR, "detection-set", "images")
     samples = copy_samples(folder, [os.path.join(lab, f) for f in
                                     ("voc-2011_000025.jpg", "voc-2011_000006.jpg", "dlib-dogs.jpg")])
@@ -451,6 +452,36 @@ def build_coco():
     write_manifest(folder, "detect-coco",
                    f"COCO-80 objects: NanoDet-g {EDGE_SIZE} INT8 (edge), NanoDet-g FP32 at {CLOUD_SIZE} "
                    f"and {detect_cloud.SMALL} px in one graph, keeping boxes down to {CLOUD_SCORE_THRESHOLD} (cloud)", variants, {})
+
+
+def build_edge_candidates(coco, edge):
+    """models/detect-coco-edges/: stronger INT8 edges that `tandem-bench detect --edge NAME`
+    measures in place of the shipped one (docs/benchmarks/detect.md, session 13).
+    edge-2s.onnx is detect_cloud.two_scale applied to the INT8 edge.onnx (the QDQ graph as
+    is: the same weights and activation ranges, one copy in the file; the float input is
+    resized to 416 in the graph, so its second branch is the 416 edge itself);
+    candidates.json holds each candidate as a manifest variant (the file, if not in this
+    folder, is detect-coco's). Deterministic: the same edge.onnx gives the same bytes."""
+    folder = os.path.join(common.MODELS_DIR, "detect-coco-edges")
+    os.makedirs(folder, exist_ok=True)
+    two = os.path.join(folder, "edge-2s.onnx")
+    detect_cloud.two_scale(os.path.join(coco, edge["file"]), two)
+    common.fix_ir_version(two)
+    det_2s = {**edge["detection"], "decode": {**NANODET_DECODE, "levels": detect_cloud.levels(NANODET_DECODE)}}
+    cands = {}
+    for name, file, size, det in (("edge-512", edge["file"], 512, edge["detection"]),
+                                  ("edge-2s-512", "edge-2s.onnx", 512, det_2s),
+                                  ("edge-2s", "edge-2s.onnx", CLOUD_SIZE, det_2s)):
+        ins, outs = io_specs(os.path.join(folder if file == "edge-2s.onnx" else coco, file))
+        two_scale = file == "edge-2s.onnx"
+        arch = f"nanodet-g-{size}" + (f"+{detect_cloud.SMALL}" if two_scale else "")
+        cands[name] = {"file": file, "optional": False, "quantization": edge["quantization"],
+                       "architecture": arch, "detection": det, "inputs": ins, "outputs": outs,
+                       "preprocess": {**edge["preprocess"], "width": size, "height": size}}
+    common.write_json(os.path.join(folder, "candidates.json"), {
+        "description": "INT8 NanoDet-g edges measured against the shipped one "
+                       "(tandem-bench detect --edge NAME); not served",
+        "variants": cands, "files": {"edge-2s.onnx": common.sha256_file(two)}})
 
 
 def build_face():

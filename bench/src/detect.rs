@@ -6,7 +6,8 @@
 //! machine (in process, 2 intra-op threads, one frame at a time; no network). The cascade's
 //! policy is fitted and judged on disjoint frames (k-fold cross-validation, [`detect_fit`]).
 
-use crate::detect_eval::{Pred, Scores, Truth, evaluate, per_class};
+use crate::detect_edges::Candidate;
+use crate::detect_eval::{Pred, Scores, Truth, evaluate, paired_bootstrap, per_class};
 use crate::detect_fit::{self, Frame, Route as _};
 use crate::detect_signals;
 use anyhow::Context as _;
@@ -40,6 +41,11 @@ pub struct Args {
     /// Skip the diagnostic that measures candidate routing signals the same way.
     #[arg(long)]
     no_signals: bool,
+    /// Measure this candidate of models/detect-coco-edges/candidates.json (`edge-512`,
+    /// `edge-2s-512`, `edge-2s`) as detect-coco's edge, beside the shipped one: its row, the
+    /// cascade on top of it (the same cross-fitting), its latency over the shipped edge's.
+    #[arg(long)]
+    edge: Option<String>,
 }
 
 struct Image {
@@ -94,12 +100,14 @@ fn load(repo: &std::path::Path) -> anyhow::Result<Vec<Image>> {
 
 /// A copy of `repo`'s model `model` under a temporary folder whose `variant` decodes down to
 /// `floor` (its `detection.cascade.uncertain_low`; the model files are links): the boxes it
-/// answers are unchanged, those under its threshold come back as `Inference::below`.
+/// answers are unchanged, those under its threshold come back as `Inference::below`. With
+/// `edge`, that candidate is the copy's edge variant.
 fn with_floor(
     repo: &std::path::Path,
     model: &str,
     variant: &str,
     floor: f32,
+    edge: Option<&Candidate>,
 ) -> anyhow::Result<std::path::PathBuf> {
     let src = repo.join("models").join(model);
     let base = std::env::temp_dir().join(format!("tandem-bench-detect-{}", std::process::id()));
@@ -107,6 +115,9 @@ fn with_floor(
     std::fs::create_dir_all(&dir)?;
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json"))?)?;
+    if let Some(c) = edge {
+        c.install(&mut m, &dir)?;
+    }
     let det = &mut m["variants"][variant]["detection"];
     let high = det["cascade"]["uncertain_high"].as_f64().unwrap_or(1.0);
     det["cascade"] = serde_json::json!({"uncertain_low": floor, "uncertain_high": high});
@@ -229,7 +240,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         imgs.len(),
         truth.iter().map(Vec::len).sum::<usize>()
     );
-    let floored = with_floor(&repo, "detect-coco", "edge", a.floor)?;
+    let cand = a
+        .edge
+        .as_deref()
+        .map(|n| Candidate::load(&repo, n))
+        .transpose()?;
+    let floored = with_floor(&repo, "detect-coco", "edge", a.floor, cand.as_ref())?;
     let edge = run_variant(&floored, "detect-coco", "edge", &imgs);
     let _ = std::fs::remove_dir_all(&floored);
     let edge = edge?;
@@ -238,9 +254,37 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let cp: Vec<Vec<Pred>> = cloud.dets.iter().map(|d| preds(d, false)).collect();
     let (es, cs) = (evaluate(&truth, &ep), evaluate(&truth, &cp));
     let (em, cm) = (median(&edge.ms), median(&cloud.ms));
+    let shipped = format!("INT8 {}", architecture(&repo, "edge")?);
     header();
-    row("edge (INT8 416)", &es, 0.0, em);
-    row("cloud (FP32 608+416, >= 0.2)", &cs, 1.0, cm);
+    match &cand {
+        Some(c) => row(&format!("edge ({}, {})", c.label(), c.name), &es, 0.0, em),
+        None => row(&format!("edge ({shipped})"), &es, 0.0, em),
+    }
+    row(
+        &format!("cloud (FP32 {}, >= 0.2)", architecture(&repo, "cloud")?),
+        &cs,
+        1.0,
+        cm,
+    );
+    // The shipped edge beside a candidate: its row, and what the candidate costs the device.
+    if let Some(c) = &cand {
+        let base = run_variant(&repo, "detect-coco", "edge", &imgs)?;
+        let bp: Vec<Vec<Pred>> = base.dets.iter().map(|d| preds(d, false)).collect();
+        let bm = median(&base.ms);
+        row(
+            &format!("shipped edge ({shipped})"),
+            &evaluate(&truth, &bp),
+            0.0,
+            bm,
+        );
+        println!(
+            "  {} per frame: p50 {em:.1} ms = {:.2}x the shipped edge's {bm:.1} ms (this run)",
+            c.name,
+            em / bm.max(1e-9)
+        );
+        bootstrap_line(&format!("{} - shipped edge", c.name), &truth, &ep, &bp);
+    }
+    bootstrap_line("cloud - edge", &truth, &cp, &ep);
     // Diagnostic, not an answer: the edge's boxes down to the cloud's answer threshold (the
     // edge decoded down to `--floor`), to tell the models apart from their thresholds.
     let cloud_thr = threshold(&repo, "cloud")?;
@@ -288,7 +332,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             truth: truth[i].clone(),
         })
         .collect();
-    let answer = threshold(&repo, "edge")?;
+    let answer = match &cand {
+        Some(c) => c.variant["detection"]["score_threshold"]
+            .as_f64()
+            .context("candidate's detection.score_threshold")? as f32,
+        None => threshold(&repo, "edge")?,
+    };
     let grid = detect_fit::grid(a.floor, answer);
     let mut held = Vec::new();
     for r in 0..a.repeats.max(1) {
@@ -440,6 +489,29 @@ fn signals(a: &Args, frames: &[Frame], cloud: f64, answer: f32) {
         }
     }
 }
+
+/// A detect-coco variant's size as its `architecture` names it (`608+416`).
+fn architecture(repo: &std::path::Path, variant: &str) -> anyhow::Result<String> {
+    let path = repo.join("models/detect-coco/manifest.json");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let arch = m["variants"][variant]["architecture"]
+        .as_str()
+        .with_context(|| format!("detect-coco manifest: variants.{variant}.architecture"))?;
+    Ok(arch.rsplit('-').next().unwrap_or(arch).to_string())
+}
+
+/// `  paired bootstrap over photos, NAME: mean +d, 90% interval [lo, hi], share <= 0: s`.
+fn bootstrap_line(name: &str, truth: &[Vec<Truth>], a: &[Vec<Pred>], b: &[Vec<Pred>]) {
+    let d = paired_bootstrap(truth, a, b, BOOTSTRAP);
+    println!(
+        "  paired bootstrap over photos ({BOOTSTRAP} resamples), mAP@0.5 {name}: mean {:+.3}, \
+         90% interval [{:+.3}, {:+.3}], share <= 0: {:.3}",
+        d.mean, d.low, d.high, d.share_le_zero
+    );
+}
+
+/// Resamples of the paired bootstraps.
+const BOOTSTRAP: usize = 1000;
 
 /// A detect-coco variant's answer threshold (`detection.score_threshold` in its manifest).
 fn threshold(repo: &std::path::Path, variant: &str) -> anyhow::Result<f32> {

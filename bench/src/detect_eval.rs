@@ -147,6 +147,52 @@ fn average_precision(curve: &[(f64, f64)]) -> f64 {
     ap
 }
 
+/// A paired bootstrap of the mAP@0.5 difference `a - b` over images.
+#[derive(Debug, Clone, Copy)]
+pub struct Bootstrap {
+    /// Mean difference over the resamples.
+    pub mean: f64,
+    /// 5th percentile.
+    pub low: f64,
+    /// 95th percentile.
+    pub high: f64,
+    /// Share of resamples where `a` is not better.
+    pub share_le_zero: f64,
+}
+
+/// mAP@0.5 of `a` minus that of `b` on `n` resamples (with replacement, fixed SplitMix64
+/// draws: the same every run) of the images, both judged on the same resampled images.
+pub fn paired_bootstrap<T: AsRef<[Truth]>, P: AsRef<[Pred]>>(
+    truth: &[T],
+    a: &[P],
+    b: &[P],
+    n: usize,
+) -> Bootstrap {
+    let len = truth.len().max(1);
+    let mut d: Vec<f64> = (0..n as u64)
+        .map(|r| {
+            let idx: Vec<usize> = (0..len as u64)
+                .map(|i| (crate::detect_fit::splitmix((r << 32) ^ i) % len as u64) as usize)
+                .collect();
+            let t: Vec<&[Truth]> = idx.iter().map(|&i| truth[i].as_ref()).collect();
+            let pa: Vec<&[Pred]> = idx.iter().map(|&i| a[i].as_ref()).collect();
+            let pb: Vec<&[Pred]> = idx.iter().map(|&i| b[i].as_ref()).collect();
+            evaluate(&t, &pa).map50 - evaluate(&t, &pb).map50
+        })
+        .collect();
+    d.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        d.get(((d.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    Bootstrap {
+        mean: d.iter().sum::<f64>() / d.len().max(1) as f64,
+        low: at(0.05).unwrap_or(f64::NAN),
+        high: at(0.95).unwrap_or(f64::NAN),
+        share_le_zero: d.iter().filter(|x| **x <= 0.0).count() as f64 / d.len().max(1) as f64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +237,37 @@ mod tests {
             .map(|c| (c.label, c.boxes, c.ap50))
             .collect();
         assert_eq!(per, vec![("a".into(), 1, 0.5), ("b".into(), 1, 0.0)]);
+    }
+
+    #[test]
+    fn paired_bootstrap_sees_which_is_better() {
+        let truth: Vec<Vec<Truth>> = (0..12)
+            .map(|i| {
+                vec![t(
+                    if i % 2 == 0 { "a" } else { "b" },
+                    [0.0, 0.0, 10.0, 10.0],
+                )]
+            })
+            .collect();
+        // `good` finds every box, `half` only those of class a.
+        let good: Vec<Vec<Pred>> = truth
+            .iter()
+            .map(|ts| vec![p(&ts[0].label, ts[0].bbox, 0.9)])
+            .collect();
+        let half: Vec<Vec<Pred>> = truth
+            .iter()
+            .map(|ts| match ts[0].label.as_str() {
+                "a" => vec![p("a", ts[0].bbox, 0.9)],
+                _ => vec![],
+            })
+            .collect();
+        let d = paired_bootstrap(&truth, &good, &half, 200);
+        assert!(d.low > 0.0 && d.share_le_zero == 0.0, "{d:?}");
+        assert!((d.mean - 0.5).abs() < 0.1, "{d:?}");
+        let same = paired_bootstrap(&truth, &good, &good, 50);
+        assert_eq!(
+            (same.mean, same.low, same.high, same.share_le_zero),
+            (0.0, 0.0, 0.0, 1.0)
+        );
     }
 }
