@@ -82,7 +82,8 @@ def decode_nanodet(outs: dict, d: dict, in_w: int, in_h: int):
     """GFL head: per stride, class scores [1,N,C] (already sigmoid) and distances [1,N,4*(R+1)]
     as a softmax over R+1 bins per side (l,t,r,b), in stride units, centre (x+0.5, y+0.5)*s.
     A level with `input_size` [w, h] came from a branch that saw the input resized to w x h:
-    its grid is w / s and its boxes are scaled by in_w / w, in_h / h."""
+    its grid is w / s and its boxes are scaled by in_w / w, in_h / h. A `mirrored` level's
+    branch saw its input mirrored left-right: x -> w - x before the scaling."""
     boxes, scores, classes = [], [], []
     bins = d["reg_max"] + 1
     proj = np.arange(bins, dtype=np.float32)
@@ -102,8 +103,10 @@ def decode_nanodet(outs: dict, d: dict, in_w: int, in_h: int):
             r = np.exp(r - r.max(1, keepdims=True))
             r = r / r.sum(1, keepdims=True)
             dist = (r * proj).sum(1) * s
-            boxes.append([(cx - dist[0]) * kx, (cy - dist[1]) * ky, (cx + dist[2]) * kx,
-                          (cy + dist[3]) * ky])
+            x1, x2 = cx - dist[0], cx + dist[2]
+            if lvl.get("mirrored"):
+                x1, x2 = bw - x2, bw - x1
+            boxes.append([x1 * kx, (cy - dist[1]) * ky, x2 * kx, (cy + dist[3]) * ky])
             scores.append(float(bs[i]))
             classes.append(int(best[i]))
     return boxes, scores, classes

@@ -98,6 +98,7 @@ pub fn decode(
                     (fw, classes, bins),
                     (s as f32, *center_offset),
                     (in_w as f32 / bw as f32, in_h as f32 / bh as f32),
+                    l.mirrored.then_some(bw as f32),
                     score_threshold,
                     &mut out,
                 );
@@ -148,13 +149,16 @@ pub fn decode(
 }
 
 /// One NanoDet level: `dims` = (feature width, classes, bins), `geo` = (stride, centre offset),
-/// `to_input` = the factors from the level's branch input to the model input (1 without one).
+/// `to_input` = the factors from the level's branch input to the model input (1 without one),
+/// `mirror` = the branch input's width when the branch saw it mirrored.
+#[allow(clippy::too_many_arguments)]
 fn nanodet_level(
     scores: &[f32],
     boxes: &[f32],
     (fw, classes, bins): (usize, usize, usize),
     (stride, center): (f32, f32),
     (sx, sy): (f32, f32),
+    mirror: Option<f32>,
     score_threshold: f32,
     out: &mut Vec<Candidate>,
 ) {
@@ -175,13 +179,12 @@ fn nanodet_level(
         for (side, d) in dist.iter_mut().enumerate() {
             *d = expectation(&reg[side * bins..(side + 1) * bins]) * stride;
         }
+        let (x1, x2) = match mirror {
+            Some(w) => (w - (cx + dist[2]), w - (cx - dist[0])),
+            None => (cx - dist[0], cx + dist[2]),
+        };
         out.push(Candidate {
-            bbox: [
-                (cx - dist[0]) * sx,
-                (cy - dist[1]) * sy,
-                (cx + dist[2]) * sx,
-                (cy + dist[3]) * sy,
-            ],
+            bbox: [x1 * sx, (cy - dist[1]) * sy, x2 * sx, (cy + dist[3]) * sy],
             score,
             class,
         });
@@ -205,6 +208,25 @@ mod tests {
     use super::super::Level;
     use super::*;
 
+    /// A NanoDet level's two outputs, `s` (scores) and `b` (box bins).
+    fn level_outputs<'a>(
+        (scores, s_shape): (&'a [f32], &'a [i64]),
+        (boxes, b_shape): (&'a [f32], &'a [i64]),
+    ) -> [RowOutput<'a>; 2] {
+        [
+            RowOutput {
+                name: "s",
+                shape: s_shape,
+                data: scores,
+            },
+            RowOutput {
+                name: "b",
+                shape: b_shape,
+                data: boxes,
+            },
+        ]
+    }
+
     #[test]
     fn nanodet_decodes_a_peaked_distribution() {
         // 16x16 input, stride 8: 2x2 cells, 2 classes, reg_max 2 (3 bins).
@@ -222,20 +244,10 @@ mod tests {
                 scores: "s".into(),
                 boxes: "b".into(),
                 input_size: None,
+                mirrored: false,
             }],
         };
-        let outs = [
-            RowOutput {
-                name: "s",
-                shape: &[4, 2],
-                data: &scores,
-            },
-            RowOutput {
-                name: "b",
-                shape: &[4, 12],
-                data: &boxes,
-            },
-        ];
+        let outs = level_outputs((&scores, &[4, 2]), (&boxes, &[4, 12]));
         let c = decode(&head, &outs, 16, 16, 0.5).expect("decodes");
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].class, c[0].score), (1, 0.9));
@@ -267,6 +279,7 @@ mod tests {
             scores: "s".into(),
             boxes: "b".into(),
             input_size,
+            mirrored: false,
         };
         let head = |input_size| Decode::Nanodet {
             reg_max: 1,
@@ -274,18 +287,7 @@ mod tests {
             levels: vec![level(input_size)],
         };
         let outs = |shape: &'static [i64; 2], bshape: &'static [i64; 2]| {
-            [
-                RowOutput {
-                    name: "s",
-                    shape,
-                    data: &scores,
-                },
-                RowOutput {
-                    name: "b",
-                    shape: bshape,
-                    data: &boxes,
-                },
-            ]
+            level_outputs((&scores, shape), (&boxes, bshape))
         };
         let c =
             decode(&head(Some([16, 8])), &outs(&[2, 1], &[2, 8]), 32, 16, 0.5).expect("decodes");
@@ -303,6 +305,55 @@ mod tests {
             serde_json::from_str(r#"{"stride":8,"scores":"s","boxes":"b","input_size":[16,8]}"#)
                 .expect("parses");
         assert_eq!(spec, level(Some([16, 8])));
+    }
+
+    #[test]
+    fn a_mirrored_branch_mirrors_its_boxes_back() {
+        // Model input 32x8; the branch sees it resized to 16x8 and mirrored (stride 8: 2x1
+        // cells). Cell (x 1, y 0): one stride to the left, none to the right, one up and down.
+        let scores = [0.0f32, 0.8];
+        let mut boxes = vec![-10.0f32; 2 * 8];
+        for (side, bin) in [(0, 1), (1, 1), (2, 0), (3, 1)] {
+            boxes[8 + side * 2 + bin] = 10.0;
+        }
+        let head = |mirrored| Decode::Nanodet {
+            reg_max: 1,
+            center_offset: 0.0,
+            levels: vec![Level {
+                stride: 8,
+                scores: "s".into(),
+                boxes: "b".into(),
+                input_size: Some([16, 8]),
+                mirrored,
+            }],
+        };
+        let outs = level_outputs((&scores, &[2, 1]), (&boxes, &[2, 8]));
+        // Branch pixels (0, -8, 8, 8); mirrored in the branch's 16 px: (8, -8, 16, 8); x2.
+        for (mirrored, want) in [
+            (false, [0.0, -8.0, 16.0, 8.0]),
+            (true, [16.0, -8.0, 32.0, 8.0]),
+        ] {
+            let c = decode(&head(mirrored), &outs, 32, 8, 0.5).expect("decodes");
+            assert_eq!(c.len(), 1);
+            for (got, w) in c[0].bbox.iter().zip(want) {
+                assert!(
+                    (got - w).abs() < 1e-3,
+                    "mirrored {mirrored}: {:?}",
+                    c[0].bbox
+                );
+            }
+        }
+        let spec: Level = serde_json::from_str(
+            r#"{"stride":8,"scores":"s","boxes":"b","input_size":[16,8],"mirrored":true}"#,
+        )
+        .expect("parses");
+        assert!(spec.mirrored);
+        let plain = serde_json::to_string(&Level {
+            mirrored: false,
+            ..spec
+        })
+        .expect("json");
+        assert!(!plain.contains("mirrored"), "{plain}");
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub struct Level {
     /// model input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_size: Option<[u32; 2]>,
+    /// The level's branch saw its input mirrored left-right (test-time augmentation in the
+    /// graph): its boxes are mirrored back (x -> width - x of the branch's input) before they
+    /// are scaled to the model input. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirrored: bool,
 }
 
 impl Decode {
