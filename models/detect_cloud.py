@@ -11,6 +11,8 @@ one per-class NMS merges both scales' candidates. The weights are shared (one co
 file). NanoDet's box distances stop at reg_max x stride (320 px at stride 32), so at 608 a
 large object is cut into parts while small ones gain resolution; the 416 branch keeps the
 large ones: each scale alone is no better than 416 (table below), together they are.
+`mirrored` adds the same graph on the mirror image of the input (flip TTA, the shipped cloud
+since session 13); `two_scale` on the INT8 file is the shipped edge.
 
     .venv/bin/python models/detect_cloud.py          # the candidates table (labelled set)
 
@@ -36,68 +38,104 @@ HERE = Path(__file__).parent
 SMALL = 416  # the in-graph branch's input size
 PREFIX = f"s{SMALL}/"  # names of the branch's nodes and tensors
 SUFFIX = f"_s{SMALL}"  # the branch's output names: cls_8_s416, ...
+FLIP_PREFIX = "flip/"  # the mirrored branch's nodes and tensors (mirrored())
+FLIP_SUFFIX = "_flip"  # its output names: cls_8_flip, cls_8_s416_flip, ...
 SEED = 20261130
 
 
-def two_scale(fp32: str, out: str, small: int = SMALL) -> None:
-    """Writes `out`: the single-scale net `fp32` on its input and, in the same graph, on the
-    input resized to small x small (weights shared), outputs of the second named `*_s<small>`."""
+def _add_branch(path: str, out: str, prefix: str, suffix: str, head) -> None:
+    """Writes `out`: the graph `path` and, in the same graph, a copy of it (nodes and tensors
+    named `prefix` + name, outputs name + `suffix`, weights shared) on the tensor `prefix` +
+    input, which `head(graph, input name, that tensor)` makes from the input (its nodes)."""
     import onnx
-    from onnx import TensorProto, helper
 
-    m = onnx.load(fp32)
+    m = onnx.load(path)
     g = m.graph
     inits = {i.name for i in g.initializer}
     (inp,) = [i for i in g.input if i.name not in inits]
     outs = list(g.output)
-    # the branch's tensors: PREFIX + name, its outputs name + SUFFIX
-    named = {o.name: o.name + SUFFIX for o in outs}
-    rename = lambda n: n if n in inits or n == "" else named.get(n, PREFIX + n)  # noqa: E731
-    g.initializer.append(helper.make_tensor(PREFIX + "hw", TensorProto.INT64, [2], [small, small]))
-    g.initializer.append(helper.make_tensor(PREFIX + "zero", TensorProto.INT64, [1], [0]))
-    g.initializer.append(helper.make_tensor(PREFIX + "two", TensorProto.INT64, [1], [2]))
-    resize = [
-        helper.make_node("Shape", [inp.name], [PREFIX + "shape"], name=PREFIX + "shape"),
-        helper.make_node("Slice", [PREFIX + "shape", PREFIX + "zero", PREFIX + "two"],
-                         [PREFIX + "nc"], name=PREFIX + "nc"),
-        helper.make_node("Concat", [PREFIX + "nc", PREFIX + "hw"], [PREFIX + "sizes"], axis=0,
-                         name=PREFIX + "sizes"),
-        helper.make_node("Resize", [inp.name, "", "", PREFIX + "sizes"], [PREFIX + inp.name],
-                         mode="linear", coordinate_transformation_mode="half_pixel",
-                         name=PREFIX + "resize"),
-    ]
+    named = {o.name: o.name + suffix for o in outs}
+    rename = lambda n: n if n in inits or n == "" else named.get(n, prefix + n)  # noqa: E731
     copies = []
     for n in g.node:
         c = onnx.NodeProto()
         c.CopyFrom(n)
-        c.name = PREFIX + n.name
+        c.name = prefix + n.name
         c.input[:] = [rename(i) for i in n.input]
         c.output[:] = [rename(o) for o in n.output]
         copies.append(c)
-    g.node.extend(resize + copies)
+    g.node.extend(head(g, inp.name, prefix + inp.name) + copies)
     for o in outs:
         v = onnx.ValueInfoProto()
         v.CopyFrom(o)
-        v.name = o.name + SUFFIX
+        v.name = o.name + suffix
         g.output.append(v)
     onnx.checker.check_model(m)
     onnx.save(m, out)
 
 
+def two_scale(fp32: str, out: str, small: int = SMALL) -> None:
+    """Writes `out`: the single-scale net `fp32` on its input and, in the same graph, on the
+    input resized to small x small (weights shared), outputs of the second named `*_s<small>`."""
+    from onnx import TensorProto, helper
+
+    def resize(g, inp, resized):
+        g.initializer.append(helper.make_tensor(PREFIX + "hw", TensorProto.INT64, [2], [small, small]))
+        g.initializer.append(helper.make_tensor(PREFIX + "zero", TensorProto.INT64, [1], [0]))
+        g.initializer.append(helper.make_tensor(PREFIX + "two", TensorProto.INT64, [1], [2]))
+        return [
+            helper.make_node("Shape", [inp], [PREFIX + "shape"], name=PREFIX + "shape"),
+            helper.make_node("Slice", [PREFIX + "shape", PREFIX + "zero", PREFIX + "two"],
+                             [PREFIX + "nc"], name=PREFIX + "nc"),
+            helper.make_node("Concat", [PREFIX + "nc", PREFIX + "hw"], [PREFIX + "sizes"], axis=0,
+                             name=PREFIX + "sizes"),
+            helper.make_node("Resize", [inp, "", "", PREFIX + "sizes"], [resized],
+                             mode="linear", coordinate_transformation_mode="half_pixel",
+                             name=PREFIX + "resize"),
+        ]
+
+    _add_branch(fp32, out, PREFIX, SUFFIX, resize)
+
+
+def mirrored(path: str, out: str) -> None:
+    """Writes `out`: the graph `path` (any of the files above) and, in the same graph, the same
+    graph on its input mirrored left-right (ONNX `Slice`, step -1 on the width; weights
+    shared): test-time augmentation. The mirrored branch's outputs are named `*_flip`; the
+    manifest declares them as more levels with `mirrored: true` (mirrored_levels()), whose
+    boxes the decoder mirrors back before one NMS merges every branch's candidates."""
+    from onnx import TensorProto, helper
+
+    def flip(g, inp, flipped):
+        for name, v in (("start", -1), ("end", -(2 ** 63) + 1), ("axis", 3), ("step", -1)):
+            g.initializer.append(helper.make_tensor(FLIP_PREFIX + name, TensorProto.INT64, [1], [v]))
+        return [helper.make_node("Slice", [inp] + [FLIP_PREFIX + n for n in ("start", "end", "axis", "step")],
+                                 [flipped], name=FLIP_PREFIX + "mirror")]
+
+    _add_branch(path, out, FLIP_PREFIX, FLIP_SUFFIX, flip)
+
+
+def mirrored_levels(levels: list) -> list:
+    """The manifest's levels for a mirrored() file: the graph's own, then the mirrored ones."""
+    return levels + [{**lvl, "scores": lvl["scores"] + FLIP_SUFFIX, "boxes": lvl["boxes"] + FLIP_SUFFIX,
+                      "mirrored": True} for lvl in levels]
+
+
 def single_scale(cloud: str, out: str) -> None:
-    """Writes `out`: the plain FP32 net of a two-scale file (its first branch), for quantising
-    the edge file from the committed cloud.onnx (build_detection.py, detect_quant.py)."""
+    """Writes `out`: the plain net of a two-scale (and mirrored) file (its first branch), for
+    quantising the edge file from the committed cloud.onnx (build_detection.py,
+    detect_quant.py)."""
     import onnx
 
     m = onnx.load(cloud)
     g = m.graph
-    keep = [n for n in g.node if not n.name.startswith(PREFIX)]
+    branch = (PREFIX, FLIP_PREFIX)
+    keep = [n for n in g.node if not n.name.startswith(branch)]
     del g.node[:]
     g.node.extend(keep)
-    outs = [o for o in g.output if not o.name.endswith(SUFFIX)]
+    outs = [o for o in g.output if not o.name.endswith((SUFFIX, FLIP_SUFFIX))]
     del g.output[:]
     g.output.extend(outs)
-    inits = [i for i in g.initializer if not i.name.startswith(PREFIX)]
+    inits = [i for i in g.initializer if not i.name.startswith(branch)]
     del g.initializer[:]
     g.initializer.extend(inits)
     onnx.save(m, out)

@@ -27,7 +27,7 @@ from detect_settings import evaluate  # noqa: E402
 FOLDER = os.path.join(B.common.MODELS_DIR, "detect-coco")
 OUT = os.path.join(B.BUILD, "quant")
 FP32 = os.path.join(OUT, "nanodet-fp32.onnx")  # cloud.onnx's first branch: the plain net
-PRE = {**B.NANODET_PRE, "width": B.EDGE_SIZE, "height": B.EDGE_SIZE}
+PRE = {**B.NANODET_PRE, "width": B.QUANT_SIZE, "height": B.QUANT_SIZE}
 DEC = {**B.NANODET_DECODE, "score_threshold": 0.2, "iou_threshold": 0.5, "max_detections": 100}
 
 

@@ -46,6 +46,11 @@ pub struct Args {
     /// cascade on top of it (the same cross-fitting), its latency over the shipped edge's.
     #[arg(long)]
     edge: Option<String>,
+    /// Measure this cloud candidate of candidates.json (`cloud-2s`: the cloud file's levels
+    /// without the mirrored ones) as detect-coco's cloud, beside the shipped one; the ratio is
+    /// then against it.
+    #[arg(long)]
+    cloud: Option<String>,
 }
 
 struct Image {
@@ -100,14 +105,14 @@ fn load(repo: &std::path::Path) -> anyhow::Result<Vec<Image>> {
 
 /// A copy of `repo`'s model `model` under a temporary folder whose `variant` decodes down to
 /// `floor` (its `detection.cascade.uncertain_low`; the model files are links): the boxes it
-/// answers are unchanged, those under its threshold come back as `Inference::below`. With
-/// `edge`, that candidate is the copy's edge variant.
+/// answers are unchanged, those under its threshold come back as `Inference::below`. The
+/// `candidates` replace the copy's variants of their roles.
 fn with_floor(
     repo: &std::path::Path,
     model: &str,
     variant: &str,
     floor: f32,
-    edge: Option<&Candidate>,
+    candidates: &[&Candidate],
 ) -> anyhow::Result<std::path::PathBuf> {
     let src = repo.join("models").join(model);
     let base = std::env::temp_dir().join(format!("tandem-bench-detect-{}", std::process::id()));
@@ -115,7 +120,7 @@ fn with_floor(
     std::fs::create_dir_all(&dir)?;
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json"))?)?;
-    if let Some(c) = edge {
+    for c in candidates {
         c.install(&mut m, &dir)?;
     }
     let det = &mut m["variants"][variant]["detection"];
@@ -243,13 +248,19 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let cand = a
         .edge
         .as_deref()
-        .map(|n| Candidate::load(&repo, n))
+        .map(|n| Candidate::load(&repo, n, "edge"))
         .transpose()?;
-    let floored = with_floor(&repo, "detect-coco", "edge", a.floor, cand.as_ref())?;
-    let edge = run_variant(&floored, "detect-coco", "edge", &imgs);
+    let cloud_cand = a
+        .cloud
+        .as_deref()
+        .map(|n| Candidate::load(&repo, n, "cloud"))
+        .transpose()?;
+    let installed: Vec<&Candidate> = cand.iter().chain(cloud_cand.iter()).collect();
+    let floored = with_floor(&repo, "detect-coco", "edge", a.floor, &installed)?;
+    let runs = run_variant(&floored, "detect-coco", "edge", &imgs)
+        .and_then(|e| Ok((e, run_variant(&floored, "detect-coco", "cloud", &imgs)?)));
     let _ = std::fs::remove_dir_all(&floored);
-    let edge = edge?;
-    let cloud = run_variant(&repo, "detect-coco", "cloud", &imgs)?;
+    let (edge, cloud) = runs?;
     let ep: Vec<Vec<Pred>> = edge.dets.iter().map(|d| preds(d, false)).collect();
     let cp: Vec<Vec<Pred>> = cloud.dets.iter().map(|d| preds(d, false)).collect();
     let (es, cs) = (evaluate(&truth, &ep), evaluate(&truth, &cp));
@@ -260,23 +271,31 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(c) => row(&format!("edge ({}, {})", c.label(), c.name), &es, 0.0, em),
         None => row(&format!("edge ({shipped})"), &es, 0.0, em),
     }
-    row(
-        &format!("cloud (FP32 {}, >= 0.2)", architecture(&repo, "cloud")?),
-        &cs,
-        1.0,
-        cm,
-    );
-    // The shipped edge beside a candidate: its row, and what the candidate costs the device.
-    if let Some(c) = &cand {
-        let base = run_variant(&repo, "detect-coco", "edge", &imgs)?;
+    let shipped_cloud = format!("FP32 {}", architecture(&repo, "cloud")?);
+    match &cloud_cand {
+        Some(c) => row(&format!("cloud ({}, {})", c.label(), c.name), &cs, 1.0, cm),
+        None => row(&format!("cloud ({shipped_cloud}, >= 0.2)"), &cs, 1.0, cm),
+    }
+    // The shipped variant beside a candidate: its row, its answers and its p50 (ms).
+    let beside = |variant: &str, label: &str, offload: f64| -> anyhow::Result<_> {
+        let base = run_variant(&repo, "detect-coco", variant, &imgs)?;
         let bp: Vec<Vec<Pred>> = base.dets.iter().map(|d| preds(d, false)).collect();
         let bm = median(&base.ms);
         row(
-            &format!("shipped edge ({shipped})"),
+            &format!("shipped {variant} ({label})"),
             &evaluate(&truth, &bp),
-            0.0,
+            offload,
             bm,
         );
+        Ok((bp, bm))
+    };
+    if let Some(c) = &cloud_cand {
+        let (bp, _) = beside("cloud", &shipped_cloud, 1.0)?;
+        bootstrap_line(&format!("shipped cloud - {}", c.name), &truth, &bp, &cp);
+    }
+    // What a candidate edge costs the device.
+    if let Some(c) = &cand {
+        let (bp, bm) = beside("edge", &shipped, 0.0)?;
         println!(
             "  {} per frame: p50 {em:.1} ms = {:.2}x the shipped edge's {bm:.1} ms (this run)",
             c.name,

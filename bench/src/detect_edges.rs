@@ -1,7 +1,8 @@
-//! Candidate edge detectors for `tandem-bench detect --edge NAME`: the variants of
-//! `models/detect-coco-edges/candidates.json` (built by `models/build_detection.py`: the INT8
-//! NanoDet-g at 512 px, and at two scales in one graph), measured through the engine in place
-//! of detect-coco's shipped edge variant, in a temporary copy of the model folder.
+//! Candidate detectors for `tandem-bench detect --edge NAME` and `--cloud NAME`: the variants
+//! of `models/detect-coco-edges/candidates.json` (built by `models/build_detection.py`: the
+//! INT8 NanoDet-g at 416 or 512 px or at two scales in one graph; the cloud file's levels
+//! without its mirrored ones), measured through the engine in place of detect-coco's shipped
+//! edge or cloud variant, in a temporary copy of the model folder.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -11,9 +12,11 @@ const FOLDER: &str = "models/detect-coco-edges";
 
 /// One candidate: its manifest variant and the folder holding the files it adds.
 pub struct Candidate {
-    /// Its name in candidates.json (`edge-2s`).
+    /// The variant it replaces: `edge` or `cloud`.
+    pub role: &'static str,
+    /// Its name in candidates.json (`edge-416`).
     pub name: String,
-    /// The manifest variant (`variants.edge` of the copy).
+    /// The manifest variant (`variants.<role>` of the copy).
     pub variant: serde_json::Value,
     /// sha256 of the files it adds, by name (in [`Candidate::dir`]).
     pub files: serde_json::Map<String, serde_json::Value>,
@@ -22,21 +25,24 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// `name` of the repository's candidates.json.
-    pub fn load(repo: &Path, name: &str) -> anyhow::Result<Self> {
+    /// `name` of the repository's candidates.json, for `role` (`edge`: its `variants`,
+    /// `cloud`: its `clouds`).
+    pub fn load(repo: &Path, name: &str, role: &'static str) -> anyhow::Result<Self> {
         let dir = repo.join(FOLDER);
         let path = dir.join("candidates.json");
         let doc: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
         )?;
-        let variants = doc["variants"]
+        let key = if role == "edge" { "variants" } else { "clouds" };
+        let variants = doc[key]
             .as_object()
-            .context("candidates.json: variants")?;
+            .with_context(|| format!("candidates.json: {key}"))?;
         let variant = variants.get(name).cloned().with_context(|| {
             let known: Vec<&str> = variants.keys().map(String::as_str).collect();
-            format!("no edge candidate `{name}` (candidates.json has {known:?})")
+            format!("no {role} candidate `{name}` (candidates.json has {known:?})")
         })?;
         Ok(Self {
+            role,
             name: name.into(),
             variant,
             files: doc["files"].as_object().cloned().unwrap_or_default(),
@@ -44,8 +50,8 @@ impl Candidate {
         })
     }
 
-    /// Puts the candidate into `manifest` (a copy of detect-coco's) as its edge variant and
-    /// links the files it adds into `model_dir` (that copy's folder); keeps the shipped
+    /// Puts the candidate into `manifest` (a copy of detect-coco's) as its variant and links
+    /// the files it adds into `model_dir` (that copy's folder); an edge keeps the shipped
     /// variant's cascade band, which the bench then overrides.
     pub fn install(
         &self,
@@ -53,8 +59,11 @@ impl Candidate {
         model_dir: &Path,
     ) -> anyhow::Result<()> {
         let mut v = self.variant.clone();
-        v["detection"]["cascade"] = manifest["variants"]["edge"]["detection"]["cascade"].clone();
-        manifest["variants"]["edge"] = v;
+        if self.role == "edge" {
+            v["detection"]["cascade"] =
+                manifest["variants"]["edge"]["detection"]["cascade"].clone();
+        }
+        manifest["variants"][self.role] = v;
         for (file, sha) in &self.files {
             manifest["files"][file] = sha.clone();
             let link = model_dir.join(file);
@@ -65,9 +74,10 @@ impl Candidate {
         Ok(())
     }
 
-    /// The edge row's label: `INT8 608+416` from `nanodet-g-608+416`.
+    /// The row's label: `INT8 608+416` from `nanodet-g-608+416`.
     pub fn label(&self) -> String {
         let arch = self.variant["architecture"].as_str().unwrap_or(&self.name);
-        format!("INT8 {}", arch.rsplit('-').next().unwrap_or(arch))
+        let precision = if self.role == "edge" { "INT8" } else { "FP32" };
+        format!("{precision} {}", arch.rsplit('-').next().unwrap_or(arch))
     }
 }
