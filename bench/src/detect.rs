@@ -236,8 +236,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         row(variant, &evaluate(&face_truth, &p), 0.0, median(&r.ms));
     }
 
-    // Objects: NanoDet-g edge (INT8 416) vs cloud (FP32 at 608 and 416 in one graph, boxes down
-    // to 0.2) vs cascade.
+    // Objects: NanoDet-g edge (INT8 at 608 and 416 in one graph) vs cloud (FP32 at 608 and 416
+    // and on the mirror image, in one graph; boxes down to 0.2) vs cascade.
     let imgs: Vec<&Image> = all.iter().filter(|i| i.objects.is_some()).collect();
     let truth: Vec<Vec<Truth>> = imgs.iter().filter_map(|i| i.objects.clone()).collect();
     println!(
