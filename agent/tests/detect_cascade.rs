@@ -20,7 +20,7 @@ use tandem_hub::pki::Pki;
 use tandem_shared::detect::{DetectAnswer, Detection};
 use tandem_tests::wait::wait_for;
 
-/// Many boxes in the manifest's band [0.30, 0.65) (people, chairs, a table): unsure.
+/// Many boxes in the manifest's band [0.30, 0.35) (two people, a bed, a tie, a chair): unsure.
 const UNSURE: &str = "detect-coco/samples/voc-2011_000006.jpg";
 /// A bus and two others scoring high: under the band's four boxes, confident.
 const SURE: &str = "detect-coco/samples/voc-2011_000025.jpg";
