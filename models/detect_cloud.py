@@ -14,16 +14,25 @@ large ones: each scale alone is no better than 416 (table below), together they 
 `mirrored` adds the same graph on the mirror image of the input (flip TTA, the shipped cloud
 since session 13); `two_scale` on the INT8 file is the shipped edge.
 
+`multi_scale` adds more in-graph scales (608 + 416 + 320: `cloud-3s-m` of
+models/detect-coco-edges/, mirrored; measurably stronger than the edge, not shipped: the
+cascade's ratio falls to 0.93, docs/benchmarks/detect.md, "a stronger hub after the centre fix").
+
     .venv/bin/python models/detect_cloud.py          # the candidates table (labelled set)
+    .venv/bin/python models/detect_cloud.py 320      # the shipped pair and the rows naming 320
 
 The table: every candidate through detection_ref.py's pipeline (PIL resize, the engine's
-steps) on the 42 object photos of detection-set, mAP@0.5 of the boxes >= 0.2 (the cloud's
-answer threshold) as `make bench-detect` computes it, on the photos and on their mirror images
-(the flip changes no model, only which boxes land over 0.5 IoU: the set's noise), recall, and
-the single-thread CPU time of the passes per frame. Then a paired bootstrap over photos of the
-chosen candidate against the FP32 416 net (the cloud variant before).
+steps, the manifest's decoding: cell centres at (x + 0.5) * stride) on the object photos of
+detection-set, mAP@0.5 of the boxes >= 0.2 (the cloud's answer threshold) as `make
+bench-detect` computes it, on the photos and on their mirror images (the flip changes no
+model, only which boxes land over 0.5 IoU: the set's noise), recall, the single-thread CPU
+time of the passes per frame (tiles: k x k crops overlapping by 0.2, each stretched to the
+pass's size) and that time over the shipped cloud's. The shipped edge runs as its committed
+INT8 file; every row gets a paired bootstrap over photos against it (the same 300 resamples
+for every row): its mean and 90% interval.
 """
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,28 +45,35 @@ from detect_settings import evaluate, iou, load_set  # noqa: E402
 
 HERE = Path(__file__).parent
 SMALL = 416  # the in-graph branch's input size
-PREFIX = f"s{SMALL}/"  # names of the branch's nodes and tensors
-SUFFIX = f"_s{SMALL}"  # the branch's output names: cls_8_s416, ...
+SUFFIX = f"_s{SMALL}"  # the branch's output names: cls_8_s416, ... (nodes: s416/...)
 FLIP_PREFIX = "flip/"  # the mirrored branch's nodes and tensors (mirrored())
 FLIP_SUFFIX = "_flip"  # its output names: cls_8_flip, cls_8_s416_flip, ...
 SEED = 20261130
 
 
-def _add_branch(path: str, out: str, prefix: str, suffix: str, head) -> None:
+def _is_branch(name: str) -> bool:
+    """Whether a node or output name belongs to a branch added by two_scale() or mirrored()."""
+    return bool(re.match(r"^(s\d+|flip)/", name) or re.search(r"_(s\d+|flip)$", name))
+
+
+def _add_branch(path: str, out: str, prefix: str, suffix: str, head, base_only=False) -> None:
     """Writes `out`: the graph `path` and, in the same graph, a copy of it (nodes and tensors
     named `prefix` + name, outputs name + `suffix`, weights shared) on the tensor `prefix` +
-    input, which `head(graph, input name, that tensor)` makes from the input (its nodes)."""
+    input, which `head(graph, input name, that tensor)` makes from the input (its nodes).
+    `base_only`: copy only the plain net, not the branches the file already has."""
     import onnx
 
     m = onnx.load(path)
     g = m.graph
     inits = {i.name for i in g.initializer}
     (inp,) = [i for i in g.input if i.name not in inits]
-    outs = list(g.output)
+    outs = [o for o in g.output if not (base_only and _is_branch(o.name))]
     named = {o.name: o.name + suffix for o in outs}
     rename = lambda n: n if n in inits or n == "" else named.get(n, prefix + n)  # noqa: E731
     copies = []
     for n in g.node:
+        if base_only and _is_branch(n.name):
+            continue
         c = onnx.NodeProto()
         c.CopyFrom(n)
         c.name = prefix + n.name
@@ -75,26 +91,37 @@ def _add_branch(path: str, out: str, prefix: str, suffix: str, head) -> None:
 
 
 def two_scale(fp32: str, out: str, small: int = SMALL) -> None:
-    """Writes `out`: the single-scale net `fp32` on its input and, in the same graph, on the
-    input resized to small x small (weights shared), outputs of the second named `*_s<small>`."""
+    """Writes `out`: the net `fp32` on its input and, in the same graph, the plain net on the
+    input resized to small x small (weights shared), outputs of the second named `*_s<small>`.
+    On a two-scale file it adds a third scale (multi_scale)."""
     from onnx import TensorProto, helper
 
+    prefix = f"s{small}/"
+
     def resize(g, inp, resized):
-        g.initializer.append(helper.make_tensor(PREFIX + "hw", TensorProto.INT64, [2], [small, small]))
-        g.initializer.append(helper.make_tensor(PREFIX + "zero", TensorProto.INT64, [1], [0]))
-        g.initializer.append(helper.make_tensor(PREFIX + "two", TensorProto.INT64, [1], [2]))
+        g.initializer.append(helper.make_tensor(prefix + "hw", TensorProto.INT64, [2], [small, small]))
+        g.initializer.append(helper.make_tensor(prefix + "zero", TensorProto.INT64, [1], [0]))
+        g.initializer.append(helper.make_tensor(prefix + "two", TensorProto.INT64, [1], [2]))
         return [
-            helper.make_node("Shape", [inp], [PREFIX + "shape"], name=PREFIX + "shape"),
-            helper.make_node("Slice", [PREFIX + "shape", PREFIX + "zero", PREFIX + "two"],
-                             [PREFIX + "nc"], name=PREFIX + "nc"),
-            helper.make_node("Concat", [PREFIX + "nc", PREFIX + "hw"], [PREFIX + "sizes"], axis=0,
-                             name=PREFIX + "sizes"),
-            helper.make_node("Resize", [inp, "", "", PREFIX + "sizes"], [resized],
+            helper.make_node("Shape", [inp], [prefix + "shape"], name=prefix + "shape"),
+            helper.make_node("Slice", [prefix + "shape", prefix + "zero", prefix + "two"],
+                             [prefix + "nc"], name=prefix + "nc"),
+            helper.make_node("Concat", [prefix + "nc", prefix + "hw"], [prefix + "sizes"], axis=0,
+                             name=prefix + "sizes"),
+            helper.make_node("Resize", [inp, "", "", prefix + "sizes"], [resized],
                              mode="linear", coordinate_transformation_mode="half_pixel",
-                             name=PREFIX + "resize"),
+                             name=prefix + "resize"),
         ]
 
-    _add_branch(fp32, out, PREFIX, SUFFIX, resize)
+    _add_branch(fp32, out, prefix, f"_s{small}", resize, base_only=True)
+
+
+def multi_scale(fp32: str, out: str, smalls=(SMALL,)) -> None:
+    """Writes `out`: the net `fp32` on its input and on it resized to each of `smalls`."""
+    src = fp32
+    for small in smalls:
+        two_scale(src, out, small)
+        src = out
 
 
 def mirrored(path: str, out: str) -> None:
@@ -128,23 +155,23 @@ def single_scale(cloud: str, out: str) -> None:
 
     m = onnx.load(cloud)
     g = m.graph
-    branch = (PREFIX, FLIP_PREFIX)
-    keep = [n for n in g.node if not n.name.startswith(branch)]
+    keep = [n for n in g.node if not _is_branch(n.name)]
     del g.node[:]
     g.node.extend(keep)
-    outs = [o for o in g.output if not o.name.endswith((SUFFIX, FLIP_SUFFIX))]
+    outs = [o for o in g.output if not _is_branch(o.name)]
     del g.output[:]
     g.output.extend(outs)
-    inits = [i for i in g.initializer if not i.name.startswith(branch)]
+    inits = [i for i in g.initializer if not _is_branch(i.name)]
     del g.initializer[:]
     g.initializer.extend(inits)
     onnx.save(m, out)
 
 
-def levels(decode: dict, small: int = SMALL) -> list:
-    """The manifest's levels for a two-scale file: the net's own, then the branch's."""
-    return decode["levels"] + [{**lvl, "scores": lvl["scores"] + SUFFIX, "boxes": lvl["boxes"] + SUFFIX,
-                                "input_size": [small, small]} for lvl in decode["levels"]]
+def levels(decode: dict, smalls=(SMALL,)) -> list:
+    """The manifest's levels for a two-scale (multi_scale) file: the net's own, then each
+    branch's, in the order of `smalls`."""
+    return decode["levels"] + [{**lvl, "scores": f"{lvl['scores']}_s{small}", "boxes": f"{lvl['boxes']}_s{small}",
+                                "input_size": [small, small]} for small in smalls for lvl in decode["levels"]]
 
 
 # ---- the measurement -------------------------------------------------------------------------
@@ -219,6 +246,30 @@ def tiles(w, h, grid=2, overlap=0.2):
             for j in range(grid) for i in range(grid)]
 
 
+class Shipped:
+    """A committed detect-coco file as it ships (its manifest's levels, all branches in one
+    graph) through the reference pipeline at 0.05, boxes in image pixels; thread CPU time."""
+
+    def __init__(self, path: str, pre: dict, decode: dict):
+        self.sess = _session(path, threads=1)
+        self.names = [o.name for o in self.sess.get_outputs()]
+        self.pre, self.dec = pre, {**decode, "score_threshold": 0.05}
+        self.cpu_ms = []
+
+    def run(self, rgb):
+        x, geo = R.preprocess(rgb, self.pre)
+        t = time.thread_time()
+        outs = dict(zip(self.names, self.sess.run(None, {"input": x})))
+        self.cpu_ms.append((time.thread_time() - t) * 1000)
+        n = self.pre["width"]
+        b, s, c = R.decode_nanodet(outs, self.dec, n, n)
+        b = np.array(b, np.float64).reshape(-1, 4)
+        b = (b - [geo["ox"], geo["oy"], geo["ox"], geo["oy"]]) / [geo["sx"], geo["sy"], geo["sx"], geo["sy"]]
+        b[:, [0, 2]] = b[:, [0, 2]].clip(0, geo["w"])
+        b[:, [1, 3]] = b[:, [1, 3]].clip(0, geo["h"])
+        return b, np.array(s, np.float64), np.array(c, int)
+
+
 def merge(passes, labels, thr=0.2, iou_thr=0.5):
     """The candidates of several passes, one per-class NMS (the engine's), boxes > thr."""
     b = np.concatenate([p[0] for p in passes])
@@ -245,24 +296,30 @@ def recall(truth, preds):
     return tp / max(sum(map(len, truth)), 1)
 
 
-# name -> passes: (size, in-graph down size or None, flipped, tiled)
+# name -> passes: (size, in-graph down size or None, flipped, tiles: 0 = the whole photo, k = k x k
+# crops overlapping by 0.2, each stretched to size x size); EDGE: the committed INT8 edge.onnx.
+EDGE = "shipped edge (INT8 608+416 file)"
+TWO = [(608, None, False, 0), (608, 416, False, 0)]
+CLOUD = TWO + [(608, None, True, 0), (608, 416, True, 0)]
 CANDIDATES = {
-    "FP32 416 (the cloud before)": [(416, None, False, False)],
-    "FP32 320": [(320, None, False, False)],
-    "FP32 512": [(512, None, False, False)],
-    "FP32 608": [(608, None, False, False)],
-    "FP32 640": [(640, None, False, False)],
-    "416 + flip (TTA)": [(416, None, False, False), (416, None, True, False)],
-    "416 + 2x2 tiles at 416": [(416, None, False, False), (416, None, False, True)],
-    "416 + 512": [(416, None, False, False), (512, None, False, False)],
-    "416 + 608": [(416, None, False, False), (608, None, False, False)],
-    "416 + 640": [(416, None, False, False), (640, None, False, False)],
-    "608 + 608->416 in graph (chosen)": [(608, None, False, False), (608, 416, False, False)],
-    "chosen + flips (4 passes)": [(608, None, False, False), (608, 416, False, False),
-                                  (608, None, True, False), (608, 416, True, False)],
+    EDGE: None,
+    "FP32 416 (the cloud before)": [(416, None, False, 0)],
+    "FP32 608": [(608, None, False, 0)],
+    "608 + 608->416 (FP32 2-scale)": TWO,
+    "2-scale + flips (shipped cloud)": CLOUD,
+    "2-scale + 320": TWO + [(320, None, False, 0)],
+    "shipped cloud + 320 + flip": CLOUD + [(320, None, False, 0), (320, None, True, 0)],
+    "2-scale + 608->320 in graph": TWO + [(608, 320, False, 0)],
+    "shipped cloud + 608->320 + flip": CLOUD + [(608, 320, False, 0), (608, 320, True, 0)],
+    "2-scale + 2x2 tiles at 416": TWO + [(416, None, False, 2)],
+    "2-scale + 2x2 tiles at 608": TWO + [(608, None, False, 2)],
+    "2-scale + 3x3 tiles at 416": TWO + [(416, None, False, 3)],
+    "shipped cloud + 2x2 at 416": CLOUD + [(416, None, False, 2)],
+    "shipped cloud + 2x2 at 608": CLOUD + [(608, None, False, 2)],
+    "shipped cloud + 2x2 at 416 + flip": CLOUD + [(416, None, False, 2), (416, None, True, 2)],
 }
-CHOSEN = "608 + 608->416 in graph (chosen)"
-BASE = "FP32 416 (the cloud before)"
+SHIPPED_CLOUD = "2-scale + flips (shipped cloud)"
+RESAMPLES = 300
 
 
 def main():
@@ -275,46 +332,57 @@ def main():
     decode = {**v["detection"]["decode"], "levels": [
         lvl for lvl in v["detection"]["decode"]["levels"] if "input_size" not in lvl]}
     P = Passes(fp32, v["preprocess"], decode)
+    E = Shipped(str(HERE / "detect-coco" / v["file"]), v["preprocess"], v["detection"]["decode"])
     rgbs = [R.load_rgb(str(HERE / "detection-set" / im["file"])) for im in images]
     mirrored = [np.ascontiguousarray(r[:, ::-1]) for r in rgbs]
     ftruth = [[(lab, [r.shape[1] - b[2], b[1], r.shape[1] - b[0], b[3]]) for lab, b in ts]
               for r, ts in zip(rgbs, truth)]
     cache = {}
 
-    def one(i, flipset, size, down, flip, tiled):
-        key = (i, flipset, size, down, flip, tiled)
+    def one(i, flipset, size, down, flip, grid):
+        key = (i, flipset, size, down, flip, grid)
         if key not in cache:
             rgb = (mirrored if flipset else rgbs)[i]
-            if tiled:
+            if size == "edge":
+                cache[key] = E.run(rgb)
+            elif grid:
                 h, w = rgb.shape[:2]
-                ps = [P.run(rgb, size, flip, crop=t) for t in tiles(w, h)]
+                ps = [P.run(rgb, size, flip, crop=t) for t in tiles(w, h, grid)]
                 cache[key] = tuple(np.concatenate([p[k] for p in ps]) for k in range(3))
             else:
                 cache[key] = P.run(rgb, size, flip, down=down)
         return cache[key]
 
+    def cpu(passes):
+        if passes is None:
+            return np.median(E.cpu_ms)
+        return sum(np.median(P.cpu_ms[d or s]) * (g * g or 1) for s, d, _, g in passes)
+
     print(f"detect-coco cloud candidates: {len(images)} photos, {sum(map(len, truth))} boxes; "
-          "boxes >= 0.2, per-class NMS 0.5 over all passes")
-    print(f"{'candidate':<36} {'mAP@0.5':>8} {'mirrored':>9} {'mean':>6} {'recall':>7} {'cpu ms':>7}")
-    preds = {}
-    for name, passes in CANDIDATES.items():
-        p = [merge([one(i, False, *q) for q in passes], labels) for i in range(len(rgbs))]
-        f = [merge([one(i, True, *q) for q in passes], labels) for i in range(len(rgbs))]
+          f"decode centre offset {decode['center_offset']}; boxes >= 0.2, per-class NMS 0.5 over "
+          "all passes")
+    chosen = {k: v for k, v in CANDIDATES.items()
+              if k in (EDGE, SHIPPED_CLOUD) or not sys.argv[1:] or any(a in k for a in sys.argv[1:])}
+    preds, rows = {}, {}
+    for name, passes in chosen.items():
+        qs = passes or [("edge", None, False, 0)]
+        p = [merge([one(i, False, *q) for q in qs], labels) for i in range(len(rgbs))]
+        f = [merge([one(i, True, *q) for q in qs], labels) for i in range(len(rgbs))]
         preds[name] = p
-        m, fm = evaluate(truth, p), evaluate(ftruth, f)
-        ms = sum(np.median(P.cpu_ms[d or s]) * (4 if t else 1) for s, d, _, t in passes)
-        print(f"{name:<36} {m:>8.3f} {fm:>9.3f} {(m + fm) / 2:>6.3f} {recall(truth, p):>7.3f} "
-              f"{ms:>7.1f}", flush=True)
+        rows[name] = (evaluate(truth, p), evaluate(ftruth, f), recall(truth, p))
+        print(f"  measured {name}", file=sys.stderr, flush=True)
     rng = np.random.default_rng(SEED)
-    d = []
-    for _ in range(300):
-        idx = rng.integers(0, len(rgbs), len(rgbs))
-        t = [truth[i] for i in idx]
-        d.append(evaluate(t, [preds[CHOSEN][i] for i in idx]) - evaluate(t, [preds[BASE][i] for i in idx]))
-    d = np.array(d)
-    print(f"paired bootstrap over photos (300 resamples), chosen - before: mean {d.mean():+.3f}, "
-          f"90% interval [{np.percentile(d, 5):+.3f}, {np.percentile(d, 95):+.3f}], "
-          f"share <= 0: {(d <= 0).mean():.3f}")
+    draws = [rng.integers(0, len(rgbs), len(rgbs)) for _ in range(RESAMPLES)]
+    base = [evaluate([truth[i] for i in idx], [preds[EDGE][i] for i in idx]) for idx in draws]
+    print(f"{'candidate':<36} {'mAP@0.5':>8} {'mirrored':>9} {'mean':>6} {'recall':>7} {'cpu ms':>7}"
+          f" {'x cloud':>7}   - shipped edge: mean, 90% interval ({RESAMPLES} paired resamples)")
+    for name, passes in chosen.items():
+        m, fm, r = rows[name]
+        d = np.array([evaluate([truth[i] for i in idx], [preds[name][i] for i in idx]) - b
+                      for idx, b in zip(draws, base)])
+        print(f"{name:<36} {m:>8.3f} {fm:>9.3f} {(m + fm) / 2:>6.3f} {r:>7.3f} {cpu(passes):>7.1f} "
+              f"{cpu(passes) / cpu(CANDIDATES[SHIPPED_CLOUD]):>7.2f}   {d.mean():+.3f} "
+              f"[{np.percentile(d, 5):+.3f}, {np.percentile(d, 95):+.3f}]", flush=True)
 
 
 if __name__ == "__main__":
