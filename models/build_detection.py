@@ -73,6 +73,9 @@ EDGE_SIZE = 608
 # mAP@0.5 0.730 against 0.623 for FP32 416 alone; each larger size alone loses (NanoDet's
 # distances stop at reg_max x stride, so large objects at a larger input get cut in parts).
 CLOUD_SIZE = 608
+# cloud-3s-m (detect-coco-edges, not shipped): the cloud with a third in-graph scale, 320 px;
+# measurably stronger than the edge but the cascade's ratio falls to 0.93 (detect.md, session 13)
+CLOUD_3S_SMALLS = (416, 320)
 CLOUD_SCORE_THRESHOLD = 0.2
 FACE_W, FACE_H = 640, 480
 # TANDEM_REUSE=1: keep the ONNX files already built, redo labels, samples, test data, manifest;
@@ -481,7 +484,7 @@ def build_coco():
                   "architecture": f"nanodet-g-{CLOUD_SIZE}+{detect_cloud.SMALL}+mirrored", "preprocess": pre_cloud,
                   "detection": post_cloud},
     }
-    build_edge_candidates(folder, int8, {**variants["edge"], "detection": {**post, "cascade": EDGE_CASCADE}},
+    build_edge_candidates(folder, int8, fp32, {**variants["edge"], "detection": {**post, "cascade": EDGE_CASCADE}},
                           {**variants["cloud"], "detection": post_2s})
     lab = os.path.join(common.MODELS_DIR, "detection-set", "images")
     samples = copy_samples(folder, [os.path.join(lab, f) for f in
@@ -492,7 +495,7 @@ def build_coco():
                    f"INT8 (edge) and FP32 (cloud), keeping boxes down to {CLOUD_SCORE_THRESHOLD}", variants, {})
 
 
-def build_edge_candidates(coco, int8, edge, cloud):
+def build_edge_candidates(coco, int8, fp32, edge, cloud):
     """models/detect-coco-edges/: other INT8 edges that `tandem-bench detect --edge NAME`
     measures in place of the shipped one (docs/benchmarks/detect.md, session 13).
     edge-416.onnx is the single-scale INT8 net (`int8`: the shipped edge's first branch, the
@@ -501,7 +504,9 @@ def build_edge_candidates(coco, int8, edge, cloud):
     512 px) and edge-2s-512 (the shipped two-scale file at 512 + 416; a file not in this folder
     is detect-coco's). Its `clouds`: cloud-2s, the shipped cloud file read without its
     mirrored levels (the cloud before the mirrored branch; it still computes that branch, so
-    its latency is the shipped file's). Deterministic: the same INT8 net gives the same bytes."""
+    its latency is the shipped file's), and cloud-3s-m (cloud-3s-m.onnx: the FP32 net `fp32`
+    at 608, 416 and 320 px and mirrored, detect_cloud.multi_scale + mirrored). Deterministic:
+    the same nets give the same bytes."""
     folder = os.path.join(common.MODELS_DIR, "detect-coco-edges")
     os.makedirs(folder, exist_ok=True)
     single = os.path.join(folder, "edge-416.onnx")
@@ -517,16 +522,28 @@ def build_edge_candidates(coco, int8, edge, cloud):
         cands[name] = {"file": file, "optional": False, "quantization": edge["quantization"],
                        "architecture": arch, "detection": det, "inputs": ins, "outputs": outs,
                        "preprocess": {**edge["preprocess"], "width": size, "height": size}}
+    three = os.path.join(folder, "cloud-3s-m.onnx")
+    detect_cloud.multi_scale(fp32, three, CLOUD_3S_SMALLS)
+    detect_cloud.mirrored(three, three)
+    common.fix_ir_version(three)
     for old in os.listdir(folder):
-        if old.endswith(".onnx") and old != "edge-416.onnx":
+        if old.endswith(".onnx") and old not in ("edge-416.onnx", "cloud-3s-m.onnx"):
             os.remove(os.path.join(folder, old))
     ins, outs = io_specs(os.path.join(coco, cloud["file"]))
+    ins3, outs3 = io_specs(three)
+    levels3 = detect_cloud.mirrored_levels(detect_cloud.levels(NANODET_DECODE, CLOUD_3S_SMALLS))
+    arch3 = f"nanodet-g-{CLOUD_SIZE}+" + "+".join(map(str, CLOUD_3S_SMALLS)) + "+mirrored"
     clouds = {"cloud-2s": {**cloud, "architecture": f"nanodet-g-{CLOUD_SIZE}+{detect_cloud.SMALL}",
-                           "inputs": ins, "outputs": outs}}
+                           "inputs": ins, "outputs": outs},
+              "cloud-3s-m": {**cloud, "file": "cloud-3s-m.onnx", "inputs": ins3, "outputs": outs3,
+                             "architecture": arch3,
+                             "detection": {**cloud["detection"],
+                                           "decode": {**NANODET_DECODE, "levels": levels3}}}}
     common.write_json(os.path.join(folder, "candidates.json"), {
         "description": "INT8 NanoDet-g edges and FP32 clouds measured against the shipped ones "
                        "(tandem-bench detect --edge NAME, --cloud NAME); not served",
-        "variants": cands, "clouds": clouds, "files": {"edge-416.onnx": common.sha256_file(single)}})
+        "variants": cands, "clouds": clouds,
+        "files": {"edge-416.onnx": common.sha256_file(single), "cloud-3s-m.onnx": common.sha256_file(three)}})
 
 
 def build_face():
