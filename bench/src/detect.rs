@@ -41,13 +41,13 @@ pub struct Args {
     /// Skip the diagnostic that measures candidate routing signals the same way.
     #[arg(long)]
     no_signals: bool,
-    /// Measure this candidate of models/detect-coco-edges/candidates.json (`edge-512`,
-    /// `edge-2s-512`, `edge-2s`) as detect-coco's edge, beside the shipped one: its row, the
+    /// Measure this candidate of models/detect-coco-edges/candidates.json (`edge-416`, the
+    /// edge before; `edge-512`; `edge-2s-512`) as detect-coco's edge, beside the shipped one: its row, the
     /// cascade on top of it (the same cross-fitting), its latency over the shipped edge's.
     #[arg(long)]
     edge: Option<String>,
     /// Measure this cloud candidate of candidates.json (`cloud-2s`: the cloud file's levels
-    /// without the mirrored ones) as detect-coco's cloud, beside the shipped one; the ratio is
+    /// without the mirrored ones; `cloud-3s-m`: a 320 px third scale too) as detect-coco's cloud, beside the shipped one; the ratio is
     /// then against it.
     #[arg(long)]
     cloud: Option<String>,
