@@ -55,7 +55,7 @@ abort_left_rollouts() {
 # wait_rollout: until the latest rollout ends (up to 60 s); prints its status line.
 wait_rollout() {
   for _ in $(seq 1 120); do
-    "$HUB" rollout status --config demo/hub.toml | tail -n 1 | grep -qE "succeeded|halted|aborted" && break
+    "$HUB" rollout status --config demo/hub.toml | tail -n 1 | grep -E "succeeded|halted|aborted" >/dev/null && break
     sleep 0.5
   done
   "$HUB" rollout status --config demo/hub.toml | tail -n 1 | sed 's/^/   /'

@@ -37,7 +37,7 @@ cp "models/$MODEL"/{manifest.json,edge.onnx,cloud.onnx,labels.txt} "demo-out/loo
 
 start_hub_and_agent "$HUBCONF" "$HUBLOG" "$CONF" "$LOG" "$URL"
 for _ in $(seq 1 100); do # until the hub sees the device online (its QUIC link and MQTT are up)
-  hub_api /v1/fleet | grep -q '"online":true' && break
+  hub_api /v1/fleet | grep '"online":true' >/dev/null && break
   sleep 0.1
 done
 

@@ -21,7 +21,7 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   log "installing the nightly toolchain (cargo-fuzz needs it for the sanitizer flags)"
   rustup toolchain install nightly --profile minimal
 fi
-if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+if ! cargo fuzz --version 2>/dev/null | grep "$CARGO_FUZZ_VERSION" >/dev/null; then
   log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi

@@ -50,7 +50,7 @@ NEEDED=(libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand
         libcufft.so.12 libcudnn.so.9 libnvinfer.so.10 libnvinfer_plugin.so.10
         libnvonnxparser.so.10)
 found_lib() {
-  ldconfig -p | grep -q "$1 " && return 0
+  ldconfig -p | grep "$1 " >/dev/null && return 0
   local d
   IFS=':' read -r -a dirs <<<"${LD_LIBRARY_PATH:-}"
   for d in "${dirs[@]}"; do [ -n "$d" ] && [ -e "$d/$1" ] && return 0; done

@@ -85,8 +85,9 @@ provision() {
   mkdir -p "$(dirname "$dest")"
   mv "$tmp/$folder" "$dest"
   # auditwheel's bundled libraries (`<pkg>.libs/`, e.g. onnxruntime-qnn's libc++): flat beside
-  # the provider library, where its $ORIGIN run path finds them.
-  if unzip -Z1 "$CACHE/$wheel" | grep -qE '^[^/]+\.libs/[^/]+$'; then
+  # the provider library, where its $ORIGIN run path finds them. (Not `grep -q`: it exits at the
+  # first match, unzip then dies of SIGPIPE, and pipefail makes the test false under load.)
+  if unzip -Z1 "$CACHE/$wheel" | grep -E '^[^/]+\.libs/[^/]+$' >/dev/null; then
     unzip -qj "$CACHE/$wheel" '*.libs/*' -d "$dest"
   fi
   rm -rf "$tmp"

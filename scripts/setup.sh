@@ -49,7 +49,7 @@ command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)  # multi
 # Vulkan loader and lavapipe (software Vulkan): the wgpu pre-processing path's equality test.
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -e /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ] \
   || need_apt+=(mesa-vulkan-drivers)
-ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' || need_apt+=(libvulkan1)
+ldconfig -p 2>/dev/null | grep 'libvulkan.so.1 ' >/dev/null || need_apt+=(libvulkan1)
 # Headless Chromium and a font for the console's browser tests and screenshots (CDP, no driver).
 command -v chromium >/dev/null || need_apt+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
