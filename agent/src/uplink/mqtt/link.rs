@@ -22,7 +22,9 @@
 //! - Reconnects on its own: exponential backoff with full jitter (a random wait up to 0.5 s,
 //!   doubling per failure to 30 s; `tandem_shared::backoff`); and at once with a new TLS
 //!   identity after a certificate renewal ([`MqttLink::reload_identity`]).
-//! - Shutdown: `offline` (`reason: shutdown`), retained, then DISCONNECT (no last will).
+//! - Shutdown: `offline` (`reason: shutdown`), retained, then DISCONNECT (no last will); the
+//!   broker's acks are then read until it closes the connection (at most 2 s), so the socket
+//!   is not reset with messages the broker has not read yet.
 //! - The task polls the connection first (a `biased` select: under load its next event is
 //!   almost always ready, and an unbiased select also registers waiters on the other
 //!   branches for every event); a stop or a renewed identity is checked once per event, so
@@ -337,6 +339,9 @@ impl Drop for MqttLink {
     }
 }
 
+/// Longest wait, after DISCONNECT, for the broker to close the connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     mut el: EventLoop,
@@ -350,6 +355,10 @@ async fn run(
 ) {
     let m = &counters.mqtt;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    // Set once DISCONNECT is written: the broker's acks are read until it closes the
+    // connection (or CLOSE_WAIT passes). Dropping the socket with acks unread would reset it,
+    // and the broker would lose what it had not read yet (the last object events of a stop).
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
         // The connection is polled first (`biased`): under load it is always ready, and the
         // other branches would then never run. Shutdown and a renewed identity are therefore
@@ -363,6 +372,8 @@ async fn run(
         let event = tokio::select! {
             biased;
             e = el.poll() => e,
+            () = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)),
+                if closing.is_some() => return,
             _ = stop.wait_for(|s| *s) => return,
             Ok(()) = identity.changed() => {
                 renew(&mut el, &mut identity, &device, m, handler.as_ref());
@@ -440,8 +451,11 @@ async fn run(
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 m.acked.fetch_add(1, Relaxed);
             }
-            Ok(Event::Outgoing(Out::Disconnect)) => return,
+            Ok(Event::Outgoing(Out::Disconnect)) => {
+                closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
+            }
             Ok(_) => {}
+            Err(_) if closing.is_some() => return,
             Err(e) => {
                 if m.connected.swap(false, Relaxed) {
                     m.disconnects.fetch_add(1, Relaxed);
