@@ -84,21 +84,28 @@ impl Subscriber {
         panic!("mosquitto_sub never received a probe on {topic}");
     }
 
-    fn wait_for(&self, want: impl Fn(&str) -> bool, what: &str) -> String {
+    fn try_wait_for(&self, want: impl Fn(&str) -> bool) -> Result<String, String> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if want(&l) => return l,
+                Ok(l) if want(&l) => return Ok(l),
                 Ok(_) => {}
-                Err(e) => panic!("mosquitto_sub gave no {what}: {e}"),
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
 
     /// The next object event.
     fn next(&self) -> ObjectEvent {
-        let line = self.wait_for(|l| l.starts_with('{'), "object event");
+        self.next_or(String::new)
+    }
+
+    /// The next object event; if none comes, the panic carries `context()` (a daemon's log).
+    fn next_or(&self, context: impl Fn() -> String) -> ObjectEvent {
+        let line = self
+            .try_wait_for(|l| l.starts_with('{'))
+            .unwrap_or_else(|e| panic!("mosquitto_sub gave no object event: {e}\n{}", context()));
         ObjectEvent::decode(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 }
@@ -263,7 +270,11 @@ async fn a_camera_stream_publishes_appeared_updated_gone_with_a_snapshot() {
     let pid = rustix::process::Pid::from_raw(daemon.child.id() as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     loop {
-        let e = tokio::task::block_in_place(|| sub.next());
+        let e = tokio::task::block_in_place(|| sub.next_or(|| daemon.log_text()));
+        eprintln!(
+            "after SIGTERM: {} {} {:?} {:?}",
+            e.id, e.label, e.kind, e.reason
+        );
         assert!(
             TABLE.contains(&e.label.as_str()),
             "{e:?}: {}",
