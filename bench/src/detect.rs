@@ -509,14 +509,20 @@ fn signals(a: &Args, frames: &[Frame], cloud: f64, answer: f32) {
     }
 }
 
+/// Variant `variant` of the repository's detect-coco manifest.
+fn shipped_variant(repo: &std::path::Path, variant: &str) -> anyhow::Result<serde_json::Value> {
+    let path = repo.join("models/detect-coco/manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    Ok(m["variants"][variant].take())
+}
+
 /// A detect-coco variant's size as its `architecture` names it (`608+416`).
 fn architecture(repo: &std::path::Path, variant: &str) -> anyhow::Result<String> {
-    let path = repo.join("models/detect-coco/manifest.json");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let arch = m["variants"][variant]["architecture"]
+    let v = shipped_variant(repo, variant)?;
+    let arch = v["architecture"]
         .as_str()
         .with_context(|| format!("detect-coco manifest: variants.{variant}.architecture"))?;
-    Ok(arch.rsplit('-').next().unwrap_or(arch).to_string())
+    Ok(crate::detect_edges::size(arch).to_string())
 }
 
 /// `  paired bootstrap over photos, NAME: mean +d, 90% interval [lo, hi], share <= 0: s`.
@@ -534,9 +540,7 @@ const BOOTSTRAP: usize = 1000;
 
 /// A detect-coco variant's answer threshold (`detection.score_threshold` in its manifest).
 fn threshold(repo: &std::path::Path, variant: &str) -> anyhow::Result<f32> {
-    let path = repo.join("models/detect-coco/manifest.json");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    m["variants"][variant]["detection"]["score_threshold"]
+    shipped_variant(repo, variant)?["detection"]["score_threshold"]
         .as_f64()
         .map(|v| v as f32)
         .with_context(|| {

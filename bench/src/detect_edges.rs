@@ -78,6 +78,11 @@ impl Candidate {
     pub fn label(&self) -> String {
         let arch = self.variant["architecture"].as_str().unwrap_or(&self.name);
         let precision = if self.role == "edge" { "INT8" } else { "FP32" };
-        format!("{precision} {}", arch.rsplit('-').next().unwrap_or(arch))
+        format!("{precision} {}", size(arch))
     }
+}
+
+/// The size part of an `architecture` (`608+416` of `nanodet-g-608+416`).
+pub fn size(arch: &str) -> &str {
+    arch.rsplit('-').next().unwrap_or(arch)
 }
