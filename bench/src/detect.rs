@@ -421,6 +421,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             serde_json::to_string(&f.policy).unwrap_or_default()
         );
     }
+    oracle(&all, a.max_offload, cs.map50);
     if !a.no_signals {
         signals(a, &frames, cs.map50, answer);
     }
@@ -439,6 +440,22 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         offload
     );
     Ok(())
+}
+
+/// Diagnostic: how much of the cloud's lead a router reading the labels captures
+/// ([`detect_fit::oracle`]): the ratio at the last step and the least offload reaching 0.97.
+fn oracle(frames: &[&Frame], max_offload: f64, cloud: f64) {
+    let path = detect_fit::oracle(frames, max_offload);
+    let ratio = |s: &Scores| s.map50 / cloud.max(1e-9);
+    let reach = path.iter().find(|(s, _)| ratio(s) >= 0.97);
+    let (last, sent) = path[path.len() - 1];
+    println!(
+        "  reference, not a policy: frames chosen by their labels (greedy, in-sample): ratio {:.3} \
+         at {:.1}%; 0.97 first at {}",
+        ratio(&last),
+        sent * 100.0,
+        reach.map_or("no share under the cap".into(), |(_, o)| format!("{:.1}%", o * 100.0))
+    );
 }
 
 /// Diagnostic: each candidate routing signal's held-out ratio and offload, cross-fitted as

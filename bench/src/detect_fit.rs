@@ -292,6 +292,42 @@ pub fn fit_nested<P: Route>(
     Some(space.fitted(grid, fitted))
 }
 
+/// A reference for routing signals, not a policy: the frames a router that read the labels
+/// would send, chosen greedily (each step sends the frame that raises the cascade's mAP@0.5 most,
+/// until `max_offload` of the frames are sent or no frame raises it). In-sample by construction:
+/// it says how much of the cloud's lead routing could capture at each offload, never what a
+/// signal does. Returns the scores and share sent after each step, the edge alone first.
+pub fn oracle(frames: &[&Frame], max_offload: f64) -> Vec<(Scores, f64)> {
+    let space = Space {
+        frames,
+        first: Vec::new(),
+        send: Vec::new(),
+    };
+    let all: Vec<usize> = (0..frames.len()).collect();
+    let mut send = vec![false; frames.len()];
+    let mut path = vec![space.score(&all, &send)];
+    let cap = (max_offload * frames.len() as f64).floor() as usize;
+    for _ in 0..cap {
+        let now = path[path.len() - 1].0.map50;
+        let mut step: Option<(usize, (Scores, f64))> = None;
+        for i in 0..frames.len() {
+            if send[i] {
+                continue;
+            }
+            send[i] = true;
+            let s = space.score(&all, &send);
+            send[i] = false;
+            if s.0.map50 > step.map_or(now, |(_, b)| b.0.map50) + 1e-12 {
+                step = Some((i, s));
+            }
+        }
+        let Some((i, s)) = step else { break };
+        send[i] = true;
+        path.push(s);
+    }
+    path
+}
+
 /// k-fold cross-validation: frame `order[j]` is in fold `j % k`; each fold's frames are
 /// decided by the policy fitted on the other folds. Returns the pooled held-out scores and
 /// offload share, and each fold's policy.
