@@ -16,7 +16,8 @@
 //! - `e2e-after`: the engine from the file (`Engine::infer_blocking`, what the agent runs);
 //! - `http-e2e`: the agent daemon's `/v1/classify` with the file;
 //! - `fastapi-e2e`: the FastAPI + PIL + onnxruntime peer's `/v1/classify` with the file;
-//! - `pre-wgpu`, `e2e-wgpu` and a second `floor`: in a child process of their own
+//! - `pre-wgpu`, `e2e-wgpu`, a second `floor` and `pre-cpu-proc` (the CPU path beside the
+//!   GPU one): in a child process of their own
 //!   ([`frames_wgpu`](crate::frames_wgpu)), after the rows above, so that the Vulkan device
 //!   (lavapipe's threads and memory on a machine without a GPU) does not slow the CPU rows.
 //!

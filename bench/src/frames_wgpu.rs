@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tandem_engine::preprocess::image::{self as img, Backend};
+use tandem_engine::settings::PreprocessDevice;
 
 /// In the parent: runs `tandem-bench frames --wgpu-rows` and reads its rows, or why there are
 /// none (no adapter, the child failed).
@@ -72,7 +73,10 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
         }
     };
     eprintln!("wgpu adapter: {} (software: {})", gpu.name, gpu.software);
+    let auto = tandem_engine::preprocess::choose(&setup.p, PreprocessDevice::Auto);
+    eprintln!("preprocess_device = auto would serve with: {}", auto.1);
     let backend = Backend::Gpu(gpu);
+    let cpu = Backend::Cpu;
     let (p, limits, session, input) = (&setup.p, &setup.limits, &setup.session, &setup.input);
     let (per, shape) = (setup.per(), img::batch_shape(p, 1));
     let window = Duration::from_secs_f64(a.seconds);
@@ -81,10 +85,11 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
         let cyc = Cycle::new(&set.files);
         let tensor = setup.tensor(&set)?;
         let (cyc, b, shape, tensor) = (&cyc, &backend, &shape, &tensor);
-        let pre = move || {
+        let pre = move |b: &Backend| {
             let mut out = vec![0.0f32; per];
             img::prepare_into(cyc.next(), p, limits, b, &mut out).is_ok()
         };
+        let c = &cpu;
         let systems: Vec<System<'_>> = vec![
             (
                 "floor-wgpu-proc",
@@ -93,8 +98,12 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
                 }),
             ),
             (
+                "pre-cpu-proc",
+                Box::new(move |w| threads_window(1, w, &|_| pre(c))),
+            ),
+            (
                 "pre-wgpu",
-                Box::new(move |w| threads_window(1, w, &|_| pre())),
+                Box::new(move |w| threads_window(1, w, &|_| pre(b))),
             ),
             (
                 "e2e-wgpu",
