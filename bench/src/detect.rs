@@ -454,7 +454,10 @@ fn oracle(frames: &[&Frame], max_offload: f64, cloud: f64) {
          at {:.1}%; 0.97 first at {}",
         ratio(&last),
         sent * 100.0,
-        reach.map_or("no share under the cap".into(), |(_, o)| format!("{:.1}%", o * 100.0))
+        reach.map_or("no share under the cap".into(), |(_, o)| format!(
+            "{:.1}%",
+            o * 100.0
+        ))
     );
 }
 

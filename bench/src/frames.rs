@@ -321,13 +321,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         };
         // The decode alone, at the scale `pre-after` decodes at: the rest of `pre-after` is
         // the resize, normalise and layout.
-        let decode_only = move || {
-            let bytes = cyc.next();
-            img::peek_dims(bytes).is_ok_and(|(w, h)| {
-                let (mw, mh) = Plan::new(w, h, p).min_source();
-                img::decode_at_least(bytes, p.color, limits, (mw * 2, mh * 2)).is_ok()
-            })
-        };
+        let decode_only = move || decode_only(cyc.next(), p, limits);
         let tensor = setup.tensor(&set)?;
         let tensor = &tensor;
         let (engine_calls, http_calls) = (Calls::default(), Calls::default());
@@ -418,6 +412,14 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     }
     print_report(&rows, &split, gpu.as_ref().err());
     Ok(())
+}
+
+/// The JPEG decode alone, at the reduced DCT scale the engine would pick (the `decode` rows).
+pub(crate) fn decode_only(bytes: &[u8], p: &ImagePreprocess, limits: &Limits) -> bool {
+    img::peek_dims(bytes).is_ok_and(|(w, h)| {
+        let (mw, mh) = Plan::new(w, h, p).min_source();
+        img::decode_at_least(bytes, p.color, limits, (mw * 2, mh * 2)).is_ok()
+    })
 }
 
 /// One measured cell: input set, system, figures.

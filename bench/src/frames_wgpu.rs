@@ -6,7 +6,7 @@
 //! what the device costs the CPU) for each input set and prints them as JSON lines; the
 //! parent runs it after its own rows, so the two never compete for the cores.
 
-use crate::frames::{Args, Cycle, MODEL, Row, Setup, run_session, sets};
+use crate::frames::{Args, Cycle, MODEL, Row, Setup, decode_only, run_session, sets};
 use crate::local::{System, interleaved, threads_window};
 use crate::stats::Stats;
 use anyhow::Context;
@@ -98,8 +98,22 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
                 }),
             ),
             (
+                "decode-proc",
+                Box::new(move |w| threads_window(1, w, &|_| decode_only(cyc.next(), p, limits))),
+            ),
+            (
                 "pre-cpu-proc",
                 Box::new(move |w| threads_window(1, w, &|_| pre(c))),
+            ),
+            (
+                "e2e-cpu-proc",
+                Box::new(move |w| {
+                    threads_window(1, w, &|_| {
+                        let mut out = vec![0.0f32; per];
+                        img::prepare_into(cyc.next(), p, limits, c, &mut out).is_ok()
+                            && run_session(session, input, shape, &out)
+                    })
+                }),
             ),
             (
                 "pre-wgpu",
