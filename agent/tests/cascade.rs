@@ -53,8 +53,7 @@ async fn hub_decodes(engine: &tandem_engine::Engine, file: &str, k: usize) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cascade_offloads_the_unsure_and_degrades_gracefully() {
-    let dir = std::env::temp_dir().join(format!("tandem-cascade-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (_tmp, dir) = common::tmp_dir("cascade");
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let engine = hub_engine();

@@ -103,8 +103,7 @@ fn infer_text_and_human_output() {
 
 #[test]
 fn infer_bad_inputs_have_distinct_exit_codes() {
-    let d = std::env::temp_dir().join(format!("tandem-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("tmpdir");
+    let (_tmp, d) = common::tmp_dir("cli");
     let junk = d.join("junk.jpg");
     std::fs::write(&junk, b"this is not a picture").expect("write");
     let out = agent()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Daemon, daemon_config, models_dir, repo};
+use common::{Daemon, daemon_config, models_dir, repo, tmp_dir};
 use std::io::{Read, Write};
 use std::process::Command;
 
@@ -11,16 +11,9 @@ fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tandem-agent"))
 }
 
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-daemon-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmpdir");
-    d
-}
-
 /// Runs `tandem-agent run` with a config and expects it to fail at start-up.
 fn run_fails(name: &str, config: &str) -> (i32, String) {
-    let d = tmpdir(name);
+    let (_tmp, d) = tmp_dir(&format!("daemon-{name}"));
     let path = d.join("agent.toml");
     std::fs::write(&path, config).expect("write");
     let out = agent()
@@ -41,7 +34,7 @@ fn bad_config_lists_every_problem_and_exits_78() {
     for key in ["server.listen", "engine.workers", "engine.queue_capacity"] {
         assert!(err.contains(key), "`{key}` not named in: {err}");
     }
-    let d = tmpdir("validate");
+    let (_tmp, d) = tmp_dir("daemon-validate");
     std::fs::write(d.join("a.toml"), "[server]\nlisten_port = 1\n").expect("write");
     let out = agent()
         .args(["validate", "--config"])
@@ -84,7 +77,7 @@ fn copy_model(dst: &std::path::Path, model: &str) {
 
 #[test]
 fn missing_or_corrupt_model_file_is_named_and_exits_69() {
-    let d = tmpdir("models");
+    let (_tmp, d) = tmp_dir("daemon-models");
     copy_model(&d, "vision-fashion");
     std::fs::remove_file(d.join("vision-fashion/edge.onnx")).expect("rm");
     let cfg = format!(
@@ -152,7 +145,7 @@ fn port_in_use_is_named() {
 
 #[test]
 fn sigterm_finishes_the_in_flight_request_then_exits_zero() {
-    let d = tmpdir("sigterm");
+    let (_tmp, d) = tmp_dir("daemon-sigterm");
     // A batch big enough to keep the worker busy for a while (above the default rows cap).
     let batch = 4000usize;
     let extra = format!("[engine]\nmax_rows_per_request = {batch}");

@@ -55,8 +55,7 @@ fn parse_boxes(v: &Value) -> Vec<Detection> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsure_frames_get_the_hubs_boxes_and_a_deadline_still_wins() {
-    let dir = std::env::temp_dir().join(format!("tandem-detect-cascade-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (_tmp, dir) = common::tmp_dir("detect-cascade");
     let pki = Pki::init(&dir.join("pki")).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));

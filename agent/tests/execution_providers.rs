@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Daemon, daemon_config, repo};
+use common::{Daemon, daemon_config, repo, tmp_dir};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -14,13 +14,6 @@ fn agent() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tandem-agent"));
     c.current_dir(repo());
     c
-}
-
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-eps-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmpdir");
-    d
 }
 
 fn get(addr: &str, path: &str) -> String {
@@ -43,7 +36,7 @@ fn a_provider_refused_by_the_accuracy_gate_is_reported_with_its_difference() {
     if !common::openvino_serves_here() {
         return;
     }
-    let d = tmpdir("gate");
+    let (_tmp, d) = tmp_dir("eps-gate");
     let extra = "[runtime]\nexecution_providers = [\"openvino\", \"cpu\"]\n[runtime.ep.openvino]\nprecision = \"bf16\"\n";
     let daemon = Daemon::start(&d, &daemon_config(&["vision-fashion"], "cloud", extra));
     let meta: Value = serde_json::from_str(&get(&daemon.addr, "/v2/models/vision-fashion"))
@@ -136,7 +129,7 @@ fn infer_json_reports_the_measured_auto_choice() {
 
 #[test]
 fn validate_names_bad_provider_options() {
-    let d = tmpdir("validate");
+    let (_tmp, d) = tmp_dir("eps-validate");
     let path = d.join("agent.toml");
     std::fs::write(
         &path,
@@ -165,7 +158,7 @@ fn validate_names_bad_provider_options() {
 /// provider option (a key part) it measures again.
 #[test]
 fn the_auto_choice_survives_a_restart_in_the_cache_file() {
-    let d = tmpdir("choice-cache");
+    let (_tmp, d) = tmp_dir("eps-choice-cache");
     let path = d.join("agent.toml");
     let write = |precision: &str| {
         let extra = format!(
@@ -195,5 +188,4 @@ fn the_auto_choice_survives_a_restart_in_the_cache_file() {
     write("f16");
     let third = run();
     assert_eq!(cached(&third), 0, "{third:?}");
-    let _ = std::fs::remove_dir_all(&d);
 }

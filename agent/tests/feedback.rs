@@ -18,14 +18,13 @@ use tandem_hub::ingress::quic::QuicIngress;
 use tandem_hub::pki::Pki;
 use tandem_tests::metrics::scrape_text;
 
-/// A fresh temporary folder for one test (`tandem-<tag>-<pid>`) with a development PKI in it
-/// and the device `cam-01` issued.
-fn fresh_pki(tag: &str) -> (std::path::PathBuf, Pki) {
-    let dir = std::env::temp_dir().join(format!("tandem-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// A fresh temporary folder for one test ([`common::tmp_dir`]: its guard first, to be held to
+/// the test's end) with a development PKI in it and the device `cam-01` issued.
+fn fresh_pki(tag: &str) -> (tempfile::TempDir, std::path::PathBuf, Pki) {
+    let (tmp, dir) = common::tmp_dir(tag);
     let pki = Pki::init(&dir.join("pki")).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
-    (dir, pki)
+    (tmp, dir, pki)
 }
 
 fn start_hub(
@@ -86,7 +85,7 @@ fn examples(store: &Store) -> Vec<tandem_hub::feedback::StoredRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_examples_and_corrections_reach_the_hub_once() {
-    let (dir, pki) = fresh_pki("feedback");
+    let (_tmp, dir, pki) = fresh_pki("feedback");
     let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));
     let (hub_addr, stop, task) =
         start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), store.clone());
@@ -297,7 +296,7 @@ async fn hard_examples_and_corrections_reach_the_hub_once() {
 async fn records_over_the_hub_quota_wait_and_arrive_later() {
     use tandem_agent::queue::Class;
     use tandem_shared::record::{self, Record};
-    let (dir, pki) = fresh_pki("quota");
+    let (_tmp, dir, pki) = fresh_pki("quota");
     let quota = tandem_hub::feedback::FeedbackConfig {
         quota_bytes_per_device: 250_000,
         quota_window_ms: 2_000,
@@ -381,7 +380,7 @@ async fn records_over_the_hub_quota_wait_and_arrive_later() {
 /// leave the device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_samples_are_limited_and_judged_by_the_cloud_model() {
-    let (dir, pki) = fresh_pki("shadow");
+    let (_tmp, dir, pki) = fresh_pki("shadow");
     let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));
     let (hub_addr, _stop, _task) =
         start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), store.clone());

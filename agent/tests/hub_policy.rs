@@ -53,8 +53,7 @@ fn router_with(
     hub: Arc<tandem_engine::Engine>,
     tweak: impl FnOnce(&mut Config),
 ) -> (Arc<Router>, Guard) {
-    let dir = std::env::temp_dir().join(format!("tandem-hub-policy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (tmp, dir) = common::tmp_dir(&format!("hub-policy-{name}"));
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let (addr, stop, _task) = start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), hub);
@@ -69,15 +68,24 @@ fn router_with(
     if let Some(u) = router.uplink() {
         u.keep();
     }
-    (router, Guard(Some(stop)))
+    (
+        router,
+        Guard {
+            hub: Some(stop),
+            _tmp: tmp,
+        },
+    )
 }
 
-/// Stops the hub when dropped (or by `stop`).
-struct Guard(Option<tokio::sync::oneshot::Sender<()>>);
+/// Stops the hub when dropped (or by `stop`), then removes its folder.
+struct Guard {
+    hub: Option<tokio::sync::oneshot::Sender<()>>,
+    _tmp: tempfile::TempDir,
+}
 
 impl Guard {
     fn stop(&mut self) {
-        if let Some(s) = self.0.take() {
+        if let Some(s) = self.hub.take() {
             let _ = s.send(());
         }
     }
@@ -192,8 +200,7 @@ async fn a_deadline_the_hub_cannot_meet_keeps_the_local_answer() {
 async fn a_model_without_a_local_variant_is_answered_by_the_hub() {
     // This device's model folder has the fashion manifest without its edge variant (and the
     // sentiment model, which runs here).
-    let models = std::env::temp_dir().join(format!("tandem-remote-models-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&models);
+    let (_models, models) = common::tmp_dir("remote-models");
     let fashion = models.join("vision-fashion");
     std::fs::create_dir_all(&fashion).expect("mkdir");
     let src = common::models_dir().join("vision-fashion");

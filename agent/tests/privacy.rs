@@ -81,18 +81,19 @@ fn received(store: &Store) -> Vec<(String, ExampleKind, Vec<u8>)> {
 }
 
 /// A real hub in process: QUIC + mTLS with a development PKI (device `cam-01`), the engine of
-/// [`hub_engine`], a feedback store; in a fresh folder `tandem-privacy-<tag>-<pid>`.
+/// [`hub_engine`], a feedback store; in a fresh folder `tandem-privacy-<tag>-XXXXXX`, removed
+/// when `_tmp` drops (last, after the store).
 struct Hub {
     dir: std::path::PathBuf,
     pki: Pki,
     engine: Arc<Engine>,
     store: Arc<Store>,
     addr: SocketAddr,
+    _tmp: tempfile::TempDir,
 }
 
 fn start_hub(tag: &str) -> Hub {
-    let dir = std::env::temp_dir().join(format!("tandem-privacy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (tmp, dir) = common::tmp_dir(&format!("privacy-{tag}"));
     let pki = Pki::init(&dir.join("pki")).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let engine = hub_engine();
@@ -109,6 +110,7 @@ fn start_hub(tag: &str) -> Hub {
         engine,
         store,
         addr,
+        _tmp: tmp,
     }
 }
 
@@ -177,6 +179,7 @@ async fn the_hub_finds_no_face_in_what_the_agent_sends() {
         engine: hub,
         store,
         addr: hub_addr,
+        _tmp,
     } = start_hub("examples");
     let (base, router) = start_agent(&agent_config(&dir, &pki, hub_addr, "on")).await;
     let c = reqwest::Client::new();

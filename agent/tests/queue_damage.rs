@@ -99,8 +99,7 @@ async fn records_lost_to_damage_are_reported_and_new_ones_reach_the_hub() {
             .finish(),
     )
     .expect("subscriber");
-    let dir = std::env::temp_dir().join(format!("tandem-queue-damage-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (_tmp, dir) = common::tmp_dir("queue-damage");
     let pki = Pki::init(&dir.join("pki")).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let store = Arc::new(Store::open(&dir.join("hub-feedback")).expect("hub store"));
@@ -201,5 +200,4 @@ async fn records_lost_to_damage_are_reported_and_new_ones_reach_the_hub() {
         );
     })
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

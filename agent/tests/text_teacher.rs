@@ -38,8 +38,7 @@ async fn an_unsure_sentence_is_answered_by_mpnet_on_the_hub() {
         "all-mpnet-base-v2"
     );
 
-    let dir = std::env::temp_dir().join(format!("tandem-text-teacher-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (_tmp, dir) = common::tmp_dir("text-teacher");
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let (hub_addr, _stop, _task) =

@@ -14,8 +14,7 @@ fn tritonclient_works_unchanged() {
         "{} missing: run `make setup`",
         python.display()
     );
-    let d = std::env::temp_dir().join(format!("tandem-triton-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("tmpdir");
+    let (_tmp, d) = common::tmp_dir("triton");
     let daemon = Daemon::start(
         &d,
         &daemon_config(&["vision-fashion", "text-sentiment"], "edge", ""),

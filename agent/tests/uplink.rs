@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{hub_engine, models_dir, start_hub};
+use common::{hub_engine, models_dir, start_hub, tmp_dir};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,8 +17,7 @@ use tandem_shared::wire::{Input, Message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_connection_uses_0rtt() {
-    let dir = std::env::temp_dir().join(format!("tandem-uplink-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (_tmp, dir) = tmp_dir("uplink");
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let (addr, _stop, _task) = start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), hub_engine());
@@ -73,12 +72,6 @@ async fn a_resumed_connection_uses_0rtt() {
     );
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-uplink-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 fn link(pki: &Pki, device: &str, addr: std::net::SocketAddr) -> Arc<Uplink> {
     link_with(pki, device, addr, 1000)
 }
@@ -109,7 +102,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_is_reported_with_its_cause() {
-    let dir = tmp("expired");
+    let (_tmp, dir) = tmp_dir("uplink-expired");
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device_at(
         "old-cam",
@@ -192,7 +185,7 @@ async fn blackhole(hub: std::net::SocketAddr) -> Blackhole {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_hub_is_noticed_and_the_keeper_reconnects() {
-    let dir = tmp("silent");
+    let (_tmp, dir) = tmp_dir("uplink-silent");
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let (hub, _stop, _task) = start_hub(&pki, "127.0.0.1:0".parse().expect("addr"), hub_engine());
@@ -240,7 +233,7 @@ async fn a_silent_hub_is_noticed_and_the_keeper_reconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_requests_with_no_connection_opens_one() {
-    let dir = tmp("burst");
+    let (_tmp, dir) = tmp_dir("uplink-burst");
     let pki = Pki::init(&dir).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     let ingress =
@@ -282,7 +275,7 @@ async fn a_burst_of_requests_with_no_connection_opens_one() {
 /// 200 ms after a first loss), then reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_hub_closed_is_replaced_only_after_the_backoff() {
-    let dir = tmp("closed");
+    let (_tmp, dir) = tmp_dir("uplink-closed");
     let pki = Pki::init(&dir).expect("pki");
     let serial = pki.add_device("cam-01", 365).expect("device").serial;
     let ingress =

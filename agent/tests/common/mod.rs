@@ -18,6 +18,19 @@ use tandem_tests::process::Logged;
 
 pub use tandem_tests::{models_dir, read_json, repo};
 
+/// A fresh folder `tandem-{name}-XXXXXX` under the system's temporary directory and its path,
+/// removed when the guard drops (whether the test passed or panicked). Keep the guard alive for
+/// as long as anything uses the folder: bind it before the daemon, store or hub that writes
+/// there, so that it drops after them.
+pub fn tmp_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let guard = tempfile::Builder::new()
+        .prefix(&format!("tandem-{name}-"))
+        .tempdir()
+        .expect("temporary folder");
+    let path = guard.path().to_path_buf();
+    (guard, path)
+}
+
 /// A config over the repository's models.
 pub fn config(models: &[&str], variant: &str, eps: &[&str]) -> Config {
     let mut cfg = Config {
