@@ -399,9 +399,11 @@ mod tests {
 
     #[test]
     fn a_partial_table_keeps_the_hub_defaults() {
-        let dir = std::env::temp_dir().join(format!("tandem-hub-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp");
-        let f = dir.join("hub.toml");
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-hub-cfg-")
+            .tempdir()
+            .expect("tmp");
+        let f = dir.path().join("hub.toml");
         std::fs::write(&f, "[models]\ndir = \"/m\"\n[engine]\nworkers = 2\n").expect("write");
         let cfg = Config::load(Some(&f)).expect("loads");
         assert_eq!(cfg.models.variant, "cloud");

@@ -95,9 +95,12 @@ mod tests {
 
     #[test]
     fn values_round_trip_and_a_second_open_is_locked_until_the_first_is_released() {
-        let dir = std::env::temp_dir().join(format!("tandem-sled-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (db, released) = open(&dir, 1 << 20).expect("a fresh folder opens");
+        let tmp = tempfile::Builder::new()
+            .prefix("tandem-sled-store-")
+            .tempdir()
+            .expect("tmp");
+        let dir = tmp.path();
+        let (db, released) = open(dir, 1 << 20).expect("a fresh folder opens");
         let tree = db.open_tree("t").expect("a tree opens");
         put_json(&tree, b"a", &1u32).expect("stored");
         put_json(&tree, b"b", &2u32).expect("stored");
@@ -113,12 +116,12 @@ mod tests {
             list_json(&tree, Some::<u32>),
             Err(SledError::Json(_))
         ));
-        assert!(matches!(open(&dir, 1 << 20), Err(SledError::Locked(_))));
+        assert!(matches!(open(dir, 1 << 20), Err(SledError::Locked(_))));
         drop((tree, db, released));
-        let (db, _released) = open(&dir, 1 << 20).expect("reopens once released");
+        let (db, _released) = open(dir, 1 << 20).expect("reopens once released");
         let tree = db.open_tree("t").expect("a tree opens");
         assert_eq!(get_json::<u32>(&tree, b"c").expect("read"), Some(3));
         drop((tree, db, _released));
-        std::fs::remove_dir_all(&dir).expect("scratch removed");
+        tmp.close().expect("scratch removed");
     }
 }

@@ -9,10 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use tandem_hub::pki::{Pki, PkiError};
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-pki-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh folder `tandem-pki-{name}-XXXXXX` (not created: `Pki::init` makes it) and the guard
+/// that removes it when the test ends, passed or panicked.
+fn tmp(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let guard = tempfile::Builder::new()
+        .prefix(&format!("tandem-pki-{name}-"))
+        .tempdir()
+        .expect("tmp");
+    let d = guard.path().join("pki");
+    (guard, d)
 }
 
 fn verifier(dir: &Path) -> Arc<dyn ClientCertVerifier> {
@@ -39,7 +44,7 @@ fn verify(dir: &Path, cert: &Path) -> Result<(), rustls::Error> {
 
 #[test]
 fn devices_verify_until_revoked_and_expired_or_foreign_ones_never() {
-    let dir = tmp("main");
+    let (_main, dir) = tmp("main");
     let pki = Pki::init(&dir).expect("init");
     for f in [
         "ca.pem",
@@ -86,7 +91,7 @@ fn devices_verify_until_revoked_and_expired_or_foreign_ones_never() {
     let err = verify(&dir, &pki.device_files("old-cam").0).expect_err("expired");
     assert!(format!("{err:?}").contains("Expired"), "{err:?}");
 
-    let other = tmp("other");
+    let (_other, other) = tmp("other");
     let foreign = Pki::init(&other).expect("other CA");
     foreign.add_device("cam-01", 365).expect("add");
     let err = verify(&dir, &foreign.device_files("cam-01").0).expect_err("foreign CA");
@@ -117,7 +122,7 @@ fn devices_verify_until_revoked_and_expired_or_foreign_ones_never() {
 #[test]
 fn keys_are_private_from_their_creation_and_validity_is_bounded() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tmp("modes");
+    let (_modes, dir) = tmp("modes");
     let pki = Pki::init(&dir).expect("init");
     pki.add_device("cam-01", 1).expect("a day");
     // A leftover key readable by all is replaced, not reused with its mode.

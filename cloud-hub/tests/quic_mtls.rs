@@ -19,16 +19,16 @@ struct Fixture {
     addr: SocketAddr,
     stats: Arc<IngressStats>,
     _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tandem-quic-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    /// The folder of both PKIs, removed when the fixture drops (after the hub's stop).
+    _tmp: tempfile::TempDir,
 }
 
 async fn start(name: &str) -> Fixture {
-    let pki = Pki::init(&tmp(name)).expect("pki");
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("tandem-quic-{name}-"))
+        .tempdir()
+        .expect("tmp");
+    let pki = Pki::init(&tmp.path().join("pki")).expect("pki");
     pki.add_device("cam-01", 365).expect("cam-01");
     pki.add_device("cam-02", 365).expect("cam-02");
     pki.add_device("gone", 365).expect("gone");
@@ -39,7 +39,7 @@ async fn start(name: &str) -> Fixture {
         1,
     )
     .expect("expired");
-    let foreign = Pki::init(&tmp(&format!("{name}-foreign"))).expect("foreign pki");
+    let foreign = Pki::init(&tmp.path().join("foreign")).expect("foreign pki");
     foreign.add_device("cam-01", 365).expect("foreign cam-01");
     let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir()).expect("bind");
     let addr = ingress.local_addr().expect("addr");
@@ -54,6 +54,7 @@ async fn start(name: &str) -> Fixture {
         addr,
         stats,
         _stop: tx,
+        _tmp: tmp,
     }
 }
 

@@ -38,6 +38,9 @@ fn engine_with(
     Arc::new(Engine::start(&s, &env, Arc::new(Metrics::default())).expect("engine"))
 }
 
+/// A hub in process serving `engine` over QUIC with a fresh PKI (devices `cam-01`, `cam-02`):
+/// its PKI, address, stop sender, counters and the guard of its folder
+/// (`tandem-serve-NAME-XXXXXX`, removed when the guard drops: hold it to the test's end).
 async fn hub(
     name: &str,
     engine: Arc<Engine>,
@@ -46,10 +49,13 @@ async fn hub(
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
     Arc<tandem_hub::ingress::quic::IngressStats>,
+    tempfile::TempDir,
 ) {
-    let dir = std::env::temp_dir().join(format!("tandem-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pki = Pki::init(&dir).expect("pki");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-serve-{name}-"))
+        .tempdir()
+        .expect("tmp");
+    let pki = Pki::init(dir.path()).expect("pki");
     pki.add_device("cam-01", 365).expect("device");
     pki.add_device("cam-02", 365).expect("device");
     let ingress = QuicIngress::bind("127.0.0.1:0".parse().expect("addr"), pki.dir())
@@ -61,7 +67,7 @@ async fn hub(
     tokio::spawn(ingress.run(async {
         let _ = rx.await;
     }));
-    (pki, addr, tx, stats)
+    (pki, addr, tx, stats, dir)
 }
 
 async fn connect(pki: &Pki, addr: SocketAddr) -> quinn::Connection {
@@ -122,7 +128,7 @@ fn request(id: u64, model: &str, input: Input) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_answers_match_the_python_pipeline() {
-    let (pki, addr, _stop, _) = hub("answers", engine(64, 16)).await;
+    let (pki, addr, _stop, _, _tmp) = hub("answers", engine(64, 16)).await;
     let conn = connect(&pki, addr).await;
     let mut checked = 0;
     for (m, model) in ["vision-fashion", "vision-imagenet"]
@@ -268,7 +274,7 @@ async fn futures_join_all<F: std::future::Future<Output = Message> + Send + 'sta
 async fn a_full_queue_answers_busy() {
     // Large requests keep the worker busy: above the default rows cap on purpose.
     let e = engine_with(1, 1, |s| s.engine.max_rows_per_request = 3000);
-    let (pki, addr, _stop, _) = hub("busy", e).await;
+    let (pki, addr, _stop, _, _tmp) = hub("busy", e).await;
     let conn = connect(&pki, addr).await;
     let big = || {
         let t = Tensor {
@@ -303,7 +309,7 @@ async fn a_full_queue_answers_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_request_id_is_answered_from_memory_per_device() {
     let engine = engine(64, 1);
-    let (pki, addr, _stop, stats) = hub("idem", engine.clone()).await;
+    let (pki, addr, _stop, stats, _tmp) = hub("idem", engine.clone()).await;
     let png = std::fs::read(repo().join("models/vision-fashion/samples/6_4.png")).expect("sample");
     let req = request(42, "vision-fashion", Input::ImageBytes(png));
     let cam1 = connect_as(&pki, addr, "cam-01").await;
@@ -349,7 +355,7 @@ async fn a_prediction_is_the_hub_engines_top_k_with_the_requests_k() {
         5,
         "the engine's own k differs from the asked ones"
     );
-    let (pki, addr, _stop, _) = hub("predict", engine.clone()).await;
+    let (pki, addr, _stop, _, _tmp) = hub("predict", engine.clone()).await;
     let conn = connect(&pki, addr).await;
     let image = std::fs::read(repo().join("models/vision-imagenet/samples/imagenet_00_243.jpg"))
         .expect("sample");

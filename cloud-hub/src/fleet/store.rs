@@ -334,10 +334,13 @@ mod tests {
 
     #[test]
     fn keeps_state_across_reopen_and_survives_damage() {
-        let dir = std::env::temp_dir().join(format!("tandem-fleet-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::Builder::new()
+            .prefix("tandem-fleet-")
+            .tempdir()
+            .expect("tmp");
+        let dir = tmp.path();
         {
-            let s = FleetStore::open(&dir, 1 << 20).expect("open");
+            let s = FleetStore::open(dir, 1 << 20).expect("open");
             s.update("cam-01", |d| {
                 d.online = true;
                 d.last_seen_ms = 5;
@@ -345,7 +348,7 @@ mod tests {
             .expect("update");
             s.flush();
         }
-        let s = FleetStore::open(&dir, 1 << 20).expect("reopen");
+        let s = FleetStore::open(dir, 1 << 20).expect("reopen");
         let d = s.get("cam-01").expect("get").expect("present");
         assert!(d.online && d.last_seen_ms == 5);
         assert_eq!(s.list().expect("list").len(), 1);
@@ -363,8 +366,7 @@ mod tests {
             *b ^= 0x5a;
         }
         std::fs::write(db.join("db"), bytes).expect("write");
-        let s = FleetStore::open(&dir, 1 << 20).expect("opens");
+        let s = FleetStore::open(dir, 1 << 20).expect("opens");
         s.list().expect("list");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
