@@ -116,8 +116,11 @@ fn the_choice_cache_is_hit_on_unchanged_inputs_and_missed_on_a_new_digest_or_opt
         eprintln!("this CPU is not Intel's: OpenVINO offers no device, the cache test needs it");
         return;
     }
-    let tmp = std::env::temp_dir().join(format!("tandem-ep-cache-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let guard = tempfile::Builder::new()
+        .prefix("tandem-ep-cache-")
+        .tempdir()
+        .expect("tmp");
+    let tmp = guard.path();
     let cache = tmp.join("state/ep-choice.json");
     let s = settings(&repo().join("models"), &cache);
 
@@ -159,5 +162,4 @@ fn the_choice_cache_is_hit_on_unchanged_inputs_and_missed_on_a_new_digest_or_opt
     // ... and from then on cached under its own key, as the first one still is.
     assert!(all_cached(&measured(&s_moved)));
     assert!(all_cached(&measured(&s)));
-    std::fs::remove_dir_all(&tmp).ok();
 }

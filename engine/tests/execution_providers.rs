@@ -307,12 +307,15 @@ fn a_missing_plugin_library_falls_back_to_cpu_with_a_clear_error() {
 
 #[test]
 fn a_broken_plugin_library_falls_back_to_cpu_with_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("tandem-broken-ep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let lib = dir.join("libonnxruntime_providers_openvino_plugin.so");
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-broken-ep-")
+        .tempdir()
+        .expect("tmp");
+    let lib = dir
+        .path()
+        .join("libonnxruntime_providers_openvino_plugin.so");
     std::fs::write(&lib, b"\x7fELF this is not a shared library").expect("write");
     falls_back(&lib, "cannot be loaded");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -117,8 +117,11 @@ fn qnn_is_skipped_unless_runs_carry_one_row() {
 /// library, where its backends' `$ORIGIN` run path finds them; a second run leaves it alone.
 #[test]
 fn provisioning_puts_the_bundled_libraries_beside_the_provider_library() {
-    let root = std::env::temp_dir().join(format!("tandem-qnn-layout-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-qnn-layout-")
+        .tempdir()
+        .expect("tmp");
+    let root = tmp.path().join("ort");
     let provision = || {
         let out = std::process::Command::new(repo().join("scripts/provision-ep.sh"))
             .arg("qnn")
@@ -159,5 +162,5 @@ fn provisioning_puts_the_bundled_libraries_beside_the_provider_library() {
     );
     let second = provision();
     assert!(!second.contains("unpacking"), "{second}");
-    std::fs::remove_dir_all(&root).expect("clean up");
+    tmp.close().expect("clean up");
 }

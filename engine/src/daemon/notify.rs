@@ -102,10 +102,11 @@ mod tests {
 
     #[test]
     fn datagrams_reach_a_path_socket() {
-        let dir = std::env::temp_dir().join(format!("tandem-notify-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmpdir");
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-notify-")
+            .tempdir()
+            .expect("tmp");
+        let path = dir.path().join("notify.sock");
         let rx = UnixDatagram::bind(&path).expect("bind");
         let n = Notifier {
             addr: Some(path.display().to_string()),
@@ -114,7 +115,6 @@ mod tests {
         let mut buf = [0u8; 256];
         let len = rx.recv(&mut buf).expect("datagram");
         assert_eq!(&buf[..len], b"READY=1\nSTATUS=serving");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -112,10 +112,12 @@ mod tests {
     use super::*;
     use tandem_shared::provider::ExecutionProvider;
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tandem-choice-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    /// A fresh folder, removed when the guard drops (the test passed or panicked).
+    fn dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("tandem-choice-{name}-"))
+            .tempdir()
+            .expect("tmp")
     }
 
     fn measure(us: f64) -> Measure {
@@ -128,7 +130,8 @@ mod tests {
 
     #[test]
     fn a_measurement_survives_a_new_store_on_the_same_file() {
-        let d = dir("survive");
+        let tmp = dir("survive");
+        let d = tmp.path();
         let path = d.join("state/ep-choice.json");
         Store::new(&path).put("k1", &measure(100.0));
         Store::new(&path).put("k2", &measure(200.0));
@@ -140,12 +143,12 @@ mod tests {
         again.put("k1", &measure(50.0));
         assert_eq!(again.get("k1").and_then(|m| m.median_us), Some(50.0));
         assert_eq!(again.read().entries.len(), 2);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn the_file_keeps_the_newest_entries_only() {
-        let d = dir("bound");
+        let tmp = dir("bound");
+        let d = tmp.path();
         let s = Store::new(&d.join("ep-choice.json"));
         for i in 0..MAX_ENTRIES + 10 {
             s.put(&format!("k{i}"), &measure(i as f64));
@@ -155,19 +158,17 @@ mod tests {
         assert_eq!(s.get("k9"), None);
         assert!(s.get("k10").is_some());
         assert!(s.get(&format!("k{}", MAX_ENTRIES + 9)).is_some());
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_corrupt_file_is_replaced_not_an_error() {
-        let d = dir("corrupt");
-        std::fs::create_dir_all(&d).expect("dir");
+        let tmp = dir("corrupt");
+        let d = tmp.path();
         let path = d.join("ep-choice.json");
         std::fs::write(&path, b"{not json").expect("write");
         let s = Store::new(&path);
         assert_eq!(s.get("k"), None);
         s.put("k", &measure(1.0));
         assert!(s.get("k").is_some());
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -190,9 +190,11 @@ mod tests {
 
     #[test]
     fn plugins_are_found_beside_the_library_then_in_the_packaged_folder() {
-        let tmp = std::env::temp_dir().join(format!("tandem-discover-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let (a, b) = (tmp.join("a/ep"), tmp.join("b/ep"));
+        let tmp = tempfile::Builder::new()
+            .prefix("tandem-discover-")
+            .tempdir()
+            .expect("tmp");
+        let (a, b) = (tmp.path().join("a/ep"), tmp.path().join("b/ep"));
         for (root, ep) in [(&a, "openvino"), (&b, "openvino"), (&b, "qnn")] {
             let dir = root.join(ep);
             std::fs::create_dir_all(&dir).expect("dir");
@@ -209,6 +211,5 @@ mod tests {
             ]
         );
         assert_eq!(crate::runtime::PACKAGED_DIR, "/usr/lib/tandem");
-        let _ = std::fs::remove_dir_all(&tmp);
     }
 }
