@@ -4,13 +4,12 @@
 //! and 4.0 (hub).
 
 use std::process::Command;
-use tandem_tests::{binary, repo};
+use tandem_tests::{binary, repo, scratch};
 
 fn verify(unit: &str, installed: &str, bin: &str) {
     let text = std::fs::read_to_string(repo().join("systemd").join(unit)).expect("unit file");
     assert!(text.contains(installed), "{unit} should start {installed}");
-    let dir = std::env::temp_dir().join(format!("tandem-systemd-{}-{unit}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmpdir");
+    let dir = scratch(&format!("systemd-{unit}"));
     let path = dir.join(unit);
     std::fs::write(
         &path,
@@ -55,8 +54,7 @@ fn hub_unit_verifies_cleanly() {
 #[test]
 fn a_broken_unit_is_caught() {
     // The check itself must be able to fail: a misspelt key only warns, with exit 0.
-    let dir = std::env::temp_dir().join(format!("tandem-systemd-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmpdir");
+    let dir = scratch("systemd-bad");
     let path = dir.join("broken.service");
     let unit = format!(
         "[Service]\nExecStart={} run\nRestartt=always\n",
