@@ -7,7 +7,8 @@ hub_api() {
   local path=$1; shift
   local token
   token=$(grep -v '^#' demo-out/pki/operator.token | head -n 1)
-  curl -sf -H "Authorization: Bearer $token" "$@" "http://127.0.0.1:8480$path"
+  # An HTTP error fails the call with the hub's answer (its error) on stdout.
+  curl -s --fail-with-body -H "Authorization: Bearer $token" "$@" "http://127.0.0.1:8480$path"
 }
 
 # wait_hub PID LOG: until the hub logs that it is serving (up to 20 s); exits the demo with

@@ -6,8 +6,9 @@ one keep-alive connection, as a camera that moved into a brighter scene would.
 
 Usage: demo-loop-stream.py AGENT_URL FROM N SHIFT [--correct-every K]
 Prints one line: `answered N: edge right R (accuracy A), offloaded O (share S), cloud-answered
-right C, corrections K`. With --correct-every K, every K-th answer is corrected with its true
-label (POST /v1/feedback), as a person reviewing a few answers would.
+right C, corrections K; local version V xM, ...` (the edge model versions that answered). With
+--correct-every K, every K-th answer is corrected with its true label (POST /v1/feedback), as a
+person reviewing a few answers would.
 """
 import argparse
 import gzip
@@ -54,6 +55,7 @@ def main():
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     size, delta = rows * cols, a.brightness * 255.0
     right = offloaded = cloud_right = corrections = 0
+    versions = {}  # answers per local model version
     for n, i in enumerate(range(a.start, a.start + a.n)):
         px = bytes(min(255, max(0, round(v + delta))) for v in images[i * size:(i + 1) * size])
         conn.request("POST", "/v1/classify/vision-fashion", png(px, cols, rows),
@@ -63,7 +65,10 @@ def main():
         if r.status != 200:
             sys.exit(f"the agent answered {r.status}: {answer}")
         truth = names[labels[i]]
-        local = answer["local"]["label"] if answer["route"] == "cloud" else answer["label"]
+        side = answer["local"] if answer["route"] == "cloud" else answer
+        local = side["label"]
+        version = side.get("version") or "?"
+        versions[version] = versions.get(version, 0) + 1
         right += local == truth
         if answer["route"] == "cloud":
             offloaded += 1
@@ -75,7 +80,8 @@ def main():
             fr.read()
             corrections += fr.status < 300
     print(f"answered {a.n}: edge right {right} (accuracy {right / a.n:.3f}), offloaded {offloaded} "
-          f"(share {offloaded / a.n:.3f}), cloud-answered right {cloud_right}, corrections {corrections}")
+          f"(share {offloaded / a.n:.3f}), cloud-answered right {cloud_right}, corrections {corrections}; "
+          f"local version {', '.join(f'{v} x{k}' for v, k in sorted(versions.items()))}")
 
 
 if __name__ == "__main__":

@@ -86,8 +86,12 @@ hub_api "/v1/eval?format=table" -X POST -H 'content-type: application/json' \
 
 echo "== calibration: the least offload keeping 99.5% of cloud-only accuracy (POST /v1/calibrations)"
 calibrate() { # $1: the request's JSON body
-  hub_api /v1/calibrations -X POST -H 'content-type: application/json' -d "$1" \
-  | json 'c = d.get("calibration", d); t = c["test"]; f = t["at_fitted"]; m = t.get("at_manifest")
+  local out
+  if ! out=$(hub_api /v1/calibrations -X POST -H 'content-type: application/json' -d "$1"); then
+    echo "   the hub refused the calibration: $out" >&2
+    return 1
+  fi
+  printf '%s' "$out" | json 'c = d.get("calibration", d); t = c["test"]; f = t["at_fitted"]; m = t.get("at_manifest")
 print("   threshold %s -> %.4f, fitted on %d calibration samples; on %d test samples:" % (c.get("manifest_threshold"), c["threshold"], c["fit"]["at_fitted"]["n"], f["n"]))
 if m: print("     at the manifest threshold: accuracy %.3f, offload %.3f" % (m["accuracy"], m["offload"]))
 print("     at the calibrated one:     accuracy %.3f, offload %.3f (cloud-only %.3f, edge alone %.3f)" % (f["accuracy"], f["offload"], f["cloud_accuracy"], f["edge_accuracy"]))'
@@ -120,11 +124,25 @@ if [ "$status" = rolled_out ]; then
   echo "   calibrated for the version before)"
   stream 3000 1000 "$SHIFT"
   wait_labelled "$(metric tandem_feedback_examples_queued_total)"
-  echo "== calibration of $version on its own answers (POST /v1/calibrations {\"version\": \"$version\"})"
-  before=$(threshold | cut -d' ' -f1)
-  calibrate "{\"model\":\"$MODEL\",\"version\":\"$version\"}"
-  took "$before"
-  echo "== 300 more new shifted images, answered by $version at its own threshold"
+  # The agent's watch window (demo/agent-loop.toml: 3 s) judges the new version against the one
+  # it replaced and rolls it back if it does worse (a latency spike on a busy machine can).
+  for _ in $(seq 1 100); do
+    grep -E "watch window over|rolling back" "$LOG" >/dev/null && break
+    sleep 0.1
+  done
+  echo "   the agent's watch window:"
+  grep -E "watch window over|rolling back|rolled back" "$LOG" | sed -E 's/^.*(INFO|WARN) //' | cut -c1-200 | sed 's/^/     /' || true
+  if grep -F "rolling back" "$LOG" >/dev/null; then
+    echo "== the agent rolled $version back after its watch window (above): no calibration of"
+    echo "   $version; the scene continues on the version it restored"
+    echo "== 300 more new shifted images, answered by the restored version"
+  else
+    echo "== calibration of $version on its own answers (POST /v1/calibrations {\"version\": \"$version\"})"
+    before=$(threshold | cut -d' ' -f1)
+    calibrate "{\"model\":\"$MODEL\",\"version\":\"$version\"}"
+    took "$before"
+    echo "== 300 more new shifted images, answered by $version at its own threshold"
+  fi
 else
   echo "== the gate kept the serving version; the same scene continues: 300 new shifted images"
 fi
