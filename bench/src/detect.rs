@@ -8,8 +8,9 @@
 
 use crate::detect_edges::Candidate;
 use crate::detect_eval::{Pred, Scores, Truth, evaluate, paired_bootstrap, per_class};
-use crate::detect_fit::{self, Frame, Route as _};
+use crate::detect_fit::{self, Frame};
 use crate::detect_signals;
+use crate::detect_views::{self, Views};
 use anyhow::Context as _;
 use bytes::Bytes;
 use std::time::Instant;
@@ -41,6 +42,10 @@ pub struct Args {
     /// Skip the diagnostic that measures candidate routing signals the same way.
     #[arg(long)]
     no_signals: bool,
+    /// Also measure the disagreement signals ([`detect_views`]): three more edge passes (each
+    /// scale alone, the mirrored frames), their families cross-fitted like the others.
+    #[arg(long)]
+    disagreement: bool,
     /// Measure this candidate of models/detect-coco-edges/candidates.json (`edge-416`, the
     /// edge before; `edge-512`; `edge-2s-512`) as detect-coco's edge, beside the shipped one: its row, the
     /// cascade on top of it (the same cross-fitting), its latency over the shipped edge's.
@@ -257,10 +262,19 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .transpose()?;
     let installed: Vec<&Candidate> = cand.iter().chain(cloud_cand.iter()).collect();
     let floored = with_floor(&repo, "detect-coco", "edge", a.floor, &installed)?;
-    let runs = run_variant(&floored, "detect-coco", "edge", &imgs)
-        .and_then(|e| Ok((e, run_variant(&floored, "detect-coco", "cloud", &imgs)?)));
+    let runs = run_variant(&floored, "detect-coco", "edge", &imgs).and_then(|e| {
+        let views = match a.disagreement {
+            true => views(&floored, &imgs, &e)?,
+            false => vec![Views::default(); imgs.len()],
+        };
+        Ok((
+            e,
+            run_variant(&floored, "detect-coco", "cloud", &imgs)?,
+            views,
+        ))
+    });
     let _ = std::fs::remove_dir_all(&floored);
-    let (edge, cloud) = runs?;
+    let (edge, cloud, views) = runs?;
     let ep: Vec<Vec<Pred>> = edge.dets.iter().map(|d| preds(d, false)).collect();
     let cp: Vec<Vec<Pred>> = cloud.dets.iter().map(|d| preds(d, false)).collect();
     let (es, cs) = (evaluate(&truth, &ep), evaluate(&truth, &cp));
@@ -340,8 +354,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
 
-    let frames: Vec<Frame> = (0..imgs.len())
-        .map(|i| Frame {
+    let mut frames: Vec<Frame> = views
+        .into_iter()
+        .enumerate()
+        .map(|(i, views)| Frame {
             width: edge.dets[i].width,
             height: edge.dets[i].height,
             edge: edge.dets[i].boxes.clone(),
@@ -349,8 +365,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             edge_preds: ep[i].clone(),
             cloud_preds: cp[i].clone(),
             truth: truth[i].clone(),
+            views,
         })
         .collect();
+    if a.disagreement {
+        let all = detect_views::all(a.floor);
+        for f in &mut frames {
+            Views::tally(f, &all);
+        }
+    }
     let answer = match &cand {
         Some(c) => c.variant["detection"]["score_threshold"]
             .as_f64()
@@ -422,7 +445,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
     oracle(&all, a.max_offload, cs.map50);
-    if !a.no_signals {
+    if !a.no_signals || a.disagreement {
         signals(a, &frames, cs.map50, answer);
     }
     println!(
@@ -472,61 +495,167 @@ fn signals(a: &Args, frames: &[Frame], cloud: f64, answer: f32) {
         "    {:<38} {:>6} {:>6} {:>7}  assignments",
         "signal", "rules", "ratio", "offload"
     );
-    for fam in detect_signals::families(a.floor, answer) {
-        let held: Vec<_> = (0..a.repeats.max(1))
-            .filter_map(|r| {
-                let order = detect_fit::order(frames.len(), r);
-                detect_fit::cross_validate(
-                    frames,
-                    &order,
-                    &fam.rules,
-                    a.max_offload,
-                    a.folds,
-                    a.inner_folds,
-                )
-            })
-            .collect();
-        if held.is_empty() {
-            let quietest = fam
-                .rules
-                .iter()
-                .map(|r| frames.iter().filter(|f| r.offloads(f)).count())
-                .min()
-                .unwrap_or(0);
-            println!(
-                "    {:<38} {:>6}   none under the cap: the quietest rule offloads {:.1}%",
-                fam.name,
-                fam.rules.len(),
-                100.0 * quietest as f64 / frames.len().max(1) as f64
-            );
-            continue;
-        }
-        let n = held.len().max(1) as f64;
-        let ratio = held.iter().map(|h| h.scores.map50).sum::<f64>() / n / cloud.max(1e-9);
-        let offload = held.iter().map(|h| h.offload).sum::<f64>() / n;
-        let each: Vec<String> = held
-            .iter()
-            .map(|h| {
-                format!(
-                    "{:.3}@{:.0}%",
-                    h.scores.map50 / cloud.max(1e-9),
-                    h.offload * 100.0
-                )
-            })
-            .collect();
-        println!(
-            "    {:<38} {:>6} {:>6.3} {:>6.1}%  {}",
-            fam.name,
-            fam.rules.len(),
-            ratio,
-            offload * 100.0,
-            each.join(" ")
-        );
-        let all: Vec<&Frame> = frames.iter().collect();
-        if let Some(f) = detect_fit::fit_nested(&all, &fam.rules, a.max_offload, a.inner_folds) {
-            println!("      on all frames: {}", f.policy.show());
+    if !a.no_signals {
+        for fam in detect_signals::families(a.floor, answer) {
+            measure(a, frames, cloud, &fam.name, &fam.rules, |r| r.show());
         }
     }
+    if a.disagreement {
+        let band: Vec<detect_signals::Rule> = detect_fit::band_grid(a.floor)
+            .iter()
+            .map(detect_signals::Rule::of)
+            .collect();
+        for (name, rules) in detect_views::families(a.floor, &band) {
+            measure(a, frames, cloud, &name, &rules, |r| r.show());
+        }
+    }
+}
+
+/// One family's line of [`signals`]: its held-out ratio and offload (the mean over the fold
+/// assignments, then each), and its fit on all frames.
+fn measure<P: detect_fit::Route>(
+    a: &Args,
+    frames: &[Frame],
+    cloud: f64,
+    name: &str,
+    rules: &[P],
+    show: impl Fn(&P) -> String,
+) {
+    let held: Vec<_> = (0..a.repeats.max(1))
+        .filter_map(|r| {
+            let order = detect_fit::order(frames.len(), r);
+            detect_fit::cross_validate(frames, &order, rules, a.max_offload, a.folds, a.inner_folds)
+        })
+        .collect();
+    if held.is_empty() {
+        let quietest = rules
+            .iter()
+            .map(|r| frames.iter().filter(|f| r.offloads(f)).count())
+            .min()
+            .unwrap_or(0);
+        println!(
+            "    {:<38} {:>6}   none under the cap: the quietest rule offloads {:.1}%",
+            name,
+            rules.len(),
+            100.0 * quietest as f64 / frames.len().max(1) as f64
+        );
+        return;
+    }
+    let n = held.len() as f64;
+    let ratio = held.iter().map(|h| h.scores.map50).sum::<f64>() / n / cloud.max(1e-9);
+    let offload = held.iter().map(|h| h.offload).sum::<f64>() / n;
+    let each: Vec<String> = held
+        .iter()
+        .map(|h| {
+            format!(
+                "{:.3}@{:.0}%",
+                h.scores.map50 / cloud.max(1e-9),
+                h.offload * 100.0
+            )
+        })
+        .collect();
+    println!(
+        "    {:<38} {:>6} {:>6.3} {:>6.1}%  {}",
+        name,
+        rules.len(),
+        ratio,
+        offload * 100.0,
+        each.join(" ")
+    );
+    let all: Vec<&Frame> = frames.iter().collect();
+    if let Some(f) = detect_fit::fit_nested(&all, rules, a.max_offload, a.inner_folds) {
+        println!("      on all frames: {}", show(&f.policy));
+    }
+}
+
+/// The edge's other views of each image ([`detect_views::Views`]): its 608 and 416 branches
+/// alone (copies of the floored model folder `floored` decoding one branch's levels) and its
+/// answer on the mirrored image (decoded here, mirrored, sent as an RGB24 frame), boxes down
+/// to the floor. `edge` is the edge's run, for the widths.
+fn views(floored: &std::path::Path, imgs: &[&Image], edge: &Run) -> anyhow::Result<Vec<Views>> {
+    let all = |r: Run| -> Vec<Vec<tandem_shared::detect::Detection>> {
+        r.dets
+            .into_iter()
+            .zip(r.below)
+            .map(|(d, b)| d.boxes.into_iter().chain(b).collect())
+            .collect()
+    };
+    let branch = |tag: &str, s416: bool| -> anyhow::Result<_> {
+        let dir = one_branch(floored, tag, s416)?;
+        let run = run_variant(&dir, "detect-coco", "edge", imgs);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(all(run?))
+    };
+    let s608 = branch("608", false)?;
+    let s416 = branch("416", true)?;
+    let flipped: Vec<Image> = imgs
+        .iter()
+        .map(|im| mirrored(im))
+        .collect::<Result<_, _>>()?;
+    let flipped: Vec<&Image> = flipped.iter().collect();
+    let mirrored = all(run_variant(floored, "detect-coco", "edge", &flipped)?);
+    Ok(s608
+        .into_iter()
+        .zip(s416)
+        .zip(mirrored)
+        .zip(&edge.dets)
+        .map(|(((s608, s416), m), d)| Views {
+            s608,
+            s416,
+            mirrored: detect_views::mirror_back(&m, d.width),
+            counts: Vec::new(),
+        })
+        .collect())
+}
+
+/// A copy of the floored model folder under `base` (see [`with_floor`]) whose edge variant
+/// decodes only its 416 px levels (`s416`) or only the others.
+fn one_branch(base: &std::path::Path, tag: &str, s416: bool) -> anyhow::Result<std::path::PathBuf> {
+    let src = base.join("models/detect-coco");
+    let out =
+        std::env::temp_dir().join(format!("tandem-bench-detect-{}-{tag}", std::process::id()));
+    let dir = out.join("models/detect-coco");
+    std::fs::create_dir_all(&dir)?;
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json"))?)?;
+    let levels = m["variants"]["edge"]["detection"]["decode"]["levels"]
+        .as_array_mut()
+        .context("edge variant: detection.decode.levels")?;
+    levels.retain(|l| {
+        (l["input_size"].as_array().and_then(|s| s.first()?.as_u64()) == Some(416)) == s416
+    });
+    anyhow::ensure!(
+        !levels.is_empty(),
+        "edge variant: no levels of the {tag} branch"
+    );
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m)?)?;
+    for entry in std::fs::read_dir(&src)? {
+        let name = entry?.file_name();
+        if name != "manifest.json" {
+            std::os::unix::fs::symlink(src.join(&name), dir.join(&name))?;
+        }
+    }
+    Ok(out)
+}
+
+/// `im` mirrored left-right, as an RGB24 raw frame (`tandem_shared::frame`).
+fn mirrored(im: &Image) -> anyhow::Result<Image> {
+    let rgb = image::load_from_memory(&im.bytes)
+        .with_context(|| im.file.clone())?
+        .to_rgb8();
+    let flipped = image::imageops::flip_horizontal(&rgb);
+    let spec = tandem_shared::frame::FrameSpec {
+        format: tandem_shared::frame::FrameFormat::Rgb24,
+        width: flipped.width(),
+        height: flipped.height(),
+        stride: flipped.width() * 3,
+    };
+    Ok(Image {
+        file: format!("{} (mirrored)", im.file),
+        bytes: Bytes::from(spec.encode(flipped.as_raw())?),
+        objects: None,
+        faces: None,
+    })
 }
 
 /// Variant `variant` of the repository's detect-coco manifest.

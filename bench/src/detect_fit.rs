@@ -8,6 +8,7 @@
 //! are one candidate (the first in the grid), which changes no choice.
 
 use crate::detect_eval::{Pred, Scores, Truth, evaluate};
+use crate::detect_views::Views;
 use std::collections::HashMap;
 use tandem_shared::detect::Detection;
 use tandem_shared::detect::cascade::CascadeSpec;
@@ -29,6 +30,8 @@ pub struct Frame {
     pub cloud_preds: Vec<Pred>,
     /// Labels.
     pub truth: Vec<Truth>,
+    /// The edge's other views of the frame (`--disagreement`; empty without).
+    pub views: Views,
 }
 
 /// A frame policy the fit can choose: whether it sends a frame to the hub.
@@ -448,6 +451,7 @@ mod tests {
                         label: "a".into(),
                         bbox: [0.0, 0.0, 10.0, 10.0],
                     }],
+                    views: Views::default(),
                 }
             })
             .collect()

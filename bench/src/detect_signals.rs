@@ -53,7 +53,8 @@ pub struct Rule {
     pub max_boxes: Option<usize>,
 }
 
-fn keeps(only: Only, d: &Detection, w: f32, h: f32) -> bool {
+/// Whether `only` keeps box `d` of a `w` x `h` frame.
+pub fn keeps(only: Only, d: &Detection, w: f32, h: f32) -> bool {
     let [x1, y1, x2, y2] = d.bbox;
     let share = ((x2 - x1).max(0.0) * (y2 - y1).max(0.0)) / (w * h).max(1.0);
     match only {
@@ -100,7 +101,8 @@ impl Route for Rule {
 }
 
 impl Rule {
-    fn of(p: &CascadeSpec) -> Self {
+    /// The band policy `p` as a rule.
+    pub fn of(p: &CascadeSpec) -> Self {
         Self {
             band: Clause::of(p),
             extra: None,

@@ -23,7 +23,8 @@
 //!   edge and cloud detectors and the cascade on `models/detection-set`, offload share,
 //!   per-frame latency ([`detect_eval`]: the metrics; [`detect_fit`]: the cascade's policy,
 //!   fitted and judged on disjoint folds; [`detect_signals`]: candidate routing signals
-//!   measured the same way; [`detect_edges`]: candidate edges, `--edge NAME`).
+//!   measured the same way; [`detect_views`]: disagreement signals between views of a frame,
+//!   `--disagreement`; [`detect_edges`]: candidate edges, `--edge NAME`).
 //! - [`loop_bench`]: `tandem-bench loop` (make bench-loop): one turn of the learning loop on
 //!   a shifted stream through the real hub and agents: offload, edge and cascade accuracy
 //!   before and after, a candidate the gate refuses.
@@ -40,6 +41,7 @@ mod detect_edges;
 mod detect_eval;
 mod detect_fit;
 mod detect_signals;
+mod detect_views;
 mod eps;
 mod fleet;
 mod frames;
