@@ -89,6 +89,11 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
             let mut out = vec![0.0f32; per];
             img::prepare_into(cyc.next(), p, limits, b, &mut out).is_ok()
         };
+        let e2e = move |b: &Backend| {
+            let mut out = vec![0.0f32; per];
+            img::prepare_into(cyc.next(), p, limits, b, &mut out).is_ok()
+                && run_session(session, input, shape, &out)
+        };
         let c = &cpu;
         let systems: Vec<System<'_>> = vec![
             (
@@ -107,13 +112,7 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
             ),
             (
                 "e2e-cpu-proc",
-                Box::new(move |w| {
-                    threads_window(1, w, &|_| {
-                        let mut out = vec![0.0f32; per];
-                        img::prepare_into(cyc.next(), p, limits, c, &mut out).is_ok()
-                            && run_session(session, input, shape, &out)
-                    })
-                }),
+                Box::new(move |w| threads_window(1, w, &|_| e2e(c))),
             ),
             (
                 "pre-wgpu",
@@ -121,13 +120,7 @@ pub(crate) fn child(a: &Args) -> anyhow::Result<()> {
             ),
             (
                 "e2e-wgpu",
-                Box::new(move |w| {
-                    threads_window(1, w, &|_| {
-                        let mut out = vec![0.0f32; per];
-                        img::prepare_into(cyc.next(), p, limits, b, &mut out).is_ok()
-                            && run_session(session, input, shape, &out)
-                    })
-                }),
+                Box::new(move |w| threads_window(1, w, &|_| e2e(b))),
             ),
         ];
         for ((name, _), st) in systems.iter().zip(interleaved(&systems, window, 5)) {
