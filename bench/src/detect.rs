@@ -119,20 +119,37 @@ fn with_floor(
     floor: f32,
     candidates: &[&Candidate],
 ) -> anyhow::Result<std::path::PathBuf> {
-    let src = repo.join("models").join(model);
-    let base = std::env::temp_dir().join(format!("tandem-bench-detect-{}", std::process::id()));
+    model_copy(&repo.join("models").join(model), model, "", |m, dir| {
+        for c in candidates {
+            c.install(m, dir)?;
+        }
+        let det = &mut m["variants"][variant]["detection"];
+        let high = det["cascade"]["uncertain_high"].as_f64().unwrap_or(1.0);
+        det["cascade"] = serde_json::json!({"uncertain_low": floor, "uncertain_high": high});
+        Ok(())
+    })
+}
+
+/// A copy of the model folder `src` as `<temp>/tandem-bench-detect-<pid><suffix>/models/<model>`:
+/// its manifest as `edit` leaves it (`edit` gets the copy's folder too, to add files), every
+/// other file of `src` linked. Returns the copy's base, for `EngineSettings::base_dir`.
+fn model_copy(
+    src: &std::path::Path,
+    model: &str,
+    suffix: &str,
+    edit: impl FnOnce(&mut serde_json::Value, &std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let base = std::env::temp_dir().join(format!(
+        "tandem-bench-detect-{}{suffix}",
+        std::process::id()
+    ));
     let dir = base.join("models").join(model);
     std::fs::create_dir_all(&dir)?;
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json"))?)?;
-    for c in candidates {
-        c.install(&mut m, &dir)?;
-    }
-    let det = &mut m["variants"][variant]["detection"];
-    let high = det["cascade"]["uncertain_high"].as_f64().unwrap_or(1.0);
-    det["cascade"] = serde_json::json!({"uncertain_low": floor, "uncertain_high": high});
+    edit(&mut m, &dir)?;
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m)?)?;
-    for entry in std::fs::read_dir(&src)? {
+    for entry in std::fs::read_dir(src)? {
         let name = entry?.file_name();
         let link = dir.join(&name);
         if name != "manifest.json" && !link.exists() {
@@ -612,30 +629,19 @@ fn views(floored: &std::path::Path, imgs: &[&Image], edge: &Run) -> anyhow::Resu
 /// decodes only its 416 px levels (`s416`) or only the others.
 fn one_branch(base: &std::path::Path, tag: &str, s416: bool) -> anyhow::Result<std::path::PathBuf> {
     let src = base.join("models/detect-coco");
-    let out =
-        std::env::temp_dir().join(format!("tandem-bench-detect-{}-{tag}", std::process::id()));
-    let dir = out.join("models/detect-coco");
-    std::fs::create_dir_all(&dir)?;
-    let mut m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json"))?)?;
-    let levels = m["variants"]["edge"]["detection"]["decode"]["levels"]
-        .as_array_mut()
-        .context("edge variant: detection.decode.levels")?;
-    levels.retain(|l| {
-        (l["input_size"].as_array().and_then(|s| s.first()?.as_u64()) == Some(416)) == s416
-    });
-    anyhow::ensure!(
-        !levels.is_empty(),
-        "edge variant: no levels of the {tag} branch"
-    );
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&m)?)?;
-    for entry in std::fs::read_dir(&src)? {
-        let name = entry?.file_name();
-        if name != "manifest.json" {
-            std::os::unix::fs::symlink(src.join(&name), dir.join(&name))?;
-        }
-    }
-    Ok(out)
+    model_copy(&src, "detect-coco", &format!("-{tag}"), |m, _| {
+        let levels = m["variants"]["edge"]["detection"]["decode"]["levels"]
+            .as_array_mut()
+            .context("edge variant: detection.decode.levels")?;
+        levels.retain(|l| {
+            (l["input_size"].as_array().and_then(|s| s.first()?.as_u64()) == Some(416)) == s416
+        });
+        anyhow::ensure!(
+            !levels.is_empty(),
+            "edge variant: no levels of the {tag} branch"
+        );
+        Ok(())
+    })
 }
 
 /// `im` mirrored left-right, as an RGB24 raw frame (`tandem_shared::frame`).

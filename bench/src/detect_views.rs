@@ -89,6 +89,12 @@ pub fn mirror_back(boxes: &[Detection], width: u32) -> Vec<Detection> {
         .collect()
 }
 
+/// The edge's boxes of frame `f` down to the bench's decode floor: those it answered, then
+/// those under its answer threshold.
+fn down_to_floor(f: &Frame) -> Vec<Detection> {
+    f.edge.iter().chain(&f.below).cloned().collect()
+}
+
 /// Which two views a [`Disagree`] compares, and in which direction it counts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pair {
@@ -133,13 +139,10 @@ impl Disagree {
             Pair::Only416 => one(&v.s416, &v.s608),
             Pair::Scales => one(&v.s608, &v.s416) + one(&v.s416, &v.s608),
             Pair::Mirror => {
-                let edge: Vec<Detection> = f.edge.iter().chain(&f.below).cloned().collect();
+                let edge = down_to_floor(f);
                 one(&edge, &v.mirrored) + one(&v.mirrored, &edge)
             }
-            Pair::Classes => {
-                let edge: Vec<Detection> = f.edge.iter().chain(&f.below).cloned().collect();
-                confused(&edge, self.high, self.only, dims)
-            }
+            Pair::Classes => confused(&down_to_floor(f), self.high, self.only, dims),
         }
     }
 
@@ -177,19 +180,15 @@ pub struct ViewRule {
     pub band: Option<Rule>,
     /// The disagreement.
     pub disagree: Option<Disagree>,
-    /// Its entry of [`Views::counts`].
+    /// Its entry of [`Views::counts`] (filled by [`Views::tally`] before any rule is asked).
     pub slot: usize,
 }
 
 impl Route for ViewRule {
     fn offloads(&self, f: &Frame) -> bool {
-        let disagrees = self.disagree.is_some_and(|d| {
-            let count = match f.views.counts.get(self.slot) {
-                Some(c) => *c,
-                None => d.count(f),
-            };
-            count >= d.boxes
-        });
+        let disagrees = self
+            .disagree
+            .is_some_and(|d| f.views.counts[self.slot] >= d.boxes);
         disagrees || self.band.is_some_and(|b| b.offloads(f))
     }
 }
